@@ -1,0 +1,1 @@
+//! Host networking through rtnetlink (being written).

@@ -1,0 +1,4 @@
+//! wgmesh-overlay: everything that runs on a host.
+#![warn(missing_docs)]
+
+pub mod host;
