@@ -1,0 +1,433 @@
+//! The `wgmesh agent` under test, run in a host namespace.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::keys::KeyPair;
+use super::netns::{Netns, Proc};
+use super::wait_until;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wgmesh");
+
+/// How long an agent may take to answer `status` after it starts.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One `[[peer]]` table.
+#[derive(Clone, Debug, Default)]
+pub struct PeerSpec {
+    pub name: Option<String>,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl PeerSpec {
+    pub fn new(public_key: &str, allowed_ips: &[&str]) -> Self {
+        Self {
+            public_key: public_key.to_string(),
+            allowed_ips: allowed_ips.iter().map(|s| s.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn name(mut self, n: &str) -> Self {
+        self.name = Some(n.to_string());
+        self
+    }
+
+    pub fn endpoint(mut self, e: &str) -> Self {
+        self.endpoint = Some(e.to_string());
+        self
+    }
+
+    pub fn keepalive(mut self, k: u16) -> Self {
+        self.persistent_keepalive = Some(k);
+        self
+    }
+}
+
+/// The `[agent]` table (paths are filled in by [`Agent`]) and the peers.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    pub name: String,
+    pub subnet: String,
+    pub listen_port: u16,
+    pub peers: Vec<PeerSpec>,
+    pub offload: Option<bool>,
+}
+
+impl AgentSpec {
+    pub fn new(name: &str, subnet: &str, listen_port: u16) -> Self {
+        Self {
+            name: name.to_string(),
+            subnet: subnet.to_string(),
+            listen_port,
+            peers: Vec::new(),
+            offload: None,
+        }
+    }
+
+    pub fn peer(mut self, p: PeerSpec) -> Self {
+        self.peers.push(p);
+        self
+    }
+}
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("quote")
+}
+
+/// Renders a config file. Kept simple and line-predictable so tests can name lines.
+pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path) -> String {
+    let mut t = String::new();
+    writeln!(t, "[agent]").unwrap();
+    writeln!(t, "name = {}", q(&spec.name)).unwrap();
+    writeln!(t, "private_key_file = {}", q(key_file.to_str().unwrap())).unwrap();
+    writeln!(t, "listen_port = {}", spec.listen_port).unwrap();
+    writeln!(t, "interface = \"wgm0\"").unwrap();
+    writeln!(t, "subnet = {}", q(&spec.subnet)).unwrap();
+    writeln!(t, "socket = {}", q(socket.to_str().unwrap())).unwrap();
+    writeln!(t, "state_dir = {}", q(state_dir.to_str().unwrap())).unwrap();
+    if let Some(o) = spec.offload {
+        writeln!(t, "offload = {o}").unwrap();
+    }
+    for p in &spec.peers {
+        writeln!(t, "\n[[peer]]").unwrap();
+        if let Some(n) = &p.name {
+            writeln!(t, "name = {}", q(n)).unwrap();
+        }
+        writeln!(t, "public_key = {}", q(&p.public_key)).unwrap();
+        if let Some(e) = &p.endpoint {
+            writeln!(t, "endpoint = {}", q(e)).unwrap();
+        }
+        let ips: Vec<String> = p.allowed_ips.iter().map(|s| q(s)).collect();
+        writeln!(t, "allowed_ips = [{}]", ips.join(", ")).unwrap();
+        if let Some(k) = p.persistent_keepalive {
+            writeln!(t, "persistent_keepalive = {k}").unwrap();
+        }
+    }
+    t
+}
+
+/// A `wgmesh agent` with its own directory (config, key, socket, state, logs).
+pub struct Agent {
+    pub ns: Netns,
+    pub keys: KeyPair,
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    pub key_file: PathBuf,
+    pub state_dir: PathBuf,
+    spec: Mutex<AgentSpec>,
+    proc: Mutex<Option<Proc>>,
+    runs: Mutex<Vec<PathBuf>>,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Writes the key and config; does not start the agent.
+    pub fn prepare(ns: &Netns, spec: AgentSpec) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("wgm-agent")
+            .tempdir()
+            .expect("tempdir");
+        let keys = KeyPair::generate();
+        let key_file = dir.path().join("private.key");
+        keys.write_private(&key_file);
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).expect("state dir");
+        let agent = Self {
+            ns: ns.clone(),
+            keys,
+            config_path: dir.path().join("agent.toml"),
+            socket: dir.path().join("agent.sock"),
+            key_file,
+            state_dir,
+            spec: Mutex::new(spec.clone()),
+            proc: Mutex::new(None),
+            runs: Mutex::new(Vec::new()),
+            dir,
+        };
+        agent.set_spec(spec);
+        agent
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn public_key(&self) -> &str {
+        &self.keys.public
+    }
+
+    pub fn spec(&self) -> AgentSpec {
+        self.spec.lock().unwrap().clone()
+    }
+
+    /// A `[[peer]]` entry describing this agent, for another host's config.
+    pub fn as_peer(&self, endpoint: Option<&str>) -> PeerSpec {
+        let s = self.spec();
+        let mut p = PeerSpec::new(self.public_key(), &[&s.subnet]).name(&s.name);
+        p.endpoint = endpoint.map(str::to_string);
+        p
+    }
+
+    /// Rewrites the config file from `spec` (takes effect on start or [`Agent::reload`]).
+    pub fn set_spec(&self, spec: AgentSpec) {
+        let text = render(&spec, &self.key_file, &self.socket, &self.state_dir);
+        self.write_config(&text);
+        *self.spec.lock().unwrap() = spec;
+    }
+
+    /// The config text `spec` renders to, with this agent's paths.
+    pub fn render(&self, spec: &AgentSpec) -> String {
+        render(spec, &self.key_file, &self.socket, &self.state_dir)
+    }
+
+    pub fn write_config(&self, text: &str) {
+        // Write then rename, so a reload never sees half a file.
+        let tmp = self.dir.path().join("agent.toml.new");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    fn spawn(&self) -> Proc {
+        let mut runs = self.runs.lock().unwrap();
+        let log = self.dir.path().join(format!("agent.{}.log", runs.len()));
+        runs.push(log.clone());
+        self.ns.spawn(
+            &[BIN, "agent", "--config", self.config_path.to_str().unwrap()],
+            &[("RUST_LOG", "info"), ("RUST_BACKTRACE", "1")],
+            &log,
+        )
+    }
+
+    /// Starts the agent and waits until `status` answers. Panics (with the log) otherwise.
+    pub fn start(&self) {
+        let mut guard = self.proc.lock().unwrap();
+        assert!(
+            guard.as_mut().is_none_or(|p| !p.is_running()),
+            "agent already running"
+        );
+        let mut proc = self.spawn();
+        let mut last_err = String::new();
+        let ready = wait_until(READY_TIMEOUT, || {
+            if !proc.is_running() {
+                return true;
+            }
+            match self.try_status() {
+                Ok(_) => true,
+                Err(e) => {
+                    last_err = e;
+                    false
+                }
+            }
+        });
+        let running = proc.is_running();
+        let log = proc.log();
+        let status = proc.try_wait();
+        *guard = Some(proc);
+        assert!(
+            running,
+            "agent {} exited during start-up ({status:?}):\n{log}",
+            self.ns.name()
+        );
+        assert!(
+            ready,
+            "agent {} did not answer `status` within {READY_TIMEOUT:?}: {last_err}\n{log}",
+            self.ns.name()
+        );
+    }
+
+    /// Starts the agent expecting it to exit on its own; returns its status and output.
+    /// Panics if it is still running after `timeout` (it is then stopped).
+    pub fn run_expect_exit(&self, timeout: Duration) -> (ExitStatus, String) {
+        let mut proc = self.spawn();
+        let st = proc.wait_timeout(timeout);
+        let log = proc.log();
+        let running = st.is_none();
+        *self.proc.lock().unwrap() = Some(proc);
+        assert!(
+            !running,
+            "agent {} was expected to exit but still runs after {timeout:?}:\n{log}",
+            self.ns.name()
+        );
+        (st.unwrap(), log)
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.lock().unwrap().as_ref().and_then(Proc::pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.proc
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(Proc::is_running)
+    }
+
+    /// SIGHUP.
+    pub fn reload(&self) {
+        let mut g = self.proc.lock().unwrap();
+        let p = g.as_mut().expect("agent not started");
+        assert!(p.is_running(), "agent not running");
+        p.signal(Signal::SIGHUP);
+    }
+
+    /// SIGKILL; waits until it is gone.
+    pub fn kill9(&self) {
+        let mut g = self.proc.lock().unwrap();
+        g.as_mut().expect("agent not started").kill9();
+    }
+
+    /// SIGTERM (SIGKILL after a grace period); returns the exit status.
+    pub fn stop(&self) -> Option<ExitStatus> {
+        let mut g = self.proc.lock().unwrap();
+        g.as_mut().and_then(Proc::stop)
+    }
+
+    /// Starts again with the same config (after [`Agent::kill9`] or [`Agent::stop`]).
+    pub fn restart(&self) {
+        self.start();
+    }
+
+    /// The output of every run so far, oldest first.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        for (i, p) in self.runs.lock().unwrap().iter().enumerate() {
+            let text = std::fs::read(p).unwrap_or_default();
+            let _ = writeln!(s, "--- run {i} ({})", p.display());
+            s += &String::from_utf8_lossy(&text);
+        }
+        s
+    }
+
+    /// The output of the current (latest) run.
+    pub fn current_log(&self) -> String {
+        self.runs
+            .lock()
+            .unwrap()
+            .last()
+            .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `wgmesh status --json --socket S`.
+    pub fn try_status(&self) -> Result<Value, String> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run wgmesh status: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "wgmesh status: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "status --json is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("status of agent in {}: {e}", self.ns.name()))
+    }
+
+    /// The `peers[]` entry with this public key.
+    pub fn peer_status(&self, public_key: &str) -> Value {
+        let st = self.status();
+        st["peers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("status has no peers array: {st}"))
+            .iter()
+            .find(|p| p["public_key"] == public_key)
+            .cloned()
+            .unwrap_or_else(|| panic!("status lists no peer {public_key}: {st}"))
+    }
+
+    /// `wgmesh attach --netns NAME --socket S` (run in the host namespace). Returns the
+    /// printed address, e.g. "10.42.1.2/24".
+    pub fn try_attach(&self, workload: &Netns) -> Result<String, String> {
+        let out = self.ns.exec(&[
+            BIN,
+            "attach",
+            "--netns",
+            workload.name(),
+            "--socket",
+            self.socket.to_str().unwrap(),
+        ]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "wgmesh attach --netns {}: {}: {}{}",
+                workload.name(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    pub fn attach(&self, workload: &Netns) -> String {
+        let a = self.try_attach(workload).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            a.contains('/') && ip_of(&a).parse::<std::net::IpAddr>().is_ok(),
+            "attach printed {a:?}, expected an address with prefix like 10.42.1.2/24"
+        );
+        a
+    }
+
+    pub fn diagnostics(&self) -> String {
+        let status = match self.try_status() {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap(),
+            Err(e) => e,
+        };
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(300)..].join("\n");
+        format!(
+            "===== agent in {} (pid {:?}) =====\n--- config {}\n{}\n--- status\n{}\n--- log (last 300 lines)\n{}\n",
+            self.ns.name(),
+            self.pid(),
+            self.config_path.display(),
+            std::fs::read_to_string(&self.config_path).unwrap_or_default(),
+            status,
+            tail
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(p) = self.proc.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            p.stop();
+        }
+    }
+}
+
+/// "10.42.1.2/24" -> "10.42.1.2".
+pub fn ip_of(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+/// A peer's counter from a `peers[]` entry of `status --json`.
+pub fn counter(peer: &Value, key: &str) -> u64 {
+    peer[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("peer status has no numeric {key}: {peer}"))
+}
