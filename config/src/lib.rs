@@ -1,1 +1,20 @@
-//! placeholder
+//! wgmesh-config: the vocabulary every wgmesh crate shares, and the validated configuration
+//! schemas.
+//!
+//! - [`key`]: WireGuard keys ([`PrivateKey`], [`PublicKey`], [`PresharedKey`]) in `wg`'s base64.
+//! - [`agent`]: the agent's TOML file, parsed into [`AgentConfig`].
+//! - [`error`]: [`ConfigError`], which names the file, line, column and field of a problem.
+//!
+//! Code outside this crate only sees validated types. The crate performs no I/O except reading
+//! the file given to [`AgentConfig::load`], and generating keys from OS randomness.
+
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod error;
+pub mod key;
+mod locate;
+
+pub use agent::*;
+pub use error::*;
+pub use key::*;
