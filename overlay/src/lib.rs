@@ -1,4 +1,21 @@
 //! wgmesh-overlay: everything that runs on a host.
+//!
+//! Pure modules (no I/O, no clock): [`wire`], [`route`], [`noise`], [`peer`], [`table`],
+//! [`batch`]. I/O shells around them: [`tun`], [`udp`], [`datapath`], [`host`].
 #![warn(missing_docs)]
 
+pub mod agent;
+pub mod api;
+pub mod batch;
+pub mod datapath;
 pub mod host;
+pub mod noise;
+pub mod peer;
+mod poll;
+pub mod route;
+pub mod status;
+pub mod table;
+pub mod tun;
+pub mod udp;
+pub mod wire;
+pub mod workloads;

@@ -1,0 +1,174 @@
+//! The data path's threads, as dedicated OS threads that block on their file descriptor and then
+//! handle whatever batch is ready, without waiting to fill it:
+//!
+//! - `tx`: TUN → route by inner destination → seal → UDP (GSO runs);
+//! - `rx`: UDP (recvmmsg + GRO) → peer by receiver index → open → cryptokey check → TUN (GRO);
+//! - `handshake`: handshake messages handed over by `rx`, the protocol timers of every peer every
+//!   100 ms, and the rate limiter's reset every second — kept off the data threads because each
+//!   handshake costs two X25519 operations.
+//!
+//! The threads share a [`Shared`]: the current [`PeerTable`] snapshot behind `arc-swap` (loaded
+//! once per batch, no lock) and host-wide drop counters. Per-packet work allocates nothing; a
+//! peer's lock is taken once per run of its packets in a batch and never held across a syscall.
+
+mod handshake;
+mod rx;
+mod tx;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::noise::LocalIdentity;
+use crate::table::PeerTable;
+use crate::tun::Tun;
+use crate::udp::Udp;
+
+/// How long a blocked data thread sleeps before it looks at the shutdown flag.
+const WAKE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// State shared by the data-path threads and the agent.
+pub struct Shared {
+    /// The peers, replaced as a whole on every configuration change.
+    pub table: ArcSwap<PeerTable>,
+    /// The host's identity.
+    pub identity: Arc<LocalIdentity>,
+    /// Host-wide drops.
+    pub drops: HostDrops,
+    shutdown: AtomicBool,
+}
+
+/// Packets dropped before any peer was identified.
+#[derive(Default)]
+pub struct HostDrops {
+    /// From TUN, to an address no peer's allowed IPs hold.
+    pub no_route: AtomicU64,
+    /// From UDP, addressed to an index no peer has (or a handshake from an unknown key).
+    pub unknown_peer: AtomicU64,
+    /// Not a WireGuard message, or not an IP packet.
+    pub malformed: AtomicU64,
+}
+
+/// A copy of [`HostDrops`] for status.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct HostDropCounts {
+    /// See [`HostDrops::no_route`].
+    pub no_route: u64,
+    /// See [`HostDrops::unknown_peer`].
+    pub unknown_peer: u64,
+    /// See [`HostDrops::malformed`].
+    pub malformed: u64,
+}
+
+impl HostDrops {
+    /// Reads the counters.
+    pub fn counts(&self) -> HostDropCounts {
+        HostDropCounts {
+            no_route: self.no_route.load(Ordering::Relaxed),
+            unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Shared {
+    /// Shared state with an initial table.
+    pub fn new(identity: Arc<LocalIdentity>, table: PeerTable) -> Arc<Self> {
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+            identity,
+            drops: HostDrops::default(),
+            shutdown: AtomicBool::new(false),
+        })
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// The running data-path threads.
+pub struct DataPath {
+    shared: Arc<Shared>,
+    udp: Arc<Udp>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DataPath {
+    /// Starts the threads on `tun` and `udp`.
+    pub fn start(shared: Arc<Shared>, tun: Tun, udp: Udp, mtu: u16) -> io::Result<Self> {
+        let tun = Arc::new(tun);
+        let udp = Arc::new(udp);
+        let (handshakes_tx, handshakes_rx) = crossbeam_channel::bounded(handshake::QUEUE);
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f)
+        };
+        {
+            let (shared, tun, udp) = (shared.clone(), tun.clone(), udp.clone());
+            threads.push(spawn(
+                "wgm-tx",
+                Box::new(move || tx::run(&shared, &tun, &udp, mtu)),
+            )?);
+        }
+        {
+            let (shared, tun, udp) = (shared.clone(), tun.clone(), udp.clone());
+            threads.push(spawn(
+                "wgm-rx",
+                Box::new(move || rx::run(&shared, &tun, &udp, handshakes_tx)),
+            )?);
+        }
+        {
+            let (shared, udp) = (shared.clone(), udp.clone());
+            threads.push(spawn(
+                "wgm-handshake",
+                Box::new(move || handshake::run(&shared, &udp, handshakes_rx)),
+            )?);
+        }
+        Ok(Self {
+            shared,
+            udp,
+            threads,
+        })
+    }
+
+    /// Starts a handshake with every peer whose endpoint is known and that has no session yet,
+    /// so that tunnels are up before the first packet (and right after a restart).
+    pub fn initiate_all(&self) {
+        let mut buf = [0u8; 256];
+        for peer in self.shared.table.load().peers() {
+            let message = {
+                let mut state = peer.lock();
+                if state.since_last_handshake().is_some() {
+                    continue;
+                }
+                match (state.endpoint, state.tunnel.initiate(&mut buf)) {
+                    (Some(dst), Some(len)) => Some((dst, len)),
+                    _ => None,
+                }
+            };
+            if let Some((dst, len)) = message {
+                if let Err(e) = self.udp.send(dst, &buf[..len], len) {
+                    tracing::debug!(error = %e, %dst, "handshake initiation not sent");
+                }
+            }
+        }
+    }
+
+    /// Stops the threads and waits for them (at most about [`WAKE_INTERVAL`]).
+    pub fn stop(self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

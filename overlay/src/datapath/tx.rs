@@ -1,0 +1,97 @@
+//! TUN → UDP.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use crate::batch::TxBatch;
+use crate::noise::Encapsulated;
+use crate::tun::{Tun, IDEAL_BATCH_SIZE};
+use crate::udp::Udp;
+use crate::wire;
+
+use super::{bump, Shared, WAKE_INTERVAL};
+
+/// Room for one more TUN super-packet (up to 64 KB, split into MTU-sized packets).
+const SPLIT_RESERVE: usize = 64;
+
+pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, mtu: u16) {
+    let packet_max = usize::from(mtu).max(1280) + 64;
+    let slots = IDEAL_BATCH_SIZE + SPLIT_RESERVE;
+    let mut scratch = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65_536];
+    let mut bufs: Vec<Vec<u8>> = (0..slots).map(|_| vec![0u8; packet_max]).collect();
+    let mut sizes = vec![0usize; slots];
+    // Each sealed packet is at most its plaintext + 32, and a handshake initiation is 148.
+    let mut batch = TxBatch::new(slots * (packet_max + 148), slots);
+
+    while !shared.stopping() {
+        if !crate::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL)) {
+            continue;
+        }
+        let mut n = 0;
+        while n + SPLIT_RESERVE <= slots {
+            match tun.recv_batch(&mut scratch, &mut bufs[n..], &mut sizes[n..], 0) {
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "TUN read failed");
+                    bump(&shared.drops.malformed);
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        seal(shared, &bufs[..n], &sizes[..n], &mut batch);
+        flush(udp, &mut batch);
+    }
+}
+
+fn seal(shared: &Shared, bufs: &[Vec<u8>], sizes: &[usize], batch: &mut TxBatch) {
+    let table = shared.table.load();
+    let mut current: Option<(usize, parking_lot::MutexGuard<'_, crate::peer::PeerState>)> = None;
+    for (buf, &size) in bufs.iter().zip(sizes) {
+        let packet = &buf[..size];
+        let Some(dst) = wire::inner_destination(packet) else {
+            bump(&shared.drops.malformed);
+            continue;
+        };
+        let Some(peer) = table.route(dst) else {
+            bump(&shared.drops.no_route);
+            continue;
+        };
+        let key = std::sync::Arc::as_ptr(peer) as usize;
+        if current.as_ref().is_none_or(|(k, _)| *k != key) {
+            drop(current.take()); // unlock the previous peer before locking the next (no lock order)
+            current = Some((key, peer.lock()));
+        }
+        let Some((_, state)) = current.as_mut() else {
+            continue;
+        };
+        let Some(endpoint) = state.endpoint else {
+            state.stats.dropped.no_endpoint += 1;
+            continue;
+        };
+        match state.tunnel.encapsulate(packet, batch.space()) {
+            Encapsulated::Data(len) => {
+                batch.commit(endpoint, len);
+                state.stats.tx_bytes += size as u64;
+                state.stats.tx_packets += 1;
+            }
+            Encapsulated::HandshakeInit(len) => batch.commit(endpoint, len),
+            Encapsulated::Queued => {}
+            Encapsulated::Failed => state.stats.dropped.no_session += 1,
+        }
+    }
+}
+
+/// Sends the batch as GSO runs; called with no peer lock held.
+pub(super) fn flush(udp: &Udp, batch: &mut TxBatch) {
+    batch.for_each_run(udp.max_gso_segments(), |run| {
+        if let Err(e) = udp.send(run.dst, batch.bytes(run.start, run.len), run.segment) {
+            tracing::debug!(error = %e, dst = %run.dst, "UDP send failed");
+        }
+    });
+    batch.clear();
+}

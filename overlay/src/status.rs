@@ -1,0 +1,263 @@
+//! What `wgmesh status` shows: the agent's interface, key and port, every peer with its endpoint,
+//! allowed IPs, latest handshake, counters and drops, and the attached workloads. The JSON form
+//! (`wgmesh status --json`) is a stable interface, documented in README.md.
+//!
+//! Pure: building a [`Status`] takes already-read values, rendering it returns a string.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// The agent's state, as `status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The host's name.
+    pub name: String,
+    /// The TUN device.
+    pub interface: String,
+    /// The host's public key.
+    pub public_key: String,
+    /// The UDP port.
+    pub listen_port: u16,
+    /// The host's workload subnet.
+    pub subnet: String,
+    /// Which offloads are on.
+    pub offload: OffloadStatus,
+    /// Peers, sorted by public key.
+    pub peers: Vec<PeerStatus>,
+    /// Host-wide drops.
+    pub dropped: HostDropStatus,
+    /// Attached workloads, sorted by namespace.
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+/// Offloads in use.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OffloadStatus {
+    /// TUN TSO/GRO (virtio-net header).
+    pub tun: bool,
+    /// UDP GSO on send.
+    pub udp_gso: bool,
+    /// UDP GRO on receive.
+    pub udp_gro: bool,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Configured name.
+    pub name: Option<String>,
+    /// Public key, base64.
+    pub public_key: String,
+    /// Current endpoint.
+    pub endpoint: Option<String>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<String>,
+    /// Keepalive interval, seconds.
+    pub persistent_keepalive: Option<u16>,
+    /// Unix time of the latest handshake.
+    pub latest_handshake: Option<u64>,
+    /// Inner bytes received.
+    pub rx_bytes: u64,
+    /// Inner bytes sent.
+    pub tx_bytes: u64,
+    /// Inner packets received.
+    pub rx_packets: u64,
+    /// Inner packets sent.
+    pub tx_packets: u64,
+    /// Drops by reason.
+    pub dropped: PeerDropStatus,
+}
+
+/// Per-peer drops.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerDropStatus {
+    /// Inner source outside the peer's allowed IPs.
+    pub source_not_allowed: u64,
+    /// Failed authentication or replay check.
+    pub decrypt_failed: u64,
+    /// Outbound with no known endpoint.
+    pub no_endpoint: u64,
+    /// Outbound with no session.
+    pub no_session: u64,
+}
+
+/// Host-wide drops.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostDropStatus {
+    /// To an address no peer holds.
+    pub no_route: u64,
+    /// For an index or key no peer has.
+    pub unknown_peer: u64,
+    /// Not WireGuard / not IP.
+    pub malformed: u64,
+}
+
+/// One attached workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkloadStatus {
+    /// Network namespace.
+    pub netns: String,
+    /// Address with prefix length.
+    pub ip: String,
+    /// Host-side veth.
+    pub host_ifname: String,
+}
+
+impl Status {
+    /// Renders the status for people, in the manner of `wg show`. `now` is the current Unix time.
+    pub fn render(&self, now: u64) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "interface: {} ({})", self.interface, self.name);
+        let _ = writeln!(s, "  public key: {}", self.public_key);
+        let _ = writeln!(s, "  listening port: {}", self.listen_port);
+        let _ = writeln!(s, "  subnet: {}", self.subnet);
+        let _ = writeln!(
+            s,
+            "  offload: tun {}, udp gso {}, udp gro {}",
+            on_off(self.offload.tun),
+            on_off(self.offload.udp_gso),
+            on_off(self.offload.udp_gro)
+        );
+        let d = &self.dropped;
+        if d.no_route + d.unknown_peer + d.malformed > 0 {
+            let _ = writeln!(
+                s,
+                "  dropped: {} no route, {} unknown peer, {} malformed",
+                d.no_route, d.unknown_peer, d.malformed
+            );
+        }
+        for p in &self.peers {
+            let _ = writeln!(s);
+            match &p.name {
+                Some(n) => {
+                    let _ = writeln!(s, "peer: {} ({n})", p.public_key);
+                }
+                None => {
+                    let _ = writeln!(s, "peer: {}", p.public_key);
+                }
+            }
+            if let Some(e) = &p.endpoint {
+                let _ = writeln!(s, "  endpoint: {e}");
+            }
+            let allowed = if p.allowed_ips.is_empty() {
+                "(none)".to_string()
+            } else {
+                p.allowed_ips.join(", ")
+            };
+            let _ = writeln!(s, "  allowed ips: {allowed}");
+            if let Some(t) = p.latest_handshake {
+                let _ = writeln!(
+                    s,
+                    "  latest handshake: {} ago",
+                    ago(now.saturating_sub(t))
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  transfer: {} received ({} packets), {} sent ({} packets)",
+                bytes(p.rx_bytes),
+                p.rx_packets,
+                bytes(p.tx_bytes),
+                p.tx_packets
+            );
+            if let Some(k) = p.persistent_keepalive {
+                let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
+            }
+            let d = &p.dropped;
+            if d.source_not_allowed + d.decrypt_failed + d.no_endpoint + d.no_session > 0 {
+                let _ = writeln!(
+                    s,
+                    "  dropped: {} source not allowed, {} decrypt failed, {} no endpoint, {} no session",
+                    d.source_not_allowed, d.decrypt_failed, d.no_endpoint, d.no_session
+                );
+            }
+        }
+        if !self.workloads.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "workloads:");
+            for w in &self.workloads {
+                let _ = writeln!(s, "  {:<20} {:<18} {}", w.netns, w.ip, w.host_ifname);
+            }
+        }
+        s
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes, {} seconds", secs / 60, secs % 60),
+        _ => format!("{} hours, {} minutes", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_peers_and_drops() {
+        let st = Status {
+            name: "host-a".into(),
+            interface: "wgm0".into(),
+            public_key: "PUB".into(),
+            listen_port: 51820,
+            subnet: "10.42.1.0/24".into(),
+            offload: OffloadStatus {
+                tun: true,
+                udp_gso: true,
+                udp_gro: false,
+            },
+            peers: vec![PeerStatus {
+                name: Some("host-b".into()),
+                public_key: "PEER".into(),
+                endpoint: Some("198.18.0.2:51820".into()),
+                allowed_ips: vec!["10.42.2.0/24".into()],
+                persistent_keepalive: Some(25),
+                latest_handshake: Some(1000),
+                rx_bytes: 2048,
+                tx_bytes: 10,
+                rx_packets: 2,
+                tx_packets: 1,
+                dropped: PeerDropStatus {
+                    source_not_allowed: 3,
+                    ..Default::default()
+                },
+            }],
+            dropped: HostDropStatus::default(),
+            workloads: vec![],
+        };
+        let out = st.render(1065);
+        assert!(out.contains("peer: PEER (host-b)"), "{out}");
+        assert!(out.contains("latest handshake: 1 minutes, 5 seconds ago"), "{out}");
+        assert!(out.contains("2.00 KiB received (2 packets)"), "{out}");
+        assert!(out.contains("3 source not allowed"), "{out}");
+        assert!(out.contains("udp gro off"), "{out}");
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), st);
+    }
+}
