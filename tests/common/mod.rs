@@ -4,7 +4,7 @@
 //! Every object a test creates is owned by a guard; a [`Cluster`] owns them all and,
 //! when the test panics, prints `ip addr`/`ip route`/logs/`wg show` of everything it
 //! owns before anything is torn down.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod agent;
 pub mod keys;

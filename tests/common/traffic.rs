@@ -381,10 +381,12 @@ impl<'a> TcpTransfer<'a> {
     }
 }
 
+type Datagrams = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
 /// A UDP socket bound inside a namespace that collects what it receives on a thread.
 pub struct UdpSink {
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    received: Datagrams,
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
