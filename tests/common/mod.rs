@@ -10,6 +10,7 @@ pub mod agent;
 pub mod keys;
 pub mod netns;
 pub mod pcap;
+pub mod scenario;
 pub mod traffic;
 pub mod wggo;
 

@@ -1,0 +1,122 @@
+//! Common topologies: N hosts on an underlay, each running an agent.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::agent::{Agent, AgentSpec};
+use super::netns::Netns;
+use super::traffic::ping;
+use super::{assert_eventually, Cluster};
+
+/// A host namespace with its underlay address and its agent.
+pub struct Host {
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub agent: Arc<Agent>,
+}
+
+impl Host {
+    /// "198.18.0.N:PORT".
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+}
+
+/// One host to build: namespace tag, agent name, subnet, listen port.
+pub struct HostDef<'a> {
+    pub tag: &'a str,
+    pub subnet: &'a str,
+    pub port: u16,
+}
+
+/// Builds hosts on a veth underlay (2 hosts) or a bridge (more), with agents whose
+/// configs list the peers in `links`: `(i, j)` gives host i a `[[peer]]` for host j
+/// (with j's endpoint). Agents are started in order and are ready on return.
+pub fn hosts(c: &Cluster, defs: &[HostDef<'_>], links: &[(usize, usize)]) -> Vec<Host> {
+    let nss: Vec<Netns> = defs.iter().map(|d| c.netns(d.tag)).collect();
+    let ips = if nss.len() == 2 {
+        let (a, b) = c.veth_underlay(&nss[0], &nss[1]);
+        vec![a, b]
+    } else {
+        c.bridge_underlay(&nss.iter().collect::<Vec<_>>())
+    };
+    let agents: Vec<Arc<Agent>> = defs
+        .iter()
+        .zip(&nss)
+        .map(|(d, ns)| {
+            c.agent_prepared(
+                ns,
+                AgentSpec::new(&format!("host-{}", d.tag), d.subnet, d.port),
+            )
+        })
+        .collect();
+    for (i, a) in agents.iter().enumerate() {
+        let mut spec = a.spec();
+        for &(_, j) in links.iter().filter(|l| l.0 == i) {
+            let ep = format!("{}:{}", ips[j], defs[j].port);
+            spec = spec.peer(agents[j].as_peer(Some(&ep)));
+        }
+        a.set_spec(spec);
+    }
+    for a in &agents {
+        a.start();
+    }
+    nss.into_iter()
+        .zip(ips)
+        .zip(agents)
+        .zip(defs)
+        .map(|(((ns, ip), agent), d)| Host {
+            ns,
+            ip,
+            port: d.port,
+            agent,
+        })
+        .collect()
+}
+
+/// Two hosts "a" (10.42.1.0/24) and "b" (10.42.2.0/24) that know each other.
+pub fn two_hosts(c: &Cluster, port_a: u16, port_b: u16) -> (Host, Host) {
+    let mut v = hosts(
+        c,
+        &[
+            HostDef {
+                tag: "a",
+                subnet: "10.42.1.0/24",
+                port: port_a,
+            },
+            HostDef {
+                tag: "b",
+                subnet: "10.42.2.0/24",
+                port: port_b,
+            },
+        ],
+        &[(0, 1), (1, 0)],
+    );
+    let b = v.pop().unwrap();
+    let a = v.pop().unwrap();
+    (a, b)
+}
+
+/// Creates a workload namespace and attaches it to `host`'s agent; returns (netns, ip).
+pub fn workload(c: &Cluster, host: &Host, tag: &str) -> (Netns, String) {
+    let w = c.netns(tag);
+    let cidr = host.agent.attach(&w);
+    let ip = super::ip_of(&cidr).to_string();
+    let in_ns = w.run(&["ip", "-o", "-4", "addr", "show"]);
+    assert!(
+        in_ns.contains(&format!("inet {cidr}")),
+        "attach printed {cidr} but the workload namespace has:\n{in_ns}"
+    );
+    (w, ip)
+}
+
+/// Waits until `from` can ping `to` (first packets may wait for a handshake).
+pub fn assert_pings(from: &Netns, to: &str, timeout: Duration) {
+    assert_eventually(
+        timeout,
+        &format!("ping from {} to {to}", from.name()),
+        || ping(from, to),
+    );
+}

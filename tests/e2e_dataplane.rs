@@ -1,0 +1,109 @@
+//! Two hosts on a veth underlay, two attached workloads on each: ping across hosts,
+//! 64 MiB TCP each way with matching hashes, and `status --json` reflecting it.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::scenario::{assert_pings, two_hosts, workload};
+use common::*;
+
+const LEN: u64 = 64 << 20;
+
+fn in_subnet(ip: &str, prefix: &str) -> bool {
+    ip.starts_with(prefix)
+}
+
+#[test]
+fn workloads_on_two_hosts_reach_each_other() {
+    let Some(c) = Cluster::new("workloads_on_two_hosts_reach_each_other") else {
+        return;
+    };
+    let (a, b) = two_hosts(&c, 51820, 51820);
+    let (wa1, ipa1) = workload(&c, &a, "wa1");
+    let (wa2, ipa2) = workload(&c, &a, "wa2");
+    let (wb1, ipb1) = workload(&c, &b, "wb1");
+    let (wb2, ipb2) = workload(&c, &b, "wb2");
+    for ip in [&ipa1, &ipa2] {
+        assert!(in_subnet(ip, "10.42.1."), "{ip} not in 10.42.1.0/24");
+    }
+    for ip in [&ipb1, &ipb2] {
+        assert!(in_subnet(ip, "10.42.2."), "{ip} not in 10.42.2.0/24");
+    }
+    assert_ne!(ipa1, ipa2, "two workloads got the same address");
+    assert_ne!(ipb1, ipb2, "two workloads got the same address");
+
+    // The first packet waits for a handshake.
+    assert_pings(&wa1, &ipb1, Duration::from_secs(15));
+    for (from, to) in [
+        (&wa1, &ipb2),
+        (&wa2, &ipb1),
+        (&wa2, &ipb2),
+        (&wb1, &ipa1),
+        (&wb1, &ipa2),
+        (&wb2, &ipa1),
+        (&wb2, &ipa2),
+    ] {
+        assert_pings(from, to, Duration::from_secs(5));
+    }
+
+    let peer_b = a.agent.peer_status(b.agent.public_key());
+    let hs = peer_b["latest_handshake"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no handshake in status after ping: {peer_b}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        hs <= now + 5 && now - hs.min(now) < 120,
+        "latest_handshake {hs} is not recent (now {now})"
+    );
+    assert_eq!(
+        peer_b["endpoint"],
+        b.endpoint(),
+        "endpoint of host b in a's status"
+    );
+    assert_eq!(peer_b["allowed_ips"], serde_json::json!(["10.42.2.0/24"]));
+    let a_before = peer_b;
+    let b_before = b.agent.peer_status(a.agent.public_key());
+
+    TcpTransfer::new(&wa1, &wb1, &ipb1, 5001, LEN)
+        .run()
+        .expect("TCP a->b")
+        .assert_intact("wa1 -> wb1");
+    TcpTransfer::new(&wb2, &wa2, &ipa2, 5002, LEN)
+        .run()
+        .expect("TCP b->a")
+        .assert_intact("wb2 -> wa2");
+
+    let a_after = a.agent.peer_status(b.agent.public_key());
+    let b_after = b.agent.peer_status(a.agent.public_key());
+    for (who, before, after) in [("a", &a_before, &a_after), ("b", &b_before, &b_after)] {
+        for key in ["tx_bytes", "rx_bytes"] {
+            let (x, y) = (counter(before, key), counter(after, key));
+            assert!(
+                y >= x + LEN,
+                "{who}'s {key} for its peer grew from {x} to {y}, less than the {LEN} bytes sent"
+            );
+        }
+        for key in ["tx_packets", "rx_packets"] {
+            let (x, y) = (counter(before, key), counter(after, key));
+            assert!(
+                y > x + 1000,
+                "{who}'s {key} grew only from {x} to {y}"
+            );
+        }
+    }
+    let st = a.agent.status();
+    let workloads = st["workloads"].as_array().expect("workloads array");
+    for (ns, ip) in [(&wa1, &ipa1), (&wa2, &ipa2)] {
+        assert!(
+            workloads
+                .iter()
+                .any(|w| w["netns"] == ns.name() && w["ip"].as_str().map(ip_of) == Some(ip)),
+            "status of a does not list workload {} with {ip}: {st}",
+            ns.name()
+        );
+    }
+}
