@@ -190,6 +190,28 @@ pub struct WireSummary {
     pub cookies: usize,
     pub data: usize,
     pub data_bytes: usize,
+    /// ICMP port-unreachable errors quoting a WireGuard datagram (sent by a kernel when a
+    /// handshake reached a host before its agent listened; they carry no overlay data).
+    pub icmp_port_unreachable: usize,
+}
+
+/// True if `ip` is an ICMP destination-unreachable quoting a UDP datagram between the two
+/// given endpoints (in the direction the quote says, either way round).
+fn icmp_quotes_wireguard(ip: &Ipv4Packet, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16)) -> bool {
+    let p = &ip.payload;
+    if ip.protocol != 1 || p.len() < 8 + 20 + 8 || p[0] != 3 {
+        return false;
+    }
+    let q = &p[8..];
+    let ihl = usize::from(q[0] & 0x0f) * 4;
+    if q[0] >> 4 != 4 || q[9] != 17 || q.len() < ihl + 8 {
+        return false;
+    }
+    let src = Ipv4Addr::new(q[12], q[13], q[14], q[15]);
+    let dst = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
+    let sport = u16::from_be_bytes([q[ihl], q[ihl + 1]]);
+    let dport = u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]);
+    ((src, sport), (dst, dport)) == (a, b) || ((src, sport), (dst, dport)) == (b, a)
 }
 
 /// Checks every IPv4 packet between hosts `a` and `b`: UDP between `port_a` (on `a`) and
@@ -210,6 +232,10 @@ pub fn check_wireguard_only(
         }
         if f.truncated {
             errors.push(format!("frame {i}: truncated by the capture"));
+            continue;
+        }
+        if icmp_quotes_wireguard(ip, (a, port_a), (b, port_b)) {
+            sum.icmp_port_unreachable += 1;
             continue;
         }
         let Some((sport, dport, ulen, payload)) = ip.udp() else {

@@ -35,6 +35,15 @@ pub struct HostDef<'a> {
 /// configs list the peers in `links`: `(i, j)` gives host i a `[[peer]]` for host j
 /// (with j's endpoint). Agents are started in order and are ready on return.
 pub fn hosts(c: &Cluster, defs: &[HostDef<'_>], links: &[(usize, usize)]) -> Vec<Host> {
+    let hs = hosts_prepared(c, defs, links);
+    for h in &hs {
+        h.agent.start();
+    }
+    hs
+}
+
+/// Like [`hosts`], but the agents are configured and not started.
+pub fn hosts_prepared(c: &Cluster, defs: &[HostDef<'_>], links: &[(usize, usize)]) -> Vec<Host> {
     let nss: Vec<Netns> = defs.iter().map(|d| c.netns(d.tag)).collect();
     let ips = if nss.len() == 2 {
         let (a, b) = c.veth_underlay(&nss[0], &nss[1]);
@@ -59,9 +68,6 @@ pub fn hosts(c: &Cluster, defs: &[HostDef<'_>], links: &[(usize, usize)]) -> Vec
             spec = spec.peer(agents[j].as_peer(Some(&ep)));
         }
         a.set_spec(spec);
-    }
-    for a in &agents {
-        a.start();
     }
     nss.into_iter()
         .zip(ips)
