@@ -107,7 +107,7 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             api::call(&socket.path, &Request::Detach { netns })?;
         }
         Cmd::Status { json, socket } => {
-            let result = api::call(&socket.path, &Request::Status)?;
+            let result = api::call(&socket.path, &Request::Status {})?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {

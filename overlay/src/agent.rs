@@ -148,25 +148,25 @@ impl Agent {
         let mut undo = Undo::new(a);
         let started = async {
             host::enable_forwarding(a.subnet.addr().is_ipv6())?;
-            let tun = Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| {
-                AgentError::Tun {
+            let tun =
+                Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| AgentError::Tun {
                     name: a.interface.clone(),
                     source,
-                }
-            })?;
-            let tun_index = host
-                .link_index(&a.interface)
-                .await?
-                .ok_or_else(|| AgentError::Tun {
-                    name: a.interface.clone(),
-                    source: io::Error::other("created but not found"),
                 })?;
+            let tun_index =
+                host.link_index(&a.interface)
+                    .await?
+                    .ok_or_else(|| AgentError::Tun {
+                        name: a.interface.clone(),
+                        source: io::Error::other("created but not found"),
+                    })?;
             undo.bridge = true;
             let gateway = IpNet::new(crate::workloads::gateway(a.subnet), a.subnet.prefix_len())
                 .expect("subnet prefix length");
             let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
             for net in peers.routed_prefixes() {
-                host.replace_route(net, tun_index, Some(gateway.addr())).await?;
+                host.replace_route(net, tun_index, Some(gateway.addr()))
+                    .await?;
             }
             let offload = OffloadStatus {
                 tun: tun.offload(),
@@ -175,8 +175,8 @@ impl Agent {
             };
             let port = udp.local_port().unwrap_or(a.listen_port);
             let shared = Shared::new(identity.clone(), peers.table());
-            let datapath = DataPath::start(shared.clone(), tun, udp, a.mtu)
-                .map_err(AgentError::Threads)?;
+            let datapath =
+                DataPath::start(shared.clone(), tun, udp, a.mtu).map_err(AgentError::Threads)?;
             Ok::<_, AgentError>((tun_index, bridge_index, offload, shared, datapath, port))
         }
         .await;
@@ -282,22 +282,29 @@ impl Agent {
 
     async fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => Response::ok(
-                serde_json::to_value(self.status()).expect("status serializes"),
-            ),
+            Request::Status {} => {
+                Response::ok(serde_json::to_value(self.status()).expect("status serializes"))
+            }
             Request::Attach { netns, ip } => match self.attach(&netns, ip).await {
-                Ok(w) => Response::ok(serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string(), "host_ifname": w.host_ifname })),
+                Ok(w) => Response::ok(
+                    serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string(), "host_ifname": w.host_ifname }),
+                ),
                 Err(e) => Response::err(e),
             },
             Request::Detach { netns } => match self.detach(&netns).await {
-                Ok(w) => Response::ok(serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string() })),
+                Ok(w) => {
+                    Response::ok(serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string() }))
+                }
                 Err(e) => Response::err(e),
             },
         }
     }
 
     async fn attach(&mut self, netns: &str, ip: Option<IpAddr>) -> Result<Workload, String> {
-        let addr = self.workloads.allocate(netns, ip).map_err(|e| e.to_string())?;
+        let addr = self
+            .workloads
+            .allocate(netns, ip)
+            .map_err(|e| e.to_string())?;
         let workload = Workload {
             netns: netns.to_owned(),
             ip: addr,
@@ -316,17 +323,20 @@ impl Agent {
     }
 
     async fn detach(&mut self, netns: &str) -> Result<Workload, String> {
-        let workload = self
-            .workloads
-            .get(netns)
-            .cloned()
-            .ok_or_else(|| WorkloadError::NotAttached { netns: netns.into() }.to_string())?;
+        let workload = self.workloads.get(netns).cloned().ok_or_else(|| {
+            WorkloadError::NotAttached {
+                netns: netns.into(),
+            }
+            .to_string()
+        })?;
         self.host
             .detach(&workload.host_ifname)
             .await
             .map_err(|e| e.to_string())?;
         self.workloads.remove(netns).ok();
-        self.store.save(&self.workloads).map_err(|e| e.to_string())?;
+        self.store
+            .save(&self.workloads)
+            .map_err(|e| e.to_string())?;
         tracing::info!(netns, ip = %workload.ip, "workload detached");
         Ok(workload)
     }
@@ -488,7 +498,10 @@ fn fixed_fields_changed(old: &AgentSection, new: &AgentSection) -> Vec<&'static 
         }
     };
     check(old.name != new.name, "agent.name");
-    check(old.private_key_file != new.private_key_file, "agent.private_key_file");
+    check(
+        old.private_key_file != new.private_key_file,
+        "agent.private_key_file",
+    );
     check(old.listen_port != new.listen_port, "agent.listen_port");
     check(old.interface != new.interface, "agent.interface");
     check(old.bridge != new.bridge, "agent.bridge");
@@ -531,10 +544,12 @@ where
         message: format!("cannot read the key file: {e}"),
     })?;
     warn_if_readable_by_others(path);
-    text.trim().parse().map_err(|e: K::Err| AgentError::KeyFile {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    text.trim()
+        .parse()
+        .map_err(|e: K::Err| AgentError::KeyFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 fn warn_if_readable_by_others(path: &Path) {

@@ -23,7 +23,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// The agent's status.
-    Status,
+    Status {},
     /// Put a network namespace on the overlay.
     Attach {
         /// Namespace name, as under /run/netns.
@@ -216,9 +216,7 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, ApiEr
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(io)?;
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
     match serde_json::from_str::<Response>(&answer).map_err(ApiError::Protocol)? {
         Response::Ok { result, .. } => Ok(result),
         Response::Err { error, .. } => Err(ApiError::Refused(error)),
@@ -259,7 +257,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
                 let answer = match cmd.request {
-                    Request::Status => Response::ok(serde_json::json!({"name": "a"})),
+                    Request::Status {} => Response::ok(serde_json::json!({"name": "a"})),
                     _ => Response::err("no such namespace"),
                 };
                 let _ = cmd.reply.send(answer);
@@ -270,13 +268,8 @@ mod tests {
         let p = path.clone();
         let (status, refused) = tokio::task::spawn_blocking(move || {
             (
-                call(&p, &Request::Status),
-                call(
-                    &p,
-                    &Request::Detach {
-                        netns: "x".into(),
-                    },
-                ),
+                call(&p, &Request::Status {}),
+                call(&p, &Request::Detach { netns: "x".into() }),
             )
         })
         .await

@@ -153,8 +153,14 @@ mod tests {
     fn equal_sizes_to_one_destination_make_one_run_ending_with_a_short_one() {
         let mut b = TxBatch::new(1 << 16, 64);
         let a = "198.18.0.2:51820";
-        fill(&mut b, &[(a, 1452), (a, 1452), (a, 1452), (a, 100), (a, 1452)]);
-        assert_eq!(runs(&b, 64), vec![(4, 1452, 1452 * 3 + 100), (1, 1452, 1452)]);
+        fill(
+            &mut b,
+            &[(a, 1452), (a, 1452), (a, 1452), (a, 100), (a, 1452)],
+        );
+        assert_eq!(
+            runs(&b, 64),
+            vec![(4, 1452, 1452 * 3 + 100), (1, 1452, 1452)]
+        );
     }
 
     #[test]
@@ -177,7 +183,9 @@ mod tests {
             fill(&mut b, &[(a, 1452)]);
         }
         let r = runs(&b, 64);
-        assert!(r.iter().all(|(n, _, len)| *n <= 64 && *len <= MAX_GSO_BYTES));
+        assert!(r
+            .iter()
+            .all(|(n, _, len)| *n <= 64 && *len <= MAX_GSO_BYTES));
         assert_eq!(r.iter().map(|(n, _, _)| n).sum::<usize>(), 100);
         assert_eq!(r[0].0, MAX_GSO_BYTES / 1452);
         // GSO off: one datagram per send.

@@ -52,12 +52,7 @@ impl LocalIdentity {
     /// Checks a handshake initiation (mac1, and mac2 under load) and decrypts the initiator's static
     /// public key, which identifies the peer. Under load the answer may be a cookie reply to send
     /// back instead, written to `out`.
-    pub fn identify_initiator(
-        &self,
-        from: IpAddr,
-        datagram: &[u8],
-        out: &mut [u8],
-    ) -> Identify {
+    pub fn identify_initiator(&self, from: IpAddr, datagram: &[u8], out: &mut [u8]) -> Identify {
         match self.rate_limiter.verify_packet(Some(from), datagram, out) {
             Ok(Packet::HandshakeInit(init)) => {
                 match parse_handshake_anon(&self.secret, &self.public, &init) {

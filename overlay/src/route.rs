@@ -77,7 +77,7 @@ impl Bits for u32 {
         if len == 0 {
             0
         } else {
-            u32::MAX << (width - len)
+            Self::MAX << (width - len)
         }
     }
 }
@@ -87,7 +87,7 @@ impl Bits for u128 {
         if len == 0 {
             0
         } else {
-            u128::MAX << (width - len)
+            Self::MAX << (width - len)
         }
     }
 }

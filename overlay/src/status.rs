@@ -147,11 +147,7 @@ impl Status {
             };
             let _ = writeln!(s, "  allowed ips: {allowed}");
             if let Some(t) = p.latest_handshake {
-                let _ = writeln!(
-                    s,
-                    "  latest handshake: {} ago",
-                    ago(now.saturating_sub(t))
-                );
+                let _ = writeln!(s, "  latest handshake: {} ago", ago(now.saturating_sub(t)));
             }
             let _ = writeln!(
                 s,
@@ -253,7 +249,10 @@ mod tests {
         };
         let out = st.render(1065);
         assert!(out.contains("peer: PEER (host-b)"), "{out}");
-        assert!(out.contains("latest handshake: 1 minutes, 5 seconds ago"), "{out}");
+        assert!(
+            out.contains("latest handshake: 1 minutes, 5 seconds ago"),
+            "{out}"
+        );
         assert!(out.contains("2.00 KiB received (2 packets)"), "{out}");
         assert!(out.contains("3 source not allowed"), "{out}");
         assert!(out.contains("udp gro off"), "{out}");

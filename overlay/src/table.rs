@@ -268,7 +268,10 @@ mod tests {
         let b = PrivateKey::generate().public_key();
         let c = PrivateKey::generate().public_key();
         let ch = s
-            .apply(&[settings(b, &["10.42.2.0/24"]), settings(c, &["10.42.3.0/24"])])
+            .apply(&[
+                settings(b, &["10.42.2.0/24"]),
+                settings(c, &["10.42.3.0/24"]),
+            ])
             .unwrap();
         assert_eq!(ch.added.len(), 2);
         assert_eq!(ch.routes_added.len(), 2);
@@ -286,7 +289,10 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &after));
         assert_eq!(after.lock().allowed_ips.len(), 2);
 
-        assert!(s.apply(&[settings(b, &["10.42.2.0/24", "10.42.9.0/24"])]).unwrap().is_empty());
+        assert!(s
+            .apply(&[settings(b, &["10.42.2.0/24", "10.42.9.0/24"])])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -298,7 +304,10 @@ mod tests {
         let peer = t.by_key(&b).unwrap();
         assert!(Arc::ptr_eq(t.by_index(peer.index()).unwrap(), peer));
         assert!(t.by_index(peer.index() ^ (1 << SLOT_BITS)).is_none());
-        assert!(Arc::ptr_eq(t.route("10.42.2.9".parse().unwrap()).unwrap(), peer));
+        assert!(Arc::ptr_eq(
+            t.route("10.42.2.9".parse().unwrap()).unwrap(),
+            peer
+        ));
         assert!(t.route("10.42.3.9".parse().unwrap()).is_none());
         assert_eq!(t.peers().count(), 1);
     }
@@ -324,7 +333,9 @@ mod tests {
         let mut s = set();
         let own = s.identity().public_key();
         let b = PrivateKey::generate().public_key();
-        let err = s.apply(&[settings(b, &[]), settings(own, &[])]).unwrap_err();
+        let err = s
+            .apply(&[settings(b, &[]), settings(own, &[])])
+            .unwrap_err();
         assert_eq!(err, PeerSetError::OwnKey { key: own });
         assert_eq!(s.table().peers().count(), 0);
     }

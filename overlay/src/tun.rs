@@ -6,8 +6,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 use tun_rs::{DeviceBuilder, SyncDevice};
+pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// The overlay's TUN device.
 pub struct Tun {

@@ -128,7 +128,10 @@ mod tests {
         let mut resp = vec![0u8; HANDSHAKE_RESPONSE_LEN];
         resp[0] = 2;
         resp[8..12].copy_from_slice(&(0x12u32 << 8).to_le_bytes());
-        assert_eq!(peer_index(MessageKind::HandshakeResponse, &resp), Some(0x12));
+        assert_eq!(
+            peer_index(MessageKind::HandshakeResponse, &resp),
+            Some(0x12)
+        );
         assert_eq!(peer_index(MessageKind::HandshakeInit, &[0; 148]), None);
     }
 

@@ -117,7 +117,9 @@ impl Workloads {
             None => self
                 .subnet
                 .hosts()
-                .find(|ip| self.assignable(*ip) && !self.by_netns.values().any(|w| w.ip.addr() == *ip))
+                .find(|ip| {
+                    self.assignable(*ip) && !self.by_netns.values().any(|w| w.ip.addr() == *ip)
+                })
                 .ok_or(WorkloadError::Exhausted {
                     subnet: self.subnet,
                 })?,
@@ -311,7 +313,10 @@ mod tests {
             w.allocate("a", None),
             Err(WorkloadError::AlreadyAttached { .. })
         ));
-        assert!(matches!(w.remove("zz"), Err(WorkloadError::NotAttached { .. })));
+        assert!(matches!(
+            w.remove("zz"),
+            Err(WorkloadError::NotAttached { .. })
+        ));
     }
 
     #[test]
@@ -338,7 +343,11 @@ mod tests {
         assert_eq!(store.load(subnet).unwrap(), w);
         // A changed subnet forgets addresses outside it.
         assert_eq!(
-            store.load("10.42.9.0/24".parse().unwrap()).unwrap().iter().count(),
+            store
+                .load("10.42.9.0/24".parse().unwrap())
+                .unwrap()
+                .iter()
+                .count(),
             0
         );
         std::fs::write(dir.path().join("workloads.json"), "{nope").unwrap();
