@@ -84,6 +84,7 @@ impl Host {
             );
         }
         self.assert_nothing_left();
+        eprintln!("rejected as expected: {}", out.trim());
         out
     }
 
@@ -193,7 +194,8 @@ fn allowed_ips_overlapping_between_peers_are_rejected() {
     let path = h.agent.config_path.display();
     let out = h.expect_rejected(Some(&bad), &[format!("{path}:")]);
     assert!(
-        out.contains(&format!("{path}:{line}:")) || out.contains(&format!("{path}:{}:", line_of(&bad, "10.42.2.0/24"))),
+        out.contains(&format!("{path}:{line}:"))
+            || out.contains(&format!("{path}:{}:", line_of(&bad, "10.42.2.0/24"))),
         "the error names neither overlapping line: {out}"
     );
     assert!(
@@ -208,7 +210,9 @@ fn unknown_field_is_rejected() {
     let Some(h) = host("unknown_field_is_rejected") else {
         return;
     };
-    let bad = h.config().replacen("[agent]\n", "[agent]\nnmae = \"x\"\n", 1);
+    let bad = h
+        .config()
+        .replacen("[agent]\n", "[agent]\nnmae = \"x\"\n", 1);
     let line = line_of(&bad, "nmae");
     let path = h.agent.config_path.display();
     h.expect_rejected(
@@ -238,7 +242,7 @@ fn listen_port_in_use_is_rejected() {
         return;
     };
     let _held = HeldUdpSocket::bind(&h.ns, "0.0.0.0:51820");
-    let out = h.expect_rejected(None, &["51820".into()]);
+    let out = h.expect_rejected(None, &["listen_port".into(), "51820".into()]);
     assert!(
         out.to_lowercase().contains("in use"),
         "the error does not say the port is in use: {out}"

@@ -12,8 +12,7 @@ use common::*;
 
 #[test]
 fn packets_from_a_source_the_peer_is_not_allowed_are_dropped() {
-    let Some(c) = Cluster::new("packets_from_a_source_the_peer_is_not_allowed_are_dropped")
-    else {
+    let Some(c) = Cluster::new("packets_from_a_source_the_peer_is_not_allowed_are_dropped") else {
         return;
     };
     let ha = c.netns("a");

@@ -89,10 +89,7 @@ fn workloads_on_two_hosts_reach_each_other() {
         }
         for key in ["tx_packets", "rx_packets"] {
             let (x, y) = (counter(before, key), counter(after, key));
-            assert!(
-                y > x + 1000,
-                "{who}'s {key} grew only from {x} to {y}"
-            );
+            assert!(y > x + 1000, "{who}'s {key} grew only from {x} to {y}");
         }
     }
     let st = a.agent.status();

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::keys;
 use common::pcap::{self, Capture};
 use common::traffic::{self, Hash64};
 use common::*;
-use common::keys;
 
 #[test]
 fn ping_summary_and_hash_helpers() {

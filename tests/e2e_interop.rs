@@ -101,13 +101,12 @@ fn wgmesh_initiates_to_wireguard_go() {
     assert_eq!(s.wg.latest_handshake(s.a.public_key()), 0);
     // A starts: the first ping from A's workload triggers A's handshake initiation.
     assert_pings(&s.wa, B_ADDR, Duration::from_secs(15));
-    let endpoint = s
-        .wg
-        .peers()
-        .into_iter()
-        .find(|p| p.0 == s.a.public_key())
-        .map(|p| p.1)
-        .unwrap_or_default();
+    let endpoint =
+        s.wg.peers()
+            .into_iter()
+            .find(|p| p.0 == s.a.public_key())
+            .map(|p| p.1)
+            .unwrap_or_default();
     assert_eq!(
         endpoint,
         format!("198.18.0.1:{PORT_A}"),

@@ -53,10 +53,7 @@ fn sighup_adds_a_peer_and_survives_a_bad_file() {
                 .run()
         });
         std::thread::sleep(Duration::from_secs(2));
-        let spec = a.agent.spec().peer(
-            cc.agent
-                .as_peer(Some(&cc.endpoint())),
-        );
+        let spec = a.agent.spec().peer(cc.agent.as_peer(Some(&cc.endpoint())));
         a.agent.set_spec(spec);
         a.agent.reload();
         assert_pings(&wa, &ipc, Duration::from_secs(15));

@@ -63,6 +63,9 @@ fn agent_restarted_after_kill9_resumes_traffic() {
 
     // A workload attached after the restart gets a fresh address, not the survivor's.
     let (wa2, ipa2) = workload(&c, &a, "wa2");
-    assert_ne!(ipa2, ipa, "a new workload got the address of a surviving one");
+    assert_ne!(
+        ipa2, ipa,
+        "a new workload got the address of a surviving one"
+    );
     assert_pings(&wa2, &ipb, Duration::from_secs(5));
 }

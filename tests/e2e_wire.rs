@@ -80,14 +80,15 @@ fn underlay_carries_only_wireguard_messages() {
         "the marker crossed the underlay in plaintext"
     );
     let frames = pcap::parse(&bytes).expect("parse capture");
-    let sum = pcap::check_wireguard_only(&frames, (a.ip, PORT_A), (b.ip, PORT_B))
-        .unwrap_or_else(|errors| {
+    let sum = pcap::check_wireguard_only(&frames, (a.ip, PORT_A), (b.ip, PORT_B)).unwrap_or_else(
+        |errors| {
             panic!(
                 "{} packets between the hosts are not WireGuard messages; first ones:\n{}",
                 errors.len(),
                 errors[..errors.len().min(30)].join("\n")
             )
-        });
+        },
+    );
     eprintln!("wire summary: {sum:?}");
     assert!(
         sum.initiations >= 1 && sum.responses >= 1,

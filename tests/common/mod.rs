@@ -200,7 +200,10 @@ impl Cluster {
         {
             s += &ns.diagnostics();
         }
-        s += &format!("########## end of diagnostics of {} ##########\n", self.test);
+        s += &format!(
+            "########## end of diagnostics of {} ##########\n",
+            self.test
+        );
         s
     }
 }
@@ -229,5 +232,8 @@ impl Drop for Cluster {
 /// Asserts `f` becomes true within `timeout`, with a message naming what was awaited.
 #[track_caller]
 pub fn assert_eventually(timeout: Duration, what: &str, f: impl FnMut() -> bool) {
-    assert!(wait_until(timeout, f), "timed out after {timeout:?}: {what}");
+    assert!(
+        wait_until(timeout, f),
+        "timed out after {timeout:?}: {what}"
+    );
 }

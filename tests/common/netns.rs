@@ -134,7 +134,10 @@ impl Netns {
         let mut v: Vec<String> = self
             .run(&["ip", "route", "show", "table", "all"])
             .lines()
-            .chain(self.run(&["ip", "-6", "route", "show", "table", "all"]).lines())
+            .chain(
+                self.run(&["ip", "-6", "route", "show", "table", "all"])
+                    .lines(),
+            )
             .map(str::to_string)
             .collect();
         v.sort();

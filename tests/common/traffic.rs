@@ -17,13 +17,14 @@ use super::netns::Netns;
 fn enter(ns: &Netns) {
     let f = File::open(ns.path())
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", ns.path().display()));
-    setns(&f, CloneFlags::CLONE_NEWNET)
-        .unwrap_or_else(|e| panic!("setns into {}: {e}", ns.name()));
+    setns(&f, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns into {}: {e}", ns.name()));
 }
 
 /// Runs `f` on a new thread inside `ns` and returns its result (panics propagate).
 pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    spawn_in(ns, f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    spawn_in(ns, f)
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Starts `f` on a new thread inside `ns`.
@@ -210,13 +211,7 @@ pub struct TcpTransfer<'a> {
 }
 
 impl<'a> TcpTransfer<'a> {
-    pub fn new(
-        client: &'a Netns,
-        server: &'a Netns,
-        server_ip: &str,
-        port: u16,
-        len: u64,
-    ) -> Self {
+    pub fn new(client: &'a Netns, server: &'a Netns, server_ip: &str, port: u16, len: u64) -> Self {
         Self {
             server,
             server_ip: server_ip.parse().expect("server ip"),
@@ -363,9 +358,7 @@ impl<'a> TcpTransfer<'a> {
                 hash: h.value(),
             })
         });
-        let sent = sender
-            .join()
-            .map_err(|_| "sender panicked".to_string())?;
+        let sent = sender.join().map_err(|_| "sender panicked".to_string())?;
         let received = receiver
             .join()
             .map_err(|_| "receiver panicked".to_string())?;
