@@ -19,6 +19,7 @@ use wgmesh_config::{AgentConfig, AgentSection, ConfigError, PresharedKey, Privat
 
 use crate::api::{self, ApiError, Command, Request, Response};
 use crate::datapath::{DataPath, Shared};
+use crate::error::Chain;
 use crate::host::{self, HostError, HostNet};
 use crate::noise::LocalIdentity;
 use crate::peer::{PeerSettings, PresharedKeyBytes};
@@ -45,7 +46,7 @@ pub enum AgentError {
         message: String,
     },
     /// The state directory could not be created.
-    #[error("state directory {path}: {source}")]
+    #[error("cannot create the state directory {path}")]
     StateDir {
         /// The directory.
         path: PathBuf,
@@ -54,7 +55,7 @@ pub enum AgentError {
         source: io::Error,
     },
     /// The UDP port could not be bound.
-    #[error("agent.listen_port: cannot bind UDP port {port}: {source}{hint}")]
+    #[error("agent.listen_port: cannot bind UDP port {port}{hint}")]
     Udp {
         /// The port.
         port: u16,
@@ -65,7 +66,7 @@ pub enum AgentError {
         source: io::Error,
     },
     /// The TUN device could not be created.
-    #[error("agent.interface: cannot create TUN device {name:?}: {source}")]
+    #[error("agent.interface: cannot create TUN device {name:?}")]
     Tun {
         /// The device name.
         name: String,
@@ -92,7 +93,7 @@ pub enum AgentError {
         fields: String,
     },
     /// The data-path threads could not start.
-    #[error("cannot start the data path: {0}")]
+    #[error("cannot start the data path")]
     Threads(#[source] io::Error),
 }
 
@@ -229,7 +230,7 @@ impl Agent {
             tokio::select! {
                 _ = hup.recv() => match self.reload().await {
                     Ok(summary) => tracing::info!("{summary}"),
-                    Err(e) => tracing::error!("reload failed; keeping the running configuration: {e}"),
+                    Err(e) => tracing::error!("reload failed; keeping the running configuration: {}", Chain(&e)),
                 },
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
@@ -258,12 +259,12 @@ impl Agent {
                 .replace_route(*net, self.tun_index, Some(gateway))
                 .await
             {
-                tracing::error!(%net, "cannot add route: {e}");
+                tracing::error!(%net, "cannot add route: {}", Chain(&e));
             }
         }
         for net in &changes.routes_removed {
             if let Err(e) = self.host.delete_route(*net, self.tun_index).await {
-                tracing::error!(%net, "cannot remove route: {e}");
+                tracing::error!(%net, "cannot remove route: {}", Chain(&e));
             }
         }
         self.shared.table.store(Arc::new(self.peers.table()));
@@ -304,19 +305,21 @@ impl Agent {
         let addr = self
             .workloads
             .allocate(netns, ip)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         let workload = Workload {
             netns: netns.to_owned(),
             ip: addr,
             host_ifname: host::host_ifname_for(netns),
         };
-        self.wire(&workload).await.map_err(|e| e.to_string())?;
+        self.wire(&workload)
+            .await
+            .map_err(|e| Chain(&e).to_string())?;
         self.workloads.insert(workload.clone());
         if let Err(e) = self.store.save(&self.workloads) {
             // Without the record the address could be handed out twice: undo.
             let _ = self.host.detach(&workload.host_ifname).await;
             self.workloads.remove(netns).ok();
-            return Err(e.to_string());
+            return Err(Chain(&e).to_string());
         }
         tracing::info!(netns, ip = %workload.ip, "workload attached");
         Ok(workload)
@@ -332,11 +335,11 @@ impl Agent {
         self.host
             .detach(&workload.host_ifname)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         self.workloads.remove(netns).ok();
         self.store
             .save(&self.workloads)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         tracing::info!(netns, ip = %workload.ip, "workload detached");
         Ok(workload)
     }
@@ -374,12 +377,14 @@ impl Agent {
             };
             match result {
                 Ok(()) => tracing::info!(netns = %w.netns, ip = %w.ip, "workload restored"),
-                Err(e) => tracing::error!(netns = %w.netns, "cannot restore workload: {e}"),
+                Err(e) => {
+                    tracing::error!(netns = %w.netns, "cannot restore workload: {}", Chain(&e))
+                }
             }
         }
         if changed {
             if let Err(e) = self.store.save(&self.workloads) {
-                tracing::error!("{e}");
+                tracing::error!("{}", Chain(&e));
             }
         }
     }
@@ -454,7 +459,7 @@ impl Agent {
         }
         for w in self.workloads.iter() {
             if let Err(e) = self.host.detach(&w.host_ifname).await {
-                tracing::warn!(netns = %w.netns, "cannot remove workload veth: {e}");
+                tracing::warn!(netns = %w.netns, "cannot remove workload veth: {}", Chain(&e));
             }
         }
         let mut undo = Undo::new(&self.config.agent);
@@ -483,7 +488,7 @@ impl Undo {
     async fn run(&mut self, host: &HostNet) {
         if self.bridge {
             if let Err(e) = host.delete_link(&self.bridge_name).await {
-                tracing::warn!(bridge = %self.bridge_name, "cannot remove bridge: {e}");
+                tracing::warn!(bridge = %self.bridge_name, "cannot remove bridge: {}", Chain(&e));
             }
         }
         let _ = std::fs::remove_file(&self.socket);

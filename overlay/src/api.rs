@@ -91,7 +91,7 @@ pub enum ApiError {
         path: PathBuf,
     },
     /// Socket I/O.
-    #[error("{path}: {source}")]
+    #[error("socket {path}")]
     Io {
         /// The socket.
         path: PathBuf,
@@ -100,7 +100,9 @@ pub enum ApiError {
         source: io::Error,
     },
     /// The agent could not be reached.
-    #[error("cannot reach the agent at {path}: {source} (is `wgmesh agent` running, and is --socket right?)")]
+    #[error(
+        "cannot reach the agent at {path} (is `wgmesh agent` running, and is --socket right?)"
+    )]
     Connect {
         /// The socket.
         path: PathBuf,
@@ -109,7 +111,7 @@ pub enum ApiError {
         source: io::Error,
     },
     /// The agent's answer was not understood.
-    #[error("unexpected answer from the agent: {0}")]
+    #[error("unexpected answer from the agent")]
     Protocol(#[source] serde_json::Error),
     /// The agent refused the request.
     #[error("{0}")]

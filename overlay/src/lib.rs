@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod batch;
 pub mod datapath;
+pub mod error;
 pub mod host;
 pub mod noise;
 pub mod peer;

@@ -179,7 +179,7 @@ enum StateFile {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// I/O on the file.
-    #[error("{path}: {source}")]
+    #[error("state file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -188,7 +188,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The file is not valid state; it is left alone and the agent refuses to start.
-    #[error("{path}: not a valid wgmesh state file ({source}); move it away to start afresh")]
+    #[error("{path}: not a valid wgmesh state file; move it away to start afresh")]
     Corrupt {
         /// The file.
         path: PathBuf,
