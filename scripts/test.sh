@@ -28,7 +28,14 @@ export CI="${CI:-}"
 if [ $# -eq 0 ]; then
   cargo fmt --all -- --check
   cargo clippy --all-targets --locked -- -D warnings
-  cargo test --workspace --locked
-else
-  cargo test --workspace --locked -- "$@"
 fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked -- "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's own last line is the doc tests' "0 passed").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
