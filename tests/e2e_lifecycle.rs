@@ -1,0 +1,132 @@
+//! The agent's life cycle as an operator sees it: SIGTERM removes everything the agent created
+//! and the next start wires the attached workloads again with the same addresses; detach frees
+//! an address; a peer that moves to a new underlay address is followed (roaming).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::scenario::{assert_pings, two_hosts, workload};
+use common::*;
+
+fn wgmesh(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wgmesh"))
+        .args(args)
+        .output()
+        .expect("run wgmesh")
+}
+
+#[test]
+fn sigterm_removes_everything_and_the_next_start_restores_workloads() {
+    let Some(c) = Cluster::new("sigterm_removes_everything_and_the_next_start_restores_workloads")
+    else {
+        return;
+    };
+    let (a, b) = two_hosts(&c, 51820, 51820);
+    // What the namespace had before the agent: after a clean stop it must look the same.
+    a.agent.stop();
+    let links_before = a.ns.links();
+    let routes_before = a.ns.routes();
+    a.agent.start();
+
+    let (wa, ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+
+    let status = a.agent.stop().expect("agent exited");
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    assert_eq!(a.ns.links(), links_before, "links left after SIGTERM");
+    assert_eq!(a.ns.routes(), routes_before, "routes left after SIGTERM");
+    assert!(
+        !a.agent.socket.exists(),
+        "the API socket {} is left after SIGTERM",
+        a.agent.socket.display()
+    );
+    assert!(
+        !wa.run(&["ip", "-o", "link"]).contains("eth0"),
+        "the workload's eth0 is left after SIGTERM"
+    );
+
+    a.agent.start();
+    assert!(
+        wa.run(&["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+            .contains(&format!("inet {ipa}/")),
+        "the workload did not get its address {ipa} back"
+    );
+    assert_pings(&wa, &ipb, Duration::from_secs(30));
+    assert_pings(&wb, &ipa, Duration::from_secs(30));
+}
+
+#[test]
+fn detach_frees_the_address_and_unknown_namespaces_are_refused() {
+    let Some(c) = Cluster::new("detach_frees_the_address_and_unknown_namespaces_are_refused")
+    else {
+        return;
+    };
+    let (a, _b) = two_hosts(&c, 51820, 51820);
+    let (w1, ip1) = workload(&c, &a, "w1");
+    let (_w2, ip2) = workload(&c, &a, "w2");
+    assert_ne!(ip1, ip2);
+    let sock = a.agent.socket.to_str().unwrap().to_string();
+
+    let out = wgmesh(&["detach", "--netns", w1.name(), "--socket", &sock]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w1.run(&["ip", "-o", "link"]).contains("eth0"));
+    let st = a.agent.status();
+    assert!(
+        !st["workloads"].to_string().contains(w1.name()),
+        "detached workload still listed: {st}"
+    );
+
+    // The freed address is the lowest free one again.
+    let (_w3, ip3) = workload(&c, &a, "w3");
+    assert_eq!(ip3, ip1, "the freed address was not reused");
+
+    let out = wgmesh(&["detach", "--netns", w1.name(), "--socket", &sock]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not attached"), "{err}");
+
+    let out = wgmesh(&["attach", "--netns", "wgm-no-such-ns", "--socket", &sock]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wgm-no-such-ns") && err.contains("not found"),
+        "{err}"
+    );
+    // The failed attach handed out nothing.
+    let (_w4, ip4) = workload(&c, &a, "w4");
+    assert!(ip4 != ip2 && ip4 != ip3, "{ip4} given twice");
+}
+
+#[test]
+fn a_peer_that_moves_is_followed() {
+    let Some(c) = Cluster::new("a_peer_that_moves_is_followed") else {
+        return;
+    };
+    let (a, b) = two_hosts(&c, 51820, 51820);
+    let (wa, ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    let a_key = a.agent.public_key().to_string();
+    assert_eq!(b.agent.peer_status(&a_key)["endpoint"], "198.18.0.1:51820");
+
+    // A's underlay address changes (a new DHCP lease, a moved VM). Deleting the old address
+    // first: deleting a primary address would take a secondary of the same prefix with it.
+    a.ns.run(&["ip", "addr", "del", "198.18.0.1/24", "dev", UNDERLAY_IF]);
+    a.ns.run(&["ip", "addr", "add", "198.18.0.101/24", "dev", UNDERLAY_IF]);
+
+    // A keeps sending; B learns the new endpoint from authenticated packets and answers there.
+    assert_pings(&wa, &ipb, Duration::from_secs(30));
+    assert_eventually(
+        Duration::from_secs(10),
+        "B follows A to its new address",
+        || b.agent.peer_status(&a_key)["endpoint"] == "198.18.0.101:51820",
+    );
+    assert_pings(&wb, &ipa, Duration::from_secs(10));
+}
