@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# wgmesh local multi-host demo.
+#
+# Builds HOSTS "hosts" (network namespaces) on a shared underlay (a bridge in its own namespace,
+# 198.18.0.N/24), runs one wgmesh agent per host (subnet 10.42.N.0/24, every other host a peer),
+# attaches two workload namespaces per host, shows `wgmesh status` and a cross-host ping matrix,
+# then removes everything (on Enter, on exit, on error and on Ctrl-C).
+#
+#   sudo ./scripts/demo.sh [--no-wait]
+#
+# Environment: WGMESH_BIN (use this binary instead of building), WGMESH_DEMO_HOSTS (default 3).
+# Exit status: 0 when every cross-host ping got through, 1 when one did not, 2 on a setup error.
+set -euo pipefail
+
+HOSTS=${WGMESH_DEMO_HOSTS:-3}
+WORKLOADS=2
+NO_WAIT=0
+for arg in "$@"; do
+    case $arg in
+        --no-wait) NO_WAIT=1 ;;
+        -h | --help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "demo.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+[[ $HOSTS =~ ^[0-9]+$ ]] && ((HOSTS >= 2 && HOSTS <= 200)) ||
+    { echo "demo.sh: WGMESH_DEMO_HOSTS must be 2..200" >&2; exit 2; }
+
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # `su` without `-` leaves them out
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+START=$(date +%s.%N)
+P="wgd$$"          # prefix of every namespace this run makes
+DIR=""             # the temp dir (configs, keys, sockets, state, logs)
+NETNS=()           # namespaces made, in creation order
+PIDS=()            # agents and iperf3 server started
+CLEANED=""
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'demo.sh: %s\n' "$*" >&2; exit 2; }
+elapsed() { awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+
+# A PID is only signalled while it is a live child of this shell (so never a process we did
+# not start, even if a PID were reused): /proc/PID/stat has "PID (comm) STATE PPID ...".
+ours() {
+    local st ppid
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    read -r st ppid _ <<< "${st##*) }"
+    [[ $ppid == "$$" && $st != Z ]]
+}
+
+cleanup() {
+    local pid ns i
+    [[ -n $CLEANED ]] && return 0
+    CLEANED=1
+    set +e
+    trap '' INT TERM
+    for pid in "${PIDS[@]}"; do ours "$pid" && kill -TERM "$pid" 2>/dev/null; done
+    for ((i = 0; i < 50; i++)); do            # up to 5 s for a clean shutdown
+        local alive=0
+        for pid in "${PIDS[@]}"; do ours "$pid" && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do
+        if ours "$pid"; then
+            echo "demo.sh: pid $pid did not stop on SIGTERM; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    wait 2>/dev/null                          # reap agents, iperf3, stray pings (all bounded)
+    for ((i = ${#NETNS[@]} - 1; i >= 0; i--)); do
+        ns=${NETNS[i]}
+        [[ -e /run/netns/$ns ]] && ip netns del "$ns" 2>/dev/null
+    done
+    [[ -n $DIR && -d $DIR ]] && rm -rf -- "$DIR"
+    [[ -n $DIR ]] && step "cleaned up: ${#PIDS[@]} processes stopped, ${#NETNS[@]} namespaces removed ($(elapsed) s in all)"
+    return 0    # (an EXIT trap returning keeps the exit status of the script)
+}
+trap cleanup EXIT
+trap 'echo; echo "demo.sh: interrupted" >&2; exit 130' INT
+trap 'echo "demo.sh: terminated" >&2; exit 143' TERM
+# A command killed by Ctrl-C (which reaches our whole process group) is an interruption, not
+# a failure.
+on_err() {
+    (($1 == 130)) && { echo; echo "demo.sh: interrupted" >&2; exit 130; }
+    (($1 == 143)) && { echo "demo.sh: terminated" >&2; exit 143; }
+    echo "demo.sh: failed (status $1, line $2): $3" >&2
+    exit 2
+}
+trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+
+# --- 1. prerequisites --------------------------------------------------------------------------
+((EUID == 0)) || die "needs root (network namespaces): sudo $0"
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v ping >/dev/null || missing+=(iputils-ping)
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [[ -n ${WGMESH_BIN:-} ]]; then
+    BIN=$WGMESH_BIN
+    [[ -x $BIN ]] || die "WGMESH_BIN=$BIN is not an executable"
+    step "binary: $BIN (from WGMESH_BIN)"
+else
+    BIN=$ROOT/target/release/wgmesh
+    # Under sudo, build as the owner of the checkout with their toolchain when they have one
+    # (so no root-owned files land in target/); else with root's cargo.
+    owner=$(stat -c %U "$ROOT/target" 2>/dev/null || stat -c %U "$ROOT")
+    owner_home=$(getent passwd "$owner" | cut -d: -f6 || true)
+    build_as=root cargo=""
+    if [[ $owner != root && -n $owner_home && -x $owner_home/.cargo/bin/cargo ]]; then
+        build_as=$owner cargo=$owner_home/.cargo/bin/cargo
+    elif command -v cargo >/dev/null; then
+        cargo=$(command -v cargo)
+    elif [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+        cargo=${CARGO_HOME:-$HOME/.cargo}/bin/cargo
+    fi
+    if [[ -n $cargo ]]; then
+        step "cargo build --release (as $build_as; a few minutes the first time, a second after)"
+        build=(env "PATH=$(dirname "$cargo"):$PATH" "$cargo" build --release --quiet --manifest-path "$ROOT/Cargo.toml")
+        if [[ $build_as != root ]]; then
+            runuser -u "$build_as" -- env "HOME=$owner_home" "${build[@]}" || die "cargo build failed"
+        else
+            "${build[@]}" || die "cargo build failed"
+        fi
+    elif [[ -x $BIN ]]; then
+        step "binary: $BIN (no cargo found; using the existing build)"
+    else
+        die "no cargo and no $BIN: install Rust (https://rustup.rs) or set WGMESH_BIN"
+    fi
+fi
+
+DIR=$(mktemp -d -t wgmesh-demo.XXXXXX)
+chmod 700 "$DIR"
+mkdir -m 700 "$DIR/keys"
+
+# --- 2. underlay and hosts ---------------------------------------------------------------------
+mkns() { NETNS+=("$1"); ip netns add "$1"; ip -n "$1" link set lo up; }
+
+UL="$P-ul"
+mkns "$UL"
+ip -n "$UL" link add br0 type bridge
+ip -n "$UL" link set br0 up
+for ((h = 1; h <= HOSTS; h++)); do
+    mkns "$P-h$h"
+    # Both ends are created directly inside the namespaces: nothing ever appears in the root one.
+    ip -n "$UL" link add "h$h" type veth peer name ul0 netns "$P-h$h"
+    ip -n "$UL" link set "h$h" master br0 up
+    ip -n "$P-h$h" addr add "198.18.0.$h/24" dev ul0
+    ip -n "$P-h$h" link set ul0 up
+done
+step "underlay: $HOSTS hosts ($P-h1..h$HOSTS) on a bridge in $UL, 198.18.0.1-$HOSTS/24"
+
+# --- 3. keys and configs -----------------------------------------------------------------------
+declare -a PUB
+for ((h = 1; h <= HOSTS; h++)); do
+    (umask 077 && "$BIN" genkey > "$DIR/keys/h$h.key")
+    PUB[h]=$("$BIN" pubkey < "$DIR/keys/h$h.key")
+done
+for ((h = 1; h <= HOSTS; h++)); do
+    {
+        printf '[agent]\nname = "h%d"\nprivate_key_file = "%s"\nsubnet = "10.42.%d.0/24"\n' \
+            "$h" "$DIR/keys/h$h.key" "$h"
+        printf 'socket = "%s"\nstate_dir = "%s"\n' "$DIR/h$h.sock" "$DIR/h$h.state"
+        for ((o = 1; o <= HOSTS; o++)); do
+            ((o == h)) && continue
+            printf '\n[[peer]]\nname = "h%d"\npublic_key = "%s"\nendpoint = "198.18.0.%d:51820"\nallowed_ips = ["10.42.%d.0/24"]\n' \
+                "$o" "${PUB[o]}" "$o" "$o"
+        done
+    } > "$DIR/h$h.toml"
+done
+step "configs: host hN has subnet 10.42.N.0/24 and the other $((HOSTS - 1)) hosts as peers ($DIR)"
+
+# --- 4. agents ---------------------------------------------------------------------------------
+for ((h = 1; h <= HOSTS; h++)); do
+    ip netns exec "$P-h$h" "$BIN" agent --config "$DIR/h$h.toml" > "$DIR/h$h.log" 2>&1 &
+    PIDS+=($!)
+done
+t0=$(date +%s.%N)
+for ((h = 1; h <= HOSTS; h++)); do
+    pid=${PIDS[h - 1]}
+    for ((i = 0; ; i++)); do
+        "$BIN" status --socket "$DIR/h$h.sock" >/dev/null 2>&1 && break
+        if ! kill -0 "$pid" 2>/dev/null || ((i >= 100)); then
+            kill -0 "$pid" 2>/dev/null && why="did not answer on $DIR/h$h.sock within 10 s" || why="exited"
+            echo "demo.sh: agent h$h $why; its log:" >&2
+            sed 's/^/    /' "$DIR/h$h.log" >&2
+            exit 2
+        fi
+        sleep 0.1
+    done
+done
+step "agents: $HOSTS running, all answering (in $(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s; logs in $DIR/hN.log)"
+
+# --- 5. workloads ------------------------------------------------------------------------------
+WL=()   # "h w namespace ip"
+for ((h = 1; h <= HOSTS; h++)); do
+    for ((w = 1; w <= WORKLOADS; w++)); do
+        ns="$P-h${h}w$w"
+        mkns "$ns"
+        ip=$("$BIN" attach --netns "$ns" --socket "$DIR/h$h.sock") || die "attach $ns to h$h failed"
+        WL+=("$h $w $ns ${ip%/*}")
+    done
+done
+step "workloads: $(for x in "${WL[@]}"; do read -r h w _ ip <<< "$x"; printf 'h%sw%s=%s ' "$h" "$w" "$ip"; done | sed 's/ $//')"
+
+# --- 6. status, ping matrix, throughput --------------------------------------------------------
+step "wgmesh status on h1:"
+"$BIN" status --socket "$DIR/h1.sock" | sed 's/^/    /'
+
+mkdir "$DIR/ping"
+PINGS=()
+for ((i = 0; i < ${#WL[@]}; i++)); do
+    read -r hi _ nsi _ <<< "${WL[i]}"
+    for ((j = 0; j < ${#WL[@]}; j++)); do
+        read -r hj _ _ ipj <<< "${WL[j]}"
+        ((hi == hj)) && continue
+        ( ip netns exec "$nsi" ping -c 1 -W 2 -q "$ipj" >/dev/null 2>&1 && touch "$DIR/ping/$i-$j.ok" ) &
+        PINGS+=($!)
+    done
+done
+wait "${PINGS[@]}" || true   # each ping is bounded by -W 2; results are in $DIR/ping
+step "ping matrix (row pings column, once; · = same host):"
+printf '    %-8s' ""
+for x in "${WL[@]}"; do read -r h w _ _ <<< "$x"; printf ' %-5s' "h${h}w$w"; done
+printf '\n'
+ok=0 failed=0
+for ((i = 0; i < ${#WL[@]}; i++)); do
+    read -r hi wi _ _ <<< "${WL[i]}"
+    printf '    %-8s' "h${hi}w$wi"
+    for ((j = 0; j < ${#WL[@]}; j++)); do
+        read -r hj _ _ _ <<< "${WL[j]}"
+        if ((hi == hj)); then cell="·"
+        elif [[ -e $DIR/ping/$i-$j.ok ]]; then cell="✓"; ok=$((ok + 1))
+        else cell="✗"; failed=$((failed + 1)); fi
+        printf '   %s  ' "$cell"
+    done
+    printf '\n'
+done
+step "cross-host pings: $ok ok, $failed failed"
+
+if command -v iperf3 >/dev/null; then
+    read -r _ _ srv_ns srv_ip <<< "${WL[WORKLOADS]}"   # first workload of h2
+    read -r _ _ cli_ns _ <<< "${WL[0]}"                # first workload of h1
+    ip netns exec "$srv_ns" iperf3 -s -1 --logfile "$DIR/iperf3-server.log" &
+    PIDS+=($!)
+    for ((i = 0; i < 50; i++)); do
+        [[ -n $(ip netns exec "$srv_ns" ss -Hltn 'sport = :5201' 2>/dev/null) ]] && break
+        sleep 0.1
+    done
+    rate=$(timeout --foreground 15 ip netns exec "$cli_ns" iperf3 -c "$srv_ip" -t 2 --connect-timeout 2000 2>&1 |
+        awk '/receiver/ { print $(NF-2), $(NF-1) }' || true)
+    step "TCP throughput h1w1 -> h2w1 (iperf3, 2 s): ${rate:-failed}"
+fi
+
+# --- 7. wait, then clean up (trap) -------------------------------------------------------------
+if ((failed)); then
+    echo "demo.sh: $failed cross-host pings failed; the agents' last log lines:" >&2
+    for ((h = 1; h <= HOSTS; h++)); do tail -n 5 "$DIR/h$h.log" | sed "s/\x1b\[[0-9;]*m//g; s/^/    h$h: /" >&2; done
+fi
+step "ready after $(elapsed) s"
+if ((!NO_WAIT)) && [[ -t 0 ]]; then
+    echo "    Everything is still up: try e.g.  ip netns exec $P-h1w1 ping 10.42.2.3"
+    echo "                                      $BIN status --socket $DIR/h2.sock"
+    read -r -p "    Press Enter to clean up... " _ || true
+fi
+((failed == 0)) || exit 1
+exit 0
