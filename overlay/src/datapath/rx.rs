@@ -50,9 +50,7 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<Hand
     };
 
     while !shared.stopping() {
-        if !crate::poll::wait(udp.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL)) {
-            continue;
-        }
+        // Drain what is ready, then block (reading first saves a poll per busy batch).
         loop {
             let n = {
                 let mut chunks = recv.chunks_mut(RECV_BUF);
@@ -94,6 +92,7 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<Hand
             send_replies(udp, &mut out.replies);
             write_tun(tun, &mut out);
         }
+        crate::poll::wait(udp.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
     }
 }
 

@@ -24,9 +24,6 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, mtu: u16) {
     let mut batch = TxBatch::new(slots * (packet_max + 148), slots);
 
     while !shared.stopping() {
-        if !crate::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL)) {
-            continue;
-        }
         let mut n = 0;
         while n + SPLIT_RESERVE <= slots {
             match tun.recv_batch(&mut scratch, &mut bufs[n..], &mut sizes[n..], 0) {
@@ -36,11 +33,17 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, mtu: u16) {
                 Err(e) => {
                     tracing::debug!(error = %e, "TUN read failed");
                     bump(&shared.drops.malformed);
+                    if n == 0 {
+                        // Not a packet problem (the device may be going away): don't spin.
+                        std::thread::sleep(WAKE_INTERVAL / 10);
+                    }
                     break;
                 }
             }
         }
         if n == 0 {
+            // Idle: block until the next packet (reading first saves a poll per busy batch).
+            crate::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
             continue;
         }
         seal(shared, &bufs[..n], &sizes[..n], &mut batch);
