@@ -208,10 +208,7 @@ for ((h = 1; h <= HOSTS; h++)); do
 done
 step "workloads: $(for x in "${WL[@]}"; do read -r h w _ ip <<< "$x"; printf 'h%sw%s=%s ' "$h" "$w" "$ip"; done | sed 's/ $//')"
 
-# --- 6. status, ping matrix, throughput --------------------------------------------------------
-step "wgmesh status on h1:"
-"$BIN" status --socket "$DIR/h1.sock" | sed 's/^/    /'
-
+# --- 6. ping matrix, throughput, status ---------------------------------------------------------
 mkdir "$DIR/ping"
 PINGS=()
 for ((i = 0; i < ${#WL[@]}; i++)); do
@@ -256,6 +253,8 @@ if command -v iperf3 >/dev/null; then
         awk '/receiver/ { print $(NF-2), $(NF-1) }' || true)
     step "TCP throughput h1w1 -> h2w1 (iperf3, 2 s): ${rate:-failed}"
 fi
+step "wgmesh status on h1:"
+"$BIN" status --socket "$DIR/h1.sock" | sed 's/^/    /'
 
 # --- 7. wait, then clean up (trap) -------------------------------------------------------------
 if ((failed)); then

@@ -71,6 +71,13 @@ struct SocketArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Agent { .. }) {
+        // A command-line tool piped into `head` should end quietly, not panic on EPIPE.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

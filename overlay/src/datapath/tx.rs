@@ -61,7 +61,10 @@ fn seal(shared: &Shared, bufs: &[Vec<u8>], sizes: &[usize], batch: &mut TxBatch)
             continue;
         };
         let Some(peer) = table.route(dst) else {
-            bump(&shared.drops.no_route);
+            // Multicast (the kernel's IPv6 router solicitations, MLD) has no peer by design.
+            if !dst.is_multicast() {
+                bump(&shared.drops.no_route);
+            }
             continue;
         };
         let key = std::sync::Arc::as_ptr(peer) as usize;
