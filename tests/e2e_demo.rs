@@ -18,9 +18,19 @@ fn demo_runs_and_cleans_up() {
         .expect("run scripts/demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("cross-host pings: 24 ok, 0 failed"), "{stdout}");
-    assert!(stdout.contains("latest handshake"), "status missing:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("cross-host pings: 24 ok, 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("latest handshake"),
+        "status missing:\n{stdout}"
+    );
     // The demo's namespaces are named after its PID; none may be left.
     let after = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let after = String::from_utf8_lossy(&after.stdout);
