@@ -130,3 +130,66 @@ fn a_peer_that_moves_is_followed() {
     );
     assert_pings(&wb, &ipa, Duration::from_secs(10));
 }
+
+/// Packets `ul0` of `ns` has sent so far.
+fn underlay_tx_packets(ns: &common::netns::Netns) -> u64 {
+    let json = ns.run(&["ip", "-s", "-j", "link", "show", UNDERLAY_IF]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j output");
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("tx packet counter")
+}
+
+#[test]
+fn persistent_keepalive_sends_while_idle_and_only_where_configured() {
+    let Some(c) = Cluster::new("persistent_keepalive_sends_while_idle_and_only_where_configured")
+    else {
+        return;
+    };
+    let hs = common::scenario::hosts_prepared(
+        &c,
+        &[
+            common::scenario::HostDef {
+                tag: "a",
+                subnet: "10.42.1.0/24",
+                port: 51820,
+            },
+            common::scenario::HostDef {
+                tag: "b",
+                subnet: "10.42.2.0/24",
+                port: 51820,
+            },
+        ],
+        &[(0, 1), (1, 0)],
+    );
+    let (a, b) = (&hs[0], &hs[1]);
+    // Only the tunnel should send: no IPv6 router solicitations on the underlay.
+    for h in [a, b] {
+        h.ns.run(&["sysctl", "-qw", "net.ipv6.conf.ul0.disable_ipv6=1"]);
+    }
+    let mut spec = a.agent.spec();
+    spec.peers[0].persistent_keepalive = Some(1);
+    a.agent.set_spec(spec);
+    a.agent.start();
+    b.agent.start();
+    let b_key = b.agent.public_key().to_string();
+    assert_eventually(Duration::from_secs(10), "a handshake", || {
+        !a.agent.peer_status(&b_key)["latest_handshake"].is_null()
+    });
+    assert_eq!(a.agent.peer_status(&b_key)["persistent_keepalive"], 1);
+    // Let the handshake's own packets pass, then watch an idle tunnel for 4 seconds.
+    std::thread::sleep(Duration::from_millis(500));
+    let (a0, b0) = (underlay_tx_packets(&a.ns), underlay_tx_packets(&b.ns));
+    std::thread::sleep(Duration::from_secs(4));
+    let (a1, b1) = (underlay_tx_packets(&a.ns), underlay_tx_packets(&b.ns));
+    assert!(
+        (3..=8).contains(&(a1 - a0)),
+        "A (keepalive 1 s) sent {} packets in 4 idle seconds",
+        a1 - a0
+    );
+    assert!(
+        b1 - b0 <= 1, // an ARP exchange at most
+        "B (no keepalive) sent {} packets in 4 idle seconds",
+        b1 - b0
+    );
+}
