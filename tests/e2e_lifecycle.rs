@@ -7,7 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::scenario::{assert_pings, two_hosts, workload};
+use common::netns::Netns;
+use common::scenario::{assert_pings, hosts_prepared, two_hosts, workload, HostDef};
 use common::*;
 
 fn wgmesh(args: &[&str]) -> std::process::Output {
@@ -132,7 +133,7 @@ fn a_peer_that_moves_is_followed() {
 }
 
 /// Packets `ul0` of `ns` has sent so far.
-fn underlay_tx_packets(ns: &common::netns::Netns) -> u64 {
+fn underlay_tx_packets(ns: &Netns) -> u64 {
     let json = ns.run(&["ip", "-s", "-j", "link", "show", UNDERLAY_IF]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j output");
     v[0]["stats64"]["tx"]["packets"]
@@ -146,15 +147,15 @@ fn persistent_keepalive_sends_while_idle_and_only_where_configured() {
     else {
         return;
     };
-    let hs = common::scenario::hosts_prepared(
+    let hs = hosts_prepared(
         &c,
         &[
-            common::scenario::HostDef {
+            HostDef {
                 tag: "a",
                 subnet: "10.42.1.0/24",
                 port: 51820,
             },
-            common::scenario::HostDef {
+            HostDef {
                 tag: "b",
                 subnet: "10.42.2.0/24",
                 port: 51820,
