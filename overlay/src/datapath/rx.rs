@@ -41,8 +41,10 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<Hand
     let mut recv = vec![0u8; RECV_BATCH * RECV_BUF];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = Out {
+        // GRO appends a flow's packets to its first buffer, and only within capacity: each must
+        // be able to hold a 64 KB super-packet. Pages are only touched when used.
         bufs: (0..TUN_BATCH)
-            .map(|_| Vec::with_capacity(OFFSET + 2048))
+            .map(|_| Vec::with_capacity(2 * OFFSET + 65_535))
             .collect(),
         len: 0,
         gro: GROTable::default(),
