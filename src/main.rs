@@ -133,7 +133,9 @@ fn run(command: Cmd) -> anyhow::Result<()> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // boringtun warns at every handshake retry of an unreachable peer; our own events say
+        // what matters (`RUST_LOG=boringtun=debug` brings them back).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,boringtun=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
