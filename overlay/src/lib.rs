@@ -9,6 +9,7 @@ pub mod api;
 pub mod batch;
 pub mod datapath;
 pub mod error;
+pub mod gro;
 pub mod host;
 pub mod noise;
 pub mod peer;

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use tun_rs::{DeviceBuilder, SyncDevice};
-pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+pub use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// The overlay's TUN device.
 pub struct Tun {
@@ -70,15 +70,10 @@ impl Tun {
         self.dev.recv_multiple(scratch, bufs, sizes, offset)
     }
 
-    /// Writes packets (each starting at `offset`, which must be at least [`VIRTIO_NET_HDR_LEN`]),
-    /// coalescing same-flow TCP/UDP packets into super-packets when offloads are on.
-    pub fn send_batch(
-        &self,
-        gro: &mut GROTable,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
-    ) -> io::Result<usize> {
-        self.dev.send_multiple(gro, bufs, offset)
+    /// Writes one packet (with its virtio-net header first when offloads are on).
+    #[inline]
+    pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
+        self.dev.send(packet)
     }
 }
 

@@ -10,10 +10,11 @@ use parking_lot::MutexGuard;
 use quinn_udp::RecvMeta;
 
 use crate::batch::TxBatch;
+use crate::gro::{Gro, VNET_HDR_LEN};
 use crate::noise::{source_ip, Decapsulated};
 use crate::peer::{Peer, PeerState};
 use crate::route::contains_any;
-use crate::tun::{GROTable, Tun, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use crate::tun::{Tun, IDEAL_BATCH_SIZE};
 use crate::udp::Udp;
 use crate::wire::{self, MessageKind};
 
@@ -27,12 +28,12 @@ const RECV_BUF: usize = 65_536;
 /// Decrypted packets written to TUN per flush.
 const TUN_BATCH: usize = IDEAL_BATCH_SIZE;
 /// Headroom before each decrypted packet for the virtio-net header.
-const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+const OFFSET: usize = VNET_HDR_LEN;
 
 struct Out {
     bufs: Vec<Vec<u8>>,
     len: usize,
-    gro: GROTable,
+    gro: Gro,
     /// Replies (cookie replies, keepalives) sealed while a peer was locked, sent after.
     replies: TxBatch,
 }
@@ -47,7 +48,7 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<Hand
             .map(|_| Vec::with_capacity(2 * OFFSET + 65_535))
             .collect(),
         len: 0,
-        gro: GROTable::default(),
+        gro: Gro::new(TUN_BATCH),
         replies: TxBatch::new(RECV_BATCH * 256, RECV_BATCH * 2),
     };
 
@@ -188,8 +189,18 @@ fn write_tun(tun: &Tun, out: &mut Out) {
     if out.len == 0 {
         return;
     }
-    if let Err(e) = tun.send_batch(&mut out.gro, &mut out.bufs[..out.len], OFFSET) {
-        tracing::debug!(error = %e, "TUN write failed");
+    let bufs = &mut out.bufs[..out.len];
+    let write = |packet: &[u8]| {
+        if let Err(e) = tun.write(packet) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+    };
+    if tun.offload() {
+        for &i in out.gro.coalesce(bufs, OFFSET) {
+            write(&bufs[i][OFFSET - VNET_HDR_LEN..]);
+        }
+    } else {
+        bufs.iter().for_each(|b| write(&b[OFFSET..]));
     }
     out.len = 0;
 }
