@@ -11,6 +11,7 @@ pub mod keys;
 pub mod netns;
 pub mod pcap;
 pub mod scenario;
+pub mod sweep;
 pub mod traffic;
 pub mod wggo;
 

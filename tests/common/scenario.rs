@@ -84,7 +84,17 @@ pub fn hosts_prepared(c: &Cluster, defs: &[HostDef<'_>], links: &[(usize, usize)
 
 /// Two hosts "a" (10.42.1.0/24) and "b" (10.42.2.0/24) that know each other.
 pub fn two_hosts(c: &Cluster, port_a: u16, port_b: u16) -> (Host, Host) {
-    let mut v = hosts(
+    two_hosts_offload(c, port_a, port_b, None)
+}
+
+/// Like [`two_hosts`], with `offload` written into both configs (None: the key is absent).
+pub fn two_hosts_offload(
+    c: &Cluster,
+    port_a: u16,
+    port_b: u16,
+    offload: Option<bool>,
+) -> (Host, Host) {
+    let mut v = hosts_prepared(
         c,
         &[
             HostDef {
@@ -100,6 +110,12 @@ pub fn two_hosts(c: &Cluster, port_a: u16, port_b: u16) -> (Host, Host) {
         ],
         &[(0, 1), (1, 0)],
     );
+    for h in &v {
+        let mut spec = h.agent.spec();
+        spec.offload = offload;
+        h.agent.set_spec(spec);
+        h.agent.start();
+    }
     let b = v.pop().unwrap();
     let a = v.pop().unwrap();
     (a, b)
@@ -124,5 +140,19 @@ pub fn assert_pings(from: &Netns, to: &str, timeout: Duration) {
         timeout,
         &format!("ping from {} to {to}", from.name()),
         || ping(from, to),
+    );
+}
+
+/// Asserts `status --json` of `agent` reports the offloads `on` (all of TUN offloads, UDP GSO
+/// and UDP GRO) or off (none of them).
+#[track_caller]
+pub fn assert_offload_status(agent: &Agent, on: bool) {
+    let st = agent.status();
+    assert_eq!(
+        st["offload"],
+        serde_json::json!({"tun": on, "udp_gso": on, "udp_gro": on}),
+        "agent in {} with offload {}: status --json reports other offloads: {st}",
+        agent.ns.name(),
+        if on { "on" } else { "off" }
     );
 }
