@@ -38,7 +38,13 @@ struct Out {
     replies: TxBatch,
 }
 
-pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<HandshakeMessage>) {
+pub(super) fn run(
+    shared: &Shared,
+    tun: &Tun,
+    udp: &Udp,
+    tx_state: &parking_lot::Mutex<super::tx::TxState>,
+    handshakes: Sender<HandshakeMessage>,
+) {
     let mut recv = vec![0u8; RECV_BATCH * RECV_BUF];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = Out {
@@ -93,7 +99,12 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, handshakes: Sender<Hand
             }
             drop(current);
             send_replies(udp, &mut out.replies);
-            write_tun(tun, &mut out);
+            if write_tun(tun, &mut out) {
+                // Send what the kernel answered right away, unless `tx` is already at it.
+                if let Some(mut st) = tx_state.try_lock() {
+                    super::tx::pump(shared, tun, udp, &mut st);
+                }
+            }
         }
         crate::poll::wait(udp.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
     }
@@ -185,9 +196,10 @@ fn roam(state: &mut PeerState, from: SocketAddr) {
     }
 }
 
-fn write_tun(tun: &Tun, out: &mut Out) {
+/// Writes the decrypted packets to TUN; returns whether there were any.
+fn write_tun(tun: &Tun, out: &mut Out) -> bool {
     if out.len == 0 {
-        return;
+        return false;
     }
     let bufs = &mut out.bufs[..out.len];
     let write = |packet: &[u8]| {
@@ -203,6 +215,7 @@ fn write_tun(tun: &Tun, out: &mut Out) {
         bufs.iter().for_each(|b| write(&b[OFFSET..]));
     }
     out.len = 0;
+    true
 }
 
 fn send_replies(udp: &Udp, replies: &mut TxBatch) {
