@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::scenario::{assert_pings, hosts_prepared, two_hosts, workload, HostDef};
+use common::scenario::{assert_pings, two_hosts, two_hosts_offload, workload};
 use common::*;
 
 const LEN: u64 = 64 << 20;
@@ -111,27 +111,8 @@ fn workloads_reach_each_other_without_offloads() {
     let Some(c) = Cluster::new("workloads_reach_each_other_without_offloads") else {
         return;
     };
-    let hs = hosts_prepared(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "10.42.1.0/24",
-                port: 51820,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "10.42.2.0/24",
-                port: 51820,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
-    for h in &hs {
-        let mut spec = h.agent.spec();
-        spec.offload = Some(false);
-        h.agent.set_spec(spec);
-        h.agent.start();
+    let (a, b) = two_hosts_offload(&c, 51820, 51820, Some(false));
+    for h in [&a, &b] {
         let st = h.agent.status();
         assert_eq!(
             st["offload"],
@@ -139,9 +120,8 @@ fn workloads_reach_each_other_without_offloads() {
             "offload = false but status reports offloads in use: {st}"
         );
     }
-    let (a, b) = (&hs[0], &hs[1]);
-    let (wa, ipa) = workload(&c, a, "wa");
-    let (wb, ipb) = workload(&c, b, "wb");
+    let (wa, ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
     assert_pings(&wa, &ipb, Duration::from_secs(15));
     assert_pings(&wb, &ipa, Duration::from_secs(5));
     TcpTransfer::new(&wa, &wb, &ipb, 5001, 16 << 20)

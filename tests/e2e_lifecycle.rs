@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::netns::Netns;
-use common::scenario::{assert_pings, hosts_prepared, two_hosts, workload, HostDef};
+use common::scenario::{assert_pings, two_hosts, two_hosts_prepared, workload};
 use common::*;
 
 fn wgmesh(args: &[&str]) -> std::process::Output {
@@ -147,23 +147,8 @@ fn persistent_keepalive_sends_while_idle_and_only_where_configured() {
     else {
         return;
     };
-    let hs = hosts_prepared(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "10.42.1.0/24",
-                port: 51820,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "10.42.2.0/24",
-                port: 51820,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
-    let (a, b) = (&hs[0], &hs[1]);
+    let (a, b) = two_hosts_prepared(&c, 51820, 51820);
+    let (a, b) = (&a, &b);
     // Only the tunnel should send: no IPv6 router solicitations on the underlay.
     for h in [a, b] {
         h.ns.run(&["sysctl", "-qw", "net.ipv6.conf.ul0.disable_ipv6=1"]);

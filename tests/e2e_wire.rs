@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::pcap::{self, Capture};
-use common::scenario::{assert_pings, hosts_prepared, workload, HostDef};
+use common::scenario::{assert_pings, two_hosts_prepared, workload};
 use common::traffic::udp_send;
 use common::*;
 
@@ -20,23 +20,8 @@ fn underlay_carries_only_wireguard_messages() {
         return;
     };
     // The capture starts before the agents, so it sees their first handshake.
-    let hs = hosts_prepared(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "10.42.1.0/24",
-                port: PORT_A,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "10.42.2.0/24",
-                port: PORT_B,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
-    let (a, b) = (&hs[0], &hs[1]);
+    let (a, b) = two_hosts_prepared(&c, PORT_A, PORT_B);
+    let (a, b) = (&a, &b);
     // Segment any GSO batch before it reaches either end of the veth, so the capture
     // shows the datagrams a real wire would carry.
     c.force_segmentation(&a.ns);

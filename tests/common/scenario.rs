@@ -88,12 +88,9 @@ pub fn two_hosts(c: &Cluster, port_a: u16, port_b: u16) -> (Host, Host) {
 }
 
 /// Like [`two_hosts`], with `offload` written into both configs (None: the key is absent).
-pub fn two_hosts_offload(
-    c: &Cluster,
-    port_a: u16,
-    port_b: u16,
-    offload: Option<bool>,
-) -> (Host, Host) {
+/// Hosts "a" (10.42.1.0/24) and "b" (10.42.2.0/24) that know each other, configured but not
+/// started.
+pub fn two_hosts_prepared(c: &Cluster, port_a: u16, port_b: u16) -> (Host, Host) {
     let mut v = hosts_prepared(
         c,
         &[
@@ -110,14 +107,25 @@ pub fn two_hosts_offload(
         ],
         &[(0, 1), (1, 0)],
     );
-    for h in &v {
+    let b = v.pop().unwrap();
+    let a = v.pop().unwrap();
+    (a, b)
+}
+
+/// Like [`two_hosts`], with `offload` set in both configs (None: the key is left out).
+pub fn two_hosts_offload(
+    c: &Cluster,
+    port_a: u16,
+    port_b: u16,
+    offload: Option<bool>,
+) -> (Host, Host) {
+    let (a, b) = two_hosts_prepared(c, port_a, port_b);
+    for h in [&a, &b] {
         let mut spec = h.agent.spec();
         spec.offload = offload;
         h.agent.set_spec(spec);
         h.agent.start();
     }
-    let b = v.pop().unwrap();
-    let a = v.pop().unwrap();
     (a, b)
 }
 
