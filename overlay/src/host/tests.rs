@@ -405,19 +405,7 @@ fn attach_netns_then_detach() {
     let (ns, veth) = (workload.clone(), host_ifname.clone());
     in_netns(&host, move || async move {
         let host_net = HostNet::connect().expect("connect");
-        let bridge = host_net
-            .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
-            .await
-            .expect("bridge");
-        host_net
-            .attach_netns(
-                &ns,
-                &veth,
-                bridge,
-                net("10.42.1.2/24"),
-                addr("10.42.1.1"),
-                1420,
-            )
+        attach_on_default_bridge(&host_net, &ns, &veth)
             .await
             .expect("attach");
     });
@@ -491,19 +479,7 @@ fn attach_to_missing_netns_fails_cleanly() {
     let (ns, veth) = (missing.clone(), host_ifname.clone());
     in_netns(&host, move || async move {
         let host_net = HostNet::connect().expect("connect");
-        let bridge = host_net
-            .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
-            .await
-            .expect("bridge");
-        let error = host_net
-            .attach_netns(
-                &ns,
-                &veth,
-                bridge,
-                net("10.42.1.2/24"),
-                addr("10.42.1.1"),
-                1420,
-            )
+        let error = attach_on_default_bridge(&host_net, &ns, &veth)
             .await
             .expect_err("namespace is missing");
         assert!(
@@ -537,19 +513,7 @@ fn attach_failure_inside_netns_removes_the_veth() {
     let (ns, veth) = (workload.clone(), host_ifname.clone());
     in_netns(&host, move || async move {
         let host_net = HostNet::connect().expect("connect");
-        let bridge = host_net
-            .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
-            .await
-            .expect("bridge");
-        let error = host_net
-            .attach_netns(
-                &ns,
-                &veth,
-                bridge,
-                net("10.42.1.2/24"),
-                addr("10.42.1.1"),
-                1420,
-            )
+        let error = attach_on_default_bridge(&host_net, &ns, &veth)
             .await
             .expect_err("eth0 is taken");
         assert!(matches!(error, HostError::InNetns { .. }), "{error:?}");
@@ -588,19 +552,7 @@ fn attach_leaves_an_existing_host_link_alone() {
     let (ns, veth) = (workload.clone(), host_ifname.clone());
     in_netns(&host, move || async move {
         let host_net = HostNet::connect().expect("connect");
-        let bridge = host_net
-            .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
-            .await
-            .expect("bridge");
-        let error = host_net
-            .attach_netns(
-                &ns,
-                &veth,
-                bridge,
-                net("10.42.1.2/24"),
-                addr("10.42.1.1"),
-                1420,
-            )
+        let error = attach_on_default_bridge(&host_net, &ns, &veth)
             .await
             .expect_err("host link exists");
         assert!(
@@ -634,4 +586,26 @@ fn enable_forwarding_acts_on_the_current_namespace() {
     if v6 {
         assert_eq!(read("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
     }
+}
+
+/// Ensures bridge `wgmbr0` with 10.42.1.1/24 and attaches `ns` to it as 10.42.1.2/24.
+async fn attach_on_default_bridge(
+    host_net: &HostNet,
+    ns: &str,
+    veth: &str,
+) -> Result<(), HostError> {
+    let bridge = host_net
+        .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
+        .await
+        .expect("bridge");
+    host_net
+        .attach_netns(
+            ns,
+            veth,
+            bridge,
+            net("10.42.1.2/24"),
+            addr("10.42.1.1"),
+            1420,
+        )
+        .await
 }
