@@ -11,9 +11,12 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod control;
 pub mod error;
 pub mod key;
 mod locate;
+pub mod netmap;
+pub mod token;
 
 pub use agent::*;
 pub use error::*;

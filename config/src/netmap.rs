@@ -1,0 +1,1 @@
+//! Wire types the control plane sends to agents: the netmap and its peers (being written).

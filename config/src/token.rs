@@ -1,0 +1,1 @@
+//! Join tokens: `WGM1-<CA digest>-<secret>` (being written).
