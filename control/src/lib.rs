@@ -1,2 +1,18 @@
-//! wgmesh-control: the control plane (being written; see issue 4).
+//! wgmesh-control: the control plane (issue 4).
+//!
+//! The pure core and the store:
+//! - [`registry`]: hosts, join tokens and workloads, changed only by [`registry::Mutation`]s;
+//! - [`ipam`]: host subnets of the cluster CIDR;
+//! - [`compile`]: the [`Netmap`](wgmesh_config::netmap::Netmap) of every host;
+//! - [`store`]: where mutations are made durable ([`store::FileStore`], [`store::MemStore`]);
+//! - [`audit`]: the audit log.
+//!
+//! Everything except [`store::FileStore`] and [`audit::AuditLog`] is pure: no I/O and no clock
+//! (times are passed in as unix seconds).
 #![warn(missing_docs)]
+
+pub mod audit;
+pub mod compile;
+pub mod ipam;
+pub mod registry;
+pub mod store;

@@ -1,0 +1,209 @@
+//! The netmap compiler: [`netmap`] and [`netmaps`] turn the [`Registry`] and a [`Policy`] into
+//! the [`Netmap`] each host should have.
+//!
+//! Pure, no I/O, deterministic and total: the same registry and policy always give equal
+//! netmaps (peers sorted by name, keys and allowed IPs sorted), and every registry gives one.
+//! A host never appears in its own netmap, and every allowed IP belongs to exactly one peer
+//! (host subnets are unique in the registry).
+
+use std::collections::BTreeMap;
+
+use wgmesh_config::netmap::{HostIdentity, Netmap, NetmapPeer};
+
+use crate::registry::{Host, HostId, Registry};
+
+/// Which hosts may talk to which.
+///
+/// The seam for label-based policy (a later issue): today the only policy lets every host
+/// reach every other (a full mesh). Rules will be added as variants or fields; [`netmap`]
+/// only asks [`Policy::connects`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Every host may reach every other host.
+    #[default]
+    AllowAll,
+}
+
+impl Policy {
+    /// Whether `a` and `b` should be peers. WireGuard needs both sides to know each other
+    /// for traffic in either direction, so this is symmetric.
+    pub fn connects(&self, a: &Host, b: &Host) -> bool {
+        match self {
+            Self::AllowAll => a.id != b.id,
+        }
+    }
+}
+
+/// The netmap of host `id`, or `None` when there is no such host.
+pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap> {
+    let host = registry.host(id)?;
+    let mut map = Netmap {
+        revision: registry.revision(),
+        host: HostIdentity {
+            name: host.name.to_string(),
+            public_key: host.public_key,
+            subnet: host.subnet,
+            endpoint: host.endpoint,
+        },
+        peers: registry
+            .hosts()
+            .values()
+            .filter(|peer| peer.id != host.id && policy.connects(host, peer))
+            .map(peer)
+            .collect(),
+    };
+    map.normalize();
+    Some(map)
+}
+
+/// The netmap of every host.
+pub fn netmaps(registry: &Registry, policy: &Policy) -> BTreeMap<HostId, Netmap> {
+    registry
+        .hosts()
+        .keys()
+        .filter_map(|&id| Some((id, netmap(registry, policy, id)?)))
+        .collect()
+}
+
+fn peer(host: &Host) -> NetmapPeer {
+    NetmapPeer {
+        name: host.name.to_string(),
+        public_keys: vec![host.public_key],
+        endpoint: host.endpoint,
+        allowed_ips: vec![host.subnet],
+        labels: host.labels.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::registry::tests::{join, registry};
+    use crate::registry::Mutation;
+
+    #[test]
+    fn full_mesh_of_three() {
+        let mut r = registry();
+        join(&mut r, "c", 3).unwrap();
+        join(&mut r, "a", 1).unwrap();
+        join(&mut r, "b", 2).unwrap();
+        let maps = netmaps(&r, &Policy::AllowAll);
+        assert_eq!(maps.len(), 3);
+        let a = &maps[&r.host_by_name("a").unwrap().id];
+        assert_eq!(a.host.name, "a");
+        assert_eq!(a.host.subnet.to_string(), "10.42.1.0/24");
+        let names: Vec<&str> = a.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(a.peers[1].allowed_ips[0].to_string(), "10.42.0.0/24");
+        assert_eq!(a.revision, r.revision());
+        a.check().unwrap();
+        assert!(netmap(&r, &Policy::AllowAll, HostId(99)).is_none());
+    }
+
+    /// One step of a random registry history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(u8, u8),
+        Remove(u8),
+        Endpoint(u8, Option<u16>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..12, 0u8..12).prop_map(|(n, k)| Op::Join(n, k)),
+            1 => (0u8..12).prop_map(Op::Remove),
+            1 => (0u8..12, proptest::option::of(1u16..)).prop_map(|(n, p)| Op::Endpoint(n, p)),
+        ]
+    }
+
+    /// Runs `ops` against a fresh registry (refused operations are skipped); returns the
+    /// registry and the mutations applied.
+    fn history(ops: &[Op]) -> (Registry, Vec<Mutation>) {
+        let mut r = registry();
+        let mut applied = Vec::new();
+        for op in ops {
+            let m = match *op {
+                Op::Join(n, k) => join(&mut r, &format!("h{n}"), k + 1).ok(),
+                Op::Remove(n) => r.plan_remove(&format!("h{n}")).ok(),
+                Op::Endpoint(n, port) => r.host_by_name(&format!("h{n}")).and_then(|h| {
+                    let ep = port.map(|p| std::net::SocketAddr::from(([198, 18, 0, n], p)));
+                    r.plan_endpoint(h.id, ep).ok().flatten()
+                }),
+            };
+            if let Some(m) = m {
+                if !matches!(m, Mutation::HostJoined { .. }) {
+                    r.apply(&m).unwrap();
+                }
+                applied.push(m);
+            }
+        }
+        (r, applied)
+    }
+
+    proptest! {
+        #[test]
+        fn compile_properties(ops in prop::collection::vec(op(), 0..40)) {
+            let (r, _) = history(&ops);
+            let maps = netmaps(&r, &Policy::AllowAll);
+            prop_assert_eq!(maps.len(), r.hosts().len());
+            for (id, map) in &maps {
+                let host = r.host(*id).unwrap();
+                // Never its own peer.
+                prop_assert!(map.peers.iter().all(|p| p.name != host.name.as_str()));
+                prop_assert!(map.peer_by_key(&host.public_key).is_none());
+                // Full mesh: every other host, exactly once.
+                prop_assert_eq!(map.peers.len(), r.hosts().len() - 1);
+                // Every allowed IP belongs to exactly one peer and not to the host.
+                let mut seen = BTreeSet::new();
+                for p in &map.peers {
+                    for net in &p.allowed_ips {
+                        prop_assert!(seen.insert(*net));
+                        prop_assert!(!net.contains(&host.subnet) && !host.subnet.contains(net));
+                    }
+                }
+                map.check().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                // Symmetric: if b is in a's map, a is in b's.
+                for p in &map.peers {
+                    let other = r.host_by_name(&p.name).unwrap();
+                    prop_assert!(maps[&other.id].peers.iter().any(|q| q.name == host.name.as_str()));
+                }
+            }
+        }
+
+        #[test]
+        fn compile_is_deterministic(ops in prop::collection::vec(op(), 0..40)) {
+            let (r, applied) = history(&ops);
+            // Replaying the same mutations gives an equal registry and byte-identical netmaps.
+            let mut replayed = Registry::default();
+            for m in registry_setup().iter().chain(applied.iter()) {
+                replayed.apply(m).unwrap();
+            }
+            prop_assert_eq!(&replayed, &r);
+            let a = serde_json::to_string(&netmaps(&r, &Policy::AllowAll)).unwrap();
+            let b = serde_json::to_string(&netmaps(&replayed, &Policy::AllowAll)).unwrap();
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    /// The mutations `registry()` applies.
+    fn registry_setup() -> Vec<Mutation> {
+        let r = Registry::default();
+        let init = r
+            .plan_initialize("10.42.0.0/16".parse().unwrap(), 24)
+            .unwrap();
+        let mut r2 = r.clone();
+        r2.apply(&init).unwrap();
+        let token = r2.plan_token(
+            crate::registry::SecretHash::of(b"t"),
+            0,
+            1000,
+            true,
+            Default::default(),
+        );
+        vec![init, token]
+    }
+}
