@@ -280,6 +280,11 @@ impl fmt::Debug for CaDigest {
 pub struct SecretHash([u8; DIGEST_LEN]);
 
 impl SecretHash {
+    /// The SHA-256 of `secret`'s bytes; [`Secret::hash`] is `SecretHash::of(secret.as_bytes())`.
+    pub fn of(secret: &[u8]) -> Self {
+        Self(sha256(secret))
+    }
+
     /// Wraps 32 raw hash bytes.
     pub fn from_bytes(bytes: [u8; DIGEST_LEN]) -> Self {
         Self(bytes)
@@ -815,6 +820,7 @@ mod tests {
         let admin: AdminToken = format!("WGMA1-{SECRET}").parse().unwrap();
         assert_eq!(admin.hash(), token.secret_hash());
         assert!(admin.hash().ct_eq(&token.secret_hash()));
+        assert_eq!(SecretHash::of(token.secret.as_bytes()), token.secret_hash());
         assert_ne!(admin.hash(), HostCredential::generate().hash());
         let json = serde_json_like(&token.secret_hash());
         assert_eq!(json, expected);
