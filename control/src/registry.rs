@@ -18,7 +18,9 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+/// The hash of a secret (a join token's, a host credential's): the registry and the store hold
+/// only these, never the secrets.
+pub use wgmesh_config::token::SecretHash;
 use wgmesh_config::{PublicKey, MAX_NAME_LEN};
 
 use crate::ipam::{Ipam, IpamError};
@@ -45,92 +47,6 @@ pub struct TokenId(pub u64);
 impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
-    }
-}
-
-/// The SHA-256 of a secret (a join token's secret, a host credential). The registry and the
-/// store only ever hold these, never the secrets.
-///
-/// Serialised as 64 lowercase hex digits; `Debug` shows the first 8. Equality is constant-time.
-#[derive(Clone, Copy, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SecretHash([u8; 32]);
-
-impl SecretHash {
-    /// The hash of `secret`.
-    pub fn of(secret: &[u8]) -> Self {
-        Self(Sha256::digest(secret).into())
-    }
-
-    /// Wraps raw hash bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw hash bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    fn to_hex(self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl PartialEq for SecretHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-}
-
-impl fmt::Debug for SecretHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretHash({}…)", &self.to_hex()[..8])
-    }
-}
-
-/// Why a string is not a [`SecretHash`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a secret hash is 64 lowercase hex digits")]
-pub struct SecretHashError;
-
-impl FromStr for SecretHash {
-    type Err = SecretHashError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 64 {
-            return Err(SecretHashError);
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            let pair = s.get(2 * i..2 * i + 2).ok_or(SecretHashError)?;
-            if pair
-                .bytes()
-                .any(|c| !matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            {
-                return Err(SecretHashError);
-            }
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| SecretHashError)?;
-        }
-        Ok(Self(bytes))
-    }
-}
-
-impl TryFrom<String> for SecretHash {
-    type Error = SecretHashError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<SecretHash> for String {
-    fn from(hash: SecretHash) -> Self {
-        hash.to_hex()
     }
 }
 
@@ -1144,14 +1060,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn secret_hash_and_names_parse() {
-        let h = SecretHash::of(b"secret");
-        let s: String = h.into();
-        assert_eq!(s.len(), 64);
-        assert_eq!(s.parse::<SecretHash>(), Ok(h));
-        assert!(s.to_uppercase().parse::<SecretHash>().is_err());
-        assert!("zz".parse::<SecretHash>().is_err());
-        assert!(!format!("{h:?}").contains(&s));
+    fn host_names_parse() {
         assert!("".parse::<HostName>().is_err());
         assert!("a/b".parse::<HostName>().is_err());
         assert!("x".repeat(64).parse::<HostName>().is_err());
