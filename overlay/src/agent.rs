@@ -255,6 +255,8 @@ impl Agent {
         }
         let settings = peer_settings(&new)?;
         let changes = self.peers.apply(&settings)?;
+        // The data path learns the new peers before the kernel routes anything to them.
+        self.shared.table.store(Arc::new(self.peers.table()));
         let gateway = crate::workloads::gateway(new.agent.subnet);
         for net in &changes.routes_added {
             if let Err(e) = self
@@ -270,7 +272,6 @@ impl Agent {
                 tracing::error!(%net, "cannot remove route: {}", Chain(&e));
             }
         }
-        self.shared.table.store(Arc::new(self.peers.table()));
         if let Some(dp) = &self.datapath {
             dp.initiate_all();
         }

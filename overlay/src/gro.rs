@@ -75,6 +75,9 @@ impl Gro {
         self.order.clear();
         for i in 0..bufs.len() {
             let Some(seg) = tcp_segment(&bufs[i][offset..]) else {
+                // A packet of an open flow that cannot join it (a pure ACK, FIN, RST) ends the
+                // flow, so nothing after it is merged ahead of it.
+                self.close_flow_of(bufs, offset, i);
                 self.order.push(i);
                 continue;
             };
@@ -112,6 +115,22 @@ impl Gro {
             finish(&mut bufs[f.head][offset - VNET_HDR_LEN..], f);
         }
         &self.order
+    }
+
+    /// Closes the flow, if any, that the TCP packet `i` (not a merge candidate) belongs to.
+    fn close_flow_of(&mut self, bufs: &[Vec<u8>], offset: usize, i: usize) {
+        let packet = &bufs[i][offset..];
+        let Some(seg) = tcp_header(packet) else {
+            return;
+        };
+        let key = flow_key(packet, &seg);
+        if let Some(f) =
+            self.flows.iter_mut().rev().find(|f| {
+                f.v6 == seg.v6 && flow_key(&bufs[f.head][offset..], &segment_of(f)) == key
+            })
+        {
+            f.closed = true;
+        }
     }
 
     /// The open flow that packet `i` continues, if its headers allow merging.
@@ -154,6 +173,24 @@ fn segment_of(f: &Flow) -> Segment {
 fn flow_key<'a>(packet: &'a [u8], seg: &Segment) -> (&'a [u8], &'a [u8]) {
     let addrs: Range<usize> = if seg.v6 { 8..40 } else { 12..20 };
     (&packet[addrs], &packet[seg.ip_len..seg.ip_len + 4])
+}
+
+/// Parses any TCP packet enough to name its flow (IPv4 without options, IPv6 without extension
+/// headers, as [`tcp_segment`] requires of merge candidates).
+fn tcp_header(packet: &[u8]) -> Option<Segment> {
+    let (v6, ip_len) = match packet.first()? >> 4 {
+        4 if packet[0] == 0x45 && packet.get(9)? == &6 => (false, 20),
+        6 if packet.get(6)? == &6 => (true, 40),
+        _ => return None,
+    };
+    (packet.len() >= ip_len + 20).then_some(Segment {
+        v6,
+        ip_len,
+        tcp_len: 20,
+        payload: 0,
+        seq: 0,
+        psh: false,
+    })
 }
 
 /// Parses an IPv4 (no options, not a fragment) or IPv6 (no extension headers) TCP segment with
@@ -443,6 +480,24 @@ mod tests {
         assert_eq!(order, vec![0, 2]);
         assert_eq!(bufs[0].len(), OFF + 52 + 1500);
         assert_eq!(&bufs[2][..OFF], &[0u8; OFF], "a single segment stays plain");
+    }
+
+    #[test]
+    fn a_pure_ack_of_the_flow_keeps_later_data_behind_it() {
+        let mut ack = tcp4(1001, &[], TCP_FLAG_ACK);
+        set_tcp_checksum(&mut ack, false);
+        let mut bufs = batch(&[
+            tcp4(1, &payload(1000, 1), TCP_FLAG_ACK),
+            ack,
+            tcp4(1001, &payload(1000, 2), TCP_FLAG_ACK),
+        ]);
+        let order = Gro::new(8).coalesce(&mut bufs, OFF).to_vec();
+        assert_eq!(
+            order,
+            vec![0, 1, 2],
+            "data after the ACK must not jump ahead of it"
+        );
+        assert_eq!(bufs[0].len(), OFF + 52 + 1000);
     }
 
     #[test]

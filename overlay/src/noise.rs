@@ -112,6 +112,9 @@ pub enum Decapsulated {
     /// A handshake message, cookie or keepalive of this length to send back to the peer was written
     /// to `out`; afterwards call [`Tunnel::flush_queued`] until it returns `None`.
     Reply(usize),
+    /// Under load: a cookie reply of this length was written to `out`, to send back to the
+    /// datagram's source. The datagram was not authenticated.
+    Cookie(usize),
     /// Valid, nothing to deliver (a keepalive or a cookie reply).
     Nothing,
     /// Rejected by the protocol.
@@ -173,6 +176,9 @@ impl Tunnel {
                 len: b.len(),
                 source: IpAddr::V6(src),
             },
+            // Under load boringtun answers with a cookie reply, which proves nothing about the
+            // sender: it must not move the endpoint or release queued packets.
+            TunnResult::WriteToNetwork(b) if b.first() == Some(&3) => Decapsulated::Cookie(b.len()),
             TunnResult::WriteToNetwork(b) => Decapsulated::Reply(b.len()),
             TunnResult::Done => Decapsulated::Nothing,
             TunnResult::Err(e) => Decapsulated::Error(e),
@@ -299,6 +305,25 @@ mod tests {
             ta.decapsulate(from, &buf[..n], &mut out),
             Decapsulated::Error(_)
         ));
+    }
+
+    #[test]
+    fn under_load_an_initiation_gets_a_cookie_not_a_session() {
+        let (_a, b, mut ta, mut tb) = pair();
+        let from = "198.18.0.1".parse().unwrap();
+        let mut init = vec![0u8; 256];
+        let Encapsulated::HandshakeInit(n) = ta.encapsulate(&[0x45; 20], &mut init) else {
+            panic!("expected initiation");
+        };
+        let mut out = vec![0u8; 256];
+        for _ in 0..=HANDSHAKES_PER_SECOND {
+            b.identify_initiator(from, &init[..n], &mut out);
+        }
+        // A cookie reply is type 3 and proves nothing about the sender.
+        match tb.decapsulate(from, &init[..n], &mut out) {
+            Decapsulated::Cookie(len) => assert_eq!((len, out[0]), (64, 3)),
+            other => panic!("expected a cookie reply, got {other:?}"),
+        }
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
                 }
                 tracing::debug!(peer = %peer.public_key(), endpoint = %msg.from, "handshake");
             }
+            Decapsulated::Cookie(len) => outgoing.push((msg.from, buf[..len].to_vec())),
             Decapsulated::Nothing => {}
             Decapsulated::Packet { .. } => {}
             Decapsulated::Error(e) => {

@@ -80,6 +80,11 @@ pub(super) fn run(
             let mut current: Option<(usize, MutexGuard<'_, PeerState>)> = None;
             for (i, m) in meta[..n].iter().enumerate() {
                 let data = &recv[i * RECV_BUF..i * RECV_BUF + m.len];
+                if m.len == 0 {
+                    // An empty datagram (anyone can send one) is no WireGuard message.
+                    bump(&shared.drops.malformed);
+                    continue;
+                }
                 let stride = if m.stride == 0 { m.len } else { m.stride };
                 for datagram in data.chunks(stride) {
                     if out.len == TUN_BATCH {
@@ -161,7 +166,7 @@ fn receive<'t>(
             }
         }
         Decapsulated::Nothing => roam(state, from),
-        Decapsulated::Reply(len) => {
+        Decapsulated::Reply(len) | Decapsulated::Cookie(len) => {
             let space = out.replies.space();
             if space.len() >= len {
                 space[..len].copy_from_slice(&buf[OFFSET..OFFSET + len]);

@@ -13,8 +13,9 @@ use crate::wire;
 
 use super::{bump, Shared, WAKE_INTERVAL};
 
-/// Room for one more TUN super-packet (up to 64 KB, split into MTU-sized packets).
-const SPLIT_RESERVE: usize = 64;
+/// Room for one more TUN super-packet: up to 64 KB split into segments, 128 of them for an MSS
+/// as small as 512 bytes (and the kernel's limit for UDP segmentation offload).
+const SPLIT_RESERVE: usize = 128;
 
 /// The TUN-reading role's buffers. Whoever holds them reads the TUN device: the `tx` thread,
 /// or the `rx` thread right after it wrote to TUN (see [`super::DataPath`]). One reader at a time
