@@ -144,8 +144,8 @@ impl Agent {
             },
             source,
         })?;
-        let listener = api::bind(&a.socket)?;
         let host = HostNet::connect()?;
+        let listener = api::bind(&a.socket)?;
 
         // From here on, undo everything on failure.
         let mut undo = Undo::new(a);
