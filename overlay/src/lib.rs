@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod error;
 pub mod gro;
 pub mod host;
+pub mod netmap;
 pub mod noise;
 pub mod peer;
 mod poll;
