@@ -42,9 +42,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::document::Document;
 use crate::error::ConfigError;
 use crate::key::PublicKey;
-use crate::locate;
 
 /// Default UDP port WireGuard listens on.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -136,7 +136,13 @@ impl AgentConfig {
     /// Pure: `origin` is only used in errors, which name it together with the line, column and
     /// field of the first problem found (in file order).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cx = Cx { text, origin };
+        let cx = Document {
+            text,
+            origin,
+            table: Some("agent"),
+            expected_for,
+            keep_toml_source: true,
+        };
         let raw: RawAgentConfig = toml::from_str(text).map_err(|e| cx.toml_error(e))?;
         cx.validate(raw)
     }
@@ -285,25 +291,7 @@ impl Invalid {
     }
 }
 
-/// The document being validated, for turning spans into positions.
-struct Cx<'a> {
-    text: &'a str,
-    origin: &'a Path,
-}
-
-impl Cx<'_> {
-    fn error(
-        &self,
-        span: &Range<usize>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let (line, column) = locate::line_col(self.text, span.start);
-        ConfigError::new(self.origin, message)
-            .with_position(line, column)
-            .with_field(field)
-    }
-
+impl Document<'_> {
     fn invalid(
         &self,
         span: &Range<usize>,
@@ -315,10 +303,6 @@ impl Cx<'_> {
         error
     }
 
-    fn line(&self, span: &Range<usize>) -> usize {
-        locate::line_col(self.text, span.start).0
-    }
-
     /// Runs `check` on a spanned value, blaming `field` at the value's position on failure.
     fn check<T, U>(
         &self,
@@ -327,42 +311,6 @@ impl Cx<'_> {
         check: impl FnOnce(&T) -> Result<U, Invalid>,
     ) -> Result<U, ConfigError> {
         check(value.get_ref()).map_err(|invalid| self.invalid(&value.span(), field, invalid))
-    }
-
-    /// Converts a serde-level error from `toml` (syntax, unknown key, wrong type, missing key).
-    fn toml_error(&self, error: toml::de::Error) -> ConfigError {
-        let mut message = error.message().to_owned();
-        let mut out = ConfigError::new(self.origin, String::new());
-        if let Some(span) = error.span() {
-            let (line, column) = locate::line_col(self.text, span.start);
-            out = out.with_position(line, column);
-            let mut field = locate::field_at(self.text, span.start);
-            if field.as_deref().is_some_and(|f| f.starts_with("agent[")) {
-                // serde reads a struct from a sequence field by field, so `[[agent]]` gives a
-                // confusing type error about its first element.
-                field = Some("agent".to_owned());
-                message = "found an array of tables; write one [agent] table, not [[agent]]".into();
-            } else if message.starts_with("unknown field") {
-                // The key itself is the problem; name the table it is in.
-                field = field.as_deref().and_then(locate::parent).map(str::to_owned);
-            } else if let Some(missing) = missing_field(&message) {
-                if missing == "agent" {
-                    field = None;
-                }
-                if let Some(expected) = expected_for(missing) {
-                    message = format!("{message}, expected {expected}");
-                }
-            } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
-                let expected = field.as_deref().and_then(expected_for);
-                if let (Some(expected), Some(at)) = (expected, message.rfind(", expected ")) {
-                    message.truncate(at);
-                    message = format!("{message}, expected {expected}");
-                }
-            }
-            out.field = field;
-        }
-        out.message = message;
-        out.with_source(error)
     }
 
     fn validate(&self, raw: RawAgentConfig) -> Result<AgentConfig, ConfigError> {
@@ -542,14 +490,6 @@ impl Cx<'_> {
 
         Ok(AgentConfig { agent, peers })
     }
-}
-
-/// `missing field `x`` -> `x`.
-fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name)
 }
 
 /// What a valid value of the field at `path` looks like, for serde's type errors.

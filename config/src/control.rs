@@ -50,6 +50,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::document::{read, Document};
 use crate::error::ConfigError;
 use crate::locate;
 use crate::token::{AdminToken, CaDigest};
@@ -547,7 +548,7 @@ impl ControlConfig {
     /// Pure: `origin` is only used in errors, which name it together with the line, column and
     /// field of the first problem found (in file order).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cx = Cx {
+        let cx = Document {
             text,
             origin,
             table: Some("control"),
@@ -655,7 +656,7 @@ impl AdminFile {
     /// Pure: `origin` is only used in errors, which name it together with the line, column and
     /// field of the first problem found. Errors never contain the token.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cx = Cx {
+        let cx = Document {
             text,
             origin,
             table: None,
@@ -664,9 +665,9 @@ impl AdminFile {
             keep_toml_source: false,
         };
         let raw: RawAdminFile = toml::from_str(text).map_err(|e| cx.toml_error(e))?;
-        let url = cx.check(&raw.url, "url", |s| s.parse::<ControlUrl>())?;
-        let ca_cert = cx.check(&raw.ca_cert, "ca_cert", |s| s.parse::<CertificatePem>())?;
-        let token = cx.check(&raw.token, "token", |s| {
+        let url = cx.check_value(&raw.url, "url", |s| s.parse::<ControlUrl>())?;
+        let ca_cert = cx.check_value(&raw.ca_cert, "ca_cert", |s| s.parse::<CertificatePem>())?;
+        let token = cx.check_value(&raw.token, "token", |s| {
             s.parse::<AdminToken>()
                 .map_err(|e| ValueError::new(e.to_string()))
         })?;
@@ -723,40 +724,11 @@ fn admin_expected_for(path: &str) -> Option<&'static str> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Shared parsing machinery (as in `agent.rs`)
-// ---------------------------------------------------------------------------------------------
+// Checking values of this file (the shared machinery is in `document`).
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, format!("cannot read the file: {e}")).with_source(e))
-}
-
-/// The document being validated, for turning spans into positions.
-struct Cx<'a> {
-    text: &'a str,
-    origin: &'a Path,
-    /// The single top-level table of the file, if it has one (`control`).
-    table: Option<&'static str>,
-    expected_for: fn(&str) -> Option<&'static str>,
-    keep_toml_source: bool,
-}
-
-impl Cx<'_> {
-    fn error(
-        &self,
-        span: &Range<usize>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let (line, column) = locate::line_col(self.text, span.start);
-        ConfigError::new(self.origin, message)
-            .with_position(line, column)
-            .with_field(field)
-    }
-
+impl Document<'_> {
     /// Runs `check` on a spanned value, blaming `field` at the value's position on failure.
-    fn check<T, U, E: Error + Send + Sync + 'static>(
+    fn check_value<T, U, E: Error + Send + Sync + 'static>(
         &self,
         value: &Spanned<T>,
         field: &str,
@@ -765,54 +737,11 @@ impl Cx<'_> {
         check(value.get_ref()).map_err(|e| self.error(&value.span(), field, e.to_string()))
     }
 
-    /// Converts a serde-level error from `toml` (syntax, unknown key, wrong type, missing key).
-    fn toml_error(&self, error: toml::de::Error) -> ConfigError {
-        let mut message = error.message().to_owned();
-        let mut out = ConfigError::new(self.origin, String::new());
-        if let Some(span) = error.span() {
-            let (line, column) = locate::line_col(self.text, span.start);
-            out = out.with_position(line, column);
-            let mut field = locate::field_at(self.text, span.start);
-            let array_of_table = self.table.filter(|t| {
-                field
-                    .as_deref()
-                    .is_some_and(|f| f.starts_with(&format!("{t}[")))
-            });
-            if let Some(table) = array_of_table {
-                field = Some(table.to_owned());
-                message =
-                    format!("found an array of tables; write one [{table}] table, not [[{table}]]");
-            } else if message.starts_with("unknown field") {
-                // The key itself is the problem; name the table it is in.
-                field = field.as_deref().and_then(locate::parent).map(str::to_owned);
-            } else if let Some(missing) = missing_field(&message) {
-                if Some(missing) == self.table {
-                    field = None;
-                }
-                if let Some(expected) = (self.expected_for)(missing) {
-                    message = format!("{message}, expected {expected}");
-                }
-            } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
-                let expected = field.as_deref().and_then(self.expected_for);
-                if let (Some(expected), Some(at)) = (expected, message.rfind(", expected ")) {
-                    message.truncate(at);
-                    message = format!("{message}, expected {expected}");
-                }
-            }
-            out.field = field;
-        }
-        out.message = message;
-        if self.keep_toml_source {
-            out = out.with_source(error);
-        }
-        out
-    }
-
     fn validate_control(&self, raw: RawControlFile) -> Result<ControlConfig, ConfigError> {
         let c = raw.control.into_inner();
 
         let listen = match &c.listen {
-            Some(v) => self.check(v, "control.listen", |s| check_listen(s))?,
+            Some(v) => self.check_value(v, "control.listen", |s| check_listen(s))?,
             None => DEFAULT_CONTROL_LISTEN
                 .parse()
                 .expect("the default listen address is valid"),
@@ -830,7 +759,7 @@ impl Cx<'_> {
         let mut seen: HashMap<String, (usize, Range<usize>)> = HashMap::new();
         for (i, v) in c.advertise.get_ref().iter().enumerate() {
             let field = format!("control.advertise[{i}]");
-            let host = self.check(v, &field, |s| s.parse::<Host>())?;
+            let host = self.check_value(v, &field, |s| s.parse::<Host>())?;
             let key = host.to_string().to_ascii_lowercase();
             if let Some((first, span)) = seen.get(&key) {
                 return Err(self.error(
@@ -847,20 +776,20 @@ impl Cx<'_> {
         }
 
         let state_dir = match &c.state_dir {
-            Some(v) => self.check(v, "control.state_dir", |s| check_path(s))?,
+            Some(v) => self.check_value(v, "control.state_dir", |s| check_path(s))?,
             None => PathBuf::from(DEFAULT_CONTROL_STATE_DIR),
         };
         let audit_log = match &c.audit_log {
-            Some(v) => self.check(v, "control.audit_log", |s| check_path(s))?,
+            Some(v) => self.check_value(v, "control.audit_log", |s| check_path(s))?,
             None => state_dir.join(DEFAULT_AUDIT_LOG_NAME),
         };
         let store = match &c.store {
-            Some(v) => self.check(v, "control.store", |s| s.parse::<StoreKind>())?,
+            Some(v) => self.check_value(v, "control.store", |s| s.parse::<StoreKind>())?,
             None => StoreKind::default(),
         };
 
         let cluster_cidr =
-            self.check(&c.cluster_cidr, "control.cluster_cidr", |s| check_prefix(s))?;
+            self.check_value(&c.cluster_cidr, "control.cluster_cidr", |s| check_prefix(s))?;
         let (default_prefix, max) = match cluster_cidr {
             IpNet::V4(_) => (DEFAULT_HOST_PREFIX_V4, MAX_HOST_PREFIX_V4),
             IpNet::V6(_) => (DEFAULT_HOST_PREFIX_V6, MAX_HOST_PREFIX_V6),
@@ -929,14 +858,6 @@ impl Cx<'_> {
             audit_log,
         })
     }
-}
-
-/// `missing field `x`` -> `x`.
-fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(name, _)| name)
 }
 
 fn check_path(s: &str) -> Result<PathBuf, ValueError> {

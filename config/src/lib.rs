@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod control;
+mod document;
 pub mod error;
 pub mod key;
 mod locate;
