@@ -1,7 +1,9 @@
 //! wgmesh-overlay: everything that runs on a host.
 //!
 //! Pure modules (no I/O, no clock): [`wire`], [`route`], [`noise`], [`peer`], [`table`],
-//! [`batch`]. I/O shells around them: [`tun`], [`udp`], [`datapath`], [`host`].
+//! [`batch`], [`gro`], [`status`], the IPAM of [`workloads`] and the conversion in [`netmap`].
+//! I/O shells around them: [`tun`], [`udp`], [`datapath`], [`host`], [`api`], [`agent`], and the
+//! state files of [`workloads`] and [`netmap`].
 #![warn(missing_docs)]
 
 pub mod agent;
