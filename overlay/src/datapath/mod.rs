@@ -172,7 +172,7 @@ impl DataPath {
         }
     }
 
-    /// Stops the threads and waits for them (at most about [`WAKE_INTERVAL`]).
+    /// Stops the threads and waits for them (at most about 200 ms, their wake-up interval).
     pub fn stop(self) {
         self.shared.shutdown.store(true, Ordering::Relaxed);
         for t in self.threads {
