@@ -14,5 +14,6 @@
 pub mod audit;
 pub mod compile;
 pub mod ipam;
+pub mod pki;
 pub mod registry;
 pub mod store;

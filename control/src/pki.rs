@@ -1,0 +1,809 @@
+//! The control plane's PKI: its CA, its server certificate, and the TLS configurations of its
+//! server, of the agent (which trusts only the CA whose digest is in its join token) and of the
+//! admin CLI (which trusts only the CA certificate in `admin.toml`).
+//!
+//! # Files in `state_dir`
+//!
+//! | file              | content                                                        | mode |
+//! |-------------------|----------------------------------------------------------------|------|
+//! | `ca.pem`          | the CA certificate (its SHA-256 is the join tokens' digest)     | 0644 |
+//! | `ca.key`          | the CA's private key (PKCS#8)                                   | 0600 |
+//! | `server.pem`      | the server certificate, signed by the CA                        | 0644 |
+//! | `server.key`      | the server's private key (PKCS#8)                               | 0600 |
+//! | `server.advertise`| the `advertise` entries `server.pem` was issued for, one a line | 0644 |
+//!
+//! [`Pki::load_or_create`] creates them all on first start (when neither `ca.pem` nor `ca.key`
+//! exists). Afterwards it only loads them, and refuses, naming the file, when one is missing or
+//! unreadable: a new CA would invalidate every join token, so it is never made silently. When
+//! `advertise` changed (or the server certificate no longer verifies against the CA, for instance
+//! because it expired) it issues a new server certificate and key from the same CA.
+//!
+//! Every file is written to a temporary file in `state_dir` (keys created with mode 0600, so
+//! never readable by others even briefly), synced, and renamed into place.
+//!
+//! Keys are ECDSA P-256; all cryptography is *ring*'s.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
+use rustls::{OtherError, SignatureScheme};
+use wgmesh_config::control::Host;
+use wgmesh_config::token::CaDigest;
+
+/// File name of the CA certificate in `state_dir`.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA's private key in `state_dir`.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// File name of the server certificate in `state_dir`.
+pub const SERVER_CERT_FILE: &str = "server.pem";
+/// File name of the server's private key in `state_dir`.
+pub const SERVER_KEY_FILE: &str = "server.key";
+/// File name of the list of names the server certificate was issued for.
+pub const SERVER_ADVERTISE_FILE: &str = "server.advertise";
+
+/// Common name of the CA certificate.
+const CA_COMMON_NAME: &str = "wgmesh control plane CA";
+/// Common name of the server certificate.
+const SERVER_COMMON_NAME: &str = "wgmesh control plane";
+
+/// Why the PKI could not be loaded, created or used. Every message names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read, written, synced or renamed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// One of the PKI files is missing while others exist.
+    #[error(
+        "{} is missing, but {} exists: refusing to create a new CA, which would invalidate \
+         every join token; restore the file from a backup, or empty the state directory to \
+         start a new cluster",
+        path.display(),
+        present.display()
+    )]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+        /// A file that exists.
+        present: PathBuf,
+    },
+    /// A file exists but does not hold what it should.
+    #[error("{} is corrupt: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Generating a key or certificate failed.
+    #[error("cannot generate {what}: {reason}")]
+    Generate {
+        /// What was being generated.
+        what: &'static str,
+        /// The reason.
+        reason: String,
+    },
+    /// The TLS configuration could not be built from the files.
+    #[error("cannot use {} and {} for TLS: {reason}", cert.display(), key.display())]
+    Tls {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls' reason.
+        reason: String,
+    },
+}
+
+/// The control plane's CA and server certificate, loaded from or created in `state_dir`.
+pub struct Pki {
+    ca_der: CertificateDer<'static>,
+    server_config: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pki({:?})", self.ca_digest())
+    }
+}
+
+/// The paths of the PKI files in one state directory.
+struct Paths {
+    ca_cert: PathBuf,
+    ca_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    advertise: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path) -> Self {
+        Self {
+            ca_cert: dir.join(CA_CERT_FILE),
+            ca_key: dir.join(CA_KEY_FILE),
+            server_cert: dir.join(SERVER_CERT_FILE),
+            server_key: dir.join(SERVER_KEY_FILE),
+            advertise: dir.join(SERVER_ADVERTISE_FILE),
+        }
+    }
+}
+
+impl Pki {
+    /// Loads the PKI from `state_dir`, creating a CA and a server certificate for `advertise` on
+    /// first start, and re-issuing the server certificate from the same CA when `advertise`
+    /// changed. See the [module documentation](self).
+    pub fn load_or_create(state_dir: &Path, advertise: &[Host]) -> Result<Self, PkiError> {
+        let paths = Paths::new(state_dir);
+        let ca_cert_exists = exists(&paths.ca_cert)?;
+        let ca_key_exists = exists(&paths.ca_key)?;
+        let created = !ca_cert_exists && !ca_key_exists;
+        let (ca_der, ca_key) = match (ca_cert_exists, ca_key_exists) {
+            (false, false) => {
+                let (der, key) = create_ca()?;
+                write_file(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
+                // Written last: its presence marks a complete CA.
+                write_file(&paths.ca_cert, &pem_of_cert(&der), 0o644)?;
+                tracing::info!(path = %paths.ca_cert.display(), "created a new CA");
+                (der, key)
+            }
+            (true, false) => return Err(missing(&paths.ca_key, &paths.ca_cert)),
+            (false, true) => return Err(missing(&paths.ca_cert, &paths.ca_key)),
+            (true, true) => load_ca(&paths)?,
+        };
+        let provider = provider();
+        let sans = advertise_text(advertise);
+        let server = if created {
+            None
+        } else {
+            load_server(&paths, &sans, &ca_der, advertise, &provider)?
+        };
+        let (server_der, server_key) = match server {
+            Some(server) => server,
+            None => {
+                let (der, key) = issue_server(&ca_key, advertise)?;
+                write_file(&paths.server_key, key.serialize_pem().as_bytes(), 0o600)?;
+                write_file(&paths.server_cert, &pem_of_cert(&der), 0o644)?;
+                write_file(&paths.advertise, sans.as_bytes(), 0o644)?;
+                tracing::info!(path = %paths.server_cert.display(), names = %sans.trim_end().replace('\n', ","), "issued a server certificate");
+                (der, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            }
+        };
+        // The chain includes the CA certificate, which pinned clients check against their digest.
+        let server_config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(vec![server_der, ca_der.clone()], server_key)
+            })
+            .map_err(|e| PkiError::Tls {
+                cert: paths.server_cert.clone(),
+                key: paths.server_key.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            ca_der,
+            server_config: Arc::new(server_config),
+        })
+    }
+
+    /// The CA certificate in DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// The digest of the CA certificate, as put in join tokens.
+    pub fn ca_digest(&self) -> CaDigest {
+        CaDigest::of(&self.ca_der)
+    }
+
+    /// The TLS configuration of the control plane's server: the server certificate followed by
+    /// the CA certificate, no client authentication (callers authenticate with bearer tokens).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.server_config)
+    }
+}
+
+/// A TLS client configuration that trusts only a server whose certificate chain contains the CA
+/// certificate with this `digest` (from a join token), and whose certificate that CA signed for
+/// the name connected to. No other root is trusted.
+pub fn client_config_pinned(digest: CaDigest) -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = PinnedCaVerifier {
+        digest,
+        algorithms: provider.signature_verification_algorithms,
+        provider: Arc::clone(&provider),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring's default provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS client configuration that trusts only the CA certificate `ca_der` (the one in
+/// `admin.toml`), with the usual verification of the server's certificate and name.
+pub fn client_config_with_ca(ca_der: &[u8]) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The server name a client connecting to `host` verifies.
+pub fn server_name(host: &Host) -> ServerName<'static> {
+    match host {
+        Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        Host::Dns(name) => ServerName::try_from(name.as_str().to_owned())
+            .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())),
+    }
+}
+
+/// The error a pinned client reports when the server's CA is not the one in the join token.
+///
+/// Its `Debug` is its message, since rustls shows this error with `Debug`.
+#[derive(thiserror::Error)]
+#[error(
+    "the control plane's certificate chain has no CA certificate matching the join token's \
+     CA digest {0}: wrong control plane, or a token from another cluster"
+)]
+pub struct CaDigestMismatch(pub CaDigest);
+
+impl std::fmt::Debug for CaDigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Verifies a server's certificate against the CA it presents, if that CA has the pinned digest.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    digest: CaDigest,
+    algorithms: WebPkiSupportedAlgorithms,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates.iter().find(|c| self.digest.matches(c)) else {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(CaDigestMismatch(self.digest))),
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&self.provider),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// ring's crypto provider.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+fn missing(path: &Path, present: &Path) -> PkiError {
+    PkiError::Missing {
+        path: path.to_owned(),
+        present: present.to_owned(),
+    }
+}
+
+fn corrupt(path: &Path, reason: impl ToString) -> PkiError {
+    PkiError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, PkiError> {
+    path.try_exists().map_err(io_error(path))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+    fs::read(path).map_err(io_error(path))
+}
+
+/// The parameters of the CA certificate. The issuer of server certificates is rebuilt from
+/// these, so they must stay the same for a CA's lifetime.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn generate_key(what: &'static str) -> Result<KeyPair, PkiError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| PkiError::Generate {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn create_ca() -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
+    let key = generate_key("the CA key")?;
+    let cert = ca_params()
+        .self_signed(&key)
+        .map_err(|e| PkiError::Generate {
+            what: "the CA certificate",
+            reason: e.to_string(),
+        })?;
+    Ok((cert.der().clone(), key))
+}
+
+fn load_ca(paths: &Paths) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
+    let der = parse_cert(&paths.ca_cert)?;
+    let key_pem = String::from_utf8(read(&paths.ca_key)?)
+        .map_err(|_| corrupt(&paths.ca_key, "not a PEM private key"))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(&paths.ca_key, e))?;
+    // The raw public key (an uncompressed P-256 point) appears in the certificate's
+    // SubjectPublicKeyInfo; if not, the key belongs to another certificate.
+    let public = key.public_key_raw();
+    if public.is_empty() || !der.windows(public.len()).any(|w| w == public) {
+        return Err(corrupt(
+            &paths.ca_key,
+            format!("it is not the key of {}", paths.ca_cert.display()),
+        ));
+    }
+    Ok((der, key))
+}
+
+fn parse_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
+    let der = CertificateDer::from_pem_slice(&read(path)?)
+        .map_err(|e| corrupt(path, format!("no PEM certificate ({e})")))?;
+    // Check that it parses as an X.509 certificate.
+    webpki_check(&der).map_err(|e| corrupt(path, e))?;
+    Ok(der)
+}
+
+/// Whether `der` parses as a certificate.
+fn webpki_check(der: &CertificateDer<'_>) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(der.clone().into_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// The server certificate and key on disk, if they are still right for `advertise` and `ca`;
+/// `None` when a new one must be issued. Missing or unreadable files are errors.
+fn load_server(
+    paths: &Paths,
+    sans: &str,
+    ca_der: &CertificateDer<'static>,
+    advertise: &[Host],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>, PkiError> {
+    for path in [&paths.server_cert, &paths.server_key] {
+        if !exists(path)? {
+            return Err(missing(path, &paths.ca_cert));
+        }
+    }
+    let cert = parse_cert(&paths.server_cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&paths.server_key)?)
+        .map_err(|e| corrupt(&paths.server_key, format!("no PEM private key ({e})")))?;
+    let issued_for = match fs::read_to_string(&paths.advertise) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error(&paths.advertise)(e)),
+    };
+    if issued_for.as_deref() != Some(sans) {
+        return Ok(None);
+    }
+    // Still signed by this CA, valid now, and for every advertised name?
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca_der.clone())
+        .map_err(|e| corrupt(&paths.ca_cert, e))?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+            .build()
+            .map_err(|e| corrupt(&paths.ca_cert, e))?;
+    let now = UnixTime::now();
+    for host in advertise {
+        if let Err(e) = verifier.verify_server_cert(&cert, &[], &server_name(host), &[], now) {
+            tracing::warn!(path = %paths.server_cert.display(), %host, error = %e, "server certificate no longer valid; issuing a new one");
+            return Ok(None);
+        }
+    }
+    Ok(Some((cert, key)))
+}
+
+/// Issues a server certificate for `advertise` signed by the CA, with a new key.
+fn issue_server(
+    ca_key: &KeyPair,
+    advertise: &[Host],
+) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
+    let generate = |reason: String| PkiError::Generate {
+        what: "the server certificate",
+        reason,
+    };
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, SERVER_COMMON_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.subject_alt_names = advertise
+        .iter()
+        .map(|host| match host {
+            Host::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            Host::Dns(name) => name
+                .as_str()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|e: rcgen::Error| generate(format!("{name}: {e}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let key = generate_key("the server key")?;
+    let issuer = Issuer::new(ca_params(), ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| generate(e.to_string()))?;
+    Ok((cert.der().clone(), key))
+}
+
+/// `advertise` one entry a line, as kept in `server.advertise`.
+fn advertise_text(advertise: &[Host]) -> String {
+    advertise.iter().map(|h| format!("{h}\n")).collect()
+}
+
+fn pem_of_cert(der: &CertificateDer<'_>) -> Vec<u8> {
+    wgmesh_config::control::CertificatePem::from_der(der.to_vec())
+        .pem()
+        .as_bytes()
+        .to_vec()
+}
+
+/// Writes `contents` to `path` atomically: a temporary file created with `mode` in the same
+/// directory, synced, then renamed over `path`, and the directory synced.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&tmp)(e)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_error(&tmp))?;
+    file.write_all(contents).map_err(io_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_error(path))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::thread;
+
+    use rustls::{ClientConnection, ServerConnection, StreamOwned};
+
+    use super::*;
+
+    fn hosts(names: &[&str]) -> Vec<Host> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn pki_create_then_reload_keeps_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let advertise = hosts(&["127.0.0.1", "control.example"]);
+        let first = Pki::load_or_create(dir.path(), &advertise).unwrap();
+        let server_pem = fs::read(dir.path().join(SERVER_CERT_FILE)).unwrap();
+        let second = Pki::load_or_create(dir.path(), &advertise).unwrap();
+        assert_eq!(first.ca_digest(), second.ca_digest());
+        assert_eq!(first.ca_der(), second.ca_der());
+        assert_eq!(CaDigest::of(first.ca_der()), first.ca_digest());
+        // Nothing changed: the server certificate is not re-issued.
+        assert_eq!(
+            server_pem,
+            fs::read(dir.path().join(SERVER_CERT_FILE)).unwrap()
+        );
+        let ca_pem = fs::read_to_string(dir.path().join(CA_CERT_FILE)).unwrap();
+        let parsed: wgmesh_config::control::CertificatePem = ca_pem.parse().unwrap();
+        assert_eq!(parsed.der(), first.ca_der());
+    }
+
+    #[test]
+    fn pki_keys_are_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1"])).unwrap();
+        assert_eq!(mode(&dir.path().join(CA_KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(SERVER_KEY_FILE)), 0o600);
+        // Re-issuing keeps the mode.
+        Pki::load_or_create(dir.path(), &hosts(&["127.0.0.2"])).unwrap();
+        assert_eq!(mode(&dir.path().join(SERVER_KEY_FILE)), 0o600);
+        // No temporary file is left behind.
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn pki_missing_ca_key_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let advertise = hosts(&["127.0.0.1"]);
+        Pki::load_or_create(dir.path(), &advertise).unwrap();
+        let ca_key = dir.path().join(CA_KEY_FILE);
+        fs::remove_file(&ca_key).unwrap();
+        let err = Pki::load_or_create(dir.path(), &advertise).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Missing { path, .. } if *path == ca_key),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&ca_key.display().to_string()),
+            "{err}"
+        );
+        // The CA certificate was not replaced.
+        assert!(!ca_key.exists());
+    }
+
+    #[test]
+    fn pki_corrupt_files_are_refused_with_their_path() {
+        let advertise = hosts(&["127.0.0.1"]);
+        for file in [CA_CERT_FILE, CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE] {
+            let dir = tempfile::tempdir().unwrap();
+            let first = Pki::load_or_create(dir.path(), &advertise).unwrap();
+            let path = dir.path().join(file);
+            fs::write(&path, "garbage\n").unwrap();
+            let err = Pki::load_or_create(dir.path(), &advertise).unwrap_err();
+            assert!(
+                matches!(&err, PkiError::Corrupt { path: p, .. } if *p == path),
+                "{file}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+            if file != CA_CERT_FILE {
+                let ca = fs::read_to_string(dir.path().join(CA_CERT_FILE)).unwrap();
+                let ca: wgmesh_config::control::CertificatePem = ca.parse().unwrap();
+                assert_eq!(ca.der(), first.ca_der());
+            }
+        }
+        // A missing server certificate is refused too.
+        let dir = tempfile::tempdir().unwrap();
+        Pki::load_or_create(dir.path(), &advertise).unwrap();
+        let path = dir.path().join(SERVER_CERT_FILE);
+        fs::remove_file(&path).unwrap();
+        let err = Pki::load_or_create(dir.path(), &advertise).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Missing { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn pki_ca_key_of_another_ca_is_refused() {
+        let advertise = hosts(&["127.0.0.1"]);
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        Pki::load_or_create(a.path(), &advertise).unwrap();
+        Pki::load_or_create(b.path(), &advertise).unwrap();
+        fs::copy(b.path().join(CA_KEY_FILE), a.path().join(CA_KEY_FILE)).unwrap();
+        let err = Pki::load_or_create(a.path(), &advertise).unwrap_err();
+        let path = a.path().join(CA_KEY_FILE);
+        assert!(
+            matches!(&err, PkiError::Corrupt { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+    }
+
+    /// Serves one TLS connection on 127.0.0.1 and echoes a line; returns the port.
+    fn serve_once(config: Arc<ServerConfig>) -> (u16, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = ServerConnection::new(config).unwrap();
+            let mut tls = StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 5];
+            if tls.read_exact(&mut buf).is_ok() {
+                let _ = tls.write_all(&buf);
+                let _ = tls.flush();
+            }
+        });
+        (port, handle)
+    }
+
+    /// Connects to `name` at 127.0.0.1:`port` with `config` and exchanges "hello".
+    fn talk(port: u16, name: &str, config: Arc<ClientConfig>) -> Result<(), io::Error> {
+        let tcp = TcpStream::connect(("127.0.0.1", port))?;
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let conn = ClientConnection::new(config, name).unwrap();
+        let mut tls = StreamOwned::new(conn, tcp);
+        tls.write_all(b"hello")?;
+        tls.flush()?;
+        let mut buf = [0u8; 5];
+        tls.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"hello");
+        Ok(())
+    }
+
+    fn handshake(pki: &Pki, name: &str, config: Arc<ClientConfig>) -> Result<(), io::Error> {
+        let (port, server) = serve_once(pki.server_config());
+        let result = talk(port, name, config);
+        server.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn pki_handshake_pinned_and_with_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1", "localhost"])).unwrap();
+
+        handshake(&pki, "127.0.0.1", client_config_pinned(pki.ca_digest())).unwrap();
+        handshake(&pki, "localhost", client_config_pinned(pki.ca_digest())).unwrap();
+        handshake(
+            &pki,
+            "127.0.0.1",
+            client_config_with_ca(pki.ca_der()).unwrap(),
+        )
+        .unwrap();
+
+        // A wrong digest: refused, saying why.
+        let wrong = CaDigest::from_bytes([7; 32]);
+        let err = handshake(&pki, "127.0.0.1", client_config_pinned(wrong)).unwrap_err();
+        assert!(err.to_string().contains("CA digest"), "{err}");
+
+        // Another cluster's CA: refused by both clients.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Pki::load_or_create(other_dir.path(), &hosts(&["127.0.0.1"])).unwrap();
+        handshake(&pki, "127.0.0.1", client_config_pinned(other.ca_digest())).unwrap_err();
+        handshake(
+            &pki,
+            "127.0.0.1",
+            client_config_with_ca(other.ca_der()).unwrap(),
+        )
+        .unwrap_err();
+
+        // The right CA, but a name the certificate is not for.
+        handshake(&pki, "other.example", client_config_pinned(pki.ca_digest())).unwrap_err();
+    }
+
+    #[test]
+    fn pki_changed_advertise_reissues_the_server_cert_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1"])).unwrap();
+        let ca_key = fs::read(dir.path().join(CA_KEY_FILE)).unwrap();
+        let server_pem = fs::read(dir.path().join(SERVER_CERT_FILE)).unwrap();
+        handshake(
+            &before,
+            "localhost",
+            client_config_pinned(before.ca_digest()),
+        )
+        .unwrap_err();
+
+        let after = Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1", "localhost"])).unwrap();
+        assert_eq!(before.ca_digest(), after.ca_digest());
+        assert_eq!(ca_key, fs::read(dir.path().join(CA_KEY_FILE)).unwrap());
+        assert_ne!(
+            server_pem,
+            fs::read(dir.path().join(SERVER_CERT_FILE)).unwrap()
+        );
+        handshake(
+            &after,
+            "localhost",
+            client_config_pinned(before.ca_digest()),
+        )
+        .unwrap();
+        handshake(
+            &after,
+            "127.0.0.1",
+            client_config_with_ca(before.ca_der()).unwrap(),
+        )
+        .unwrap();
+
+        // Dropping a name re-issues too.
+        let dropped = Pki::load_or_create(dir.path(), &hosts(&["localhost"])).unwrap();
+        assert_eq!(before.ca_digest(), dropped.ca_digest());
+        handshake(
+            &dropped,
+            "127.0.0.1",
+            client_config_pinned(before.ca_digest()),
+        )
+        .unwrap_err();
+        handshake(
+            &dropped,
+            "localhost",
+            client_config_pinned(before.ca_digest()),
+        )
+        .unwrap();
+    }
+}
