@@ -5,9 +5,11 @@
 //! - [`ipam`]: host subnets of the cluster CIDR;
 //! - [`compile`]: the [`Netmap`](wgmesh_config::netmap::Netmap) of every host;
 //! - [`store`]: where mutations are made durable ([`store::FileStore`], [`store::MemStore`]);
-//! - [`audit`]: the audit log.
+//! - [`audit`]: the audit log;
+//! - [`pki`]: the cluster CA, the server certificate, and TLS clients that pin the CA digest of a
+//!   join token.
 //!
-//! Everything except [`store::FileStore`] and [`audit::AuditLog`] is pure: no I/O and no clock
+//! Everything except [`store::FileStore`], [`audit::AuditLog`] and [`pki::Pki`]'s files is pure: no I/O and no clock
 //! (times are passed in as unix seconds).
 #![warn(missing_docs)]
 
