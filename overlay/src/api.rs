@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -200,8 +200,6 @@ async fn connection(
     }
     Ok(())
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// Sends one request to the agent at `socket` and returns its result.
 pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, ApiError> {

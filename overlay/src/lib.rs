@@ -18,6 +18,7 @@ pub mod noise;
 pub mod peer;
 mod poll;
 pub mod route;
+mod statefile;
 pub mod status;
 pub mod table;
 pub mod tun;

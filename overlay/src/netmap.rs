@@ -10,9 +10,8 @@
 //! it names peers and endpoints), so that an agent restarted while the control plane is down
 //! restores its tunnels from it (fail-static).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -142,29 +141,12 @@ impl NetmapCache {
             netmap: netmap.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).expect("netmap serializes");
-        let io = |source| NetmapCacheError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        // A leftover temporary file keeps its old mode; make sure it is private.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        f.write_all(&json).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        crate::statefile::write_atomically(&self.path, &json).map_err(|source| {
+            NetmapCacheError::Io {
+                path: self.path.clone(),
+                source,
             }
-        }
+        })?;
         Ok(())
     }
 }
@@ -177,6 +159,7 @@ mod tests {
     use wgmesh_config::PublicKey;
 
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn key(n: u8) -> PublicKey {
         PublicKey::from_bytes([n; 32])

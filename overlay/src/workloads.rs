@@ -6,7 +6,7 @@
 //! file, fsync, rename), versioned, so attachments survive agent restarts.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -246,20 +246,10 @@ impl WorkloadStore {
             workloads: workloads.iter().cloned().collect(),
         };
         let json = serde_json::to_vec_pretty(&file).expect("state serializes");
-        let io = |source| StoreError::Io {
+        crate::statefile::write_atomically(&self.path, &json).map_err(|source| StoreError::Io {
             path: self.path.clone(),
             source,
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&json).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        })?;
         Ok(())
     }
 }
