@@ -3,6 +3,8 @@
 //!
 //! - [`key`]: WireGuard keys ([`PrivateKey`], [`PublicKey`], [`PresharedKey`]) in `wg`'s base64.
 //! - [`agent`]: the agent's TOML file, parsed into [`AgentConfig`].
+//! - [`labels`]: host labels (`zone = "a"`) and their rules, shared by agent.toml, the admin
+//!   CLI and the control plane.
 //! - [`error`]: [`ConfigError`], which names the file, line, column and field of a problem.
 //!
 //! Code outside this crate only sees validated types. The crate performs no I/O except reading
@@ -15,6 +17,7 @@ pub mod control;
 mod document;
 pub mod error;
 pub mod key;
+pub mod labels;
 mod locate;
 pub mod netmap;
 pub mod token;
@@ -22,3 +25,4 @@ pub mod token;
 pub use agent::*;
 pub use error::*;
 pub use key::*;
+pub use labels::{LabelError, Labels};
