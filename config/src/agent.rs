@@ -1,12 +1,15 @@
-//! The agent's configuration file: [`AgentConfig`] with its [`AgentSection`] and
-//! [`PeerConfig`]s.
+//! The agent's configuration file: [`AgentConfig`] with its [`AgentSection`], and either
+//! [`PeerConfig`]s (static mode) or a [`ControlSection`] (control mode).
 //!
-//! The file is TOML with one `[agent]` table and any number of `[[peer]]` tables:
+//! In **static mode** the file is TOML with one `[agent]` table and any number of `[[peer]]`
+//! tables:
 //!
 //! ```toml
 //! [agent]
 //! name = "host-a"                 # required
 //! subnet = "10.42.1.0/24"         # required: the overlay prefix of this host's workloads
+//! endpoint = "198.18.0.1:51820"   # optional: the IP:port other hosts should use
+//! labels = { zone = "a" }         # optional, see crate::labels
 //! private_key_file = "/var/lib/wgmesh/private.key"
 //! listen_port = 51820
 //! interface = "wgm0"
@@ -25,6 +28,23 @@
 //! preshared_key_file = "/var/lib/wgmesh/host-b.psk"  # optional
 //! ```
 //!
+//! In **control mode** a `[control]` table names the control plane the agent joins; the control
+//! plane assigns `subnet` and sends the peers, so the file has neither:
+//!
+//! ```toml
+//! [agent]
+//! name = "host-a"
+//! endpoint = "198.18.0.1:51820"   # optional
+//! labels = { zone = "a" }         # optional
+//!
+//! [control]
+//! url = "https://198.18.0.10:7443"                  # required
+//! join_token_file = "/etc/wgmesh/join-token"        # or join_token = "WGM1-...", or neither
+//! ```
+//!
+//! An inline `join_token` is a secret: errors about it never contain it, and for a file that
+//! mentions `join_token` or `WGM` the error of a toml syntax error keeps no quote of the file.
+//!
 //! Parsing is "parse, don't validate": `toml` fills a private serde shape (`RawAgentConfig`)
 //! whose values keep their byte spans, and [`AgentConfig::from_toml`] turns it into the validated
 //! types or a [`ConfigError`] naming the file, line, column and field. Unknown keys are errors.
@@ -32,7 +52,7 @@
 //! Only [`AgentConfig::load`] performs I/O (it reads the one file it is given); everything else
 //! is pure. Key files named here are read by the agent, not by this crate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -42,9 +62,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::control::ControlUrl;
 use crate::document::Document;
 use crate::error::ConfigError;
 use crate::key::PublicKey;
+use crate::labels::{self, LabelError, MAX_LABELS};
+use crate::token::JoinToken;
 
 /// Default UDP port WireGuard listens on.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -77,8 +100,32 @@ pub struct AgentConfig {
     /// The `[agent]` table: this host.
     pub agent: AgentSection,
     /// The `[[peer]]` tables, in file order. Their `allowed_ips` do not overlap each other or
-    /// `agent.subnet`, and their public keys are distinct.
+    /// `agent.subnet`, and their public keys are distinct. Always empty in control mode.
     pub peers: Vec<PeerConfig>,
+    /// The `[control]` table: `Some` in control mode, `None` in static mode.
+    pub control: Option<ControlSection>,
+}
+
+/// The `[control]` table: the control plane this agent joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSection {
+    /// The control plane's URL, `https://host:port`.
+    pub url: ControlUrl,
+    /// Where the join token comes from; `None` when the file gives none (an agent that has
+    /// already joined keeps its credential in `state_dir` and needs no token).
+    pub join_token: Option<JoinTokenSource>,
+}
+
+/// Where an agent's join token comes from.
+///
+/// `Debug` does not show the secret of an inline token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTokenSource {
+    /// `join_token_file`: a file holding the token (surrounding whitespace ignored), read by the
+    /// agent, not by this crate. The path is kept as written.
+    File(PathBuf),
+    /// `join_token`: the token itself, written in agent.toml.
+    Inline(JoinToken),
 }
 
 /// The `[agent]` table: this host's identity, devices and paths.
@@ -101,8 +148,14 @@ pub struct AgentSection {
     pub mtu: u16,
     /// The overlay prefix of this host's workloads; host bits are zero, IPv4 prefixes are /30
     /// or shorter and IPv6 prefixes /126 or shorter, so there is room for the gateway and a
-    /// workload.
-    pub subnet: IpNet,
+    /// workload. `Some` in static mode (where it is required), `None` in control mode (where
+    /// the control plane assigns it).
+    pub subnet: Option<IpNet>,
+    /// The address other hosts should send to, `IP:port` with a non-zero port; `None` lets
+    /// them learn it from this host's packets (or, in control mode, the control plane decide).
+    pub endpoint: Option<SocketAddr>,
+    /// This host's labels (`zone = "a"`), valid by the rules of [`crate::labels`]; may be empty.
+    pub labels: BTreeMap<String, String>,
     /// Path of the local API socket; default `/run/wgmesh/agent.sock`.
     pub socket: PathBuf,
     /// Directory for the agent's state; default `/var/lib/wgmesh`.
@@ -134,16 +187,34 @@ impl AgentConfig {
     /// Parses and validates the TOML `text` of an agent configuration.
     ///
     /// Pure: `origin` is only used in errors, which name it together with the line, column and
-    /// field of the first problem found (in file order).
+    /// field of the first problem found (in file order). Errors never contain an inline join
+    /// token.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let cx = Document {
             text,
             origin,
             table: Some("agent"),
             expected_for,
-            keep_toml_source: true,
+            // `toml`'s own error text quotes the offending line, which may hold the join token
+            // (also under a misspelt key).
+            keep_toml_source: !(text.contains("join_token") || text.contains("WGM")),
         };
-        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| cx.toml_error(e))?;
+        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| {
+            let mut error = cx.toml_error(e);
+            // `Document` explains `[[agent]]`; explain `[[control]]` the same way.
+            if error
+                .field
+                .as_deref()
+                .is_some_and(|f| f == "control" || f.starts_with("control["))
+                && (error.message.starts_with("invalid type: map")
+                    || error.message.starts_with("invalid type: sequence"))
+            {
+                error.field = Some("control".to_owned());
+                error.message =
+                    "found an array of tables; write one [control] table, not [[control]]".into();
+            }
+            error
+        })?;
         cx.validate(raw)
     }
 
@@ -165,7 +236,8 @@ impl AgentConfig {
     /// Writes the configuration as TOML, with every `[agent]` key explicit, such that
     /// [`AgentConfig::from_toml`] gives back an equal value.
     ///
-    /// Paths that are not valid UTF-8 are written lossily.
+    /// An inline join token is written in full: write the text with mode 0600. Paths that are
+    /// not valid UTF-8 are written lossily.
     pub fn to_toml(&self) -> String {
         let raw = RawAgentConfig::from(self);
         // Serializing plain strings, integers and booleans into TOML cannot fail.
@@ -180,6 +252,8 @@ struct RawAgentConfig {
     agent: Spanned<RawAgentSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     peer: Vec<Spanned<RawPeerConfig>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<Spanned<RawControlSection>>,
 }
 
 /// Integers are read as `i64` so out-of-range values get our message, not serde's.
@@ -197,13 +271,29 @@ struct RawAgentSection {
     bridge: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mtu: Option<Spanned<i64>>,
-    subnet: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subnet: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     socket: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state_dir: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offload: Option<Spanned<bool>>,
+    /// Last, so `to_toml` can write it as an `[agent.labels]` table after the plain values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControlSection {
+    url: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_token: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -241,11 +331,32 @@ impl From<&AgentConfig> for RawAgentConfig {
             interface: Some(unspanned(a.interface.clone())),
             bridge: Some(unspanned(a.bridge.clone())),
             mtu: Some(unspanned(a.mtu.into())),
-            subnet: unspanned(a.subnet.to_string()),
+            subnet: a.subnet.map(|s| unspanned(s.to_string())),
+            endpoint: a.endpoint.map(|e| unspanned(e.to_string())),
             socket: Some(path_string(&a.socket)),
             state_dir: Some(path_string(&a.state_dir)),
             offload: Some(unspanned(a.offload)),
+            labels: (!a.labels.is_empty()).then(|| {
+                unspanned(
+                    a.labels
+                        .iter()
+                        .map(|(k, v)| (unspanned(k.clone()), unspanned(v.clone())))
+                        .collect(),
+                )
+            }),
         };
+        let control = config.control.as_ref().map(|c| {
+            let (join_token, join_token_file) = match &c.join_token {
+                Some(JoinTokenSource::Inline(token)) => (Some(unspanned(token.expose())), None),
+                Some(JoinTokenSource::File(path)) => (None, Some(path_string(path))),
+                None => (None, None),
+            };
+            unspanned(RawControlSection {
+                url: unspanned(c.url.to_string()),
+                join_token,
+                join_token_file,
+            })
+        });
         let peer = config
             .peers
             .iter()
@@ -267,6 +378,7 @@ impl From<&AgentConfig> for RawAgentConfig {
         Self {
             agent: unspanned(agent),
             peer,
+            control,
         }
     }
 }
@@ -343,7 +455,37 @@ impl Document<'_> {
             })?,
             None => DEFAULT_MTU,
         };
-        let subnet = self.check(&a.subnet, "agent.subnet", |s| check_subnet(s))?;
+        let control = match &raw.control {
+            Some(c) => Some(self.validate_control_section(c.get_ref())?),
+            None => None,
+        };
+        let subnet = match (&a.subnet, &control) {
+            (Some(v), None) => Some(self.check(v, "agent.subnet", |s| check_subnet(s))?),
+            (Some(v), Some(_)) => {
+                return Err(self.error(
+                    &v.span(),
+                    "agent.subnet",
+                    "the subnet is given by the control plane in control mode (there is a \
+                     [control] table); remove it",
+                ))
+            }
+            (None, None) => {
+                return Err(self.error(
+                    &agent_span,
+                    "agent",
+                    format!(
+                        "missing field `subnet`, expected {}; or add a [control] table to join a \
+                         control plane, which assigns it",
+                        SUBNET_EXPECTED
+                    ),
+                ))
+            }
+            (None, Some(_)) => None,
+        };
+        let endpoint = match &a.endpoint {
+            Some(v) => Some(self.check(v, "agent.endpoint", |s| check_endpoint(s))?),
+            None => None,
+        };
         let socket = match &a.socket {
             Some(v) => self.check(v, "agent.socket", |s| check_path(s))?,
             None => PathBuf::from(DEFAULT_SOCKET),
@@ -373,10 +515,15 @@ impl Document<'_> {
                 ),
             ));
         }
-        if subnet.addr().is_ipv6() && mtu < MIN_IPV6_MTU {
-            let (span, field) = match &a.mtu {
-                Some(v) => (v.span(), "agent.mtu"),
-                None => (a.subnet.span(), "agent.subnet"),
+        let labels = match &a.labels {
+            Some(v) => self.validate_agent_labels(v)?,
+            None => BTreeMap::new(),
+        };
+        if let Some(subnet) = subnet.filter(|s| s.addr().is_ipv6() && mtu < MIN_IPV6_MTU) {
+            let (span, field) = match (&a.mtu, &a.subnet) {
+                (Some(v), _) => (v.span(), "agent.mtu"),
+                (None, Some(v)) => (v.span(), "agent.subnet"),
+                (None, None) => (agent_span, "agent"),
             };
             return Err(self.error(
                 &span,
@@ -393,10 +540,21 @@ impl Document<'_> {
             bridge,
             mtu,
             subnet,
+            endpoint,
+            labels,
             socket,
             state_dir,
             offload,
         };
+
+        if let (Some(_), Some(first)) = (&control, raw.peer.first()) {
+            return Err(self.error(
+                &first.span(),
+                "peer[0]",
+                "[[peer]] tables are given by the control plane in control mode (there is a \
+                 [control] table); remove them",
+            ));
+        }
 
         let mut peers: Vec<PeerConfig> = Vec::with_capacity(raw.peer.len());
         // Where each key and allowed prefix was first seen, to point at both ends of a clash.
@@ -436,7 +594,7 @@ impl Document<'_> {
             for (j, v) in p.allowed_ips.iter().enumerate() {
                 let here = field(&format!("allowed_ips[{j}]"));
                 let net = self.check(v, &here, |s| check_prefix(s))?;
-                if overlaps(&net, &subnet) {
+                if let Some(subnet) = subnet.filter(|subnet| overlaps(&net, subnet)) {
                     return Err(self.error(
                         &v.span(),
                         here,
@@ -488,12 +646,106 @@ impl Document<'_> {
             });
         }
 
-        Ok(AgentConfig { agent, peers })
+        Ok(AgentConfig {
+            agent,
+            peers,
+            control,
+        })
+    }
+
+    /// The `[agent]` labels: each key and value by [`crate::labels`], blamed on
+    /// `agent.labels.<key>`, then their number.
+    fn validate_agent_labels(
+        &self,
+        raw: &Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        // File order, so the first problem in the file is the one reported.
+        let mut entries: Vec<_> = raw.get_ref().iter().collect();
+        entries.sort_by_key(|(k, _)| k.span().start);
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let (key, value) = (k.get_ref(), v.get_ref());
+            let field = format!("agent.labels.{key}");
+            let label_error = |e: LabelError| Invalid::new(e.to_string()).with_source(e);
+            self.check(k, &field, |key| labels::check_key(key).map_err(label_error))?;
+            // The field names the key; the message need not.
+            self.check(v, &field, |value| {
+                labels::check_value(value).map_err(label_error)
+            })?;
+            out.insert(key.clone(), value.clone());
+        }
+        if out.len() > MAX_LABELS {
+            let e = LabelError::TooMany { count: out.len() };
+            return Err(self.invalid(
+                &raw.span(),
+                "agent.labels",
+                Invalid::new(e.to_string()).with_source(e),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The `[control]` table.
+    fn validate_control_section(
+        &self,
+        c: &RawControlSection,
+    ) -> Result<ControlSection, ConfigError> {
+        let url = self.check(&c.url, "control.url", |s| {
+            s.parse::<ControlUrl>()
+                .map_err(|e| Invalid::new(e.to_string()).with_source(e))
+        })?;
+        let join_token = match (&c.join_token, &c.join_token_file) {
+            (Some(token), Some(file)) => {
+                // Blame whichever of the two comes second in the file.
+                let (span, field) = if token.span().start > file.span().start {
+                    (token.span(), "control.join_token")
+                } else {
+                    (file.span(), "control.join_token_file")
+                };
+                return Err(self.error(
+                    &span,
+                    field,
+                    "join_token and join_token_file are both set; give the token in one of \
+                     them, or in neither once this host has joined",
+                ));
+            }
+            (Some(token), None) => Some(JoinTokenSource::Inline(self.check(
+                token,
+                "control.join_token",
+                // `TokenError`s never quote the text they reject.
+                |s| {
+                    s.parse::<JoinToken>().map_err(|e| {
+                        Invalid::new(format!("not a valid join token: {e}")).with_source(e)
+                    })
+                },
+            )?)),
+            (None, Some(file)) => Some(JoinTokenSource::File(self.check(
+                file,
+                "control.join_token_file",
+                |s| check_path(s),
+            )?)),
+            (None, None) => None,
+        };
+        Ok(ControlSection { url, join_token })
     }
 }
 
 /// What a valid value of the field at `path` looks like, for serde's type errors.
 fn expected_for(path: &str) -> Option<&'static str> {
+    // Label keys are arbitrary, so look at the path before its last part.
+    if path == "agent.labels" {
+        return Some("a table of label strings such as { zone = \"a\" }");
+    }
+    if path.starts_with("agent.labels.") {
+        return Some("a label value string such as \"a\"");
+    }
+    match path {
+        "control" => return Some("a [control] table"),
+        "control.url" => return Some("a URL string such as \"https://198.18.0.10:7443\""),
+        "control.join_token" => return Some("a join token string (WGM1-...)"),
+        "control.join_token_file" => return Some("a file path string"),
+        _ => {}
+    }
     let last = path.rsplit('.').next().unwrap_or(path);
     let (name, indexed) = match last.split_once('[') {
         Some((name, _)) => (name, true),
@@ -509,7 +761,7 @@ fn expected_for(path: &str) -> Option<&'static str> {
         ("listen_port", _) => "a UDP port number from 0 to 65535",
         ("interface" | "bridge", _) => "a Linux interface name string of 1 to 15 bytes",
         ("mtu", _) => "an integer from 576 to 9000",
-        ("subnet", _) => "an IP prefix string such as \"10.42.1.0/24\"",
+        ("subnet", _) => SUBNET_EXPECTED,
         ("offload", _) => "true or false",
         ("public_key", _) => "a base64 public key string (44 characters, as `wg pubkey` prints)",
         ("endpoint", _) => "an \"IP:port\" string such as \"198.18.0.2:51820\"",
@@ -519,6 +771,8 @@ fn expected_for(path: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+const SUBNET_EXPECTED: &str = "an IP prefix string such as \"10.42.1.0/24\"";
 
 const NAME_RULE: &str = "use 1 to 63 characters from A-Z, a-z, 0-9, '.', '_' and '-'";
 
@@ -742,7 +996,7 @@ allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
         assert_eq!(a.interface, "wgm0");
         assert_eq!(a.bridge, "wgmbr0");
         assert_eq!(a.mtu, 1420);
-        assert_eq!(a.subnet, "10.42.1.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(a.subnet, Some("10.42.1.0/24".parse::<IpNet>().unwrap()));
         assert_eq!(a.socket, Path::new("/run/wgmesh/agent.sock"));
         assert_eq!(a.state_dir, Path::new("/var/lib/wgmesh"));
         assert!(a.offload);
@@ -956,7 +1210,7 @@ allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
             &text,
             5,
             None,
-            "unknown field `peers`, expected `agent` or `peer`",
+            "unknown field `peers`, expected one of `agent`, `peer`, `control`",
         );
     }
 
@@ -1133,6 +1387,320 @@ allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
         );
         let text = "[agent]\nname = \"a\"\nname = \"b\"\nsubnet = \"10.42.1.0/24\"\n";
         expect_error(text, 3, Some("agent"), "duplicate key");
+    }
+
+    /// A valid join token's text.
+    fn token_text() -> String {
+        JoinToken::generate(b"test CA").expose()
+    }
+
+    fn control_mode(agent_extra: &str, control_extra: &str) -> String {
+        format!(
+            "[agent]\nname = \"host-a\"\n{agent_extra}\n[control]\n\
+             url = \"https://198.18.0.10:7443\"\n{control_extra}\n"
+        )
+    }
+
+    #[test]
+    fn control_mode_parses() {
+        let text = "[agent]\nname = \"host-a\"\nendpoint = \"198.18.0.1:51820\"\n\
+                    labels = { zone = \"a\", \"example.com/tier\" = \"\" }\n\n[control]\n\
+                    url = \"https://198.18.0.10:7443\"\n\
+                    join_token_file = \"/etc/wgmesh/join-token\"\n";
+        let cfg = parse(text).unwrap();
+        assert_eq!(cfg.agent.subnet, None);
+        assert_eq!(
+            cfg.agent.endpoint,
+            Some("198.18.0.1:51820".parse().unwrap())
+        );
+        assert_eq!(
+            cfg.agent.labels,
+            BTreeMap::from([
+                ("zone".to_owned(), "a".to_owned()),
+                ("example.com/tier".to_owned(), String::new()),
+            ])
+        );
+        assert!(cfg.peers.is_empty());
+        let control = cfg.control.as_ref().unwrap();
+        assert_eq!(control.url.to_string(), "https://198.18.0.10:7443");
+        assert_eq!(
+            control.join_token,
+            Some(JoinTokenSource::File(PathBuf::from(
+                "/etc/wgmesh/join-token"
+            )))
+        );
+        assert_eq!(cfg.agent.mtu, DEFAULT_MTU);
+        let written = cfg.to_toml();
+        assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+
+        // A relative token path is kept as written.
+        let cfg = parse(&control_mode("", "join_token_file = \"join-token\"")).unwrap();
+        assert_eq!(
+            cfg.control.unwrap().join_token,
+            Some(JoinTokenSource::File(PathBuf::from("join-token")))
+        );
+
+        // An inline token, written back in full.
+        let token = token_text();
+        let cfg = parse(&control_mode("", &format!("join_token = \"{token}\""))).unwrap();
+        let Some(JoinTokenSource::Inline(parsed)) = &cfg.control.as_ref().unwrap().join_token
+        else {
+            panic!("expected an inline token: {cfg:?}");
+        };
+        assert_eq!(parsed.expose(), token);
+        assert!(!format!("{cfg:?}").contains(&token[70..]), "{cfg:?}");
+        let written = cfg.to_toml();
+        assert!(written.contains(&token), "{written}");
+        assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+
+        // No token: an agent that has already joined.
+        let cfg = parse(&control_mode("mtu = 1280", "")).unwrap();
+        assert_eq!(cfg.control.as_ref().unwrap().join_token, None);
+        assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
+
+        // An IPv6 control plane.
+        let text = "[agent]\nname = \"a\"\n[control]\nurl = \"https://[fd00::10]:7443/\"\n";
+        let url = parse(text).unwrap().control.unwrap().url;
+        assert_eq!(url.to_string(), "https://[fd00::10]:7443");
+    }
+
+    #[test]
+    fn control_mode_refuses_subnet_and_peers() {
+        let text = control_mode("subnet = \"10.42.1.0/24\"", "");
+        let shown = expect_error(
+            &text,
+            3,
+            Some("agent.subnet"),
+            "given by the control plane in control mode",
+        );
+        assert!(shown.contains("remove it"), "{shown}");
+        assert!(shown.contains(":3:10:"), "{shown}");
+
+        let text = format!(
+            "{}\n[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\"]\n",
+            control_mode("", "")
+        );
+        let shown = expect_error(
+            &text,
+            8,
+            Some("peer[0]"),
+            "[[peer]] tables are given by the control plane in control mode",
+        );
+        assert!(shown.contains("remove them"), "{shown}");
+        // Even with the [control] table last.
+        let text = format!(
+            "[agent]\nname = \"a\"\n[[peer]]\npublic_key = \"{KEY_B}\"\n\
+             [control]\nurl = \"https://198.18.0.10:7443\"\n"
+        );
+        expect_error(&text, 3, Some("peer[0]"), "control mode");
+        expect_error(
+            "[agent]\nname = \"a\"\n[[control]]\nurl = \"https://h.example:1\"\n",
+            3,
+            Some("control"),
+            "write one [control] table, not [[control]]",
+        );
+        expect_error(
+            "control = 3\n[agent]\nname = \"a\"\n",
+            1,
+            Some("control"),
+            "expected a [control] table",
+        );
+    }
+
+    #[test]
+    fn static_mode_still_needs_a_subnet() {
+        let shown = expect_error(
+            "[agent]\nname = \"a\"\nendpoint = \"198.18.0.1:51820\"\n",
+            1,
+            Some("agent"),
+            "missing field `subnet`, expected an IP prefix string",
+        );
+        assert!(shown.contains("or add a [control] table"), "{shown}");
+    }
+
+    #[test]
+    fn both_token_keys_refused() {
+        let token = token_text();
+        let text = control_mode(
+            "",
+            &format!("join_token = \"{token}\"\njoin_token_file = \"/etc/wgmesh/join-token\""),
+        );
+        let shown = expect_error(
+            &text,
+            7,
+            Some("control.join_token_file"),
+            "join_token and join_token_file are both set",
+        );
+        assert!(!shown.contains(&token), "{shown}");
+        let text = control_mode(
+            "",
+            &format!("join_token_file = \"/etc/wgmesh/join-token\"\njoin_token = \"{token}\""),
+        );
+        let shown = expect_error(&text, 7, Some("control.join_token"), "both set");
+        assert!(!shown.contains(&token), "{shown}");
+    }
+
+    #[test]
+    fn bad_control_url_and_table() {
+        let url = |url: &str| format!("[agent]\nname = \"a\"\n[control]\nurl = \"{url}\"\n");
+        let field = Some("control.url");
+        let shown = expect_error(
+            &url("http://198.18.0.10:7443"),
+            4,
+            field,
+            "only speaks https",
+        );
+        assert!(shown.contains(":4:7:"), "{shown}");
+        expect_error(&url("https://198.18.0.10"), 4, field, "has no port");
+        expect_error(&url("https://198.18.0.10:7443/api"), 4, field, "has a path");
+        expect_error(
+            &url("198.18.0.10:7443"),
+            4,
+            field,
+            "does not start with https://",
+        );
+        expect_error(
+            "[agent]\nname = \"a\"\n[control]\nurl = 7443\n",
+            4,
+            field,
+            "expected a URL string such as",
+        );
+        expect_error(
+            "[agent]\nname = \"a\"\n[control]\njoin_token_file = \"/t\"\n",
+            3,
+            Some("control"),
+            "missing field `url`",
+        );
+        expect_error(
+            "[agent]\nname = \"a\"\n[control]\nurl = \"https://h.example:1\"\ntoken = \"x\"\n",
+            5,
+            Some("control"),
+            "unknown field `token`, expected one of `url`, `join_token`, `join_token_file`",
+        );
+        expect_error(
+            &control_mode("", "join_token_file = \"\""),
+            6,
+            Some("control.join_token_file"),
+            "the path is empty",
+        );
+    }
+
+    #[test]
+    fn bad_inline_token_is_never_echoed() {
+        let token = token_text();
+        let secret = &token[70..];
+        // A truncated secret, a wrong kind of token, a token in the wrong key.
+        for (bad, needle) in [
+            (&token[..token.len() - 1], "not 43 base64url characters"),
+            (&format!("WGMA1-{secret}"), "this is a wgmesh admin token"),
+            (&format!("{token}!"), "not 43 base64url characters"),
+        ] {
+            let text = control_mode("", &format!("join_token = \"{bad}\""));
+            let err = parse(&text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&secret[..20]), "{shown}");
+            expect_error(&text, 6, Some("control.join_token"), needle);
+            assert!(err.to_string().contains("not a valid join token"), "{err}");
+        }
+        // toml syntax errors on the token's line: no quote of the line anywhere.
+        for text in [
+            control_mode("", &format!("join_token = \"{token}")),
+            control_mode("", &format!("join_token = \"{token}\" x")),
+            control_mode("", &format!("join_tokn = \"{token}\"")),
+            control_mode(
+                "",
+                &format!("join_token = \"{token}\"\njoin_token = \"{token}\""),
+            ),
+        ] {
+            let err = parse(&text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&secret[..20]), "{shown}");
+            assert!(err.source.is_none(), "{shown}");
+            assert!(err.line.is_some(), "{shown}");
+        }
+        // Other files keep toml's error as the source.
+        let err = parse("[agent]\nname = \"a\nsubnet = \"10.42.1.0/24\"\n").unwrap_err();
+        assert!(err.source.is_some(), "{err}");
+    }
+
+    #[test]
+    fn bad_labels_name_the_key() {
+        let text = minimal("labels = { zone = \"a\", \"bad key\" = \"b\" }", "");
+        let shown = expect_error(
+            &text,
+            4,
+            Some("agent.labels.bad key"),
+            "label key \"bad key\" contains ' '",
+        );
+        assert!(shown.contains(":4:24:"), "{shown}");
+        let text = minimal("", "[agent.labels]\nzone = \"a\"\ntier = \"-web\"\n");
+        let shown = expect_error(
+            &text,
+            7,
+            Some("agent.labels.tier"),
+            "label value \"-web\" does not start and end with a letter or digit",
+        );
+        assert!(shown.contains(":7:8:"), "{shown}");
+        let text = control_mode("labels = { \"Example.com/zone\" = \"a\" }", "");
+        expect_error(&text, 3, Some("agent.labels.Example.com/zone"), "prefix");
+        // A label named like another field is still a label.
+        let text = minimal("labels = { mtu = 9000 }", "");
+        expect_error(
+            &text,
+            4,
+            Some("agent.labels.mtu"),
+            "expected a label value string",
+        );
+        let text = minimal("labels = \"zone=a\"", "");
+        expect_error(
+            &text,
+            4,
+            Some("agent.labels"),
+            "expected a table of label strings",
+        );
+        let many: Vec<String> = (0..=MAX_LABELS).map(|i| format!("k{i} = \"v\"")).collect();
+        let text = minimal(&format!("labels = {{ {} }}", many.join(", ")), "");
+        expect_error(&text, 4, Some("agent.labels"), "65 labels is too many");
+
+        // Labels and an endpoint in static mode, written back.
+        let text = minimal(
+            "endpoint = \"[fd00::1]:51820\"\nlabels = { \"example.com/zone\" = \"a\" }",
+            "",
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.agent.labels["example.com/zone"], "a");
+        assert_eq!(cfg.control, None);
+        let written = cfg.to_toml();
+        assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+    }
+
+    #[test]
+    fn agent_endpoint() {
+        let field = Some("agent.endpoint");
+        expect_error(
+            &minimal("endpoint = \"198.18.0.1:0\"", ""),
+            4,
+            field,
+            "port 0",
+        );
+        expect_error(
+            &control_mode("endpoint = \"198.18.0.1\"", ""),
+            3,
+            field,
+            "has no port",
+        );
+        expect_error(
+            &minimal("endpoint = 51820", ""),
+            4,
+            field,
+            "expected an \"IP:port\" string",
+        );
+        let cfg = parse(&minimal("endpoint = \"198.18.0.1:51820\"", "")).unwrap();
+        assert_eq!(
+            cfg.agent.endpoint,
+            Some("198.18.0.1:51820".parse().unwrap())
+        );
+        assert!(cfg.agent.labels.is_empty());
     }
 
     #[test]
