@@ -128,6 +128,8 @@ pub enum Reason {
     TokenUsed,
     /// The join token was revoked.
     TokenRevoked,
+    /// The join token names another control plane's CA.
+    TokenWrongCa,
     /// The name is held by another key.
     NameTaken,
     /// The key is held by another host.

@@ -9,13 +9,26 @@
 //! - [`pki`]: the cluster CA, the server certificate, and TLS clients that pin the CA digest of a
 //!   join token.
 //!
-//! Everything except [`store::FileStore`], [`audit::AuditLog`] and [`pki::Pki`]'s files is pure: no I/O and no clock
-//! (times are passed in as unix seconds).
+//! The API (docs/CONTROL-API.md):
+//! - [`api`]: the JSON bodies, shared by server and client;
+//! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP;
+//! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll;
+//! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
+//! - [`client`]: the HTTPS client the agent and the admin CLI use.
+//!
+//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`],
+//! [`server`] and [`client`] is pure: no I/O and no clock (times are passed in as unix seconds).
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod atomic_file;
 pub mod audit;
+pub mod client;
 pub mod compile;
+pub mod http;
 pub mod ipam;
 pub mod pki;
 pub mod registry;
+pub mod server;
+pub mod service;
 pub mod store;

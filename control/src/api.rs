@@ -1,0 +1,262 @@
+//! The JSON bodies of the control plane's HTTPS API (docs/CONTROL-API.md), shared by the server
+//! and the client. Requests are strict (unknown fields refused); responses are lenient (unknown
+//! fields ignored), so an older client can read a newer server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::PublicKey;
+
+pub use crate::audit::Reason;
+
+/// The largest request body the server reads.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long a netmap long poll waits by default (seconds).
+pub const DEFAULT_WAIT_SECS: u64 = 25;
+/// The longest a netmap long poll may wait (seconds).
+pub const MAX_WAIT_SECS: u64 = 60;
+/// A host that polled within this many seconds is online.
+pub const ONLINE_WITHIN_SECS: u64 = 60;
+/// Default lifetime of a join token (seconds).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+/// Longest lifetime of a join token (seconds): a year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// `POST /v1/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The join token, `WGM1-<CA digest>-<secret>`.
+    pub token: String,
+    /// The host's name.
+    pub name: String,
+    /// The host's WireGuard public key.
+    pub public_key: PublicKey,
+    /// Where other hosts should send to.
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+    /// The host's own labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The reply to a join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// The host's credential, `WGMH1-<secret>`: keep it private.
+    pub credential: String,
+    /// The host's first netmap.
+    pub netmap: Netmap,
+}
+
+/// `PUT /v1/hosts/{name}/endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointBody {
+    /// The host's new endpoint; `None` when peers should wait for it.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// The reply to a change: the registry revision that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionReply {
+    /// The revision.
+    pub revision: u64,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// Lifetime in seconds; default [`DEFAULT_TOKEN_TTL_SECS`].
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Whether more than one host may join with it.
+    #[serde(default)]
+    pub reusable: bool,
+    /// Labels given to every host that joins with it.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The reply to `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenReply {
+    /// The join token; shown once.
+    pub token: String,
+    /// The token's id.
+    pub id: u64,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+}
+
+/// One entry of `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The host's name.
+    pub name: String,
+    /// Its subnet.
+    pub subnet: IpNet,
+    /// Its endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Its public key.
+    pub public_key: PublicKey,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it joined (unix seconds).
+    pub joined_at: u64,
+    /// When it last polled (unix seconds); 0 when not since the control plane started.
+    pub last_seen: u64,
+    /// Whether it polled within [`ONLINE_WITHIN_SECS`].
+    pub online: bool,
+}
+
+/// The reply to `DELETE /v1/nodes/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedReply {
+    /// The removed host's name.
+    pub removed: String,
+    /// The revision without it.
+    pub revision: u64,
+}
+
+/// The body of every refusal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A message for humans.
+    pub error: String,
+    /// A machine word (see [`ApiReason`]).
+    pub reason: ApiReason,
+}
+
+/// Why the API refused a request: the audit log's [`Reason`]s plus the HTTP-only ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiReason {
+    /// Missing or unknown credential.
+    Unauthenticated,
+    /// Authenticated but not allowed.
+    Forbidden,
+    /// The join token is unknown.
+    TokenUnknown,
+    /// The join token expired.
+    TokenExpired,
+    /// The single-use join token was already used.
+    TokenUsed,
+    /// The join token was revoked.
+    TokenRevoked,
+    /// The join token names another control plane's CA.
+    TokenWrongCa,
+    /// The name is held by another key.
+    NameTaken,
+    /// The key is held by another host.
+    KeyTaken,
+    /// No such host or route.
+    NotFound,
+    /// Known path, wrong method.
+    MethodNotAllowed,
+    /// No free subnet is left.
+    SubnetsExhausted,
+    /// The request is malformed.
+    BadRequest,
+    /// The body is too large.
+    TooLarge,
+    /// The control plane failed; nothing was changed.
+    Internal,
+    /// A reason this client does not know (a newer server).
+    #[serde(other)]
+    Other,
+}
+
+impl ApiReason {
+    /// The HTTP status this reason is sent with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthenticated
+            | Self::TokenUnknown
+            | Self::TokenExpired
+            | Self::TokenUsed
+            | Self::TokenRevoked
+            | Self::TokenWrongCa => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::NameTaken | Self::KeyTaken | Self::SubnetsExhausted => 409,
+            Self::TooLarge => 413,
+            Self::Internal | Self::Other => 500,
+        }
+    }
+}
+
+impl From<Reason> for ApiReason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::Unauthenticated => Self::Unauthenticated,
+            Reason::Forbidden => Self::Forbidden,
+            Reason::TokenUnknown => Self::TokenUnknown,
+            Reason::TokenExpired => Self::TokenExpired,
+            Reason::TokenUsed => Self::TokenUsed,
+            Reason::TokenRevoked => Self::TokenRevoked,
+            Reason::TokenWrongCa => Self::TokenWrongCa,
+            Reason::NameTaken => Self::NameTaken,
+            Reason::KeyTaken => Self::KeyTaken,
+            Reason::NotFound => Self::NotFound,
+            Reason::SubnetsExhausted => Self::SubnetsExhausted,
+            Reason::BadRequest => Self::BadRequest,
+            Reason::Internal => Self::Internal,
+        }
+    }
+}
+
+/// The query of `GET /v1/hosts/{name}/netmap`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetmapQuery {
+    /// The revision the host holds; the reply waits for a newer one.
+    #[serde(default)]
+    pub revision: u64,
+    /// How long to wait (seconds), at most [`MAX_WAIT_SECS`].
+    #[serde(default)]
+    pub wait: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_to_its_documented_status() {
+        assert_eq!(ApiReason::from(Reason::TokenExpired).status(), 401);
+        assert_eq!(ApiReason::from(Reason::Forbidden).status(), 403);
+        assert_eq!(ApiReason::from(Reason::NameTaken).status(), 409);
+        assert_eq!(ApiReason::from(Reason::BadRequest).status(), 400);
+        assert_eq!(ApiReason::TokenWrongCa.status(), 401);
+    }
+
+    #[test]
+    fn reasons_are_snake_case_words_and_unknown_ones_are_tolerated() {
+        let body = ErrorBody {
+            error: "x".into(),
+            reason: ApiReason::TokenWrongCa,
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(json.contains("\"token_wrong_ca\""), "{json}");
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"error":"y","reason":"something_new"}"#).unwrap();
+        assert_eq!(newer.reason, ApiReason::Other);
+    }
+
+    #[test]
+    fn join_body_refuses_unknown_fields() {
+        let err = serde_json::from_str::<JoinBody>(
+            r#"{"token":"t","name":"a","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","subnet":"10.0.0.0/8"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `subnet`"), "{err}");
+    }
+}

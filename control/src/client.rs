@@ -1,0 +1,406 @@
+//! The HTTPS client of the control plane's API, for the agent (which trusts only the CA whose
+//! digest is in its join token) and the admin CLI (which trusts only the CA certificate in
+//! `admin.toml`).
+//!
+//! One TLS connection per request: agents make one call per long poll (tens of seconds), the
+//! CLI one per command, so a connection pool would buy nothing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, ClientConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use wgmesh_config::control::{ControlUrl, Host};
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
+
+use crate::api::{
+    ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply,
+    RevisionReply, TokenBody, TokenReply, MAX_BODY,
+};
+use crate::pki::{self, CaDigestMismatch};
+
+/// How long connecting and the TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call other than a long poll may take in all.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest reply read (a netmap of thousands of peers fits).
+const MAX_REPLY: usize = 64 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The control plane's certificate chain does not hold the CA the join token names.
+    #[error("refusing to talk to {url}: {mismatch}")]
+    WrongCa {
+        /// The control plane's URL.
+        url: String,
+        /// The pinned digest.
+        mismatch: CaDigestMismatch,
+    },
+    /// The control plane could not be reached, or TLS failed.
+    #[error("cannot reach the control plane at {url}: {source}")]
+    Connect {
+        /// The control plane's URL.
+        url: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The call took too long.
+    #[error("the control plane at {url} did not answer within {secs} s")]
+    Timeout {
+        /// The control plane's URL.
+        url: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// The HTTP exchange failed.
+    #[error("the connection to the control plane at {url} failed: {source}")]
+    Http {
+        /// The control plane's URL.
+        url: String,
+        /// The error.
+        source: hyper::Error,
+    },
+    /// The control plane refused the call.
+    #[error("the control plane refused: {message} ({status} {reason:?})")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The reason word.
+        reason: ApiReason,
+        /// The control plane's message.
+        message: String,
+    },
+    /// The reply is not what the API documents.
+    #[error("the control plane sent a reply this client cannot read: {0}")]
+    BadReply(String),
+}
+
+impl ClientError {
+    /// Whether retrying the same call later can succeed: false for a wrong CA and for refusals
+    /// other than server errors.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::WrongCa { .. } => true,
+            Self::Refused { status, .. } => *status < 500,
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Http { .. } => false,
+            Self::BadReply(_) => false,
+        }
+    }
+
+    /// The refusal's reason, if the control plane refused.
+    pub fn reason(&self) -> Option<ApiReason> {
+        match self {
+            Self::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one control plane.
+#[derive(Clone)]
+pub struct Client {
+    url: ControlUrl,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.url)
+    }
+}
+
+impl Client {
+    /// A client that trusts only a server presenting the CA with `digest` (from a join token).
+    pub fn pinned(url: &ControlUrl, digest: CaDigest) -> Self {
+        Self::with_config(url, pki::client_config_pinned(digest))
+    }
+
+    /// A client that trusts only the CA certificate `ca_der` (from `admin.toml`).
+    pub fn with_ca(url: &ControlUrl, ca_der: &[u8]) -> Result<Self, ClientError> {
+        let config = pki::client_config_with_ca(ca_der)
+            .map_err(|e| ClientError::BadReply(format!("the CA certificate is unusable: {e}")))?;
+        Ok(Self::with_config(url, config))
+    }
+
+    fn with_config(url: &ControlUrl, config: Arc<ClientConfig>) -> Self {
+        Self {
+            url: url.clone(),
+            tls: TlsConnector::from(config),
+            server_name: pki::server_name(url.host()),
+        }
+    }
+
+    /// The control plane's URL.
+    pub fn url(&self) -> &ControlUrl {
+        &self.url
+    }
+
+    /// `POST /v1/join`.
+    pub async fn join(&self, body: &JoinBody) -> Result<JoinReply, ClientError> {
+        let reply = self
+            .call(Method::POST, "/v1/join", None, Some(json(body)), CALL_TIMEOUT)
+            .await?;
+        decode(&reply)
+    }
+
+    /// `GET /v1/hosts/{name}/netmap`: the netmap newer than `revision`, or `None` when there was
+    /// none within `wait`.
+    pub async fn netmap(
+        &self,
+        name: &str,
+        credential: &HostCredential,
+        revision: u64,
+        wait: Duration,
+    ) -> Result<Option<Netmap>, ClientError> {
+        let path = format!(
+            "/v1/hosts/{name}/netmap?revision={revision}&wait={}",
+            wait.as_secs()
+        );
+        let bearer = credential.expose();
+        let (status, body) = self
+            .exchange(
+                Method::GET,
+                &path,
+                Some(&bearer),
+                None,
+                wait + CALL_TIMEOUT,
+            )
+            .await?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        decode(&check(status, body)?).map(Some)
+    }
+
+    /// `PUT /v1/hosts/{name}/endpoint`.
+    pub async fn set_endpoint(
+        &self,
+        name: &str,
+        credential: &HostCredential,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<RevisionReply, ClientError> {
+        let bearer = credential.expose();
+        let reply = self
+            .call(
+                Method::PUT,
+                &format!("/v1/hosts/{name}/endpoint"),
+                Some(&bearer),
+                Some(json(&EndpointBody { endpoint })),
+                CALL_TIMEOUT,
+            )
+            .await?;
+        decode(&reply)
+    }
+
+    /// `POST /v1/tokens`.
+    pub async fn create_token(
+        &self,
+        admin: &AdminToken,
+        body: &TokenBody,
+    ) -> Result<TokenReply, ClientError> {
+        let bearer = admin.expose();
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(&bearer),
+                Some(json(body)),
+                CALL_TIMEOUT,
+            )
+            .await?;
+        decode(&reply)
+    }
+
+    /// `GET /v1/nodes`.
+    pub async fn list_nodes(&self, admin: &AdminToken) -> Result<Vec<NodeInfo>, ClientError> {
+        let bearer = admin.expose();
+        let reply = self
+            .call(Method::GET, "/v1/nodes", Some(&bearer), None, CALL_TIMEOUT)
+            .await?;
+        decode(&reply)
+    }
+
+    /// `DELETE /v1/nodes/{name}`.
+    pub async fn remove_node(
+        &self,
+        admin: &AdminToken,
+        name: &str,
+    ) -> Result<RemovedReply, ClientError> {
+        let bearer = admin.expose();
+        let reply = self
+            .call(
+                Method::DELETE,
+                &format!("/v1/nodes/{name}"),
+                Some(&bearer),
+                None,
+                CALL_TIMEOUT,
+            )
+            .await?;
+        decode(&reply)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let (status, body) = self.exchange(method, path, bearer, body, timeout).await?;
+        check(status, body)
+    }
+
+    /// One request on a new connection: the status and the body.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let url = self.url.to_string();
+        let io = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: url.clone(),
+                secs: CONNECT_TIMEOUT.as_secs(),
+            })??;
+        let exchange = async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|source| ClientError::Http {
+                    url: url.clone(),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, self.authority())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(b) = bearer {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {b}"));
+            }
+            let request = request
+                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .map_err(|e| ClientError::BadReply(format!("cannot build the request: {e}")))?;
+            let response =
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(|source| ClientError::Http {
+                        url: url.clone(),
+                        source,
+                    })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_REPLY)
+                .collect()
+                .await
+                .map_err(|e| ClientError::BadReply(format!("cannot read the reply: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url,
+                secs: timeout.as_secs(),
+            })?
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, ClientError> {
+        let url = self.url.to_string();
+        let connect_error = |source| ClientError::Connect {
+            url: url.clone(),
+            source,
+        };
+        let tcp = match self.url.host() {
+            Host::Ip(ip) => TcpStream::connect((*ip, self.url.port())).await,
+            Host::Dns(name) => TcpStream::connect((name.as_str(), self.url.port())).await,
+        }
+        .map_err(connect_error)?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| match ca_mismatch(&source) {
+                Some(mismatch) => ClientError::WrongCa {
+                    url: url.clone(),
+                    mismatch,
+                },
+                None => connect_error(source),
+            })?;
+        Ok(TokioIo::new(tls))
+    }
+
+    fn authority(&self) -> String {
+        let full = self.url.to_string();
+        full.trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// The pinned-CA mismatch inside a TLS error, if that is what it is.
+fn ca_mismatch(e: &io::Error) -> Option<CaDigestMismatch> {
+    let rustls::Error::InvalidCertificate(CertificateError::Other(other)) =
+        e.get_ref()?.downcast_ref::<rustls::Error>()?
+    else {
+        return None;
+    };
+    other
+        .0
+        .downcast_ref::<CaDigestMismatch>()
+        .map(|m| CaDigestMismatch(m.0))
+}
+
+fn json<T: Serialize>(body: &T) -> Vec<u8> {
+    serde_json::to_vec(body).expect("API bodies serialise")
+}
+
+/// The body of a 2xx reply, or the refusal.
+fn check(status: StatusCode, body: Bytes) -> Result<Bytes, ClientError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => ClientError::Refused {
+            status: status.as_u16(),
+            reason: e.reason,
+            message: e.error,
+        },
+        Err(_) => ClientError::Refused {
+            status: status.as_u16(),
+            reason: ApiReason::Other,
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    })
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::BadReply(e.to_string()))
+}
+
+/// The size limit the server puts on request bodies, re-exported for callers that build
+/// their own.
+pub const MAX_REQUEST_BODY: usize = MAX_BODY;

@@ -1,0 +1,387 @@
+//! The HTTPS server: TLS (rustls) and HTTP/1.1 (hyper, axum routing) around
+//! [`Control`], one route per call of docs/CONTROL-API.md, and the netmap long poll.
+//!
+//! Every handler parses and authenticates the request, then makes one call on [`Control`]
+//! under its lock, on a blocking thread (commits fsync). A change wakes every waiting long poll
+//! through a watch channel holding the registry revision.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS};
+use crate::audit::Action;
+use crate::service::{ApiError, Control};
+
+/// How long a client has to finish the TLS handshake and send its request headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state every handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    control: Mutex<Control>,
+    revision: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Wraps `control` for serving.
+    pub fn new(control: Control) -> Arc<Self> {
+        let (revision, _) = watch::channel(control.revision());
+        Arc::new(Self {
+            control: Mutex::new(control),
+            revision,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // A panic in a handler leaves the registry as it was before the call: every change is
+        // committed and applied in one step, after all checks.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the control plane on a blocking thread, then wakes long polls if the
+    /// revision moved.
+    async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Control) -> T + Send + 'static,
+    ) -> T {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut control = shared.lock();
+            let out = f(&mut control);
+            let revision = control.revision();
+            shared.revision.send_if_modified(|r| {
+                let moved = *r != revision;
+                *r = revision;
+                moved
+            });
+            out
+        })
+        .await
+        .expect("a control plane call panicked")
+    }
+}
+
+/// The caller's address, added to each connection's requests.
+#[derive(Debug, Clone, Copy)]
+struct Remote(SocketAddr);
+
+/// The API's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/join", post(join))
+        .route("/v1/hosts/{name}/netmap", get(netmap))
+        .route("/v1/hosts/{name}/endpoint", put(endpoint))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}", delete(remove_node))
+        .fallback(|| async { refusal(ApiReason::NotFound, "no such route; see docs/CONTROL-API.md") })
+        .method_not_allowed_fallback(|| async {
+            refusal(ApiReason::MethodNotAllowed, "this route does not take this method")
+        })
+        .with_state(shared)
+}
+
+/// Accepts TLS connections on `listener` and serves the API until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let router = router(shared);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone().layer(Extension(Remote(remote))));
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%remote, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn refusal(reason: ApiReason, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorBody {
+        error: message.into(),
+        reason,
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        refusal(self.reason, self.message)
+    }
+}
+
+fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The bearer token of the `Authorization` header, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// A JSON body of type `T`, or the 400/413 refusal for it.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ApiReason::TooLarge,
+                format!("the body is larger than {MAX_BODY} bytes"),
+            )
+        } else {
+            ApiError::new(ApiReason::BadRequest, format!("cannot read the body: {e}"))
+        }
+    })?;
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::new(
+            ApiReason::TooLarge,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ApiReason::BadRequest,
+            format!("the body is not valid JSON for this call: {e}"),
+        )
+    })
+}
+
+/// Parses the body, or audits and returns the refusal.
+async fn body_or_refuse<T: DeserializeOwned>(
+    shared: &Arc<Shared>,
+    caller: Option<String>,
+    action: Action,
+    remote: IpAddr,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    match parse_body::<T>(body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let response = e.clone().into_response();
+            shared
+                .call(move |c| {
+                    let caller = c.authenticate(caller.as_deref());
+                    c.refused_request(&caller, action, &e, now(), Some(remote));
+                })
+                .await;
+            Err(response)
+        }
+    }
+}
+
+async fn join(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_refuse(&shared, None, Action::Join, remote.ip(), body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    reply(
+        shared
+            .call(move |c| c.join(body, now(), Some(remote.ip())))
+            .await,
+    )
+}
+
+async fn netmap(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<NetmapQuery>, QueryRejection>,
+) -> Response {
+    let token = bearer(&headers);
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return refusal(
+                ApiReason::BadRequest,
+                format!("bad query: {e}; use ?revision=N&wait=SECONDS"),
+            )
+        }
+    };
+    let wait = Duration::from_secs(query.wait.unwrap_or(DEFAULT_WAIT_SECS).min(MAX_WAIT_SECS));
+    // Subscribe before checking, so a change between the check and the wait is not missed.
+    let mut revisions = shared.revision.subscribe();
+    let access = {
+        let (token, name) = (token.clone(), name.clone());
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.check_netmap_access(&caller, &name, now())
+            })
+            .await
+    };
+    if let Err(e) = access {
+        return e.into_response();
+    }
+    let newer = matches!(
+        tokio::time::timeout(wait, revisions.wait_for(|r| *r > query.revision)).await,
+        Ok(Ok(_))
+    );
+    if !newer {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.netmap(&caller, &name, now())
+            })
+            .await,
+    )
+}
+
+async fn endpoint(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let token = bearer(&headers);
+    let body = match body_or_refuse(
+        &shared,
+        token.clone(),
+        Action::EndpointChange,
+        remote.ip(),
+        body,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.set_endpoint(&caller, &name, body, now(), Some(remote.ip()))
+            })
+            .await,
+    )
+}
+
+async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let token = bearer(&headers);
+    let body = match body_or_refuse(
+        &shared,
+        token.clone(),
+        Action::TokenCreate,
+        remote.ip(),
+        body,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.create_token(&caller, body, now(), Some(remote.ip()))
+            })
+            .await,
+    )
+}
+
+async fn list_nodes(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let token = bearer(&headers);
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.list_nodes(&caller, now())
+            })
+            .await,
+    )
+}
+
+async fn remove_node(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let token = bearer(&headers);
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                c.remove_node(&caller, &name, now(), Some(remote.ip()))
+            })
+            .await,
+    )
+}

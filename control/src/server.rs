@@ -1,0 +1,221 @@
+//! `wgmesh control`: start the control plane from `control.toml` and serve until SIGTERM or
+//! SIGINT.
+//!
+//! Start-up is ordered so that a bad configuration creates nothing: the file is validated
+//! first, then the state directory (0700), the PKI, the store (initialised with the cluster
+//! network on first start, and checked against it afterwards), `admin.toml` (0600), the audit
+//! log, and finally the listening socket.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use wgmesh_config::control::{AdminFile, CertificatePem, ControlConfig};
+use wgmesh_config::token::AdminToken;
+use wgmesh_config::ConfigError;
+
+use crate::atomic_file::{self, WriteError};
+use crate::audit::{AuditError, AuditLog};
+use crate::http::{self, Shared};
+use crate::pki::{Pki, PkiError};
+use crate::service::Control;
+use crate::store::{FileStore, Store, StoreError};
+
+/// Why the control plane could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `control.toml` is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory could not be created.
+    #[error("{}: cannot create the state directory: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The CA or server certificate could not be loaded or created.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The store could not be opened or initialised.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store was made for another cluster network.
+    #[error(
+        "{}: the store holds cluster_cidr {stored_cidr} with host_prefix {stored_prefix}, but \
+         {config} says {cidr} and {prefix}; host subnets cannot be moved: put the stored values \
+         back, or use a new state_dir for a new cluster",
+        store.display(), config = config.display()
+    )]
+    NetworkChanged {
+        /// The store file.
+        store: PathBuf,
+        /// control.toml.
+        config: PathBuf,
+        /// The stored cluster CIDR.
+        stored_cidr: ipnet::IpNet,
+        /// The stored host prefix.
+        stored_prefix: u8,
+        /// The configured cluster CIDR.
+        cidr: ipnet::IpNet,
+        /// The configured host prefix.
+        prefix: u8,
+    },
+    /// `admin.toml` could not be read or written.
+    #[error("cannot write admin.toml: {0}")]
+    AdminWrite(#[from] WriteError),
+    /// An existing `admin.toml` is invalid.
+    #[error("{0} (delete the file to have a new admin token issued)")]
+    AdminRead(ConfigError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// Runs the control plane configured by the file at `config_path` until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), ServerError> {
+    let config = ControlConfig::load(config_path)?;
+    let dir = &config.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    let pki = Pki::load_or_create(dir, &config.advertise)?;
+    let mut store = FileStore::open(dir)?;
+    let mut registry = store.load()?;
+    match registry.ipam() {
+        None => {
+            let m = registry
+                .plan_initialize(config.cluster_cidr, config.host_prefix)
+                .map_err(StoreError::Rejected)?;
+            store.commit(&m)?;
+            registry.apply(&m).map_err(StoreError::Rejected)?;
+        }
+        Some(ipam)
+            if ipam.cidr() != config.cluster_cidr || ipam.host_prefix() != config.host_prefix =>
+        {
+            return Err(ServerError::NetworkChanged {
+                store: store.path().to_owned(),
+                config: config_path.to_owned(),
+                stored_cidr: ipam.cidr(),
+                stored_prefix: ipam.host_prefix(),
+                cidr: config.cluster_cidr,
+                prefix: config.host_prefix,
+            });
+        }
+        Some(_) => {}
+    }
+    let admin = ensure_admin_file(&config, &pki)?;
+    if let Some(parent) = config.audit_log.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|source| ServerError::StateDir {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+        }
+    }
+    let audit = AuditLog::open(&config.audit_log)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            hint: if source.kind() == io::ErrorKind::AddrInUse {
+                " (another program uses this port; pick another `listen`)"
+            } else {
+                ""
+            },
+            source,
+        })?;
+    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let hosts = registry.hosts().len();
+    let revision = registry.revision();
+    let control = Control::new(
+        registry,
+        Box::new(store),
+        audit,
+        admin.token.hash(),
+        pki.ca_der().to_vec(),
+    );
+    tracing::info!(
+        listen = %config.listen,
+        url = %admin.url,
+        ca_digest = %pki.ca_digest(),
+        admin_file = %config.admin_file_path().display(),
+        hosts,
+        revision,
+        "control plane listening"
+    );
+    let shutdown = async {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    http::serve(listener, pki.server_config(), Shared::new(control), shutdown).await;
+    Ok(())
+}
+
+/// Loads `admin.toml`, or creates it with a new admin token. The URL and CA certificate are
+/// rewritten when `advertise`, `listen` or the CA changed; the token is kept.
+fn ensure_admin_file(config: &ControlConfig, pki: &Pki) -> Result<AdminFile, ServerError> {
+    let path = config.admin_file_path();
+    let url = config.admin_url();
+    let ca_cert = CertificatePem::from_der(pki.ca_der().to_vec());
+    let existing = match path.try_exists() {
+        Ok(true) => Some(AdminFile::load(&path).map_err(ServerError::AdminRead)?),
+        Ok(false) => None,
+        Err(source) => return Err(WriteError { path, source }.into()),
+    };
+    let admin = match existing {
+        Some(a) if a.url == url && a.ca_cert == ca_cert => {
+            warn_if_open(&path);
+            return Ok(a);
+        }
+        Some(a) => AdminFile {
+            url,
+            ca_cert,
+            token: a.token,
+        },
+        None => AdminFile {
+            url,
+            ca_cert,
+            token: AdminToken::generate(),
+        },
+    };
+    atomic_file::write(&path, admin.to_toml().as_bytes(), 0o600)?;
+    tracing::info!(path = %path.display(), "wrote admin.toml (the admin CLI's URL, CA and token)");
+    Ok(admin)
+}
+
+fn warn_if_open(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "admin.toml is readable by others; it holds the admin token: chmod 600 it");
+        }
+    }
+}

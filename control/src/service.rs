@@ -1,0 +1,578 @@
+//! The control plane's request handling, without HTTP: authentication of bearer tokens,
+//! authorisation of each call, the registry change it makes, the store commit that makes it
+//! durable, and the audit line it leaves.
+//!
+//! [`Control`] owns the registry and the store; the HTTP layer holds it behind a lock and calls
+//! one method per request. A write is committed to the store (fsynced) before the method
+//! returns, and only then applied to the in-memory registry, so a reply never acknowledges what
+//! a crash could lose, and a failed commit changes nothing.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use wgmesh_config::labels;
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
+
+use crate::api::{
+    ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
+    TokenBody, TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
+};
+use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Reason, Target};
+use crate::compile::{self, Policy};
+use crate::registry::{HostId, HostName, JoinRequest, Mutation, Registry, RegistryError};
+use crate::store::{Store, StoreError};
+
+/// A refused request: the reason word, its HTTP status, and a message for humans (never a
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The machine word.
+    pub reason: ApiReason,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A refusal with this reason and message.
+    pub fn new(reason: ApiReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ApiReason::BadRequest, message)
+    }
+}
+
+/// Who is calling, once their bearer token is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The holder of the admin token.
+    Admin,
+    /// A joined host.
+    Host(HostId),
+    /// No bearer token, or one nobody holds.
+    Anonymous,
+}
+
+/// The control plane's state and the rules for changing it.
+pub struct Control {
+    registry: Registry,
+    store: Box<dyn Store + Send>,
+    audit: AuditLog,
+    admin_hash: SecretHash,
+    ca_der: Vec<u8>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("revision", &self.registry.revision())
+            .field("hosts", &self.registry.hosts().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// A control plane over `store` (already holding `registry`), trusting `admin_hash` for
+    /// admin calls and issuing join tokens for the CA `ca_der`.
+    pub fn new(
+        registry: Registry,
+        store: Box<dyn Store + Send>,
+        audit: AuditLog,
+        admin_hash: SecretHash,
+        ca_der: Vec<u8>,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            audit,
+            admin_hash,
+            ca_der,
+            policy: Policy::AllowAll,
+        }
+    }
+
+    /// The registry revision.
+    pub fn revision(&self) -> u64 {
+        self.registry.revision()
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Who holds `bearer` (the text after `Bearer `), in constant time per comparison.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Caller {
+        let Some(bearer) = bearer else {
+            return Caller::Anonymous;
+        };
+        if let Ok(admin) = AdminToken::from_str(bearer) {
+            if admin.hash().ct_eq(&self.admin_hash) {
+                return Caller::Admin;
+            }
+        } else if let Ok(credential) = HostCredential::from_str(bearer) {
+            if let Some(host) = self.registry.host_by_credential(&credential.hash()) {
+                return Caller::Host(host.id);
+            }
+        }
+        Caller::Anonymous
+    }
+
+    /// `POST /v1/join`.
+    pub fn join(
+        &mut self,
+        body: JoinBody,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<JoinReply, ApiError> {
+        let name = HostName::from_str(&body.name).ok();
+        let target = name.clone().map(|name| Target::Host { id: None, name });
+        let mut event = AuditEvent {
+            time: now,
+            actor: Actor::Joiner { token: None },
+            from,
+            action: Action::Join,
+            target,
+            result: Outcome::Ok,
+        };
+        let result = self.try_join(body, now, &mut event);
+        if let Err(e) = &result {
+            event.result = Outcome::Refused(audit_reason(e.reason));
+        }
+        self.record(&event);
+        result
+    }
+
+    fn try_join(
+        &mut self,
+        body: JoinBody,
+        now: u64,
+        event: &mut AuditEvent,
+    ) -> Result<JoinReply, ApiError> {
+        let token = JoinToken::from_str(&body.token)
+            .map_err(|e| ApiError::bad_request(format!("token: {e}")))?;
+        if !token.ca_digest.matches(&self.ca_der) {
+            return Err(ApiError::new(
+                ApiReason::TokenWrongCa,
+                format!(
+                    "the join token is for the CA with digest {}, not this control plane's",
+                    token.ca_digest
+                ),
+            ));
+        }
+        let token_hash = token.secret_hash();
+        if let Ok(t) = self.registry.check_token(&token_hash, now) {
+            event.actor = Actor::Joiner { token: Some(t.id) };
+        }
+        let name = HostName::from_str(&body.name).map_err(|e| {
+            ApiError::bad_request(format!("name: {:?} is not a host name: {e}", body.name))
+        })?;
+        labels::check_labels(&body.labels)
+            .map_err(|e| ApiError::bad_request(format!("labels: {e}")))?;
+        if body.endpoint.is_some_and(|e| e.port() == 0) {
+            return Err(ApiError::bad_request(
+                "endpoint: the port must not be 0".to_owned(),
+            ));
+        }
+        let credential = HostCredential::generate();
+        let request = JoinRequest {
+            name,
+            public_key: body.public_key,
+            endpoint: body.endpoint,
+            labels: body.labels,
+        };
+        let m = self
+            .registry
+            .plan_join(request, &token_hash, credential.hash(), now)
+            .map_err(registry_error)?;
+        let Mutation::HostJoined { id, .. } = &m else {
+            unreachable!("plan_join plans a join");
+        };
+        let id = *id;
+        self.commit(&m)?;
+        self.registry.touch(id, now);
+        let host = self.registry.host(id).expect("just joined");
+        event.target = Some(Target::Host {
+            id: Some(id),
+            name: host.name.clone(),
+        });
+        tracing::info!(name = %host.name, subnet = %host.subnet, key = %host.public_key.short(), "host joined");
+        let netmap = self.netmap_of(id);
+        Ok(JoinReply {
+            credential: credential.expose(),
+            netmap,
+        })
+    }
+
+    /// `GET /v1/hosts/{name}/netmap`, once the long poll decided to answer: the host's netmap.
+    pub fn netmap(&mut self, caller: &Caller, name: &str, now: u64) -> Result<Netmap, ApiError> {
+        let id = self
+            .authorize_host(caller, name)
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now))?;
+        self.registry.touch(id, now);
+        Ok(self.netmap_of(id))
+    }
+
+    /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits).
+    pub fn check_netmap_access(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let id = self
+            .authorize_host(caller, name)
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now))?;
+        self.registry.touch(id, now);
+        Ok(())
+    }
+
+    /// `PUT /v1/hosts/{name}/endpoint`.
+    pub fn set_endpoint(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        body: EndpointBody,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<RevisionReply, ApiError> {
+        let result = self.try_set_endpoint(caller, name, body, now);
+        match &result {
+            // An unchanged endpoint is not a change worth a line.
+            Ok((_, false)) => {}
+            Ok((_, true)) => self.audit_ok(caller, Action::EndpointChange, name, now, from),
+            Err(e) => self.refused(caller, Action::EndpointChange, name, e, now),
+        }
+        result.map(|(reply, _)| reply)
+    }
+
+    fn try_set_endpoint(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        body: EndpointBody,
+        now: u64,
+    ) -> Result<(RevisionReply, bool), ApiError> {
+        let id = self.authorize_host(caller, name)?;
+        if body.endpoint.is_some_and(|e| e.port() == 0) {
+            return Err(ApiError::bad_request("endpoint: the port must not be 0"));
+        }
+        self.registry.touch(id, now);
+        let changed = match self
+            .registry
+            .plan_endpoint(id, body.endpoint)
+            .map_err(registry_error)?
+        {
+            Some(m) => {
+                self.commit(&m)?;
+                tracing::info!(%name, endpoint = ?body.endpoint, "host endpoint changed");
+                true
+            }
+            None => false,
+        };
+        Ok((
+            RevisionReply {
+                revision: self.registry.revision(),
+            },
+            changed,
+        ))
+    }
+
+    /// `POST /v1/tokens`.
+    pub fn create_token(
+        &mut self,
+        caller: &Caller,
+        body: TokenBody,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<TokenReply, ApiError> {
+        let mut event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from,
+            action: Action::TokenCreate,
+            target: None,
+            result: Outcome::Ok,
+        };
+        let result = self.try_create_token(caller, body, now);
+        match &result {
+            Ok(reply) => {
+                event.target = Some(Target::Token {
+                    id: crate::registry::TokenId(reply.id),
+                })
+            }
+            Err(e) => event.result = Outcome::Refused(audit_reason(e.reason)),
+        }
+        self.record(&event);
+        result
+    }
+
+    fn try_create_token(
+        &mut self,
+        caller: &Caller,
+        body: TokenBody,
+        now: u64,
+    ) -> Result<TokenReply, ApiError> {
+        require_admin(caller)?;
+        let ttl = body.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+        if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+            return Err(ApiError::bad_request(format!(
+                "ttl_secs: {ttl} is out of range; use 1 to {MAX_TOKEN_TTL_SECS} (a year)"
+            )));
+        }
+        labels::check_labels(&body.labels)
+            .map_err(|e| ApiError::bad_request(format!("labels: {e}")))?;
+        let token = JoinToken::generate(&self.ca_der);
+        let m =
+            self.registry
+                .plan_token(token.secret_hash(), now, ttl, body.reusable, body.labels);
+        let Mutation::TokenCreated { id, expires_at, .. } = &m else {
+            unreachable!("plan_token plans a token");
+        };
+        let (id, expires_at) = (id.0, *expires_at);
+        self.commit(&m)?;
+        tracing::info!(id, expires_at, reusable = body.reusable, "join token created");
+        Ok(TokenReply {
+            token: token.expose(),
+            id,
+            expires_at,
+        })
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn list_nodes(&mut self, caller: &Caller, now: u64) -> Result<Vec<NodeInfo>, ApiError> {
+        if let Err(e) = require_admin(caller) {
+            self.refused_anon(caller, Action::NodeList, None, &e, now);
+            return Err(e);
+        }
+        let mut nodes: Vec<NodeInfo> = self
+            .registry
+            .hosts()
+            .values()
+            .map(|h| NodeInfo {
+                name: h.name.to_string(),
+                subnet: h.subnet,
+                endpoint: h.endpoint,
+                public_key: h.public_key,
+                labels: h.labels.clone(),
+                joined_at: h.joined_at,
+                last_seen: h.last_seen,
+                online: h.last_seen != 0 && now.saturating_sub(h.last_seen) <= ONLINE_WITHIN_SECS,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nodes)
+    }
+
+    /// `DELETE /v1/nodes/{name}`.
+    pub fn remove_node(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<RemovedReply, ApiError> {
+        let result = self.try_remove_node(caller, name);
+        match &result {
+            Ok(_) => self.audit_ok(caller, Action::NodeRemove, name, now, from),
+            Err(e) => self.refused(caller, Action::NodeRemove, name, e, now),
+        }
+        result
+    }
+
+    fn try_remove_node(&mut self, caller: &Caller, name: &str) -> Result<RemovedReply, ApiError> {
+        require_admin(caller)?;
+        let m = self.registry.plan_remove(name).map_err(registry_error)?;
+        self.commit(&m)?;
+        tracing::info!(%name, "host removed");
+        Ok(RemovedReply {
+            removed: name.to_owned(),
+            revision: self.registry.revision(),
+        })
+    }
+
+    /// Audits a request the HTTP layer refused before it reached a method (bad JSON, too large).
+    pub fn refused_request(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        error: &ApiError,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
+        let event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from,
+            action,
+            target: None,
+            result: Outcome::Refused(audit_reason(error.reason)),
+        };
+        self.record(&event);
+    }
+
+    fn authorize_host(&self, caller: &Caller, name: &str) -> Result<HostId, ApiError> {
+        match caller {
+            Caller::Anonymous => Err(unauthenticated()),
+            Caller::Admin => Err(ApiError::new(
+                ApiReason::Forbidden,
+                "the admin token cannot act as a host; use the host's own credential",
+            )),
+            Caller::Host(id) => {
+                let host = self.registry.host(*id).ok_or_else(unauthenticated)?;
+                if host.name.as_str() == name {
+                    Ok(*id)
+                } else {
+                    Err(ApiError::new(
+                        ApiReason::Forbidden,
+                        format!(
+                            "host {} may only read and change its own records, not {name:?}'s",
+                            host.name
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn netmap_of(&self, id: HostId) -> Netmap {
+        compile::netmap(&self.registry, &self.policy, id).expect("an existing host")
+    }
+
+    /// Makes `m` durable, then applies it.
+    fn commit(&mut self, m: &Mutation) -> Result<(), ApiError> {
+        self.store.commit(m).map_err(|e| match e {
+            StoreError::Rejected(e) => registry_error(e),
+            e => {
+                tracing::error!("cannot commit to the store: {e}");
+                ApiError::new(
+                    ApiReason::Internal,
+                    "the control plane could not store the change; nothing was changed",
+                )
+            }
+        })?;
+        self.registry
+            .apply(m)
+            .expect("the store accepted it, so it applies");
+        Ok(())
+    }
+
+    fn audit_ok(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        name: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
+        let event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from,
+            action,
+            target: host_target(name, &self.registry),
+            result: Outcome::Ok,
+        };
+        self.record(&event);
+    }
+
+    fn refused(&mut self, caller: &Caller, action: Action, name: &str, e: &ApiError, now: u64) {
+        let target = host_target(name, &self.registry);
+        self.refused_anon(caller, action, target, e, now);
+    }
+
+    fn refused_anon(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        target: Option<Target>,
+        e: &ApiError,
+        now: u64,
+    ) {
+        let event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from: None,
+            action,
+            target,
+            result: Outcome::Refused(audit_reason(e.reason)),
+        };
+        self.record(&event);
+    }
+
+    fn record(&mut self, event: &AuditEvent) {
+        if let Err(e) = self.audit.record(event) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        ApiReason::Unauthenticated,
+        "missing or unknown credential: send `Authorization: Bearer <admin token or host credential>`",
+    )
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::Anonymous => Err(unauthenticated()),
+        Caller::Host(_) => Err(ApiError::new(
+            ApiReason::Forbidden,
+            "this call needs the admin token; a host credential cannot make it",
+        )),
+    }
+}
+
+fn actor_of(caller: &Caller, registry: &Registry) -> Actor {
+    match caller {
+        Caller::Admin => Actor::Admin,
+        Caller::Host(id) => match registry.host(*id) {
+            Some(h) => Actor::Host {
+                id: *id,
+                name: h.name.clone(),
+            },
+            None => Actor::Anonymous,
+        },
+        Caller::Anonymous => Actor::Anonymous,
+    }
+}
+
+fn host_target(name: &str, registry: &Registry) -> Option<Target> {
+    let name = HostName::from_str(name).ok()?;
+    let id = registry.host_by_name(name.as_str()).map(|h| h.id);
+    Some(Target::Host { id, name })
+}
+
+fn registry_error(e: RegistryError) -> ApiError {
+    let reason: Reason = (&e).into();
+    ApiError::new(reason.into(), e.to_string())
+}
+
+fn audit_reason(r: ApiReason) -> Reason {
+    match r {
+        ApiReason::Unauthenticated => Reason::Unauthenticated,
+        ApiReason::Forbidden => Reason::Forbidden,
+        ApiReason::TokenUnknown => Reason::TokenUnknown,
+        ApiReason::TokenExpired => Reason::TokenExpired,
+        ApiReason::TokenUsed => Reason::TokenUsed,
+        ApiReason::TokenRevoked => Reason::TokenRevoked,
+        ApiReason::TokenWrongCa => Reason::TokenWrongCa,
+        ApiReason::NameTaken => Reason::NameTaken,
+        ApiReason::KeyTaken => Reason::KeyTaken,
+        ApiReason::NotFound => Reason::NotFound,
+        ApiReason::SubnetsExhausted => Reason::SubnetsExhausted,
+        ApiReason::BadRequest | ApiReason::TooLarge | ApiReason::MethodNotAllowed => {
+            Reason::BadRequest
+        }
+        ApiReason::Internal | ApiReason::Other => Reason::Internal,
+    }
+}
