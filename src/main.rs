@@ -12,6 +12,7 @@ use wgmesh_overlay::api::{self, Request};
 use wgmesh_overlay::status::Status;
 
 const DEFAULT_SOCKET: &str = "/run/wgmesh/agent.sock";
+const DEFAULT_ADMIN: &str = "/var/lib/wgmesh-control/admin.toml";
 
 /// Encrypted overlay network for containers on many hosts, over userspace WireGuard.
 #[derive(Parser)]
@@ -28,6 +29,22 @@ enum Cmd {
         /// The agent's config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run the control plane.
+    Control {
+        /// The control plane's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Join tokens (needs admin.toml).
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Hosts joined to the control plane (needs admin.toml).
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
     },
     /// Print a new private key (base64, as `wg genkey`).
     Genkey,
@@ -62,6 +79,50 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a join token and print it.
+    Create {
+        /// How long it is valid: a number with s, m, h or d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Let more than one host join with it.
+        #[arg(long)]
+        reusable: bool,
+        /// A label (key=value) given to every host that joins with it; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List the joined hosts.
+    List {
+        /// Print JSON (the API's form).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Remove a host: revoke its credential and drop it from every other host's peers.
+    Remove {
+        /// The host's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArg {
+    /// The admin file the control plane wrote (its URL, CA certificate and admin token).
+    #[arg(long = "admin", env = "WGMESH_ADMIN", default_value = DEFAULT_ADMIN)]
+    path: PathBuf,
+}
+
 #[derive(clap::Args)]
 struct SocketArg {
     /// The agent's local API socket.
@@ -71,7 +132,7 @@ struct SocketArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Cmd::Agent { .. }) {
+    if !matches!(cli.command, Cmd::Agent { .. } | Cmd::Control { .. }) {
         // A command-line tool piped into `head` should end quietly, not panic on EPIPE.
         // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
         unsafe {
@@ -97,6 +158,17 @@ fn run(command: Cmd) -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(wgmesh_overlay::agent::run(&config))?;
         }
+        Cmd::Control { config } => {
+            init_tracing();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(wgmesh_control::server::run(&config))?;
+        }
+        Cmd::Token { command } => admin::token(command)?,
+        Cmd::Node { command } => admin::node(command)?,
         Cmd::Genkey => println!("{}", PrivateKey::generate().to_base64()),
         Cmd::Pubkey => {
             let mut input = String::new();
@@ -120,15 +192,85 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             } else {
                 let status: Status =
                     serde_json::from_value(result).context("reading the agent's status")?;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                print!("{}", status.render(now));
+                print!("{}", status.render(unix_now()));
             }
         }
     }
     Ok(())
+}
+
+/// The admin commands: one call each on the control plane.
+mod admin {
+    use anyhow::Context;
+    use wgmesh_config::control::AdminFile;
+    use wgmesh_config::labels;
+    use wgmesh_control::admin::{parse_ttl, render_nodes};
+    use wgmesh_control::api::TokenBody;
+    use wgmesh_control::client::Client;
+
+    use super::{AdminArg, NodeCmd, TokenCmd};
+
+    fn connect(arg: &AdminArg) -> anyhow::Result<(Client, AdminFile, tokio::runtime::Runtime)> {
+        let file = AdminFile::load(&arg.path)?;
+        let client = Client::with_ca(&file.url, file.ca_cert.der())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok((client, file, runtime))
+    }
+
+    pub(super) fn token(command: TokenCmd) -> anyhow::Result<()> {
+        let TokenCmd::Create {
+            ttl,
+            reusable,
+            labels: assignments,
+            admin,
+        } = command;
+        let ttl_secs = parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+        let mut labels = labels::Labels::new();
+        for a in &assignments {
+            let (k, v) = labels::parse_assignment(a).context("--label")?;
+            labels.insert(k, v);
+        }
+        labels::check_labels(&labels).context("--label")?;
+        let (client, file, runtime) = connect(&admin)?;
+        let body = TokenBody {
+            ttl_secs: Some(ttl_secs),
+            reusable,
+            labels,
+        };
+        let reply = runtime.block_on(client.create_token(&file.token, &body))?;
+        println!("{}", reply.token);
+        Ok(())
+    }
+
+    pub(super) fn node(command: NodeCmd) -> anyhow::Result<()> {
+        match command {
+            NodeCmd::List { json, admin } => {
+                let (client, file, runtime) = connect(&admin)?;
+                let nodes = runtime.block_on(client.list_nodes(&file.token))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&nodes)?);
+                } else {
+                    print!("{}", render_nodes(&nodes, super::unix_now()));
+                }
+            }
+            NodeCmd::Remove { name, admin } => {
+                let (client, file, runtime) = connect(&admin)?;
+                let reply = runtime.block_on(client.remove_node(&file.token, &name))?;
+                eprintln!("removed {}", reply.removed);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn init_tracing() {

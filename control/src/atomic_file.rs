@@ -52,7 +52,9 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> 
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err(dir))?;
     Ok(())
 }
 
@@ -77,6 +79,9 @@ mod tests {
     #[test]
     fn names_the_path_that_failed() {
         let err = write(Path::new("/nonexistent-dir/f"), b"x", 0o600).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent-dir/f.tmp: "), "{err}");
+        assert!(
+            err.to_string().starts_with("/nonexistent-dir/f.tmp: "),
+            "{err}"
+        );
     }
 }

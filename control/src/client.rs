@@ -25,8 +25,8 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 
 use crate::api::{
-    ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply,
-    RevisionReply, TokenBody, TokenReply, MAX_BODY,
+    ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
+    TokenBody, TokenReply, MAX_BODY,
 };
 use crate::pki::{self, CaDigestMismatch};
 
@@ -151,7 +151,13 @@ impl Client {
     /// `POST /v1/join`.
     pub async fn join(&self, body: &JoinBody) -> Result<JoinReply, ClientError> {
         let reply = self
-            .call(Method::POST, "/v1/join", None, Some(json(body)), CALL_TIMEOUT)
+            .call(
+                Method::POST,
+                "/v1/join",
+                None,
+                Some(json(body)),
+                CALL_TIMEOUT,
+            )
             .await?;
         decode(&reply)
     }
@@ -171,13 +177,7 @@ impl Client {
         );
         let bearer = credential.expose();
         let (status, body) = self
-            .exchange(
-                Method::GET,
-                &path,
-                Some(&bearer),
-                None,
-                wait + CALL_TIMEOUT,
-            )
+            .exchange(Method::GET, &path, Some(&bearer), None, wait + CALL_TIMEOUT)
             .await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);

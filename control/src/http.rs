@@ -91,9 +91,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tokens", post(create_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
-        .fallback(|| async { refusal(ApiReason::NotFound, "no such route; see docs/CONTROL-API.md") })
+        .fallback(|| async {
+            refusal(
+                ApiReason::NotFound,
+                "no such route; see docs/CONTROL-API.md",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            refusal(ApiReason::MethodNotAllowed, "this route does not take this method")
+            refusal(
+                ApiReason::MethodNotAllowed,
+                "this route does not take this method",
+            )
         })
         .with_state(shared)
 }

@@ -14,12 +14,13 @@
 //! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP;
 //! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll;
 //! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
-//! - [`client`]: the HTTPS client the agent and the admin CLI use.
+//! - [`client`]: the HTTPS client the agent and the admin CLI use; [`admin`]: the CLI's helpers.
 //!
 //! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`],
 //! [`server`] and [`client`] is pure: no I/O and no clock (times are passed in as unix seconds).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod atomic_file;
 pub mod audit;

@@ -139,17 +139,18 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         }
     }
     let audit = AuditLog::open(&config.audit_log)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: config.listen,
-            hint: if source.kind() == io::ErrorKind::AddrInUse {
-                " (another program uses this port; pick another `listen`)"
-            } else {
-                ""
-            },
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                hint: if source.kind() == io::ErrorKind::AddrInUse {
+                    " (another program uses this port; pick another `listen`)"
+                } else {
+                    ""
+                },
+                source,
+            })?;
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let hosts = registry.hosts().len();
@@ -176,7 +177,13 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    http::serve(listener, pki.server_config(), Shared::new(control), shutdown).await;
+    http::serve(
+        listener,
+        pki.server_config(),
+        Shared::new(control),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

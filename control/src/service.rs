@@ -15,8 +15,8 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
 
 use crate::api::{
-    ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
-    TokenBody, TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
+    ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply, TokenBody,
+    TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
 };
 use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Reason, Target};
 use crate::compile::{self, Policy};
@@ -330,15 +330,20 @@ impl Control {
         labels::check_labels(&body.labels)
             .map_err(|e| ApiError::bad_request(format!("labels: {e}")))?;
         let token = JoinToken::generate(&self.ca_der);
-        let m =
-            self.registry
-                .plan_token(token.secret_hash(), now, ttl, body.reusable, body.labels);
+        let m = self
+            .registry
+            .plan_token(token.secret_hash(), now, ttl, body.reusable, body.labels);
         let Mutation::TokenCreated { id, expires_at, .. } = &m else {
             unreachable!("plan_token plans a token");
         };
         let (id, expires_at) = (id.0, *expires_at);
         self.commit(&m)?;
-        tracing::info!(id, expires_at, reusable = body.reusable, "join token created");
+        tracing::info!(
+            id,
+            expires_at,
+            reusable = body.reusable,
+            "join token created"
+        );
         Ok(TokenReply {
             token: token.expose(),
             id,

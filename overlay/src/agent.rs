@@ -6,7 +6,7 @@
 //! A reload is all or nothing too: an invalid file leaves the running configuration untouched.
 
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,13 +14,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection, ConfigError, PresharedKey, PrivateKey};
 
 use crate::api::{self, ApiError, Command, Request, Response};
+use crate::control_link::{self, LinkError, Origin};
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::{self, HostError, HostNet};
+use crate::netmap::{NetmapApplyError, NetmapCache, NetmapCacheError};
 use crate::noise::LocalIdentity;
 use crate::peer::{PeerSettings, PresharedKeyBytes};
 use crate::status::{
@@ -86,6 +89,23 @@ pub enum AgentError {
     /// The local API socket could not be bound.
     #[error("agent.socket: {0}")]
     Api(#[from] ApiError),
+    /// The control plane cannot be used.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// A netmap cannot be applied.
+    #[error(transparent)]
+    Netmap(#[from] NetmapApplyError),
+    /// The netmap cache cannot be written.
+    #[error(transparent)]
+    NetmapCache(#[from] NetmapCacheError),
+    /// The subnet the control plane assigned does not fit the configured MTU.
+    #[error("agent.mtu: {mtu} is too small for the IPv6 subnet {subnet} the control plane assigned; use 1280 to 9000")]
+    MtuTooSmall {
+        /// The MTU.
+        mtu: u16,
+        /// The subnet.
+        subnet: IpNet,
+    },
     /// A reload changed settings that need a restart.
     #[error("{fields} cannot change while the agent runs; restart it to apply")]
     NeedsRestart {
@@ -100,10 +120,78 @@ pub enum AgentError {
 /// Runs the agent with the config file at `path` until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> Result<(), AgentError> {
     let config = AgentConfig::load(path)?;
-    let mut agent = Agent::start(path, config).await?;
+    let a = &config.agent;
+    create_state_dir(&a.state_dir)?;
+    let key = load_or_create_key(&a.private_key_file)?;
+    let identity = Arc::new(LocalIdentity::new(&key));
+    drop(key);
+    // Waiting for a control plane creates nothing yet, so a signal can simply end the wait.
+    let source = tokio::select! {
+        source = PeerSource::of(&config, identity.public_key()) => source?,
+        () = stop_signal() => return Ok(()),
+    };
+    let mut agent = Agent::start(path, config, identity, source).await?;
     let result = agent.serve().await;
     agent.shutdown().await;
     result
+}
+
+async fn stop_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+/// Where the host's subnet and peers come from: agent.toml, or a control plane's netmap.
+struct PeerSource {
+    subnet: IpNet,
+    settings: Vec<PeerSettings>,
+    control: Option<(control_link::Link, Netmap, Origin)>,
+}
+
+impl PeerSource {
+    async fn of(
+        config: &AgentConfig,
+        public_key: wgmesh_config::PublicKey,
+    ) -> Result<Self, AgentError> {
+        let Some(control) = &config.control else {
+            let subnet = config
+                .agent
+                .subnet
+                .expect("agent.toml without [control] has a subnet");
+            return Ok(Self {
+                subnet,
+                settings: peer_settings(config)?,
+                control: None,
+            });
+        };
+        let cache = NetmapCache::new(&config.agent.state_dir);
+        let (link, netmap, origin) =
+            control_link::establish(config, control, public_key, &cache).await?;
+        let settings = crate::netmap::peer_settings(&netmap)?;
+        let subnet = netmap.host.subnet;
+        if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
+            return Err(AgentError::MtuTooSmall {
+                mtu: config.agent.mtu,
+                subnet,
+            });
+        }
+        if origin == Origin::Control {
+            cache.save(&netmap)?;
+        }
+        Ok(Self {
+            subnet,
+            settings,
+            control: Some((link, netmap, origin)),
+        })
+    }
 }
 
 struct Agent {
@@ -116,6 +204,15 @@ struct Agent {
     offload: OffloadStatus,
     /// The bound UDP port (differs from the config when it asks for 0).
     port: u16,
+    /// The host's overlay subnet: from agent.toml, or assigned by the control plane.
+    subnet: IpNet,
+    /// Netmaps from the control plane (never any in static mode).
+    netmaps: mpsc::Receiver<Netmap>,
+    /// The endpoint to report to the control plane (control mode).
+    endpoint: Option<watch::Sender<Option<SocketAddr>>>,
+    /// The revision of the netmap applied last (control mode).
+    revision: Option<u64>,
+    link_task: Option<tokio::task::JoinHandle<()>>,
     tun_index: u32,
     bridge_index: u32,
     workloads: Workloads,
@@ -125,16 +222,18 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(config_path: &Path, config: AgentConfig) -> Result<Self, AgentError> {
+    async fn start(
+        config_path: &Path,
+        config: AgentConfig,
+        identity: Arc<LocalIdentity>,
+        source: PeerSource,
+    ) -> Result<Self, AgentError> {
         let a = &config.agent;
-        create_state_dir(&a.state_dir)?;
-        let key = load_or_create_key(&a.private_key_file)?;
-        let identity = Arc::new(LocalIdentity::new(&key));
-        drop(key);
+        let subnet = source.subnet;
         let mut peers = PeerSet::new(identity.clone(), random_u32());
-        peers.apply(&peer_settings(&config)?)?;
+        peers.apply(&source.settings)?;
         let store = WorkloadStore::new(&a.state_dir);
-        let workloads = store.load(a.subnet)?;
+        let workloads = store.load(subnet)?;
         let udp = Udp::bind(a.listen_port, a.offload).map_err(|source| AgentError::Udp {
             port: a.listen_port,
             hint: if source.kind() == io::ErrorKind::AddrInUse {
@@ -150,7 +249,7 @@ impl Agent {
         // From here on, undo everything on failure.
         let mut undo = Undo::new(a);
         let started = async {
-            host::enable_forwarding(a.subnet.addr().is_ipv6())?;
+            host::enable_forwarding(subnet.addr().is_ipv6())?;
             let tun =
                 Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| AgentError::Tun {
                     name: a.interface.clone(),
@@ -164,7 +263,7 @@ impl Agent {
                         source: io::Error::other("created but not found"),
                     })?;
             undo.bridge = true;
-            let gateway = IpNet::new(crate::workloads::gateway(a.subnet), a.subnet.prefix_len())
+            let gateway = IpNet::new(crate::workloads::gateway(subnet), subnet.prefix_len())
                 .expect("subnet prefix length");
             let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
             for net in peers.routed_prefixes() {
@@ -193,6 +292,22 @@ impl Agent {
         datapath.initiate_all();
         let (tx, commands) = mpsc::channel(16);
         let api_task = tokio::spawn(api::serve(listener, tx));
+        let (netmap_tx, netmaps) = mpsc::channel(4);
+        let (endpoint, revision, link_task) = match source.control {
+            Some((link, netmap, origin)) => {
+                let (endpoint_tx, endpoint_rx) = watch::channel(a.endpoint);
+                let task = tokio::spawn(control_link::follow(
+                    link,
+                    netmap.revision,
+                    netmap_tx,
+                    endpoint_rx,
+                    netmap.host.endpoint,
+                    origin == Origin::Cache,
+                ));
+                (Some(endpoint_tx), Some(netmap.revision), Some(task))
+            }
+            None => (None, None, None),
+        };
         let mut agent = Self {
             config_path: config_path.to_owned(),
             config,
@@ -202,6 +317,11 @@ impl Agent {
             datapath: Some(datapath),
             offload,
             port,
+            subnet,
+            netmaps,
+            endpoint,
+            revision,
+            link_task,
             tun_index,
             bridge_index,
             workloads,
@@ -215,7 +335,8 @@ impl Agent {
             interface = %agent.config.agent.interface,
             public_key = %identity.public_key(),
             listen_port = port,
-            subnet = %agent.config.agent.subnet,
+            subnet = %agent.subnet,
+            control = agent.config.control.as_ref().map(|c| c.url.to_string()),
             peers = agent.peers.settings().count(),
             tun_offload = offload.tun,
             udp_gso = offload.udp_gso,
@@ -237,6 +358,13 @@ impl Agent {
                 },
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
+                Some(netmap) = self.netmaps.recv() => {
+                    let revision = netmap.revision;
+                    match self.apply_netmap(netmap).await {
+                        Ok(summary) => tracing::info!(revision, "{summary}"),
+                        Err(e) => tracing::error!(revision, "cannot apply the netmap; keeping the running peers: {}", Chain(&e)),
+                    }
+                }
                 Some(cmd) = self.commands.recv() => {
                     let response = self.handle(cmd.request).await;
                     let _ = cmd.reply.send(response);
@@ -247,17 +375,84 @@ impl Agent {
 
     async fn reload(&mut self) -> Result<String, AgentError> {
         let new = AgentConfig::load(&self.config_path)?;
-        let fixed = fixed_fields_changed(&self.config.agent, &new.agent);
+        let mut fixed = fixed_fields_changed(&self.config.agent, &new.agent);
+        fixed.extend(mode_changed(&self.config, &new));
         if !fixed.is_empty() {
             return Err(AgentError::NeedsRestart {
                 fields: fixed.join(", "),
             });
         }
+        if new.control.is_some() {
+            // Peers come from the control plane; what agent.toml may change is the endpoint.
+            if let Some(tx) = &self.endpoint {
+                tx.send_replace(new.agent.endpoint);
+            }
+            let labels_changed = new.agent.labels != self.config.agent.labels;
+            self.config = new;
+            return Ok(format!(
+                "reloaded {}: control mode, endpoint {}{}",
+                self.config_path.display(),
+                self.config
+                    .agent
+                    .endpoint
+                    .map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                if labels_changed {
+                    "; labels are sent when joining and do not change afterwards"
+                } else {
+                    ""
+                }
+            ));
+        }
         let settings = peer_settings(&new)?;
-        let changes = self.peers.apply(&settings)?;
+        let summary = self.apply_peers(&settings).await?;
+        self.config = new;
+        Ok(format!(
+            "reloaded {}: {summary}",
+            self.config_path.display()
+        ))
+    }
+
+    /// Applies a netmap from the control plane: its peers replace the running ones (unchanged
+    /// peers keep their sessions), and it becomes the cached netmap.
+    async fn apply_netmap(&mut self, netmap: Netmap) -> Result<String, AgentError> {
+        let identity = &netmap.host;
+        if identity.public_key != self.shared.identity.public_key()
+            || identity.name != self.config.agent.name
+        {
+            return Err(LinkError::NotForUs {
+                name: identity.name.clone(),
+                key: identity.public_key.short(),
+                own_name: self.config.agent.name.clone(),
+                own_key: self.shared.identity.public_key().short(),
+            }
+            .into());
+        }
+        if identity.subnet != self.subnet {
+            return Err(AgentError::NeedsRestart {
+                fields: format!(
+                    "the subnet (the control plane moved it from {} to {})",
+                    self.subnet, identity.subnet
+                ),
+            });
+        }
+        let settings = crate::netmap::peer_settings(&netmap)?;
+        let summary = self.apply_peers(&settings).await?;
+        self.revision = Some(netmap.revision);
+        if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
+            tracing::error!("{}", Chain(&e));
+        }
+        Ok(format!(
+            "applied netmap revision {}: {summary}",
+            netmap.revision
+        ))
+    }
+
+    /// Replaces the running peers with `settings` and routes their prefixes.
+    async fn apply_peers(&mut self, settings: &[PeerSettings]) -> Result<String, AgentError> {
+        let changes = self.peers.apply(settings)?;
         // The data path learns the new peers before the kernel routes anything to them.
         self.shared.table.store(Arc::new(self.peers.table()));
-        let gateway = crate::workloads::gateway(new.agent.subnet);
+        let gateway = crate::workloads::gateway(self.subnet);
         for net in &changes.routes_added {
             if let Err(e) = self
                 .host
@@ -275,10 +470,8 @@ impl Agent {
         if let Some(dp) = &self.datapath {
             dp.initiate_all();
         }
-        self.config = new;
         Ok(format!(
-            "reloaded {}: {} peers added, {} removed, {} changed",
-            self.config_path.display(),
+            "{} peers added, {} removed, {} changed",
             changes.added.len(),
             changes.removed.len(),
             changes.changed.len()
@@ -433,7 +626,7 @@ impl Agent {
             interface: a.interface.clone(),
             public_key: self.shared.identity.public_key().to_string(),
             listen_port: self.port,
-            subnet: a.subnet.to_string(),
+            subnet: self.subnet.to_string(),
             offload: self.offload,
             peers,
             dropped: HostDropStatus {
@@ -458,6 +651,9 @@ impl Agent {
     /// The workloads stay in the state file and are wired again at the next start.
     async fn shutdown(&mut self) {
         self.api_task.abort();
+        if let Some(task) = self.link_task.take() {
+            task.abort();
+        }
         if let Some(dp) = self.datapath.take() {
             dp.stop();
         }
@@ -520,6 +716,15 @@ fn fixed_fields_changed(old: &AgentSection, new: &AgentSection) -> Vec<&'static 
     check(old.state_dir != new.state_dir, "agent.state_dir");
     check(old.offload != new.offload, "agent.offload");
     out
+}
+
+fn mode_changed(old: &AgentConfig, new: &AgentConfig) -> Option<&'static str> {
+    match (&old.control, &new.control) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a.url == b.url => None,
+        (Some(_), Some(_)) => Some("control.url"),
+        _ => Some("[control] (static and control mode)"),
+    }
 }
 
 /// The peers of a config, with preshared keys read from their files.
@@ -604,7 +809,7 @@ fn create_state_dir(dir: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     use rand_core::RngCore;
     rand_core::OsRng.next_u32()
 }

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod api;
 pub mod batch;
+pub mod control_link;
 pub mod datapath;
 pub mod error;
 pub mod gro;

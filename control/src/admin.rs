@@ -1,0 +1,145 @@
+//! What the admin CLI needs besides the [`client`](crate::client): reading `--ttl` and
+//! rendering `node list`. Pure.
+
+use std::fmt::Write as _;
+
+use crate::api::NodeInfo;
+
+/// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let multiplier = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration; use a number with s, m, h or d, such as 1h"
+            ))
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{s:?} is not a duration; use a number with s, m, h or d, such as 1h")
+    })?;
+    match n.checked_mul(multiplier) {
+        Some(0) => Err("the duration must be at least 1s".to_owned()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("{s:?} is too long")),
+    }
+}
+
+/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state.
+pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
+    let rows: Vec<[String; 7]> = nodes
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                n.subnet.to_string(),
+                n.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                n.public_key.short(),
+                if n.labels.is_empty() {
+                    "-".to_owned()
+                } else {
+                    n.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                if n.last_seen == 0 {
+                    "never".to_owned()
+                } else {
+                    format!("{}s ago", now.saturating_sub(n.last_seen))
+                },
+                if n.online { "online" } else { "offline" }.to_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "SUBNET",
+        "ENDPOINT",
+        "KEY",
+        "LABELS",
+        "LAST SEEN",
+        "STATE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_take_units_and_refuse_zero_and_junk() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86400));
+        assert!(parse_ttl("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_ttl("1w").unwrap_err().contains("such as 1h"));
+        assert!(parse_ttl("h").unwrap_err().contains("such as 1h"));
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn node_table_has_a_row_per_node_with_state() {
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            .parse()
+            .unwrap();
+        let nodes = vec![NodeInfo {
+            name: "host-a".into(),
+            subnet: "10.42.0.0/24".parse().unwrap(),
+            endpoint: Some("198.18.0.1:51820".parse().unwrap()),
+            public_key: key,
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            joined_at: 100,
+            last_seen: 190,
+            online: true,
+        }];
+        let table = render_nodes(&nodes, 200);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME"));
+        assert!(lines[1].starts_with("host-a"), "{table}");
+        for cell in [
+            "10.42.0.0/24",
+            "198.18.0.1:51820",
+            "zone=a",
+            "10s ago",
+            "online",
+        ] {
+            assert!(lines[1].contains(cell), "{cell} missing: {table}");
+        }
+    }
+}

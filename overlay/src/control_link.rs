@@ -1,0 +1,416 @@
+//! The agent's link to a control plane: join once with the token, keep the credential, then
+//! long-poll netmaps and report the endpoint, riding out outages (fail-static).
+//!
+//! - [`establish`] gets the first netmap: with the credential of an earlier join
+//!   (`state_dir/control.json`, 0600) or by joining with the token. When the control plane is
+//!   unreachable it starts from the cached netmap if there is one, and otherwise retries until
+//!   the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
+//!   with the control plane's reason.
+//! - [`follow`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
+//!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
+//!   is down.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
+use wgmesh_config::{AgentConfig, ControlSection, JoinTokenSource, PublicKey};
+use wgmesh_control::api::{ApiReason, JoinBody};
+use wgmesh_control::client::{Client, ClientError};
+
+use crate::error::Chain;
+use crate::netmap::NetmapCache;
+
+/// How long one long poll waits for a change.
+const POLL_WAIT: Duration = Duration::from_secs(25);
+/// The file in the state directory that holds the host's credential.
+pub const CREDENTIAL_FILE: &str = "control.json";
+
+/// Why the agent cannot get onto the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Not joined yet, and agent.toml gives no token.
+    #[error(
+        "this host has not joined the control plane at {url} yet and agent.toml has no \
+         control.join_token_file or control.join_token; create one with `wgmesh token create`"
+    )]
+    NoToken {
+        /// The control plane.
+        url: String,
+    },
+    /// The token file cannot be read or holds no valid token.
+    #[error("control.join_token_file: {}: {message}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the token).
+        message: String,
+    },
+    /// The credential file cannot be read or written.
+    #[error("{}: {message}", path.display())]
+    CredentialFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The control plane refused for good, or cannot be trusted.
+    #[error(transparent)]
+    Control(#[from] ClientError),
+    /// The netmap is addressed to another host.
+    #[error(
+        "the control plane sent a netmap for {name} with key {key}, but this host is {own_name} \
+         with key {own_key}"
+    )]
+    NotForUs {
+        /// The netmap's host name.
+        name: String,
+        /// The netmap's host key (short).
+        key: String,
+        /// This host's name.
+        own_name: String,
+        /// This host's key (short).
+        own_key: String,
+    },
+}
+
+/// What `control.json` holds: enough to talk to the control plane without the token.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum CredentialFile {
+    #[serde(rename = "1")]
+    V1 {
+        url: String,
+        ca_digest: CaDigest,
+        name: String,
+        credential: String,
+    },
+}
+
+/// A joined host's connection to its control plane.
+#[derive(Debug, Clone)]
+pub struct Link {
+    client: Client,
+    name: String,
+    credential: HostCredential,
+}
+
+/// Where the first netmap came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The control plane, just now.
+    Control,
+    /// The cache: the control plane was unreachable.
+    Cache,
+}
+
+/// Gets the first netmap (see the [module documentation](self)).
+pub async fn establish(
+    config: &AgentConfig,
+    control: &ControlSection,
+    public_key: PublicKey,
+    cache: &NetmapCache,
+) -> Result<(Link, Netmap, Origin), LinkError> {
+    let a = &config.agent;
+    let path = a.state_dir.join(CREDENTIAL_FILE);
+    let url = control.url.to_string();
+    let mut backoff = Backoff::new();
+    if let Some(link) = load_link(&path, control, &a.name)? {
+        loop {
+            match link
+                .client
+                .netmap(&link.name, &link.credential, 0, Duration::ZERO)
+                .await
+            {
+                Ok(Some(netmap)) => {
+                    check_ours(&netmap, &a.name, public_key)?;
+                    return Ok((link, netmap, Origin::Control));
+                }
+                // Revision 0 always has a newer netmap; a 204 means a confused server.
+                Ok(None) => {}
+                Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
+                    tracing::warn!("the control plane no longer accepts this host's credential (was it removed with `wgmesh node remove`?); joining again with the token");
+                    break;
+                }
+                Err(e) if e.is_permanent() => return Err(e.into()),
+                Err(e) => {
+                    if let Some(netmap) = cached(cache, &a.name, public_key) {
+                        tracing::warn!(
+                            revision = netmap.revision,
+                            "control plane unreachable; starting from the cached netmap: {}",
+                            Chain(&e)
+                        );
+                        return Ok((link, netmap, Origin::Cache));
+                    }
+                    tracing::warn!("control plane unreachable, retrying: {}", Chain(&e));
+                }
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+    let token = read_token(control, &url)?;
+    let client = Client::pinned(&control.url, token.ca_digest);
+    let body = JoinBody {
+        token: token.expose(),
+        name: a.name.clone(),
+        public_key,
+        endpoint: a.endpoint,
+        labels: a.labels.clone(),
+    };
+    loop {
+        match client.join(&body).await {
+            Ok(reply) => {
+                check_ours(&reply.netmap, &a.name, public_key)?;
+                let credential = HostCredential::from_str(&reply.credential).map_err(|e| {
+                    ClientError::BadReply(format!("the credential it sent is invalid: {e}"))
+                })?;
+                let link = Link {
+                    client,
+                    name: a.name.clone(),
+                    credential,
+                };
+                save_link(&path, &link, token.ca_digest)?;
+                tracing::info!(
+                    url = %url,
+                    subnet = %reply.netmap.host.subnet,
+                    "joined the control plane"
+                );
+                return Ok((link, reply.netmap, Origin::Control));
+            }
+            Err(e) if e.is_permanent() => return Err(e.into()),
+            Err(e) => tracing::warn!("cannot join yet, retrying: {}", Chain(&e)),
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// Long-polls netmaps newer than `revision` and sends them to `netmaps`; reports the endpoint
+/// in `endpoint` whenever it differs from what the control plane holds (`reported`). Ends when
+/// `netmaps` is closed.
+pub async fn follow(
+    link: Link,
+    mut revision: u64,
+    netmaps: mpsc::Sender<Netmap>,
+    mut endpoint: watch::Receiver<Option<SocketAddr>>,
+    mut reported: Option<SocketAddr>,
+    mut down: bool,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        let wanted = *endpoint.borrow_and_update();
+        if wanted != reported {
+            match link
+                .client
+                .set_endpoint(&link.name, &link.credential, wanted)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(endpoint = ?wanted, "reported the endpoint to the control plane");
+                    reported = wanted;
+                }
+                Err(e) => {
+                    if !down {
+                        tracing::warn!("cannot report the endpoint; will retry: {}", Chain(&e));
+                    }
+                    down = true;
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            }
+        }
+        let poll = link
+            .client
+            .netmap(&link.name, &link.credential, revision, POLL_WAIT);
+        tokio::select! {
+            result = poll => match result {
+                Ok(Some(netmap)) => {
+                    if down {
+                        tracing::info!(revision = netmap.revision, "control plane reachable again");
+                        down = false;
+                    }
+                    backoff = Backoff::new();
+                    revision = netmap.revision;
+                    reported = netmap.host.endpoint;
+                    if netmaps.send(netmap).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if down {
+                        tracing::info!("control plane reachable again; no change");
+                        down = false;
+                    }
+                    backoff = Backoff::new();
+                }
+                Err(e) => {
+                    if !down {
+                        if e.reason() == Some(ApiReason::Unauthenticated) {
+                            tracing::error!("the control plane refuses this host's credential (removed with `wgmesh node remove`?); keeping the last netmap: {}", Chain(&e));
+                        } else {
+                            tracing::warn!("control plane unreachable; keeping the last netmap and retrying: {}", Chain(&e));
+                        }
+                    }
+                    down = true;
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            },
+            Ok(()) = endpoint.changed() => {}
+            () = netmaps.closed() => return,
+        }
+    }
+}
+
+fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<(), LinkError> {
+    if netmap.host.name == name && netmap.host.public_key == key {
+        return Ok(());
+    }
+    Err(LinkError::NotForUs {
+        name: netmap.host.name.clone(),
+        key: netmap.host.public_key.short(),
+        own_name: name.to_owned(),
+        own_key: key.short(),
+    })
+}
+
+fn cached(cache: &NetmapCache, name: &str, key: PublicKey) -> Option<Netmap> {
+    match cache.load() {
+        Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => Some(netmap),
+        Ok(Some(_)) => {
+            tracing::warn!(path = %cache.path().display(), "the cached netmap is for another name or key; ignoring it");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("{}", Chain(&e));
+            None
+        }
+    }
+}
+
+fn read_token(control: &ControlSection, url: &str) -> Result<JoinToken, LinkError> {
+    match &control.join_token {
+        Some(JoinTokenSource::Inline(token)) => Ok(token.clone()),
+        Some(JoinTokenSource::File(path)) => {
+            let err = |message: String| LinkError::TokenFile {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(format!("cannot read the join token: {e}")))?;
+            JoinToken::from_str(&text).map_err(|e| err(e.to_string()))
+        }
+        None => Err(LinkError::NoToken {
+            url: url.to_owned(),
+        }),
+    }
+}
+
+/// The link of an earlier join, if `control.json` is for this control plane and name.
+fn load_link(path: &Path, control: &ControlSection, name: &str) -> Result<Option<Link>, LinkError> {
+    let err = |message: String| LinkError::CredentialFile {
+        path: path.to_owned(),
+        message,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read the credential: {e}"))),
+    };
+    let CredentialFile::V1 {
+        url,
+        ca_digest,
+        name: saved_name,
+        credential,
+    } = serde_json::from_str(&text).map_err(|e| {
+        err(format!(
+            "not a wgmesh credential file ({e}); move it away to join again with the token"
+        ))
+    })?;
+    if url != control.url.to_string() || saved_name != name {
+        tracing::info!(saved_url = %url, saved_name, "the saved credential is for another control plane or name; joining with the token");
+        return Ok(None);
+    }
+    let credential = HostCredential::from_str(&credential).map_err(|e| err(e.to_string()))?;
+    Ok(Some(Link {
+        client: Client::pinned(&control.url, ca_digest),
+        name: saved_name,
+        credential,
+    }))
+}
+
+fn save_link(path: &Path, link: &Link, ca_digest: CaDigest) -> Result<(), LinkError> {
+    let file = CredentialFile::V1 {
+        url: link.client.url().to_string(),
+        ca_digest,
+        name: link.name.clone(),
+        credential: link.credential.expose(),
+    };
+    let json = serde_json::to_vec_pretty(&file).expect("credential file serialises");
+    crate::statefile::write_atomically(path, &json).map_err(|e| LinkError::CredentialFile {
+        path: path.to_owned(),
+        message: format!("cannot save the credential: {e}"),
+    })
+}
+
+/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s, ... up to 10 s, each ±20 %.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(Self::MAX);
+        let jitter = f64::from(crate::agent::random_u32()) / f64::from(u32::MAX) * 0.4 + 0.8;
+        base.mul_f64(jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_bounded_jitter() {
+        let mut b = Backoff::new();
+        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(waits[0] >= Duration::from_millis(400) && waits[0] <= Duration::from_millis(600));
+        assert!(waits[1] >= Duration::from_millis(800) && waits[1] <= Duration::from_millis(1200));
+        for w in &waits[5..] {
+            assert!(
+                *w >= Duration::from_secs(8) && *w <= Duration::from_secs(12),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_netmap_for_another_key_is_refused() {
+        let netmap = Netmap {
+            revision: 1,
+            host: wgmesh_config::netmap::HostIdentity {
+                name: "host-a".into(),
+                public_key: PublicKey::from_bytes([1; 32]),
+                subnet: "10.42.0.0/24".parse().unwrap(),
+                endpoint: None,
+            },
+            peers: vec![],
+        };
+        assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
+        let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();
+        assert!(err.to_string().contains("this host is host-a"), "{err}");
+    }
+}
