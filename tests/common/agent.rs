@@ -53,14 +53,46 @@ impl PeerSpec {
     }
 }
 
-/// The `[agent]` table (paths are filled in by [`Agent`]) and the peers.
+/// The `[control]` table of an agent joined to a control plane.
+#[derive(Clone, Debug)]
+pub struct ControlRef {
+    /// `https://IP:PORT`.
+    pub url: String,
+    /// The join token (`WGM1-...`).
+    pub join_token: String,
+    /// Written into the config as `join_token` instead of a `join_token_file`.
+    pub inline_token: bool,
+    /// Where `join_token_file` points; [`Agent`] fills it in (and writes the file, 0600).
+    pub join_token_file: Option<PathBuf>,
+}
+
+impl ControlRef {
+    pub fn new(url: &str, join_token: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            join_token: join_token.to_string(),
+            inline_token: false,
+            join_token_file: None,
+        }
+    }
+}
+
+/// The `[agent]` table (paths are filled in by [`Agent`]), the peers, and for an agent joined
+/// to a control plane its `[control]` table.
 #[derive(Clone, Debug)]
 pub struct AgentSpec {
     pub name: String,
+    /// Empty: no `subnet` key (a joined agent gets its subnet from the control plane).
     pub subnet: String,
     pub listen_port: u16,
     pub peers: Vec<PeerSpec>,
     pub offload: Option<bool>,
+    /// `endpoint`: where other hosts reach this one (reported to the control plane).
+    pub endpoint: Option<String>,
+    /// `labels = { k = "v", ... }`.
+    pub labels: Vec<(String, String)>,
+    /// `[control]`: join the control plane instead of using static peers.
+    pub control: Option<ControlRef>,
 }
 
 impl AgentSpec {
@@ -71,7 +103,24 @@ impl AgentSpec {
             listen_port,
             peers: Vec::new(),
             offload: None,
+            endpoint: None,
+            labels: Vec::new(),
+            control: None,
         }
+    }
+
+    /// An agent joined to a control plane: no subnet, no peers, `endpoint` and `[control]`.
+    pub fn joined(name: &str, listen_port: u16, endpoint: &str, control: ControlRef) -> Self {
+        Self {
+            endpoint: Some(endpoint.to_string()),
+            control: Some(control),
+            ..Self::new(name, "", listen_port)
+        }
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.push((k.to_string(), v.to_string()));
+        self
     }
 
     pub fn peer(mut self, p: PeerSpec) -> Self {
@@ -92,11 +141,24 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
     writeln!(t, "private_key_file = {}", q(key_file.to_str().unwrap())).unwrap();
     writeln!(t, "listen_port = {}", spec.listen_port).unwrap();
     writeln!(t, "interface = \"wgm0\"").unwrap();
-    writeln!(t, "subnet = {}", q(&spec.subnet)).unwrap();
+    if !spec.subnet.is_empty() {
+        writeln!(t, "subnet = {}", q(&spec.subnet)).unwrap();
+    }
     writeln!(t, "socket = {}", q(socket.to_str().unwrap())).unwrap();
     writeln!(t, "state_dir = {}", q(state_dir.to_str().unwrap())).unwrap();
     if let Some(o) = spec.offload {
         writeln!(t, "offload = {o}").unwrap();
+    }
+    if let Some(e) = &spec.endpoint {
+        writeln!(t, "endpoint = {}", q(e)).unwrap();
+    }
+    if !spec.labels.is_empty() {
+        let kv: Vec<String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+            .collect();
+        writeln!(t, "labels = {{ {} }}", kv.join(", ")).unwrap();
     }
     for p in &spec.peers {
         writeln!(t, "\n[[peer]]").unwrap();
@@ -111,6 +173,16 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
         writeln!(t, "allowed_ips = [{}]", ips.join(", ")).unwrap();
         if let Some(k) = p.persistent_keepalive {
             writeln!(t, "persistent_keepalive = {k}").unwrap();
+        }
+    }
+    if let Some(c) = &spec.control {
+        writeln!(t, "\n[control]").unwrap();
+        writeln!(t, "url = {}", q(&c.url)).unwrap();
+        match &c.join_token_file {
+            Some(f) if !c.inline_token => {
+                writeln!(t, "join_token_file = {}", q(f.to_str().unwrap())).unwrap();
+            }
+            _ => writeln!(t, "join_token = {}", q(&c.join_token)).unwrap(),
         }
     }
     t
@@ -178,11 +250,71 @@ impl Agent {
         p
     }
 
-    /// Rewrites the config file from `spec` (takes effect on start or [`Agent::reload`]).
-    pub fn set_spec(&self, spec: AgentSpec) {
+    /// Rewrites the config file from `spec` (takes effect on start or [`Agent::reload`]). A
+    /// `[control]` join token goes into the file `join-token` (0600) next to the config
+    /// unless it is inline.
+    pub fn set_spec(&self, mut spec: AgentSpec) {
+        if let Some(c) = spec.control.as_mut() {
+            if !c.inline_token {
+                let f = c
+                    .join_token_file
+                    .get_or_insert_with(|| self.dir.path().join("join-token"))
+                    .clone();
+                write_private(&f, &format!("{}\n", c.join_token));
+            }
+        }
         let text = render(&spec, &self.key_file, &self.socket, &self.state_dir);
         self.write_config(&text);
         *self.spec.lock().unwrap() = spec;
+    }
+
+    /// Starts the agent without waiting for it to answer `status` (a joined agent answers only
+    /// once it has a netmap).
+    pub fn start_no_wait(&self) {
+        let mut guard = self.proc.lock().unwrap();
+        assert!(
+            guard.as_mut().is_none_or(|p| !p.is_running()),
+            "agent already running"
+        );
+        *guard = Some(self.spawn());
+    }
+
+    /// Waits until `status` answers; false after `timeout` or when the agent has exited.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || !self.is_running() || self.try_status().is_ok()) && self.is_running()
+    }
+
+    /// The subnet `status --json` reports.
+    pub fn subnet(&self) -> String {
+        let st = self.status();
+        st["subnet"]
+            .as_str()
+            .unwrap_or_else(|| panic!("status has no subnet: {st}"))
+            .to_string()
+    }
+
+    /// The public keys of the peers `status --json` lists (empty when status fails).
+    pub fn peer_keys(&self) -> Vec<String> {
+        self.try_status()
+            .ok()
+            .and_then(|st| {
+                st["peers"].as_array().map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p["public_key"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// The `peers[]` entry with this public key, if `status` lists it.
+    pub fn try_peer_status(&self, public_key: &str) -> Option<Value> {
+        let st = self.try_status().ok()?;
+        st["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["public_key"] == public_key)
+            .cloned()
     }
 
     /// The config text `spec` renders to, with this agent's paths.
@@ -418,6 +550,21 @@ impl Drop for Agent {
             p.stop();
         }
     }
+}
+
+/// Writes `text` to `path` with mode 0600 (created so, never world-readable).
+pub fn write_private(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// "10.42.1.2/24" -> "10.42.1.2".

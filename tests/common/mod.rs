@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod agent;
+pub mod control;
 pub mod keys;
 pub mod netns;
 pub mod pcap;
@@ -19,7 +20,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use agent::{counter, ip_of, Agent, AgentSpec, PeerSpec};
+pub use agent::{counter, ip_of, Agent, AgentSpec, ControlRef, PeerSpec};
+pub use control::{ControlPlane, ControlSpec};
 pub use netns::{Netns, Proc};
 pub use traffic::{ping, ping_count, ping_from, Pattern, TcpTransfer, UdpSink};
 pub use wggo::WgGo;
@@ -81,6 +83,7 @@ pub struct Cluster {
     // Dropped in this order: processes first, then namespaces.
     agents: Mutex<Vec<Arc<Agent>>>,
     wggos: Mutex<Vec<Arc<WgGo>>>,
+    controls: Mutex<Vec<Arc<ControlPlane>>>,
     namespaces: Mutex<Vec<Netns>>,
 }
 
@@ -91,6 +94,7 @@ impl Cluster {
             test: test.to_string(),
             agents: Mutex::new(Vec::new()),
             wggos: Mutex::new(Vec::new()),
+            controls: Mutex::new(Vec::new()),
             namespaces: Mutex::new(Vec::new()),
         })
     }
@@ -157,6 +161,41 @@ impl Cluster {
         ips
     }
 
+    /// An empty bridge underlay in its own namespace; [`Bridge::plug`] adds hosts to it.
+    pub fn bridge(&self) -> Bridge {
+        let ns = self.netns("br");
+        ns.run(&["ip", "link", "add", "br0", "type", "bridge"]);
+        ns.run(&["ip", "link", "set", "br0", "up"]);
+        Bridge {
+            ns,
+            ports: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Prepares a control plane (config, state directory) in `ns`, reachable at `ip`, without
+    /// starting it. The cluster stops it (by its PID) before removing namespaces and prints its
+    /// log when the test fails.
+    pub fn control_prepared(
+        &self,
+        ns: &Netns,
+        ip: Ipv4Addr,
+        spec: ControlSpec,
+    ) -> Arc<ControlPlane> {
+        let cp = Arc::new(ControlPlane::prepare(ns, ip, spec));
+        self.controls.lock().unwrap().push(cp.clone());
+        cp
+    }
+
+    /// A control plane in its own namespace `ctl`, plugged into `bridge` at `ip`, started
+    /// (it has logged that it listens and written `admin.toml`).
+    pub fn control(&self, bridge: &Bridge, ip: Ipv4Addr, spec: ControlSpec) -> Arc<ControlPlane> {
+        let ns = self.netns("ctl");
+        bridge.plug(&ns, ip);
+        let cp = self.control_prepared(&ns, ip, spec);
+        cp.start();
+        cp
+    }
+
     /// Makes the kernel segment GSO packets before they reach `ul0` of `ns` (so a
     /// capture there sees what a real wire would carry).
     pub fn force_segmentation(&self, ns: &Netns) {
@@ -193,6 +232,14 @@ impl Cluster {
         for w in self.wggos.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             s += &w.diagnostics();
         }
+        for cp in self
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            s += &cp.diagnostics();
+        }
         for ns in self
             .namespaces
             .lock()
@@ -223,10 +270,48 @@ impl Drop for Cluster {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.controls
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.namespaces
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+}
+
+/// A bridge (`br0`) in its own namespace that host namespaces are plugged into, each with a
+/// veth whose inner end is `ul0`.
+pub struct Bridge {
+    pub ns: Netns,
+    ports: std::sync::atomic::AtomicUsize,
+}
+
+impl Bridge {
+    /// Plugs `host` into the bridge: `ul0` in `host` with `ip`/24, up.
+    pub fn plug(&self, host: &Netns, ip: Ipv4Addr) {
+        let port = format!(
+            "p{}",
+            self.ports.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        self.ns.run(&[
+            "ip",
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UNDERLAY_IF,
+            "netns",
+            host.name(),
+        ]);
+        self.ns.run(&["ip", "link", "set", &port, "master", "br0"]);
+        self.ns.run(&["ip", "link", "set", &port, "up"]);
+        host.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UNDERLAY_IF]);
+        host.run(&["ip", "link", "set", UNDERLAY_IF, "up"]);
     }
 }
 
