@@ -49,7 +49,7 @@ pub enum ClientError {
         mismatch: CaDigestMismatch,
     },
     /// The control plane could not be reached, or TLS failed.
-    #[error("cannot reach the control plane at {url}: {source}")]
+    #[error("cannot reach the control plane at {url}")]
     Connect {
         /// The control plane's URL.
         url: String,
@@ -65,7 +65,7 @@ pub enum ClientError {
         secs: u64,
     },
     /// The HTTP exchange failed.
-    #[error("the connection to the control plane at {url} failed: {source}")]
+    #[error("the connection to the control plane at {url} failed")]
     Http {
         /// The control plane's URL.
         url: String,

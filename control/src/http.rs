@@ -260,6 +260,7 @@ async fn join(
 
 async fn netmap(
     State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
     headers: HeaderMap,
     Path(name): Path<String>,
     query: Result<Query<NetmapQuery>, QueryRejection>,
@@ -282,7 +283,7 @@ async fn netmap(
         shared
             .call(move |c| {
                 let caller = c.authenticate(token.as_deref());
-                c.check_netmap_access(&caller, &name, now())
+                c.check_netmap_access(&caller, &name, now(), Some(remote.ip()))
             })
             .await
     };
@@ -300,7 +301,7 @@ async fn netmap(
         shared
             .call(move |c| {
                 let caller = c.authenticate(token.as_deref());
-                c.netmap(&caller, &name, now())
+                c.netmap(&caller, &name, now(), Some(remote.ip()))
             })
             .await,
     )
@@ -365,13 +366,17 @@ async fn create_token(
     )
 }
 
-async fn list_nodes(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn list_nodes(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+) -> Response {
     let token = bearer(&headers);
     reply(
         shared
             .call(move |c| {
                 let caller = c.authenticate(token.as_deref());
-                c.list_nodes(&caller, now())
+                c.list_nodes(&caller, now(), Some(remote.ip()))
             })
             .await,
     )

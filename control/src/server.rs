@@ -30,7 +30,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The state directory could not be created.
-    #[error("{}: cannot create the state directory: {source}", path.display())]
+    #[error("{}: cannot create the state directory", path.display())]
     StateDir {
         /// The directory.
         path: PathBuf,
@@ -65,7 +65,7 @@ pub enum ServerError {
         prefix: u8,
     },
     /// `admin.toml` could not be read or written.
-    #[error("cannot write admin.toml: {0}")]
+    #[error("cannot write admin.toml")]
     AdminWrite(#[from] WriteError),
     /// An existing `admin.toml` is invalid.
     #[error("{0} (delete the file to have a new admin token issued)")]
@@ -74,7 +74,7 @@ pub enum ServerError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     /// The API address could not be bound.
-    #[error("cannot listen on {addr}: {source}{hint}")]
+    #[error("cannot listen on {addr}{hint}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,

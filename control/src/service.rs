@@ -212,10 +212,16 @@ impl Control {
     }
 
     /// `GET /v1/hosts/{name}/netmap`, once the long poll decided to answer: the host's netmap.
-    pub fn netmap(&mut self, caller: &Caller, name: &str, now: u64) -> Result<Netmap, ApiError> {
+    pub fn netmap(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<Netmap, ApiError> {
         let id = self
             .authorize_host(caller, name)
-            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now))?;
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
         Ok(self.netmap_of(id))
     }
@@ -226,10 +232,11 @@ impl Control {
         caller: &Caller,
         name: &str,
         now: u64,
+        from: Option<IpAddr>,
     ) -> Result<(), ApiError> {
         let id = self
             .authorize_host(caller, name)
-            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now))?;
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
         Ok(())
     }
@@ -248,7 +255,7 @@ impl Control {
             // An unchanged endpoint is not a change worth a line.
             Ok((_, false)) => {}
             Ok((_, true)) => self.audit_ok(caller, Action::EndpointChange, name, now, from),
-            Err(e) => self.refused(caller, Action::EndpointChange, name, e, now),
+            Err(e) => self.refused(caller, Action::EndpointChange, name, e, now, from),
         }
         result.map(|(reply, _)| reply)
     }
@@ -352,9 +359,14 @@ impl Control {
     }
 
     /// `GET /v1/nodes`.
-    pub fn list_nodes(&mut self, caller: &Caller, now: u64) -> Result<Vec<NodeInfo>, ApiError> {
+    pub fn list_nodes(
+        &mut self,
+        caller: &Caller,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<Vec<NodeInfo>, ApiError> {
         if let Err(e) = require_admin(caller) {
-            self.refused_anon(caller, Action::NodeList, None, &e, now);
+            self.refused_anon(caller, Action::NodeList, None, &e, now, from);
             return Err(e);
         }
         let mut nodes: Vec<NodeInfo> = self
@@ -384,11 +396,21 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<RemovedReply, ApiError> {
+        // The target is named before the removal, while the host still has its id.
+        let target = host_target(name, &self.registry);
         let result = self.try_remove_node(caller, name);
-        match &result {
-            Ok(_) => self.audit_ok(caller, Action::NodeRemove, name, now, from),
-            Err(e) => self.refused(caller, Action::NodeRemove, name, e, now),
-        }
+        let event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from,
+            action: Action::NodeRemove,
+            target,
+            result: match &result {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::Refused(audit_reason(e.reason)),
+            },
+        };
+        self.record(&event);
         result
     }
 
@@ -488,9 +510,17 @@ impl Control {
         self.record(&event);
     }
 
-    fn refused(&mut self, caller: &Caller, action: Action, name: &str, e: &ApiError, now: u64) {
+    fn refused(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        name: &str,
+        e: &ApiError,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
         let target = host_target(name, &self.registry);
-        self.refused_anon(caller, action, target, e, now);
+        self.refused_anon(caller, action, target, e, now, from);
     }
 
     fn refused_anon(
@@ -500,11 +530,12 @@ impl Control {
         target: Option<Target>,
         e: &ApiError,
         now: u64,
+        from: Option<IpAddr>,
     ) {
         let event = AuditEvent {
             time: now,
             actor: actor_of(caller, &self.registry),
-            from: None,
+            from,
             action,
             target,
             result: Outcome::Refused(audit_reason(e.reason)),

@@ -60,6 +60,16 @@ pub enum LinkError {
         /// What is wrong.
         message: String,
     },
+    /// The control plane no longer accepts the saved credential.
+    #[error(
+        "the control plane refuses this host's credential (an admin removed it with `wgmesh node \
+         remove`); to join again, delete {} and restart with a valid join token",
+        path.display()
+    )]
+    CredentialRefused {
+        /// The credential file.
+        path: PathBuf,
+    },
     /// The control plane refused for good, or cannot be trusted.
     #[error(transparent)]
     Control(#[from] ClientError),
@@ -135,8 +145,7 @@ pub async fn establish(
                 // Revision 0 always has a newer netmap; a 204 means a confused server.
                 Ok(None) => {}
                 Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
-                    tracing::warn!("the control plane no longer accepts this host's credential (was it removed with `wgmesh node remove`?); joining again with the token");
-                    break;
+                    return Err(LinkError::CredentialRefused { path });
                 }
                 Err(e) if e.is_permanent() => return Err(e.into()),
                 Err(e) => {
