@@ -612,3 +612,335 @@ fn audit_reason(r: ApiReason) -> Reason {
         ApiReason::Internal | ApiReason::Other => Reason::Internal,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use wgmesh_config::PublicKey;
+
+    use super::*;
+    use crate::store::MemStore;
+
+    const CA: &[u8] = b"pretend CA certificate";
+
+    struct Fixture {
+        control: Control,
+        admin: AdminToken,
+        audit: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture_with(store: Box<dyn Store + Send>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let mut registry = Registry::default();
+        let m = registry
+            .plan_initialize("10.42.0.0/16".parse().unwrap(), 24)
+            .unwrap();
+        registry.apply(&m).unwrap();
+        let mut store = store;
+        store.commit(&m).unwrap();
+        let admin = AdminToken::generate();
+        let control = Control::new(
+            registry,
+            store,
+            AuditLog::open(&audit).unwrap(),
+            admin.hash(),
+            CA.to_vec(),
+        );
+        Fixture {
+            control,
+            admin,
+            audit,
+            _dir: dir,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        fixture_with(Box::new(MemStore::new()))
+    }
+
+    fn token(f: &mut Fixture, ttl: u64, reusable: bool) -> String {
+        let admin = f.control.authenticate(Some(&f.admin.expose()));
+        let body = TokenBody {
+            ttl_secs: Some(ttl),
+            reusable,
+            labels: BTreeMap::new(),
+        };
+        f.control
+            .create_token(&admin, body, 1000, None)
+            .unwrap()
+            .token
+    }
+
+    fn join(f: &mut Fixture, token: &str, name: &str, key: u8) -> Result<JoinReply, ApiError> {
+        let body = JoinBody {
+            token: token.to_owned(),
+            name: name.to_owned(),
+            public_key: PublicKey::from_bytes([key; 32]),
+            endpoint: None,
+            labels: BTreeMap::new(),
+        };
+        f.control.join(body, 1001, None)
+    }
+
+    fn reason<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ApiReason {
+        r.unwrap_err().reason
+    }
+
+    #[test]
+    fn every_call_checks_who_is_calling() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let a = join(&mut f, &t, "host-a", 1).unwrap().credential;
+        join(&mut f, &t, "host-b", 2).unwrap();
+        let anon = f.control.authenticate(None);
+        let junk = f.control.authenticate(Some("WGMH1-not-a-credential"));
+        let admin = f.control.authenticate(Some(&f.admin.expose()));
+        let host_a = f.control.authenticate(Some(&a));
+        assert_eq!(anon, Caller::Anonymous);
+        assert_eq!(junk, Caller::Anonymous);
+        assert_eq!(admin, Caller::Admin);
+        assert!(matches!(host_a, Caller::Host(_)));
+        // A second admin token (from another cluster) is nobody here.
+        let other_admin = AdminToken::generate().expose();
+        assert_eq!(
+            f.control.authenticate(Some(&other_admin)),
+            Caller::Anonymous
+        );
+
+        let c = &mut f.control;
+        for caller in [&anon, &junk] {
+            assert_eq!(
+                reason(c.netmap(caller, "host-a", 1, None)),
+                ApiReason::Unauthenticated
+            );
+            assert_eq!(
+                reason(c.list_nodes(caller, 1, None)),
+                ApiReason::Unauthenticated
+            );
+            assert_eq!(
+                reason(c.remove_node(caller, "host-a", 1, None)),
+                ApiReason::Unauthenticated
+            );
+            let body = EndpointBody { endpoint: None };
+            assert_eq!(
+                reason(c.set_endpoint(caller, "host-a", body, 1, None)),
+                ApiReason::Unauthenticated
+            );
+            assert_eq!(
+                reason(c.create_token(caller, TokenBody::default(), 1, None)),
+                ApiReason::Unauthenticated
+            );
+        }
+        // A host: only its own records, no admin calls.
+        assert!(c.netmap(&host_a, "host-a", 1, None).is_ok());
+        assert_eq!(
+            reason(c.netmap(&host_a, "host-b", 1, None)),
+            ApiReason::Forbidden
+        );
+        let body = EndpointBody {
+            endpoint: Some("198.18.0.9:51820".parse().unwrap()),
+        };
+        assert_eq!(
+            reason(c.set_endpoint(&host_a, "host-b", body, 1, None)),
+            ApiReason::Forbidden
+        );
+        assert_eq!(reason(c.list_nodes(&host_a, 1, None)), ApiReason::Forbidden);
+        assert_eq!(
+            reason(c.remove_node(&host_a, "host-b", 1, None)),
+            ApiReason::Forbidden
+        );
+        assert_eq!(
+            reason(c.create_token(&host_a, TokenBody::default(), 1, None)),
+            ApiReason::Forbidden
+        );
+        // The admin: no host calls.
+        assert_eq!(
+            reason(c.netmap(&admin, "host-a", 1, None)),
+            ApiReason::Forbidden
+        );
+        let body = EndpointBody { endpoint: None };
+        assert_eq!(
+            reason(c.set_endpoint(&admin, "host-a", body, 1, None)),
+            ApiReason::Forbidden
+        );
+        assert_eq!(c.list_nodes(&admin, 1, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn join_tokens_are_refused_with_the_reason() {
+        let mut f = fixture();
+        let single = token(&mut f, 3600, false);
+        join(&mut f, &single, "host-a", 1).unwrap();
+        assert_eq!(
+            reason(join(&mut f, &single, "host-b", 2)),
+            ApiReason::TokenUsed
+        );
+        let short = token(&mut f, 1, true);
+        // Created at 1000 with a 1 s lifetime; join() joins at 1001.
+        assert_eq!(
+            reason(join(&mut f, &short, "host-b", 2)),
+            ApiReason::TokenExpired
+        );
+        let unknown = JoinToken::generate(CA).expose();
+        assert_eq!(
+            reason(join(&mut f, &unknown, "host-b", 2)),
+            ApiReason::TokenUnknown
+        );
+        let foreign = JoinToken::generate(b"another CA").expose();
+        assert_eq!(
+            reason(join(&mut f, &foreign, "host-b", 2)),
+            ApiReason::TokenWrongCa
+        );
+        assert_eq!(
+            reason(join(&mut f, "junk", "host-b", 2)),
+            ApiReason::BadRequest
+        );
+        assert_eq!(f.control.registry().hosts().len(), 1);
+    }
+
+    #[test]
+    fn names_and_keys_belong_to_one_host_until_an_admin_removes_it() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let first = join(&mut f, &t, "host-a", 1).unwrap();
+        assert_eq!(reason(join(&mut f, &t, "host-a", 2)), ApiReason::NameTaken);
+        assert_eq!(reason(join(&mut f, &t, "host-z", 1)), ApiReason::KeyTaken);
+        // The same name and key again keeps the subnet; the old credential stops working.
+        let again = join(&mut f, &t, "host-a", 1).unwrap();
+        assert_eq!(again.netmap.host.subnet, first.netmap.host.subnet);
+        assert_eq!(
+            f.control.authenticate(Some(&first.credential)),
+            Caller::Anonymous
+        );
+        let admin = Caller::Admin;
+        f.control.remove_node(&admin, "host-a", 1002, None).unwrap();
+        assert_eq!(
+            f.control.authenticate(Some(&again.credential)),
+            Caller::Anonymous
+        );
+        let new_key = join(&mut f, &t, "host-a", 2).unwrap();
+        assert_eq!(
+            new_key.netmap.host.public_key,
+            PublicKey::from_bytes([2; 32])
+        );
+    }
+
+    #[test]
+    fn netmaps_follow_joins_removals_and_endpoints() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let a = join(&mut f, &t, "host-a", 1).unwrap();
+        assert!(a.netmap.peers.is_empty());
+        let b = join(&mut f, &t, "host-b", 2).unwrap();
+        assert_eq!(b.netmap.peers[0].name, "host-a");
+        assert_ne!(a.netmap.host.subnet, b.netmap.host.subnet);
+        let host_a = f.control.authenticate(Some(&a.credential));
+        let host_b = f.control.authenticate(Some(&b.credential));
+        let seen = f.control.netmap(&host_a, "host-a", 1, None).unwrap();
+        assert_eq!(seen.peers.len(), 1);
+        assert!(seen.revision > a.netmap.revision);
+        let endpoint = "198.18.0.2:51820".parse().unwrap();
+        let body = EndpointBody {
+            endpoint: Some(endpoint),
+        };
+        f.control
+            .set_endpoint(&host_b, "host-b", body, 1003, None)
+            .unwrap();
+        let seen = f.control.netmap(&host_a, "host-a", 1, None).unwrap();
+        assert_eq!(seen.peers[0].endpoint, Some(endpoint));
+        f.control
+            .remove_node(&Caller::Admin, "host-b", 1004, None)
+            .unwrap();
+        assert!(f
+            .control
+            .netmap(&host_a, "host-a", 1, None)
+            .unwrap()
+            .peers
+            .is_empty());
+    }
+
+    /// A store whose disk is full: every commit fails.
+    struct FullDisk;
+
+    impl Store for FullDisk {
+        fn load(&self) -> Result<Registry, StoreError> {
+            Ok(Registry::default())
+        }
+        fn commit(&mut self, _: &Mutation) -> Result<(), StoreError> {
+            Err(StoreError::Io {
+                path: "store.jsonl".into(),
+                action: "append to",
+                source: std::io::Error::other("no space left on device"),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_is_refused_and_changes_nothing() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let before = f.control.registry().clone();
+        // Swap in a failing store, keeping the registry.
+        f.control.store = Box::new(FullDisk);
+        assert_eq!(reason(join(&mut f, &t, "host-a", 1)), ApiReason::Internal);
+        assert_eq!(
+            reason(
+                f.control
+                    .create_token(&Caller::Admin, TokenBody::default(), 1, None)
+            ),
+            ApiReason::Internal
+        );
+        assert_eq!(f.control.registry(), &before);
+    }
+
+    #[test]
+    fn the_audit_log_has_a_line_per_action_and_no_secret() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, false);
+        let a = join(&mut f, &t, "host-a", 1).unwrap();
+        join(&mut f, &t, "host-b", 2).unwrap_err();
+        let bad = TokenBody {
+            ttl_secs: Some(0),
+            ..TokenBody::default()
+        };
+        f.control
+            .create_token(&Caller::Admin, bad, 1, None)
+            .unwrap_err();
+        f.control
+            .remove_node(&Caller::Admin, "host-a", 2, None)
+            .unwrap();
+        let log = std::fs::read_to_string(&f.audit).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let actions: Vec<(&str, String)> = lines
+            .iter()
+            .map(|l| (l["action"].as_str().unwrap(), l["result"].to_string()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("token_create", "\"ok\"".to_owned()),
+                ("join", "\"ok\"".to_owned()),
+                ("join", r#"{"refused":"token_used"}"#.to_owned()),
+                ("token_create", r#"{"refused":"bad_request"}"#.to_owned()),
+                ("node_remove", "\"ok\"".to_owned()),
+            ]
+        );
+        let secret = t.rsplit('-').next().unwrap();
+        assert!(
+            !log.contains(secret),
+            "the token's secret is in the audit log"
+        );
+        assert!(
+            !log.contains(&a.credential[6..]),
+            "a credential is in the audit log"
+        );
+        assert!(!log.contains(&f.admin.expose()[6..]));
+    }
+}
