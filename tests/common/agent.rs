@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -239,7 +239,10 @@ impl Agent {
     }
 
     pub fn spec(&self) -> AgentSpec {
-        self.spec.lock().unwrap().clone()
+        self.spec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A `[[peer]]` entry describing this agent, for another host's config.
@@ -265,13 +268,13 @@ impl Agent {
         }
         let text = render(&spec, &self.key_file, &self.socket, &self.state_dir);
         self.write_config(&text);
-        *self.spec.lock().unwrap() = spec;
+        *self.spec.lock().unwrap_or_else(PoisonError::into_inner) = spec;
     }
 
     /// Starts the agent without waiting for it to answer `status` (a joined agent answers only
     /// once it has a netmap).
     pub fn start_no_wait(&self) {
-        let mut guard = self.proc.lock().unwrap();
+        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         assert!(
             guard.as_mut().is_none_or(|p| !p.is_running()),
             "agent already running"
@@ -330,7 +333,7 @@ impl Agent {
     }
 
     fn spawn(&self) -> Proc {
-        let mut runs = self.runs.lock().unwrap();
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         let log = self.dir.path().join(format!("agent.{}.log", runs.len()));
         runs.push(log.clone());
         self.ns.spawn(
@@ -342,7 +345,7 @@ impl Agent {
 
     /// Starts the agent and waits until `status` answers. Panics (with the log) otherwise.
     pub fn start(&self) {
-        let mut guard = self.proc.lock().unwrap();
+        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         assert!(
             guard.as_mut().is_none_or(|p| !p.is_running()),
             "agent already running"
@@ -384,7 +387,7 @@ impl Agent {
         let st = proc.wait_timeout(timeout);
         let log = proc.log();
         let running = st.is_none();
-        *self.proc.lock().unwrap() = Some(proc);
+        *self.proc.lock().unwrap_or_else(PoisonError::into_inner) = Some(proc);
         assert!(
             !running,
             "agent {} was expected to exit but still runs after {timeout:?}:\n{log}",
@@ -394,7 +397,11 @@ impl Agent {
     }
 
     pub fn pid(&self) -> Option<i32> {
-        self.proc.lock().unwrap().as_ref().and_then(Proc::pid)
+        self.proc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Proc::pid)
     }
 
     pub fn is_running(&self) -> bool {
@@ -407,7 +414,7 @@ impl Agent {
 
     /// SIGHUP.
     pub fn reload(&self) {
-        let mut g = self.proc.lock().unwrap();
+        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         let p = g.as_mut().expect("agent not started");
         assert!(p.is_running(), "agent not running");
         p.signal(Signal::SIGHUP);
@@ -415,13 +422,13 @@ impl Agent {
 
     /// SIGKILL; waits until it is gone.
     pub fn kill9(&self) {
-        let mut g = self.proc.lock().unwrap();
+        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         g.as_mut().expect("agent not started").kill9();
     }
 
     /// SIGTERM (SIGKILL after a grace period); returns the exit status.
     pub fn stop(&self) -> Option<ExitStatus> {
-        let mut g = self.proc.lock().unwrap();
+        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         g.as_mut().and_then(Proc::stop)
     }
 
@@ -433,7 +440,13 @@ impl Agent {
     /// The output of every run so far, oldest first.
     pub fn log(&self) -> String {
         let mut s = String::new();
-        for (i, p) in self.runs.lock().unwrap().iter().enumerate() {
+        for (i, p) in self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .enumerate()
+        {
             let text = std::fs::read(p).unwrap_or_default();
             let _ = writeln!(s, "--- run {i} ({})", p.display());
             s += &String::from_utf8_lossy(&text);

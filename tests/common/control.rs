@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -139,7 +139,7 @@ impl ControlPlane {
     }
 
     fn spawn(&self) -> Proc {
-        let mut runs = self.runs.lock().unwrap();
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         let log = self.dir.path().join(format!("control.{}.log", runs.len()));
         runs.push(log.clone());
         self.ns.spawn(
@@ -157,7 +157,7 @@ impl ControlPlane {
     /// Starts the control plane and waits until it logs that it listens (and `admin.toml`
     /// exists). Panics with its log otherwise.
     pub fn start(&self) {
-        let mut guard = self.proc.lock().unwrap();
+        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
         assert!(
             guard.as_mut().is_none_or(|p| !p.is_running()),
             "control plane already running"
@@ -190,7 +190,7 @@ impl ControlPlane {
         let st = proc.wait_timeout(timeout);
         let log = proc.log();
         let running = st.is_none();
-        *self.proc.lock().unwrap() = Some(proc);
+        *self.proc.lock().unwrap_or_else(PoisonError::into_inner) = Some(proc);
         assert!(
             !running,
             "control plane in {} was expected to exit but still runs after {timeout:?}:\n{log}",
@@ -200,7 +200,11 @@ impl ControlPlane {
     }
 
     pub fn pid(&self) -> Option<i32> {
-        self.proc.lock().unwrap().as_ref().and_then(Proc::pid)
+        self.proc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Proc::pid)
     }
 
     pub fn is_running(&self) -> bool {
@@ -213,7 +217,11 @@ impl ControlPlane {
 
     /// SIGTERM (SIGKILL after a grace period); returns the exit status.
     pub fn stop(&self) -> Option<ExitStatus> {
-        self.proc.lock().unwrap().as_mut().and_then(Proc::stop)
+        self.proc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(Proc::stop)
     }
 
     /// SIGKILL; waits until it is gone.
@@ -234,7 +242,13 @@ impl ControlPlane {
     /// The output of every run so far, oldest first.
     pub fn log(&self) -> String {
         let mut s = String::new();
-        for (i, p) in self.runs.lock().unwrap().iter().enumerate() {
+        for (i, p) in self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .enumerate()
+        {
             let text = std::fs::read(p).unwrap_or_default();
             let _ = writeln!(s, "--- run {i} ({})", p.display());
             s += &String::from_utf8_lossy(&text);
