@@ -31,6 +31,9 @@ use crate::service::{ApiError, Control};
 
 /// How long a client has to finish the TLS handshake and send its request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once (every agent holds one long poll); more wait in the
+/// listen backlog.
+const MAX_CONNECTIONS: usize = 16384;
 
 /// The state every handler shares.
 #[derive(Debug)]
@@ -115,8 +118,13 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let router = router(shared);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => return,
+        };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -133,6 +141,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone().layer(Extension(Remote(remote))));
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

@@ -1,0 +1,225 @@
+//! The HTTPS API end to end over loopback: a real server (TLS, HTTP, file store) and the real
+//! client, without namespaces. Covers what the pure service tests cannot: status codes and JSON
+//! of refusals made by the HTTP layer, the long poll waking on a change, TLS pinning.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use wgmesh_config::control::{ControlUrl, Host};
+use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
+use wgmesh_config::PublicKey;
+use wgmesh_control::api::{ApiReason, JoinBody, TokenBody};
+use wgmesh_control::audit::AuditLog;
+use wgmesh_control::client::{Client, ClientError};
+use wgmesh_control::http::{self, Shared};
+use wgmesh_control::pki::Pki;
+use wgmesh_control::registry::Registry;
+use wgmesh_control::service::Control;
+use wgmesh_control::store::{FileStore, Store};
+
+struct Server {
+    url: ControlUrl,
+    pki: Pki,
+    admin: AdminToken,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let localhost = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let pki = Pki::load_or_create(dir.path(), std::slice::from_ref(&localhost)).unwrap();
+    let mut store = FileStore::open(dir.path()).unwrap();
+    let mut registry: Registry = store.load().unwrap();
+    let m = registry
+        .plan_initialize("10.42.0.0/16".parse().unwrap(), 24)
+        .unwrap();
+    store.commit(&m).unwrap();
+    registry.apply(&m).unwrap();
+    let admin = AdminToken::generate();
+    let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+    let control = Control::new(
+        registry,
+        Box::new(store),
+        audit,
+        admin.hash(),
+        pki.ca_der().to_vec(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(http::serve(
+        listener,
+        pki.server_config(),
+        Shared::new(control),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        url: ControlUrl::new(localhost, port).unwrap(),
+        pki,
+        admin,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn join_body(token: &str, name: &str, key: u8) -> JoinBody {
+    JoinBody {
+        token: token.to_owned(),
+        name: name.to_owned(),
+        public_key: PublicKey::from_bytes([key; 32]),
+        endpoint: None,
+        labels: Default::default(),
+    }
+}
+
+/// A raw request, for bodies the typed client cannot send.
+async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
+        .await
+        .unwrap();
+    let config = wgmesh_control::pki::client_config_with_ca(server.pki.ca_der()).unwrap();
+    let name = wgmesh_control::pki::server_name(server.url.host());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {}", server.admin.expose()))
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_returns_as_soon_as_another_host_joins() {
+    let server = start().await;
+    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
+    let token = admin
+        .create_token(
+            &server.admin,
+            &TokenBody {
+                reusable: true,
+                ..TokenBody::default()
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let agent = Client::pinned(&server.url, server.pki.ca_digest());
+    let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
+    let credential: HostCredential = a.credential.parse().unwrap();
+    // Nothing newer: the poll waits out its 1 s and says so with 204 (None).
+    let started = Instant::now();
+    let none = agent
+        .netmap(
+            "host-a",
+            &credential,
+            a.netmap.revision,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let poll = {
+        let agent = agent.clone();
+        let credential = credential.clone();
+        let revision = a.netmap.revision;
+        tokio::spawn(async move {
+            let polled = Instant::now();
+            let netmap = agent
+                .netmap("host-a", &credential, revision, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (netmap, polled)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let joined = Instant::now();
+    agent.join(&join_body(&token, "host-b", 2)).await.unwrap();
+    let (netmap, _) = poll.await.unwrap();
+    let latency = joined.elapsed();
+    let netmap = netmap.expect("a newer netmap");
+    assert_eq!(netmap.peers.len(), 1);
+    assert_eq!(netmap.peers[0].name, "host-b");
+    assert!(latency < Duration::from_secs(2), "took {latency:?}");
+    eprintln!("long poll woke {latency:?} after the join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_json_with_the_documented_status() {
+    let server = start().await;
+    let (status, body) = raw(&server, "POST", "/v1/join", b"{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["reason"], "bad_request");
+    assert!(body["error"].as_str().unwrap().contains("not valid JSON"));
+    let (status, body) = raw(&server, "POST", "/v1/tokens", br#"{"ttl_secs":"soon"}"#).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, body) = raw(&server, "POST", "/v1/tokens", &vec![b' '; 70 * 1024]).await;
+    assert_eq!((status, body["reason"].as_str()), (413, Some("too_large")));
+    let (status, body) = raw(&server, "GET", "/v1/nope", b"").await;
+    assert_eq!((status, body["reason"].as_str()), (404, Some("not_found")));
+    let (status, body) = raw(&server, "GET", "/v1/join", b"").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let (status, body) = raw(&server, "DELETE", "/v1/nodes/ghost", b"").await;
+    assert_eq!((status, body["reason"].as_str()), (404, Some("not_found")));
+    // Nothing was stored by any of that.
+    let (status, body) = raw(&server, "GET", "/v1/nodes", b"").await;
+    assert_eq!((status, body), (200, serde_json::json!([])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pinned_to_another_ca_refuses_to_talk() {
+    let server = start().await;
+    let wrong = Client::pinned(&server.url, CaDigest::of(b"some other CA"));
+    let err = wrong
+        .join(&join_body("WGM1-x-y", "host-a", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::WrongCa { .. }), "{err:?}");
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("CA digest"), "{err}");
+    // An admin CLI with another CA certificate fails the TLS handshake, too.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = Pki::load_or_create(other.path(), &[server.url.host().clone()]).unwrap();
+    let admin = Client::with_ca(&server.url, other_pki.ca_der()).unwrap();
+    let err = admin.list_nodes(&server.admin).await.unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    // The right one works.
+    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
+    assert!(admin.list_nodes(&server.admin).await.unwrap().is_empty());
+    let err = admin.list_nodes(&AdminToken::generate()).await.unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::Unauthenticated));
+}
