@@ -27,7 +27,8 @@ use crate::netmap::{NetmapApplyError, NetmapCache, NetmapCacheError};
 use crate::noise::LocalIdentity;
 use crate::peer::{PeerSettings, PresharedKeyBytes};
 use crate::status::{
-    HostDropStatus, OffloadStatus, PeerDropStatus, PeerStatus, Status, WorkloadStatus,
+    ControlStatus, HostDropStatus, OffloadStatus, PeerDropStatus, PeerStatus, Status,
+    WorkloadStatus,
 };
 use crate::table::{PeerSet, PeerSetError};
 use crate::tun::Tun;
@@ -212,6 +213,8 @@ struct Agent {
     endpoint: Option<watch::Sender<Option<SocketAddr>>>,
     /// The revision of the netmap applied last (control mode).
     revision: Option<u64>,
+    /// Whether the control plane answered the last call (control mode).
+    connected: Arc<std::sync::atomic::AtomicBool>,
     link_task: Option<tokio::task::JoinHandle<()>>,
     tun_index: u32,
     bridge_index: u32,
@@ -293,8 +296,13 @@ impl Agent {
         let (tx, commands) = mpsc::channel(16);
         let api_task = tokio::spawn(api::serve(listener, tx));
         let (netmap_tx, netmaps) = mpsc::channel(4);
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (endpoint, revision, link_task) = match source.control {
             Some((link, netmap, origin)) => {
+                connected.store(
+                    origin == Origin::Control,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let (endpoint_tx, endpoint_rx) = watch::channel(a.endpoint);
                 let task = tokio::spawn(control_link::follow(
                     link,
@@ -302,7 +310,7 @@ impl Agent {
                     netmap_tx,
                     endpoint_rx,
                     netmap.host.endpoint,
-                    origin == Origin::Cache,
+                    Arc::clone(&connected),
                 ));
                 (Some(endpoint_tx), Some(netmap.revision), Some(task))
             }
@@ -321,6 +329,7 @@ impl Agent {
             netmaps,
             endpoint,
             revision,
+            connected,
             link_task,
             tun_index,
             bridge_index,
@@ -643,6 +652,11 @@ impl Agent {
                     host_ifname: w.host_ifname.clone(),
                 })
                 .collect(),
+            control: self.config.control.as_ref().map(|c| ControlStatus {
+                url: c.url.to_string(),
+                revision: self.revision.unwrap_or(0),
+                connected: self.connected.load(std::sync::atomic::Ordering::Relaxed),
+            }),
         }
     }
 

@@ -14,6 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -201,15 +203,16 @@ pub async fn establish(
 
 /// Long-polls netmaps newer than `revision` and sends them to `netmaps`; reports the endpoint
 /// in `endpoint` whenever it differs from what the control plane holds (`reported`). Ends when
-/// `netmaps` is closed.
+/// `netmaps` is closed. `connected` says whether the last call succeeded.
 pub async fn follow(
     link: Link,
     mut revision: u64,
     netmaps: mpsc::Sender<Netmap>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
     mut reported: Option<SocketAddr>,
-    mut down: bool,
+    connected: Arc<AtomicBool>,
 ) {
+    let mut down = !connected.load(Ordering::Relaxed);
     let mut backoff = Backoff::new();
     loop {
         let wanted = *endpoint.borrow_and_update();
@@ -228,6 +231,7 @@ pub async fn follow(
                         tracing::warn!("cannot report the endpoint; will retry: {}", Chain(&e));
                     }
                     down = true;
+                    connected.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff.next()).await;
                     continue;
                 }
@@ -242,6 +246,7 @@ pub async fn follow(
                     if down {
                         tracing::info!(revision = netmap.revision, "control plane reachable again");
                         down = false;
+                        connected.store(true, Ordering::Relaxed);
                     }
                     backoff = Backoff::new();
                     revision = netmap.revision;
@@ -254,6 +259,7 @@ pub async fn follow(
                     if down {
                         tracing::info!("control plane reachable again; no change");
                         down = false;
+                        connected.store(true, Ordering::Relaxed);
                     }
                     backoff = Backoff::new();
                 }
@@ -266,6 +272,7 @@ pub async fn follow(
                         }
                     }
                     down = true;
+                    connected.store(false, Ordering::Relaxed);
                     tokio::time::sleep(backoff.next()).await;
                 }
             },

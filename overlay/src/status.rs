@@ -29,6 +29,21 @@ pub struct Status {
     pub dropped: HostDropStatus,
     /// Attached workloads, sorted by namespace.
     pub workloads: Vec<WorkloadStatus>,
+    /// The control plane link; absent in static mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStatus>,
+}
+
+/// The agent's link to its control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlStatus {
+    /// The control plane's URL.
+    pub url: String,
+    /// The revision of the netmap applied last.
+    pub revision: u64,
+    /// Whether the last call to the control plane succeeded (false: running on the last
+    /// netmap, fail-static).
+    pub connected: bool,
 }
 
 /// Offloads in use.
@@ -112,6 +127,19 @@ impl Status {
         let _ = writeln!(s, "  public key: {}", self.public_key);
         let _ = writeln!(s, "  listening port: {}", self.listen_port);
         let _ = writeln!(s, "  subnet: {}", self.subnet);
+        if let Some(c) = &self.control {
+            let _ = writeln!(
+                s,
+                "  control: {} (netmap revision {}, {})",
+                c.url,
+                c.revision,
+                if c.connected {
+                    "connected"
+                } else {
+                    "unreachable: running on the last netmap"
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "  offload: tun {}, udp gso {}, udp gro {}",
@@ -246,6 +274,11 @@ mod tests {
             }],
             dropped: HostDropStatus::default(),
             workloads: vec![],
+            control: Some(ControlStatus {
+                url: "https://198.18.0.10:7443".into(),
+                revision: 7,
+                connected: false,
+            }),
         };
         let out = st.render(1065);
         assert!(out.contains("peer: PEER (host-b)"), "{out}");
@@ -256,6 +289,10 @@ mod tests {
         assert!(out.contains("2.00 KiB received (2 packets)"), "{out}");
         assert!(out.contains("3 source not allowed"), "{out}");
         assert!(out.contains("udp gro off"), "{out}");
+        assert!(
+            out.contains("control: https://198.18.0.10:7443 (netmap revision 7, unreachable"),
+            "{out}"
+        );
         let json = serde_json::to_string(&st).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), st);
     }
