@@ -220,12 +220,21 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
             format!("the body is larger than {MAX_BODY} bytes"),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let bad = |e: serde_json::Error| {
         ApiError::new(
             ApiReason::BadRequest,
             format!("the body is not valid JSON for this call: {e}"),
         )
-    })
+    };
+    // serde would also read a struct from a JSON array (`[]` as "all defaults"): only objects.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ApiReason::BadRequest,
+            "the body must be a JSON object; see docs/CONTROL-API.md",
+        ));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// Parses the body, or audits and returns the refusal.

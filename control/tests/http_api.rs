@@ -184,6 +184,13 @@ async fn refusals_are_json_with_the_documented_status() {
         (status, body["reason"].as_str()),
         (400, Some("bad_request"))
     );
+    for junk in [&b"[]"[..], b"null", b"7", br#""ttl""#] {
+        let (status, body) = raw(&server, "POST", "/v1/tokens", junk).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (400, Some("bad_request"))
+        );
+    }
     let (status, body) = raw(&server, "POST", "/v1/tokens", &vec![b' '; 70 * 1024]).await;
     assert_eq!((status, body["reason"].as_str()), (413, Some("too_large")));
     let (status, body) = raw(&server, "GET", "/v1/nope", b"").await;
