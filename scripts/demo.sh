@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # wgmesh local multi-host demo.
 #
-# Builds HOSTS "hosts" (network namespaces) on a shared underlay (a bridge in its own namespace,
-# 198.18.0.N/24), runs one wgmesh agent per host (subnet 10.42.N.0/24, every other host a peer),
-# attaches two workload namespaces per host, shows `wgmesh status` and a cross-host ping matrix,
-# then removes everything (on Enter, on exit, on error and on Ctrl-C).
+# Builds HOSTS "hosts" (network namespaces) and a control plane (its own namespace) on a shared
+# underlay (a bridge in its own namespace; hosts 198.18.0.N/24, the control plane 198.18.0.254),
+# creates a reusable join token with the admin CLI, and runs one wgmesh agent per host that joins
+# with it: no peer lists, the control plane hands out the subnets (of 10.42.0.0/16) and peers.
+# Then attaches two workload namespaces per host, shows `wgmesh node list`, `wgmesh status` and a
+# cross-host ping matrix, and removes everything (on Enter, on exit, on error and on Ctrl-C).
 #
 #   sudo ./scripts/demo.sh [--no-wait]
 #
@@ -18,7 +20,7 @@ NO_WAIT=0
 for arg in "$@"; do
     case $arg in
         --no-wait) NO_WAIT=1 ;;
-        -h | --help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -31,7 +33,9 @@ START=$(date +%s.%N)
 P="wgd$$"          # prefix of every namespace this run makes
 DIR=""             # the temp dir (configs, keys, sockets, state, logs)
 NETNS=()           # namespaces made, in creation order
-PIDS=()            # agents and iperf3 server started
+PIDS=()            # control plane, agents and iperf3 server started
+CTL_IP=198.18.0.254
+CTL_URL="https://$CTL_IP:7443"
 CLEANED=""
 
 step() { printf '==> %s\n' "$*"; }
@@ -136,7 +140,6 @@ fi
 
 DIR=$(mktemp -d -t wgmesh-demo.XXXXXX)
 chmod 700 "$DIR"
-mkdir -m 700 "$DIR/keys"
 
 # --- 2. underlay and hosts ---------------------------------------------------------------------
 mkns() { NETNS+=("$1"); ip netns add "$1"; ip -n "$1" link set lo up; }
@@ -153,48 +156,67 @@ for ((h = 1; h <= HOSTS; h++)); do
     ip -n "$P-h$h" addr add "198.18.0.$h/24" dev ul0
     ip -n "$P-h$h" link set ul0 up
 done
-step "underlay: $HOSTS hosts ($P-h1..h$HOSTS) on a bridge in $UL, 198.18.0.1-$HOSTS/24"
+mkns "$P-ctl"
+ip -n "$UL" link add ctl type veth peer name ul0 netns "$P-ctl"
+ip -n "$UL" link set ctl master br0 up
+ip -n "$P-ctl" addr add "$CTL_IP/24" dev ul0
+ip -n "$P-ctl" link set ul0 up
+step "underlay: $HOSTS hosts ($P-h1..h$HOSTS, 198.18.0.1-$HOSTS/24) and a control plane ($P-ctl, $CTL_IP) on a bridge in $UL"
 
-# --- 3. keys and configs -----------------------------------------------------------------------
-declare -a PUB
-for ((h = 1; h <= HOSTS; h++)); do
-    (umask 077 && "$BIN" genkey > "$DIR/keys/h$h.key")
-    PUB[h]=$("$BIN" pubkey < "$DIR/keys/h$h.key")
-done
-for ((h = 1; h <= HOSTS; h++)); do
-    {
-        printf '[agent]\nname = "h%d"\nprivate_key_file = "%s"\nsubnet = "10.42.%d.0/24"\n' \
-            "$h" "$DIR/keys/h$h.key" "$h"
-        printf 'socket = "%s"\nstate_dir = "%s"\n' "$DIR/h$h.sock" "$DIR/h$h.state"
-        for ((o = 1; o <= HOSTS; o++)); do
-            ((o == h)) && continue
-            printf '\n[[peer]]\nname = "h%d"\npublic_key = "%s"\nendpoint = "198.18.0.%d:51820"\nallowed_ips = ["10.42.%d.0/24"]\n' \
-                "$o" "${PUB[o]}" "$o" "$o"
-        done
-    } > "$DIR/h$h.toml"
-done
-step "configs: host hN has subnet 10.42.N.0/24 and the other $((HOSTS - 1)) hosts as peers ($DIR)"
-
-# --- 4. agents ---------------------------------------------------------------------------------
-for ((h = 1; h <= HOSTS; h++)); do
-    ip netns exec "$P-h$h" "$BIN" agent --config "$DIR/h$h.toml" > "$DIR/h$h.log" 2>&1 &
-    PIDS+=($!)
-done
-t0=$(date +%s.%N)
-for ((h = 1; h <= HOSTS; h++)); do
-    pid=${PIDS[h - 1]}
+# --- 3. control plane and join token -----------------------------------------------------------
+# await PID PROBE TENTHS LOG WHAT: waits until the command PROBE succeeds, up to TENTHS tenths of
+# a second; if process PID exits first or time runs out, prints why with LOG and exits 2.
+await() {
+    local pid=$1 probe=$2 tenths=$3 log=$4 what=$5 i why
     for ((i = 0; ; i++)); do
-        "$BIN" status --socket "$DIR/h$h.sock" >/dev/null 2>&1 && break
-        if ! kill -0 "$pid" 2>/dev/null || ((i >= 100)); then
-            kill -0 "$pid" 2>/dev/null && why="did not answer on $DIR/h$h.sock within 10 s" || why="exited"
-            echo "demo.sh: agent h$h $why; its log:" >&2
-            sed 's/^/    /' "$DIR/h$h.log" >&2
+        bash -c "$probe" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null || ((i >= tenths)); then
+            kill -0 "$pid" 2>/dev/null && why="was not ready within $((tenths / 10)) s" || why="exited"
+            echo "demo.sh: $what $why; its log:" >&2
+            sed 's/^/    /' "$log" >&2
             exit 2
         fi
         sleep 0.1
     done
+}
+
+printf '[control]\nlisten = "0.0.0.0:7443"\nadvertise = ["%s"]\nstate_dir = "%s"\ncluster_cidr = "10.42.0.0/16"\nhost_prefix = 24\n' \
+    "$CTL_IP" "$DIR/control" > "$DIR/control.toml"
+ip netns exec "$P-ctl" "$BIN" control --config "$DIR/control.toml" > "$DIR/control.log" 2>&1 &
+PIDS+=($!)
+export WGMESH_ADMIN=$DIR/control/admin.toml
+await "$!" "grep -q 'control plane listening' '$DIR/control.log' && [[ -s '$WGMESH_ADMIN' ]]" 100 \
+    "$DIR/control.log" "the control plane"
+step "control plane: $CTL_URL in $P-ctl (CA, store and admin.toml in $DIR/control)"
+
+# The admin CLI (WGMESH_ADMIN) reaches the control plane over the underlay, from host h1.
+(umask 077 && ip netns exec "$P-h1" "$BIN" token create --ttl 1h --reusable --label demo=yes \
+    > "$DIR/join-token") || die "wgmesh token create failed"
+step "join token: $(cut -c1-16 "$DIR/join-token")… (wgmesh token create --ttl 1h --reusable; in $DIR/join-token)"
+
+# --- 4. agents ---------------------------------------------------------------------------------
+for ((h = 1; h <= HOSTS; h++)); do
+    printf '[agent]\nname = "h%d"\nendpoint = "198.18.0.%d:51820"\nsocket = "%s"\nstate_dir = "%s"\n' \
+        "$h" "$h" "$DIR/h$h.sock" "$DIR/h$h.state" > "$DIR/h$h.toml"
+    printf '\n[control]\nurl = "%s"\njoin_token_file = "%s"\n' "$CTL_URL" "$DIR/join-token" >> "$DIR/h$h.toml"
 done
-step "agents: $HOSTS running, all answering (in $(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s; logs in $DIR/hN.log)"
+t0=$(date +%s.%N)
+for ((h = 1; h <= HOSTS; h++)); do
+    ip netns exec "$P-h$h" "$BIN" agent --config "$DIR/h$h.toml" > "$DIR/h$h.log" 2>&1 &
+    PIDS+=($!)
+done
+# An agent answers `status` once it has joined and applied its first netmap; then every agent
+# gets the hosts that joined after it (its status lists its own key and HOSTS-1 peers' keys).
+for ((h = 1; h <= HOSTS; h++)); do
+    await "${PIDS[h]}" "'$BIN' status --socket '$DIR/h$h.sock'" 200 "$DIR/h$h.log" "agent h$h"
+done
+for ((h = 1; h <= HOSTS; h++)); do
+    await "${PIDS[h]}" "(( \$('$BIN' status --json --socket '$DIR/h$h.sock' | grep -o '\"public_key\"' | wc -l) == $HOSTS ))" \
+        100 "$DIR/h$h.log" "agent h$h (with all $((HOSTS - 1)) peers)"
+done
+step "agents: $HOSTS joined with the token, each has the other $((HOSTS - 1)) as peers (in $(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s; configs and logs in $DIR/hN.toml, hN.log)"
+step "wgmesh node list:"
+ip netns exec "$P-h1" "$BIN" node list | sed 's/^/    /'
 
 # --- 5. workloads ------------------------------------------------------------------------------
 WL=()   # "h w namespace ip"
@@ -260,11 +282,14 @@ step "wgmesh status on h1:"
 if ((failed)); then
     echo "demo.sh: $failed cross-host pings failed; the agents' last log lines:" >&2
     for ((h = 1; h <= HOSTS; h++)); do tail -n 5 "$DIR/h$h.log" | sed "s/\x1b\[[0-9;]*m//g; s/^/    h$h: /" >&2; done
+    tail -n 5 "$DIR/control.log" | sed "s/\x1b\[[0-9;]*m//g; s/^/    control: /" >&2
 fi
 step "ready after $(elapsed) s"
 if ((!NO_WAIT)) && [[ -t 0 ]]; then
-    echo "    Everything is still up: try e.g.  ip netns exec $P-h1w1 ping 10.42.2.3"
+    read -r _ _ _ hint_ip <<< "${WL[WORKLOADS + 1]}"   # second workload of h2
+    echo "    Everything is still up: try e.g.  ip netns exec $P-h1w1 ping $hint_ip"
     echo "                                      $BIN status --socket $DIR/h2.sock"
+    echo "                                      WGMESH_ADMIN=$WGMESH_ADMIN ip netns exec $P-h1 $BIN node list"
     read -r -p "    Press Enter to clean up... " _ || true
 fi
 ((failed == 0)) || exit 1

@@ -1,5 +1,6 @@
-//! The README's first command: the local multi-host demo runs through, every workload reaches
-//! every workload on the other hosts, and it leaves no namespace behind.
+//! The README's first command: the local multi-host demo runs through (a control plane, hosts
+//! that join it with one token), every workload reaches every workload on the other hosts, and
+//! it leaves no namespace, process or file behind.
 
 mod common;
 
@@ -31,6 +32,45 @@ fn demo_runs_and_cleans_up() {
         stdout.contains("latest handshake"),
         "status missing:\n{stdout}"
     );
+    assert!(
+        stdout.contains("control plane: https://198.18.0.254:7443")
+            && stdout.contains("agents: 3 joined with the token"),
+        "the demo did not run a control plane and join the agents to it:\n{stdout}"
+    );
+    // `wgmesh node list`: every host, online, each with its own subnet of 10.42.0.0/16.
+    let mut subnets = Vec::new();
+    for h in ["h1", "h2", "h3"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{h} ")))
+            .unwrap_or_else(|| panic!("node list has no line for {h}:\n{stdout}"));
+        let subnet = line
+            .split_whitespace()
+            .nth(1)
+            .filter(|s| s.starts_with("10.42.") && s.ends_with("/24"))
+            .unwrap_or_else(|| panic!("node list line for {h} has no 10.42.x.0/24: {line}"));
+        assert!(line.contains("online"), "{h} is not online: {line}");
+        subnets.push(subnet.to_string());
+    }
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 3, "hosts share a subnet:\n{stdout}");
+    // Its directory (state, configs, logs) is gone, and no process of it is left.
+    let dir = stdout
+        .split("admin.toml in ")
+        .nth(1)
+        .and_then(|r| r.split("/control)").next())
+        .unwrap_or_else(|| panic!("the demo did not say where its files are:\n{stdout}"));
+    assert!(
+        dir.starts_with("/tmp/") && !std::path::Path::new(dir).exists(),
+        "the demo left {dir} behind"
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(!cmd.contains(dir), "the demo left a process running: {cmd}");
+        }
+    }
     // The demo's namespaces are named after its PID; none may be left.
     let after = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let after = String::from_utf8_lossy(&after.stdout);
