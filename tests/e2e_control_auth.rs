@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use common::control::{
@@ -52,6 +53,23 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     let (_bridge, cp) = control_on_bridge(&c, ControlSpec::default());
     let admin = cp.admin_token();
     assert!(admin.starts_with("WGMA1-"), "admin token {admin:?}");
+    // admin.toml: private, with the URL, the CA certificate and the admin token.
+    let meta = std::fs::metadata(cp.admin_file()).expect("admin.toml");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "mode of admin.toml"
+    );
+    let text = std::fs::read_to_string(cp.admin_file()).unwrap();
+    assert!(
+        text.contains("url = \"https://198.18.0.10:7443\"")
+            && text.contains("ca_cert = ")
+            && text.contains("-----BEGIN CERTIFICATE-----"),
+        "admin.toml lacks url or ca_cert:\n{}",
+        text.replace(&admin, "WGMA1-<redacted>")
+    );
+    let ca = std::fs::read_to_string(cp.ca_pem()).expect("ca.pem");
+    assert!(ca.contains("-----BEGIN CERTIFICATE-----"), "ca.pem: {ca}");
     let token = cp.token_create(&["--reusable"]);
     let (kx, ky, kz) = (fresh_public_key(), fresh_public_key(), fresh_public_key());
     let (cx, _) = cp.join_ok(&token, "host-x", &kx);

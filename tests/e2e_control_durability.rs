@@ -101,7 +101,20 @@ fn acknowledged_joins_survive_kill9() {
         "two acknowledged joins got the same subnet: {acked:?}"
     );
 
+    let ca = std::fs::read(cp.ca_pem()).expect("ca.pem");
+    let admin = cp.admin_token();
     cp.restart();
+    // A restart keeps the CA (joined agents pin it) and the admin token.
+    assert_eq!(
+        std::fs::read(cp.ca_pem()).unwrap(),
+        ca,
+        "ca.pem changed on restart"
+    );
+    assert_eq!(
+        cp.admin_token(),
+        admin,
+        "the admin token changed on restart"
+    );
     let nodes = cp.node_list_json();
     let by_name: BTreeMap<String, &Value> = nodes
         .iter()

@@ -48,7 +48,7 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
         return;
     };
     let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
-    let token = cp.token_create(&["--reusable", "--ttl", "1h"]);
+    let token = cp.token_create(&["--reusable", "--ttl", "1h", "--label", "env=e2e"]);
 
     // Joined one after the other: each gets the lowest free /24 of 10.42.0.0/16.
     let hosts: Vec<Host> = ["a", "b", "c"]
@@ -83,7 +83,13 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
         "{pb}"
     );
 
-    let nodes = cp.node_list_json();
+    // The admin CLI over the underlay, from a host's namespace.
+    let out = cp.cli_in(&hosts[0].ns, &["node", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "node list from host-a's namespace: {out:?}"
+    );
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
     let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
     assert_eq!(
         names,
@@ -99,6 +105,7 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
             h.ns.name().rsplit('-').next().unwrap(),
             "{n}"
         );
+        assert_eq!(n["labels"]["env"], "e2e", "the token's label: {n}");
         assert_eq!(n["online"], true, "{n}");
     }
 
