@@ -10,6 +10,11 @@ use common::control::{control_on_bridge, joined_host, joined_host_prepared, list
 use common::scenario::{assert_pings, workload, Host};
 use common::*;
 
+/// `control.connected` of the host's `status --json`.
+fn connected(h: &Host) -> Option<bool> {
+    h.agent.try_status().ok()?["control"]["connected"].as_bool()
+}
+
 #[test]
 fn traffic_survives_control_plane_outage_and_agent_restart() {
     let Some(c) = Cluster::new("traffic_survives_control_plane_outage_and_agent_restart") else {
@@ -60,6 +65,14 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
         "the control plane is still running after SIGTERM"
     );
     eprintln!("control plane stopped ({st})");
+    // Status says so (README: `control.connected` false = running on the last netmap).
+    for h in &hosts {
+        assert_eventually(
+            Duration::from_secs(10),
+            &format!("{}'s status shows the control plane link down", h.ns.name()),
+            || connected(h) == Some(false),
+        );
+    }
     // Traffic keeps flowing: a sustained ping loses at most one packet.
     let (sent, got) = ping_count(&wls[0].0, &wls[2].1, 20, "0.1");
     assert!(
@@ -116,6 +129,16 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
          it {:?} later",
         t1.elapsed()
     );
+    // Their links are up again: the long poll that brought host-d succeeded.
+    for h in &hosts {
+        assert_eq!(
+            connected(h),
+            Some(true),
+            "{}'s status after a netmap from the restarted control plane: {}",
+            h.ns.name(),
+            h.agent.status()["control"]
+        );
+    }
     let (wd, ipd) = workload(&c, &d, "wd");
     for (w, ip) in &wls {
         assert_pings(w, &ipd, Duration::from_secs(15));
