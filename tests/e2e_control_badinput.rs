@@ -121,25 +121,30 @@ fn control_rejects_bad_config_with_file_line_and_field() {
 /// A cluster CIDR exactly one host subnet large is valid: one host fits, the next is refused
 /// with 409 subnets_exhausted.
 #[test]
-fn cluster_of_one_host_subnet_is_valid() {
-    let Some(c) = Cluster::new("cluster_of_one_host_subnet_is_valid") else {
+fn a_full_cluster_cidr_refuses_the_next_join() {
+    let Some(c) = Cluster::new("a_full_cluster_cidr_refuses_the_next_join") else {
         return;
     };
+    // Room for two /24s (a host_prefix equal to the cluster's prefix is a config error).
     let spec = ControlSpec {
-        cluster_cidr: "10.42.0.0/24".into(),
+        cluster_cidr: "10.42.0.0/23".into(),
         host_prefix: Some(24),
         ..ControlSpec::default()
     };
     let (_bridge, cp) = control_on_bridge(&c, spec);
     let token = cp.token_create(&["--reusable"]);
-    let (_, nm) = cp.join_ok(&token, "only", &fresh_public_key());
+    let (_, nm) = cp.join_ok(&token, "first", &fresh_public_key());
     assert_eq!(nm["host"]["subnet"], "10.42.0.0/24", "{nm}");
-    let (st, body) = cp.join_raw(&token, "second", &fresh_public_key(), None);
+    let (_, nm) = cp.join_ok(&token, "second", &fresh_public_key());
+    assert_eq!(nm["host"]["subnet"], "10.42.1.0/24", "{nm}");
+    let (st, body) = cp.join_raw(&token, "third", &fresh_public_key(), None);
     assert_eq!(
         (st, reason(&body).as_str()),
         (409, "subnets_exhausted"),
         "{st} {body}"
     );
+    let nodes = cp.node_list_json();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 }
 
 #[test]

@@ -115,6 +115,23 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
     // (which reconnects with its credential, not a new join).
     cp.restart();
     let t0 = Instant::now();
+    // Reconnecting shows in status within the retry backoff (at most 10 s), not after a long
+    // poll's 25 s.
+    for h in &hosts {
+        assert_eventually(
+            Duration::from_secs(13),
+            &format!(
+                "{}'s status shows the control plane link up again",
+                h.ns.name()
+            ),
+            || connected(h) == Some(true),
+        );
+    }
+    eprintln!(
+        "all links up {:?} after the control plane's restart",
+        t0.elapsed()
+    );
+    let t0 = Instant::now();
     let d = joined_host(&c, &bridge, &cp, "d", 4, &token);
     let joined = t0.elapsed();
     assert_eq!(d.agent.subnet(), "10.42.3.0/24");

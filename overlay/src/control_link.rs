@@ -237,9 +237,12 @@ pub async fn follow(
                 }
             }
         }
+        // While down, ask without waiting, so that coming back is noticed (and shown in status)
+        // at once rather than after a full long poll.
+        let wait = if down { Duration::ZERO } else { POLL_WAIT };
         let poll = link
             .client
-            .netmap(&link.name, &link.credential, revision, POLL_WAIT);
+            .netmap(&link.name, &link.credential, revision, wait);
         tokio::select! {
             result = poll => match result {
                 Ok(Some(netmap)) => {
