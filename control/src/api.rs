@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::PublicKey;
 
-pub use crate::audit::Reason;
-
 /// The largest request body the server reads.
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long a netmap long poll waits by default (seconds).
@@ -133,44 +131,8 @@ pub struct ErrorBody {
     pub reason: ApiReason,
 }
 
-/// Why the API refused a request: the audit log's [`Reason`]s plus the HTTP-only ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiReason {
-    /// Missing or unknown credential.
-    Unauthenticated,
-    /// Authenticated but not allowed.
-    Forbidden,
-    /// The join token is unknown.
-    TokenUnknown,
-    /// The join token expired.
-    TokenExpired,
-    /// The single-use join token was already used.
-    TokenUsed,
-    /// The join token was revoked.
-    TokenRevoked,
-    /// The join token names another control plane's CA.
-    TokenWrongCa,
-    /// The name is held by another key.
-    NameTaken,
-    /// The key is held by another host.
-    KeyTaken,
-    /// No such host or route.
-    NotFound,
-    /// Known path, wrong method.
-    MethodNotAllowed,
-    /// No free subnet is left.
-    SubnetsExhausted,
-    /// The request is malformed.
-    BadRequest,
-    /// The body is too large.
-    TooLarge,
-    /// The control plane failed; nothing was changed.
-    Internal,
-    /// A reason this client does not know (a newer server).
-    #[serde(other)]
-    Other,
-}
+/// Why the API refused a request: the audit log's reason words.
+pub use crate::audit::Reason as ApiReason;
 
 impl ApiReason {
     /// The HTTP status this reason is sent with.
@@ -193,26 +155,6 @@ impl ApiReason {
     }
 }
 
-impl From<Reason> for ApiReason {
-    fn from(r: Reason) -> Self {
-        match r {
-            Reason::Unauthenticated => Self::Unauthenticated,
-            Reason::Forbidden => Self::Forbidden,
-            Reason::TokenUnknown => Self::TokenUnknown,
-            Reason::TokenExpired => Self::TokenExpired,
-            Reason::TokenUsed => Self::TokenUsed,
-            Reason::TokenRevoked => Self::TokenRevoked,
-            Reason::TokenWrongCa => Self::TokenWrongCa,
-            Reason::NameTaken => Self::NameTaken,
-            Reason::KeyTaken => Self::KeyTaken,
-            Reason::NotFound => Self::NotFound,
-            Reason::SubnetsExhausted => Self::SubnetsExhausted,
-            Reason::BadRequest => Self::BadRequest,
-            Reason::Internal => Self::Internal,
-        }
-    }
-}
-
 /// The query of `GET /v1/hosts/{name}/netmap`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,10 +173,10 @@ mod tests {
 
     #[test]
     fn every_reason_maps_to_its_documented_status() {
-        assert_eq!(ApiReason::from(Reason::TokenExpired).status(), 401);
-        assert_eq!(ApiReason::from(Reason::Forbidden).status(), 403);
-        assert_eq!(ApiReason::from(Reason::NameTaken).status(), 409);
-        assert_eq!(ApiReason::from(Reason::BadRequest).status(), 400);
+        assert_eq!(ApiReason::TokenExpired.status(), 401);
+        assert_eq!(ApiReason::Forbidden.status(), 403);
+        assert_eq!(ApiReason::NameTaken.status(), 409);
+        assert_eq!(ApiReason::BadRequest.status(), 400);
         assert_eq!(ApiReason::TokenWrongCa.status(), 401);
     }
 

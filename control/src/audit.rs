@@ -112,7 +112,8 @@ pub enum Outcome {
     Refused(Reason),
 }
 
-/// Why an action was refused: a closed set of codes.
+/// Why an action was refused: a closed set of codes, the same words the API's refusals carry
+/// (see [`api`](crate::api) for their HTTP statuses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -134,14 +135,21 @@ pub enum Reason {
     NameTaken,
     /// The key is held by another host.
     KeyTaken,
-    /// No such host or token.
+    /// No such host, token or route.
     NotFound,
+    /// A known path with the wrong method.
+    MethodNotAllowed,
     /// No free subnet is left.
     SubnetsExhausted,
     /// The request was malformed.
     BadRequest,
-    /// The control plane failed (store, I/O).
+    /// The request body was too large.
+    TooLarge,
+    /// The control plane failed (store, I/O); nothing was changed.
     Internal,
+    /// A reason this build does not know (read from a newer control plane).
+    #[serde(other)]
+    Other,
 }
 
 impl From<&TokenRefused> for Reason {

@@ -150,16 +150,8 @@ impl Client {
 
     /// `POST /v1/join`.
     pub async fn join(&self, body: &JoinBody) -> Result<JoinReply, ClientError> {
-        let reply = self
-            .call(
-                Method::POST,
-                "/v1/join",
-                None,
-                Some(json(body)),
-                CALL_TIMEOUT,
-            )
-            .await?;
-        decode(&reply)
+        self.call(Method::POST, "/v1/join", None, Some(json(body)))
+            .await
     }
 
     /// `GET /v1/hosts/{name}/netmap`: the netmap newer than `revision`, or `None` when there was
@@ -192,17 +184,10 @@ impl Client {
         credential: &HostCredential,
         endpoint: Option<SocketAddr>,
     ) -> Result<RevisionReply, ClientError> {
-        let bearer = credential.expose();
-        let reply = self
-            .call(
-                Method::PUT,
-                &format!("/v1/hosts/{name}/endpoint"),
-                Some(&bearer),
-                Some(json(&EndpointBody { endpoint })),
-                CALL_TIMEOUT,
-            )
-            .await?;
-        decode(&reply)
+        let path = format!("/v1/hosts/{name}/endpoint");
+        let body = json(&EndpointBody { endpoint });
+        self.call(Method::PUT, &path, Some(credential.expose()), Some(body))
+            .await
     }
 
     /// `POST /v1/tokens`.
@@ -211,26 +196,19 @@ impl Client {
         admin: &AdminToken,
         body: &TokenBody,
     ) -> Result<TokenReply, ClientError> {
-        let bearer = admin.expose();
-        let reply = self
-            .call(
-                Method::POST,
-                "/v1/tokens",
-                Some(&bearer),
-                Some(json(body)),
-                CALL_TIMEOUT,
-            )
-            .await?;
-        decode(&reply)
+        self.call(
+            Method::POST,
+            "/v1/tokens",
+            Some(admin.expose()),
+            Some(json(body)),
+        )
+        .await
     }
 
     /// `GET /v1/nodes`.
     pub async fn list_nodes(&self, admin: &AdminToken) -> Result<Vec<NodeInfo>, ClientError> {
-        let bearer = admin.expose();
-        let reply = self
-            .call(Method::GET, "/v1/nodes", Some(&bearer), None, CALL_TIMEOUT)
-            .await?;
-        decode(&reply)
+        self.call(Method::GET, "/v1/nodes", Some(admin.expose()), None)
+            .await
     }
 
     /// `DELETE /v1/nodes/{name}`.
@@ -239,29 +217,23 @@ impl Client {
         admin: &AdminToken,
         name: &str,
     ) -> Result<RemovedReply, ClientError> {
-        let bearer = admin.expose();
-        let reply = self
-            .call(
-                Method::DELETE,
-                &format!("/v1/nodes/{name}"),
-                Some(&bearer),
-                None,
-                CALL_TIMEOUT,
-            )
-            .await?;
-        decode(&reply)
+        let path = format!("/v1/nodes/{name}");
+        self.call(Method::DELETE, &path, Some(admin.expose()), None)
+            .await
     }
 
-    async fn call(
+    /// A call other than a long poll: the 2xx reply decoded, or the refusal.
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        bearer: Option<&str>,
+        bearer: Option<String>,
         body: Option<Vec<u8>>,
-        timeout: Duration,
-    ) -> Result<Bytes, ClientError> {
-        let (status, body) = self.exchange(method, path, bearer, body, timeout).await?;
-        check(status, body)
+    ) -> Result<T, ClientError> {
+        let (status, reply) = self
+            .exchange(method, path, bearer.as_deref(), body, CALL_TIMEOUT)
+            .await?;
+        decode(&check(status, reply)?)
     }
 
     /// One request on a new connection: the status and the body.

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS};
 use crate::audit::Action;
-use crate::service::{ApiError, Control};
+use crate::service::{ApiError, Caller, Control};
 
 /// How long a client has to finish the TLS handshake and send its request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,7 +240,7 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
 /// Parses the body, or audits and returns the refusal.
 async fn body_or_refuse<T: DeserializeOwned>(
     shared: &Arc<Shared>,
-    caller: Option<String>,
+    token: Option<&str>,
     action: Action,
     remote: IpAddr,
     body: Result<Bytes, BytesRejection>,
@@ -249,9 +249,10 @@ async fn body_or_refuse<T: DeserializeOwned>(
         Ok(v) => Ok(v),
         Err(e) => {
             let response = e.clone().into_response();
+            let token = token.map(str::to_owned);
             shared
                 .call(move |c| {
-                    let caller = c.authenticate(caller.as_deref());
+                    let caller = c.authenticate(token.as_deref());
                     c.refused_request(&caller, action, &e, now(), Some(remote));
                 })
                 .await;
@@ -260,20 +261,35 @@ async fn body_or_refuse<T: DeserializeOwned>(
     }
 }
 
+/// Authenticates `token`, makes one call on the control plane as that caller (with the time),
+/// and answers with its result as JSON.
+async fn as_caller<T: serde::Serialize + Send + 'static>(
+    shared: &Arc<Shared>,
+    token: Option<String>,
+    f: impl FnOnce(&mut Control, &Caller, u64) -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    reply(
+        shared
+            .call(move |c| {
+                let caller = c.authenticate(token.as_deref());
+                f(c, &caller, now())
+            })
+            .await,
+    )
+}
+
+type Handled = Result<Response, Response>;
+
 async fn join(
     State(shared): State<Arc<Shared>>,
     Extension(Remote(remote)): Extension<Remote>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body_or_refuse(&shared, None, Action::Join, remote.ip(), body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    reply(
-        shared
-            .call(move |c| c.join(body, now(), Some(remote.ip())))
-            .await,
-    )
+) -> Handled {
+    let body = body_or_refuse(&shared, None, Action::Join, remote.ip(), body).await?;
+    Ok(as_caller(&shared, None, move |c, _, now| {
+        c.join(body, now, Some(remote.ip()))
+    })
+    .await)
 }
 
 async fn netmap(
@@ -282,47 +298,39 @@ async fn netmap(
     headers: HeaderMap,
     Path(name): Path<String>,
     query: Result<Query<NetmapQuery>, QueryRejection>,
-) -> Response {
+) -> Handled {
     let token = bearer(&headers);
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return refusal(
-                ApiReason::BadRequest,
-                format!("bad query: {e}; use ?revision=N&wait=SECONDS"),
-            )
-        }
-    };
+    let Query(query) = query.map_err(|e| {
+        refusal(
+            ApiReason::BadRequest,
+            format!("bad query: {e}; use ?revision=N&wait=SECONDS"),
+        )
+    })?;
     let wait = Duration::from_secs(query.wait.unwrap_or(DEFAULT_WAIT_SECS).min(MAX_WAIT_SECS));
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut revisions = shared.revision.subscribe();
-    let access = {
-        let (token, name) = (token.clone(), name.clone());
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.check_netmap_access(&caller, &name, now(), Some(remote.ip()))
-            })
-            .await
-    };
-    if let Err(e) = access {
-        return e.into_response();
+    let from = Some(remote.ip());
+    {
+        let name = name.clone();
+        let check = as_caller(&shared, token.clone(), move |c, caller, now| {
+            c.check_netmap_access(caller, &name, now, from)
+        })
+        .await;
+        if !check.status().is_success() {
+            return Err(check);
+        }
     }
     let newer = matches!(
         tokio::time::timeout(wait, revisions.wait_for(|r| *r > query.revision)).await,
         Ok(Ok(_))
     );
     if !newer {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    reply(
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.netmap(&caller, &name, now(), Some(remote.ip()))
-            })
-            .await,
-    )
+    Ok(as_caller(&shared, token, move |c, caller, now| {
+        c.netmap(caller, &name, now, from)
+    })
+    .await)
 }
 
 async fn endpoint(
@@ -331,28 +339,14 @@ async fn endpoint(
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Handled {
     let token = bearer(&headers);
-    let body = match body_or_refuse(
-        &shared,
-        token.clone(),
-        Action::EndpointChange,
-        remote.ip(),
-        body,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    reply(
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.set_endpoint(&caller, &name, body, now(), Some(remote.ip()))
-            })
-            .await,
-    )
+    let action = Action::EndpointChange;
+    let body = body_or_refuse(&shared, token.as_deref(), action, remote.ip(), body).await?;
+    Ok(as_caller(&shared, token, move |c, caller, now| {
+        c.set_endpoint(caller, &name, body, now, Some(remote.ip()))
+    })
+    .await)
 }
 
 async fn create_token(
@@ -360,28 +354,14 @@ async fn create_token(
     Extension(Remote(remote)): Extension<Remote>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Handled {
     let token = bearer(&headers);
-    let body = match body_or_refuse(
-        &shared,
-        token.clone(),
-        Action::TokenCreate,
-        remote.ip(),
-        body,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    reply(
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.create_token(&caller, body, now(), Some(remote.ip()))
-            })
-            .await,
-    )
+    let action = Action::TokenCreate;
+    let body = body_or_refuse(&shared, token.as_deref(), action, remote.ip(), body).await?;
+    Ok(as_caller(&shared, token, move |c, caller, now| {
+        c.create_token(caller, body, now, Some(remote.ip()))
+    })
+    .await)
 }
 
 async fn list_nodes(
@@ -389,15 +369,10 @@ async fn list_nodes(
     Extension(Remote(remote)): Extension<Remote>,
     headers: HeaderMap,
 ) -> Response {
-    let token = bearer(&headers);
-    reply(
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.list_nodes(&caller, now(), Some(remote.ip()))
-            })
-            .await,
-    )
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.list_nodes(caller, now, Some(remote.ip()))
+    })
+    .await
 }
 
 async fn remove_node(
@@ -406,13 +381,8 @@ async fn remove_node(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let token = bearer(&headers);
-    reply(
-        shared
-            .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                c.remove_node(&caller, &name, now(), Some(remote.ip()))
-            })
-            .await,
-    )
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.remove_node(caller, &name, now, Some(remote.ip()))
+    })
+    .await
 }

@@ -18,7 +18,7 @@ use crate::api::{
     ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply, TokenBody,
     TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
 };
-use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Reason, Target};
+use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Target};
 use crate::compile::{self, Policy};
 use crate::registry::{HostId, HostName, JoinRequest, Mutation, Registry, RegistryError};
 use crate::store::{Store, StoreError};
@@ -143,9 +143,7 @@ impl Control {
             result: Outcome::Ok,
         };
         let result = self.try_join(body, now, &mut event);
-        if let Err(e) = &result {
-            event.result = Outcome::Refused(audit_reason(e.reason));
-        }
+        event.result = outcome_of(&result);
         self.record(&event);
         result
     }
@@ -300,24 +298,12 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<TokenReply, ApiError> {
-        let mut event = AuditEvent {
-            time: now,
-            actor: actor_of(caller, &self.registry),
-            from,
-            action: Action::TokenCreate,
-            target: None,
-            result: Outcome::Ok,
-        };
         let result = self.try_create_token(caller, body, now);
-        match &result {
-            Ok(reply) => {
-                event.target = Some(Target::Token {
-                    id: crate::registry::TokenId(reply.id),
-                })
-            }
-            Err(e) => event.result = Outcome::Refused(audit_reason(e.reason)),
-        }
-        self.record(&event);
+        let target = result.as_ref().ok().map(|reply| Target::Token {
+            id: crate::registry::TokenId(reply.id),
+        });
+        let outcome = outcome_of(&result);
+        self.audit(caller, Action::TokenCreate, target, outcome, now, from);
         result
     }
 
@@ -366,7 +352,7 @@ impl Control {
         from: Option<IpAddr>,
     ) -> Result<Vec<NodeInfo>, ApiError> {
         if let Err(e) = require_admin(caller) {
-            self.refused_anon(caller, Action::NodeList, None, &e, now, from);
+            self.refused_request(caller, Action::NodeList, &e, now, from);
             return Err(e);
         }
         let mut nodes: Vec<NodeInfo> = self
@@ -399,18 +385,8 @@ impl Control {
         // The target is named before the removal, while the host still has its id.
         let target = host_target(name, &self.registry);
         let result = self.try_remove_node(caller, name);
-        let event = AuditEvent {
-            time: now,
-            actor: actor_of(caller, &self.registry),
-            from,
-            action: Action::NodeRemove,
-            target,
-            result: match &result {
-                Ok(_) => Outcome::Ok,
-                Err(e) => Outcome::Refused(audit_reason(e.reason)),
-            },
-        };
-        self.record(&event);
+        let outcome = outcome_of(&result);
+        self.audit(caller, Action::NodeRemove, target, outcome, now, from);
         result
     }
 
@@ -434,15 +410,8 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) {
-        let event = AuditEvent {
-            time: now,
-            actor: actor_of(caller, &self.registry),
-            from,
-            action,
-            target: None,
-            result: Outcome::Refused(audit_reason(error.reason)),
-        };
-        self.record(&event);
+        let result = Outcome::Refused(error.reason);
+        self.audit(caller, action, None, result, now, from);
     }
 
     fn authorize_host(&self, caller: &Caller, name: &str) -> Result<HostId, ApiError> {
@@ -499,15 +468,8 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) {
-        let event = AuditEvent {
-            time: now,
-            actor: actor_of(caller, &self.registry),
-            from,
-            action,
-            target: host_target(name, &self.registry),
-            result: Outcome::Ok,
-        };
-        self.record(&event);
+        let target = host_target(name, &self.registry);
+        self.audit(caller, action, target, Outcome::Ok, now, from);
     }
 
     fn refused(
@@ -520,15 +482,17 @@ impl Control {
         from: Option<IpAddr>,
     ) {
         let target = host_target(name, &self.registry);
-        self.refused_anon(caller, action, target, e, now, from);
+        let result = Outcome::Refused(e.reason);
+        self.audit(caller, action, target, result, now, from);
     }
 
-    fn refused_anon(
+    /// Appends one line to the audit log (failures are logged: the change is already durable).
+    fn audit(
         &mut self,
         caller: &Caller,
         action: Action,
         target: Option<Target>,
-        e: &ApiError,
+        result: Outcome,
         now: u64,
         from: Option<IpAddr>,
     ) {
@@ -538,7 +502,7 @@ impl Control {
             from,
             action,
             target,
-            result: Outcome::Refused(audit_reason(e.reason)),
+            result,
         };
         self.record(&event);
     }
@@ -589,27 +553,13 @@ fn host_target(name: &str, registry: &Registry) -> Option<Target> {
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
-    let reason: Reason = (&e).into();
-    ApiError::new(reason.into(), e.to_string())
+    ApiError::new((&e).into(), e.to_string())
 }
 
-fn audit_reason(r: ApiReason) -> Reason {
-    match r {
-        ApiReason::Unauthenticated => Reason::Unauthenticated,
-        ApiReason::Forbidden => Reason::Forbidden,
-        ApiReason::TokenUnknown => Reason::TokenUnknown,
-        ApiReason::TokenExpired => Reason::TokenExpired,
-        ApiReason::TokenUsed => Reason::TokenUsed,
-        ApiReason::TokenRevoked => Reason::TokenRevoked,
-        ApiReason::TokenWrongCa => Reason::TokenWrongCa,
-        ApiReason::NameTaken => Reason::NameTaken,
-        ApiReason::KeyTaken => Reason::KeyTaken,
-        ApiReason::NotFound => Reason::NotFound,
-        ApiReason::SubnetsExhausted => Reason::SubnetsExhausted,
-        ApiReason::BadRequest | ApiReason::TooLarge | ApiReason::MethodNotAllowed => {
-            Reason::BadRequest
-        }
-        ApiReason::Internal | ApiReason::Other => Reason::Internal,
+fn outcome_of<T>(result: &Result<T, ApiError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Refused(e.reason),
     }
 }
 
