@@ -37,6 +37,12 @@ fn expect_ok(got: (u16, String), what: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
 }
 
+/// An API route: method, path, body.
+type Route<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// A caller: its bearer token (if any) and who it is, for messages.
+type Caller<'a> = (Option<&'a str>, &'a str);
+
 /// The join token with one character of its secret changed (same CA digest).
 fn with_altered_secret(token: &str) -> String {
     let i = "WGM1-".len() + 64 + 1;
@@ -77,67 +83,58 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     let (cz, _) = cp.join_ok(&token, "host-z", &kz);
 
     let ep = r#"{"endpoint": "198.18.0.77:51820"}"#;
-    let host_routes: [(&str, &str, Option<&str>); 2] = [
+    let host_routes: [Route<'_>; 2] = [
         ("GET", "/v1/hosts/host-x/netmap", None),
         ("PUT", "/v1/hosts/host-x/endpoint", Some(ep)),
     ];
-    let admin_routes: [(&str, &str, Option<&str>); 3] = [
+    let admin_routes: [Route<'_>; 3] = [
         ("POST", "/v1/tokens", Some("{}")),
         ("GET", "/v1/nodes", None),
         ("DELETE", "/v1/nodes/host-y", None),
     ];
     let bogus_host = format!("WGMH1-{}", "A".repeat(43));
     let bogus_admin = format!("WGMA1-{}", "A".repeat(43));
-    for &(m, p, body) in host_routes.iter().chain(&admin_routes) {
-        let what = format!("{m} {p}");
-        expect(
-            cp.curl(m, p, None, body),
+    let all_routes: Vec<Route<'_>> = host_routes.iter().chain(&admin_routes).copied().collect();
+    // The routes, the wrong callers, the expected status and reason.
+    let cases: [(&[Route<'_>], &[Caller<'_>], u16, &str); 3] = [
+        (
+            &all_routes,
+            &[
+                (None, "without a credential"),
+                (Some("not-a-token"), "with junk"),
+                (Some(&bogus_host), "with a credential nobody holds"),
+                (Some(&bogus_admin), "with a wrong admin token"),
+            ],
             401,
             "unauthenticated",
-            &format!("{what} without a credential"),
-        );
-        expect(
-            cp.curl(m, p, Some("not-a-token"), body),
-            401,
-            "unauthenticated",
-            &format!("{what} with junk"),
-        );
-        expect(
-            cp.curl(m, p, Some(&bogus_host), body),
-            401,
-            "unauthenticated",
-            &format!("{what} with a credential nobody holds"),
-        );
-        expect(
-            cp.curl(m, p, Some(&bogus_admin), body),
-            401,
-            "unauthenticated",
-            &format!("{what} with a wrong admin token"),
-        );
-    }
-    for &(m, p, body) in &host_routes {
-        let what = format!("{m} {p}");
-        expect(
-            cp.curl(m, p, Some(&cy), body),
+        ),
+        (
+            &host_routes,
+            &[
+                (Some(&cy), "with host-y's credential"),
+                (Some(&admin), "with the admin token"),
+            ],
             403,
             "forbidden",
-            &format!("{what} with host-y's credential"),
-        );
-        expect(
-            cp.curl(m, p, Some(&admin), body),
+        ),
+        (
+            &admin_routes,
+            &[(Some(&cx), "with host-x's credential")],
             403,
             "forbidden",
-            &format!("{what} with the admin token"),
-        );
-    }
-    for &(m, p, body) in &admin_routes {
-        let what = format!("{m} {p}");
-        expect(
-            cp.curl(m, p, Some(&cx), body),
-            403,
-            "forbidden",
-            &format!("{what} with host-x's credential"),
-        );
+        ),
+    ];
+    for (routes, callers, status, why) in cases {
+        for &(m, p, body) in routes {
+            for &(bearer, who) in callers {
+                expect(
+                    cp.curl(m, p, bearer, body),
+                    status,
+                    why,
+                    &format!("{m} {p} {who}"),
+                );
+            }
+        }
     }
     // Nothing changed through all that.
     assert_eq!(cp.node_names(), ["host-x", "host-y", "host-z"]);

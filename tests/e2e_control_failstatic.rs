@@ -6,8 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::control::{control_on_bridge, joined_host, joined_host_prepared, lists_peer};
-use common::scenario::{assert_pings, workload, Host};
+use common::control::{
+    assert_list_each_other, control_and_joined_hosts, control_on_bridge, joined_host_prepared,
+    lists_peer,
+};
+use common::scenario::{assert_all_ping, assert_pings, workload, workloads, Host};
 use common::*;
 
 /// `control.connected` of the host's `status --json`.
@@ -20,37 +23,11 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
     let Some(c) = Cluster::new("traffic_survives_control_plane_outage_and_agent_restart") else {
         return;
     };
-    let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
-    let token = cp.token_create(&["--reusable"]);
-    let hosts: Vec<Host> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| joined_host(&c, &bridge, &cp, t, i as u8 + 1, &token))
-        .collect();
-    for h in &hosts {
-        for o in hosts.iter().filter(|o| o.ip != h.ip) {
-            assert_eventually(
-                Duration::from_secs(10),
-                &format!("{} lists {}", h.ns.name(), o.ns.name()),
-                || lists_peer(h, o),
-            );
-        }
-    }
-    let wls: Vec<(Netns, String)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| workload(&c, h, &format!("w{i}")))
-        .collect();
-    let all_pairs = |timeout: Duration| {
-        for (i, (from, _)) in wls.iter().enumerate() {
-            for (j, (_, to)) in wls.iter().enumerate() {
-                if i != j {
-                    assert_pings(from, to, timeout);
-                }
-            }
-        }
-    };
-    all_pairs(Duration::from_secs(15));
+    let (bridge, cp, token, hosts) =
+        control_and_joined_hosts(&c, &["--reusable"], &["a", "b", "c"]);
+    assert_list_each_other(&hosts, Duration::from_secs(10));
+    let wls = workloads(&c, &hosts);
+    assert_all_ping(&wls, Duration::from_secs(15));
     let b = &hosts[1];
     assert!(
         b.agent.state_dir.join("netmap.json").exists(),
@@ -79,7 +56,7 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
         got + 1 >= sent,
         "with the control plane down, {got} of {sent} pings a -> c came back"
     );
-    all_pairs(Duration::from_secs(5));
+    assert_all_ping(&wls, Duration::from_secs(5));
 
     // host-b restarts while the control plane is down: it starts from its cached netmap.
     b.agent.stop();
@@ -105,7 +82,7 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
         wl.iter().any(|w| w["netns"] == wls[1].0.name()),
         "host-b's workload is not wired again after the restart: {st}"
     );
-    all_pairs(Duration::from_secs(15));
+    assert_all_ping(&wls, Duration::from_secs(15));
     assert!(
         b.agent.is_running(),
         "host-b gave up without a control plane"
@@ -132,7 +109,7 @@ fn traffic_survives_control_plane_outage_and_agent_restart() {
         t0.elapsed()
     );
     let t0 = Instant::now();
-    let d = joined_host(&c, &bridge, &cp, "d", 4, &token);
+    let d = joined_host_prepared(&c, &bridge, &cp, "d", 4, &token).started();
     let joined = t0.elapsed();
     assert_eq!(d.agent.subnet(), "10.42.3.0/24");
     let t1 = Instant::now();

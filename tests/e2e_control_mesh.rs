@@ -7,8 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::control::{control_on_bridge, joined_host, joined_host_prepared, lists_peer};
-use common::scenario::{assert_pings, workload, Host};
+use common::control::{
+    assert_list_each_other, control_and_joined_hosts, joined_host_prepared, lists_peer,
+};
+use common::scenario::{assert_all_ping, assert_pings, workload, workloads, Host};
 use common::*;
 
 /// How long a netmap change may take to reach every host's `status`.
@@ -47,15 +49,12 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
     let Some(c) = Cluster::new("joined_hosts_mesh_join_and_remove_propagate") else {
         return;
     };
-    let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
-    let token = cp.token_create(&["--reusable", "--ttl", "1h", "--label", "env=e2e"]);
-
     // Joined one after the other: each gets the lowest free /24 of 10.42.0.0/16.
-    let hosts: Vec<Host> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| joined_host(&c, &bridge, &cp, t, i as u8 + 1, &token))
-        .collect();
+    let (bridge, cp, token, hosts) = control_and_joined_hosts(
+        &c,
+        &["--reusable", "--ttl", "1h", "--label", "env=e2e"],
+        &["a", "b", "c"],
+    );
     for (i, h) in hosts.iter().enumerate() {
         assert_eq!(
             h.agent.subnet(),
@@ -64,15 +63,7 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
             i + 1
         );
     }
-    for h in &hosts {
-        for o in hosts.iter().filter(|o| o.ip != h.ip) {
-            assert_eventually(
-                PROPAGATION * 5,
-                &format!("{} lists {} as a peer", h.ns.name(), o.ns.name()),
-                || lists_peer(h, o),
-            );
-        }
-    }
+    assert_list_each_other(&hosts, PROPAGATION * 5);
     // The netmap's peers as status shows them: name, endpoint, allowed IPs.
     let pb = hosts[0].agent.peer_status(hosts[1].agent.public_key());
     assert_eq!(pb["name"], "host-b", "{pb}");
@@ -109,18 +100,8 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
         assert_eq!(n["online"], true, "{n}");
     }
 
-    let wls: Vec<(Netns, String)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| workload(&c, h, &format!("w{i}")))
-        .collect();
-    for (i, (from, _)) in wls.iter().enumerate() {
-        for (j, (_, to)) in wls.iter().enumerate() {
-            if i != j {
-                assert_pings(from, to, Duration::from_secs(15));
-            }
-        }
-    }
+    let wls = workloads(&c, &hosts);
+    assert_all_ping(&wls, Duration::from_secs(15));
 
     // A fourth host joins.
     let d = joined_host_prepared(&c, &bridge, &cp, "d", 4, &token);
@@ -213,18 +194,9 @@ fn endpoint_change_reaches_every_host() {
     let Some(c) = Cluster::new("endpoint_change_reaches_every_host") else {
         return;
     };
-    let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
-    let token = cp.token_create(&["--reusable"]);
-    let hosts: Vec<Host> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| joined_host(&c, &bridge, &cp, t, i as u8 + 1, &token))
-        .collect();
-    let wls: Vec<(Netns, String)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| workload(&c, h, &format!("w{i}")))
-        .collect();
+    let (_bridge, cp, _token, hosts) =
+        control_and_joined_hosts(&c, &["--reusable"], &["a", "b", "c"]);
+    let wls = workloads(&c, &hosts);
     for i in 0..2 {
         assert_pings(&wls[i].0, &wls[2].1, Duration::from_secs(15));
     }

@@ -1,16 +1,18 @@
 //! The `wgmesh agent` under test, run in a host namespace.
 
 use std::fmt::Write as _;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::daemon::{tail, Daemon};
 use super::keys::KeyPair;
-use super::netns::{Netns, Proc};
+use super::netns::Netns;
 use super::wait_until;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wgmesh");
@@ -129,7 +131,8 @@ impl AgentSpec {
     }
 }
 
-fn q(s: &str) -> String {
+/// `s` as a quoted TOML string.
+pub fn q(s: &str) -> String {
     serde_json::to_string(s).expect("quote")
 }
 
@@ -188,7 +191,8 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
     t
 }
 
-/// A `wgmesh agent` with its own directory (config, key, socket, state, logs).
+/// A `wgmesh agent` with its own directory (config, key, socket, state, logs). Its process
+/// (start, stop, logs) is the [`Daemon`] it dereferences to.
 pub struct Agent {
     pub ns: Netns,
     pub keys: KeyPair,
@@ -197,9 +201,17 @@ pub struct Agent {
     pub key_file: PathBuf,
     pub state_dir: PathBuf,
     spec: Mutex<AgentSpec>,
-    proc: Mutex<Option<Proc>>,
-    runs: Mutex<Vec<PathBuf>>,
+    // Before `dir`: the process is stopped before its directory goes.
+    daemon: Daemon,
     dir: tempfile::TempDir,
+}
+
+impl Deref for Agent {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Agent {
@@ -214,16 +226,24 @@ impl Agent {
         keys.write_private(&key_file);
         let state_dir = dir.path().join("state");
         std::fs::create_dir(&state_dir).expect("state dir");
+        let config_path = dir.path().join("agent.toml");
+        let daemon = Daemon::new(
+            ns,
+            "agent",
+            format!("agent {}", ns.name()),
+            "agent",
+            &config_path,
+            dir.path(),
+        );
         let agent = Self {
             ns: ns.clone(),
             keys,
-            config_path: dir.path().join("agent.toml"),
+            config_path,
             socket: dir.path().join("agent.sock"),
             key_file,
             state_dir,
             spec: Mutex::new(spec.clone()),
-            proc: Mutex::new(None),
-            runs: Mutex::new(Vec::new()),
+            daemon,
             dir,
         };
         agent.set_spec(spec);
@@ -269,17 +289,6 @@ impl Agent {
         let text = render(&spec, &self.key_file, &self.socket, &self.state_dir);
         self.write_config(&text);
         *self.spec.lock().unwrap_or_else(PoisonError::into_inner) = spec;
-    }
-
-    /// Starts the agent without waiting for it to answer `status` (a joined agent answers only
-    /// once it has a netmap).
-    pub fn start_no_wait(&self) {
-        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(
-            guard.as_mut().is_none_or(|p| !p.is_running()),
-            "agent already running"
-        );
-        *guard = Some(self.spawn());
     }
 
     /// Waits until `status` answers; false after `timeout` or when the agent has exited.
@@ -332,136 +341,22 @@ impl Agent {
         std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
-    fn spawn(&self) -> Proc {
-        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        let log = self.dir.path().join(format!("agent.{}.log", runs.len()));
-        runs.push(log.clone());
-        self.ns.spawn(
-            &[BIN, "agent", "--config", self.config_path.to_str().unwrap()],
-            &[("RUST_LOG", "info"), ("RUST_BACKTRACE", "1")],
-            &log,
-        )
-    }
-
     /// Starts the agent and waits until `status` answers. Panics (with the log) otherwise.
     pub fn start(&self) {
-        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(
-            guard.as_mut().is_none_or(|p| !p.is_running()),
-            "agent already running"
-        );
-        let mut proc = self.spawn();
-        let mut last_err = String::new();
-        let ready = wait_until(READY_TIMEOUT, || {
-            if !proc.is_running() {
-                return true;
-            }
-            match self.try_status() {
-                Ok(_) => true,
-                Err(e) => {
-                    last_err = e;
-                    false
-                }
-            }
-        });
-        let running = proc.is_running();
-        let log = proc.log();
-        let status = proc.try_wait();
-        *guard = Some(proc);
-        assert!(
-            running,
-            "agent {} exited during start-up ({status:?}):\n{log}",
-            self.ns.name()
-        );
-        assert!(
-            ready,
-            "agent {} did not answer `status` within {READY_TIMEOUT:?}: {last_err}\n{log}",
-            self.ns.name()
-        );
-    }
-
-    /// Starts the agent expecting it to exit on its own; returns its status and output.
-    /// Panics if it is still running after `timeout` (it is then stopped).
-    pub fn run_expect_exit(&self, timeout: Duration) -> (ExitStatus, String) {
-        let mut proc = self.spawn();
-        let st = proc.wait_timeout(timeout);
-        let log = proc.log();
-        let running = st.is_none();
-        *self.proc.lock().unwrap_or_else(PoisonError::into_inner) = Some(proc);
-        assert!(
-            !running,
-            "agent {} was expected to exit but still runs after {timeout:?}:\n{log}",
-            self.ns.name()
-        );
-        (st.unwrap(), log)
-    }
-
-    pub fn pid(&self) -> Option<i32> {
-        self.proc
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(Proc::pid)
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.proc
-            .lock()
-            .unwrap()
-            .as_mut()
-            .is_some_and(Proc::is_running)
+        self.daemon
+            .start_until(READY_TIMEOUT, "answer `status`", |_| {
+                self.try_status().map(drop)
+            });
     }
 
     /// SIGHUP.
     pub fn reload(&self) {
-        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        let p = g.as_mut().expect("agent not started");
-        assert!(p.is_running(), "agent not running");
-        p.signal(Signal::SIGHUP);
+        self.signal(Signal::SIGHUP);
     }
 
-    /// SIGKILL; waits until it is gone.
-    pub fn kill9(&self) {
-        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_mut().expect("agent not started").kill9();
-    }
-
-    /// SIGTERM (SIGKILL after a grace period); returns the exit status.
-    pub fn stop(&self) -> Option<ExitStatus> {
-        let mut g = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_mut().and_then(Proc::stop)
-    }
-
-    /// Starts again with the same config (after [`Agent::kill9`] or [`Agent::stop`]).
+    /// Starts again with the same config (after [`Daemon::kill9`] or [`Daemon::stop`]).
     pub fn restart(&self) {
         self.start();
-    }
-
-    /// The output of every run so far, oldest first.
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        for (i, p) in self
-            .runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .enumerate()
-        {
-            let text = std::fs::read(p).unwrap_or_default();
-            let _ = writeln!(s, "--- run {i} ({})", p.display());
-            s += &String::from_utf8_lossy(&text);
-        }
-        s
-    }
-
-    /// The output of the current (latest) run.
-    pub fn current_log(&self) -> String {
-        self.runs
-            .lock()
-            .unwrap()
-            .last()
-            .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
-            .unwrap_or_default()
     }
 
     /// `wgmesh status --json --socket S`.
@@ -542,9 +437,6 @@ impl Agent {
             Ok(v) => serde_json::to_string_pretty(&v).unwrap(),
             Err(e) => e,
         };
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(300)..].join("\n");
         format!(
             "===== agent in {} (pid {:?}) =====\n--- config {}\n{}\n--- status\n{}\n--- log (last 300 lines)\n{}\n",
             self.ns.name(),
@@ -552,16 +444,8 @@ impl Agent {
             self.config_path.display(),
             std::fs::read_to_string(&self.config_path).unwrap_or_default(),
             status,
-            tail
+            tail(&self.log(), 300)
         )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(p) = self.proc.get_mut().unwrap_or_else(|e| e.into_inner()) {
-            p.stop();
-        }
     }
 }
 

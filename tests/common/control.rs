@@ -4,17 +4,19 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::agent::{AgentSpec, ControlRef, BIN};
-use super::netns::{Netns, Proc};
+use super::agent::{q, AgentSpec, ControlRef, BIN};
+use super::daemon::{tail, Daemon};
+use super::netns::Netns;
 use super::scenario::Host;
-use super::{wait_until, Bridge, Cluster};
+use super::{assert_eventually, Bridge, Cluster};
 
 /// How long the control plane may take to log that it listens.
 pub const CONTROL_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,7 +42,8 @@ impl Default for ControlSpec {
     }
 }
 
-/// `wgmesh control` with its own directory (config, state, audit log, logs).
+/// `wgmesh control` with its own directory (config, state, audit log, logs). Its process
+/// (start, stop, logs) is the [`Daemon`] it dereferences to.
 pub struct ControlPlane {
     pub ns: Netns,
     pub ip: Ipv4Addr,
@@ -48,13 +51,17 @@ pub struct ControlPlane {
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
     pub audit_log: PathBuf,
-    proc: Mutex<Option<Proc>>,
-    runs: Mutex<Vec<PathBuf>>,
+    // Before `dir`: the process is stopped before its directory goes.
+    daemon: Daemon,
     dir: tempfile::TempDir,
 }
 
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("quote")
+impl Deref for ControlPlane {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 /// Renders `control.toml`. One key per line, in this order: listen, advertise, state_dir,
@@ -83,15 +90,23 @@ impl ControlPlane {
             .expect("tempdir");
         let state_dir = dir.path().join("state");
         let audit_log = dir.path().join("audit.jsonl");
+        let config_path = dir.path().join("control.toml");
+        let daemon = Daemon::new(
+            ns,
+            "control plane",
+            format!("control plane in {}", ns.name()),
+            "control",
+            &config_path,
+            dir.path(),
+        );
         let cp = Self {
             ns: ns.clone(),
             ip,
-            config_path: dir.path().join("control.toml"),
+            config_path,
             state_dir,
             audit_log,
             spec,
-            proc: Mutex::new(None),
-            runs: Mutex::new(Vec::new()),
+            daemon,
             dir,
         };
         cp.write_config(&render(&cp.spec, ip, &cp.state_dir, &cp.audit_log));
@@ -138,122 +153,25 @@ impl ControlPlane {
         ControlRef::new(&self.url(), token)
     }
 
-    fn spawn(&self) -> Proc {
-        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        let log = self.dir.path().join(format!("control.{}.log", runs.len()));
-        runs.push(log.clone());
-        self.ns.spawn(
-            &[
-                BIN,
-                "control",
-                "--config",
-                self.config_path.to_str().unwrap(),
-            ],
-            &[("RUST_LOG", "info"), ("RUST_BACKTRACE", "1")],
-            &log,
-        )
-    }
-
     /// Starts the control plane and waits until it logs that it listens (and `admin.toml`
     /// exists). Panics with its log otherwise.
     pub fn start(&self) {
-        let mut guard = self.proc.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(
-            guard.as_mut().is_none_or(|p| !p.is_running()),
-            "control plane already running"
+        self.daemon.start_until(
+            CONTROL_READY_TIMEOUT,
+            &format!("log {LISTENING:?} and write admin.toml"),
+            |proc| {
+                if proc.log().contains(LISTENING) && self.admin_file().exists() {
+                    Ok(())
+                } else {
+                    Err(String::new())
+                }
+            },
         );
-        let mut proc = self.spawn();
-        let ready = wait_until(CONTROL_READY_TIMEOUT, || {
-            !proc.is_running() || (proc.log().contains(LISTENING) && self.admin_file().exists())
-        });
-        let running = proc.is_running();
-        let log = proc.log();
-        let status = proc.try_wait();
-        *guard = Some(proc);
-        assert!(
-            running,
-            "control plane in {} exited during start-up ({status:?}):\n{log}",
-            self.ns.name()
-        );
-        assert!(
-            ready,
-            "control plane in {} did not log {LISTENING:?} and write admin.toml within \
-             {CONTROL_READY_TIMEOUT:?}:\n{log}",
-            self.ns.name()
-        );
-    }
-
-    /// Starts the control plane expecting it to exit on its own; returns its status and
-    /// output. Panics if it still runs after `timeout` (it is then stopped).
-    pub fn run_expect_exit(&self, timeout: Duration) -> (ExitStatus, String) {
-        let mut proc = self.spawn();
-        let st = proc.wait_timeout(timeout);
-        let log = proc.log();
-        let running = st.is_none();
-        *self.proc.lock().unwrap_or_else(PoisonError::into_inner) = Some(proc);
-        assert!(
-            !running,
-            "control plane in {} was expected to exit but still runs after {timeout:?}:\n{log}",
-            self.ns.name()
-        );
-        (st.unwrap(), log)
-    }
-
-    pub fn pid(&self) -> Option<i32> {
-        self.proc
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(Proc::pid)
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.proc
-            .lock()
-            .unwrap()
-            .as_mut()
-            .is_some_and(Proc::is_running)
-    }
-
-    /// SIGTERM (SIGKILL after a grace period); returns the exit status.
-    pub fn stop(&self) -> Option<ExitStatus> {
-        self.proc
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-            .and_then(Proc::stop)
-    }
-
-    /// SIGKILL; waits until it is gone.
-    pub fn kill9(&self) {
-        self.proc
-            .lock()
-            .unwrap()
-            .as_mut()
-            .expect("control plane not started")
-            .kill9();
     }
 
     /// Starts again with the same config and state.
     pub fn restart(&self) {
         self.start();
-    }
-
-    /// The output of every run so far, oldest first.
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        for (i, p) in self
-            .runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .enumerate()
-        {
-            let text = std::fs::read(p).unwrap_or_default();
-            let _ = writeln!(s, "--- run {i} ({})", p.display());
-            s += &String::from_utf8_lossy(&text);
-        }
-        s
     }
 
     /// `wgmesh ARGS` with `WGMESH_ADMIN` set to this control plane's admin file, run in `ns`.
@@ -434,12 +352,7 @@ impl ControlPlane {
     }
 
     pub fn diagnostics(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(300)..].join("\n");
         let audit = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
-        let alines: Vec<&str> = audit.lines().collect();
-        let atail = alines[alines.len().saturating_sub(50)..].join("\n");
         format!(
             "===== control plane in {} (pid {:?}) =====\n--- config {}\n{}\n--- log (last 300 \
              lines)\n{}\n--- audit log (last 50 lines)\n{}\n",
@@ -447,17 +360,9 @@ impl ControlPlane {
             self.pid(),
             self.config_path.display(),
             std::fs::read_to_string(&self.config_path).unwrap_or_default(),
-            tail,
-            atail
+            tail(&self.log(), 300),
+            tail(&audit, 50)
         )
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Some(p) = self.proc.get_mut().unwrap_or_else(|e| e.into_inner()) {
-            p.stop();
-        }
     }
 }
 
@@ -543,20 +448,6 @@ pub fn joined_host_prepared(
     }
 }
 
-/// [`joined_host_prepared`], started: returns once its `status` answers (it has a netmap).
-pub fn joined_host(
-    c: &Cluster,
-    bridge: &Bridge,
-    cp: &ControlPlane,
-    tag: &str,
-    n: u8,
-    token: &str,
-) -> Host {
-    let h = joined_host_prepared(c, bridge, cp, tag, n, token);
-    h.agent.start();
-    h
-}
-
 /// The agent of `h` lists `other`'s public key among its peers.
 pub fn lists_peer(h: &Host, other: &Host) -> bool {
     h.agent
@@ -565,9 +456,40 @@ pub fn lists_peer(h: &Host, other: &Host) -> bool {
         .any(|k| k == other.agent.public_key())
 }
 
+/// Waits until every host lists every other as a peer (each pair within `timeout`).
+pub fn assert_list_each_other(hosts: &[Host], timeout: Duration) {
+    for h in hosts {
+        for o in hosts.iter().filter(|o| o.ip != h.ip) {
+            assert_eventually(
+                timeout,
+                &format!("{} lists {} as a peer", h.ns.name(), o.ns.name()),
+                || lists_peer(h, o),
+            );
+        }
+    }
+}
+
 /// A control plane on a fresh bridge, for tests that need only one.
 pub fn control_on_bridge(c: &Cluster, spec: ControlSpec) -> (Bridge, Arc<ControlPlane>) {
     let bridge = c.bridge();
     let cp = c.control(&bridge, CONTROL_IP, spec);
     (bridge, cp)
+}
+
+/// [`control_on_bridge`] (default spec), a token from `token create TOKEN_ARGS`, and hosts
+/// `tags` (numbered 1, 2, ... in order) that join with it one after the other, each started
+/// (see [`Host::started`]).
+pub fn control_and_joined_hosts(
+    c: &Cluster,
+    token_args: &[&str],
+    tags: &[&str],
+) -> (Bridge, Arc<ControlPlane>, String, Vec<Host>) {
+    let (bridge, cp) = control_on_bridge(c, ControlSpec::default());
+    let token = cp.token_create(token_args);
+    let hosts = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| joined_host_prepared(c, &bridge, &cp, t, i as u8 + 1, &token).started())
+        .collect();
+    (bridge, cp, token, hosts)
 }

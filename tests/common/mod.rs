@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod control;
+pub mod daemon;
 pub mod keys;
 pub mod netns;
 pub mod pcap;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::{counter, ip_of, Agent, AgentSpec, ControlRef, PeerSpec};
 pub use control::{ControlPlane, ControlSpec};
+pub use daemon::Daemon;
 pub use netns::{Netns, Proc};
 pub use traffic::{ping, ping_count, ping_from, Pattern, TcpTransfer, UdpSink};
 pub use wggo::WgGo;
@@ -108,23 +110,10 @@ impl Cluster {
 
     /// Two hosts joined by one veth pair: `ul0` 198.18.0.1/24 in `a`, 198.18.0.2/24 in `b`.
     pub fn veth_underlay(&self, a: &Netns, b: &Netns) -> (Ipv4Addr, Ipv4Addr) {
-        a.run(&[
-            "ip",
-            "link",
-            "add",
-            UNDERLAY_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IF,
-            "netns",
-            b.name(),
-        ]);
+        veth_to_underlay(a, UNDERLAY_IF, b);
         let ips = [Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)];
         for (ns, ip) in [(a, ips[0]), (b, ips[1])] {
-            ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UNDERLAY_IF]);
-            ns.run(&["ip", "link", "set", UNDERLAY_IF, "up"]);
+            underlay_up(ns, ip);
         }
         (ips[0], ips[1])
     }
@@ -132,33 +121,16 @@ impl Cluster {
     /// Hosts joined through a bridge in its own namespace: host i gets `ul0`
     /// 198.18.0.(i+1)/24.
     pub fn bridge_underlay(&self, hosts: &[&Netns]) -> Vec<Ipv4Addr> {
-        let br = self.netns("br");
-        br.run(&["ip", "link", "add", "br0", "type", "bridge"]);
-        br.run(&["ip", "link", "set", "br0", "up"]);
-        let mut ips = Vec::new();
-        for (i, h) in hosts.iter().enumerate() {
-            let port = format!("p{i}");
-            br.run(&[
-                "ip",
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                UNDERLAY_IF,
-                "netns",
-                h.name(),
-            ]);
-            br.run(&["ip", "link", "set", &port, "master", "br0"]);
-            br.run(&["ip", "link", "set", &port, "up"]);
-            let ip = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
-            h.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UNDERLAY_IF]);
-            h.run(&["ip", "link", "set", UNDERLAY_IF, "up"]);
-            ips.push(ip);
-        }
-        ips
+        let br = self.bridge();
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let ip = Ipv4Addr::new(198, 18, 0, i as u8 + 1);
+                br.plug(h, ip);
+                ip
+            })
+            .collect()
     }
 
     /// An empty bridge underlay in its own namespace; [`Bridge::plug`] adds hosts to it.
@@ -295,24 +267,34 @@ impl Bridge {
             "p{}",
             self.ports.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         );
-        self.ns.run(&[
-            "ip",
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IF,
-            "netns",
-            host.name(),
-        ]);
+        veth_to_underlay(&self.ns, &port, host);
         self.ns.run(&["ip", "link", "set", &port, "master", "br0"]);
         self.ns.run(&["ip", "link", "set", &port, "up"]);
-        host.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UNDERLAY_IF]);
-        host.run(&["ip", "link", "set", UNDERLAY_IF, "up"]);
+        underlay_up(host, ip);
     }
+}
+
+/// A veth pair: `name` in `ns`, its peer `ul0` in `host`.
+fn veth_to_underlay(ns: &Netns, name: &str, host: &Netns) {
+    ns.run(&[
+        "ip",
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        UNDERLAY_IF,
+        "netns",
+        host.name(),
+    ]);
+}
+
+/// `ul0` in `host` gets `ip`/24 and goes up.
+fn underlay_up(host: &Netns, ip: Ipv4Addr) {
+    host.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", UNDERLAY_IF]);
+    host.run(&["ip", "link", "set", UNDERLAY_IF, "up"]);
 }
 
 /// Asserts `f` becomes true within `timeout`, with a message naming what was awaited.

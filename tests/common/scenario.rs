@@ -22,6 +22,13 @@ impl Host {
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.ip, self.port)
     }
+
+    /// Starts the agent (returns once its `status` answers; a joined agent's once it has a
+    /// netmap).
+    pub fn started(self) -> Self {
+        self.agent.start();
+        self
+    }
 }
 
 /// One host to build: namespace tag, agent name, subnet, listen port.
@@ -140,6 +147,26 @@ pub fn workload(c: &Cluster, host: &Host, tag: &str) -> (Netns, String) {
         "attach printed {cidr} but the workload namespace has:\n{in_ns}"
     );
     (w, ip)
+}
+
+/// A workload `w{i}` attached to each host `i`; (netns, ip) in the order of `hosts`.
+pub fn workloads(c: &Cluster, hosts: &[Host]) -> Vec<(Netns, String)> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| workload(c, h, &format!("w{i}")))
+        .collect()
+}
+
+/// Waits until every workload pings every other (each pair within `timeout`).
+pub fn assert_all_ping(wls: &[(Netns, String)], timeout: Duration) {
+    for (i, (from, _)) in wls.iter().enumerate() {
+        for (j, (_, to)) in wls.iter().enumerate() {
+            if i != j {
+                assert_pings(from, to, timeout);
+            }
+        }
+    }
 }
 
 /// Waits until `from` can ping `to` (first packets may wait for a handshake).
