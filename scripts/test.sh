@@ -27,7 +27,7 @@ fi
 export CI="${CI:-}"
 if [ $# -eq 0 ]; then
   cargo fmt --all -- --check
-  cargo clippy --all-targets --locked -- -D warnings
+  cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -235,23 +235,43 @@ fn api_refuses_every_route_to_the_wrong_caller() {
         "GET /v1/join",
     );
 
-    // Joining again with the same name and key: same subnet, a new credential, the old one dead.
-    let sx = cp.node("host-x").unwrap()["subnet"].clone();
-    let (cx2, nm2) = cp.join_ok(&token, "host-x", &kx);
-    assert_ne!(cx2, cx, "a second join gave the same credential");
-    assert_eq!(
-        nm2["host"]["subnet"], sx,
-        "a second join moved host-x's subnet"
-    );
+    // Joining again with the same name and key: refused, since both are public (every netmap
+    // shows them); host-x's credential keeps working.
     expect(
-        cp.curl("GET", "/v1/hosts/host-x/netmap", Some(&cx), None),
-        401,
-        "unauthenticated",
-        "host-x's old credential",
+        cp.join_raw(&token, "host-x", &kx, None),
+        409,
+        "name_taken",
+        "a second join of host-x with its (public) name and key",
     );
     expect_ok(
-        cp.curl("GET", "/v1/hosts/host-x/netmap", Some(&cx2), None),
-        "host-x's new credential",
+        cp.curl("GET", "/v1/hosts/host-x/netmap", Some(&cx), None),
+        "host-x's credential after someone else tried its name",
+    );
+    // A join that brings its own credential can be retried with it (a lost reply), and answers
+    // with the same subnet and no new host.
+    let own = wgmesh_config::token::HostCredential::generate().expose();
+    let kw = fresh_public_key();
+    let body =
+        serde_json::json!({"token": token, "name": "host-w", "public_key": kw, "credential": own});
+    let (st1, first) = cp.curl("POST", "/v1/join", None, Some(&body.to_string()));
+    let (st2, again) = cp.curl("POST", "/v1/join", None, Some(&body.to_string()));
+    assert_eq!(
+        (st1, st2),
+        (200, 200),
+        "join and retry of host-w: {first} / {again}"
+    );
+    let (first, again): (Value, Value) = (
+        serde_json::from_str(&first).unwrap(),
+        serde_json::from_str(&again).unwrap(),
+    );
+    assert_eq!(first["credential"], own.as_str());
+    assert_eq!(
+        first["netmap"]["host"]["subnet"], again["netmap"]["host"]["subnet"],
+        "the retried join moved host-w"
+    );
+    expect_ok(
+        cp.curl("GET", "/v1/hosts/host-w/netmap", Some(&own), None),
+        "host-w's own credential",
     );
 
     // Join tokens that cannot be used, and names and keys held by someone else.
@@ -307,7 +327,7 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     );
     assert_eq!(
         cp.node_names(),
-        ["host-s", "host-x", "host-y"],
+        ["host-s", "host-w", "host-x", "host-y"],
         "node list after the refused joins"
     );
     let audit = std::fs::read_to_string(&cp.audit_log).expect("audit log");
@@ -315,7 +335,7 @@ fn api_refuses_every_route_to_the_wrong_caller() {
         &token[70..],
         &single[70..],
         &cx[6..],
-        &cx2[6..],
+        &own[6..],
         &admin[6..],
     ] {
         assert!(!audit.contains(secret), "the audit log contains a secret");

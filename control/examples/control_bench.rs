@@ -51,6 +51,7 @@ fn join_body(token: &str, name: String, port: u16) -> JoinBody {
         public_key: PrivateKey::generate().public_key(),
         endpoint: Some(std::net::SocketAddr::from(([198, 18, 7, 1], port))),
         labels: Default::default(),
+        credential: None,
     }
 }
 

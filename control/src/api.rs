@@ -39,12 +39,18 @@ pub struct JoinBody {
     /// The host's own labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The credential the host will use (`WGMH1-…`), generated and saved by the host before it
+    /// asks, so that a join whose reply was lost can be retried with it; when absent the
+    /// control plane makes one.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// The reply to a join.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinReply {
-    /// The host's credential, `WGMH1-<secret>`: keep it private.
+    /// The host's credential, `WGMH1-<secret>` (the one it sent, if it sent one): keep it
+    /// private.
     pub credential: String,
     /// The host's first netmap.
     pub netmap: Netmap,

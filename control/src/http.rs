@@ -10,13 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
@@ -202,24 +203,32 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// A JSON body of type `T`, or the 400/413 refusal for it.
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ApiReason::TooLarge,
-                format!("the body is larger than {MAX_BODY} bytes"),
-            )
-        } else {
-            ApiError::new(ApiReason::BadRequest, format!("cannot read the body: {e}"))
-        }
-    })?;
-    if bytes.len() > MAX_BODY {
-        return Err(ApiError::new(
+/// A JSON body of type `T`, or the 400/408/413 refusal for it. At most [`MAX_BODY`] bytes are
+/// read, and the whole body must arrive within [`HANDSHAKE_TIMEOUT`] (no trickling).
+async fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let too_large = || {
+        ApiError::new(
             ApiReason::TooLarge,
             format!("the body is larger than {MAX_BODY} bytes"),
-        ));
-    }
+        )
+    };
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
+                ApiReason::BadRequest,
+                format!("cannot read the body: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                ApiReason::BadRequest,
+                format!("the body did not arrive within {HANDSHAKE_TIMEOUT:?}"),
+            ))
+        }
+    };
     let bad = |e: serde_json::Error| {
         ApiError::new(
             ApiReason::BadRequest,
@@ -243,9 +252,9 @@ async fn body_or_refuse<T: DeserializeOwned>(
     token: Option<&str>,
     action: Action,
     remote: IpAddr,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<T, Response> {
-    match parse_body::<T>(body) {
+    match parse_body::<T>(body).await {
         Ok(v) => Ok(v),
         Err(e) => {
             let response = e.clone().into_response();
@@ -283,7 +292,7 @@ type Handled = Result<Response, Response>;
 async fn join(
     State(shared): State<Arc<Shared>>,
     Extension(Remote(remote)): Extension<Remote>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Handled {
     let body = body_or_refuse(&shared, None, Action::Join, remote.ip(), body).await?;
     Ok(as_caller(&shared, None, move |c, _, now| {
@@ -308,6 +317,8 @@ async fn netmap(
     })?;
     let wait = Duration::from_secs(query.wait.unwrap_or(DEFAULT_WAIT_SECS).min(MAX_WAIT_SECS));
     // Subscribe before checking, so a change between the check and the wait is not missed.
+    // Any other revision answers at once, a lower one too: a store restored from a backup must
+    // not leave agents waiting for a revision that will not come for a long time.
     let mut revisions = shared.revision.subscribe();
     let from = Some(remote.ip());
     {
@@ -321,7 +332,7 @@ async fn netmap(
         }
     }
     let newer = matches!(
-        tokio::time::timeout(wait, revisions.wait_for(|r| *r > query.revision)).await,
+        tokio::time::timeout(wait, revisions.wait_for(|r| *r != query.revision)).await,
         Ok(Ok(_))
     );
     if !newer {
@@ -338,7 +349,7 @@ async fn endpoint(
     Extension(Remote(remote)): Extension<Remote>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Handled {
     let token = bearer(&headers);
     let action = Action::EndpointChange;
@@ -353,7 +364,7 @@ async fn create_token(
     State(shared): State<Arc<Shared>>,
     Extension(Remote(remote)): Extension<Remote>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Handled {
     let token = bearer(&headers);
     let action = Action::TokenCreate;

@@ -280,9 +280,11 @@ pub enum RegistryError {
         /// The existing host prefix.
         host_prefix: u8,
     },
-    /// The name is held by a host with another key.
+    /// The name is held by a joined host (with another key, or the same key and another
+    /// credential).
     #[error(
-        "the name {name} is held by host {held_by} with another key; an admin must remove it first"
+        "the name {name} is held by host {held_by}; a host joins once and then uses its \
+         credential, so an admin must remove it first (`wgmesh node remove {name}`)"
     )]
     NameTaken {
         /// The name.
@@ -543,8 +545,9 @@ impl Registry {
     /// name and the key, picks the id and the lowest free subnet, and merges the token's
     /// labels over the host's.
     ///
-    /// A host that joins again with the same name and key (it lost its credential) keeps its
-    /// id and subnet and gets the new credential; a name held by another key is refused.
+    /// A name that is already registered is refused, whatever the key: only an admin can free
+    /// it (a host that lost its credential is removed and joins anew). A retry of a join that
+    /// succeeded is recognised by [`Registry::joined_as`] before this is called.
     pub fn plan_join(
         &self,
         request: JoinRequest,
@@ -554,17 +557,9 @@ impl Registry {
     ) -> Result<Mutation, RegistryError> {
         let token = self.check_token(token_hash, now)?;
         let ipam = self.ipam.as_ref().ok_or(RegistryError::NotInitialized)?;
-        let existing = self
-            .host_by_name(request.name.as_str())
-            .filter(|h| h.public_key == request.public_key);
-        let (id, subnet) = match existing {
-            Some(h) => (h.id, h.subnet),
-            None => {
-                let id = HostId(self.next_host_id);
-                self.check_unique(id, &request.name, &request.public_key)?;
-                (id, ipam.lowest_free()?)
-            }
-        };
+        let id = HostId(self.next_host_id);
+        self.check_unique(id, &request.name, &request.public_key)?;
+        let subnet = ipam.lowest_free()?;
         let mut labels = request.labels;
         labels.extend(token.labels.clone());
         let m = Mutation::HostJoined {
@@ -580,6 +575,18 @@ impl Registry {
         };
         self.check(&m)?;
         Ok(m)
+    }
+
+    /// The host that already joined with this name, key and credential: the join being
+    /// retried succeeded (its reply was lost, or the agent stopped before saving it). The
+    /// credential proves the caller is that host, so neither the token nor a new mutation is
+    /// needed.
+    pub fn joined_as(&self, request: &JoinRequest, credential_hash: &SecretHash) -> Option<HostId> {
+        self.host_by_name(request.name.as_str())
+            .filter(|h| {
+                h.public_key == request.public_key && h.credential_hash.ct_eq(credential_hash)
+            })
+            .map(|h| h.id)
     }
 
     /// Plans removing the host called `name`.
@@ -895,24 +902,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rejoin_with_same_key_keeps_id_and_subnet() {
+    fn a_second_join_of_a_name_is_refused_and_a_retry_is_recognised_by_its_credential() {
         let mut r = registry();
         join(&mut r, "a", 1).unwrap();
         join(&mut r, "b", 2).unwrap();
-        let m = r
-            .plan_join(
-                request("a", 1),
-                &SecretHash::of(b"t"),
-                SecretHash::of(b"new"),
-                20,
-            )
-            .unwrap();
-        r.apply(&m).unwrap();
-        let a = r.host_by_name("a").unwrap();
-        assert_eq!((a.id, a.joined_at, a.last_seen), (HostId(0), 10, 20));
-        assert_eq!(a.credential_hash, SecretHash::of(b"new"));
-        assert!(r.host_by_credential(&SecretHash::of(b"a")).is_none());
-        assert_eq!(r.hosts().len(), 2);
+        // Name and key are public (every netmap lists them): they prove nothing.
+        let hijack = r.plan_join(
+            request("a", 1),
+            &SecretHash::of(b"t"),
+            SecretHash::of(b"attacker"),
+            20,
+        );
+        assert!(
+            matches!(hijack, Err(RegistryError::NameTaken { .. })),
+            "{hijack:?}"
+        );
+        assert_eq!(
+            r.joined_as(&request("a", 1), &SecretHash::of(b"attacker")),
+            None
+        );
+        // The host itself, retrying with the credential it joined with.
+        assert_eq!(
+            r.joined_as(&request("a", 1), &SecretHash::of(b"a")),
+            Some(HostId(0))
+        );
+        assert_eq!(r.joined_as(&request("a", 2), &SecretHash::of(b"a")), None);
     }
 
     #[test]

@@ -179,29 +179,43 @@ impl Control {
                 "endpoint: the port must not be 0".to_owned(),
             ));
         }
-        let credential = HostCredential::generate();
+        let credential = match &body.credential {
+            Some(text) => HostCredential::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("credential: {e}")))?,
+            None => HostCredential::generate(),
+        };
         let request = JoinRequest {
             name,
             public_key: body.public_key,
             endpoint: body.endpoint,
             labels: body.labels,
         };
-        let m = self
-            .registry
-            .plan_join(request, &token_hash, credential.hash(), now)
-            .map_err(registry_error)?;
-        let Mutation::HostJoined { id, .. } = &m else {
-            unreachable!("plan_join plans a join");
+        let id = match self.registry.joined_as(&request, &credential.hash()) {
+            Some(id) => {
+                tracing::info!(name = %request.name, "join retried by the host that made it");
+                id
+            }
+            None => {
+                let m = self
+                    .registry
+                    .plan_join(request, &token_hash, credential.hash(), now)
+                    .map_err(registry_error)?;
+                let Mutation::HostJoined { id, .. } = &m else {
+                    unreachable!("plan_join plans a join");
+                };
+                let id = *id;
+                self.commit(&m)?;
+                let host = self.registry.host(id).expect("just joined");
+                tracing::info!(name = %host.name, subnet = %host.subnet, key = %host.public_key.short(), "host joined");
+                id
+            }
         };
-        let id = *id;
-        self.commit(&m)?;
         self.registry.touch(id, now);
-        let host = self.registry.host(id).expect("just joined");
+        let host = self.registry.host(id).expect("joined");
         event.target = Some(Target::Host {
             id: Some(id),
             name: host.name.clone(),
         });
-        tracing::info!(name = %host.name, subnet = %host.subnet, key = %host.public_key.short(), "host joined");
         let netmap = self.netmap_of(id);
         Ok(JoinReply {
             credential: credential.expose(),
@@ -632,6 +646,7 @@ mod tests {
             public_key: PublicKey::from_bytes([key; 32]),
             endpoint: None,
             labels: BTreeMap::new(),
+            credential: None,
         };
         f.control.join(body, 1001, None)
     }
@@ -721,6 +736,36 @@ mod tests {
     }
 
     #[test]
+    fn a_join_retried_with_its_credential_succeeds_even_with_a_used_single_use_token() {
+        let mut f = fixture();
+        let single = token(&mut f, 3600, false);
+        let credential = HostCredential::generate().expose();
+        let body = |credential: &str| JoinBody {
+            token: single.clone(),
+            name: "host-a".into(),
+            public_key: PublicKey::from_bytes([1; 32]),
+            endpoint: None,
+            labels: BTreeMap::new(),
+            credential: Some(credential.to_owned()),
+        };
+        let first = f.control.join(body(&credential), 1001, None).unwrap();
+        assert_eq!(first.credential, credential);
+        let revision = f.control.revision();
+        // The reply was lost; the agent asks again with the credential it saved.
+        let again = f.control.join(body(&credential), 1002, None).unwrap();
+        assert_eq!(again.netmap.host.subnet, first.netmap.host.subnet);
+        assert_eq!(f.control.revision(), revision, "a retry changes nothing");
+        // Someone else with the same (public) name and key, but not the credential.
+        let other = HostCredential::generate().expose();
+        assert_eq!(
+            reason(f.control.join(body(&other), 1003, None)),
+            ApiReason::TokenUsed
+        );
+        let junk = f.control.join(body("WGMH1-short"), 1003, None);
+        assert_eq!(reason(junk), ApiReason::BadRequest);
+    }
+
+    #[test]
     fn join_tokens_are_refused_with_the_reason() {
         let mut f = fixture();
         let single = token(&mut f, 3600, false);
@@ -759,17 +804,16 @@ mod tests {
         let first = join(&mut f, &t, "host-a", 1).unwrap();
         assert_eq!(reason(join(&mut f, &t, "host-a", 2)), ApiReason::NameTaken);
         assert_eq!(reason(join(&mut f, &t, "host-z", 1)), ApiReason::KeyTaken);
-        // The same name and key again keeps the subnet; the old credential stops working.
-        let again = join(&mut f, &t, "host-a", 1).unwrap();
-        assert_eq!(again.netmap.host.subnet, first.netmap.host.subnet);
-        assert_eq!(
+        // The same name and key again, without the credential: refused (they are public).
+        assert_eq!(reason(join(&mut f, &t, "host-a", 1)), ApiReason::NameTaken);
+        assert!(matches!(
             f.control.authenticate(Some(&first.credential)),
-            Caller::Anonymous
-        );
+            Caller::Host(_)
+        ));
         let admin = Caller::Admin;
         f.control.remove_node(&admin, "host-a", 1002, None).unwrap();
         assert_eq!(
-            f.control.authenticate(Some(&again.credential)),
+            f.control.authenticate(Some(&first.credential)),
             Caller::Anonymous
         );
         let new_key = join(&mut f, &t, "host-a", 2).unwrap();

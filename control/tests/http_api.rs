@@ -80,6 +80,7 @@ fn join_body(token: &str, name: &str, key: u8) -> JoinBody {
         public_key: PublicKey::from_bytes([key; 32]),
         endpoint: None,
         labels: Default::default(),
+        credential: None,
     }
 }
 

@@ -93,6 +93,10 @@ pub enum LinkError {
 }
 
 /// What `control.json` holds: enough to talk to the control plane without the token.
+///
+/// The credential is made here and saved before the join is sent (`joined: false`), so a join
+/// whose reply is lost, or an agent stopped mid-join, retries with the same credential and the
+/// control plane recognises it; anyone else with the host's (public) name and key is refused.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum CredentialFile {
@@ -102,6 +106,7 @@ enum CredentialFile {
         ca_digest: CaDigest,
         name: String,
         credential: String,
+        joined: bool,
     },
 }
 
@@ -111,6 +116,7 @@ pub struct Link {
     client: Client,
     name: String,
     credential: HostCredential,
+    ca_digest: CaDigest,
 }
 
 /// Where the first netmap came from.
@@ -133,7 +139,9 @@ pub async fn establish(
     let path = a.state_dir.join(CREDENTIAL_FILE);
     let url = control.url.to_string();
     let mut backoff = Backoff::new();
-    if let Some(link) = load_link(&path, control, &a.name)? {
+    let saved = load_link(&path, control, &a.name)?;
+    if let Some((link, true)) = &saved {
+        let link = link.clone();
         loop {
             match link
                 .client
@@ -166,27 +174,33 @@ pub async fn establish(
         }
     }
     let token = read_token(control, &url)?;
-    let client = Client::pinned(&control.url, token.ca_digest);
+    // A join begun earlier with this token's CA goes on with its credential.
+    let link = match saved {
+        Some((link, false)) if link.ca_digest == token.ca_digest => link,
+        _ => {
+            let link = Link {
+                client: Client::pinned(&control.url, token.ca_digest),
+                name: a.name.clone(),
+                credential: HostCredential::generate(),
+                ca_digest: token.ca_digest,
+            };
+            save_link(&path, &link, false)?;
+            link
+        }
+    };
     let body = JoinBody {
         token: token.expose(),
         name: a.name.clone(),
         public_key,
         endpoint: a.endpoint,
         labels: a.labels.clone(),
+        credential: Some(link.credential.expose()),
     };
     loop {
-        match client.join(&body).await {
+        match link.client.join(&body).await {
             Ok(reply) => {
                 check_ours(&reply.netmap, &a.name, public_key)?;
-                let credential = HostCredential::from_str(&reply.credential).map_err(|e| {
-                    ClientError::BadReply(format!("the credential it sent is invalid: {e}"))
-                })?;
-                let link = Link {
-                    client,
-                    name: a.name.clone(),
-                    credential,
-                };
-                save_link(&path, &link, token.ca_digest)?;
+                save_link(&path, &link, true)?;
                 tracing::info!(
                     url = %url,
                     subnet = %reply.netmap.host.subnet,
@@ -330,8 +344,13 @@ fn read_token(control: &ControlSection, url: &str) -> Result<JoinToken, LinkErro
     }
 }
 
-/// The link of an earlier join, if `control.json` is for this control plane and name.
-fn load_link(path: &Path, control: &ControlSection, name: &str) -> Result<Option<Link>, LinkError> {
+/// The link of an earlier join (and whether that join completed), if `control.json` is for this
+/// control plane and name.
+fn load_link(
+    path: &Path,
+    control: &ControlSection,
+    name: &str,
+) -> Result<Option<(Link, bool)>, LinkError> {
     let err = |message: String| LinkError::CredentialFile {
         path: path.to_owned(),
         message,
@@ -346,6 +365,7 @@ fn load_link(path: &Path, control: &ControlSection, name: &str) -> Result<Option
         ca_digest,
         name: saved_name,
         credential,
+        joined,
     } = serde_json::from_str(&text).map_err(|e| {
         err(format!(
             "not a wgmesh credential file ({e}); move it away to join again with the token"
@@ -356,19 +376,22 @@ fn load_link(path: &Path, control: &ControlSection, name: &str) -> Result<Option
         return Ok(None);
     }
     let credential = HostCredential::from_str(&credential).map_err(|e| err(e.to_string()))?;
-    Ok(Some(Link {
+    let link = Link {
         client: Client::pinned(&control.url, ca_digest),
         name: saved_name,
         credential,
-    }))
+        ca_digest,
+    };
+    Ok(Some((link, joined)))
 }
 
-fn save_link(path: &Path, link: &Link, ca_digest: CaDigest) -> Result<(), LinkError> {
+fn save_link(path: &Path, link: &Link, joined: bool) -> Result<(), LinkError> {
     let file = CredentialFile::V1 {
         url: link.client.url().to_string(),
-        ca_digest,
+        ca_digest: link.ca_digest,
         name: link.name.clone(),
         credential: link.credential.expose(),
+        joined,
     };
     let json = serde_json::to_vec_pretty(&file).expect("credential file serialises");
     crate::statefile::write_atomically(path, &json).map_err(|e| LinkError::CredentialFile {
