@@ -29,6 +29,7 @@ use crate::api::{
     TokenBody, TokenReply, MAX_BODY,
 };
 use crate::pki::{self, CaDigestMismatch};
+use crate::registry::HostName;
 
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +49,18 @@ pub enum ClientError {
         /// The pinned digest.
         mismatch: CaDigestMismatch,
     },
+    /// The control plane's certificate is not valid for its URL (wrong name in the URL, expired,
+    /// not issued by the trusted CA).
+    #[error("refusing to talk to {url}: its TLS certificate is not valid: {reason}")]
+    Certificate {
+        /// The control plane's URL.
+        url: String,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// The request cannot be made as asked (a bad host name, an unusable CA certificate).
+    #[error("{0}")]
+    Invalid(String),
     /// The control plane could not be reached, or TLS failed.
     #[error("cannot reach the control plane at {url}")]
     Connect {
@@ -92,7 +105,7 @@ impl ClientError {
     /// other than server errors.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::WrongCa { .. } => true,
+            Self::WrongCa { .. } | Self::Certificate { .. } | Self::Invalid(_) => true,
             Self::Refused { status, .. } => *status < 500,
             Self::Connect { .. } | Self::Timeout { .. } | Self::Http { .. } => false,
             Self::BadReply(_) => false,
@@ -131,7 +144,7 @@ impl Client {
     /// A client that trusts only the CA certificate `ca_der` (from `admin.toml`).
     pub fn with_ca(url: &ControlUrl, ca_der: &[u8]) -> Result<Self, ClientError> {
         let config = pki::client_config_with_ca(ca_der)
-            .map_err(|e| ClientError::BadReply(format!("the CA certificate is unusable: {e}")))?;
+            .map_err(|e| ClientError::Invalid(format!("the CA certificate is unusable: {e}")))?;
         Ok(Self::with_config(url, config))
     }
 
@@ -164,7 +177,8 @@ impl Client {
         wait: Duration,
     ) -> Result<Option<Netmap>, ClientError> {
         let path = format!(
-            "/v1/hosts/{name}/netmap?revision={revision}&wait={}",
+            "/v1/hosts/{}/netmap?revision={revision}&wait={}",
+            host_segment(name)?,
             wait.as_secs()
         );
         let bearer = credential.expose();
@@ -184,7 +198,7 @@ impl Client {
         credential: &HostCredential,
         endpoint: Option<SocketAddr>,
     ) -> Result<RevisionReply, ClientError> {
-        let path = format!("/v1/hosts/{name}/endpoint");
+        let path = format!("/v1/hosts/{}/endpoint", host_segment(name)?);
         let body = json(&EndpointBody { endpoint });
         self.call(Method::PUT, &path, Some(credential.expose()), Some(body))
             .await
@@ -217,7 +231,7 @@ impl Client {
         admin: &AdminToken,
         name: &str,
     ) -> Result<RemovedReply, ClientError> {
-        let path = format!("/v1/nodes/{name}");
+        let path = format!("/v1/nodes/{}", host_segment(name)?);
         self.call(Method::DELETE, &path, Some(admin.expose()), None)
             .await
     }
@@ -272,7 +286,7 @@ impl Client {
             }
             let request = request
                 .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| ClientError::BadReply(format!("cannot build the request: {e}")))?;
+                .map_err(|e| ClientError::Invalid(format!("cannot build the request: {e}")))?;
             let response =
                 sender
                     .send_request(request)
@@ -315,10 +329,14 @@ impl Client {
             .tls
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|source| match ca_mismatch(&source) {
-                Some(mismatch) => ClientError::WrongCa {
+            .map_err(|source| match certificate_error(&source) {
+                Some(CertificateProblem::Pin(mismatch)) => ClientError::WrongCa {
                     url: url.clone(),
                     mismatch,
+                },
+                Some(CertificateProblem::Other(reason)) => ClientError::Certificate {
+                    url: url.clone(),
+                    reason,
                 },
                 None => connect_error(source),
             })?;
@@ -333,17 +351,31 @@ impl Client {
     }
 }
 
-/// The pinned-CA mismatch inside a TLS error, if that is what it is.
-fn ca_mismatch(e: &io::Error) -> Option<CaDigestMismatch> {
-    let rustls::Error::InvalidCertificate(CertificateError::Other(other)) =
+enum CertificateProblem {
+    Pin(CaDigestMismatch),
+    Other(String),
+}
+
+/// What is wrong with the server's certificate, if the TLS error says so.
+fn certificate_error(e: &io::Error) -> Option<CertificateProblem> {
+    let rustls::Error::InvalidCertificate(problem) =
         e.get_ref()?.downcast_ref::<rustls::Error>()?
     else {
         return None;
     };
-    other
-        .0
-        .downcast_ref::<CaDigestMismatch>()
-        .map(|m| CaDigestMismatch(m.0))
+    if let CertificateError::Other(other) = problem {
+        if let Some(m) = other.0.downcast_ref::<CaDigestMismatch>() {
+            return Some(CertificateProblem::Pin(CaDigestMismatch(m.0)));
+        }
+    }
+    Some(CertificateProblem::Other(format!("{problem:?}")))
+}
+
+/// `name` as a path segment, if it is a valid host name (so it needs no escaping).
+fn host_segment(name: &str) -> Result<&str, ClientError> {
+    name.parse::<HostName>()
+        .map(|_| name)
+        .map_err(|e| ClientError::Invalid(format!("{name:?} is not a host name: {e}")))
 }
 
 fn json<T: Serialize>(body: &T) -> Vec<u8> {

@@ -68,6 +68,7 @@ impl Shared {
         let shared = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let mut control = shared.lock();
+            control.recover_if_needed();
             let out = f(&mut control);
             let revision = control.revision();
             shared.revision.send_if_modified(|r| {

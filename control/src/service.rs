@@ -63,6 +63,8 @@ pub enum Caller {
 pub struct Control {
     registry: Registry,
     store: Box<dyn Store + Send>,
+    /// A commit failed with an I/O error: the store must be recovered before the next call.
+    store_failed: bool,
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
@@ -91,10 +93,30 @@ impl Control {
         Self {
             registry,
             store,
+            store_failed: false,
             audit,
             admin_hash,
             ca_der,
             policy: Policy::AllowAll,
+        }
+    }
+
+    /// Before a call: if an earlier commit failed, recovers the store and takes the state that
+    /// is durable now (the failed change may or may not be in it), keeping the hosts' last-seen
+    /// times. While the store cannot be recovered, every call that changes something fails.
+    pub fn recover_if_needed(&mut self) {
+        if !self.store_failed {
+            return;
+        }
+        match self.store.recover() {
+            Ok(mut state) => {
+                for host in self.registry.hosts().values() {
+                    state.touch(host.id, host.last_seen);
+                }
+                self.registry = state;
+                self.store_failed = false;
+            }
+            Err(e) => tracing::error!("the store is still unusable: {e}"),
         }
     }
 
@@ -458,14 +480,15 @@ impl Control {
 
     /// Makes `m` durable, then applies it.
     fn commit(&mut self, m: &Mutation) -> Result<(), ApiError> {
+        if self.store_failed {
+            return Err(store_unusable());
+        }
         self.store.commit(m).map_err(|e| match e {
             StoreError::Rejected(e) => registry_error(e),
             e => {
                 tracing::error!("cannot commit to the store: {e}");
-                ApiError::new(
-                    ApiReason::Internal,
-                    "the control plane could not store the change; nothing was changed",
-                )
+                self.store_failed = true;
+                store_unusable()
             }
         })?;
         self.registry
@@ -526,6 +549,14 @@ impl Control {
             tracing::error!("{e}");
         }
     }
+}
+
+fn store_unusable() -> ApiError {
+    ApiError::new(
+        ApiReason::Internal,
+        "the control plane could not write its store (see its log); the change was not \
+         acknowledged and may or may not have been kept: retry",
+    )
 }
 
 fn unauthenticated() -> ApiError {
@@ -871,6 +902,13 @@ mod tests {
                 source: std::io::Error::other("no space left on device"),
             })
         }
+        fn recover(&mut self) -> Result<Registry, StoreError> {
+            Err(StoreError::Io {
+                path: "store.jsonl".into(),
+                action: "reopen",
+                source: std::io::Error::other("no space left on device"),
+            })
+        }
     }
 
     #[test]
@@ -889,6 +927,76 @@ mod tests {
             ApiReason::Internal
         );
         assert_eq!(f.control.registry(), &before);
+    }
+
+    /// A store whose commits land on disk but, while `fail` is set, report an I/O error (a
+    /// failed fsync whose data made it anyway).
+    struct Flaky {
+        inner: MemStore,
+        fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Store for Flaky {
+        fn load(&self) -> Result<Registry, StoreError> {
+            self.inner.load()
+        }
+        fn commit(&mut self, m: &Mutation) -> Result<(), StoreError> {
+            self.inner.commit(m)?;
+            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StoreError::Io {
+                    path: "store.jsonl".into(),
+                    action: "sync",
+                    source: std::io::Error::other("I/O error"),
+                });
+            }
+            Ok(())
+        }
+        fn recover(&mut self) -> Result<Registry, StoreError> {
+            self.inner.load()
+        }
+    }
+
+    #[test]
+    fn after_a_failed_commit_the_durable_state_is_reloaded_and_a_retried_join_succeeds() {
+        let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut f = fixture_with(Box::new(Flaky {
+            inner: MemStore::new(),
+            fail: fail.clone(),
+        }));
+        let t = token(&mut f, 3600, false);
+        let credential = HostCredential::generate().expose();
+        let body = || JoinBody {
+            token: t.clone(),
+            name: "host-a".into(),
+            public_key: PublicKey::from_bytes([1; 32]),
+            endpoint: None,
+            labels: BTreeMap::new(),
+            credential: Some(credential.clone()),
+        };
+        fail.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            reason(f.control.join(body(), 1001, None)),
+            ApiReason::Internal
+        );
+        assert!(
+            f.control.registry().hosts().is_empty(),
+            "not applied in memory"
+        );
+        // Until the store is recovered, nothing else is written.
+        assert_eq!(
+            reason(
+                f.control
+                    .create_token(&Caller::Admin, TokenBody::default(), 1, None)
+            ),
+            ApiReason::Internal
+        );
+        fail.store(false, std::sync::atomic::Ordering::Relaxed);
+        // The write did land: after recovery the host is there, and the agent's retry with its
+        // credential is answered although its single-use token is used now.
+        f.control.recover_if_needed();
+        assert_eq!(f.control.registry().hosts().len(), 1);
+        let again = f.control.join(body(), 1002, None).unwrap();
+        assert_eq!(again.credential, credential);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub trait Store {
     /// Makes `mutation` durable. When this returns `Ok`, the mutation survives a crash. A
     /// mutation that does not apply to the stored state is refused and nothing is written.
     fn commit(&mut self, mutation: &Mutation) -> Result<(), StoreError>;
+    /// After a commit failed with an I/O error (its outcome unknown: the record may or may not
+    /// be durable), makes the store usable again and returns the state that is durable now.
+    fn recover(&mut self) -> Result<State, StoreError>;
 }
 
 /// Why a store could not be opened or written.
@@ -104,6 +107,10 @@ impl Store for MemStore {
         self.state.apply(mutation)?;
         self.mutations.push(mutation.clone());
         Ok(())
+    }
+
+    fn recover(&mut self) -> Result<State, StoreError> {
+        self.load()
     }
 }
 
@@ -296,6 +303,14 @@ impl Store for FileStore {
             }
         }
         Ok(())
+    }
+
+    /// Reopens the file as at start-up: a torn last record is cut, a complete one is kept.
+    fn recover(&mut self) -> Result<State, StoreError> {
+        let reopened = Self::open(&self.dir)?.with_compact_every(self.compact_every);
+        *self = reopened;
+        tracing::info!(path = %self.path.display(), revision = self.state.revision(), "store reopened after a failed write");
+        Ok(self.state.clone())
     }
 }
 

@@ -224,10 +224,17 @@ async fn a_client_pinned_to_another_ca_refuses_to_talk() {
     let other_pki = Pki::load_or_create(other.path(), &[server.url.host().clone()]).unwrap();
     let admin = Client::with_ca(&server.url, other_pki.ca_der()).unwrap();
     let err = admin.list_nodes(&server.admin).await.unwrap_err();
-    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, ClientError::Certificate { .. }), "{err:?}");
+    assert!(err.is_permanent(), "a certificate problem is not an outage");
     // The right one works.
     let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
     assert!(admin.list_nodes(&server.admin).await.unwrap().is_empty());
     let err = admin.list_nodes(&AdminToken::generate()).await.unwrap_err();
     assert_eq!(err.reason(), Some(ApiReason::Unauthenticated));
+    // A name that is not a host name never reaches the server as a path.
+    let err = admin
+        .remove_node(&server.admin, "host-a?x=1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Invalid(_)), "{err:?}");
 }

@@ -120,6 +120,9 @@ pub enum AgentError {
 
 /// Runs the agent with the config file at `path` until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> Result<(), AgentError> {
+    // Installed first and kept for the agent's life: a signal that arrives while the agent waits
+    // for its control plane or sets up the host is then acted on, never lost or fatal.
+    let mut signals = Signals::install().map_err(AgentError::Threads)?;
     let config = AgentConfig::load(path)?;
     let a = &config.agent;
     create_state_dir(&a.state_dir)?;
@@ -129,24 +132,39 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     // Waiting for a control plane creates nothing yet, so a signal can simply end the wait.
     let source = tokio::select! {
         source = PeerSource::of(&config, identity.public_key()) => source?,
-        () = stop_signal() => return Ok(()),
+        () = signals.stop_while_starting() => return Ok(()),
     };
     let mut agent = Agent::start(path, config, identity, source).await?;
-    let result = agent.serve().await;
+    let result = agent.serve(&mut signals).await;
     agent.shutdown().await;
     result
 }
 
-async fn stop_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// The signals the agent acts on.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Completes at SIGTERM or SIGINT; a SIGHUP before the agent runs has nothing to reload.
+    async fn stop_while_starting(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => tracing::info!("SIGHUP while starting: nothing to reload yet"),
+                _ = self.term.recv() => return tracing::info!("SIGTERM: stopping"),
+                _ = self.int.recv() => return tracing::info!("SIGINT: stopping"),
+            }
+        }
     }
 }
 
@@ -355,18 +373,15 @@ impl Agent {
         Ok(agent)
     }
 
-    async fn serve(&mut self) -> Result<(), AgentError> {
-        let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Threads)?;
-        let mut term = signal(SignalKind::terminate()).map_err(AgentError::Threads)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Threads)?;
+    async fn serve(&mut self, signals: &mut Signals) -> Result<(), AgentError> {
         loop {
             tokio::select! {
-                _ = hup.recv() => match self.reload().await {
+                _ = signals.hup.recv() => match self.reload().await {
                     Ok(summary) => tracing::info!("{summary}"),
                     Err(e) => tracing::error!("reload failed; keeping the running configuration: {}", Chain(&e)),
                 },
-                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
-                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
+                _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
                 Some(netmap) = self.netmaps.recv() => {
                     let revision = netmap.revision;
                     match self.apply_netmap(netmap).await {
