@@ -35,6 +35,11 @@ pub struct Netmap {
     /// The hosts this one may reach, sorted by name. Never contains `host` itself.
     #[serde(default)]
     pub peers: Vec<NetmapPeer>,
+    /// The cluster CIDR every host subnet is taken from. When given, the agent refuses a netmap
+    /// that routes anything outside it into the tunnel (the underlay, the control plane), so a
+    /// bad netmap cannot cut a host off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<IpNet>,
 }
 
 /// The identity the control plane holds for the host a netmap is addressed to.
@@ -101,6 +106,16 @@ pub enum NetmapError {
         /// The second peer holding it.
         second: String,
     },
+    /// The host's subnet or a peer's allowed IP is outside the cluster CIDR.
+    #[error("{net} of {owner:?} is outside the cluster CIDR {cluster}")]
+    OutsideCluster {
+        /// The offending prefix.
+        net: IpNet,
+        /// The host or peer it belongs to.
+        owner: String,
+        /// The cluster CIDR.
+        cluster: IpNet,
+    },
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -132,6 +147,22 @@ impl Netmap {
     /// itself, every peer has a key, names and keys are unique, and no allowed IP overlaps the
     /// host's subnet or another allowed IP (so every address routes to exactly one peer).
     pub fn check(&self) -> Result<(), NetmapError> {
+        if let Some(cluster) = self.cluster_cidr {
+            let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
+                self.peers
+                    .iter()
+                    .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
+            );
+            for (net, owner) in all {
+                if !cluster.contains(net) {
+                    return Err(NetmapError::OutsideCluster {
+                        net: *net,
+                        owner: owner.clone(),
+                        cluster,
+                    });
+                }
+            }
+        }
         let mut names = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &str> = BTreeMap::new();
         let mut nets: Vec<(IpNet, &str)> = vec![(self.host.subnet, &self.host.name)];
@@ -216,7 +247,29 @@ mod tests {
                     labels: BTreeMap::new(),
                 },
             ],
+            cluster_cidr: None,
         }
+    }
+
+    #[test]
+    fn nothing_outside_the_cluster_cidr_is_routed_into_the_tunnel() {
+        let mut map = sample();
+        map.peers[1].allowed_ips = vec![net("10.42.2.0/24")];
+        map.cluster_cidr = Some(net("10.42.0.0/16"));
+        map.check().unwrap();
+        // A peer claiming the underlay (or a default route) would cut the host off.
+        map.peers[0].allowed_ips.push(net("198.18.0.0/15"));
+        let err = map.check().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "198.18.0.0/15 of \"host-b\" is outside the cluster CIDR 10.42.0.0/16"
+        );
+        map.peers[0].allowed_ips.pop();
+        map.host.subnet = net("10.43.0.0/24");
+        assert!(matches!(
+            map.check(),
+            Err(NetmapError::OutsideCluster { .. })
+        ));
     }
 
     #[test]

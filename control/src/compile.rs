@@ -51,6 +51,7 @@ pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap
             .filter(|peer| peer.id != host.id && policy.connects(host, peer))
             .map(peer)
             .collect(),
+        cluster_cidr: registry.ipam().map(|i| i.cidr()),
     };
     map.normalize();
     Some(map)
@@ -100,6 +101,7 @@ mod tests {
         assert_eq!(names, ["b", "c"]);
         assert_eq!(a.peers[1].allowed_ips[0].to_string(), "10.42.0.0/24");
         assert_eq!(a.revision, r.revision());
+        assert_eq!(a.cluster_cidr, Some("10.42.0.0/16".parse().unwrap()));
         a.check().unwrap();
         assert!(netmap(&r, &Policy::AllowAll, HostId(99)).is_none());
     }

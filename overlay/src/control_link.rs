@@ -450,6 +450,7 @@ mod tests {
                 endpoint: None,
             },
             peers: vec![],
+            cluster_cidr: None,
         };
         assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
         let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();

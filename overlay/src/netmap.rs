@@ -194,6 +194,7 @@ mod tests {
                     labels: BTreeMap::new(),
                 },
             ],
+            cluster_cidr: None,
         }
     }
 
