@@ -92,14 +92,7 @@ pub enum ServerError {
 pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     let config = ControlConfig::load(config_path)?;
     let dir = &config.state_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| ServerError::StateDir {
-            path: dir.clone(),
-            source,
-        })?;
+    create_private_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
     let mut store = FileStore::open(dir)?;
     let mut registry = store.load()?;
@@ -128,14 +121,7 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     let admin = ensure_admin_file(&config, &pki)?;
     if let Some(parent) = config.audit_log.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|source| ServerError::StateDir {
-                    path: parent.to_owned(),
-                    source,
-                })?;
+            create_private_dir(parent)?;
         }
     }
     let audit = AuditLog::open(&config.audit_log)?;
@@ -217,6 +203,18 @@ fn ensure_admin_file(config: &ControlConfig, pki: &Pki) -> Result<AdminFile, Ser
     atomic_file::write(&path, admin.to_toml().as_bytes(), 0o600)?;
     tracing::info!(path = %path.display(), "wrote admin.toml (the admin CLI's URL, CA and token)");
     Ok(admin)
+}
+
+/// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::StateDir {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 fn warn_if_open(path: &Path) {
