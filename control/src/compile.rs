@@ -38,7 +38,7 @@ impl Policy {
 pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap> {
     let host = registry.host(id)?;
     let mut map = Netmap {
-        revision: registry.revision(),
+        revision: registry.netmap_revision(),
         host: HostIdentity {
             name: host.name.to_string(),
             public_key: host.public_key,
@@ -100,7 +100,17 @@ mod tests {
         let names: Vec<&str> = a.peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["b", "c"]);
         assert_eq!(a.peers[1].allowed_ips[0].to_string(), "10.42.0.0/24");
-        assert_eq!(a.revision, r.revision());
+        assert_eq!(a.revision, r.netmap_revision());
+        // A new token changes no netmap, and no netmap's revision.
+        let m = r.plan_token(
+            crate::registry::SecretHash::of(b"x"),
+            0,
+            10,
+            false,
+            Default::default(),
+        );
+        r.apply(&m).unwrap();
+        assert_eq!(netmaps(&r, &Policy::AllowAll), maps);
         assert_eq!(a.cluster_cidr, Some("10.42.0.0/16".parse().unwrap()));
         a.check().unwrap();
         assert!(netmap(&r, &Policy::AllowAll, HostId(99)).is_none());

@@ -40,13 +40,14 @@ const MAX_CONNECTIONS: usize = 16384;
 #[derive(Debug)]
 pub struct Shared {
     control: Mutex<Control>,
+    /// The registry's netmap revision: long polls wait for it to move.
     revision: watch::Sender<u64>,
 }
 
 impl Shared {
     /// Wraps `control` for serving.
     pub fn new(control: Control) -> Arc<Self> {
-        let (revision, _) = watch::channel(control.revision());
+        let (revision, _) = watch::channel(control.registry().netmap_revision());
         Arc::new(Self {
             control: Mutex::new(control),
             revision,
@@ -70,7 +71,7 @@ impl Shared {
             let mut control = shared.lock();
             control.recover_if_needed();
             let out = f(&mut control);
-            let revision = control.revision();
+            let revision = control.registry().netmap_revision();
             shared.revision.send_if_modified(|r| {
                 let moved = *r != revision;
                 *r = revision;

@@ -234,6 +234,19 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// Whether applying it can change some host's netmap.
+    pub fn changes_netmaps(&self) -> bool {
+        match self {
+            Self::Initialized { .. }
+            | Self::HostJoined { .. }
+            | Self::HostRemoved { .. }
+            | Self::EndpointChanged { .. } => true,
+            Self::TokenCreated { .. } | Self::TokenRevoked { .. } => false,
+        }
+    }
+}
+
 /// Why a join token is refused; the message says which, as the issue asks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefused {
@@ -351,6 +364,7 @@ pub struct Registry {
     next_host_id: u64,
     next_token_id: u64,
     revision: u64,
+    netmap_revision: u64,
 }
 
 /// The serialised form of a [`Registry`]: the IPAM table is rebuilt from the hosts.
@@ -365,6 +379,9 @@ struct Snapshot {
     next_host_id: u64,
     next_token_id: u64,
     revision: u64,
+    /// Absent in snapshots written before it existed: then the revision.
+    #[serde(default)]
+    netmap_revision: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -387,6 +404,7 @@ impl From<Registry> for Snapshot {
             next_host_id: r.next_host_id,
             next_token_id: r.next_token_id,
             revision: r.revision,
+            netmap_revision: Some(r.netmap_revision),
         }
     }
 }
@@ -401,6 +419,7 @@ impl TryFrom<Snapshot> for Registry {
             next_host_id: s.next_host_id,
             next_token_id: s.next_token_id,
             revision: s.revision,
+            netmap_revision: s.netmap_revision.unwrap_or(s.revision),
             ..Self::default()
         };
         if let Some(n) = s.network {
@@ -440,6 +459,13 @@ impl Registry {
     /// The revision: the number of mutations applied since the registry was empty.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The revision of the last mutation that can change a netmap (a host joined, left or
+    /// moved; not a token). Netmaps carry it, and long polls wait for it to move, so admin
+    /// actions that change no netmap do not send every host a new one.
+    pub fn netmap_revision(&self) -> u64 {
+        self.netmap_revision
     }
 
     /// The cluster's host-subnet allocator, once initialised.
@@ -773,6 +799,9 @@ impl Registry {
             }
         }
         self.revision += 1;
+        if m.changes_netmaps() {
+            self.netmap_revision = self.revision;
+        }
         Ok(())
     }
 

@@ -134,7 +134,11 @@ async fn a_long_poll_returns_as_soon_as_another_host_joins() {
     let agent = Client::pinned(&server.url, server.pki.ca_digest());
     let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
     let credential: HostCredential = a.credential.parse().unwrap();
-    // Nothing newer: the poll waits out its 1 s and says so with 204 (None).
+    // A new token changes no netmap: the poll waits out its 1 s and says so with 204 (None).
+    admin
+        .create_token(&server.admin, &TokenBody::default())
+        .await
+        .unwrap();
     let started = Instant::now();
     let none = agent
         .netmap(
