@@ -233,11 +233,20 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event and fsyncs it.
+    /// Appends one event. Events that record a change or an authenticated caller are fsynced;
+    /// refusals of unauthenticated callers are only written (the kernel flushes them soon), so
+    /// that a flood of junk requests cannot make every caller wait for the disk.
     pub fn record(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        let sync = !matches!(
+            (&event.actor, &event.result),
+            (
+                Actor::Anonymous | Actor::Joiner { token: None },
+                Outcome::Refused(_)
+            )
+        );
         self.file
             .write_all(&event.to_line())
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) })
             .map_err(|source| AuditError {
                 path: self.path.clone(),
                 action: "append to",
