@@ -83,6 +83,7 @@ get() { awk -v k="$1" '$1 == k { print $2 }' "$DIR/result.txt"; }
     printf '| %-44s | %s / %s |\n' "join latency p50 / p99 (ms)" "$(get join_p50_ms)" "$(get join_p99_ms)"
     printf '| %-44s | %s / %s / %s |\n' "new host reaches all: p50 / p99 / max (ms)" "$(get join_fanout_p50_ms)" "$(get join_fanout_p99_ms)" "$(get join_fanout_max_ms)"
     printf '| %-44s | %s / %s / %s |\n' "endpoint change reaches all: p50/p99/max (ms)" "$(get endpoint_fanout_p50_ms)" "$(get endpoint_fanout_p99_ms)" "$(get endpoint_fanout_max_ms)"
+    printf '| %-44s | %s / %s |\n' "updates sent as deltas (join / endpoint)" "$(get join_fanout_deltas)" "$(get endpoint_fanout_deltas)"
     printf '| %-44s | %s |\n' "control plane CPU s for the whole run" "$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
     printf '| %-44s | %s |\n' "run wall time (s)" "$wall"
     printf '| %-44s | %s / %s |\n' "control plane RSS idle / with $HOSTS polls (MiB)" "$(awk -v k="$rss_idle" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$rss_loaded" 'BEGIN { printf "%.1f", k / 1024 }')"

@@ -208,6 +208,101 @@ impl Netmap {
     pub fn peer_by_key(&self, key: &PublicKey) -> Option<&NetmapPeer> {
         self.peers.iter().find(|p| p.public_keys.contains(key))
     }
+
+    /// The netmap `delta` turns this one into: its peers removed, then its peers added or
+    /// replaced (by name), its host identity and cluster CIDR taken over. Refused when the delta
+    /// is for another revision, or when the result does not have the peer count the delta
+    /// promises (the agent then asks for a full netmap); the result is normalized and checked.
+    pub fn apply_delta(&self, delta: &NetmapDelta) -> Result<Self, DeltaError> {
+        if delta.from != self.revision {
+            return Err(DeltaError::WrongBase {
+                have: self.revision,
+                from: delta.from,
+            });
+        }
+        let mut peers: BTreeMap<&str, &NetmapPeer> =
+            self.peers.iter().map(|p| (p.name.as_str(), p)).collect();
+        for name in &delta.remove {
+            peers.remove(name.as_str());
+        }
+        for peer in &delta.upsert {
+            peers.insert(peer.name.as_str(), peer);
+        }
+        if peers.len() != delta.peer_count {
+            return Err(DeltaError::PeerCount {
+                got: peers.len(),
+                expected: delta.peer_count,
+            });
+        }
+        let mut next = Self {
+            revision: delta.revision,
+            host: delta.host.clone(),
+            peers: peers.into_values().cloned().collect(),
+            cluster_cidr: delta.cluster_cidr,
+        };
+        next.normalize();
+        next.check().map_err(DeltaError::Invalid)?;
+        Ok(next)
+    }
+}
+
+/// What changed in a host's netmap between two revisions: sent instead of the whole netmap
+/// when the host already holds `from`, so one change costs every host a few hundred bytes
+/// rather than its whole peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetmapDelta {
+    /// The revision the delta applies to.
+    pub from: u64,
+    /// The revision it gives.
+    pub revision: u64,
+    /// The host's identity at `revision`.
+    pub host: HostIdentity,
+    /// Peers added or changed (whole entries), by name.
+    #[serde(default)]
+    pub upsert: Vec<NetmapPeer>,
+    /// Names of peers removed. Applied before `upsert`, so a name removed and taken again by
+    /// a new host is in both.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// How many peers the netmap has at `revision`: a check on the result.
+    pub peer_count: usize,
+    /// The cluster CIDR, as in [`Netmap::cluster_cidr`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<IpNet>,
+}
+
+/// A host's netmap update: the whole netmap, or what changed since the revision it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetmapUpdate {
+    /// The whole netmap.
+    Full(Netmap),
+    /// The changes since the host's revision.
+    Delta(NetmapDelta),
+}
+
+/// Why a delta cannot be applied; the agent then asks for the whole netmap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    /// The delta is for another revision than the one held.
+    #[error("the delta applies to revision {from}, but revision {have} is held")]
+    WrongBase {
+        /// The held revision.
+        have: u64,
+        /// The delta's base.
+        from: u64,
+    },
+    /// The result does not have the promised number of peers.
+    #[error("the delta gives {got} peers where the control plane has {expected}")]
+    PeerCount {
+        /// Peers after applying.
+        got: usize,
+        /// Peers the delta promises.
+        expected: usize,
+    },
+    /// The result breaks a netmap invariant.
+    #[error("the delta gives an invalid netmap: {0}")]
+    Invalid(NetmapError),
 }
 
 #[cfg(test)]
@@ -249,6 +344,95 @@ mod tests {
             ],
             cluster_cidr: None,
         }
+    }
+
+    fn delta(
+        from: u64,
+        upsert: Vec<NetmapPeer>,
+        remove: &[&str],
+        peer_count: usize,
+    ) -> NetmapDelta {
+        let base = sample();
+        NetmapDelta {
+            from,
+            revision: from + 3,
+            host: base.host,
+            upsert,
+            remove: remove.iter().map(|s| (*s).to_owned()).collect(),
+            peer_count,
+            cluster_cidr: None,
+        }
+    }
+
+    fn peer(name: &str, k: u8, net_: &str) -> NetmapPeer {
+        NetmapPeer {
+            name: name.into(),
+            public_keys: vec![key(k)],
+            endpoint: None,
+            allowed_ips: vec![net(net_)],
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_delta_removes_then_upserts_by_name_and_gives_a_checked_netmap() {
+        let base = sample();
+        // host-b leaves and its name is taken by a new host; host-d joins; host-c moves.
+        let mut moved = base.peers[1].clone();
+        moved.endpoint = Some("198.18.0.33:51820".parse().unwrap());
+        let d = delta(
+            7,
+            vec![
+                peer("host-d", 9, "10.42.3.0/24"),
+                peer("host-b", 8, "10.42.1.0/24"),
+                moved.clone(),
+            ],
+            &["host-b"],
+            3,
+        );
+        let next = base.apply_delta(&d).unwrap();
+        assert_eq!(next.revision, 10);
+        let names: Vec<&str> = next.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["host-b", "host-c", "host-d"]);
+        assert_eq!(next.peers[0].public_keys, [key(8)]);
+        assert_eq!(next.peers[1], moved);
+        // The same changes as a full netmap compare equal.
+        let mut full = next.clone();
+        full.normalize();
+        assert_eq!(full, next);
+    }
+
+    #[test]
+    fn a_delta_for_another_revision_or_with_the_wrong_count_is_refused() {
+        let base = sample();
+        let err = base.apply_delta(&delta(6, vec![], &[], 2)).unwrap_err();
+        assert_eq!(err, DeltaError::WrongBase { have: 7, from: 6 });
+        let err = base
+            .apply_delta(&delta(7, vec![], &["host-b"], 2))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DeltaError::PeerCount {
+                got: 1,
+                expected: 2
+            }
+        );
+        // A delta giving a peer the host's own subnet is refused like a full netmap would be.
+        let err = base
+            .apply_delta(&delta(7, vec![peer("host-x", 9, "10.42.0.0/25")], &[], 3))
+            .unwrap_err();
+        assert!(
+            matches!(err, DeltaError::Invalid(NetmapError::Overlap { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn updates_are_tagged_json() {
+        let full = serde_json::to_value(NetmapUpdate::Full(sample())).unwrap();
+        assert!(full["full"]["peers"].is_array());
+        let d = serde_json::to_value(NetmapUpdate::Delta(delta(7, vec![], &[], 2))).unwrap();
+        assert_eq!(d["delta"]["from"], 7);
     }
 
     #[test]

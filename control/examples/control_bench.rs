@@ -4,8 +4,9 @@
 //!   control_bench --admin admin.toml [--hosts 1000] [--concurrency 32]
 //!
 //! 1. joins N hosts (C at a time), each with its own TLS connection, as agents do;
-//! 2. holds N netmap long polls open, then makes one change (another host joins) and measures,
-//!    for every poll, the time from the change's acknowledgement to the netmap arriving;
+//! 2. holds N netmap long polls open (asking for deltas, as agents do), then makes one change
+//!    (another host joins) and measures, for every poll, the time from the change's
+//!    acknowledgement to the update arriving;
 //! 3. the same for an endpoint change of one host.
 //!
 //! Prints `key value` lines for the script to put in its table.
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wgmesh_config::control::AdminFile;
+use wgmesh_config::netmap::NetmapUpdate;
 use wgmesh_config::token::{HostCredential, JoinToken};
 use wgmesh_config::PrivateKey;
 use wgmesh_control::api::{JoinBody, TokenBody};
@@ -72,7 +74,7 @@ async fn fan_out<F: std::future::Future<Output = ()>>(
     revision: u64,
     expect_peers: usize,
     change: F,
-) -> Vec<Duration> {
+) -> (Vec<Duration>, usize) {
     let ready = Arc::new(tokio::sync::Barrier::new(hosts.len() + 1));
     let mut polls = Vec::with_capacity(hosts.len());
     for (name, credential) in hosts {
@@ -84,13 +86,18 @@ async fn fan_out<F: std::future::Future<Output = ()>>(
         );
         polls.push(tokio::spawn(async move {
             ready.wait().await;
-            let netmap = agent
-                .netmap(&name, &credential, revision, Duration::from_secs(60))
+            // As agents poll: asking for changes only.
+            let update = agent
+                .netmap_update(&name, &credential, revision, Duration::from_secs(60))
                 .await
                 .expect("long poll")
-                .expect("a newer netmap within 60 s");
-            assert_eq!(netmap.peers.len(), expect_peers, "peers in {name}'s netmap");
-            Instant::now()
+                .expect("a change within 60 s");
+            let (peers, delta) = match update {
+                NetmapUpdate::Full(n) => (n.peers.len(), false),
+                NetmapUpdate::Delta(d) => (d.peer_count, true),
+            };
+            assert_eq!(peers, expect_peers, "peers in {name}'s netmap");
+            (Instant::now(), delta)
         }));
     }
     ready.wait().await;
@@ -99,12 +106,14 @@ async fn fan_out<F: std::future::Future<Output = ()>>(
     change.await;
     let acked = Instant::now();
     let mut delays = Vec::with_capacity(polls.len());
+    let mut deltas = 0;
     for p in polls {
-        let arrived = p.await.expect("poll task");
+        let (arrived, delta) = p.await.expect("poll task");
         delays.push(arrived.saturating_duration_since(acked));
+        deltas += usize::from(delta);
     }
     delays.sort();
-    delays
+    (delays, deltas)
 }
 
 fn report(what: &str, delays: &[Duration]) {
@@ -185,8 +194,9 @@ async fn main() {
                 .expect("newcomer join");
         }
     };
-    let delays = fan_out(&agent, &hosts, revision, n, newcomer).await;
+    let (delays, deltas) = fan_out(&agent, &hosts, revision, n, newcomer).await;
     report("join_fanout", &delays);
+    println!("join_fanout_deltas {deltas}");
     revision += 1;
 
     // 3. An endpoint change of host 0.
@@ -204,6 +214,7 @@ async fn main() {
                 .expect("endpoint change");
         }
     };
-    let delays = fan_out(&agent, &hosts, revision, n, moved).await;
+    let (delays, deltas) = fan_out(&agent, &hosts, revision, n, moved).await;
     report("endpoint_fanout", &delays);
+    println!("endpoint_fanout_deltas {deltas}");
 }

@@ -171,6 +171,10 @@ pub struct NetmapQuery {
     /// How long to wait (seconds), at most [`MAX_WAIT_SECS`].
     #[serde(default)]
     pub wait: Option<u64>,
+    /// Answer with a [`NetmapUpdate`](wgmesh_config::netmap::NetmapUpdate): only what changed
+    /// since `revision` when the control plane still knows, else the whole netmap.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 #[cfg(test)]

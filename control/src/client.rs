@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use wgmesh_config::control::{ControlUrl, Host};
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 
 use crate::api::{
@@ -167,8 +167,8 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/hosts/{name}/netmap`: the netmap newer than `revision`, or `None` when there was
-    /// none within `wait`.
+    /// `GET /v1/hosts/{name}/netmap`: the whole netmap at a revision other than `revision`, or
+    /// `None` when there was none within `wait`.
     pub async fn netmap(
         &self,
         name: &str,
@@ -176,8 +176,31 @@ impl Client {
         revision: u64,
         wait: Duration,
     ) -> Result<Option<Netmap>, ClientError> {
+        self.poll(name, credential, revision, wait, false).await
+    }
+
+    /// `GET /v1/hosts/{name}/netmap?delta=true`: what changed since `revision` (or the whole
+    /// netmap when the control plane cannot say), or `None` when nothing changed within `wait`.
+    pub async fn netmap_update(
+        &self,
+        name: &str,
+        credential: &HostCredential,
+        revision: u64,
+        wait: Duration,
+    ) -> Result<Option<NetmapUpdate>, ClientError> {
+        self.poll(name, credential, revision, wait, true).await
+    }
+
+    async fn poll<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        credential: &HostCredential,
+        revision: u64,
+        wait: Duration,
+        delta: bool,
+    ) -> Result<Option<T>, ClientError> {
         let path = format!(
-            "/v1/hosts/{}/netmap?revision={revision}&wait={}",
+            "/v1/hosts/{}/netmap?revision={revision}&wait={}&delta={delta}",
             host_segment(name)?,
             wait.as_secs()
         );

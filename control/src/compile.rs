@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use wgmesh_config::netmap::{HostIdentity, Netmap, NetmapPeer};
+use wgmesh_config::netmap::{HostIdentity, Netmap, NetmapDelta, NetmapPeer};
 
 use crate::registry::{Host, HostId, Registry};
 
@@ -39,12 +39,7 @@ pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap
     let host = registry.host(id)?;
     let mut map = Netmap {
         revision: registry.netmap_revision(),
-        host: HostIdentity {
-            name: host.name.to_string(),
-            public_key: host.public_key,
-            subnet: host.subnet,
-            endpoint: host.endpoint,
-        },
+        host: identity(host),
         peers: registry
             .hosts()
             .values()
@@ -66,6 +61,53 @@ pub fn netmaps(registry: &Registry, policy: &Policy) -> BTreeMap<HostId, Netmap>
         .collect()
 }
 
+/// What changed in host `id`'s netmap since revision `from`, given the names whose entries
+/// changed since then (from a [`ChangeLog`](crate::changelog::ChangeLog)); `None` when there is
+/// no such host. Equal, once applied, to [`netmap`] at the registry's netmap revision.
+pub fn delta<'a>(
+    registry: &Registry,
+    policy: &Policy,
+    id: HostId,
+    from: u64,
+    changed: impl IntoIterator<Item = &'a str>,
+) -> Option<NetmapDelta> {
+    let host = registry.host(id)?;
+    let mut upsert = Vec::new();
+    let mut remove = Vec::new();
+    for name in changed {
+        if name == host.name.as_str() {
+            continue;
+        }
+        match registry.host_by_name(name) {
+            Some(peer_host) if policy.connects(host, peer_host) => upsert.push(peer(peer_host)),
+            _ => remove.push(name.to_owned()),
+        }
+    }
+    let peer_count = registry
+        .hosts()
+        .values()
+        .filter(|p| p.id != id && policy.connects(host, p))
+        .count();
+    Some(NetmapDelta {
+        from,
+        revision: registry.netmap_revision(),
+        host: identity(host),
+        upsert,
+        remove,
+        peer_count,
+        cluster_cidr: registry.ipam().map(|i| i.cidr()),
+    })
+}
+
+fn identity(host: &Host) -> HostIdentity {
+    HostIdentity {
+        name: host.name.to_string(),
+        public_key: host.public_key,
+        subnet: host.subnet,
+        endpoint: host.endpoint,
+    }
+}
+
 fn peer(host: &Host) -> NetmapPeer {
     NetmapPeer {
         name: host.name.to_string(),
@@ -83,6 +125,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::changelog::{touched_name, ChangeLog};
     use crate::registry::tests::{join, registry};
     use crate::registry::Mutation;
 
@@ -130,6 +173,27 @@ mod tests {
             1 => (0u8..12).prop_map(Op::Remove),
             1 => (0u8..12, proptest::option::of(1u16..)).prop_map(|(n, p)| Op::Endpoint(n, p)),
         ]
+    }
+
+    /// The mutation `op` plans on `r`, without applying it; `None` when refused.
+    fn plan(r: &Registry, op: &Op) -> Option<Mutation> {
+        match *op {
+            Op::Join(n, k) => {
+                let name = format!("h{n}");
+                r.plan_join(
+                    crate::registry::tests::request(&name, k + 1),
+                    &crate::registry::SecretHash::of(b"t"),
+                    crate::registry::SecretHash::of(name.as_bytes()),
+                    10,
+                )
+                .ok()
+            }
+            Op::Remove(n) => r.plan_remove(&format!("h{n}")).ok(),
+            Op::Endpoint(n, port) => r.host_by_name(&format!("h{n}")).and_then(|h| {
+                let ep = port.map(|p| std::net::SocketAddr::from(([198, 18, 0, n], p)));
+                r.plan_endpoint(h.id, ep).ok().flatten()
+            }),
+        }
     }
 
     /// Runs `ops` against a fresh registry (refused operations are skipped); returns the
@@ -183,6 +247,34 @@ mod tests {
                     let other = r.host_by_name(&p.name).unwrap();
                     prop_assert!(maps[&other.id].peers.iter().any(|q| q.name == host.name.as_str()));
                 }
+            }
+        }
+
+        #[test]
+        fn a_delta_applied_to_an_old_netmap_gives_the_new_netmap(
+            before in prop::collection::vec(op(), 0..25),
+            after in prop::collection::vec(op(), 0..25),
+        ) {
+            let (mut r, _) = history(&before);
+            let old = netmaps(&r, &Policy::AllowAll);
+            let mut log = ChangeLog::new(r.netmap_revision(), 1024);
+            for op in &after {
+                let Some(m) = plan(&r, op) else { continue };
+                let touched = touched_name(&r, &m);
+                r.apply(&m).unwrap();
+                match touched {
+                    Some(name) => log.record(r.netmap_revision(), &name),
+                    None if m.changes_netmaps() => log.reset(r.netmap_revision()),
+                    None => {}
+                }
+            }
+            let new = netmaps(&r, &Policy::AllowAll);
+            for (id, old_map) in &old {
+                let Some(expected) = new.get(id) else { continue };
+                let changed = log.since(old_map.revision, r.netmap_revision()).unwrap();
+                let d = delta(&r, &Policy::AllowAll, *id, old_map.revision, changed).unwrap();
+                let got = old_map.apply_delta(&d).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&got, expected);
             }
         }
 

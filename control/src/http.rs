@@ -340,6 +340,13 @@ async fn netmap(
     if !newer {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    if query.delta {
+        let held = query.revision;
+        return Ok(as_caller(&shared, token, move |c, caller, now| {
+            c.netmap_update(caller, &name, held, now, from)
+        })
+        .await);
+    }
     Ok(as_caller(&shared, token, move |c, caller, now| {
         c.netmap(caller, &name, now, from)
     })

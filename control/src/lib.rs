@@ -3,7 +3,8 @@
 //! The pure core and the store:
 //! - [`registry`]: hosts, join tokens and workloads, changed only by [`registry::Mutation`]s;
 //! - [`ipam`]: host subnets of the cluster CIDR;
-//! - [`compile`]: the [`Netmap`](wgmesh_config::netmap::Netmap) of every host;
+//! - [`compile`]: the [`Netmap`](wgmesh_config::netmap::Netmap) of every host, and deltas
+//!   between revisions from the [`changelog`];
 //! - [`store`]: where mutations are made durable ([`store::FileStore`], [`store::MemStore`]);
 //! - [`audit`]: the audit log;
 //! - [`pki`]: the cluster CA, the server certificate, and TLS clients that pin the CA digest of a
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod api;
 pub mod atomic_file;
 pub mod audit;
+pub mod changelog;
 pub mod client;
 pub mod compile;
 pub mod http;

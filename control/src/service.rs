@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use wgmesh_config::labels;
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
 
 use crate::api::{
@@ -19,9 +19,14 @@ use crate::api::{
     TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
 };
 use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Target};
+use crate::changelog::{touched_name, ChangeLog};
 use crate::compile::{self, Policy};
 use crate::registry::{HostId, HostName, JoinRequest, Mutation, Registry, RegistryError};
 use crate::store::{Store, StoreError};
+
+/// How many recent netmap changes are kept for deltas; a host further behind gets a whole
+/// netmap.
+const CHANGE_LOG_CAPACITY: usize = 4096;
 
 /// A refused request: the reason word, its HTTP status, and a message for humans (never a
 /// secret).
@@ -65,6 +70,8 @@ pub struct Control {
     store: Box<dyn Store + Send>,
     /// A commit failed with an I/O error: the store must be recovered before the next call.
     store_failed: bool,
+    /// Recent netmap changes, for delta netmaps.
+    changes: ChangeLog,
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
@@ -91,6 +98,7 @@ impl Control {
         ca_der: Vec<u8>,
     ) -> Self {
         Self {
+            changes: ChangeLog::new(registry.netmap_revision(), CHANGE_LOG_CAPACITY),
             registry,
             store,
             store_failed: false,
@@ -114,6 +122,7 @@ impl Control {
                     state.touch(host.id, host.last_seen);
                 }
                 self.registry = state;
+                self.changes.reset(self.registry.netmap_revision());
                 self.store_failed = false;
             }
             Err(e) => tracing::error!("the store is still unusable: {e}"),
@@ -258,6 +267,33 @@ impl Control {
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
         Ok(self.netmap_of(id))
+    }
+
+    /// `GET /v1/hosts/{name}/netmap?delta=true`, once the long poll decided to answer: what
+    /// changed since `from` when the change log reaches back to it, else the whole netmap.
+    pub fn netmap_update(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        from: u64,
+        now: u64,
+        from_ip: Option<IpAddr>,
+    ) -> Result<NetmapUpdate, ApiError> {
+        let id = self
+            .authorize_host(caller, name)
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from_ip))?;
+        self.registry.touch(id, now);
+        let current = self.registry.netmap_revision();
+        let delta = match self.changes.since(from, current) {
+            Some(changed) if from != 0 => {
+                compile::delta(&self.registry, &self.policy, id, from, changed)
+            }
+            _ => None,
+        };
+        Ok(match delta {
+            Some(d) => NetmapUpdate::Delta(d),
+            None => NetmapUpdate::Full(self.netmap_of(id)),
+        })
     }
 
     /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits).
@@ -491,9 +527,16 @@ impl Control {
                 store_unusable()
             }
         })?;
+        let touched = touched_name(&self.registry, m);
         self.registry
             .apply(m)
             .expect("the store accepted it, so it applies");
+        let revision = self.registry.netmap_revision();
+        match touched {
+            Some(name) => self.changes.record(revision, &name),
+            None if m.changes_netmaps() => self.changes.reset(revision),
+            None => {}
+        }
         Ok(())
     }
 
@@ -886,6 +929,60 @@ mod tests {
             .unwrap()
             .peers
             .is_empty());
+    }
+
+    #[test]
+    fn hosts_that_hold_a_recent_netmap_get_only_what_changed() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let a = join(&mut f, &t, "host-a", 1).unwrap();
+        join(&mut f, &t, "host-b", 2).unwrap();
+        let host_a = f.control.authenticate(Some(&a.credential));
+        let NetmapUpdate::Delta(d) = f
+            .control
+            .netmap_update(&host_a, "host-a", a.netmap.revision, 1, None)
+            .unwrap()
+        else {
+            panic!("a host one change behind gets a delta");
+        };
+        assert_eq!(d.upsert.len(), 1);
+        assert_eq!(d.upsert[0].name, "host-b");
+        assert_eq!(d.peer_count, 1);
+        let applied = a.netmap.apply_delta(&d).unwrap();
+        assert_eq!(
+            applied,
+            f.control.netmap(&host_a, "host-a", 1, None).unwrap()
+        );
+        // Revision 0 (a first poll) and revisions never given get the whole netmap.
+        for from in [0, 999] {
+            let update = f
+                .control
+                .netmap_update(&host_a, "host-a", from, 1, None)
+                .unwrap();
+            assert!(
+                matches!(update, NetmapUpdate::Full(_)),
+                "from {from}: {update:?}"
+            );
+        }
+        // Token changes leave nothing to send.
+        let before = applied.revision;
+        token(&mut f, 60, false);
+        assert_eq!(f.control.registry().netmap_revision(), before);
+        f.control
+            .remove_node(&Caller::Admin, "host-b", 2, None)
+            .unwrap();
+        let NetmapUpdate::Delta(d) = f
+            .control
+            .netmap_update(&host_a, "host-a", before, 1, None)
+            .unwrap()
+        else {
+            panic!("delta expected");
+        };
+        assert_eq!(
+            (d.upsert.len(), d.remove.as_slice()),
+            (0, &["host-b".to_owned()][..])
+        );
+        assert!(applied.apply_delta(&d).unwrap().peers.is_empty());
     }
 
     /// A store whose disk is full: every commit fails.

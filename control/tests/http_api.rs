@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use wgmesh_config::control::{ControlUrl, Host};
+use wgmesh_config::netmap::NetmapUpdate;
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 use wgmesh_config::PublicKey;
 use wgmesh_control::api::{ApiReason, JoinBody, TokenBody};
@@ -174,6 +175,16 @@ async fn a_long_poll_returns_as_soon_as_another_host_joins() {
     assert_eq!(netmap.peers.len(), 1);
     assert_eq!(netmap.peers[0].name, "host-b");
     assert!(latency < Duration::from_secs(2), "took {latency:?}");
+    // Asked for changes only, host-a gets a delta that turns its netmap into the new one.
+    let update = agent
+        .netmap_update("host-a", &credential, a.netmap.revision, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a change");
+    let NetmapUpdate::Delta(delta) = update else {
+        panic!("a host one change behind gets a delta: {update:?}");
+    };
+    assert_eq!(a.netmap.apply_delta(&delta).unwrap(), netmap);
     eprintln!("long poll woke {latency:?} after the join");
 }
 

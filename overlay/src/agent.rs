@@ -322,15 +322,15 @@ impl Agent {
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 let (endpoint_tx, endpoint_rx) = watch::channel(a.endpoint);
+                let revision = netmap.revision;
                 let task = tokio::spawn(control_link::follow(
                     link,
-                    netmap.revision,
+                    netmap,
                     netmap_tx,
                     endpoint_rx,
-                    netmap.host.endpoint,
                     Arc::clone(&connected),
                 ));
-                (Some(endpoint_tx), Some(netmap.revision), Some(task))
+                (Some(endpoint_tx), Some(revision), Some(task))
             }
             None => (None, None, None),
         };

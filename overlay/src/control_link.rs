@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
 use wgmesh_config::{AgentConfig, ControlSection, JoinTokenSource, PublicKey};
 use wgmesh_control::api::{ApiReason, JoinBody};
@@ -215,17 +215,22 @@ pub async fn establish(
     }
 }
 
-/// Long-polls netmaps newer than `revision` and sends them to `netmaps`; reports the endpoint
-/// in `endpoint` whenever it differs from what the control plane holds (`reported`). Ends when
-/// `netmaps` is closed. `connected` says whether the last call succeeded.
+/// Long-polls for changes to `current` (the netmap the agent runs) and sends every new netmap
+/// to `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
+/// plane holds. Ends when `netmaps` is closed. `connected` says whether the last call
+/// succeeded.
+///
+/// The control plane answers with what changed (a delta) when it can; the delta is applied to
+/// `current` here, so the agent always gets whole, checked netmaps. A delta that does not fit
+/// makes the next poll ask for the whole netmap.
 pub async fn follow(
     link: Link,
-    mut revision: u64,
+    mut current: Netmap,
     netmaps: mpsc::Sender<Netmap>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
-    mut reported: Option<SocketAddr>,
     connected: Arc<AtomicBool>,
 ) {
+    let mut reported = current.host.endpoint;
     let mut down = !connected.load(Ordering::Relaxed);
     let mut backoff = Backoff::new();
     loop {
@@ -256,18 +261,30 @@ pub async fn follow(
         let wait = if down { Duration::ZERO } else { POLL_WAIT };
         let poll = link
             .client
-            .netmap(&link.name, &link.credential, revision, wait);
+            .netmap_update(&link.name, &link.credential, current.revision, wait);
         tokio::select! {
             result = poll => match result {
-                Ok(Some(netmap)) => {
+                Ok(Some(update)) => {
                     if down {
-                        tracing::info!(revision = netmap.revision, "control plane reachable again");
+                        tracing::info!("control plane reachable again");
                         down = false;
                         connected.store(true, Ordering::Relaxed);
                     }
                     backoff = Backoff::new();
-                    revision = netmap.revision;
+                    let netmap = match update {
+                        NetmapUpdate::Full(netmap) => netmap,
+                        NetmapUpdate::Delta(delta) => match current.apply_delta(&delta) {
+                            Ok(netmap) => netmap,
+                            Err(e) => {
+                                tracing::warn!("cannot apply a netmap delta; asking for the whole netmap: {e}");
+                                // Revision 0 always gets the whole netmap.
+                                current.revision = 0;
+                                continue;
+                            }
+                        },
+                    };
                     reported = netmap.host.endpoint;
+                    current = netmap.clone();
                     if netmaps.send(netmap).await.is_err() {
                         return;
                     }
