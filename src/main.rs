@@ -95,6 +95,21 @@ enum TokenCmd {
         #[command(flatten)]
         admin: AdminArg,
     },
+    /// List the join tokens (never their secrets) and whether they can still be used.
+    List {
+        /// Print JSON (the API's form).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+    /// Revoke a join token: no host can join with it any more (hosts that joined stay).
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,7 +219,7 @@ mod admin {
     use anyhow::Context;
     use wgmesh_config::control::AdminFile;
     use wgmesh_config::labels;
-    use wgmesh_control::admin::{parse_ttl, render_nodes};
+    use wgmesh_control::admin::{parse_ttl, render_nodes, render_tokens};
     use wgmesh_control::api::TokenBody;
     use wgmesh_control::client::Client;
 
@@ -221,12 +236,30 @@ mod admin {
     }
 
     pub(super) fn token(command: TokenCmd) -> anyhow::Result<()> {
-        let TokenCmd::Create {
-            ttl,
-            reusable,
-            labels: assignments,
-            admin,
-        } = command;
+        let (ttl, reusable, assignments, admin) = match command {
+            TokenCmd::Create {
+                ttl,
+                reusable,
+                labels,
+                admin,
+            } => (ttl, reusable, labels, admin),
+            TokenCmd::List { json, admin } => {
+                let (client, file, runtime) = connect(&admin)?;
+                let tokens = runtime.block_on(client.list_tokens(&file.token))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&tokens)?);
+                } else {
+                    print!("{}", render_tokens(&tokens, super::unix_now()));
+                }
+                return Ok(());
+            }
+            TokenCmd::Revoke { id, admin } => {
+                let (client, file, runtime) = connect(&admin)?;
+                let reply = runtime.block_on(client.revoke_token(&file.token, id))?;
+                eprintln!("revoked join token {}", reply.revoked);
+                return Ok(());
+            }
+        };
         let ttl_secs = parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
         let mut labels = labels::Labels::new();
         for a in &assignments {

@@ -87,8 +87,10 @@ fn api_refuses_every_route_to_the_wrong_caller() {
         ("GET", "/v1/hosts/host-x/netmap", None),
         ("PUT", "/v1/hosts/host-x/endpoint", Some(ep)),
     ];
-    let admin_routes: [Route<'_>; 3] = [
+    let admin_routes: [Route<'_>; 5] = [
         ("POST", "/v1/tokens", Some("{}")),
+        ("GET", "/v1/tokens", None),
+        ("DELETE", "/v1/tokens/0", None),
         ("GET", "/v1/nodes", None),
         ("DELETE", "/v1/nodes/host-y", None),
     ];
@@ -199,6 +201,59 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     );
     assert_join_token_shape(t["token"].as_str().expect("token"));
     assert!(t["id"].is_u64() && t["expires_at"].is_u64(), "{t}");
+    // Listed without its secret; revoked, it lets nobody in.
+    let listed = expect_ok(
+        cp.curl("GET", "/v1/tokens", Some(&admin), None),
+        "admin lists tokens",
+    );
+    let id = t["id"].as_u64().unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+        .cloned()
+        .expect("the new token is listed");
+    assert_eq!(entry["state"], "valid", "{listed}");
+    let secret = &t["token"].as_str().unwrap()[70..];
+    assert!(
+        !listed.to_string().contains(secret),
+        "token list shows a secret"
+    );
+    // Revoked with the CLI, as an admin would; `token list` then says so.
+    cp.cli_ok(&["token", "revoke", &id.to_string()]);
+    let listed: Value = serde_json::from_str(&cp.cli_ok(&["token", "list", "--json"])).unwrap();
+    let state = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+        .map(|e| e["state"].clone());
+    assert_eq!(state, Some(Value::from("revoked")), "{listed}");
+    let table = cp.cli_ok(&["token", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("revoked")),
+        "{table}"
+    );
+    expect(
+        cp.join_raw(
+            t["token"].as_str().unwrap(),
+            "host-r",
+            &fresh_public_key(),
+            None,
+        ),
+        401,
+        "token_revoked",
+        "join with a revoked token",
+    );
+    expect(
+        cp.curl("DELETE", "/v1/tokens/99", Some(&admin), None),
+        404,
+        "not_found",
+        "revoking an unknown token",
+    );
     let nodes = expect_ok(
         cp.curl("GET", "/v1/nodes", Some(&admin), None),
         "admin lists nodes",

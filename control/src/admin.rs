@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::NodeInfo;
+use crate::api::{NodeInfo, TokenInfo};
 
 /// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
@@ -32,25 +32,74 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `token list` as a table: id, state, reusable, joins, expires (relative), labels.
+pub fn render_tokens(tokens: &[TokenInfo], now: u64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                format!("{:?}", t.state).to_lowercase(),
+                if t.reusable { "reusable" } else { "single-use" }.to_owned(),
+                t.joins.to_string(),
+                if now >= t.expires_at {
+                    format!("{}s ago", now - t.expires_at)
+                } else {
+                    format!("in {}s", t.expires_at - now)
+                },
+                labels_cell(&t.labels),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "USE", "JOINS", "EXPIRES", "LABELS"], &rows)
+}
+
+fn labels_cell(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Left-aligned columns, two spaces apart, no trailing spaces.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (cell, w) in cells.iter().zip(&widths) {
+            let _ = write!(l, "{cell:<w$}  ");
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for row in rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out
+}
+
 /// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state.
 pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
-    let rows: Vec<[String; 7]> = nodes
+    let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
-            [
+            vec![
                 n.name.clone(),
                 n.subnet.to_string(),
                 n.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
                 n.public_key.short(),
-                if n.labels.is_empty() {
-                    "-".to_owned()
-                } else {
-                    n.labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                },
+                labels_cell(&n.labels),
                 if n.last_seen == 0 {
                     "never".to_owned()
                 } else {
@@ -60,39 +109,18 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
             ]
         })
         .collect();
-    let header = [
-        "NAME",
-        "SUBNET",
-        "ENDPOINT",
-        "KEY",
-        "LABELS",
-        "LAST SEEN",
-        "STATE",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(cell);
-            } else {
-                let _ = write!(l, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
-    }
-    out
+    table(
+        &[
+            "NAME",
+            "SUBNET",
+            "ENDPOINT",
+            "KEY",
+            "LABELS",
+            "LAST SEEN",
+            "STATE",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -110,6 +138,25 @@ mod tests {
         assert!(parse_ttl("1w").unwrap_err().contains("such as 1h"));
         assert!(parse_ttl("h").unwrap_err().contains("such as 1h"));
         assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn token_table_says_state_use_and_expiry() {
+        let tokens = vec![TokenInfo {
+            id: 3,
+            created_at: 100,
+            expires_at: 4000,
+            reusable: true,
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            joins: 2,
+            state: crate::api::TokenState::Revoked,
+        }];
+        let table = render_tokens(&tokens, 400);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{table}");
+        for cell in ["3", "revoked", "reusable", "in 3600s", "zone=a"] {
+            assert!(lines[1].contains(cell), "{cell} missing: {table}");
+        }
     }
 
     #[test]

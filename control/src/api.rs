@@ -97,6 +97,47 @@ pub struct TokenReply {
     pub expires_at: u64,
 }
 
+/// One entry of `GET /v1/tokens` (never the secret: the control plane does not have it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The token's id.
+    pub id: u64,
+    /// When it was created (unix seconds).
+    pub created_at: u64,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+    /// Whether more than one host may join with it.
+    pub reusable: bool,
+    /// Labels given to the hosts that join with it.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How many hosts joined with it.
+    pub joins: usize,
+    /// `valid`, `expired`, `used` (single-use, spent) or `revoked`.
+    pub state: TokenState,
+}
+
+/// Whether a join token can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// A host can join with it.
+    Valid,
+    /// Its time is up.
+    Expired,
+    /// Single-use and used.
+    Used,
+    /// An admin revoked it.
+    Revoked,
+}
+
+/// The reply to `DELETE /v1/tokens/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRevokedReply {
+    /// The revoked token's id.
+    pub revoked: u64,
+}
+
 /// One entry of `GET /v1/nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {

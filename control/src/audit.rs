@@ -71,6 +71,8 @@ pub enum Action {
     TokenCreate,
     /// An admin revoked a join token.
     TokenRevoke,
+    /// An admin listed the join tokens.
+    TokenList,
     /// An admin listed the hosts.
     NodeList,
     /// An admin removed a host.

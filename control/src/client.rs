@@ -26,7 +26,7 @@ use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 
 use crate::api::{
     ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
-    TokenBody, TokenReply, MAX_BODY,
+    TokenBody, TokenInfo, TokenReply, TokenRevokedReply, MAX_BODY,
 };
 use crate::pki::{self, CaDigestMismatch};
 use crate::registry::HostName;
@@ -240,6 +240,23 @@ impl Client {
             Some(json(body)),
         )
         .await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn list_tokens(&self, admin: &AdminToken) -> Result<Vec<TokenInfo>, ClientError> {
+        self.call(Method::GET, "/v1/tokens", Some(admin.expose()), None)
+            .await
+    }
+
+    /// `DELETE /v1/tokens/{id}`.
+    pub async fn revoke_token(
+        &self,
+        admin: &AdminToken,
+        id: u64,
+    ) -> Result<TokenRevokedReply, ClientError> {
+        let path = format!("/v1/tokens/{id}");
+        self.call(Method::DELETE, &path, Some(admin.expose()), None)
+            .await
     }
 
     /// `GET /v1/nodes`.

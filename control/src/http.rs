@@ -94,7 +94,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/join", post(join))
         .route("/v1/hosts/{name}/netmap", get(netmap))
         .route("/v1/hosts/{name}/endpoint", put(endpoint))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
         .fallback(|| async {
@@ -403,6 +404,29 @@ async fn remove_node(
 ) -> Response {
     as_caller(&shared, bearer(&headers), move |c, caller, now| {
         c.remove_node(caller, &name, now, Some(remote.ip()))
+    })
+    .await
+}
+
+async fn list_tokens(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.list_tokens(caller, now, Some(remote.ip()))
+    })
+    .await
+}
+
+async fn revoke_token(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.revoke_token(caller, &id, now, Some(remote.ip()))
     })
     .await
 }

@@ -16,7 +16,8 @@ use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
 
 use crate::api::{
     ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply, TokenBody,
-    TokenReply, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
+    TokenInfo, TokenReply, TokenRevokedReply, TokenState, DEFAULT_TOKEN_TTL_SECS,
+    MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
 };
 use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched_name, ChangeLog};
@@ -414,6 +415,79 @@ impl Control {
             id,
             expires_at,
         })
+    }
+
+    /// `GET /v1/tokens`: every join token, oldest first.
+    pub fn list_tokens(
+        &mut self,
+        caller: &Caller,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<Vec<TokenInfo>, ApiError> {
+        if let Err(e) = require_admin(caller) {
+            self.refused_request(caller, Action::TokenList, &e, now, from);
+            return Err(e);
+        }
+        Ok(self
+            .registry
+            .tokens()
+            .values()
+            .map(|t| TokenInfo {
+                id: t.id.0,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                reusable: t.reusable,
+                labels: t.labels.clone(),
+                joins: t.used_by.len(),
+                state: if t.revoked {
+                    TokenState::Revoked
+                } else if !t.reusable && !t.used_by.is_empty() {
+                    TokenState::Used
+                } else if now >= t.expires_at {
+                    TokenState::Expired
+                } else {
+                    TokenState::Valid
+                },
+            })
+            .collect())
+    }
+
+    /// `DELETE /v1/tokens/{id}`: no host can join with the token afterwards (hosts that joined
+    /// with it stay).
+    pub fn revoke_token(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<TokenRevokedReply, ApiError> {
+        let parsed = id.parse::<u64>().ok().map(crate::registry::TokenId);
+        let result = self.try_revoke_token(caller, id, parsed);
+        let target = parsed.map(|id| Target::Token { id });
+        let outcome = outcome_of(&result);
+        self.audit(caller, Action::TokenRevoke, target, outcome, now, from);
+        result
+    }
+
+    fn try_revoke_token(
+        &mut self,
+        caller: &Caller,
+        text: &str,
+        id: Option<crate::registry::TokenId>,
+    ) -> Result<TokenRevokedReply, ApiError> {
+        require_admin(caller)?;
+        let id = id.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{text:?} is not a token id (a number, as `token list` shows)"
+            ))
+        })?;
+        let m = self
+            .registry
+            .plan_revoke_token(id)
+            .map_err(registry_error)?;
+        self.commit(&m)?;
+        tracing::info!(id = id.0, "join token revoked");
+        Ok(TokenRevokedReply { revoked: id.0 })
     }
 
     /// `GET /v1/nodes`.
@@ -983,6 +1057,44 @@ mod tests {
             (0, &["host-b".to_owned()][..])
         );
         assert!(applied.apply_delta(&d).unwrap().peers.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_token_is_listed_as_such_and_refused() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        join(&mut f, &t, "host-a", 1).unwrap();
+        let host_a = f.control.registry().host_by_name("host-a").unwrap().id;
+        let host = Caller::Host(host_a);
+        assert_eq!(
+            reason(f.control.list_tokens(&host, 1, None)),
+            ApiReason::Forbidden
+        );
+        assert_eq!(
+            reason(f.control.revoke_token(&host, "0", 1, None)),
+            ApiReason::Forbidden
+        );
+        assert_eq!(
+            reason(f.control.revoke_token(&Caller::Admin, "zero", 1, None)),
+            ApiReason::BadRequest
+        );
+        assert_eq!(
+            reason(f.control.revoke_token(&Caller::Admin, "9", 1, None)),
+            ApiReason::NotFound
+        );
+        let listed = f.control.list_tokens(&Caller::Admin, 1001, None).unwrap();
+        assert_eq!((listed[0].state, listed[0].joins), (TokenState::Valid, 1));
+        f.control
+            .revoke_token(&Caller::Admin, "0", 1002, None)
+            .unwrap();
+        assert_eq!(
+            reason(join(&mut f, &t, "host-b", 2)),
+            ApiReason::TokenRevoked
+        );
+        let listed = f.control.list_tokens(&Caller::Admin, 1003, None).unwrap();
+        assert_eq!(listed[0].state, TokenState::Revoked);
+        // The host that joined with it stays.
+        assert!(f.control.registry().host(host_a).is_some());
     }
 
     /// A store whose disk is full: every commit fails.
