@@ -40,6 +40,11 @@ pub struct Netmap {
     /// bad netmap cannot cut a host off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_cidr: Option<IpNet>,
+    /// Which run of the control plane issued it (random at every start; 0 when unknown).
+    /// Deltas are only computed against netmaps of the same run, whose history the control
+    /// plane knows for certain.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The identity the control plane holds for the host a netmap is addressed to.
@@ -239,6 +244,7 @@ impl Netmap {
             host: delta.host.clone(),
             peers: peers.into_values().cloned().collect(),
             cluster_cidr: delta.cluster_cidr,
+            epoch: delta.epoch,
         };
         next.normalize();
         next.check().map_err(DeltaError::Invalid)?;
@@ -269,6 +275,9 @@ pub struct NetmapDelta {
     /// The cluster CIDR, as in [`Netmap::cluster_cidr`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_cidr: Option<IpNet>,
+    /// The control plane's run, as in [`Netmap::epoch`].
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A host's netmap update: the whole netmap, or what changed since the revision it holds.
@@ -343,6 +352,7 @@ mod tests {
                 },
             ],
             cluster_cidr: None,
+            epoch: 0,
         }
     }
 
@@ -361,6 +371,7 @@ mod tests {
             remove: remove.iter().map(|s| (*s).to_owned()).collect(),
             peer_count,
             cluster_cidr: None,
+            epoch: 0,
         }
     }
 

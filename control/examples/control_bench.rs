@@ -71,7 +71,7 @@ fn ms(d: Duration) -> String {
 async fn fan_out<F: std::future::Future<Output = ()>>(
     agent: &Client,
     hosts: &[(String, HostCredential)],
-    revision: u64,
+    (revision, epoch): (u64, u64),
     expect_peers: usize,
     change: F,
 ) -> (Vec<Duration>, usize) {
@@ -88,7 +88,12 @@ async fn fan_out<F: std::future::Future<Output = ()>>(
             ready.wait().await;
             // As agents poll: asking for changes only.
             let update = agent
-                .netmap_update(&name, &credential, revision, Duration::from_secs(60))
+                .netmap_update(
+                    &name,
+                    &credential,
+                    (revision, epoch),
+                    Duration::from_secs(60),
+                )
                 .await
                 .expect("long poll")
                 .expect("a change within 60 s");
@@ -160,14 +165,22 @@ async fn main() {
                 .await
                 .expect("join");
             let credential: HostCredential = reply.credential.parse().expect("credential");
-            (name, credential, reply.netmap.revision, t.elapsed())
+            (
+                name,
+                credential,
+                reply.netmap.revision,
+                reply.netmap.epoch,
+                t.elapsed(),
+            )
         }));
     }
     let mut hosts = Vec::with_capacity(args.hosts);
     let mut latencies = Vec::with_capacity(args.hosts);
     let mut revision = 0;
+    let mut epoch = 0;
     for j in joins {
-        let (name, credential, rev, latency) = j.await.expect("join task");
+        let (name, credential, rev, run, latency) = j.await.expect("join task");
+        epoch = run;
         revision = revision.max(rev);
         hosts.push((name, credential));
         latencies.push(latency);
@@ -194,7 +207,7 @@ async fn main() {
                 .expect("newcomer join");
         }
     };
-    let (delays, deltas) = fan_out(&agent, &hosts, revision, n, newcomer).await;
+    let (delays, deltas) = fan_out(&agent, &hosts, (revision, epoch), n, newcomer).await;
     report("join_fanout", &delays);
     println!("join_fanout_deltas {deltas}");
     revision += 1;
@@ -214,7 +227,7 @@ async fn main() {
                 .expect("endpoint change");
         }
     };
-    let (delays, deltas) = fan_out(&agent, &hosts, revision, n, moved).await;
+    let (delays, deltas) = fan_out(&agent, &hosts, (revision, epoch), n, moved).await;
     report("endpoint_fanout", &delays);
     println!("endpoint_fanout_deltas {deltas}");
 }

@@ -216,6 +216,10 @@ pub struct NetmapQuery {
     /// since `revision` when the control plane still knows, else the whole netmap.
     #[serde(default)]
     pub delta: bool,
+    /// The [`epoch`](wgmesh_config::netmap::Netmap::epoch) of the netmap held; a delta is
+    /// only sent for a netmap of the control plane's current run.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[cfg(test)]

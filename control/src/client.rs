@@ -5,6 +5,7 @@
 //! One TLS connection per request: agents make one call per long poll (tens of seconds), the
 //! CLI one per command, so a connection pool would buy nothing.
 
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,19 +177,21 @@ impl Client {
         revision: u64,
         wait: Duration,
     ) -> Result<Option<Netmap>, ClientError> {
-        self.poll(name, credential, revision, wait, false).await
+        self.poll(name, credential, revision, wait, None).await
     }
 
-    /// `GET /v1/hosts/{name}/netmap?delta=true`: what changed since `revision` (or the whole
-    /// netmap when the control plane cannot say), or `None` when nothing changed within `wait`.
+    /// `GET /v1/hosts/{name}/netmap?delta=true`: what changed since the netmap held (its
+    /// `revision` and `epoch`), or the whole netmap when the control plane cannot say; `None`
+    /// when nothing changed within `wait`.
     pub async fn netmap_update(
         &self,
         name: &str,
         credential: &HostCredential,
-        revision: u64,
+        (revision, epoch): (u64, u64),
         wait: Duration,
     ) -> Result<Option<NetmapUpdate>, ClientError> {
-        self.poll(name, credential, revision, wait, true).await
+        self.poll(name, credential, revision, wait, Some(epoch))
+            .await
     }
 
     async fn poll<T: DeserializeOwned>(
@@ -197,13 +200,16 @@ impl Client {
         credential: &HostCredential,
         revision: u64,
         wait: Duration,
-        delta: bool,
+        delta_epoch: Option<u64>,
     ) -> Result<Option<T>, ClientError> {
-        let path = format!(
-            "/v1/hosts/{}/netmap?revision={revision}&wait={}&delta={delta}",
+        let mut path = format!(
+            "/v1/hosts/{}/netmap?revision={revision}&wait={}",
             host_segment(name)?,
             wait.as_secs()
         );
+        if let Some(epoch) = delta_epoch {
+            let _ = write!(path, "&delta=true&epoch={epoch}");
+        }
         let bearer = credential.expose();
         let (status, body) = self
             .exchange(Method::GET, &path, Some(&bearer), None, wait + CALL_TIMEOUT)

@@ -47,6 +47,7 @@ pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap
             .map(peer)
             .collect(),
         cluster_cidr: registry.ipam().map(|i| i.cidr()),
+        epoch: 0,
     };
     map.normalize();
     Some(map)
@@ -96,6 +97,7 @@ pub fn delta<'a>(
         remove,
         peer_count,
         cluster_cidr: registry.ipam().map(|i| i.cidr()),
+        epoch: 0,
     })
 }
 

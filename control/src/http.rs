@@ -342,7 +342,7 @@ async fn netmap(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     if query.delta {
-        let held = query.revision;
+        let held = (query.revision, query.epoch);
         return Ok(as_caller(&shared, token, move |c, caller, now| {
             c.netmap_update(caller, &name, held, now, from)
         })

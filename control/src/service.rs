@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use wgmesh_config::labels;
-use wgmesh_config::netmap::{Netmap, NetmapUpdate};
+use wgmesh_config::netmap::{Netmap, NetmapDelta, NetmapUpdate};
 use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
 
 use crate::api::{
@@ -73,6 +73,8 @@ pub struct Control {
     store_failed: bool,
     /// Recent netmap changes, for delta netmaps.
     changes: ChangeLog,
+    /// This run's epoch (random, non-zero): deltas only go to netmaps of this run.
+    epoch: u64,
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
@@ -100,6 +102,7 @@ impl Control {
     ) -> Self {
         Self {
             changes: ChangeLog::new(registry.netmap_revision(), CHANGE_LOG_CAPACITY),
+            epoch: new_epoch(),
             registry,
             store,
             store_failed: false,
@@ -271,12 +274,13 @@ impl Control {
     }
 
     /// `GET /v1/hosts/{name}/netmap?delta=true`, once the long poll decided to answer: what
-    /// changed since `from` when the change log reaches back to it, else the whole netmap.
+    /// changed since `from` when the host's netmap is of this run (`epoch`) and the change log
+    /// reaches back to it, else the whole netmap.
     pub fn netmap_update(
         &mut self,
         caller: &Caller,
         name: &str,
-        from: u64,
+        (from, epoch): (u64, u64),
         now: u64,
         from_ip: Option<IpAddr>,
     ) -> Result<NetmapUpdate, ApiError> {
@@ -286,13 +290,16 @@ impl Control {
         self.registry.touch(id, now);
         let current = self.registry.netmap_revision();
         let delta = match self.changes.since(from, current) {
-            Some(changed) if from != 0 => {
+            Some(changed) if from != 0 && epoch == self.epoch => {
                 compile::delta(&self.registry, &self.policy, id, from, changed)
             }
             _ => None,
         };
         Ok(match delta {
-            Some(d) => NetmapUpdate::Delta(d),
+            Some(d) => NetmapUpdate::Delta(NetmapDelta {
+                epoch: self.epoch,
+                ..d
+            }),
             None => NetmapUpdate::Full(self.netmap_of(id)),
         })
     }
@@ -585,7 +592,11 @@ impl Control {
     }
 
     fn netmap_of(&self, id: HostId) -> Netmap {
-        compile::netmap(&self.registry, &self.policy, id).expect("an existing host")
+        let netmap = compile::netmap(&self.registry, &self.policy, id).expect("an existing host");
+        Netmap {
+            epoch: self.epoch,
+            ..netmap
+        }
     }
 
     /// Makes `m` durable, then applies it.
@@ -666,6 +677,14 @@ impl Control {
             tracing::error!("{e}");
         }
     }
+}
+
+/// A random, non-zero run id.
+fn new_epoch() -> u64 {
+    let secret = wgmesh_config::token::Secret::generate();
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&secret.as_bytes()[..8]);
+    u64::from_le_bytes(bytes) | 1
 }
 
 fn store_unusable() -> ApiError {
@@ -1014,7 +1033,13 @@ mod tests {
         let host_a = f.control.authenticate(Some(&a.credential));
         let NetmapUpdate::Delta(d) = f
             .control
-            .netmap_update(&host_a, "host-a", a.netmap.revision, 1, None)
+            .netmap_update(
+                &host_a,
+                "host-a",
+                (a.netmap.revision, a.netmap.epoch),
+                1,
+                None,
+            )
             .unwrap()
         else {
             panic!("a host one change behind gets a delta");
@@ -1031,11 +1056,23 @@ mod tests {
         for from in [0, 999] {
             let update = f
                 .control
-                .netmap_update(&host_a, "host-a", from, 1, None)
+                .netmap_update(&host_a, "host-a", (from, a.netmap.epoch), 1, None)
                 .unwrap();
             assert!(
                 matches!(update, NetmapUpdate::Full(_)),
                 "from {from}: {update:?}"
+            );
+        }
+        // A netmap of another run (the control plane restarted, or its store was restored)
+        // gets the whole netmap even at a revision the log covers.
+        for epoch in [0, a.netmap.epoch ^ 2] {
+            let update = f
+                .control
+                .netmap_update(&host_a, "host-a", (a.netmap.revision, epoch), 1, None)
+                .unwrap();
+            assert!(
+                matches!(update, NetmapUpdate::Full(_)),
+                "epoch {epoch}: {update:?}"
             );
         }
         // Token changes leave nothing to send.
@@ -1047,7 +1084,7 @@ mod tests {
             .unwrap();
         let NetmapUpdate::Delta(d) = f
             .control
-            .netmap_update(&host_a, "host-a", before, 1, None)
+            .netmap_update(&host_a, "host-a", (before, applied.epoch), 1, None)
             .unwrap()
         else {
             panic!("delta expected");

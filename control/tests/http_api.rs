@@ -177,7 +177,12 @@ async fn a_long_poll_returns_as_soon_as_another_host_joins() {
     assert!(latency < Duration::from_secs(2), "took {latency:?}");
     // Asked for changes only, host-a gets a delta that turns its netmap into the new one.
     let update = agent
-        .netmap_update("host-a", &credential, a.netmap.revision, Duration::ZERO)
+        .netmap_update(
+            "host-a",
+            &credential,
+            (a.netmap.revision, a.netmap.epoch),
+            Duration::ZERO,
+        )
         .await
         .unwrap()
         .expect("a change");

@@ -259,9 +259,12 @@ pub async fn follow(
         // While down, ask without waiting, so that coming back is noticed (and shown in status)
         // at once rather than after a full long poll.
         let wait = if down { Duration::ZERO } else { POLL_WAIT };
-        let poll = link
-            .client
-            .netmap_update(&link.name, &link.credential, current.revision, wait);
+        let poll = link.client.netmap_update(
+            &link.name,
+            &link.credential,
+            (current.revision, current.epoch),
+            wait,
+        );
         tokio::select! {
             result = poll => match result {
                 Ok(Some(update)) => {
@@ -468,6 +471,7 @@ mod tests {
             },
             peers: vec![],
             cluster_cidr: None,
+            epoch: 0,
         };
         assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
         let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();

@@ -195,6 +195,7 @@ mod tests {
                 },
             ],
             cluster_cidr: None,
+            epoch: 0,
         }
     }
 
