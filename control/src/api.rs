@@ -197,6 +197,7 @@ impl ApiReason {
             Self::MethodNotAllowed => 405,
             Self::NameTaken | Self::KeyTaken | Self::SubnetsExhausted => 409,
             Self::TooLarge => 413,
+            Self::TooManyRequests => 429,
             Self::Internal | Self::Other => 500,
         }
     }

@@ -147,6 +147,8 @@ pub enum Reason {
     BadRequest,
     /// The request body was too large.
     TooLarge,
+    /// Too many refused requests from this address lately.
+    TooManyRequests,
     /// The control plane failed (store, I/O); nothing was changed.
     Internal,
     /// A reason this build does not know (read from a newer control plane).

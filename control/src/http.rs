@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS};
 use crate::audit::Action;
+use crate::limiter::RefusalLimiter;
 use crate::service::{ApiError, Caller, Control};
 
 /// How long a client has to finish the TLS handshake and send its request headers.
@@ -40,6 +41,7 @@ const MAX_CONNECTIONS: usize = 16384;
 #[derive(Debug)]
 pub struct Shared {
     control: Mutex<Control>,
+    limiter: Mutex<RefusalLimiter>,
     /// The registry's netmap revision: long polls wait for it to move.
     revision: watch::Sender<u64>,
 }
@@ -50,6 +52,7 @@ impl Shared {
         let (revision, _) = watch::channel(control.registry().netmap_revision());
         Arc::new(Self {
             control: Mutex::new(control),
+            limiter: Mutex::new(RefusalLimiter::default()),
             revision,
         })
     }
@@ -110,6 +113,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "this route does not take this method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            limit_refusals,
+        ))
         .with_state(shared)
 }
 
@@ -167,6 +174,37 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Answers `429` to an address that was refused too often lately (see [`RefusalLimiter`]),
+/// and counts this request's refusal if it is one.
+async fn limit_refusals(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limiter = || shared.limiter.lock().unwrap_or_else(|e| e.into_inner());
+    if limiter().is_limited(remote.ip(), Instant::now()) {
+        // Hosts and the admin behind the same address go on: checking a bearer token is a
+        // hash and an index lookup, unlike the parsing, auditing and storing of the rest.
+        let token = bearer(request.headers());
+        let known = !matches!(
+            shared.lock().authenticate(token.as_deref()),
+            Caller::Anonymous
+        );
+        if !known {
+            return refusal(
+                ApiReason::TooManyRequests,
+                "too many refused requests from this address; wait a few seconds",
+            );
+        }
+    }
+    let response = next.run(request).await;
+    if matches!(response.status().as_u16(), 400 | 401) {
+        limiter().refused(remote.ip(), Instant::now());
+    }
+    response
 }
 
 fn now() -> u64 {

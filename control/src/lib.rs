@@ -13,7 +13,8 @@
 //! The API (docs/CONTROL-API.md):
 //! - [`api`]: the JSON bodies, shared by server and client;
 //! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP;
-//! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll;
+//! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll, and
+//!   [`limiter`]: the per-address limit on refused requests;
 //! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
 //! - [`client`]: the HTTPS client the agent and the admin CLI use; [`admin`]: the CLI's helpers.
 //!
@@ -30,6 +31,7 @@ pub mod client;
 pub mod compile;
 pub mod http;
 pub mod ipam;
+pub mod limiter;
 pub mod pki;
 pub mod registry;
 pub mod server;

@@ -258,3 +258,40 @@ async fn a_client_pinned_to_another_ca_refuses_to_talk() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Invalid(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_refused_too_often_gets_429_while_hosts_go_on() {
+    let server = start().await;
+    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
+    let token = admin
+        .create_token(
+            &server.admin,
+            &TokenBody {
+                reusable: true,
+                ..TokenBody::default()
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let agent = Client::pinned(&server.url, server.pki.ca_digest());
+    let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
+    let credential: HostCredential = a.credential.parse().unwrap();
+    // Someone guessing admin tokens from this (loopback) address.
+    let mut statuses = Vec::new();
+    for _ in 0..wgmesh_control::limiter::REFUSALS_PER_WINDOW + 5 {
+        let err = admin.list_nodes(&AdminToken::generate()).await.unwrap_err();
+        statuses.push(err.reason());
+    }
+    let limited = statuses
+        .iter()
+        .filter(|r| **r == Some(ApiReason::TooManyRequests))
+        .count();
+    assert_eq!(limited, 5, "{statuses:?}");
+    // A host that authenticates still gets its netmap from the same address.
+    let netmap = agent
+        .netmap("host-a", &credential, 0, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(netmap.is_some());
+}
