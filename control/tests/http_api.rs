@@ -9,7 +9,7 @@ use wgmesh_config::control::{ControlUrl, Host};
 use wgmesh_config::netmap::NetmapUpdate;
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 use wgmesh_config::PublicKey;
-use wgmesh_control::api::{ApiReason, JoinBody, TokenBody};
+use wgmesh_control::api::{ApiReason, JoinBody, JoinReply, TokenBody};
 use wgmesh_control::audit::AuditLog;
 use wgmesh_control::client::{Client, ClientError};
 use wgmesh_control::http::{self, Shared};
@@ -85,6 +85,25 @@ fn join_body(token: &str, name: &str, key: u8) -> JoinBody {
     }
 }
 
+/// The admin client, an agent client, a reusable token, and host-a joined with it (its reply
+/// and credential).
+async fn host_a_joined(server: &Server) -> (Client, Client, String, JoinReply, HostCredential) {
+    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
+    let body = TokenBody {
+        reusable: true,
+        ..TokenBody::default()
+    };
+    let token = admin
+        .create_token(&server.admin, &body)
+        .await
+        .unwrap()
+        .token;
+    let agent = Client::pinned(&server.url, server.pki.ca_digest());
+    let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
+    let credential: HostCredential = a.credential.parse().unwrap();
+    (admin, agent, token, a, credential)
+}
+
 /// A raw request, for bodies the typed client cannot send.
 async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
     use http_body_util::{BodyExt, Full};
@@ -120,21 +139,7 @@ async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_returns_as_soon_as_another_host_joins() {
     let server = start().await;
-    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
-    let token = admin
-        .create_token(
-            &server.admin,
-            &TokenBody {
-                reusable: true,
-                ..TokenBody::default()
-            },
-        )
-        .await
-        .unwrap()
-        .token;
-    let agent = Client::pinned(&server.url, server.pki.ca_digest());
-    let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
-    let credential: HostCredential = a.credential.parse().unwrap();
+    let (admin, agent, token, a, credential) = host_a_joined(&server).await;
     // A new token changes no netmap: the poll waits out its 1 s and says so with 204 (None).
     admin
         .create_token(&server.admin, &TokenBody::default())
@@ -262,21 +267,7 @@ async fn a_client_pinned_to_another_ca_refuses_to_talk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_refused_too_often_gets_429_while_hosts_go_on() {
     let server = start().await;
-    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
-    let token = admin
-        .create_token(
-            &server.admin,
-            &TokenBody {
-                reusable: true,
-                ..TokenBody::default()
-            },
-        )
-        .await
-        .unwrap()
-        .token;
-    let agent = Client::pinned(&server.url, server.pki.ca_digest());
-    let a = agent.join(&join_body(&token, "host-a", 1)).await.unwrap();
-    let credential: HostCredential = a.credential.parse().unwrap();
+    let (admin, agent, _, _, credential) = host_a_joined(&server).await;
     // Someone guessing admin tokens from this (loopback) address.
     let mut statuses = Vec::new();
     for _ in 0..wgmesh_control::limiter::REFUSALS_PER_WINDOW + 5 {
