@@ -219,7 +219,7 @@ impl Netmap {
     /// is for another revision, or when the result does not have the peer count the delta
     /// promises (the agent then asks for a full netmap); the result is normalized and checked.
     pub fn apply_delta(&self, delta: &NetmapDelta) -> Result<Self, DeltaError> {
-        if delta.from != self.revision {
+        if delta.from != self.revision || delta.epoch != self.epoch {
             return Err(DeltaError::WrongBase {
                 have: self.revision,
                 from: delta.from,
@@ -293,8 +293,9 @@ pub enum NetmapUpdate {
 /// Why a delta cannot be applied; the agent then asks for the whole netmap.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeltaError {
-    /// The delta is for another revision than the one held.
-    #[error("the delta applies to revision {from}, but revision {have} is held")]
+    /// The delta is for another revision (or another run of the control plane) than the
+    /// netmap held.
+    #[error("the delta applies to revision {from} of another netmap than the one held (revision {have})")]
     WrongBase {
         /// The held revision.
         have: u64,

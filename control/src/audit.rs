@@ -174,6 +174,7 @@ impl From<&RegistryError> for Reason {
             RegistryError::NameTaken { .. } => Self::NameTaken,
             RegistryError::KeyTaken { .. } => Self::KeyTaken,
             RegistryError::NoSuchHost(_) | RegistryError::NoSuchToken(_) => Self::NotFound,
+            RegistryError::CredentialInUse(_) => Self::BadRequest,
             RegistryError::Ipam(IpamError::Exhausted { .. }) => Self::SubnetsExhausted,
             RegistryError::Ipam(_)
             | RegistryError::NotInitialized

@@ -41,6 +41,8 @@ const MAX_CONNECTIONS: usize = 16384;
 #[derive(Debug)]
 pub struct Shared {
     control: Mutex<Control>,
+    /// The control plane's run (see [`Control::epoch`]).
+    epoch: u64,
     limiter: Mutex<RefusalLimiter>,
     /// The registry's netmap revision: long polls wait for it to move.
     revision: watch::Sender<u64>,
@@ -51,6 +53,7 @@ impl Shared {
     pub fn new(control: Control) -> Arc<Self> {
         let (revision, _) = watch::channel(control.registry().netmap_revision());
         Arc::new(Self {
+            epoch: control.epoch(),
             control: Mutex::new(control),
             limiter: Mutex::new(RefusalLimiter::default()),
             revision,
@@ -372,10 +375,14 @@ async fn netmap(
             return Err(check);
         }
     }
-    let newer = matches!(
-        tokio::time::timeout(wait, revisions.wait_for(|r| *r != query.revision)).await,
-        Ok(Ok(_))
-    );
+    // A netmap of another run (a restart, a restored store) may share its revision with a
+    // different netmap of this run: answer at once with the whole one.
+    let other_run = query.delta && query.epoch != shared.epoch;
+    let newer = other_run
+        || matches!(
+            tokio::time::timeout(wait, revisions.wait_for(|r| *r != query.revision)).await,
+            Ok(Ok(_))
+        );
     if !newer {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

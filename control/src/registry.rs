@@ -97,6 +97,12 @@ impl From<HostName> for String {
     }
 }
 
+impl std::borrow::Borrow<str> for HostName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for HostName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -335,6 +341,10 @@ pub enum RegistryError {
         /// The id.
         id: u64,
     },
+    /// The credential is already another host's (credentials are chosen by agents; a clash means
+    /// a copied state directory or a bug, never a coincidence).
+    #[error("this credential is already host {0}'s; the agent must make a new one")]
+    CredentialInUse(HostId),
     /// A re-join changes a host's name, key or subnet (a mutation that does not fit the state).
     #[error("host {0} re-joined with a different name, key or subnet")]
     RejoinMismatch(HostId),
@@ -367,6 +377,8 @@ pub struct Registry {
     netmap_revision: u64,
     /// Index of `hosts` by credential hash (derived; not serialised).
     credentials: BTreeMap<[u8; 32], HostId>,
+    /// Index of `hosts` by name (derived; not serialised).
+    names: BTreeMap<HostName, HostId>,
 }
 
 /// The serialised form of a [`Registry`]: the IPAM table is rebuilt from the hosts.
@@ -444,12 +456,16 @@ impl TryFrom<Snapshot> for Registry {
                 });
             }
             r.check_unique(host.id, &host.name, &host.public_key)?;
+            if let Some(&holder) = r.credentials.get(host.credential_hash.as_bytes()) {
+                return Err(RegistryError::CredentialInUse(holder));
+            }
             r.ipam
                 .as_mut()
                 .ok_or(RegistryError::NotInitialized)?
                 .reserve(host.subnet, host.id)?;
             r.credentials
                 .insert(*host.credential_hash.as_bytes(), host.id);
+            r.names.insert(host.name.clone(), host.id);
             r.hosts.insert(host.id, host);
         }
         for w in s.workloads {
@@ -499,7 +515,8 @@ impl Registry {
 
     /// A host by name.
     pub fn host_by_name(&self, name: &str) -> Option<&Host> {
-        self.hosts.values().find(|h| h.name.as_str() == name)
+        let id = self.names.get(name)?;
+        self.hosts.get(id)
     }
 
     /// The host a credential belongs to, given the credential's hash.
@@ -680,9 +697,15 @@ impl Registry {
                 public_key,
                 subnet,
                 token,
+                credential_hash,
                 ..
             } => {
                 let ipam = self.ipam.as_ref().ok_or(RegistryError::NotInitialized)?;
+                if let Some(&holder) = self.credentials.get(credential_hash.as_bytes()) {
+                    if holder != *id {
+                        return Err(RegistryError::CredentialInUse(holder));
+                    }
+                }
                 if let Some(tid) = token {
                     let t = self
                         .tokens
@@ -777,8 +800,10 @@ impl Registry {
                 let joined_at = self.hosts.get(&id).map_or(at, |h| h.joined_at);
                 if let Some(old) = self.hosts.get(&id) {
                     self.credentials.remove(old.credential_hash.as_bytes());
+                    self.names.remove(&old.name);
                 }
                 self.credentials.insert(*credential_hash.as_bytes(), id);
+                self.names.insert(name.clone(), id);
                 self.hosts.insert(
                     id,
                     Host {
@@ -798,6 +823,7 @@ impl Registry {
             Mutation::HostRemoved { id } => {
                 if let Some(host) = self.hosts.remove(&id) {
                     self.credentials.remove(host.credential_hash.as_bytes());
+                    self.names.remove(&host.name);
                     if let Some(ipam) = self.ipam.as_mut() {
                         ipam.release(&host.subnet);
                     }
@@ -971,6 +997,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_credential_belongs_to_one_host() {
+        let mut r = registry();
+        join(&mut r, "a", 1).unwrap();
+        // Another host choosing host a's credential (a copied state directory).
+        let err = r
+            .plan_join(
+                request("b", 2),
+                &SecretHash::of(b"t"),
+                SecretHash::of(b"a"),
+                10,
+            )
+            .unwrap_err();
+        assert_eq!(err, RegistryError::CredentialInUse(HostId(0)));
+        // A snapshot with two hosts sharing one is refused as a whole.
+        join(&mut r, "b", 2).unwrap();
+        let mut snap = serde_json::to_value(&r).unwrap();
+        snap["hosts"][1]["credential_hash"] = snap["hosts"][0]["credential_hash"].clone();
+        let err = serde_json::from_value::<Registry>(snap).unwrap_err();
+        assert!(err.to_string().contains("already host 0's"), "{err}");
+    }
+
+    #[test]
     fn tokens_are_refused_with_the_reason() {
         let mut r = registry();
         let once = r.plan_token(
@@ -1049,12 +1097,14 @@ pub(crate) mod tests {
             id,
             name: n,
             public_key,
+            credential_hash,
             ..
         } = &mut twin
         {
             *id = HostId(5);
             *n = name("b");
             *public_key = key(2);
+            *credential_hash = SecretHash::of(b"b");
         }
         assert!(matches!(
             r.apply(&twin),

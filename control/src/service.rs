@@ -133,6 +133,11 @@ impl Control {
         }
     }
 
+    /// This run's epoch, which netmaps carry.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The registry revision.
     pub fn revision(&self) -> u64 {
         self.registry.revision()
@@ -364,7 +369,7 @@ impl Control {
         };
         Ok((
             RevisionReply {
-                revision: self.registry.revision(),
+                revision: self.registry.netmap_revision(),
             },
             changed,
         ))
@@ -492,7 +497,10 @@ impl Control {
             .registry
             .plan_revoke_token(id)
             .map_err(registry_error)?;
-        self.commit(&m)?;
+        // Revoking twice changes nothing and writes nothing.
+        if !self.registry.tokens()[&id].revoked {
+            self.commit(&m)?;
+        }
         tracing::info!(id = id.0, "join token revoked");
         Ok(TokenRevokedReply { revoked: id.0 })
     }
@@ -550,7 +558,7 @@ impl Control {
         tracing::info!(%name, "host removed");
         Ok(RemovedReply {
             removed: name.to_owned(),
-            revision: self.registry.revision(),
+            revision: self.registry.netmap_revision(),
         })
     }
 
@@ -1124,6 +1132,15 @@ mod tests {
         f.control
             .revoke_token(&Caller::Admin, "0", 1002, None)
             .unwrap();
+        let revision = f.control.revision();
+        f.control
+            .revoke_token(&Caller::Admin, "0", 1002, None)
+            .unwrap();
+        assert_eq!(
+            f.control.revision(),
+            revision,
+            "revoking twice writes nothing"
+        );
         assert_eq!(
             reason(join(&mut f, &t, "host-b", 2)),
             ApiReason::TokenRevoked

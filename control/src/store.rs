@@ -309,6 +309,10 @@ impl Store for FileStore {
     fn recover(&mut self) -> Result<State, StoreError> {
         let reopened = Self::open(&self.dir)?.with_compact_every(self.compact_every);
         *self = reopened;
+        // What was read back may sit only in the page cache (the failed fsync may have lost it
+        // on disk): write it to a fresh file, fsynced and renamed into place, before building
+        // on it.
+        self.compact()?;
         tracing::info!(path = %self.path.display(), revision = self.state.revision(), "store reopened after a failed write");
         Ok(self.state.clone())
     }

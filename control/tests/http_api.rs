@@ -195,6 +195,20 @@ async fn a_long_poll_returns_as_soon_as_another_host_joins() {
         panic!("a host one change behind gets a delta: {update:?}");
     };
     assert_eq!(a.netmap.apply_delta(&delta).unwrap(), netmap);
+    // A netmap of another run of the control plane is answered at once, with the whole netmap,
+    // even at the current revision.
+    let started = Instant::now();
+    let update = agent
+        .netmap_update(
+            "host-a",
+            &credential,
+            (netmap.revision, netmap.epoch ^ 2),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(update, Some(NetmapUpdate::Full(_))), "{update:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
     eprintln!("long poll woke {latency:?} after the join");
 }
 

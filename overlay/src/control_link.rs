@@ -157,7 +157,11 @@ pub async fn establish(
                 Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
                     return Err(LinkError::CredentialRefused { path });
                 }
-                Err(e) if e.is_permanent() => return Err(e.into()),
+                // A certificate that is expired or not yet valid (a wrong clock) must not stop
+                // a host that has a netmap to run on: only the pin and refusals are final here.
+                Err(e) if e.is_permanent() && !matches!(e, ClientError::Certificate { .. }) => {
+                    return Err(e.into())
+                }
                 Err(e) => {
                     if let Some(netmap) = cached(cache, &a.name, public_key) {
                         tracing::warn!(
@@ -166,6 +170,9 @@ pub async fn establish(
                             Chain(&e)
                         );
                         return Ok((link, netmap, Origin::Cache));
+                    }
+                    if e.is_permanent() {
+                        return Err(e.into());
                     }
                     tracing::warn!("control plane unreachable, retrying: {}", Chain(&e));
                 }
@@ -280,8 +287,10 @@ pub async fn follow(
                             Ok(netmap) => netmap,
                             Err(e) => {
                                 tracing::warn!("cannot apply a netmap delta; asking for the whole netmap: {e}");
-                                // Revision 0 always gets the whole netmap.
+                                // Revision 0 always gets the whole netmap; the pause keeps a
+                                // misbehaving control plane from making this a tight loop.
                                 current.revision = 0;
+                                tokio::time::sleep(backoff.next()).await;
                                 continue;
                             }
                         },
