@@ -174,6 +174,14 @@ fn agent_that_never_joined_waits_for_the_control_plane() {
         "the agent answers status without ever having had a netmap: {:?}",
         h.agent.try_status()
     );
+    // A reload (systemd's ExecReload) while it waits is not fatal.
+    h.agent.reload();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        h.agent.is_running(),
+        "SIGHUP killed the agent while it waited for the control plane:\n{}",
+        h.agent.log()
+    );
     cp.restart();
     assert!(
         h.agent.wait_ready(Duration::from_secs(30)),
