@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::control::{
-    assert_list_each_other, control_and_joined_hosts, joined_host_prepared, lists_peer,
+    assert_list_each_other, control_and_joined_hosts, control_on_bridge, joined_host_prepared,
+    lists_peer,
 };
 use common::scenario::{assert_all_ping, assert_pings, workload, workloads, Host};
 use common::*;
@@ -247,4 +248,30 @@ fn endpoint_change_reaches_every_host() {
         assert_pings(&wls[i].0, &wls[2].1, Duration::from_secs(10));
         assert_pings(&wls[2].0, &wls[i].1, Duration::from_secs(5));
     }
+}
+
+#[test]
+fn an_ipv6_cluster_meshes_workloads() {
+    let Some(c) = Cluster::new("an_ipv6_cluster_meshes_workloads") else {
+        return;
+    };
+    let spec = ControlSpec {
+        cluster_cidr: "fd42:42::/48".into(),
+        host_prefix: Some(64),
+        ..ControlSpec::default()
+    };
+    let (bridge, cp) = control_on_bridge(&c, spec);
+    let token = cp.token_create(&["--reusable"]);
+    let hosts: Vec<Host> = ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| joined_host_prepared(&c, &bridge, &cp, tag, i as u8 + 1, &token).started())
+        .collect();
+    assert_eq!(hosts[0].agent.subnet(), "fd42:42::/64");
+    assert_eq!(hosts[1].agent.subnet(), "fd42:42:0:1::/64");
+    assert_list_each_other(&hosts, Duration::from_secs(2));
+    let wls = workloads(&c, &hosts);
+    // The first workload address follows the gateway (::1), never the subnet-router anycast (::).
+    assert_eq!(wls[0].1, "fd42:42::2");
+    assert_all_ping(&wls, Duration::from_secs(5));
 }

@@ -161,9 +161,12 @@ impl Workloads {
 
 /// The first host address of `subnet`.
 pub fn gateway(subnet: IpNet) -> IpAddr {
+    // IPv4's `hosts()` leave out the network and broadcast addresses; IPv6's begin with the
+    // network address, the subnet-router anycast address, which no host may use as its own.
+    let skip = usize::from(subnet.addr().is_ipv6());
     subnet
         .hosts()
-        .next()
+        .nth(skip)
         .expect("validated subnets have host addresses")
 }
 
@@ -278,6 +281,17 @@ mod tests {
         w.insert(wl("b", b));
         w.remove("a").unwrap();
         assert_eq!(w.allocate("c", None).unwrap().to_string(), "10.42.1.2/24");
+    }
+
+    #[test]
+    fn ipv6_subnets_skip_the_subnet_router_anycast_address() {
+        let mut w = Workloads::new("fd42:42:0:1::/64".parse().unwrap());
+        assert_eq!(w.gateway(), "fd42:42:0:1::1".parse::<IpAddr>().unwrap());
+        let a = w.allocate("a", None).unwrap();
+        assert_eq!(a.to_string(), "fd42:42:0:1::2/64");
+        w.insert(wl("a", a));
+        let anycast = w.allocate("b", Some("fd42:42:0:1::".parse().unwrap()));
+        assert!(anycast.is_err(), "{anycast:?}");
     }
 
     #[test]

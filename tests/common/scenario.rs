@@ -141,9 +141,14 @@ pub fn workload(c: &Cluster, host: &Host, tag: &str) -> (Netns, String) {
     let w = c.netns(tag);
     let cidr = host.agent.attach(&w);
     let ip = super::ip_of(&cidr).to_string();
-    let in_ns = w.run(&["ip", "-o", "-4", "addr", "show"]);
+    let (family, inet) = if cidr.contains(':') {
+        ("-6", "inet6")
+    } else {
+        ("-4", "inet")
+    };
+    let in_ns = w.run(&["ip", "-o", family, "addr", "show"]);
     assert!(
-        in_ns.contains(&format!("inet {cidr}")),
+        in_ns.contains(&format!("{inet} {cidr}")),
         "attach printed {cidr} but the workload namespace has:\n{in_ns}"
     );
     (w, ip)

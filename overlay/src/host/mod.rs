@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope};
@@ -280,13 +280,20 @@ impl HostNet {
         if found {
             return Ok(());
         }
-        match self
+        let mut request = self
             .handle
             .address()
-            .add(index, addr.addr(), addr.prefix_len())
-            .execute()
-            .await
-        {
+            .add(index, addr.addr(), addr.prefix_len());
+        if addr.addr().is_ipv6() {
+            // Our own address on a link we made: there is no duplicate to detect, and while
+            // duplicate address detection runs the address is tentative and cannot be a
+            // route's source (EINVAL) or answer packets.
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
             Ok(()) => Ok(()),
             // Added concurrently, which is what we wanted.
             Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
