@@ -188,6 +188,16 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
     );
     // The others still reach each other.
     assert_pings(&wls[0].0, &wls[2].1, Duration::from_secs(5));
+    // Restarted, the removed host stops and says how to join again, although its token is
+    // reusable: a removal is an admin's decision, not undone by a restart.
+    d.agent.stop();
+    let (st, out) = d.agent.run_expect_exit(Duration::from_secs(20));
+    assert!(!st.success(), "removed host-d started again:\n{out}");
+    assert!(
+        out.contains("refuses this host's credential") && out.contains("control.json"),
+        "host-d's error does not say what happened and what to do:\n{out}"
+    );
+    assert!(!cp.node_names().iter().any(|n| n == "host-d"));
 }
 
 #[test]
