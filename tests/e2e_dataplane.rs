@@ -133,3 +133,43 @@ fn workloads_reach_each_other_without_offloads() {
         .expect("TCP b->a")
         .assert_intact("wb -> wa (no offload)");
 }
+
+#[test]
+fn an_ipv6_overlay_with_static_peers_carries_traffic() {
+    let Some(c) = Cluster::new("an_ipv6_overlay_with_static_peers_carries_traffic") else {
+        return;
+    };
+    let hosts = common::scenario::hosts_prepared(
+        &c,
+        &[
+            common::scenario::HostDef {
+                tag: "a",
+                subnet: "fd42:1::/64",
+                port: 51820,
+            },
+            common::scenario::HostDef {
+                tag: "b",
+                subnet: "fd42:2::/64",
+                port: 51820,
+            },
+        ],
+        &[(0, 1), (1, 0)],
+    );
+    for h in &hosts {
+        h.agent.start();
+    }
+    let (wa, ipa) = workload(&c, &hosts[0], "wa");
+    let (wb, ipb) = workload(&c, &hosts[1], "wb");
+    assert_eq!((ipa.as_str(), ipb.as_str()), ("fd42:1::2", "fd42:2::2"));
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    assert_pings(&wb, &ipa, Duration::from_secs(5));
+    // TCP over IPv6 through the offloaded path (TSO super-packets, GRO), both ways.
+    TcpTransfer::new(&wa, &wb, &ipb, 5001, 16 << 20)
+        .run()
+        .expect("TCP a->b over IPv6")
+        .assert_intact("wa -> wb (IPv6)");
+    TcpTransfer::new(&wb, &wa, &ipa, 5002, 16 << 20)
+        .run()
+        .expect("TCP b->a over IPv6")
+        .assert_intact("wb -> wa (IPv6)");
+}
