@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::scenario::{assert_pings, two_hosts, two_hosts_offload, workload};
+use common::scenario::{
+    assert_pings, hosts_prepared, two_hosts, two_hosts_offload, workload, HostDef,
+};
 use common::*;
 
 const LEN: u64 = 64 << 20;
@@ -139,15 +141,15 @@ fn an_ipv6_overlay_with_static_peers_carries_traffic() {
     let Some(c) = Cluster::new("an_ipv6_overlay_with_static_peers_carries_traffic") else {
         return;
     };
-    let hosts = common::scenario::hosts_prepared(
+    let hosts = hosts_prepared(
         &c,
         &[
-            common::scenario::HostDef {
+            HostDef {
                 tag: "a",
                 subnet: "fd42:1::/64",
                 port: 51820,
             },
-            common::scenario::HostDef {
+            HostDef {
                 tag: "b",
                 subnet: "fd42:2::/64",
                 port: 51820,
