@@ -30,6 +30,8 @@ pub struct ControlSpec {
     pub port: u16,
     pub cluster_cidr: String,
     pub host_prefix: Option<u8>,
+    /// `advertise` entries; empty: the control plane's underlay address.
+    pub advertise: Vec<String>,
 }
 
 impl Default for ControlSpec {
@@ -38,6 +40,7 @@ impl Default for ControlSpec {
             port: 7443,
             cluster_cidr: "10.42.0.0/16".into(),
             host_prefix: Some(24),
+            advertise: Vec::new(),
         }
     }
 }
@@ -70,7 +73,12 @@ pub fn render(spec: &ControlSpec, ip: Ipv4Addr, state_dir: &Path, audit_log: &Pa
     let mut t = String::new();
     writeln!(t, "[control]").unwrap();
     writeln!(t, "listen = {}", q(&format!("0.0.0.0:{}", spec.port))).unwrap();
-    writeln!(t, "advertise = [{}]", q(&ip.to_string())).unwrap();
+    let advertise: Vec<String> = if spec.advertise.is_empty() {
+        vec![q(&ip.to_string())]
+    } else {
+        spec.advertise.iter().map(|a| q(a)).collect()
+    };
+    writeln!(t, "advertise = [{}]", advertise.join(", ")).unwrap();
     writeln!(t, "state_dir = {}", q(state_dir.to_str().unwrap())).unwrap();
     writeln!(t, "cluster_cidr = {}", q(&spec.cluster_cidr)).unwrap();
     if let Some(p) = spec.host_prefix {
