@@ -91,6 +91,7 @@ pub enum ServerError {
 /// Runs the control plane configured by the file at `config_path` until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     let config = ControlConfig::load(config_path)?;
+    raise_open_file_limit();
     let dir = &config.state_dir;
     create_private_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
@@ -203,6 +204,27 @@ fn ensure_admin_file(config: &ControlConfig, pki: &Pki) -> Result<AdminFile, Ser
     atomic_file::write(&path, admin.to_toml().as_bytes(), 0o600)?;
     tracing::info!(path = %path.display(), "wrote admin.toml (the admin CLI's URL, CA and token)");
     Ok(admin)
+}
+
+/// Raises the soft limit on open files to the hard limit: every agent holds a connection for
+/// its long poll, and the usual soft limit (1024) would refuse hosts beyond about a thousand.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(before, after = limit.rlim_cur, "raised the open-file limit");
+        }
+    }
 }
 
 /// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).
