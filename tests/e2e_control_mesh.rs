@@ -186,8 +186,11 @@ fn joined_hosts_mesh_join_and_remove_propagate() {
         "node list still has host-d: {:?}",
         cp.node_list_json()
     );
-    // The others still reach each other.
+    // The others still reach each other, and hold the current netmap.
     assert_pings(&wls[0].0, &wls[2].1, Duration::from_secs(5));
+    assert_eventually(Duration::from_secs(2), "every host is in sync", || {
+        cp.node_list_json().iter().all(|n| n["in_sync"] == true)
+    });
     // Restarted, the removed host stops and says how to join again, although its token is
     // reusable: a removal is an admin's decision, not undone by a restart.
     d.agent.stop();

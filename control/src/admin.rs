@@ -89,7 +89,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state.
+/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state, and
+/// whether the host holds the current netmap.
 pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -106,6 +107,11 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
                     format!("{}s ago", now.saturating_sub(n.last_seen))
                 },
                 if n.online { "online" } else { "offline" }.to_owned(),
+                match (n.netmap_revision, n.in_sync) {
+                    (None, _) => "-".to_owned(),
+                    (Some(_), true) => "in sync".to_owned(),
+                    (Some(r), false) => format!("behind (has {r})"),
+                },
             ]
         })
         .collect();
@@ -118,6 +124,7 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
             "LABELS",
             "LAST SEEN",
             "STATE",
+            "NETMAP",
         ],
         &rows,
     )
@@ -173,6 +180,8 @@ mod tests {
             joined_at: 100,
             last_seen: 190,
             online: true,
+            netmap_revision: Some(7),
+            in_sync: false,
         }];
         let table = render_nodes(&nodes, 200);
         let lines: Vec<&str> = table.lines().collect();
@@ -185,6 +194,7 @@ mod tests {
             "zone=a",
             "10s ago",
             "online",
+            "behind (has 7)",
         ] {
             assert!(lines[1].contains(cell), "{cell} missing: {table}");
         }

@@ -158,6 +158,13 @@ pub struct NodeInfo {
     pub last_seen: u64,
     /// Whether it polled within [`ONLINE_WITHIN_SECS`].
     pub online: bool,
+    /// The netmap revision the host holds, as far as the control plane knows (what it polled
+    /// with or was last sent); `None` until it polls after a control-plane start.
+    #[serde(default)]
+    pub netmap_revision: Option<u64>,
+    /// Whether that is the current netmap revision.
+    #[serde(default)]
+    pub in_sync: bool,
 }
 
 /// The reply to `DELETE /v1/nodes/{name}`.

@@ -367,8 +367,9 @@ async fn netmap(
     let from = Some(remote.ip());
     {
         let name = name.clone();
+        let held = query.revision;
         let check = as_caller(&shared, token.clone(), move |c, caller, now| {
-            c.check_netmap_access(caller, &name, now, from)
+            c.check_netmap_access(caller, &name, held, now, from)
         })
         .await;
         if !check.status().is_success() {

@@ -75,6 +75,9 @@ pub struct Control {
     changes: ChangeLog,
     /// This run's epoch (random, non-zero): deltas only go to netmaps of this run.
     epoch: u64,
+    /// The netmap revision each host holds, as far as this run knows: what it polled with, or
+    /// what it was last sent.
+    held: std::collections::HashMap<HostId, u64>,
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
@@ -103,6 +106,7 @@ impl Control {
         Self {
             changes: ChangeLog::new(registry.netmap_revision(), CHANGE_LOG_CAPACITY),
             epoch: new_epoch(),
+            held: std::collections::HashMap::new(),
             registry,
             store,
             store_failed: false,
@@ -275,6 +279,7 @@ impl Control {
             .authorize_host(caller, name)
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
+        self.held.insert(id, self.registry.netmap_revision());
         Ok(self.netmap_of(id))
     }
 
@@ -294,6 +299,7 @@ impl Control {
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from_ip))?;
         self.registry.touch(id, now);
         let current = self.registry.netmap_revision();
+        self.held.insert(id, current);
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
                 compile::delta(&self.registry, &self.policy, id, from, changed)
@@ -310,10 +316,12 @@ impl Control {
     }
 
     /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits).
+    /// `held` is the revision the host says it holds.
     pub fn check_netmap_access(
         &mut self,
         caller: &Caller,
         name: &str,
+        held: u64,
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<(), ApiError> {
@@ -321,6 +329,7 @@ impl Control {
             .authorize_host(caller, name)
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
+        self.held.insert(id, held);
         Ok(())
     }
 
@@ -529,6 +538,8 @@ impl Control {
                 joined_at: h.joined_at,
                 last_seen: h.last_seen,
                 online: h.last_seen != 0 && now.saturating_sub(h.last_seen) <= ONLINE_WITHIN_SECS,
+                netmap_revision: self.held.get(&h.id).copied(),
+                in_sync: self.held.get(&h.id) == Some(&self.registry.netmap_revision()),
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1149,6 +1160,38 @@ mod tests {
         assert_eq!(listed[0].state, TokenState::Revoked);
         // The host that joined with it stays.
         assert!(f.control.registry().host(host_a).is_some());
+    }
+
+    #[test]
+    fn node_list_says_which_hosts_hold_the_current_netmap() {
+        let mut f = fixture();
+        let t = token(&mut f, 3600, true);
+        let a = join(&mut f, &t, "host-a", 1).unwrap();
+        let host_a = f.control.authenticate(Some(&a.credential));
+        let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
+        assert_eq!((nodes[0].netmap_revision, nodes[0].in_sync), (None, false));
+        join(&mut f, &t, "host-b", 2).unwrap();
+        // host-a polls with the revision it holds (before host-b): behind.
+        f.control
+            .check_netmap_access(&host_a, "host-a", a.netmap.revision, 1, None)
+            .unwrap();
+        let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
+        assert_eq!(
+            (nodes[0].netmap_revision, nodes[0].in_sync),
+            (Some(a.netmap.revision), false)
+        );
+        // Its poll is answered: in sync.
+        f.control
+            .netmap_update(
+                &host_a,
+                "host-a",
+                (a.netmap.revision, a.netmap.epoch),
+                1,
+                None,
+            )
+            .unwrap();
+        let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
+        assert!(nodes[0].in_sync, "{:?}", nodes[0]);
     }
 
     /// A store whose disk is full: every commit fails.
