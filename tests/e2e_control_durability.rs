@@ -159,3 +159,39 @@ fn acknowledged_joins_survive_kill9() {
         "the join after the restart got {s}, which another host holds"
     );
 }
+
+#[test]
+fn a_second_control_plane_on_the_same_state_dir_refuses_to_start() {
+    let Some(c) = Cluster::new("a_second_control_plane_on_the_same_state_dir_refuses_to_start")
+    else {
+        return;
+    };
+    let (_bridge, cp) = control_on_bridge(&c, ControlSpec::default());
+    let nodes_before = cp.node_names();
+    // The same state_dir, another port (so the port is not what stops it).
+    let config = std::fs::read_to_string(&cp.config_path)
+        .unwrap()
+        .replace("0.0.0.0:7443", "0.0.0.0:7444");
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("control.toml");
+    std::fs::write(&second, config).unwrap();
+    let out = cp
+        .ns
+        .exec(&[agent::BIN, "control", "--config", second.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second control plane started:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("another `wgmesh control` uses this state directory"),
+        "it does not say why:\n{stderr}"
+    );
+    // The first one is untouched and still answers.
+    assert!(cp.is_running());
+    assert_eq!(cp.node_names(), nodes_before);
+    // Once the first has stopped (even killed), the directory is free again.
+    cp.kill9();
+    cp.restart();
+    assert_eq!(cp.node_names(), nodes_before);
+}

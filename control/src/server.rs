@@ -43,6 +43,16 @@ pub enum ServerError {
     /// The store could not be opened or initialised.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another control plane runs on this state directory.
+    #[error(
+        "{}: another `wgmesh control` uses this state directory (two would corrupt its store); \
+         stop it first, or give this one another state_dir",
+        path.display()
+    )]
+    StateDirInUse {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The store was made for another cluster network.
     #[error(
         "{}: the store holds cluster_cidr {stored_cidr} with host_prefix {stored_prefix}, but \
@@ -94,6 +104,8 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     raise_open_file_limit();
     let dir = &config.state_dir;
     create_private_dir(dir)?;
+    // Held until the control plane exits (the kernel drops it then, even after kill -9).
+    let _lock = lock_state_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
     let mut store = FileStore::open(dir)?;
     let mut registry = store.load()?;
@@ -225,6 +237,33 @@ fn raise_open_file_limit() {
             tracing::debug!(before, after = limit.rlim_cur, "raised the open-file limit");
         }
     }
+}
+
+/// Takes an exclusive `flock` on `dir/lock`, or says that another control plane holds it.
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| ServerError::StateDir {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let source = io::Error::last_os_error();
+        return Err(if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            ServerError::StateDirInUse { path }
+        } else {
+            ServerError::StateDir { path, source }
+        });
+    }
+    Ok(file)
 }
 
 /// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).
