@@ -248,3 +248,30 @@ fn listen_port_in_use_is_rejected() {
         "the error does not say the port is in use: {out}"
     );
 }
+
+#[test]
+fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let Some(c) = Cluster::new("a_second_agent_on_the_same_state_dir_refuses_to_start") else {
+        return;
+    };
+    let (a, _b) = scenario::two_hosts(&c, 51820, 51820);
+    // The very same config again: the state directory's lock is what stops it, before it
+    // touches the socket, the port or the devices of the running one.
+    let out = a.ns.exec(&[
+        agent::BIN,
+        "agent",
+        "--config",
+        a.agent.config_path.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second agent started:\n{stderr}");
+    assert!(
+        stderr.contains("another `wgmesh agent` uses"),
+        "it does not say why:\n{stderr}"
+    );
+    assert!(a.agent.is_running());
+    assert!(
+        a.agent.try_status().is_ok(),
+        "the first agent stopped answering"
+    );
+}

@@ -29,6 +29,7 @@ pub mod audit;
 pub mod changelog;
 pub mod client;
 pub mod compile;
+pub mod dirlock;
 pub mod http;
 pub mod ipam;
 pub mod limiter;

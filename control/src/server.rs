@@ -18,6 +18,7 @@ use wgmesh_config::ConfigError;
 
 use crate::atomic_file::{self, WriteError};
 use crate::audit::{AuditError, AuditLog};
+use crate::dirlock::{DirLock, LockError};
 use crate::http::{self, Shared};
 use crate::pki::{Pki, PkiError};
 use crate::service::Control;
@@ -239,31 +240,12 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Takes an exclusive `flock` on `dir/lock`, or says that another control plane holds it.
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|source| ServerError::StateDir {
-            path: path.clone(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let source = io::Error::last_os_error();
-        return Err(if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            ServerError::StateDirInUse { path }
-        } else {
-            ServerError::StateDir { path, source }
-        });
-    }
-    Ok(file)
+/// Takes the lock on `dir`, or says that another control plane holds it.
+fn lock_state_dir(dir: &Path) -> Result<DirLock, ServerError> {
+    DirLock::take(dir).map_err(|e| match e {
+        LockError::Held { path } => ServerError::StateDirInUse { path },
+        LockError::Io { path, source } => ServerError::StateDir { path, source },
+    })
 }
 
 /// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).

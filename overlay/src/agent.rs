@@ -34,6 +34,7 @@ use crate::table::{PeerSet, PeerSetError};
 use crate::tun::Tun;
 use crate::udp::Udp;
 use crate::workloads::{Workload, WorkloadError, WorkloadStore, Workloads};
+use wgmesh_control::dirlock::{DirLock, LockError};
 
 /// Why the agent could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,12 @@ pub enum AgentError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// Another agent runs on this state directory.
+    #[error("agent.state_dir: another `wgmesh agent` uses {} (its lock is held); stop it first, or give this one another state_dir", path.display())]
+    StateDirInUse {
+        /// The lock file.
+        path: PathBuf,
     },
     /// The UDP port could not be bound.
     #[error("agent.listen_port: cannot bind UDP port {port}{hint}")]
@@ -126,6 +133,12 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let config = AgentConfig::load(path)?;
     let a = &config.agent;
     create_state_dir(&a.state_dir)?;
+    // Two agents on one state directory would share a credential, a netmap cache and a
+    // workload list; held until the agent exits.
+    let _lock = DirLock::take(&a.state_dir).map_err(|e| match e {
+        LockError::Held { path } => AgentError::StateDirInUse { path },
+        LockError::Io { path, source } => AgentError::StateDir { path, source },
+    })?;
     let key = load_or_create_key(&a.private_key_file)?;
     let identity = Arc::new(LocalIdentity::new(&key));
     drop(key);
