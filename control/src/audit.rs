@@ -179,8 +179,7 @@ impl From<&RegistryError> for Reason {
             RegistryError::Ipam(_)
             | RegistryError::NotInitialized
             | RegistryError::AlreadyInitialized { .. }
-            | RegistryError::IdInUse { .. }
-            | RegistryError::RejoinMismatch(_) => Self::Internal,
+            | RegistryError::IdInUse { .. } => Self::Internal,
         }
     }
 }

@@ -27,7 +27,7 @@ use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 
 use crate::api::{
     ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
-    TokenBody, TokenInfo, TokenReply, TokenRevokedReply, MAX_BODY,
+    TokenBody, TokenInfo, TokenReply, TokenRevokedReply,
 };
 use crate::pki::{self, CaDigestMismatch};
 use crate::registry::HostName;
@@ -450,7 +450,3 @@ fn check(status: StatusCode, body: Bytes) -> Result<Bytes, ClientError> {
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|e| ClientError::BadReply(e.to_string()))
 }
-
-/// The size limit the server puts on request bodies, re-exported for callers that build
-/// their own.
-pub const MAX_REQUEST_BODY: usize = MAX_BODY;

@@ -204,7 +204,7 @@ pub enum Mutation {
         /// The token.
         id: TokenId,
     },
-    /// A host joined (or re-joined with the same name and key), using a token.
+    /// A host joined, using a token.
     HostJoined {
         /// The host's id.
         id: HostId,
@@ -345,9 +345,6 @@ pub enum RegistryError {
     /// a copied state directory or a bug, never a coincidence).
     #[error("this credential is already host {0}'s; the agent must make a new one")]
     CredentialInUse(HostId),
-    /// A re-join changes a host's name, key or subnet (a mutation that does not fit the state).
-    #[error("host {0} re-joined with a different name, key or subnet")]
-    RejoinMismatch(HostId),
 }
 
 /// What a host sends to join, once its token is checked (see [`Registry::plan_join`]).
@@ -701,11 +698,6 @@ impl Registry {
                 ..
             } => {
                 let ipam = self.ipam.as_ref().ok_or(RegistryError::NotInitialized)?;
-                if let Some(&holder) = self.credentials.get(credential_hash.as_bytes()) {
-                    if holder != *id {
-                        return Err(RegistryError::CredentialInUse(holder));
-                    }
-                }
                 if let Some(tid) = token {
                     let t = self
                         .tokens
@@ -713,23 +705,19 @@ impl Registry {
                         .ok_or(RegistryError::NoSuchToken(*tid))?;
                     token_usable(t)?;
                 }
-                match self.hosts.get(id) {
-                    Some(h) => {
-                        if h.name != *name || h.public_key != *public_key || h.subnet != *subnet {
-                            return Err(RegistryError::RejoinMismatch(*id));
-                        }
-                    }
-                    None => {
-                        if id.0 < self.next_host_id {
-                            return Err(RegistryError::IdInUse {
-                                what: "host",
-                                id: id.0,
-                            });
-                        }
-                        self.check_unique(*id, name, public_key)?;
-                        ipam.check_reserve(subnet, *id)?;
-                    }
+                // Every join is a new host with a new id (a retried join is answered without a
+                // mutation, see `joined_as`).
+                if id.0 < self.next_host_id {
+                    return Err(RegistryError::IdInUse {
+                        what: "host",
+                        id: id.0,
+                    });
                 }
+                if let Some(&holder) = self.credentials.get(credential_hash.as_bytes()) {
+                    return Err(RegistryError::CredentialInUse(holder));
+                }
+                self.check_unique(*id, name, public_key)?;
+                ipam.check_reserve(subnet, *id)?;
             }
             Mutation::HostRemoved { id } | Mutation::EndpointChanged { id, .. } => {
                 if !self.hosts.contains_key(id) {
@@ -796,12 +784,7 @@ impl Registry {
                 if let Some(ipam) = self.ipam.as_mut() {
                     ipam.reserve(subnet, id)?;
                 }
-                self.next_host_id = self.next_host_id.max(id.0 + 1);
-                let joined_at = self.hosts.get(&id).map_or(at, |h| h.joined_at);
-                if let Some(old) = self.hosts.get(&id) {
-                    self.credentials.remove(old.credential_hash.as_bytes());
-                    self.names.remove(&old.name);
-                }
+                self.next_host_id = id.0 + 1;
                 self.credentials.insert(*credential_hash.as_bytes(), id);
                 self.names.insert(name.clone(), id);
                 self.hosts.insert(
@@ -815,7 +798,7 @@ impl Registry {
                         labels,
                         credential_hash,
                         token,
-                        joined_at,
+                        joined_at: at,
                         last_seen: at,
                     },
                 );

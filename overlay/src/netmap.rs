@@ -1,7 +1,7 @@
 //! Applying a control plane's [`Netmap`] on the agent side, and keeping the last one applied.
 //!
-//! Pure (no I/O): [`peer_settings`] and [`own_subnet`] turn a netmap into the [`PeerSettings`]
-//! and subnet the agent's peer set and bridge use. A netmap that breaks the invariants of
+//! Pure (no I/O): [`peer_settings`] turns a netmap into the [`PeerSettings`] the agent's peer
+//! set uses. A netmap that breaks the invariants of
 //! [`Netmap::check`] is refused as a whole with a [`NetmapApplyError`], so a bad netmap never
 //! replaces a running configuration.
 //!
@@ -14,7 +14,6 @@ use std::io;
 
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::{Netmap, NetmapError};
 
@@ -58,11 +57,6 @@ pub fn peer_settings(netmap: &Netmap) -> Result<Vec<PeerSettings>, NetmapApplyEr
             preshared_key: None,
         })
         .collect())
-}
-
-/// The overlay subnet the control plane assigned to this host's workloads.
-pub fn own_subnet(netmap: &Netmap) -> IpNet {
-    netmap.host.subnet
 }
 
 /// What `netmap.json` holds.
@@ -165,7 +159,7 @@ mod tests {
         PublicKey::from_bytes([n; 32])
     }
 
-    fn net(s: &str) -> IpNet {
+    fn net(s: &str) -> ipnet::IpNet {
         s.parse().unwrap()
     }
 
@@ -202,7 +196,6 @@ mod tests {
     #[test]
     fn valid_netmap_converts() {
         let map = sample();
-        assert_eq!(own_subnet(&map), net("10.42.0.0/24"));
         let settings = peer_settings(&map).unwrap();
         assert_eq!(
             settings,
