@@ -10,7 +10,6 @@
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
 //!   is down.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -28,6 +27,7 @@ use wgmesh_control::client::{Client, ClientError};
 
 use crate::error::Chain;
 use crate::netmap::NetmapCache;
+use crate::statefile::{read_json, write_json, ReadError};
 
 /// How long one long poll waits for a change.
 const POLL_WAIT: Duration = Duration::from_secs(25);
@@ -384,22 +384,22 @@ fn load_link(
         path: path.to_owned(),
         message,
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(format!("cannot read the credential: {e}"))),
-    };
-    let CredentialFile::V1 {
+    let file = read_json::<CredentialFile>(path).map_err(|e| match e {
+        ReadError::Io(e) => err(format!("cannot read the credential: {e}")),
+        ReadError::Corrupt(e) => err(format!(
+            "not a wgmesh credential file ({e}); move it away to join again with the token"
+        )),
+    })?;
+    let Some(CredentialFile::V1 {
         url,
         ca_digest,
         name: saved_name,
         credential,
         joined,
-    } = serde_json::from_str(&text).map_err(|e| {
-        err(format!(
-            "not a wgmesh credential file ({e}); move it away to join again with the token"
-        ))
-    })?;
+    }) = file
+    else {
+        return Ok(None);
+    };
     if url != control.url.to_string() || saved_name != name {
         tracing::info!(saved_url = %url, saved_name, "the saved credential is for another control plane or name; joining with the token");
         return Ok(None);
@@ -422,8 +422,7 @@ fn save_link(path: &Path, link: &Link, joined: bool) -> Result<(), LinkError> {
         credential: link.credential.expose(),
         joined,
     };
-    let json = serde_json::to_vec_pretty(&file).expect("credential file serialises");
-    crate::statefile::write_atomically(path, &json).map_err(|e| LinkError::CredentialFile {
+    write_json(path, &file).map_err(|e| LinkError::CredentialFile {
         path: path.to_owned(),
         message: format!("cannot save the credential: {e}"),
     })

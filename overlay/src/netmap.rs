@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::{Netmap, NetmapError};
 
 use crate::peer::PeerSettings;
+use crate::statefile::{read_json, write_json, ReadError};
 
 /// Why a netmap cannot be applied. The running configuration is kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,22 +112,17 @@ impl NetmapCache {
     /// The cached netmap; `None` when there is none. A file that cannot be read or parsed is an
     /// error, never an empty netmap.
     pub fn load(&self) -> Result<Option<Netmap>, NetmapCacheError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(NetmapCacheError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let CacheFile::V1 { netmap } =
-            serde_json::from_str(&text).map_err(|source| NetmapCacheError::Corrupt {
+        let file = read_json::<CacheFile>(&self.path).map_err(|e| match e {
+            ReadError::Io(source) => NetmapCacheError::Io {
                 path: self.path.clone(),
                 source,
-            })?;
-        Ok(Some(netmap))
+            },
+            ReadError::Corrupt(source) => NetmapCacheError::Corrupt {
+                path: self.path.clone(),
+                source,
+            },
+        })?;
+        Ok(file.map(|CacheFile::V1 { netmap }| netmap))
     }
 
     /// Writes `netmap` atomically, mode 0600.
@@ -134,14 +130,10 @@ impl NetmapCache {
         let file = CacheFile::V1 {
             netmap: netmap.clone(),
         };
-        let json = serde_json::to_vec_pretty(&file).expect("netmap serializes");
-        crate::statefile::write_atomically(&self.path, &json).map_err(|source| {
-            NetmapCacheError::Io {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
-        Ok(())
+        write_json(&self.path, &file).map_err(|source| NetmapCacheError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::statefile::{read_json, write_json, ReadError};
+
 /// One attached workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
@@ -217,21 +219,17 @@ impl WorkloadStore {
     /// Loads the workloads; none when the file does not exist. Workloads outside `subnet` (the
     /// subnet changed) are dropped with a warning.
     pub fn load(&self, subnet: IpNet) -> Result<Workloads, StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Workloads::new(subnet)),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let StateFile::V1 { workloads } =
-            serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+        let file = read_json::<StateFile>(&self.path).map_err(|e| match e {
+            ReadError::Io(source) => StoreError::Io {
                 path: self.path.clone(),
                 source,
-            })?;
+            },
+            ReadError::Corrupt(source) => StoreError::Corrupt {
+                path: self.path.clone(),
+                source,
+            },
+        })?;
+        let workloads = file.map_or_else(Vec::new, |StateFile::V1 { workloads }| workloads);
         let mut out = Workloads::new(subnet);
         for w in workloads {
             if subnet.contains(&w.ip.addr()) {
@@ -248,12 +246,10 @@ impl WorkloadStore {
         let file = StateFile::V1 {
             workloads: workloads.iter().cloned().collect(),
         };
-        let json = serde_json::to_vec_pretty(&file).expect("state serializes");
-        crate::statefile::write_atomically(&self.path, &json).map_err(|source| StoreError::Io {
+        write_json(&self.path, &file).map_err(|source| StoreError::Io {
             path: self.path.clone(),
             source,
-        })?;
-        Ok(())
+        })
     }
 }
 
