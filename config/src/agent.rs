@@ -968,18 +968,9 @@ allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
     /// Parses `text`, expecting an error at `line` for `field`; returns the displayed error.
     #[track_caller]
     fn expect_error(text: &str, line: usize, field: Option<&str>, needle: &str) -> String {
-        let err = parse(text).expect_err("the config should be rejected");
-        let shown = err.to_string();
-        assert_eq!(err.path, Path::new(ORIGIN), "{shown}");
-        assert_eq!(err.line, Some(line), "{shown}");
-        assert_eq!(err.field.as_deref(), field, "{shown}");
-        let prefix = format!("{ORIGIN}:{line}:");
-        assert!(shown.starts_with(&prefix), "{shown}");
-        if let Some(field) = field {
-            assert!(shown.contains(&format!(": {field}: ")), "{shown}");
-        }
-        assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
-        shown
+        parse(text)
+            .expect_err("the config should be rejected")
+            .assert_at(ORIGIN, line, field, needle)
     }
 
     fn minimal(extra_agent: &str, peers: &str) -> String {

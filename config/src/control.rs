@@ -944,17 +944,9 @@ audit_log = "/var/lib/wgmesh-control/audit.jsonl"
     /// Parses `text`, expecting an error at `line` for `field`; returns the displayed error.
     #[track_caller]
     fn expect_error(text: &str, line: usize, field: Option<&str>, needle: &str) -> String {
-        let err = parse(text).expect_err("the config should be rejected");
-        let shown = err.to_string();
-        assert_eq!(err.path, Path::new(ORIGIN), "{shown}");
-        assert_eq!(err.line, Some(line), "{shown}");
-        assert_eq!(err.field.as_deref(), field, "{shown}");
-        assert!(shown.starts_with(&format!("{ORIGIN}:{line}:")), "{shown}");
-        if let Some(field) = field {
-            assert!(shown.contains(&format!(": {field}: ")), "{shown}");
-        }
-        assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
-        shown
+        parse(text)
+            .expect_err("the config should be rejected")
+            .assert_at(ORIGIN, line, field, needle)
     }
 
     /// A minimal file (lines 1-3) plus `extra` from line 4.

@@ -94,6 +94,31 @@ impl fmt::Display for ConfigError {
 impl Error for ConfigError {}
 
 #[cfg(test)]
+impl ConfigError {
+    /// For the parsers' tests: asserts that the error is at `origin:line`, for `field`, and
+    /// mentions `needle`; returns it as displayed.
+    #[track_caller]
+    pub(crate) fn assert_at(
+        &self,
+        origin: &str,
+        line: usize,
+        field: Option<&str>,
+        needle: &str,
+    ) -> String {
+        let shown = self.to_string();
+        assert_eq!(self.path, std::path::Path::new(origin), "{shown}");
+        assert_eq!(self.line, Some(line), "{shown}");
+        assert_eq!(self.field.as_deref(), field, "{shown}");
+        assert!(shown.starts_with(&format!("{origin}:{line}:")), "{shown}");
+        if let Some(field) = field {
+            assert!(shown.contains(&format!(": {field}: ")), "{shown}");
+        }
+        assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
+        shown
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
