@@ -275,11 +275,7 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<Netmap, ApiError> {
-        let id = self
-            .authorize_host(caller, name)
-            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
-        self.registry.touch(id, now);
-        self.held.insert(id, self.registry.netmap_revision());
+        let id = self.polled(caller, name, self.registry.netmap_revision(), now, from)?;
         Ok(self.netmap_of(id))
     }
 
@@ -294,12 +290,8 @@ impl Control {
         now: u64,
         from_ip: Option<IpAddr>,
     ) -> Result<NetmapUpdate, ApiError> {
-        let id = self
-            .authorize_host(caller, name)
-            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from_ip))?;
-        self.registry.touch(id, now);
         let current = self.registry.netmap_revision();
-        self.held.insert(id, current);
+        let id = self.polled(caller, name, current, now, from_ip)?;
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
                 compile::delta(&self.registry, &self.policy, id, from, changed)
@@ -325,12 +317,25 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<(), ApiError> {
+        self.polled(caller, name, held, now, from).map(drop)
+    }
+
+    /// A netmap poll by `caller` for `name`: authorised (a refusal is audited), the host seen
+    /// at `now` and known to hold netmap revision `holds`.
+    fn polled(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        holds: u64,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<HostId, ApiError> {
         let id = self
             .authorize_host(caller, name)
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
-        self.held.insert(id, held);
-        Ok(())
+        self.held.insert(id, holds);
+        Ok(id)
     }
 
     /// `PUT /v1/hosts/{name}/endpoint`.
