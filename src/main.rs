@@ -217,11 +217,11 @@ fn run(command: Cmd) -> anyhow::Result<()> {
 /// The admin commands: one call each on the control plane.
 mod admin {
     use anyhow::Context;
+    use wgmesh_client::api::TokenBody;
+    use wgmesh_client::client::Client;
     use wgmesh_config::control::AdminFile;
     use wgmesh_config::labels;
     use wgmesh_control::admin::{parse_ttl, render_nodes, render_tokens};
-    use wgmesh_control::api::TokenBody;
-    use wgmesh_control::client::Client;
 
     use super::{AdminArg, NodeCmd, TokenCmd};
 

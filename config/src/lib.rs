@@ -19,6 +19,7 @@ pub mod error;
 pub mod key;
 pub mod labels;
 mod locate;
+pub mod name;
 pub mod netmap;
 pub mod token;
 
@@ -26,3 +27,4 @@ pub use agent::*;
 pub use error::*;
 pub use key::*;
 pub use labels::{LabelError, Labels};
+pub use name::{HostName, HostNameError};

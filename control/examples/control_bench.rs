@@ -14,12 +14,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wgmesh_client::api::{JoinBody, TokenBody};
+use wgmesh_client::client::Client;
 use wgmesh_config::control::AdminFile;
 use wgmesh_config::netmap::NetmapUpdate;
 use wgmesh_config::token::{HostCredential, JoinToken};
 use wgmesh_config::PrivateKey;
-use wgmesh_control::api::{JoinBody, TokenBody};
-use wgmesh_control::client::Client;
 
 struct Args {
     admin: std::path::PathBuf,

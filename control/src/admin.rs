@@ -1,9 +1,9 @@
-//! What the admin CLI needs besides the [`client`](crate::client): reading `--ttl` and
+//! What the admin CLI needs besides the [`client`](wgmesh_client::client): reading `--ttl` and
 //! rendering `node list`. Pure.
 
 use std::fmt::Write as _;
 
-use crate::api::{NodeInfo, TokenInfo};
+use wgmesh_client::api::{NodeInfo, TokenInfo};
 
 /// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
@@ -156,7 +156,7 @@ mod tests {
             reusable: true,
             labels: [("zone".to_owned(), "a".to_owned())].into(),
             joins: 2,
-            state: crate::api::TokenState::Revoked,
+            state: wgmesh_client::api::TokenState::Revoked,
         }];
         let table = render_tokens(&tokens, 400);
         let lines: Vec<&str> = table.lines().collect();

@@ -26,10 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS};
 use crate::audit::Action;
 use crate::limiter::RefusalLimiter;
 use crate::service::{ApiError, Caller, Control};
+use wgmesh_client::api::{
+    ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS,
+};
 
 /// How long a client has to finish the TLS handshake and send its request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -23,13 +23,9 @@
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod api;
-pub mod atomic_file;
 pub mod audit;
 pub mod changelog;
-pub mod client;
 pub mod compile;
-pub mod dirlock;
 pub mod http;
 pub mod ipam;
 pub mod limiter;

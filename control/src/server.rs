@@ -7,7 +7,7 @@
 //! log, and finally the listening socket.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
@@ -16,13 +16,13 @@ use wgmesh_config::control::{AdminFile, CertificatePem, ControlConfig};
 use wgmesh_config::token::AdminToken;
 use wgmesh_config::ConfigError;
 
-use crate::atomic_file::{self, WriteError};
 use crate::audit::{AuditError, AuditLog};
-use crate::dirlock::{DirLock, LockError};
 use crate::http::{self, Shared};
 use crate::pki::{Pki, PkiError};
 use crate::service::Control;
 use crate::store::{FileStore, Store, StoreError};
+use wgmesh_client::atomic_file::{self, WriteError};
+use wgmesh_client::dirlock::{DirLock, LockError};
 
 /// Why the control plane could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -250,14 +250,10 @@ fn lock_state_dir(dir: &Path) -> Result<DirLock, ServerError> {
 
 /// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).
 fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| ServerError::StateDir {
-            path: dir.to_owned(),
-            source,
-        })
+    wgmesh_client::private_dir::create(dir).map_err(|source| ServerError::StateDir {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn warn_if_open(path: &Path) {

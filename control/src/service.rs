@@ -14,15 +14,17 @@ use wgmesh_config::labels;
 use wgmesh_config::netmap::{Netmap, NetmapDelta, NetmapUpdate};
 use wgmesh_config::token::{AdminToken, HostCredential, JoinToken, SecretHash};
 
-use crate::api::{
+use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Target};
+use crate::changelog::{touched_name, ChangeLog};
+use crate::compile::{self, Policy};
+use wgmesh_client::api::{
     ApiReason, EndpointBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply, TokenBody,
     TokenInfo, TokenReply, TokenRevokedReply, TokenState, DEFAULT_TOKEN_TTL_SECS,
     MAX_TOKEN_TTL_SECS, ONLINE_WITHIN_SECS,
 };
-use crate::audit::{Action, Actor, AuditEvent, AuditLog, Outcome, Target};
-use crate::changelog::{touched_name, ChangeLog};
-use crate::compile::{self, Policy};
-use crate::registry::{HostId, HostName, JoinRequest, Mutation, Registry, RegistryError};
+use wgmesh_config::HostName;
+
+use crate::registry::{HostId, JoinRequest, Mutation, Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
 /// How many recent netmap changes are kept for deltas; a host further behind gets a whole

@@ -5,13 +5,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use wgmesh_client::api::{ApiReason, JoinBody, JoinReply, TokenBody};
+use wgmesh_client::client::{Client, ClientError};
 use wgmesh_config::control::{ControlUrl, Host};
 use wgmesh_config::netmap::NetmapUpdate;
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 use wgmesh_config::PublicKey;
-use wgmesh_control::api::{ApiReason, JoinBody, JoinReply, TokenBody};
 use wgmesh_control::audit::AuditLog;
-use wgmesh_control::client::{Client, ClientError};
 use wgmesh_control::http::{self, Shared};
 use wgmesh_control::pki::Pki;
 use wgmesh_control::registry::Registry;
@@ -111,8 +111,8 @@ async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, se
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
         .await
         .unwrap();
-    let config = wgmesh_control::pki::client_config_with_ca(server.pki.ca_der()).unwrap();
-    let name = wgmesh_control::pki::server_name(server.url.host());
+    let config = wgmesh_client::pin::client_config_with_ca(server.pki.ca_der()).unwrap();
+    let name = wgmesh_client::pin::server_name(server.url.host());
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await

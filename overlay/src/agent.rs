@@ -34,7 +34,7 @@ use crate::table::{PeerSet, PeerSetError};
 use crate::tun::Tun;
 use crate::udp::Udp;
 use crate::workloads::{Workload, WorkloadError, WorkloadStore, Workloads};
-use wgmesh_control::dirlock::{DirLock, LockError};
+use wgmesh_client::dirlock::{DirLock, LockError};
 
 /// Why the agent could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
@@ -843,7 +843,7 @@ fn load_or_create_key(path: &Path) -> Result<PrivateKey, AgentError> {
 }
 
 fn create_state_dir(dir: &Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(dir).map_err(|source| AgentError::StateDir {
+    wgmesh_client::private_dir::create(dir).map_err(|source| AgentError::StateDir {
         path: dir.to_owned(),
         source,
     })?;

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
+use wgmesh_client::api::{ApiReason, JoinBody};
+use wgmesh_client::client::{Client, ClientError};
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
 use wgmesh_config::{AgentConfig, ControlSection, JoinTokenSource, PublicKey};
-use wgmesh_control::api::{ApiReason, JoinBody};
-use wgmesh_control::client::{Client, ClientError};
 
 use crate::error::Chain;
 use crate::netmap::NetmapCache;

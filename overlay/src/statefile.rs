@@ -34,5 +34,5 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, R
 /// Replaces `path` with `value` as JSON, atomically; the file is mode 0600.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    wgmesh_control::atomic_file::write(path, &json, 0o600).map_err(|e| e.source)
+    wgmesh_client::atomic_file::write(path, &json, 0o600).map_err(|e| e.source)
 }

@@ -24,13 +24,13 @@ use tokio_rustls::TlsConnector;
 use wgmesh_config::control::{ControlUrl, Host};
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
+use wgmesh_config::HostName;
 
 use crate::api::{
     ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
     TokenBody, TokenInfo, TokenReply, TokenRevokedReply,
 };
-use crate::pki::{self, CaDigestMismatch};
-use crate::registry::HostName;
+use crate::pin::{self, CaDigestMismatch};
 
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,12 +139,12 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client that trusts only a server presenting the CA with `digest` (from a join token).
     pub fn pinned(url: &ControlUrl, digest: CaDigest) -> Self {
-        Self::with_config(url, pki::client_config_pinned(digest))
+        Self::with_config(url, pin::client_config_pinned(digest))
     }
 
     /// A client that trusts only the CA certificate `ca_der` (from `admin.toml`).
     pub fn with_ca(url: &ControlUrl, ca_der: &[u8]) -> Result<Self, ClientError> {
-        let config = pki::client_config_with_ca(ca_der)
+        let config = pin::client_config_with_ca(ca_der)
             .map_err(|e| ClientError::Invalid(format!("the CA certificate is unusable: {e}")))?;
         Ok(Self::with_config(url, config))
     }
@@ -153,7 +153,7 @@ impl Client {
         Self {
             url: url.clone(),
             tls: TlsConnector::from(config),
-            server_name: pki::server_name(url.host()),
+            server_name: pin::server_name(url.host()),
         }
     }
 

@@ -185,8 +185,47 @@ pub struct ErrorBody {
     pub reason: ApiReason,
 }
 
-/// Why the API refused a request: the audit log's reason words.
-pub use crate::audit::Reason as ApiReason;
+/// Why an action was refused: a closed set of codes, the same words the API's refusals carry
+/// (see [`ApiReason::status`] for their HTTP statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiReason {
+    /// No valid credential was given.
+    Unauthenticated,
+    /// The credential does not allow this action.
+    Forbidden,
+    /// The join token is unknown.
+    TokenUnknown,
+    /// The join token expired.
+    TokenExpired,
+    /// The single-use join token was already used.
+    TokenUsed,
+    /// The join token was revoked.
+    TokenRevoked,
+    /// The join token names another control plane's CA.
+    TokenWrongCa,
+    /// The name is held by another key.
+    NameTaken,
+    /// The key is held by another host.
+    KeyTaken,
+    /// No such host, token or route.
+    NotFound,
+    /// A known path with the wrong method.
+    MethodNotAllowed,
+    /// No free subnet is left.
+    SubnetsExhausted,
+    /// The request was malformed.
+    BadRequest,
+    /// The request body was too large.
+    TooLarge,
+    /// Too many refused requests from this address lately.
+    TooManyRequests,
+    /// The control plane failed (store, I/O); nothing was changed.
+    Internal,
+    /// A reason this build does not know (read from a newer control plane).
+    #[serde(other)]
+    Other,
+}
 
 impl ApiReason {
     /// The HTTP status this reason is sent with.
