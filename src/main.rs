@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wgmesh_config::PrivateKey;
+use wgmesh_overlay::api::status::Status;
 use wgmesh_overlay::api::{self, Request};
-use wgmesh_overlay::status::Status;
 
 const DEFAULT_SOCKET: &str = "/run/wgmesh/agent.sock";
 const DEFAULT_ADMIN: &str = "/var/lib/wgmesh-control/admin.toml";

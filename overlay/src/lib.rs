@@ -1,28 +1,21 @@
 //! wgmesh-overlay: everything that runs on a host.
 //!
-//! Pure modules (no I/O, no clock): [`wire`], [`route`], [`noise`], [`peer`], [`table`],
-//! [`batch`], [`gro`], [`status`], the IPAM of [`workloads`] and the conversion in [`netmap`].
-//! I/O shells around them: [`tun`], [`udp`], [`datapath`], [`host`], [`api`], [`agent`], and the
-//! state files of [`workloads`] and [`netmap`].
+//! The rooms, from the packet up:
+//! - [`peers`]: the pure protocol core — the noise adapter over boringtun, each peer's state and
+//!   its per-packet decisions (which session, cryptokey check, roaming, what to count), the peer
+//!   table and its router, the counters, and netmap → peer settings. No I/O, no clock.
+//! - [`datapath`]: the threads that move packets between TUN and UDP, and their I/O (TUN, UDP,
+//!   batching, GSO/GRO). They do what [`peers`] decides; they decide nothing about the protocol.
+//! - [`host`]: the host's networking through rtnetlink (TUN, bridge, routes, veths, namespaces).
+//! - [`api`]: the agent's local unix socket (`status`, `attach`, `detach`) and what `status`
+//!   shows.
+//! - [`agent`]: the daemon: start-up, reload, the control-plane link, workloads, keys and state
+//!   files; it owns the peer set and hands the data path new snapshots.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod api;
-pub mod batch;
-pub mod control_link;
 pub mod datapath;
 pub mod error;
-pub mod gro;
 pub mod host;
-pub mod netmap;
-pub mod noise;
-pub mod peer;
-mod poll;
-pub mod route;
-mod statefile;
-pub mod status;
-pub mod table;
-pub mod tun;
-pub mod udp;
-pub mod wire;
-pub mod workloads;
+pub mod peers;

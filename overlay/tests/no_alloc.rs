@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wgmesh_config::PrivateKey;
-use wgmesh_overlay::batch::TxBatch;
-use wgmesh_overlay::gro::{Gro, VNET_HDR_LEN};
-use wgmesh_overlay::noise::{Decapsulated, Encapsulated, LocalIdentity, Tunnel};
-use wgmesh_overlay::route::{contains_any, AllowedIps};
-use wgmesh_overlay::wire;
+use wgmesh_overlay::datapath::batch::TxBatch;
+use wgmesh_overlay::datapath::gro::{Gro, VNET_HDR_LEN};
+use wgmesh_overlay::peers::noise::{Decapsulated, Encapsulated, LocalIdentity, Tunnel};
+use wgmesh_overlay::peers::route::{contains_any, AllowedIps};
+use wgmesh_overlay::peers::wire;
 
 struct Counting;
 

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::noise::{source_ip, Decapsulated, Identify, Tick};
-use crate::peer::Peer;
-use crate::udp::Udp;
-use crate::wire::{self, MessageKind};
+use crate::datapath::udp::Udp;
+use crate::peers::noise::{source_ip, Decapsulated, Identify, Tick};
+use crate::peers::peer::Peer;
+use crate::peers::wire::{self, MessageKind};
 
 use super::{bump, Shared};
 

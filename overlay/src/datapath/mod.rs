@@ -17,9 +17,14 @@
 //! once per batch, no lock) and host-wide drop counters. Per-packet work allocates nothing; a
 //! peer's lock is taken once per run of its packets in a batch and never held across a syscall.
 
+pub mod batch;
+pub mod gro;
 mod handshake;
+pub(crate) mod poll;
 mod rx;
+pub mod tun;
 mod tx;
+pub mod udp;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,10 +35,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::noise::LocalIdentity;
-use crate::table::PeerTable;
-use crate::tun::Tun;
-use crate::udp::Udp;
+use crate::datapath::tun::Tun;
+use crate::datapath::udp::Udp;
+use crate::peers::noise::LocalIdentity;
+use crate::peers::table::PeerTable;
 
 /// How long a blocked data thread sleeps before it looks at the shutdown flag.
 const WAKE_INTERVAL: Duration = Duration::from_millis(200);

@@ -9,14 +9,14 @@ use crossbeam_channel::Sender;
 use parking_lot::MutexGuard;
 use quinn_udp::RecvMeta;
 
-use crate::batch::TxBatch;
-use crate::gro::{Gro, VNET_HDR_LEN};
-use crate::noise::{source_ip, Decapsulated};
-use crate::peer::{Peer, PeerState};
-use crate::route::contains_any;
-use crate::tun::{Tun, IDEAL_BATCH_SIZE};
-use crate::udp::Udp;
-use crate::wire::{self, MessageKind};
+use crate::datapath::batch::TxBatch;
+use crate::datapath::gro::{Gro, VNET_HDR_LEN};
+use crate::datapath::tun::{Tun, IDEAL_BATCH_SIZE};
+use crate::datapath::udp::Udp;
+use crate::peers::noise::{source_ip, Decapsulated};
+use crate::peers::peer::{Peer, PeerState};
+use crate::peers::route::contains_any;
+use crate::peers::wire::{self, MessageKind};
 
 use super::handshake::HandshakeMessage;
 use super::{bump, Shared, WAKE_INTERVAL};
@@ -111,13 +111,13 @@ pub(super) fn run(
                 }
             }
         }
-        crate::poll::wait(udp.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
+        crate::datapath::poll::wait(udp.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
     }
 }
 
 fn receive<'t>(
     shared: &Shared,
-    table: &'t crate::table::PeerTable,
+    table: &'t crate::peers::table::PeerTable,
     current: &mut Option<(usize, MutexGuard<'t, PeerState>)>,
     out: &mut Out,
     handshakes: &Sender<HandshakeMessage>,

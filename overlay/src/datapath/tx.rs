@@ -5,11 +5,11 @@ use std::os::fd::AsRawFd;
 
 use parking_lot::Mutex;
 
-use crate::batch::TxBatch;
-use crate::noise::Encapsulated;
-use crate::tun::{Tun, IDEAL_BATCH_SIZE};
-use crate::udp::Udp;
-use crate::wire;
+use crate::datapath::batch::TxBatch;
+use crate::datapath::tun::{Tun, IDEAL_BATCH_SIZE};
+use crate::datapath::udp::Udp;
+use crate::peers::noise::Encapsulated;
+use crate::peers::wire;
 
 use super::{bump, Shared, WAKE_INTERVAL};
 
@@ -46,7 +46,7 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, state: &Mutex<TxState>)
         let n = pump(shared, tun, udp, &mut state.lock());
         if n == 0 {
             // Idle: block until the next packet (reading first saves a poll per busy batch).
-            crate::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
+            crate::datapath::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
         }
     }
 }
@@ -81,7 +81,10 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
 
 fn seal(shared: &Shared, bufs: &[Vec<u8>], sizes: &[usize], batch: &mut TxBatch) {
     let table = shared.table.load();
-    let mut current: Option<(usize, parking_lot::MutexGuard<'_, crate::peer::PeerState>)> = None;
+    let mut current: Option<(
+        usize,
+        parking_lot::MutexGuard<'_, crate::peers::peer::PeerState>,
+    )> = None;
     for (buf, &size) in bufs.iter().zip(sizes) {
         let packet = &buf[..size];
         let Some(dst) = wire::inner_destination(packet) else {

@@ -5,6 +5,11 @@
 //! Start-up is all or nothing: on any error it undoes what it did and returns the error.
 //! A reload is all or nothing too: an invalid file leaves the running configuration untouched.
 
+pub mod control_link;
+pub mod netmap_cache;
+mod statefile;
+pub mod workloads;
+
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -18,23 +23,23 @@ use tokio::sync::{mpsc, watch};
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection, ConfigError, PresharedKey, PrivateKey};
 
-use crate::api::{self, ApiError, Command, Request, Response};
-use crate::control_link::{self, LinkError, Origin};
-use crate::datapath::{DataPath, Shared};
-use crate::error::Chain;
-use crate::host::{self, HostError, HostNet};
-use crate::netmap::{NetmapApplyError, NetmapCache, NetmapCacheError};
-use crate::noise::LocalIdentity;
-use crate::peer::{PeerSettings, PresharedKeyBytes};
-use crate::status::{
+use crate::agent::netmap_cache::{NetmapApplyError, NetmapCache, NetmapCacheError};
+use crate::api::status::{
     ControlStatus, HostDropStatus, OffloadStatus, PeerDropStatus, PeerStatus, Status,
     WorkloadStatus,
 };
-use crate::table::{PeerSet, PeerSetError};
-use crate::tun::Tun;
-use crate::udp::Udp;
-use crate::workloads::{Workload, WorkloadError, WorkloadStore, Workloads};
+use crate::api::{self, ApiError, Command, Request, Response};
+use crate::datapath::tun::Tun;
+use crate::datapath::udp::Udp;
+use crate::datapath::{DataPath, Shared};
+use crate::error::Chain;
+use crate::host::{self, HostError, HostNet};
+use crate::peers::noise::LocalIdentity;
+use crate::peers::peer::{PeerSettings, PresharedKeyBytes};
+use crate::peers::table::{PeerSet, PeerSetError};
+use control_link::{LinkError, Origin};
 use wgmesh_client::dirlock::{DirLock, LockError};
+use workloads::{Workload, WorkloadError, WorkloadStore, Workloads};
 
 /// Why the agent could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +98,7 @@ pub enum AgentError {
     Peers(#[from] PeerSetError),
     /// The workloads' state could not be read or written.
     #[error(transparent)]
-    Store(#[from] crate::workloads::StoreError),
+    Store(#[from] workloads::StoreError),
     /// The local API socket could not be bound.
     #[error("agent.socket: {0}")]
     Api(#[from] ApiError),
@@ -207,7 +212,7 @@ impl PeerSource {
         let cache = NetmapCache::new(&config.agent.state_dir);
         let (link, netmap, origin) =
             control_link::establish(config, control, public_key, &cache).await?;
-        let settings = crate::netmap::peer_settings(&netmap)?;
+        let settings = netmap_cache::peer_settings(&netmap)?;
         let subnet = netmap.host.subnet;
         if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
             return Err(AgentError::MtuTooSmall {
@@ -297,7 +302,7 @@ impl Agent {
                         source: io::Error::other("created but not found"),
                     })?;
             undo.bridge = true;
-            let gateway = IpNet::new(crate::workloads::gateway(subnet), subnet.prefix_len())
+            let gateway = IpNet::new(workloads::gateway(subnet), subnet.prefix_len())
                 .expect("subnet prefix length");
             let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
             for net in peers.routed_prefixes() {
@@ -472,7 +477,7 @@ impl Agent {
                 ),
             });
         }
-        let settings = crate::netmap::peer_settings(&netmap)?;
+        let settings = netmap_cache::peer_settings(&netmap)?;
         let summary = self.apply_peers(&settings).await?;
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
@@ -489,7 +494,7 @@ impl Agent {
         let changes = self.peers.apply(settings)?;
         // The data path learns the new peers before the kernel routes anything to them.
         self.shared.table.store(Arc::new(self.peers.table()));
-        let gateway = crate::workloads::gateway(self.subnet);
+        let gateway = workloads::gateway(self.subnet);
         for net in &changes.routes_added {
             if let Err(e) = self
                 .host

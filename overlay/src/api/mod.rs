@@ -5,6 +5,8 @@
 //! [`serve`] accepts connections and hands each request to the agent as a [`Command`]; [`call`]
 //! is the blocking client the command line uses.
 
+pub mod status;
+
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;

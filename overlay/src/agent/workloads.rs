@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::statefile::{read_json, write_json, ReadError};
+use super::statefile::{read_json, write_json, ReadError};
 
 /// One attached workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,9 +25,9 @@ use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
 use wgmesh_config::{AgentConfig, ControlSection, JoinTokenSource, PublicKey};
 
+use super::netmap_cache::NetmapCache;
+use super::statefile::{read_json, write_json, ReadError};
 use crate::error::Chain;
-use crate::netmap::NetmapCache;
-use crate::statefile::{read_json, write_json, ReadError};
 
 /// How long one long poll waits for a change.
 const POLL_WAIT: Duration = Duration::from_secs(25);

@@ -80,7 +80,7 @@ impl Udp {
                 .try_send(UdpSockRef::from(&self.socket), &transmit)
             {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    crate::poll::wait(self.as_raw_fd(), libc::POLLOUT, None);
+                    crate::datapath::poll::wait(self.as_raw_fd(), libc::POLLOUT, None);
                 }
                 Err(e)
                     if transmit.segment_size.is_some()

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::{Netmap, NetmapError};
 
-use crate::peer::PeerSettings;
-use crate::statefile::{read_json, write_json, ReadError};
+use super::statefile::{read_json, write_json, ReadError};
+use crate::peers::peer::PeerSettings;
 
 /// Why a netmap cannot be applied. The running configuration is kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use wgmesh_config::PublicKey;
 
-use crate::noise::LocalIdentity;
-use crate::peer::{Peer, PeerSettings};
-use crate::route::AllowedIps;
+use crate::peers::noise::LocalIdentity;
+use crate::peers::peer::{Peer, PeerSettings};
+use crate::peers::route::AllowedIps;
 
 /// Low bits of a peer index select a slot; the high bits are a generation, so that a message for
 /// a removed peer never reaches the peer that took its slot.

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use wgmesh_config::{PresharedKey, PublicKey};
 
-use crate::noise::{LocalIdentity, Tunnel};
+use crate::peers::noise::{LocalIdentity, Tunnel};
 
 /// What the configuration says about a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,11 @@
+//! The pure protocol core: who a packet belongs to and what to do with it.
+//!
+//! Nothing in this room performs I/O or reads the clock (boringtun reads its own inside
+//! [`noise`]; see docs/adr/001-boringtun-clock.md). The data path's threads call it and do the
+//! I/O it asks for.
+
+pub mod noise;
+pub mod peer;
+pub mod route;
+pub mod table;
+pub mod wire;
