@@ -65,8 +65,10 @@ use toml::Spanned;
 use crate::control::ControlUrl;
 use crate::document::Document;
 use crate::error::ConfigError;
+use crate::ifname::{self, IfnameFault};
 use crate::key::PublicKey;
 use crate::labels::{self, LabelError, MAX_LABELS};
+use crate::name::{check_host_name, NameFault, NAME_RULE};
 use crate::token::JoinToken;
 
 /// Default UDP port WireGuard listens on.
@@ -89,10 +91,8 @@ pub const DEFAULT_SOCKET: &str = "/run/wgmesh/agent.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wgmesh";
 /// File name of the private key inside `state_dir` when `private_key_file` is not set.
 pub const DEFAULT_PRIVATE_KEY_NAME: &str = "private.key";
-/// Longest accepted host or peer name.
-pub const MAX_NAME_LEN: usize = 63;
-/// Longest Linux interface name in bytes (`IFNAMSIZ` - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use crate::ifname::MAX_IFNAME_LEN;
+pub use crate::name::MAX_NAME_LEN;
 
 /// A validated agent configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -774,51 +774,30 @@ fn expected_for(path: &str) -> Option<&'static str> {
 
 const SUBNET_EXPECTED: &str = "an IP prefix string such as \"10.42.1.0/24\"";
 
-const NAME_RULE: &str = "use 1 to 63 characters from A-Z, a-z, 0-9, '.', '_' and '-'";
-
+/// agent.toml's messages for the host-name rule of [`crate::name`].
 fn check_name(s: &str) -> Result<String, Invalid> {
-    if s.is_empty() {
-        return Err(Invalid::new(format!("the name is empty; {NAME_RULE}")));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(Invalid::new(format!("{s:?} contains {c:?}; {NAME_RULE}")));
-    }
-    if s.len() > MAX_NAME_LEN {
-        return Err(Invalid::new(format!(
-            "{s:?} is {} characters long; {NAME_RULE}",
-            s.len()
-        )));
-    }
-    Ok(s.to_owned())
+    let message = match check_host_name(s) {
+        Ok(()) => return Ok(s.to_owned()),
+        Err(NameFault::Empty) => format!("the name is empty; {NAME_RULE}"),
+        Err(NameFault::Contains(c)) => format!("{s:?} contains {c:?}; {NAME_RULE}"),
+        Err(NameFault::TooLong { len }) => format!("{s:?} is {len} characters long; {NAME_RULE}"),
+    };
+    Err(Invalid::new(message))
 }
 
 const IFNAME_RULE: &str =
     "use a Linux interface name of 1 to 15 bytes without '/', ':' or whitespace";
 
-/// The rules of the kernel's `dev_valid_name`, plus no control characters.
+/// agent.toml's messages for the interface-name rule of [`crate::ifname`].
 fn check_ifname(s: &str) -> Result<String, Invalid> {
-    if s.is_empty() {
-        return Err(Invalid::new(format!("the name is empty; {IFNAME_RULE}")));
-    }
-    if s == "." || s == ".." {
-        return Err(Invalid::new(format!("{s:?} is not allowed; {IFNAME_RULE}")));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| matches!(c, '/' | ':') || c.is_whitespace() || c.is_control())
-    {
-        return Err(Invalid::new(format!("{s:?} contains {c:?}; {IFNAME_RULE}")));
-    }
-    if s.len() > MAX_IFNAME_LEN {
-        return Err(Invalid::new(format!(
-            "{s:?} is {} bytes long; {IFNAME_RULE}",
-            s.len()
-        )));
-    }
-    Ok(s.to_owned())
+    let message = match ifname::check_ifname(s) {
+        Ok(()) => return Ok(s.to_owned()),
+        Err(IfnameFault::Empty) => format!("the name is empty; {IFNAME_RULE}"),
+        Err(IfnameFault::Reserved) => format!("{s:?} is not allowed; {IFNAME_RULE}"),
+        Err(IfnameFault::Contains(c)) => format!("{s:?} contains {c:?}; {IFNAME_RULE}"),
+        Err(IfnameFault::TooLong { len }) => format!("{s:?} is {len} bytes long; {IFNAME_RULE}"),
+    };
+    Err(Invalid::new(message))
 }
 
 fn check_path(s: &str) -> Result<PathBuf, Invalid> {

@@ -5,6 +5,7 @@
 //! - [`agent`]: the agent's TOML file, parsed into [`AgentConfig`].
 //! - [`labels`]: host labels (`zone = "a"`) and their rules, shared by agent.toml, the admin
 //!   CLI and the control plane.
+//! - [`name`]: the host-name rule and [`HostName`]; [`ifname`]: the Linux interface-name rule.
 //! - [`error`]: [`ConfigError`], which names the file, line, column and field of a problem.
 //!
 //! Code outside this crate only sees validated types. The crate performs no I/O except reading
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod control;
 mod document;
 pub mod error;
+pub mod ifname;
 pub mod key;
 pub mod labels;
 mod locate;
