@@ -18,7 +18,8 @@ use crate::ipam::IpamError;
 use wgmesh_client::api::ApiReason as Reason;
 use wgmesh_config::HostName;
 
-use crate::registry::{HostId, RegistryError, TokenId, TokenRefused};
+use crate::ids::{HostId, TokenId};
+use crate::registry::{RegistryError, TokenRefused};
 
 /// One audited event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

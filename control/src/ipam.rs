@@ -10,12 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::registry::HostId;
+use wgmesh_config::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 
-/// Longest host prefix on IPv4: a /30 still has room for the gateway and one workload.
-pub const MAX_HOST_PREFIX_V4: u8 = 30;
-/// Longest host prefix on IPv6 (as for IPv4: room for the gateway and one workload).
-pub const MAX_HOST_PREFIX_V6: u8 = 126;
+use crate::ids::HostId;
 
 /// Why a subnet could not be allocated or reserved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,6 +27,7 @@ pub mod audit;
 pub mod changelog;
 pub mod compile;
 pub mod http;
+pub mod ids;
 pub mod ipam;
 pub mod limiter;
 pub mod pki;

@@ -12,7 +12,6 @@
 //! leaves the registry as it was.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -22,32 +21,11 @@ use serde::{Deserialize, Serialize};
 pub use wgmesh_config::token::SecretHash;
 use wgmesh_config::{HostName, PublicKey};
 
+pub use crate::ids::{HostId, TokenId};
 use crate::ipam::{Ipam, IpamError};
 
 /// Labels of a host or workload: `key = value`, sorted by key.
 pub type Labels = BTreeMap<String, String>;
-
-/// A host's id: assigned by the registry at join, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct HostId(pub u64);
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A join token's id: assigned by the registry at creation, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TokenId(pub u64);
-
-impl fmt::Display for TokenId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// A joined host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
