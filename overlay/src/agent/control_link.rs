@@ -444,7 +444,7 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let base = self.next;
         self.next = (base * 2).min(Self::MAX);
-        let jitter = f64::from(crate::agent::random_u32()) / f64::from(u32::MAX) * 0.4 + 0.8;
+        let jitter = f64::from(super::random::random_u32()) / f64::from(u32::MAX) * 0.4 + 0.8;
         base.mul_f64(jitter)
     }
 }

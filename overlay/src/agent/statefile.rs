@@ -1,14 +1,40 @@
-//! The agent's state files (workloads, netmap cache, credential): JSON, read with "missing
-//! means none", written atomically and private (mode 0600) with the one writer the control
-//! plane uses for its own files.
+//! The agent's state directory and its files (workloads, netmap cache, credential).
 //!
-//! Performs I/O. Errors are the bare cause; each caller names its file and what to do.
+//! The directory is created private (mode 0700) and locked for one agent. Its files are JSON,
+//! read with "missing means none", written atomically and private (mode 0600) with the one
+//! writer the control plane uses for its own files.
+//!
+//! Performs I/O. The file helpers' errors are the bare cause; each caller names its file and
+//! what to do.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use wgmesh_client::dirlock::{DirLock, LockError};
+
+use super::AgentError;
+
+/// Creates the state directory `dir` (and its parents), mode 0700.
+pub(super) fn create_state_dir(dir: &Path) -> Result<(), AgentError> {
+    wgmesh_client::private_dir::create(dir).map_err(|source| AgentError::StateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
+/// Locks the state directory `dir` for this agent until the lock is dropped: two agents on one
+/// state directory would share a credential, a netmap cache and a workload list.
+pub(super) fn lock_state_dir(dir: &Path) -> Result<DirLock, AgentError> {
+    DirLock::take(dir).map_err(|e| match e {
+        LockError::Held { path } => AgentError::StateDirInUse { path },
+        LockError::Io { path, source } => AgentError::StateDir { path, source },
+    })
+}
 
 /// Why a state file could not be read.
 #[derive(Debug)]

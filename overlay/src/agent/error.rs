@@ -1,0 +1,104 @@
+//! Why the agent could not start, reload or apply a netmap: [`AgentError`], with the cause of
+//! each failure kept as its source.
+
+use std::io;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use wgmesh_config::ConfigError;
+
+use super::control_link::LinkError;
+use super::netmap_cache::{NetmapApplyError, NetmapCacheError};
+use super::workloads;
+use crate::api::ApiError;
+use crate::host::HostError;
+use crate::peers::table::PeerSetError;
+
+/// Why the agent could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file could not be read, created or parsed.
+    #[error("{path}: {message}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Another agent runs on this state directory.
+    #[error("agent.state_dir: another `wgmesh agent` uses {} (its lock is held); stop it first, or give this one another state_dir", path.display())]
+    StateDirInUse {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The UDP port could not be bound.
+    #[error("agent.listen_port: cannot bind UDP port {port}{hint}")]
+    Udp {
+        /// The port.
+        port: u16,
+        /// A hint for the common case.
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The TUN device could not be created.
+    #[error("agent.interface: cannot create TUN device {name:?}")]
+    Tun {
+        /// The device name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Host networking failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The peers could not be applied.
+    #[error(transparent)]
+    Peers(#[from] PeerSetError),
+    /// The workloads' state could not be read or written.
+    #[error(transparent)]
+    Store(#[from] workloads::StoreError),
+    /// The local API socket could not be bound.
+    #[error("agent.socket: {0}")]
+    Api(#[from] ApiError),
+    /// The control plane cannot be used.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// A netmap cannot be applied.
+    #[error(transparent)]
+    Netmap(#[from] NetmapApplyError),
+    /// The netmap cache cannot be written.
+    #[error(transparent)]
+    NetmapCache(#[from] NetmapCacheError),
+    /// The subnet the control plane assigned does not fit the configured MTU.
+    #[error("agent.mtu: {mtu} is too small for the IPv6 subnet {subnet} the control plane assigned; use 1280 to 9000")]
+    MtuTooSmall {
+        /// The MTU.
+        mtu: u16,
+        /// The subnet.
+        subnet: IpNet,
+    },
+    /// A reload changed settings that need a restart.
+    #[error("{fields} cannot change while the agent runs; restart it to apply")]
+    NeedsRestart {
+        /// The fields.
+        fields: String,
+    },
+    /// The data-path threads could not start.
+    #[error("cannot start the data path")]
+    Threads(#[source] io::Error),
+}

@@ -1,0 +1,155 @@
+//! Changing what the running agent does without a restart: a SIGHUP reload of agent.toml, or a
+//! new netmap from the control plane. Both end in [`Agent::apply_peers`]; both are all or
+//! nothing (an invalid file or netmap leaves the running peers untouched), and settings that
+//! need a restart are refused by name.
+
+use std::sync::Arc;
+
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::{AgentConfig, AgentSection};
+
+use super::control_link::LinkError;
+use super::netmap_cache::{self, NetmapCache};
+use super::source::peer_settings;
+use super::{workloads, Agent, AgentError};
+use crate::error::Chain;
+use crate::peers::peer::PeerSettings;
+
+impl Agent {
+    pub(super) async fn reload(&mut self) -> Result<String, AgentError> {
+        let new = AgentConfig::load(&self.config_path)?;
+        let mut fixed = fixed_fields_changed(&self.config.agent, &new.agent);
+        fixed.extend(mode_changed(&self.config, &new));
+        if !fixed.is_empty() {
+            return Err(AgentError::NeedsRestart {
+                fields: fixed.join(", "),
+            });
+        }
+        if new.control.is_some() {
+            // Peers come from the control plane; what agent.toml may change is the endpoint.
+            if let Some(tx) = &self.endpoint {
+                tx.send_replace(new.agent.endpoint);
+            }
+            let labels_changed = new.agent.labels != self.config.agent.labels;
+            self.config = new;
+            return Ok(format!(
+                "reloaded {}: control mode, endpoint {}{}",
+                self.config_path.display(),
+                self.config
+                    .agent
+                    .endpoint
+                    .map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                if labels_changed {
+                    "; labels are sent when joining and do not change afterwards"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let settings = peer_settings(&new)?;
+        let summary = self.apply_peers(&settings).await?;
+        self.config = new;
+        Ok(format!(
+            "reloaded {}: {summary}",
+            self.config_path.display()
+        ))
+    }
+
+    /// Applies a netmap from the control plane: its peers replace the running ones (unchanged
+    /// peers keep their sessions), and it becomes the cached netmap.
+    pub(super) async fn apply_netmap(&mut self, netmap: Netmap) -> Result<String, AgentError> {
+        let identity = &netmap.host;
+        if identity.public_key != self.shared.identity.public_key()
+            || identity.name != self.config.agent.name
+        {
+            return Err(LinkError::NotForUs {
+                name: identity.name.clone(),
+                key: identity.public_key.short(),
+                own_name: self.config.agent.name.clone(),
+                own_key: self.shared.identity.public_key().short(),
+            }
+            .into());
+        }
+        if identity.subnet != self.subnet {
+            return Err(AgentError::NeedsRestart {
+                fields: format!(
+                    "the subnet (the control plane moved it from {} to {})",
+                    self.subnet, identity.subnet
+                ),
+            });
+        }
+        let settings = netmap_cache::peer_settings(&netmap)?;
+        let summary = self.apply_peers(&settings).await?;
+        self.revision = Some(netmap.revision);
+        if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
+            tracing::error!("{}", Chain(&e));
+        }
+        Ok(format!(
+            "applied netmap revision {}: {summary}",
+            netmap.revision
+        ))
+    }
+
+    /// Replaces the running peers with `settings` and routes their prefixes.
+    async fn apply_peers(&mut self, settings: &[PeerSettings]) -> Result<String, AgentError> {
+        let changes = self.peers.apply(settings)?;
+        // The data path learns the new peers before the kernel routes anything to them.
+        self.shared.table.store(Arc::new(self.peers.table()));
+        let gateway = workloads::gateway(self.subnet);
+        for net in &changes.routes_added {
+            if let Err(e) = self
+                .host
+                .replace_route(*net, self.tun_index, Some(gateway))
+                .await
+            {
+                tracing::error!(%net, "cannot add route: {}", Chain(&e));
+            }
+        }
+        for net in &changes.routes_removed {
+            if let Err(e) = self.host.delete_route(*net, self.tun_index).await {
+                tracing::error!(%net, "cannot remove route: {}", Chain(&e));
+            }
+        }
+        if let Some(dp) = &self.datapath {
+            dp.initiate_all();
+        }
+        Ok(format!(
+            "{} peers added, {} removed, {} changed",
+            changes.added.len(),
+            changes.removed.len(),
+            changes.changed.len()
+        ))
+    }
+}
+
+fn fixed_fields_changed(old: &AgentSection, new: &AgentSection) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, name: &'static str| {
+        if changed {
+            out.push(name);
+        }
+    };
+    check(old.name != new.name, "agent.name");
+    check(
+        old.private_key_file != new.private_key_file,
+        "agent.private_key_file",
+    );
+    check(old.listen_port != new.listen_port, "agent.listen_port");
+    check(old.interface != new.interface, "agent.interface");
+    check(old.bridge != new.bridge, "agent.bridge");
+    check(old.mtu != new.mtu, "agent.mtu");
+    check(old.subnet != new.subnet, "agent.subnet");
+    check(old.socket != new.socket, "agent.socket");
+    check(old.state_dir != new.state_dir, "agent.state_dir");
+    check(old.offload != new.offload, "agent.offload");
+    out
+}
+
+fn mode_changed(old: &AgentConfig, new: &AgentConfig) -> Option<&'static str> {
+    match (&old.control, &new.control) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a.url == b.url => None,
+        (Some(_), Some(_)) => Some("control.url"),
+        _ => Some("[control] (static and control mode)"),
+    }
+}

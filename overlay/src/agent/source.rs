@@ -1,0 +1,79 @@
+//! Where the host's subnet and peers come from: agent.toml's `[[peer]]`s (static mode), or the
+//! first netmap of a control plane (control mode), which is checked and cached here.
+
+use ipnet::IpNet;
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::{AgentConfig, PresharedKey};
+
+use super::control_link::{self, Origin};
+use super::keys::read_key;
+use super::netmap_cache::{self, NetmapCache};
+use super::AgentError;
+use crate::peers::peer::{PeerSettings, PresharedKeyBytes};
+
+/// Where the host's subnet and peers come from: agent.toml, or a control plane's netmap.
+pub(super) struct PeerSource {
+    pub(super) subnet: IpNet,
+    pub(super) settings: Vec<PeerSettings>,
+    pub(super) control: Option<(control_link::Link, Netmap, Origin)>,
+}
+
+impl PeerSource {
+    pub(super) async fn of(
+        config: &AgentConfig,
+        public_key: wgmesh_config::PublicKey,
+    ) -> Result<Self, AgentError> {
+        let Some(control) = &config.control else {
+            let subnet = config
+                .agent
+                .subnet
+                .expect("agent.toml without [control] has a subnet");
+            return Ok(Self {
+                subnet,
+                settings: peer_settings(config)?,
+                control: None,
+            });
+        };
+        let cache = NetmapCache::new(&config.agent.state_dir);
+        let (link, netmap, origin) =
+            control_link::establish(config, control, public_key, &cache).await?;
+        let settings = netmap_cache::peer_settings(&netmap)?;
+        let subnet = netmap.host.subnet;
+        if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
+            return Err(AgentError::MtuTooSmall {
+                mtu: config.agent.mtu,
+                subnet,
+            });
+        }
+        if origin == Origin::Control {
+            cache.save(&netmap)?;
+        }
+        Ok(Self {
+            subnet,
+            settings,
+            control: Some((link, netmap, origin)),
+        })
+    }
+}
+
+/// The peers of a config, with preshared keys read from their files.
+pub(super) fn peer_settings(config: &AgentConfig) -> Result<Vec<PeerSettings>, AgentError> {
+    config
+        .peers
+        .iter()
+        .map(|p| {
+            let preshared_key = match &p.preshared_key_file {
+                Some(path) => Some(PresharedKeyBytes(read_key::<PresharedKey>(path)?)),
+                None => None,
+            };
+            Ok(PeerSettings {
+                name: p.name.clone(),
+                public_key: p.public_key,
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips.clone(),
+                persistent_keepalive: p.persistent_keepalive,
+                preshared_key,
+            })
+        })
+        .collect()
+}

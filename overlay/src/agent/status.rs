@@ -1,0 +1,76 @@
+//! The agent's [`Status`], as `wgmesh status` shows it: read from the running peer table, the
+//! data path's counters and the agent's own state.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Agent;
+use crate::api::status::{
+    ControlStatus, HostDropStatus, PeerDropStatus, PeerStatus, Status, WorkloadStatus,
+};
+
+impl Agent {
+    pub(super) fn status(&self) -> Status {
+        let a = &self.config.agent;
+        let now = SystemTime::now();
+        let table = self.shared.table.load();
+        let mut peers: Vec<PeerStatus> = table
+            .peers()
+            .map(|peer| {
+                let st = peer.lock();
+                let latest_handshake = st.since_last_handshake().and_then(|ago| {
+                    now.checked_sub(ago)
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                });
+                PeerStatus {
+                    name: st.name.clone(),
+                    public_key: peer.public_key().to_string(),
+                    endpoint: st.endpoint.map(|e| e.to_string()),
+                    allowed_ips: st.allowed_ips.iter().map(|n| n.to_string()).collect(),
+                    persistent_keepalive: st.persistent_keepalive,
+                    latest_handshake,
+                    rx_bytes: st.stats.rx_bytes,
+                    tx_bytes: st.stats.tx_bytes,
+                    rx_packets: st.stats.rx_packets,
+                    tx_packets: st.stats.tx_packets,
+                    dropped: PeerDropStatus {
+                        source_not_allowed: st.stats.dropped.source_not_allowed,
+                        decrypt_failed: st.stats.dropped.decrypt_failed,
+                        no_endpoint: st.stats.dropped.no_endpoint,
+                        no_session: st.stats.dropped.no_session,
+                    },
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        let d = self.shared.drops.counts();
+        Status {
+            name: a.name.clone(),
+            interface: a.interface.clone(),
+            public_key: self.shared.identity.public_key().to_string(),
+            listen_port: self.port,
+            subnet: self.subnet.to_string(),
+            offload: self.offload,
+            peers,
+            dropped: HostDropStatus {
+                no_route: d.no_route,
+                unknown_peer: d.unknown_peer,
+                malformed: d.malformed,
+            },
+            workloads: self
+                .workloads
+                .iter()
+                .map(|w| WorkloadStatus {
+                    netns: w.netns.clone(),
+                    ip: w.ip.to_string(),
+                    host_ifname: w.host_ifname.clone(),
+                })
+                .collect(),
+            control: self.config.control.as_ref().map(|c| ControlStatus {
+                url: c.url.to_string(),
+                revision: self.revision.unwrap_or(0),
+                connected: self.connected.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        }
+    }
+}
