@@ -601,22 +601,12 @@ pub fn peer_ifname(host_ifname: &str) -> String {
     peer
 }
 
-/// Applies the kernel's rules for interface names (`dev_valid_name`).
+/// Applies the interface-name rule ([`wgmesh_config::ifname`]: the kernel's `dev_valid_name`,
+/// plus no control characters).
 fn check_ifname(name: &str) -> Result<(), HostError> {
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.len() > MAX_IFNAME_LEN {
-        "longer than 15 bytes"
-    } else if name == "." || name == ".." {
-        "reserved"
-    } else if name.contains(['/', ':', '\0']) || name.contains(char::is_whitespace) {
-        "contains '/', ':', NUL or whitespace"
-    } else {
-        return Ok(());
-    };
-    Err(HostError::InvalidIfname {
+    wgmesh_config::ifname::check_ifname(name).map_err(|fault| HostError::InvalidIfname {
         name: name.to_owned(),
-        reason,
+        reason: fault.reason(),
     })
 }
 
