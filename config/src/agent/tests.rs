@@ -1,0 +1,796 @@
+//! Tests of agent.toml parsing: values, defaults, every error and where it points.
+
+use super::*;
+use crate::labels::MAX_LABELS;
+
+const ORIGIN: &str = "/etc/wgmesh/agent.toml";
+const KEY_B: &str = "3/p3fb4ZcxQHYwqHcetro79Do7qwCZun+9vYGxlRD10=";
+const KEY_C: &str = "B/hoHUtqkuO5H66EX9s8YUVnI6xYsgCvIfHoaymYyws=";
+
+const FULL: &str = r#"[agent]
+name = "host-a"
+private_key_file = "/var/lib/wgmesh/private.key"
+listen_port = 51820
+interface = "wgm0"
+mtu = 1420
+subnet = "10.42.1.0/24"
+socket = "/run/wgmesh/agent.sock"
+state_dir = "/var/lib/wgmesh"
+
+[[peer]]
+name = "host-b"
+public_key = "3/p3fb4ZcxQHYwqHcetro79Do7qwCZun+9vYGxlRD10="
+endpoint = "198.18.0.2:51820"
+allowed_ips = ["10.42.2.0/24"]
+persistent_keepalive = 25
+preshared_key_file = "/var/lib/wgmesh/host-b.psk"
+
+[[peer]]
+public_key = "B/hoHUtqkuO5H66EX9s8YUVnI6xYsgCvIfHoaymYyws="
+allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
+"#;
+
+fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+    AgentConfig::from_toml(text, Path::new(ORIGIN))
+}
+
+/// Parses `text`, expecting an error at `line` for `field`; returns the displayed error.
+#[track_caller]
+fn expect_error(text: &str, line: usize, field: Option<&str>, needle: &str) -> String {
+    parse(text)
+        .expect_err("the config should be rejected")
+        .assert_at(ORIGIN, line, field, needle)
+}
+
+fn minimal(extra_agent: &str, peers: &str) -> String {
+    format!("[agent]\nname = \"host-a\"\nsubnet = \"10.42.1.0/24\"\n{extra_agent}\n{peers}")
+}
+
+#[test]
+fn full_example_parses_with_values_and_defaults() {
+    let cfg = parse(FULL).unwrap();
+    let a = &cfg.agent;
+    assert_eq!(a.name, "host-a");
+    assert_eq!(a.private_key_file, Path::new("/var/lib/wgmesh/private.key"));
+    assert_eq!(a.listen_port, 51820);
+    assert_eq!(a.interface, "wgm0");
+    assert_eq!(a.bridge, "wgmbr0");
+    assert_eq!(a.mtu, 1420);
+    assert_eq!(a.subnet, Some("10.42.1.0/24".parse::<IpNet>().unwrap()));
+    assert_eq!(a.socket, Path::new("/run/wgmesh/agent.sock"));
+    assert_eq!(a.state_dir, Path::new("/var/lib/wgmesh"));
+    assert!(a.offload);
+
+    assert_eq!(cfg.peers.len(), 2);
+    let b = &cfg.peers[0];
+    assert_eq!(b.name.as_deref(), Some("host-b"));
+    assert_eq!(b.public_key.to_string(), KEY_B);
+    assert_eq!(b.endpoint, Some("198.18.0.2:51820".parse().unwrap()));
+    assert_eq!(
+        b.allowed_ips,
+        vec!["10.42.2.0/24".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(b.persistent_keepalive, Some(25));
+    assert_eq!(
+        b.preshared_key_file.as_deref(),
+        Some(Path::new("/var/lib/wgmesh/host-b.psk"))
+    );
+    let c = &cfg.peers[1];
+    assert_eq!(c.name, None);
+    assert_eq!(c.endpoint, None);
+    assert_eq!(c.persistent_keepalive, None);
+    assert_eq!(c.preshared_key_file, None);
+    assert_eq!(c.allowed_ips.len(), 2);
+
+    let key_c: PublicKey = KEY_C.parse().unwrap();
+    assert_eq!(cfg.peer_by_key(&key_c), Some(c));
+    let stranger = crate::PrivateKey::generate().public_key();
+    assert_eq!(cfg.peer_by_key(&stranger), None);
+}
+
+#[test]
+fn minimal_config_gets_every_default() {
+    let cfg = parse(&minimal("", "")).unwrap();
+    let a = cfg.agent;
+    assert_eq!(a.listen_port, DEFAULT_LISTEN_PORT);
+    assert_eq!(a.interface, DEFAULT_INTERFACE);
+    assert_eq!(a.bridge, DEFAULT_BRIDGE);
+    assert_eq!(a.mtu, DEFAULT_MTU);
+    assert_eq!(a.socket, Path::new(DEFAULT_SOCKET));
+    assert_eq!(a.state_dir, Path::new(DEFAULT_STATE_DIR));
+    assert_eq!(a.private_key_file, Path::new("/var/lib/wgmesh/private.key"));
+    assert!(a.offload);
+    assert!(cfg.peers.is_empty());
+
+    // The key file follows a custom state_dir; offload and bridge can be set.
+    let cfg = parse(&minimal(
+        "state_dir = \"/srv/wgm\"\noffload = false\nbridge = \"br9\"\nlisten_port = 0",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.agent.private_key_file,
+        Path::new("/srv/wgm/private.key")
+    );
+    assert!(!cfg.agent.offload);
+    assert_eq!(cfg.agent.bridge, "br9");
+    assert_eq!(cfg.agent.listen_port, 0);
+}
+
+#[test]
+fn keepalive_zero_means_off_and_peers_may_have_no_allowed_ips() {
+    let cfg = parse(&minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\npersistent_keepalive = 0\n"),
+    ))
+    .unwrap();
+    assert_eq!(cfg.peers[0].persistent_keepalive, None);
+    assert!(cfg.peers[0].allowed_ips.is_empty());
+}
+
+#[test]
+fn to_toml_round_trips() {
+    let cfg = parse(FULL).unwrap();
+    let text = cfg.to_toml();
+    assert_eq!(parse(&text).unwrap(), cfg, "{text}");
+    let cfg = parse(&minimal("offload = false", "")).unwrap();
+    assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
+}
+
+#[test]
+fn malformed_public_key() {
+    let text = minimal("", "[[peer]]\npublic_key = \"not-a-key\"\n");
+    expect_error(&text, 6, Some("peer[0].public_key"), "44 characters");
+    let short = &KEY_B[..40];
+    let text = minimal("", &format!("[[peer]]\npublic_key = \"{short}\"\n"));
+    expect_error(&text, 6, Some("peer[0].public_key"), "a key is 32 bytes");
+}
+
+#[test]
+fn bad_cidr() {
+    let text = minimal(
+            "",
+            &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\", \"10.42.300.0/24\"]\n"),
+        );
+    let shown = expect_error(
+        &text,
+        7,
+        Some("peer[0].allowed_ips[1]"),
+        "is not an IP prefix",
+    );
+    assert!(shown.contains(":7:32:"), "{shown}");
+
+    let text = "[agent]\nname = \"a\"\nsubnet = \"10.42.1.1\"\n";
+    expect_error(text, 3, Some("agent.subnet"), "has no prefix length");
+    let text = "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/31\"\n";
+    expect_error(text, 3, Some("agent.subnet"), "/30 or shorter");
+    let text = "[agent]\nname = \"a\"\nsubnet = \"fd42::/127\"\n";
+    expect_error(text, 3, Some("agent.subnet"), "/126 or shorter");
+}
+
+#[test]
+fn host_bits_set() {
+    let text = "[agent]\nname = \"a\"\nsubnet = \"10.42.1.5/24\"\n";
+    let shown = expect_error(
+        text,
+        3,
+        Some("agent.subnet"),
+        "10.42.1.5/24 has host bits set; did you mean 10.42.1.0/24?",
+    );
+    assert!(
+        shown.starts_with(&format!("{ORIGIN}:3:10: agent.subnet: ")),
+        "{shown}"
+    );
+
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.1/24\"]\n"),
+    );
+    expect_error(
+        &text,
+        7,
+        Some("peer[0].allowed_ips[0]"),
+        "did you mean 10.42.2.0/24?",
+    );
+}
+
+#[test]
+fn overlapping_allowed_ips_between_peers() {
+    let text = minimal(
+            "",
+            &format!(
+                "[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\"]\n\n\
+                 [[peer]]\npublic_key = \"{KEY_C}\"\nallowed_ips = [\"10.42.3.0/24\", \"10.42.2.128/25\"]\n"
+            ),
+        );
+    expect_error(
+        &text,
+        11,
+        Some("peer[1].allowed_ips[1]"),
+        "10.42.2.128/25 overlaps peer[0].allowed_ips[0] 10.42.2.0/24 (line 7)",
+    );
+    // Overlaps within one peer are allowed.
+    let text = minimal(
+            "",
+            &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\", \"10.42.2.0/25\"]\n"),
+        );
+    assert_eq!(parse(&text).unwrap().peers[0].allowed_ips.len(), 2);
+}
+
+#[test]
+fn peer_overlapping_own_subnet() {
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.0.0/16\"]\n"),
+    );
+    expect_error(
+        &text,
+        7,
+        Some("peer[0].allowed_ips[0]"),
+        "10.42.0.0/16 overlaps agent.subnet 10.42.1.0/24",
+    );
+}
+
+#[test]
+fn duplicate_public_key() {
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\n[[peer]]\npublic_key = \"{KEY_B}\"\n"),
+    );
+    expect_error(
+        &text,
+        8,
+        Some("peer[1].public_key"),
+        "also the key of peer[0] (line 6)",
+    );
+}
+
+#[test]
+fn unknown_field() {
+    let text = "[agent]\nname = \"a\"\nnmae = \"b\"\nsubnet = \"10.42.1.0/24\"\n";
+    let shown = expect_error(
+        text,
+        3,
+        Some("agent"),
+        "unknown field `nmae`, expected one of `name`",
+    );
+    assert!(
+        shown.starts_with(&format!("{ORIGIN}:3:1: agent: ")),
+        "{shown}"
+    );
+
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nkeepalive = 5\n"),
+    );
+    expect_error(&text, 7, Some("peer[0]"), "unknown field `keepalive`");
+
+    let text = minimal("", "[peers]\n");
+    expect_error(
+        &text,
+        5,
+        None,
+        "unknown field `peers`, expected one of `agent`, `peer`, `control`",
+    );
+}
+
+#[test]
+fn missing_name_and_subnet() {
+    let text = "# comment\n[agent]\nsubnet = \"10.42.1.0/24\"\n";
+    expect_error(text, 2, Some("agent"), "missing field `name`");
+    let text = "[agent]\nname = \"a\"\n";
+    expect_error(
+        text,
+        1,
+        Some("agent"),
+        "missing field `subnet`, expected an IP prefix",
+    );
+    let text = minimal("", "\n\n[[peer]]\nallowed_ips = []\n");
+    expect_error(&text, 7, Some("peer[0]"), "missing field `public_key`");
+    let text = format!("[[peer]]\npublic_key = \"{KEY_B}\"\n");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, None, "{err}");
+    assert!(err.message.contains("missing field `agent`"), "{err}");
+}
+
+#[test]
+fn wrong_type() {
+    let text = minimal("mtu = \"big\"", "");
+    expect_error(
+        &text,
+        4,
+        Some("agent.mtu"),
+        "expected an integer from 576 to 9000",
+    );
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\", 7]\n"),
+    );
+    let shown = expect_error(
+        &text,
+        7,
+        Some("peer[0].allowed_ips[1]"),
+        "invalid type: integer `7`, expected an IP prefix string",
+    );
+    assert!(!shown.contains("i64") && !shown.contains("Raw"), "{shown}");
+    let text = "agent = 3\n";
+    expect_error(text, 1, Some("agent"), "expected an [agent] table");
+    let text = "[[agent]]\nname = \"a\"\nsubnet = \"10.42.1.0/24\"\n";
+    expect_error(text, 1, Some("agent"), "not [[agent]]");
+    let text = minimal("", &format!("[peer]\npublic_key = \"{KEY_B}\"\n"));
+    expect_error(&text, 5, Some("peer"), "expected [[peer]] tables");
+    let text = minimal("offload = \"yes\"", "");
+    expect_error(&text, 4, Some("agent.offload"), "expected true or false");
+}
+
+#[test]
+fn bad_endpoint() {
+    let peer = |endpoint: &str| {
+        minimal(
+            "",
+            &format!("[[peer]]\npublic_key = \"{KEY_B}\"\nendpoint = \"{endpoint}\"\n"),
+        )
+    };
+    let field = Some("peer[0].endpoint");
+    expect_error(&peer("198.18.0.2:0"), 7, field, "port 0");
+    expect_error(
+        &peer("host-b.example:51820"),
+        7,
+        field,
+        "host names are not supported yet",
+    );
+    expect_error(&peer("198.18.0.2"), 7, field, "has no port");
+    expect_error(&peer("198.18.0.2:99999"), 7, field, "invalid port");
+    expect_error(&peer("fd00::2:51820"), 7, field, "brackets");
+    let ok = parse(&peer("[fd00::2]:51820")).unwrap();
+    assert_eq!(
+        ok.peers[0].endpoint,
+        Some("[fd00::2]:51820".parse().unwrap())
+    );
+}
+
+#[test]
+fn bad_names_and_numbers() {
+    expect_error(
+        "[agent]\nname = \"host a\"\nsubnet = \"10.42.1.0/24\"\n",
+        2,
+        Some("agent.name"),
+        "contains ' '",
+    );
+    let long = "a".repeat(64);
+    expect_error(
+        &format!("[agent]\nname = \"{long}\"\nsubnet = \"10.42.1.0/24\"\n"),
+        2,
+        Some("agent.name"),
+        "64 characters long",
+    );
+    assert!(parse(&format!(
+        "[agent]\nname = \"{}\"\nsubnet = \"10.42.1.0/24\"\n",
+        &long[1..]
+    ))
+    .is_ok());
+    expect_error(
+        &minimal("interface = \"wgm/0\"", ""),
+        4,
+        Some("agent.interface"),
+        "contains '/'",
+    );
+    expect_error(
+        &minimal("interface = \"..\"", ""),
+        4,
+        Some("agent.interface"),
+        "not allowed",
+    );
+    expect_error(
+        &minimal("bridge = \"a-very-long-nam0\"", ""),
+        4,
+        Some("agent.bridge"),
+        "16 bytes long",
+    );
+    expect_error(
+        &minimal("bridge = \"wgm0\"", ""),
+        4,
+        Some("agent.bridge"),
+        "must be different",
+    );
+    expect_error(
+        &minimal("mtu = 575", ""),
+        4,
+        Some("agent.mtu"),
+        "575 is out of range",
+    );
+    expect_error(
+        &minimal("mtu = 9001", ""),
+        4,
+        Some("agent.mtu"),
+        "use 576 to 9000",
+    );
+    assert_eq!(parse(&minimal("mtu = 9000", "")).unwrap().agent.mtu, 9000);
+    expect_error(
+        &minimal("listen_port = 65536", ""),
+        4,
+        Some("agent.listen_port"),
+        "out of range",
+    );
+    expect_error(
+        &minimal("socket = \"\"", ""),
+        4,
+        Some("agent.socket"),
+        "empty",
+    );
+    expect_error(
+        "[agent]\nname = \"a\"\nsubnet = \"fd42:1::/64\"\nmtu = 1000\n",
+        4,
+        Some("agent.mtu"),
+        "too small for the IPv6 subnet",
+    );
+    let text = minimal(
+        "",
+        &format!("[[peer]]\npublic_key = \"{KEY_B}\"\npersistent_keepalive = -1\n"),
+    );
+    expect_error(
+        &text,
+        7,
+        Some("peer[0].persistent_keepalive"),
+        "or 0 for off",
+    );
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let text = "[agent]\nname = \"a\nsubnet = \"10.42.1.0/24\"\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!("{ORIGIN}:2:")),
+        "{err}"
+    );
+    let text = "[agent]\nname = \"a\"\nname = \"b\"\nsubnet = \"10.42.1.0/24\"\n";
+    expect_error(text, 3, Some("agent"), "duplicate key");
+}
+
+/// A valid join token's text.
+fn token_text() -> String {
+    JoinToken::generate(b"test CA").expose()
+}
+
+fn control_mode(agent_extra: &str, control_extra: &str) -> String {
+    format!(
+        "[agent]\nname = \"host-a\"\n{agent_extra}\n[control]\n\
+             url = \"https://198.18.0.10:7443\"\n{control_extra}\n"
+    )
+}
+
+#[test]
+fn control_mode_parses() {
+    let text = "[agent]\nname = \"host-a\"\nendpoint = \"198.18.0.1:51820\"\n\
+                    labels = { zone = \"a\", \"example.com/tier\" = \"\" }\n\n[control]\n\
+                    url = \"https://198.18.0.10:7443\"\n\
+                    join_token_file = \"/etc/wgmesh/join-token\"\n";
+    let cfg = parse(text).unwrap();
+    assert_eq!(cfg.agent.subnet, None);
+    assert_eq!(
+        cfg.agent.endpoint,
+        Some("198.18.0.1:51820".parse().unwrap())
+    );
+    assert_eq!(
+        cfg.agent.labels,
+        BTreeMap::from([
+            ("zone".to_owned(), "a".to_owned()),
+            ("example.com/tier".to_owned(), String::new()),
+        ])
+    );
+    assert!(cfg.peers.is_empty());
+    let control = cfg.control.as_ref().unwrap();
+    assert_eq!(control.url.to_string(), "https://198.18.0.10:7443");
+    assert_eq!(
+        control.join_token,
+        Some(JoinTokenSource::File(PathBuf::from(
+            "/etc/wgmesh/join-token"
+        )))
+    );
+    assert_eq!(cfg.agent.mtu, DEFAULT_MTU);
+    let written = cfg.to_toml();
+    assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+
+    // A relative token path is kept as written.
+    let cfg = parse(&control_mode("", "join_token_file = \"join-token\"")).unwrap();
+    assert_eq!(
+        cfg.control.unwrap().join_token,
+        Some(JoinTokenSource::File(PathBuf::from("join-token")))
+    );
+
+    // An inline token, written back in full.
+    let token = token_text();
+    let cfg = parse(&control_mode("", &format!("join_token = \"{token}\""))).unwrap();
+    let Some(JoinTokenSource::Inline(parsed)) = &cfg.control.as_ref().unwrap().join_token else {
+        panic!("expected an inline token: {cfg:?}");
+    };
+    assert_eq!(parsed.expose(), token);
+    assert!(!format!("{cfg:?}").contains(&token[70..]), "{cfg:?}");
+    let written = cfg.to_toml();
+    assert!(written.contains(&token), "{written}");
+    assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+
+    // No token: an agent that has already joined.
+    let cfg = parse(&control_mode("mtu = 1280", "")).unwrap();
+    assert_eq!(cfg.control.as_ref().unwrap().join_token, None);
+    assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
+
+    // An IPv6 control plane.
+    let text = "[agent]\nname = \"a\"\n[control]\nurl = \"https://[fd00::10]:7443/\"\n";
+    let url = parse(text).unwrap().control.unwrap().url;
+    assert_eq!(url.to_string(), "https://[fd00::10]:7443");
+}
+
+#[test]
+fn control_mode_refuses_subnet_and_peers() {
+    let text = control_mode("subnet = \"10.42.1.0/24\"", "");
+    let shown = expect_error(
+        &text,
+        3,
+        Some("agent.subnet"),
+        "given by the control plane in control mode",
+    );
+    assert!(shown.contains("remove it"), "{shown}");
+    assert!(shown.contains(":3:10:"), "{shown}");
+
+    let text = format!(
+        "{}\n[[peer]]\npublic_key = \"{KEY_B}\"\nallowed_ips = [\"10.42.2.0/24\"]\n",
+        control_mode("", "")
+    );
+    let shown = expect_error(
+        &text,
+        8,
+        Some("peer[0]"),
+        "[[peer]] tables are given by the control plane in control mode",
+    );
+    assert!(shown.contains("remove them"), "{shown}");
+    // Even with the [control] table last.
+    let text = format!(
+        "[agent]\nname = \"a\"\n[[peer]]\npublic_key = \"{KEY_B}\"\n\
+             [control]\nurl = \"https://198.18.0.10:7443\"\n"
+    );
+    expect_error(&text, 3, Some("peer[0]"), "control mode");
+    expect_error(
+        "[agent]\nname = \"a\"\n[[control]]\nurl = \"https://h.example:1\"\n",
+        3,
+        Some("control"),
+        "write one [control] table, not [[control]]",
+    );
+    expect_error(
+        "control = 3\n[agent]\nname = \"a\"\n",
+        1,
+        Some("control"),
+        "expected a [control] table",
+    );
+}
+
+#[test]
+fn static_mode_still_needs_a_subnet() {
+    let shown = expect_error(
+        "[agent]\nname = \"a\"\nendpoint = \"198.18.0.1:51820\"\n",
+        1,
+        Some("agent"),
+        "missing field `subnet`, expected an IP prefix string",
+    );
+    assert!(shown.contains("or add a [control] table"), "{shown}");
+}
+
+#[test]
+fn both_token_keys_refused() {
+    let token = token_text();
+    let text = control_mode(
+        "",
+        &format!("join_token = \"{token}\"\njoin_token_file = \"/etc/wgmesh/join-token\""),
+    );
+    let shown = expect_error(
+        &text,
+        7,
+        Some("control.join_token_file"),
+        "join_token and join_token_file are both set",
+    );
+    assert!(!shown.contains(&token), "{shown}");
+    let text = control_mode(
+        "",
+        &format!("join_token_file = \"/etc/wgmesh/join-token\"\njoin_token = \"{token}\""),
+    );
+    let shown = expect_error(&text, 7, Some("control.join_token"), "both set");
+    assert!(!shown.contains(&token), "{shown}");
+}
+
+#[test]
+fn bad_control_url_and_table() {
+    let url = |url: &str| format!("[agent]\nname = \"a\"\n[control]\nurl = \"{url}\"\n");
+    let field = Some("control.url");
+    let shown = expect_error(
+        &url("http://198.18.0.10:7443"),
+        4,
+        field,
+        "only speaks https",
+    );
+    assert!(shown.contains(":4:7:"), "{shown}");
+    expect_error(&url("https://198.18.0.10"), 4, field, "has no port");
+    expect_error(&url("https://198.18.0.10:7443/api"), 4, field, "has a path");
+    expect_error(
+        &url("198.18.0.10:7443"),
+        4,
+        field,
+        "does not start with https://",
+    );
+    expect_error(
+        "[agent]\nname = \"a\"\n[control]\nurl = 7443\n",
+        4,
+        field,
+        "expected a URL string such as",
+    );
+    expect_error(
+        "[agent]\nname = \"a\"\n[control]\njoin_token_file = \"/t\"\n",
+        3,
+        Some("control"),
+        "missing field `url`",
+    );
+    expect_error(
+        "[agent]\nname = \"a\"\n[control]\nurl = \"https://h.example:1\"\ntoken = \"x\"\n",
+        5,
+        Some("control"),
+        "unknown field `token`, expected one of `url`, `join_token`, `join_token_file`",
+    );
+    expect_error(
+        &control_mode("", "join_token_file = \"\""),
+        6,
+        Some("control.join_token_file"),
+        "the path is empty",
+    );
+}
+
+#[test]
+fn bad_inline_token_is_never_echoed() {
+    let token = token_text();
+    let secret = &token[70..];
+    // A truncated secret, a wrong kind of token, a token in the wrong key.
+    for (bad, needle) in [
+        (&token[..token.len() - 1], "not 43 base64url characters"),
+        (&format!("WGMA1-{secret}"), "this is a wgmesh admin token"),
+        (&format!("{token}!"), "not 43 base64url characters"),
+    ] {
+        let text = control_mode("", &format!("join_token = \"{bad}\""));
+        let err = parse(&text).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(&secret[..20]), "{shown}");
+        expect_error(&text, 6, Some("control.join_token"), needle);
+        assert!(err.to_string().contains("not a valid join token"), "{err}");
+    }
+    // toml syntax errors on the token's line: no quote of the line anywhere.
+    for text in [
+        control_mode("", &format!("join_token = \"{token}")),
+        control_mode("", &format!("join_token = \"{token}\" x")),
+        control_mode("", &format!("join_tokn = \"{token}\"")),
+        control_mode(
+            "",
+            &format!("join_token = \"{token}\"\njoin_token = \"{token}\""),
+        ),
+    ] {
+        let err = parse(&text).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(&secret[..20]), "{shown}");
+        assert!(err.source.is_none(), "{shown}");
+        assert!(err.line.is_some(), "{shown}");
+    }
+    // Other files keep toml's error as the source.
+    let err = parse("[agent]\nname = \"a\nsubnet = \"10.42.1.0/24\"\n").unwrap_err();
+    assert!(err.source.is_some(), "{err}");
+}
+
+#[test]
+fn bad_labels_name_the_key() {
+    let text = minimal("labels = { zone = \"a\", \"bad key\" = \"b\" }", "");
+    let shown = expect_error(
+        &text,
+        4,
+        Some("agent.labels.bad key"),
+        "label key \"bad key\" contains ' '",
+    );
+    assert!(shown.contains(":4:24:"), "{shown}");
+    let text = minimal("", "[agent.labels]\nzone = \"a\"\ntier = \"-web\"\n");
+    let shown = expect_error(
+        &text,
+        7,
+        Some("agent.labels.tier"),
+        "label value \"-web\" does not start and end with a letter or digit",
+    );
+    assert!(shown.contains(":7:8:"), "{shown}");
+    let text = control_mode("labels = { \"Example.com/zone\" = \"a\" }", "");
+    expect_error(&text, 3, Some("agent.labels.Example.com/zone"), "prefix");
+    // A label named like another field is still a label.
+    let text = minimal("labels = { mtu = 9000 }", "");
+    expect_error(
+        &text,
+        4,
+        Some("agent.labels.mtu"),
+        "expected a label value string",
+    );
+    let text = minimal("labels = \"zone=a\"", "");
+    expect_error(
+        &text,
+        4,
+        Some("agent.labels"),
+        "expected a table of label strings",
+    );
+    let many: Vec<String> = (0..=MAX_LABELS).map(|i| format!("k{i} = \"v\"")).collect();
+    let text = minimal(&format!("labels = {{ {} }}", many.join(", ")), "");
+    expect_error(&text, 4, Some("agent.labels"), "65 labels is too many");
+
+    // Labels and an endpoint in static mode, written back.
+    let text = minimal(
+        "endpoint = \"[fd00::1]:51820\"\nlabels = { \"example.com/zone\" = \"a\" }",
+        "",
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.agent.labels["example.com/zone"], "a");
+    assert_eq!(cfg.control, None);
+    let written = cfg.to_toml();
+    assert_eq!(parse(&written).unwrap(), cfg, "{written}");
+}
+
+#[test]
+fn agent_endpoint() {
+    let field = Some("agent.endpoint");
+    expect_error(
+        &minimal("endpoint = \"198.18.0.1:0\"", ""),
+        4,
+        field,
+        "port 0",
+    );
+    expect_error(
+        &control_mode("endpoint = \"198.18.0.1\"", ""),
+        3,
+        field,
+        "has no port",
+    );
+    expect_error(
+        &minimal("endpoint = 51820", ""),
+        4,
+        field,
+        "expected an \"IP:port\" string",
+    );
+    let cfg = parse(&minimal("endpoint = \"198.18.0.1:51820\"", "")).unwrap();
+    assert_eq!(
+        cfg.agent.endpoint,
+        Some("198.18.0.1:51820".parse().unwrap())
+    );
+    assert!(cfg.agent.labels.is_empty());
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, FULL).unwrap();
+    assert_eq!(AgentConfig::load(&path).unwrap(), parse(FULL).unwrap());
+
+    std::fs::write(&path, "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/33\"\n").unwrap();
+    let err = AgentConfig::load(&path).unwrap_err();
+    assert_eq!(err.path, path);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3:10: agent.subnet: ", path.display())),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let err = AgentConfig::load(&missing).unwrap_err();
+    assert_eq!(err.line, None);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: cannot read the file: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let io = err
+        .source
+        .as_ref()
+        .and_then(|e| e.downcast_ref::<std::io::Error>());
+    assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+}
