@@ -1,0 +1,211 @@
+//! The control plane's state: [`Registry`] of hosts, join tokens and (later) workloads, and the
+//! [`Mutation`]s that change it.
+//!
+//! Pure, no I/O, no clock: every time is a `now` in unix seconds passed in by the caller.
+//!
+//! Changes follow one pattern so that every acknowledged change is durable and replayable:
+//! a `plan_*` method checks a request against the current state and returns the [`Mutation`]
+//! that records its outcome (with every choice made, such as the subnet and the host id);
+//! the caller commits it to the [`Store`](crate::store::Store), then [`Registry::apply`]s it.
+//! Replaying the committed mutations from an empty registry gives the same state.
+//! [`Registry::apply`] checks everything before it changes anything, so a refused mutation
+//! leaves the registry as it was.
+//!
+//! - `records`: what it holds ([`Host`], [`Token`] and the token rules, [`Workload`]);
+//! - `mutation`: the [`Mutation`]s, as the store keeps them;
+//! - `error`: why a request or mutation is refused ([`RegistryError`], [`TokenRefused`]);
+//! - `plan`: the `plan_*` methods; `apply`: [`Registry::check`] and [`Registry::apply`];
+//! - this module: [`Registry`] itself, its lookups, and its snapshot (the store's compacted form).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use wgmesh_config::HostName;
+
+mod apply;
+mod error;
+mod mutation;
+mod plan;
+mod records;
+
+pub use error::{RegistryError, TokenRefused};
+pub use mutation::Mutation;
+pub use records::{Host, JoinRequest, Labels, Token, Workload};
+/// The hash of a secret (a join token's, a host credential's): the registry and the store hold
+/// only these, never the secrets.
+pub use wgmesh_config::token::SecretHash;
+
+pub use crate::ids::{HostId, TokenId};
+use crate::ipam::Ipam;
+
+/// The registry: every host, token and workload, and a revision that grows with every change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Snapshot", into = "Snapshot")]
+pub struct Registry {
+    ipam: Option<Ipam>,
+    hosts: BTreeMap<HostId, Host>,
+    tokens: BTreeMap<TokenId, Token>,
+    workloads: BTreeMap<IpAddr, Workload>,
+    next_host_id: u64,
+    next_token_id: u64,
+    revision: u64,
+    netmap_revision: u64,
+    /// Index of `hosts` by credential hash (derived; not serialised).
+    credentials: BTreeMap<[u8; 32], HostId>,
+    /// Index of `hosts` by name (derived; not serialised).
+    names: BTreeMap<HostName, HostId>,
+}
+
+/// The serialised form of a [`Registry`]: the IPAM table is rebuilt from the hosts.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snapshot {
+    network: Option<Network>,
+    hosts: Vec<Host>,
+    tokens: Vec<Token>,
+    #[serde(default)]
+    workloads: Vec<Workload>,
+    next_host_id: u64,
+    next_token_id: u64,
+    revision: u64,
+    /// Absent in snapshots written before it existed: then the revision.
+    #[serde(default)]
+    netmap_revision: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Network {
+    cluster_cidr: IpNet,
+    host_prefix: u8,
+}
+
+impl From<Registry> for Snapshot {
+    fn from(r: Registry) -> Self {
+        Self {
+            network: r.ipam.as_ref().map(|i| Network {
+                cluster_cidr: i.cidr(),
+                host_prefix: i.host_prefix(),
+            }),
+            hosts: r.hosts.into_values().collect(),
+            tokens: r.tokens.into_values().collect(),
+            workloads: r.workloads.into_values().collect(),
+            next_host_id: r.next_host_id,
+            next_token_id: r.next_token_id,
+            revision: r.revision,
+            netmap_revision: Some(r.netmap_revision),
+        }
+    }
+}
+
+impl TryFrom<Snapshot> for Registry {
+    type Error = RegistryError;
+
+    /// Rebuilds a registry, checking the invariants `apply` keeps (unique ids, names, keys and
+    /// subnets; ids below the next ids).
+    fn try_from(s: Snapshot) -> Result<Self, Self::Error> {
+        let mut r = Self {
+            next_host_id: s.next_host_id,
+            next_token_id: s.next_token_id,
+            revision: s.revision,
+            netmap_revision: s.netmap_revision.unwrap_or(s.revision),
+            ..Self::default()
+        };
+        if let Some(n) = s.network {
+            r.ipam = Some(Ipam::new(n.cluster_cidr, n.host_prefix)?);
+        }
+        for token in s.tokens {
+            if token.id.0 >= r.next_token_id || r.tokens.contains_key(&token.id) {
+                return Err(RegistryError::IdInUse {
+                    what: "token",
+                    id: token.id.0,
+                });
+            }
+            r.tokens.insert(token.id, token);
+        }
+        for host in s.hosts {
+            if host.id.0 >= r.next_host_id || r.hosts.contains_key(&host.id) {
+                return Err(RegistryError::IdInUse {
+                    what: "host",
+                    id: host.id.0,
+                });
+            }
+            r.check_unique(host.id, &host.name, &host.public_key)?;
+            r.check_credential_free(&host.credential_hash)?;
+            r.ipam
+                .as_mut()
+                .ok_or(RegistryError::NotInitialized)?
+                .reserve(host.subnet, host.id)?;
+            r.insert_host(host);
+        }
+        for w in s.workloads {
+            r.workloads.insert(w.ip, w);
+        }
+        Ok(r)
+    }
+}
+
+impl Registry {
+    /// The revision: the number of mutations applied since the registry was empty.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The revision of the last mutation that can change a netmap (a host joined, left or
+    /// moved; not a token). Netmaps carry it, and long polls wait for it to move, so admin
+    /// actions that change no netmap do not send every host a new one.
+    pub fn netmap_revision(&self) -> u64 {
+        self.netmap_revision
+    }
+
+    /// The cluster's host-subnet allocator, once initialised.
+    pub fn ipam(&self) -> Option<&Ipam> {
+        self.ipam.as_ref()
+    }
+
+    /// Every host, by id.
+    pub fn hosts(&self) -> &BTreeMap<HostId, Host> {
+        &self.hosts
+    }
+
+    /// Every join token, by id.
+    pub fn tokens(&self) -> &BTreeMap<TokenId, Token> {
+        &self.tokens
+    }
+
+    /// Every workload, by address (empty until workloads are registered).
+    pub fn workloads(&self) -> &BTreeMap<IpAddr, Workload> {
+        &self.workloads
+    }
+
+    /// A host by id.
+    pub fn host(&self, id: HostId) -> Option<&Host> {
+        self.hosts.get(&id)
+    }
+
+    /// A host by name.
+    pub fn host_by_name(&self, name: &str) -> Option<&Host> {
+        let id = self.names.get(name)?;
+        self.hosts.get(id)
+    }
+
+    /// The host a credential belongs to, given the credential's hash.
+    pub fn host_by_credential(&self, hash: &SecretHash) -> Option<&Host> {
+        // An ordered lookup by hash, as a database index would do: its timing can only tell
+        // about hashes of 256-bit random secrets, which do not lead back to the secrets.
+        let id = self.credentials.get(hash.as_bytes())?;
+        self.hosts.get(id)
+    }
+
+    /// Records that a host was heard from at `now`. In memory only: not a mutation.
+    pub fn touch(&mut self, id: HostId, now: u64) {
+        if let Some(host) = self.hosts.get_mut(&id) {
+            host.last_seen = host.last_seen.max(now);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
