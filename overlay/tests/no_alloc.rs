@@ -1,17 +1,22 @@
-//! The per-packet work of the data path allocates nothing: sealing and opening data messages,
-//! cryptokey routing, batching for GSO and TCP coalescing for TUN writes, run here with a
-//! counting allocator over many packets after the buffers are set up.
+//! The per-packet work of the data path allocates nothing: the data threads' own batch code —
+//! [`seal`] (routing, the peer's sealing decision, GSO batching) on one host and [`Opened`]
+//! (the peer's opening decision with roaming and the cryptokey check, TCP coalescing) on the
+//! other — run here with a counting allocator over many packets after the buffers are set up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use wgmesh_config::PrivateKey;
 use wgmesh_overlay::datapath::batch::TxBatch;
-use wgmesh_overlay::datapath::gro::{Gro, VNET_HDR_LEN};
-use wgmesh_overlay::peers::noise::{Decapsulated, Encapsulated, LocalIdentity, Tunnel};
-use wgmesh_overlay::peers::route::{contains_any, AllowedIps};
-use wgmesh_overlay::peers::wire;
+use wgmesh_overlay::datapath::open::Opened;
+use wgmesh_overlay::datapath::seal::seal;
+use wgmesh_overlay::peers::counters::HostDrops;
+use wgmesh_overlay::peers::noise::LocalIdentity;
+use wgmesh_overlay::peers::peer::{HandshakeReceived, Outbound, PeerRun};
+use wgmesh_overlay::peers::set::PeerSet;
+use wgmesh_overlay::peers::settings::{PeerKeys, PeerSettings};
 
 struct Counting;
 
@@ -77,73 +82,100 @@ fn fold(mut s: u64) -> u16 {
     s as u16
 }
 
-#[test]
-fn sealing_routing_batching_opening_and_coalescing_allocate_nothing() {
-    let a = LocalIdentity::new(&PrivateKey::generate());
-    let b = LocalIdentity::new(&PrivateKey::generate());
-    let mut ta = Tunnel::new(&a, &b.public_key(), None, None, 1);
-    let mut tb = Tunnel::new(&b, &a.public_key(), None, None, 2);
-    let from: std::net::IpAddr = "198.18.0.1".parse().unwrap();
-    let dst: SocketAddr = "198.18.0.2:51820".parse().unwrap();
-    let mut buf = vec![0u8; 2048];
-    let mut out = vec![0u8; 2048];
+/// Host A (10.42.1.0/24) with peer B, host B (10.42.2.0/24) with peer A, their tunnels set up
+/// by a real handshake through the peers' own decisions.
+fn two_hosts() -> (PeerSet, PeerSet) {
+    let ia = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
+    let ib = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
+    let peer = |key, net: &str, endpoint: &str| PeerSettings {
+        name: None,
+        keys: PeerKeys::one(key),
+        endpoint: Some(endpoint.parse().unwrap()),
+        allowed_ips: vec![net.parse().unwrap()],
+        persistent_keepalive: None,
+        preshared_key: None,
+    };
+    let mut a = PeerSet::new(ia.clone(), 1);
+    let mut b = PeerSet::new(ib.clone(), 2);
+    a.apply(&[peer(ib.public_key(), "10.42.2.0/24", B)])
+        .unwrap();
+    b.apply(&[peer(ia.public_key(), "10.42.1.0/24", A)])
+        .unwrap();
 
-    // Handshake (allowed to allocate).
-    let Encapsulated::HandshakeInit(n) = ta.encapsulate(&segment(0, 10), &mut buf) else {
+    let (ta, tb) = (a.table(), b.table());
+    let (pa, pb) = (ta.peers().next().unwrap(), tb.peers().next().unwrap());
+    let (mut m1, mut m2) = ([0u8; 256], [0u8; 256]);
+    let Outbound::Send(init) = pa.lock().handle_outbound(&segment(0, 10), &mut m1) else {
         panic!("expected an initiation");
     };
-    let Decapsulated::Reply(r) = tb.decapsulate(from, &buf[..n], &mut out) else {
+    let HandshakeReceived::Reply(r) =
+        pb.lock()
+            .handle_handshake(A.parse().unwrap(), &m1[..init.len], &mut m2)
+    else {
         panic!("expected a response");
     };
-    let Decapsulated::Reply(k) = ta.decapsulate(from, &out[..r], &mut buf) else {
+    let HandshakeReceived::Reply(k) =
+        pa.lock()
+            .handle_handshake(B.parse().unwrap(), &m2[..r], &mut m1)
+    else {
         panic!("expected a keepalive");
     };
-    while ta.flush_queued(&mut out).is_some() {}
-    tb.decapsulate(from, &buf[..k], &mut out);
+    let mut plain = [0u8; 256];
+    pb.lock()
+        .handle_data(A.parse().unwrap(), &m1[..k], &mut plain);
+    while pa.lock().poll_queued(&mut m1).is_some() {}
+    (a, b)
+}
 
-    let routes = AllowedIps::build([("10.42.2.0/24".parse().unwrap(), 7u32)]);
-    let allowed = ["10.42.1.0/24".parse().unwrap()];
-    let packets: Vec<Vec<u8>> = (0..64).map(|i| segment(1 + i * 1380, 1380)).collect();
+const A: &str = "198.18.0.1:51820";
+const B: &str = "198.18.0.2:51820";
+
+#[test]
+fn sealing_routing_batching_opening_and_coalescing_allocate_nothing() {
+    let (a, b) = two_hosts();
+    let (ta, tb) = (a.table(), b.table());
+    let drops = HostDrops::default();
+    let from: SocketAddr = A.parse().unwrap();
+
+    let bufs: Vec<Vec<u8>> = (0..64).map(|i| segment(1 + i * 1380, 1380)).collect();
+    let sizes: Vec<usize> = bufs.iter().map(Vec::len).collect();
     let mut batch = TxBatch::new(64 * 1600, 64);
-    let mut tun_bufs: Vec<Vec<u8>> = (0..64)
-        .map(|_| Vec::with_capacity(2 * VNET_HDR_LEN + 65_535))
-        .collect();
-    let mut gro = Gro::new(64);
+    let mut opened = Opened::new(64, 32);
     let mut delivered = 0usize;
+    let mut bytes = 0usize;
 
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _round in 0..20 {
-        // Sender: route and seal into one batch.
-        for p in &packets {
-            let d = wire::inner_destination(p).unwrap();
-            assert_eq!(routes.lookup(d), Some(&7));
-            match ta.encapsulate(p, batch.space()) {
-                Encapsulated::Data(len) => batch.commit(dst, len),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        // Receiver: open each datagram of each GSO run, check its source, coalesce.
-        let mut used = 0;
-        batch.for_each_run(64, |run| {
-            for d in batch.bytes(run.start, run.len).chunks(run.segment) {
-                assert_eq!(wire::classify(d), Some(wire::MessageKind::Data));
-                let t = &mut tun_bufs[used];
-                t.resize(VNET_HDR_LEN + d.len(), 0);
-                match tb.decapsulate(from, d, &mut t[VNET_HDR_LEN..]) {
-                    Decapsulated::Packet { len, source } => {
-                        assert!(contains_any(&allowed, source));
-                        t.truncate(VNET_HDR_LEN + len);
-                        used += 1;
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
+        // Host A: route and seal the whole batch, as its `tx` thread does.
+        seal(&ta, &drops, &bufs, &sizes, &mut batch);
+        // Host B: open each datagram of each GSO run, as its `rx` thread does, then coalesce.
+        let mut run = PeerRun::new();
+        batch.for_each_run(64, |r| {
+            for d in batch.bytes(r.start, r.len).chunks(r.segment) {
+                assert!(!opened.is_full());
+                assert!(opened.open(&tb, &mut run, &drops, from, d).is_none());
             }
         });
-        delivered += gro.coalesce(&mut tun_bufs[..used], VNET_HDR_LEN).len();
+        run.release();
+        opened.drain(true, |p| {
+            delivered += 1;
+            bytes += p.len();
+        });
         batch.clear();
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    assert!(delivered > 0);
+    assert_eq!(drops.counts(), Default::default(), "nothing was dropped");
+    let counters = *tb.peers().next().unwrap().lock().counters();
+    assert_eq!(
+        counters.rx_packets,
+        20 * 64,
+        "every packet was opened and accepted"
+    );
+    assert!(
+        delivered > 0 && delivered < 20 * 64,
+        "coalesced: {delivered} writes"
+    );
+    assert!(bytes > 20 * 64 * 1380);
     assert_eq!(
         allocations, 0,
         "{allocations} allocations for 1280 packets through the data path"

@@ -8,11 +8,12 @@ use ipnet::IpNet;
 use wgmesh_config::ConfigError;
 
 use super::control_link::LinkError;
-use super::netmap_cache::{NetmapApplyError, NetmapCacheError};
+use super::netmap_cache::NetmapCacheError;
 use super::workloads;
 use crate::api::ApiError;
 use crate::host::HostError;
-use crate::peers::table::PeerSetError;
+use crate::peers::set::PeerSetError;
+use crate::peers::settings::NetmapApplyError;
 
 /// Why the agent could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]

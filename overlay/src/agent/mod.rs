@@ -45,7 +45,7 @@ use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::HostNet;
 use crate::peers::noise::LocalIdentity;
-use crate::peers::table::PeerSet;
+use crate::peers::set::PeerSet;
 use keys::load_or_create_key;
 use signals::Signals;
 use source::PeerSource;

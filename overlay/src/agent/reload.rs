@@ -9,11 +9,11 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::LinkError;
-use super::netmap_cache::{self, NetmapCache};
+use super::netmap_cache::NetmapCache;
 use super::source::peer_settings;
 use super::{workloads, Agent, AgentError};
 use crate::error::Chain;
-use crate::peers::peer::PeerSettings;
+use crate::peers::settings::{self, PeerSettings};
 
 impl Agent {
     pub(super) async fn reload(&mut self) -> Result<String, AgentError> {
@@ -59,14 +59,14 @@ impl Agent {
     /// peers keep their sessions), and it becomes the cached netmap.
     pub(super) async fn apply_netmap(&mut self, netmap: Netmap) -> Result<String, AgentError> {
         let identity = &netmap.host;
-        if identity.public_key != self.shared.identity.public_key()
+        if identity.public_key != self.shared.identity().public_key()
             || identity.name != self.config.agent.name
         {
             return Err(LinkError::NotForUs {
                 name: identity.name.clone(),
                 key: identity.public_key.short(),
                 own_name: self.config.agent.name.clone(),
-                own_key: self.shared.identity.public_key().short(),
+                own_key: self.shared.identity().public_key().short(),
             }
             .into());
         }
@@ -78,7 +78,7 @@ impl Agent {
                 ),
             });
         }
-        let settings = netmap_cache::peer_settings(&netmap)?;
+        let settings = settings::from_netmap(&netmap)?;
         let summary = self.apply_peers(&settings).await?;
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {

@@ -7,9 +7,9 @@ use wgmesh_config::{AgentConfig, PresharedKey};
 
 use super::control_link::{self, Origin};
 use super::keys::read_key;
-use super::netmap_cache::{self, NetmapCache};
+use super::netmap_cache::NetmapCache;
 use super::AgentError;
-use crate::peers::peer::{PeerSettings, PresharedKeyBytes};
+use crate::peers::settings::{self, PeerKeys, PeerSettings, PresharedKeyBytes};
 
 /// Where the host's subnet and peers come from: agent.toml, or a control plane's netmap.
 pub(super) struct PeerSource {
@@ -37,7 +37,7 @@ impl PeerSource {
         let cache = NetmapCache::new(&config.agent.state_dir);
         let (link, netmap, origin) =
             control_link::establish(config, control, public_key, &cache).await?;
-        let settings = netmap_cache::peer_settings(&netmap)?;
+        let settings = settings::from_netmap(&netmap)?;
         let subnet = netmap.host.subnet;
         if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
             return Err(AgentError::MtuTooSmall {
@@ -68,7 +68,7 @@ pub(super) fn peer_settings(config: &AgentConfig) -> Result<Vec<PeerSettings>, A
             };
             Ok(PeerSettings {
                 name: p.name.clone(),
-                public_key: p.public_key,
+                keys: PeerKeys::one(p.public_key),
                 endpoint: p.endpoint,
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: p.persistent_keepalive,

@@ -29,7 +29,7 @@ use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::{self, HostNet};
 use crate::peers::noise::LocalIdentity;
-use crate::peers::table::PeerSet;
+use crate::peers::set::PeerSet;
 
 impl Agent {
     /// Brings the host up from `source` (see the [module documentation](self)).

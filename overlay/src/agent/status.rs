@@ -4,9 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Agent;
-use crate::api::status::{
-    ControlStatus, HostDropStatus, PeerDropStatus, PeerStatus, Status, WorkloadStatus,
-};
+use crate::api::status::{ControlStatus, PeerStatus, Status, WorkloadStatus};
 
 impl Agent {
     pub(super) fn status(&self) -> Status {
@@ -23,40 +21,26 @@ impl Agent {
                         .map(|d| d.as_secs())
                 });
                 PeerStatus {
-                    name: st.name.clone(),
-                    public_key: peer.public_key().to_string(),
-                    endpoint: st.endpoint.map(|e| e.to_string()),
-                    allowed_ips: st.allowed_ips.iter().map(|n| n.to_string()).collect(),
-                    persistent_keepalive: st.persistent_keepalive,
+                    name: st.name().map(str::to_owned),
+                    public_key: st.keys().current().to_string(),
+                    endpoint: st.endpoint().map(|e| e.to_string()),
+                    allowed_ips: st.allowed_ips().iter().map(|n| n.to_string()).collect(),
+                    persistent_keepalive: st.persistent_keepalive(),
                     latest_handshake,
-                    rx_bytes: st.stats.rx_bytes,
-                    tx_bytes: st.stats.tx_bytes,
-                    rx_packets: st.stats.rx_packets,
-                    tx_packets: st.stats.tx_packets,
-                    dropped: PeerDropStatus {
-                        source_not_allowed: st.stats.dropped.source_not_allowed,
-                        decrypt_failed: st.stats.dropped.decrypt_failed,
-                        no_endpoint: st.stats.dropped.no_endpoint,
-                        no_session: st.stats.dropped.no_session,
-                    },
+                    counters: *st.counters(),
                 }
             })
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-        let d = self.shared.drops.counts();
         Status {
             name: a.name.clone(),
             interface: a.interface.clone(),
-            public_key: self.shared.identity.public_key().to_string(),
+            public_key: self.shared.identity().public_key().to_string(),
             listen_port: self.port,
             subnet: self.subnet.to_string(),
             offload: self.offload,
             peers,
-            dropped: HostDropStatus {
-                no_route: d.no_route,
-                unknown_peer: d.unknown_peer,
-                malformed: d.malformed,
-            },
+            dropped: self.shared.drops.counts(),
             workloads: self
                 .workloads
                 .iter()

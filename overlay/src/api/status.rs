@@ -8,6 +8,8 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::peers::counters::{HostDropCounts, PeerCounters};
+
 /// The agent's state, as `status` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -26,7 +28,7 @@ pub struct Status {
     /// Peers, sorted by public key.
     pub peers: Vec<PeerStatus>,
     /// Host-wide drops.
-    pub dropped: HostDropStatus,
+    pub dropped: HostDropCounts,
     /// Attached workloads, sorted by namespace.
     pub workloads: Vec<WorkloadStatus>,
     /// The control plane link; absent in static mode.
@@ -72,40 +74,9 @@ pub struct PeerStatus {
     pub persistent_keepalive: Option<u16>,
     /// Unix time of the latest handshake.
     pub latest_handshake: Option<u64>,
-    /// Inner bytes received.
-    pub rx_bytes: u64,
-    /// Inner bytes sent.
-    pub tx_bytes: u64,
-    /// Inner packets received.
-    pub rx_packets: u64,
-    /// Inner packets sent.
-    pub tx_packets: u64,
-    /// Drops by reason.
-    pub dropped: PeerDropStatus,
-}
-
-/// Per-peer drops.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PeerDropStatus {
-    /// Inner source outside the peer's allowed IPs.
-    pub source_not_allowed: u64,
-    /// Failed authentication or replay check.
-    pub decrypt_failed: u64,
-    /// Outbound with no known endpoint.
-    pub no_endpoint: u64,
-    /// Outbound with no session.
-    pub no_session: u64,
-}
-
-/// Host-wide drops.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HostDropStatus {
-    /// To an address no peer holds.
-    pub no_route: u64,
-    /// For an index or key no peer has.
-    pub unknown_peer: u64,
-    /// Not WireGuard / not IP.
-    pub malformed: u64,
+    /// Traffic and drops, as the data path counts them (flattened into the peer's object).
+    #[serde(flatten)]
+    pub counters: PeerCounters,
 }
 
 /// One attached workload.
@@ -180,15 +151,15 @@ impl Status {
             let _ = writeln!(
                 s,
                 "  transfer: {} received ({} packets), {} sent ({} packets)",
-                bytes(p.rx_bytes),
-                p.rx_packets,
-                bytes(p.tx_bytes),
-                p.tx_packets
+                bytes(p.counters.rx_bytes),
+                p.counters.rx_packets,
+                bytes(p.counters.tx_bytes),
+                p.counters.tx_packets
             );
             if let Some(k) = p.persistent_keepalive {
                 let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
             }
-            let d = &p.dropped;
+            let d = &p.counters.dropped;
             if d.source_not_allowed + d.decrypt_failed + d.no_endpoint + d.no_session > 0 {
                 let _ = writeln!(
                     s,
@@ -242,6 +213,7 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::counters::PeerDrops;
 
     #[test]
     fn renders_peers_and_drops() {
@@ -263,16 +235,18 @@ mod tests {
                 allowed_ips: vec!["10.42.2.0/24".into()],
                 persistent_keepalive: Some(25),
                 latest_handshake: Some(1000),
-                rx_bytes: 2048,
-                tx_bytes: 10,
-                rx_packets: 2,
-                tx_packets: 1,
-                dropped: PeerDropStatus {
-                    source_not_allowed: 3,
-                    ..Default::default()
+                counters: PeerCounters {
+                    rx_bytes: 2048,
+                    tx_bytes: 10,
+                    rx_packets: 2,
+                    tx_packets: 1,
+                    dropped: PeerDrops {
+                        source_not_allowed: 3,
+                        ..Default::default()
+                    },
                 },
             }],
-            dropped: HostDropStatus::default(),
+            dropped: HostDropCounts::default(),
             workloads: vec![],
             control: Some(ControlStatus {
                 url: "https://198.18.0.10:7443".into(),
@@ -295,5 +269,10 @@ mod tests {
         );
         let json = serde_json::to_string(&st).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), st);
+        // The counters sit directly in the peer's object, as `status --json` has always shown.
+        let value = serde_json::to_value(&st).unwrap();
+        assert_eq!(value["peers"][0]["rx_bytes"], 2048);
+        assert_eq!(value["peers"][0]["dropped"]["source_not_allowed"], 3);
+        assert_eq!(value["dropped"]["no_route"], 0);
     }
 }

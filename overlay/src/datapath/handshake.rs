@@ -1,17 +1,20 @@
-//! Handshake messages and timers, off the data threads.
+//! The `handshake` thread: handshake messages handed over by `rx` (who sent it is
+//! [`PeerTable::handshake_sender`](crate::peers::table::PeerTable::handshake_sender)'s decision, what to answer
+//! the peer's), every peer's protocol timers, and the rate limiter's reset — off the data threads.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::datapath::udp::Udp;
-use crate::peers::noise::{source_ip, Decapsulated, Identify, Tick};
-use crate::peers::peer::Peer;
-use crate::peers::wire::{self, MessageKind};
+use crate::peers::counters::HostDrop;
+use crate::peers::noise::source_ip;
+use crate::peers::peer::{HandshakeReceived, Transmit};
+use crate::peers::table::HandshakeSender;
+use crate::peers::wire::MessageKind;
 
-use super::{bump, Shared};
+use super::udp::Udp;
+use super::Shared;
 
 /// Handshake messages waiting for this thread; more are dropped (the initiator retries).
 pub(super) const QUEUE: usize = 1024;
@@ -47,7 +50,7 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
             next_tick = now + TICK;
         }
         if now >= next_reset {
-            shared.identity.reset_rate_limiter();
+            shared.identity.load().reset_rate_limiter();
             next_reset = now + RATE_LIMIT_PERIOD;
         }
     }
@@ -55,69 +58,48 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
 
 fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let table = shared.table.load();
+    let identity = shared.identity.load();
     let ip = source_ip(msg.from);
-    let peer = match msg.kind {
-        MessageKind::HandshakeInit => {
-            match shared.identity.identify_initiator(ip, &msg.bytes, buf) {
-                Identify::Peer(key) => table.by_key(&key),
-                Identify::CookieReply(len) => {
-                    send(udp, msg.from, &buf[..len]);
-                    return;
-                }
-                Identify::Invalid(e) => {
-                    tracing::debug!(from = %msg.from, error = ?e, "invalid handshake initiation");
-                    None
-                }
-            }
+    let peer = match table.handshake_sender(&identity, ip, msg.kind, &msg.bytes, buf) {
+        HandshakeSender::Peer(peer) => peer,
+        HandshakeSender::CookieReply(len) => return send(udp, msg.from, &buf[..len]),
+        HandshakeSender::Invalid(e) => {
+            tracing::debug!(from = %msg.from, error = ?e, "invalid handshake initiation");
+            return shared.drops.bump(HostDrop::UnknownPeer);
         }
-        kind => wire::peer_index(kind, &msg.bytes).and_then(|i| table.by_index(i)),
+        HandshakeSender::Unknown => return shared.drops.bump(HostDrop::UnknownPeer),
     };
-    let Some(peer) = peer else {
-        bump(&shared.drops.unknown_peer);
-        return;
-    };
-    let mut outgoing: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    // Sealed while the peer is locked, sent after (never a syscall under a peer's lock).
+    let mut outgoing: Vec<Vec<u8>> = Vec::new();
     {
         let mut state = peer.lock();
-        match state.tunnel.decapsulate(ip, &msg.bytes, buf) {
-            Decapsulated::Reply(len) => {
-                state.endpoint = Some(msg.from);
-                outgoing.push((msg.from, buf[..len].to_vec()));
-                while let Some(len) = state.tunnel.flush_queued(buf) {
-                    outgoing.push((msg.from, buf[..len].to_vec()));
+        match state.handle_handshake(msg.from, &msg.bytes, buf) {
+            HandshakeReceived::Reply(len) => {
+                outgoing.push(buf[..len].to_vec());
+                while let Some(len) = state.poll_queued(buf) {
+                    outgoing.push(buf[..len].to_vec());
                 }
-                tracing::debug!(peer = %peer.public_key(), endpoint = %msg.from, "handshake");
+                tracing::debug!(peer = %peer.id(), key = %state.keys().current(), endpoint = %msg.from, "handshake");
             }
-            Decapsulated::Cookie(len) => outgoing.push((msg.from, buf[..len].to_vec())),
-            Decapsulated::Nothing => {}
-            Decapsulated::Packet { .. } => {}
-            Decapsulated::Error(e) => {
-                tracing::debug!(peer = %peer.public_key(), error = ?e, "handshake message rejected");
+            HandshakeReceived::Cookie(len) => outgoing.push(buf[..len].to_vec()),
+            HandshakeReceived::Nothing => {}
+            HandshakeReceived::Reject(e) => {
+                tracing::debug!(peer = %peer.id(), key = %state.keys().current(), error = ?e, "handshake message rejected");
             }
         }
     }
-    for (dst, bytes) in outgoing {
-        send(udp, dst, &bytes);
+    for bytes in outgoing {
+        send(udp, msg.from, &bytes);
     }
 }
 
 fn tick_all(shared: &Shared, udp: &Udp, buf: &mut [u8]) {
     let table = shared.table.load();
     for peer in table.peers() {
-        tick(peer, udp, buf);
-    }
-}
-
-fn tick(peer: &Arc<Peer>, udp: &Udp, buf: &mut [u8]) {
-    let (endpoint, len) = {
-        let mut state = peer.lock();
-        match state.tunnel.tick(buf) {
-            Tick::Send(len) => (state.endpoint, len),
-            Tick::Expired | Tick::Idle => return,
+        let due = peer.lock().handle_timeout(buf);
+        if let Some(Transmit { dst, len }) = due {
+            send(udp, dst, &buf[..len]);
         }
-    };
-    if let Some(dst) = endpoint {
-        send(udp, dst, &buf[..len]);
     }
 }
 

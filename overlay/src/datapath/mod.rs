@@ -1,8 +1,9 @@
 //! The data path's threads, as dedicated OS threads that block on their file descriptor and then
 //! handle whatever batch is ready, without waiting to fill it:
 //!
-//! - `tx`: TUN → route by inner destination → seal → UDP (GSO runs);
-//! - `rx`: UDP (recvmmsg + GRO) → peer by receiver index → open → cryptokey check → TUN (GRO);
+//! - `tx`: TUN → [`seal`] (route by inner destination, seal) → UDP (GSO runs);
+//! - `rx`: UDP (recvmmsg + GRO) → [`open`] (peer by receiver index, open, cryptokey check) → TUN
+//!   (GRO);
 //! - `handshake`: handshake messages handed over by `rx`, the protocol timers of every peer every
 //!   100 ms, and the rate limiter's reset every second — kept off the data threads because each
 //!   handshake costs two X25519 operations.
@@ -14,31 +15,37 @@
 //! flow's packets stay in order.
 //!
 //! The threads share a [`Shared`]: the current [`PeerTable`] snapshot behind `arc-swap` (loaded
-//! once per batch, no lock) and host-wide drop counters. Per-packet work allocates nothing; a
-//! peer's lock is taken once per run of its packets in a batch and never held across a syscall.
+//! once per batch, no lock), the host's identity and host-wide drop counters. Every decision about
+//! a packet is made by [`crate::peers`]; [`seal`] and [`open`] apply those decisions to a whole
+//! batch without I/O (so tests drive them without sockets), and the threads do the I/O around
+//! them. Per-packet work allocates nothing; a peer's lock is taken once per run of its packets in
+//! a batch ([`PeerRun`](crate::peers::peer::PeerRun)) and never held across a syscall.
 
 pub mod batch;
 pub mod gro;
 mod handshake;
+pub mod open;
 pub(crate) mod poll;
 mod rx;
+pub mod seal;
 pub mod tun;
 mod tx;
 pub mod udp;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
-use crate::datapath::tun::Tun;
-use crate::datapath::udp::Udp;
+use crate::peers::counters::HostDrops;
 use crate::peers::noise::LocalIdentity;
+use crate::peers::peer::Transmit;
 use crate::peers::table::PeerTable;
+use tun::Tun;
+use udp::Udp;
 
 /// How long a blocked data thread sleeps before it looks at the shutdown flag.
 const WAKE_INTERVAL: Duration = Duration::from_millis(200);
@@ -47,48 +54,12 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(200);
 pub struct Shared {
     /// The peers, replaced as a whole on every configuration change.
     pub table: ArcSwap<PeerTable>,
-    /// The host's identity.
-    pub identity: Arc<LocalIdentity>,
+    /// The host's identity: replaced as a whole when the host's key changes, loaded by the
+    /// handshake thread for each handshake message.
+    identity: ArcSwap<LocalIdentity>,
     /// Host-wide drops.
     pub drops: HostDrops,
     shutdown: AtomicBool,
-}
-
-/// Packets dropped before any peer was identified.
-#[derive(Default)]
-pub struct HostDrops {
-    /// From TUN, to an address no peer's allowed IPs hold.
-    pub no_route: AtomicU64,
-    /// From UDP, addressed to an index no peer has (or a handshake from an unknown key).
-    pub unknown_peer: AtomicU64,
-    /// Not a WireGuard message, or not an IP packet.
-    pub malformed: AtomicU64,
-}
-
-/// A copy of [`HostDrops`] for status.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct HostDropCounts {
-    /// See [`HostDrops::no_route`].
-    pub no_route: u64,
-    /// See [`HostDrops::unknown_peer`].
-    pub unknown_peer: u64,
-    /// See [`HostDrops::malformed`].
-    pub malformed: u64,
-}
-
-impl HostDrops {
-    /// Reads the counters.
-    pub fn counts(&self) -> HostDropCounts {
-        HostDropCounts {
-            no_route: self.no_route.load(Ordering::Relaxed),
-            unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
-            malformed: self.malformed.load(Ordering::Relaxed),
-        }
-    }
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Shared {
@@ -96,10 +67,22 @@ impl Shared {
     pub fn new(identity: Arc<LocalIdentity>, table: PeerTable) -> Arc<Self> {
         Arc::new(Self {
             table: ArcSwap::from_pointee(table),
-            identity,
+            identity: ArcSwap::new(identity),
             drops: HostDrops::default(),
             shutdown: AtomicBool::new(false),
         })
+    }
+
+    /// The host's identity now.
+    pub fn identity(&self) -> Arc<LocalIdentity> {
+        self.identity.load_full()
+    }
+
+    /// Makes the data path answer handshakes as `identity` from now on. Give the peer set the
+    /// same identity first ([`PeerSet::replace_identity`](crate::peers::set::PeerSet::replace_identity))
+    /// and store its new table, so that tunnels and the identity agree.
+    pub fn replace_identity(&self, identity: Arc<LocalIdentity>) {
+        self.identity.store(identity);
     }
 
     fn stopping(&self) -> bool {
@@ -159,17 +142,8 @@ impl DataPath {
     pub fn initiate_all(&self) {
         let mut buf = [0u8; 256];
         for peer in self.shared.table.load().peers() {
-            let message = {
-                let mut state = peer.lock();
-                if state.since_last_handshake().is_some() {
-                    continue;
-                }
-                match (state.endpoint, state.tunnel.initiate(&mut buf)) {
-                    (Some(dst), Some(len)) => Some((dst, len)),
-                    _ => None,
-                }
-            };
-            if let Some((dst, len)) = message {
+            let initiation = peer.lock().initiate_if_new(&mut buf);
+            if let Some(Transmit { dst, len }) = initiation {
                 if let Err(e) = self.udp.send(dst, &buf[..len], len) {
                     tracing::debug!(error = %e, %dst, "handshake initiation not sent");
                 }

@@ -1,17 +1,18 @@
-//! TUN → UDP.
+//! The `tx` thread: TUN → [`seal`] → UDP. It reads what TUN holds (TSO super-packets split
+//! into MTU-sized packets), has the batch sealed, and sends it as GSO runs.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
 use parking_lot::Mutex;
 
-use crate::datapath::batch::TxBatch;
-use crate::datapath::tun::{Tun, IDEAL_BATCH_SIZE};
-use crate::datapath::udp::Udp;
-use crate::peers::noise::Encapsulated;
-use crate::peers::wire;
+use crate::peers::counters::HostDrop;
 
-use super::{bump, Shared, WAKE_INTERVAL};
+use super::batch::TxBatch;
+use super::seal::seal;
+use super::tun::{Tun, IDEAL_BATCH_SIZE};
+use super::udp::Udp;
+use super::{Shared, WAKE_INTERVAL};
 
 /// Room for one more TUN super-packet: up to 64 KB split into segments, 128 of them for an MSS
 /// as small as 512 bytes (and the kernel's limit for UDP segmentation offload).
@@ -46,7 +47,7 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, state: &Mutex<TxState>)
         let n = pump(shared, tun, udp, &mut state.lock());
         if n == 0 {
             // Idle: block until the next packet (reading first saves a poll per busy batch).
-            crate::datapath::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
+            super::poll::wait(tun.as_raw_fd(), libc::POLLIN, Some(WAKE_INTERVAL));
         }
     }
 }
@@ -63,7 +64,7 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!(error = %e, "TUN read failed");
-                bump(&shared.drops.malformed);
+                shared.drops.bump(HostDrop::Malformed);
                 if n == 0 {
                     // Not a packet problem (the device may be going away): don't spin.
                     std::thread::sleep(WAKE_INTERVAL / 10);
@@ -73,58 +74,24 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
         }
     }
     if n > 0 {
-        seal(shared, &st.bufs[..n], &st.sizes[..n], &mut st.batch);
+        let table = shared.table.load();
+        seal(
+            &table,
+            &shared.drops,
+            &st.bufs[..n],
+            &st.sizes[..n],
+            &mut st.batch,
+        );
         flush(udp, &mut st.batch);
     }
     n
 }
 
-fn seal(shared: &Shared, bufs: &[Vec<u8>], sizes: &[usize], batch: &mut TxBatch) {
-    let table = shared.table.load();
-    let mut current: Option<(
-        usize,
-        parking_lot::MutexGuard<'_, crate::peers::peer::PeerState>,
-    )> = None;
-    for (buf, &size) in bufs.iter().zip(sizes) {
-        let packet = &buf[..size];
-        let Some(dst) = wire::inner_destination(packet) else {
-            bump(&shared.drops.malformed);
-            continue;
-        };
-        let Some(peer) = table.route(dst) else {
-            // Multicast (the kernel's IPv6 router solicitations, MLD) has no peer by design.
-            if !dst.is_multicast() {
-                bump(&shared.drops.no_route);
-            }
-            continue;
-        };
-        let key = std::sync::Arc::as_ptr(peer) as usize;
-        if current.as_ref().is_none_or(|(k, _)| *k != key) {
-            drop(current.take()); // unlock the previous peer before locking the next (no lock order)
-            current = Some((key, peer.lock()));
-        }
-        let Some((_, state)) = current.as_mut() else {
-            continue;
-        };
-        let Some(endpoint) = state.endpoint else {
-            state.stats.dropped.no_endpoint += 1;
-            continue;
-        };
-        match state.tunnel.encapsulate(packet, batch.space()) {
-            Encapsulated::Data(len) => {
-                batch.commit(endpoint, len);
-                state.stats.tx_bytes += size as u64;
-                state.stats.tx_packets += 1;
-            }
-            Encapsulated::HandshakeInit(len) => batch.commit(endpoint, len),
-            Encapsulated::Queued => {}
-            Encapsulated::Failed => state.stats.dropped.no_session += 1,
-        }
-    }
-}
-
 /// Sends the batch as GSO runs; called with no peer lock held.
 pub(super) fn flush(udp: &Udp, batch: &mut TxBatch) {
+    if batch.is_empty() {
+        return;
+    }
     batch.for_each_run(udp.max_gso_segments(), |run| {
         if let Err(e) = udp.send(run.dst, batch.bytes(run.start, run.len), run.segment) {
             tracing::debug!(error = %e, dst = %run.dst, "UDP send failed");

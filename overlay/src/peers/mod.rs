@@ -4,8 +4,11 @@
 //! [`noise`]; see docs/adr/001-boringtun-clock.md). The data path's threads call it and do the
 //! I/O it asks for.
 
+pub mod counters;
 pub mod noise;
 pub mod peer;
 pub mod route;
+pub mod set;
+pub mod settings;
 pub mod table;
 pub mod wire;

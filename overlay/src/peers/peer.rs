@@ -1,132 +1,140 @@
-//! One remote host: its tunnel, where it is (endpoint, updated by roaming), which inner addresses it
-//! may use (allowed IPs), and counters.
+//! One remote host: its tunnel, where it is (endpoint, updated by roaming), which inner addresses
+//! it may use (allowed IPs), its keys and its counters — and every per-packet decision about it.
 //!
-//! A `Peer` is shared between the data-path threads and the handshake/timer thread; its mutable
-//! part sits behind one mutex that the data path takes once per run of consecutive packets of the
-//! same peer in a batch — never per packet and never across a syscall.
+//! A [`Peer`] is shared between the data-path threads and the handshake/timer thread. Its mutable
+//! part, [`PeerState`], sits behind one mutex that a data thread takes once per run of
+//! consecutive packets of the same peer in a batch ([`PeerRun`]) — never per packet and never
+//! across a syscall.
 //!
-//! No I/O, no clock.
+//! [`PeerState`] is sans-IO, like boringtun's `Tunn` and quinn-proto's `Connection`: the data
+//! path hands it a datagram or a packet and an output buffer, and gets back a small decision
+//! ([`Received`], [`Outbound`], [`HandshakeReceived`], [`Transmit`]) saying what to write where.
+//! The decision has already been counted and any state change (roaming) made; the caller only
+//! does the I/O. Nothing here reads the clock (boringtun reads its own, ADR 001).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use parking_lot::{Mutex, MutexGuard};
-use serde::Serialize;
-use wgmesh_config::{PresharedKey, PublicKey};
 
-use crate::peers::noise::{LocalIdentity, Tunnel};
+use super::counters::{PeerCounters, PeerDrop};
+use super::noise::{source_ip, Decapsulated, Encapsulated, LocalIdentity, Tick, Tunnel};
+use super::route::contains_any;
+use super::settings::{PeerKeys, PeerSettings};
+use boringtun::noise::errors::WireGuardError;
 
-/// What the configuration says about a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSettings {
-    /// Optional human name.
-    pub name: Option<String>,
-    /// The peer's static public key: its identity.
-    pub public_key: PublicKey,
-    /// Where to reach it; `None` until it contacts us.
-    pub endpoint: Option<SocketAddr>,
-    /// Inner addresses it may send from and that are routed to it.
-    pub allowed_ips: Vec<IpNet>,
-    /// Keepalive interval in seconds.
-    pub persistent_keepalive: Option<u16>,
-    /// Optional preshared key (the key itself, already read from its file).
-    pub preshared_key: Option<PresharedKeyBytes>,
-}
+/// A peer's identity inside this agent: assigned when the peer is added, kept while it stays
+/// (through changes of its keys, endpoint or allowed IPs), never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(u64);
 
-/// A preshared key compared by value, so a changed key file is noticed on reload.
-#[derive(Clone)]
-pub struct PresharedKeyBytes(pub PresharedKey);
-
-impl PartialEq for PresharedKeyBytes {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes() == other.0.as_bytes()
+impl PeerId {
+    /// The id with this number (ids are handed out by the peer set).
+    pub fn new(n: u64) -> Self {
+        Self(n)
     }
 }
-impl Eq for PresharedKeyBytes {}
-impl std::fmt::Debug for PresharedKeyBytes {
+
+impl std::fmt::Display for PeerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PresharedKey(<redacted>)")
+        write!(f, "peer#{}", self.0)
     }
 }
 
 /// A remote host.
 pub struct Peer {
+    id: PeerId,
     index: u32,
-    public_key: PublicKey,
     state: Mutex<PeerState>,
 }
 
 /// The mutable part of a peer, reached through [`Peer::lock`].
 pub struct PeerState {
-    /// The WireGuard tunnel.
-    pub tunnel: Tunnel,
-    /// The current endpoint: configured, or learned from the last authenticated packet.
-    pub endpoint: Option<SocketAddr>,
-    /// Inner source addresses accepted from this peer.
-    pub allowed_ips: Vec<IpNet>,
-    /// Optional human name.
-    pub name: Option<String>,
-    /// Configured keepalive, for status.
-    pub persistent_keepalive: Option<u16>,
-    /// Counters.
-    pub stats: PeerStats,
+    tunnel: Tunnel,
+    keys: PeerKeys,
+    endpoint: Option<SocketAddr>,
+    allowed_ips: Vec<IpNet>,
+    name: Option<String>,
+    persistent_keepalive: Option<u16>,
+    counters: PeerCounters,
 }
 
-/// Per-peer counters. Bytes count inner (plaintext) IP packet bytes, as `wg show` does for
-/// transfer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PeerStats {
-    /// Inner bytes received.
-    pub rx_bytes: u64,
-    /// Inner bytes sent.
-    pub tx_bytes: u64,
-    /// Inner packets received.
-    pub rx_packets: u64,
-    /// Inner packets sent.
-    pub tx_packets: u64,
-    /// Packets dropped, by reason.
-    pub dropped: PeerDrops,
+/// A message for the network: `len` bytes at the start of the output buffer, to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// Its length.
+    pub len: usize,
 }
 
-/// Why packets to or from a peer were dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PeerDrops {
-    /// Decrypted, but the inner source address is outside the peer's allowed IPs.
-    pub source_not_allowed: u64,
-    /// Failed authentication or replay checks.
-    pub decrypt_failed: u64,
-    /// Outbound, but the peer's endpoint is not known yet.
-    pub no_endpoint: u64,
-    /// Outbound, but no session could be set up (the tunnel's queue is full or sealing failed).
-    pub no_session: u64,
+/// What to do with a data message, decided by [`PeerState::handle_data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Write the inner packet of this length (at the start of `out`) to TUN.
+    Deliver(usize),
+    /// Send the message of this length (at the start of `out`) back to the datagram's source.
+    Reply(usize),
+    /// Valid, nothing to deliver (a keepalive).
+    Nothing,
+    /// Dropped (and counted).
+    Drop(PeerDrop),
+}
+
+/// What to do with an inner packet for this peer, decided by [`PeerState::handle_outbound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send the message (data, or a handshake initiation with the packet queued) at the start of
+    /// `out`.
+    Send(Transmit),
+    /// Queued until the handshake in flight completes.
+    Queued,
+    /// Dropped (and counted).
+    Drop(PeerDrop),
+}
+
+/// What to do with a handshake message, decided by [`PeerState::handle_handshake`].
+#[derive(Debug)]
+pub enum HandshakeReceived {
+    /// A session is (being) set up with the sender, which is now the peer's endpoint: send this
+    /// answer back to it, then every message [`PeerState::poll_queued`] gives.
+    Reply(usize),
+    /// Under load: send this cookie reply back to the sender. Nothing was authenticated.
+    Cookie(usize),
+    /// Nothing to send.
+    Nothing,
+    /// Rejected by the protocol.
+    Reject(WireGuardError),
 }
 
 impl Peer {
-    /// Creates a peer with a fresh tunnel.
-    pub fn new(local: &LocalIdentity, index: u32, settings: &PeerSettings) -> Self {
+    /// Creates a peer with a fresh tunnel to its current key.
+    pub fn new(local: &LocalIdentity, id: PeerId, index: u32, settings: &PeerSettings) -> Self {
         Self {
+            id,
             index,
-            public_key: settings.public_key,
             state: Mutex::new(PeerState {
                 tunnel: new_tunnel(local, index, settings),
+                keys: settings.keys.clone(),
                 endpoint: settings.endpoint,
                 allowed_ips: settings.allowed_ips.clone(),
                 name: settings.name.clone(),
                 persistent_keepalive: settings.persistent_keepalive,
-                stats: PeerStats::default(),
+                counters: PeerCounters::default(),
             }),
         }
+    }
+
+    /// The peer's stable id.
+    pub fn id(&self) -> PeerId {
+        self.id
     }
 
     /// The 24-bit local index carried in receiver indexes addressed to this peer.
     pub fn index(&self) -> u32 {
         self.index
-    }
-
-    /// The peer's public key.
-    pub fn public_key(&self) -> &PublicKey {
-        &self.public_key
     }
 
     /// Locks the peer's mutable state. Hold it for a run of packets, never across a syscall.
@@ -135,11 +143,13 @@ impl Peer {
         self.state.lock()
     }
 
-    /// Applies changed settings in place, keeping the session when the tunnel parameters
-    /// (preshared key, keepalive) are unchanged.
+    /// Applies changed settings in place. The session is kept unless a tunnel parameter changed:
+    /// the current key, the preshared key or the keepalive. Counters, routes and the learned
+    /// endpoint (unless a new one is configured) are always kept.
     pub fn update(&self, local: &LocalIdentity, old: &PeerSettings, new: &PeerSettings) {
         let mut state = self.lock();
-        if old.preshared_key != new.preshared_key
+        if old.keys.current() != new.keys.current()
+            || old.preshared_key != new.preshared_key
             || old.persistent_keepalive != new.persistent_keepalive
         {
             state.tunnel = new_tunnel(local, self.index, new);
@@ -147,6 +157,7 @@ impl Peer {
         if new.endpoint.is_some() && old.endpoint != new.endpoint {
             state.endpoint = new.endpoint;
         }
+        state.keys.clone_from(&new.keys);
         state.allowed_ips.clone_from(&new.allowed_ips);
         state.name.clone_from(&new.name);
         state.persistent_keepalive = new.persistent_keepalive;
@@ -154,18 +165,209 @@ impl Peer {
 }
 
 impl PeerState {
+    /// A data message from `from`, opened into `out` (at least as long as the datagram).
+    ///
+    /// An authenticated message moves the peer's endpoint to `from` (roaming). A decrypted inner
+    /// packet is delivered only if its source lies in the peer's allowed IPs (cryptokey routing).
+    #[inline]
+    pub fn handle_data(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Received {
+        match self.tunnel.decapsulate(source_ip(from), datagram, out) {
+            Decapsulated::Packet { len, source } => {
+                self.roam(from);
+                self.accept(len, source)
+            }
+            Decapsulated::Nothing => {
+                self.roam(from);
+                Received::Nothing
+            }
+            // A cookie reply proves nothing about the sender: no roaming.
+            Decapsulated::Reply(len) | Decapsulated::Cookie(len) => Received::Reply(len),
+            Decapsulated::Error(e) => {
+                tracing::trace!(error = ?e, "data message rejected");
+                self.count_drop(PeerDrop::DecryptFailed)
+            }
+        }
+    }
+
+    /// An inner packet for this peer, sealed into `out` (at least `packet.len() + 32` bytes and
+    /// at least 148).
+    #[inline]
+    pub fn handle_outbound(&mut self, packet: &[u8], out: &mut [u8]) -> Outbound {
+        let Some(dst) = self.endpoint else {
+            self.counters.drop(PeerDrop::NoEndpoint);
+            return Outbound::Drop(PeerDrop::NoEndpoint);
+        };
+        match self.tunnel.encapsulate(packet, out) {
+            Encapsulated::Data(len) => {
+                self.counters.sent(packet.len());
+                Outbound::Send(Transmit { dst, len })
+            }
+            Encapsulated::HandshakeInit(len) => Outbound::Send(Transmit { dst, len }),
+            Encapsulated::Queued => Outbound::Queued,
+            Encapsulated::Failed => {
+                self.counters.drop(PeerDrop::NoSession);
+                Outbound::Drop(PeerDrop::NoSession)
+            }
+        }
+    }
+
+    /// A handshake initiation, response or cookie reply from `from` (already identified as this
+    /// peer's), answered into `out`. A completed handshake moves the endpoint to `from`.
+    pub fn handle_handshake(
+        &mut self,
+        from: SocketAddr,
+        message: &[u8],
+        out: &mut [u8],
+    ) -> HandshakeReceived {
+        match self.tunnel.decapsulate(source_ip(from), message, out) {
+            Decapsulated::Reply(len) => {
+                self.endpoint = Some(from);
+                HandshakeReceived::Reply(len)
+            }
+            Decapsulated::Cookie(len) => HandshakeReceived::Cookie(len),
+            Decapsulated::Nothing | Decapsulated::Packet { .. } => HandshakeReceived::Nothing,
+            Decapsulated::Error(e) => HandshakeReceived::Reject(e),
+        }
+    }
+
+    /// After [`HandshakeReceived::Reply`], the packets queued while there was no session, one
+    /// sealed message at a time into `out`; `None` when none is left.
+    pub fn poll_queued(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.tunnel.flush_queued(out)
+    }
+
+    /// Runs the protocol's timers (rekey, handshake retry, keepalives, expiry): a message to
+    /// send into `out`, if any is due and the endpoint is known. Call every 100–250 ms.
+    pub fn handle_timeout(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        match self.tunnel.tick(out) {
+            Tick::Send(len) => self.endpoint.map(|dst| Transmit { dst, len }),
+            Tick::Expired | Tick::Idle => None,
+        }
+    }
+
+    /// A handshake initiation into `out` if the peer never completed one, its endpoint is known
+    /// and none is in flight: so that tunnels are up before the first packet.
+    pub fn initiate_if_new(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        if self.tunnel.since_last_handshake().is_some() {
+            return None;
+        }
+        let dst = self.endpoint?;
+        self.tunnel.initiate(out).map(|len| Transmit { dst, len })
+    }
+
+    /// Makes the tunnel use the host's new identity; the peer keeps its endpoint, routes and
+    /// counters.
+    pub fn replace_local(&mut self, local: &LocalIdentity) {
+        self.tunnel.replace_local(local);
+    }
+
     /// Time since the last completed handshake.
     pub fn since_last_handshake(&self) -> Option<Duration> {
         self.tunnel.since_last_handshake()
+    }
+
+    /// The peer's keys.
+    pub fn keys(&self) -> &PeerKeys {
+        &self.keys
+    }
+
+    /// The current endpoint: configured, or learned from the last authenticated packet.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint
+    }
+
+    /// Inner source addresses accepted from this peer.
+    pub fn allowed_ips(&self) -> &[IpNet] {
+        &self.allowed_ips
+    }
+
+    /// Optional human name.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Configured keepalive, seconds.
+    pub fn persistent_keepalive(&self) -> Option<u16> {
+        self.persistent_keepalive
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &PeerCounters {
+        &self.counters
+    }
+
+    /// Cryptokey routing: an inner packet is delivered only from an allowed source.
+    #[inline]
+    fn accept(&mut self, len: usize, source: IpAddr) -> Received {
+        if contains_any(&self.allowed_ips, source) {
+            self.counters.received(len);
+            Received::Deliver(len)
+        } else {
+            self.count_drop(PeerDrop::SourceNotAllowed)
+        }
+    }
+
+    fn count_drop(&mut self, why: PeerDrop) -> Received {
+        self.counters.drop(why);
+        Received::Drop(why)
+    }
+
+    /// Endpoint roaming: an authenticated packet from a new address moves the peer there.
+    #[inline]
+    fn roam(&mut self, from: SocketAddr) {
+        if self.endpoint != Some(from) {
+            tracing::debug!(endpoint = %from, "peer endpoint changed");
+            self.endpoint = Some(from);
+        }
+    }
+}
+
+/// The one peer a data thread holds locked while it handles a run of consecutive packets of that
+/// peer: the lock is taken when the run starts and released when the next peer's run starts, so
+/// a thread never holds two peers' locks (no lock order to get wrong).
+pub struct PeerRun<'t> {
+    current: Option<(*const Peer, MutexGuard<'t, PeerState>)>,
+}
+
+impl<'t> PeerRun<'t> {
+    /// No peer locked.
+    pub fn new() -> Self {
+        Self { current: None }
+    }
+
+    /// Locks `peer` unless it is the one already locked, releasing the previous one first.
+    #[inline]
+    pub fn lock(&mut self, peer: &'t Arc<Peer>) -> &mut PeerState {
+        let key = Arc::as_ptr(peer);
+        if self.current.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.current = None; // unlock the previous peer before locking the next
+            self.current = Some((key, peer.lock()));
+        }
+        &mut self.current.as_mut().expect("set just above").1
+    }
+
+    /// Releases the lock held, if any (before a syscall).
+    #[inline]
+    pub fn release(&mut self) {
+        self.current = None;
+    }
+}
+
+impl Default for PeerRun<'_> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 fn new_tunnel(local: &LocalIdentity, index: u32, settings: &PeerSettings) -> Tunnel {
     Tunnel::new(
         local,
-        &settings.public_key,
+        settings.keys.current(),
         settings.preshared_key.as_ref().map(|k| &k.0),
         settings.persistent_keepalive,
         index,
     )
 }
+
+#[cfg(test)]
+mod tests;

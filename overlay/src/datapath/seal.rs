@@ -1,0 +1,38 @@
+//! TUN → sealed datagrams, for a whole batch: each packet goes where [`PeerTable::outbound`]
+//! says and is sealed by its peer's [`PeerState::handle_outbound`](crate::peers::peer::PeerState);
+//! the messages to send are appended to a [`TxBatch`] for GSO runs.
+//!
+//! No I/O: the `tx` thread reads TUN before and sends the batch after.
+
+use crate::peers::counters::HostDrops;
+use crate::peers::peer::{Outbound, PeerRun};
+use crate::peers::table::{self, PeerTable};
+
+use super::batch::TxBatch;
+
+/// Seals the `packets` (`bufs[i][..sizes[i]]`) into `batch`. `batch` must have room for every
+/// packet plus 32 bytes, and at least 148 bytes each.
+pub fn seal(
+    table: &PeerTable,
+    drops: &HostDrops,
+    bufs: &[Vec<u8>],
+    sizes: &[usize],
+    batch: &mut TxBatch,
+) {
+    let mut run = PeerRun::new();
+    for (buf, &size) in bufs.iter().zip(sizes) {
+        let packet = &buf[..size];
+        let peer = match table.outbound(packet) {
+            table::Outbound::Seal(peer) => peer,
+            table::Outbound::Drop(why) => {
+                drops.bump(why);
+                continue;
+            }
+            table::Outbound::Discard => continue,
+        };
+        match run.lock(peer).handle_outbound(packet, batch.space()) {
+            Outbound::Send(t) => batch.commit(t.dst, t.len),
+            Outbound::Queued | Outbound::Drop(_) => {}
+        }
+    }
+}

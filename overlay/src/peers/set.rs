@@ -1,0 +1,308 @@
+//! [`PeerSet`]: the master copy of the peers, owned by the agent's control side and changed by
+//! configuration ([`PeerSet::apply`]) or by a new host identity ([`PeerSet::replace_identity`]).
+//! It hands the data path immutable [`PeerTable`] snapshots.
+//!
+//! Peers are identified by a stable [`PeerId`], not by their public key: a configured peer is the
+//! same peer as a running one when they share a key (so a rotating peer that lists its old and
+//! new key, then only the new one, stays the same peer), or else when both carry the same name
+//! and that name is unique on both sides (a netmap peer's host name). The same peer keeps its
+//! index, routes, counters and, unless a tunnel parameter changed, its session.
+//!
+//! No I/O, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use wgmesh_config::PublicKey;
+
+use super::noise::LocalIdentity;
+use super::peer::{Peer, PeerId};
+use super::route::AllowedIps;
+use super::settings::PeerSettings;
+use super::table::{PeerTable, MAX_PEERS, SLOT_BITS, SLOT_MASK};
+
+const GENERATION_MASK: u32 = (1 << (24 - SLOT_BITS)) - 1;
+
+/// What [`PeerSet::apply`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    /// Peers added.
+    pub added: Vec<PeerId>,
+    /// Peers removed.
+    pub removed: Vec<PeerId>,
+    /// Peers whose settings changed (sessions kept where possible).
+    pub changed: Vec<PeerId>,
+    /// Prefixes that must now be routed into the tunnel device.
+    pub routes_added: Vec<IpNet>,
+    /// Prefixes that must no longer be routed into the tunnel device.
+    pub routes_removed: Vec<IpNet>,
+}
+
+impl PeerChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Errors from [`PeerSet::apply`]; nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerSetError {
+    /// More peers than slots.
+    #[error("too many peers: {count} (at most {MAX_PEERS})")]
+    TooMany {
+        /// How many were asked for.
+        count: usize,
+    },
+    /// A peer with the host's own public key.
+    #[error("peer {key} has this host's own public key")]
+    OwnKey {
+        /// The key.
+        key: PublicKey,
+    },
+    /// Two peers with the same public key.
+    #[error("two peers have the public key {key}")]
+    SharedKey {
+        /// The key.
+        key: PublicKey,
+    },
+}
+
+struct Entry {
+    peer: Arc<Peer>,
+    settings: PeerSettings,
+}
+
+/// The master copy of the peers.
+pub struct PeerSet {
+    identity: Arc<LocalIdentity>,
+    entries: BTreeMap<PeerId, Entry>,
+    next_id: u64,
+    free_slots: BTreeSet<u32>,
+    next_slot: u32,
+    generation: u32,
+}
+
+impl PeerSet {
+    /// An empty set. `seed` picks the first index generation, so that indexes differ between
+    /// restarts (pass a random value).
+    pub fn new(identity: Arc<LocalIdentity>, seed: u32) -> Self {
+        Self {
+            identity,
+            entries: BTreeMap::new(),
+            next_id: 1,
+            free_slots: BTreeSet::new(),
+            next_slot: 0,
+            generation: seed & GENERATION_MASK,
+        }
+    }
+
+    /// The host's identity.
+    pub fn identity(&self) -> &Arc<LocalIdentity> {
+        &self.identity
+    }
+
+    /// Makes the set match `desired`: adds new peers, removes missing ones, and updates changed
+    /// ones in place so that their sessions survive. Validates everything before changing
+    /// anything.
+    pub fn apply(&mut self, desired: &[PeerSettings]) -> Result<PeerChanges, PeerSetError> {
+        self.check(desired)?;
+        let old_routes = self.routed_prefixes();
+        let matched = self.match_running(desired);
+        let kept: BTreeSet<PeerId> = matched.iter().flatten().copied().collect();
+        let mut changes = PeerChanges::default();
+
+        let gone: Vec<PeerId> = self
+            .entries
+            .keys()
+            .filter(|id| !kept.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(entry) = self.entries.remove(&id) {
+                self.free_slots.insert(entry.peer.index() & SLOT_MASK);
+            }
+            changes.removed.push(id);
+        }
+        for (settings, id) in desired.iter().zip(matched) {
+            match id {
+                Some(id) => {
+                    if self.update(id, settings) {
+                        changes.changed.push(id);
+                    }
+                }
+                None => changes.added.push(self.add(settings)),
+            }
+        }
+        let new_routes = self.routed_prefixes();
+        changes.routes_added = new_routes.difference(&old_routes).copied().collect();
+        changes.routes_removed = old_routes.difference(&new_routes).copied().collect();
+        Ok(changes)
+    }
+
+    /// Makes every peer's tunnel speak for the host's new identity (a key rotation of this
+    /// host). Peers keep their ids, routes, endpoints and counters; the data path must be given
+    /// the same identity (see `datapath::Shared::replace_identity`).
+    pub fn replace_identity(&mut self, identity: Arc<LocalIdentity>) {
+        for entry in self.entries.values() {
+            entry.peer.lock().replace_local(&identity);
+        }
+        self.identity = identity;
+    }
+
+    /// A snapshot for the data path.
+    pub fn table(&self) -> PeerTable {
+        let mut slots: Vec<Option<Arc<Peer>>> = Vec::new();
+        for entry in self.entries.values() {
+            let slot = (entry.peer.index() & SLOT_MASK) as usize;
+            if slots.len() <= slot {
+                slots.resize(slot + 1, None);
+            }
+            slots[slot] = Some(entry.peer.clone());
+        }
+        let by_key = self
+            .entries
+            .values()
+            .flat_map(|e| e.settings.keys.all().iter().map(|k| (*k, e.peer.clone())))
+            .collect();
+        let routes = AllowedIps::build(self.entries.values().flat_map(|e| {
+            e.settings
+                .allowed_ips
+                .iter()
+                .map(move |net| (*net, e.peer.clone()))
+        }));
+        PeerTable {
+            slots,
+            by_key,
+            routes,
+        }
+    }
+
+    /// Every prefix routed into the tunnel device.
+    pub fn routed_prefixes(&self) -> BTreeSet<IpNet> {
+        self.entries
+            .values()
+            .flat_map(|e| e.settings.allowed_ips.iter().copied())
+            .collect()
+    }
+
+    /// The settings of every peer, by id.
+    pub fn settings(&self) -> impl Iterator<Item = (PeerId, &PeerSettings)> {
+        self.entries.iter().map(|(id, e)| (*id, &e.settings))
+    }
+
+    fn check(&self, desired: &[PeerSettings]) -> Result<(), PeerSetError> {
+        if desired.len() > MAX_PEERS {
+            return Err(PeerSetError::TooMany {
+                count: desired.len(),
+            });
+        }
+        let own = self.identity.public_key();
+        let mut seen = BTreeSet::new();
+        for key in desired.iter().flat_map(|p| p.keys.all()) {
+            if *key == own {
+                return Err(PeerSetError::OwnKey { key: *key });
+            }
+            if !seen.insert(*key) {
+                return Err(PeerSetError::SharedKey { key: *key });
+            }
+        }
+        Ok(())
+    }
+
+    /// The running peer each desired one is, if any (see the module's doc); each running peer
+    /// matches at most one desired peer.
+    fn match_running(&self, desired: &[PeerSettings]) -> Vec<Option<PeerId>> {
+        let unique_names = |names: &mut dyn Iterator<Item = &str>| {
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            for n in names {
+                *count.entry(n.to_owned()).or_default() += 1;
+            }
+            count.into_iter().filter(|(_, c)| *c == 1).map(|(n, _)| n)
+        };
+        let desired_names: BTreeSet<String> =
+            unique_names(&mut desired.iter().filter_map(|p| p.name.as_deref())).collect();
+        let running_names: BTreeSet<String> = unique_names(
+            &mut self
+                .entries
+                .values()
+                .filter_map(|e| e.settings.name.as_deref()),
+        )
+        .collect();
+        let mut taken = BTreeSet::new();
+        let by_key: Vec<Option<PeerId>> = desired
+            .iter()
+            .map(|d| {
+                let id = self
+                    .entries
+                    .iter()
+                    .find(|(id, e)| !taken.contains(*id) && e.settings.keys.overlaps(&d.keys))
+                    .map(|(id, _)| *id)?;
+                taken.insert(id);
+                Some(id)
+            })
+            .collect();
+        desired
+            .iter()
+            .zip(by_key)
+            .map(|(d, found)| {
+                found.or_else(|| {
+                    let name = d.name.as_deref()?;
+                    if !desired_names.contains(name) || !running_names.contains(name) {
+                        return None;
+                    }
+                    let (id, _) = self.entries.iter().find(|(id, e)| {
+                        !taken.contains(*id) && e.settings.name.as_deref() == Some(name)
+                    })?;
+                    taken.insert(*id);
+                    Some(*id)
+                })
+            })
+            .collect()
+    }
+
+    /// Applies `settings` to the running peer `id`; whether anything changed.
+    fn update(&mut self, id: PeerId, settings: &PeerSettings) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        if entry.settings == *settings {
+            return false;
+        }
+        entry.peer.update(&self.identity, &entry.settings, settings);
+        entry.settings = settings.clone();
+        true
+    }
+
+    fn add(&mut self, settings: &PeerSettings) -> PeerId {
+        let id = PeerId::new(self.next_id);
+        self.next_id += 1;
+        let index = self.allocate_index();
+        let peer = Arc::new(Peer::new(&self.identity, id, index, settings));
+        self.entries.insert(
+            id,
+            Entry {
+                peer,
+                settings: settings.clone(),
+            },
+        );
+        id
+    }
+
+    fn allocate_index(&mut self) -> u32 {
+        let slot = match self.free_slots.pop_first() {
+            Some(s) => s,
+            None => {
+                let s = self.next_slot;
+                self.next_slot += 1;
+                s
+            }
+        };
+        self.generation = (self.generation + 1) & GENERATION_MASK;
+        (self.generation << SLOT_BITS) | slot
+    }
+}
+
+#[cfg(test)]
+mod tests;

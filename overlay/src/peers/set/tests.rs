@@ -1,0 +1,253 @@
+use super::*;
+use crate::peers::counters::PeerCounters;
+use crate::peers::peer::{Outbound, Received};
+use crate::peers::settings::PeerKeys;
+use wgmesh_config::PrivateKey;
+
+fn settings(key: PublicKey, nets: &[&str]) -> PeerSettings {
+    PeerSettings {
+        name: None,
+        keys: PeerKeys::one(key),
+        endpoint: Some("198.18.0.2:51820".parse().unwrap()),
+        allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+        persistent_keepalive: None,
+        preshared_key: None,
+    }
+}
+
+fn named(name: &str, keys: &[PublicKey], nets: &[&str]) -> PeerSettings {
+    PeerSettings {
+        name: Some(name.into()),
+        keys: PeerKeys::new(keys).unwrap(),
+        ..settings(keys[0], nets)
+    }
+}
+
+fn set() -> PeerSet {
+    PeerSet::new(Arc::new(LocalIdentity::new(&PrivateKey::generate())), 7)
+}
+
+fn key() -> PublicKey {
+    PrivateKey::generate().public_key()
+}
+
+fn id_of(s: &PeerSet, key: &PublicKey) -> PeerId {
+    s.table().by_key(key).unwrap().id()
+}
+
+/// Seals one packet for the peer holding `key`, so that its counters move.
+fn count_traffic(s: &PeerSet, key: &PublicKey) -> PeerCounters {
+    let t = s.table();
+    let peer = t.by_key(key).unwrap();
+    let mut st = peer.lock();
+    let mut out = [0u8; 256];
+    assert!(matches!(
+        st.handle_outbound(&[0x45; 20], &mut out),
+        Outbound::Send(_)
+    ));
+    // A junk data message counts as a failed decryption.
+    let mut junk = [0u8; 64];
+    junk[0] = 4;
+    let from = "198.18.0.9:1".parse().unwrap();
+    assert!(matches!(
+        st.handle_data(from, &junk, &mut out),
+        Received::Drop(_)
+    ));
+    *st.counters()
+}
+
+#[test]
+fn add_change_remove_reports_routes() {
+    let mut s = set();
+    let (b, c) = (key(), key());
+    let ch = s
+        .apply(&[
+            settings(b, &["10.42.2.0/24"]),
+            settings(c, &["10.42.3.0/24"]),
+        ])
+        .unwrap();
+    assert_eq!(ch.added.len(), 2);
+    assert_eq!(ch.routes_added.len(), 2);
+    let before = s.table().by_key(&b).unwrap().clone();
+    let (id_b, id_c) = (id_of(&s, &b), id_of(&s, &c));
+
+    let ch = s
+        .apply(&[settings(b, &["10.42.2.0/24", "10.42.9.0/24"])])
+        .unwrap();
+    assert_eq!(ch.removed, vec![id_c]);
+    assert_eq!(ch.changed, vec![id_b]);
+    assert_eq!(ch.routes_added, vec!["10.42.9.0/24".parse().unwrap()]);
+    assert_eq!(ch.routes_removed, vec!["10.42.3.0/24".parse().unwrap()]);
+    // The changed peer is the same object: its session survives.
+    let after = s.table().by_key(&b).unwrap().clone();
+    assert!(Arc::ptr_eq(&before, &after));
+    assert_eq!(after.lock().allowed_ips().len(), 2);
+
+    assert!(s
+        .apply(&[settings(b, &["10.42.2.0/24", "10.42.9.0/24"])])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn lookups_by_index_key_and_route() {
+    let mut s = set();
+    let b = key();
+    s.apply(&[settings(b, &["10.42.2.0/24"])]).unwrap();
+    let t = s.table();
+    let peer = t.by_key(&b).unwrap();
+    assert!(Arc::ptr_eq(t.by_index(peer.index()).unwrap(), peer));
+    assert!(t.by_index(peer.index() ^ (1 << SLOT_BITS)).is_none());
+    assert!(Arc::ptr_eq(
+        t.route("10.42.2.9".parse().unwrap()).unwrap(),
+        peer
+    ));
+    assert!(t.route("10.42.3.9".parse().unwrap()).is_none());
+    assert_eq!(t.peers().count(), 1);
+}
+
+#[test]
+fn reused_slot_gets_a_new_index_and_a_new_id() {
+    let mut s = set();
+    let (b, c) = (key(), key());
+    s.apply(&[settings(b, &[])]).unwrap();
+    let old = s.table().by_key(&b).unwrap().clone();
+    s.apply(&[settings(c, &[])]).unwrap();
+    let t = s.table();
+    let new = t.by_key(&c).unwrap();
+    assert_eq!(old.index() & SLOT_MASK, new.index() & SLOT_MASK);
+    assert_ne!(old.index(), new.index());
+    assert_ne!(old.id(), new.id());
+    assert!(t.by_index(old.index()).is_none());
+    assert!(new.index() < (1 << 24));
+}
+
+#[test]
+fn own_key_is_refused_and_nothing_changes() {
+    let mut s = set();
+    let own = s.identity().public_key();
+    let b = key();
+    let err = s
+        .apply(&[settings(b, &[]), settings(own, &[])])
+        .unwrap_err();
+    assert_eq!(err, PeerSetError::OwnKey { key: own });
+    assert_eq!(s.table().peers().count(), 0);
+    // Also as a second key of a peer.
+    let err = s.apply(&[named("b", &[b, own], &[])]).unwrap_err();
+    assert_eq!(err, PeerSetError::OwnKey { key: own });
+}
+
+#[test]
+fn a_key_held_by_two_peers_is_refused() {
+    let mut s = set();
+    let (b, c) = (key(), key());
+    let err = s
+        .apply(&[named("b", &[b], &[]), named("c", &[c, b], &[])])
+        .unwrap_err();
+    assert_eq!(err, PeerSetError::SharedKey { key: b });
+    assert_eq!(s.table().peers().count(), 0);
+}
+
+#[test]
+fn every_key_of_a_peer_finds_it() {
+    let mut s = set();
+    let (old, new) = (key(), key());
+    s.apply(&[named("host-b", &[old, new], &["10.42.2.0/24"])])
+        .unwrap();
+    let t = s.table();
+    assert!(Arc::ptr_eq(
+        t.by_key(&old).unwrap(),
+        t.by_key(&new).unwrap()
+    ));
+    assert_eq!(t.by_key(&old).unwrap().lock().keys().current(), &old);
+}
+
+/// The rotation seam: a peer that moves from its old key to old + new, then to the new key alone,
+/// stays the same peer with the same routes and counters.
+#[test]
+fn a_key_change_keeps_the_peer_its_routes_and_counters() {
+    let mut s = set();
+    let (old, new) = (key(), key());
+    s.apply(&[settings(old, &["10.42.2.0/24"])]).unwrap();
+    let id = id_of(&s, &old);
+    let counted = count_traffic(&s, &old);
+    assert_eq!(counted.dropped.decrypt_failed, 1);
+
+    let ch = s
+        .apply(&[PeerSettings {
+            keys: PeerKeys::new(&[old, new]).unwrap(),
+            ..settings(old, &["10.42.2.0/24"])
+        }])
+        .unwrap();
+    assert_eq!((ch.changed.clone(), ch.added.len()), (vec![id], 0));
+    assert!(ch.routes_added.is_empty() && ch.routes_removed.is_empty());
+
+    let ch = s.apply(&[settings(new, &["10.42.2.0/24"])]).unwrap();
+    assert_eq!(
+        (ch.changed, ch.added, ch.removed),
+        (vec![id], vec![], vec![])
+    );
+    assert!(ch.routes_added.is_empty() && ch.routes_removed.is_empty());
+    let t = s.table();
+    assert!(t.by_key(&old).is_none());
+    let peer = t.by_key(&new).unwrap();
+    assert_eq!(peer.id(), id);
+    assert!(Arc::ptr_eq(
+        t.route("10.42.2.7".parse().unwrap()).unwrap(),
+        peer
+    ));
+    assert_eq!(peer.lock().counters(), &counted);
+    assert_eq!(peer.lock().keys().current(), &new);
+}
+
+#[test]
+fn a_named_peer_with_a_wholly_new_key_stays_the_same_peer() {
+    let mut s = set();
+    let (old, new) = (key(), key());
+    s.apply(&[named("host-b", &[old], &["10.42.2.0/24"])])
+        .unwrap();
+    let id = id_of(&s, &old);
+    let ch = s
+        .apply(&[named("host-b", &[new], &["10.42.2.0/24"])])
+        .unwrap();
+    assert_eq!(ch.changed, vec![id]);
+    assert_eq!(id_of(&s, &new), id);
+}
+
+#[test]
+fn names_shared_by_two_peers_identify_neither() {
+    let mut s = set();
+    let (b, c, d, e) = (key(), key(), key(), key());
+    s.apply(&[named("x", &[b], &[]), named("x", &[c], &[])])
+        .unwrap();
+    let ch = s
+        .apply(&[named("x", &[d], &[]), named("x", &[e], &[])])
+        .unwrap();
+    assert_eq!((ch.added.len(), ch.removed.len()), (2, 2));
+}
+
+#[test]
+fn a_new_host_identity_keeps_peers_routes_and_counters() {
+    let mut s = set();
+    let b = key();
+    s.apply(&[settings(b, &["10.42.2.0/24"])]).unwrap();
+    let id = id_of(&s, &b);
+    let counted = count_traffic(&s, &b);
+
+    let new_identity = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
+    s.replace_identity(new_identity.clone());
+    assert_eq!(s.identity().public_key(), new_identity.public_key());
+    let t = s.table();
+    let peer = t.by_key(&b).unwrap();
+    assert_eq!(peer.id(), id);
+    assert!(Arc::ptr_eq(
+        t.route("10.42.2.1".parse().unwrap()).unwrap(),
+        peer
+    ));
+    assert_eq!(peer.lock().counters(), &counted);
+    // The host's new key is now refused as a peer's, the old one no longer is.
+    let err = s
+        .apply(&[settings(new_identity.public_key(), &[])])
+        .unwrap_err();
+    assert!(matches!(err, PeerSetError::OwnKey { .. }));
+}
