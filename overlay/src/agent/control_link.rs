@@ -138,47 +138,9 @@ pub async fn establish(
     let a = &config.agent;
     let path = a.state_dir.join(CREDENTIAL_FILE);
     let url = control.url.to_string();
-    let mut backoff = Backoff::new();
     let saved = load_link(&path, control, &a.name)?;
     if let Some((link, true)) = &saved {
-        let link = link.clone();
-        loop {
-            match link
-                .client
-                .netmap(&link.name, &link.credential, 0, Duration::ZERO)
-                .await
-            {
-                Ok(Some(netmap)) => {
-                    check_ours(&netmap, &a.name, public_key)?;
-                    return Ok((link, netmap, Origin::Control));
-                }
-                // Revision 0 always has a newer netmap; a 204 means a confused server.
-                Ok(None) => {}
-                Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
-                    return Err(LinkError::CredentialRefused { path });
-                }
-                // A certificate that is expired or not yet valid (a wrong clock) must not stop
-                // a host that has a netmap to run on: only the pin and refusals are final here.
-                Err(e) if e.is_permanent() && !matches!(e, ClientError::Certificate { .. }) => {
-                    return Err(e.into())
-                }
-                Err(e) => {
-                    if let Some(netmap) = cached(cache, &a.name, public_key) {
-                        tracing::warn!(
-                            revision = netmap.revision,
-                            "control plane unreachable; starting from the cached netmap: {}",
-                            Chain(&e)
-                        );
-                        return Ok((link, netmap, Origin::Cache));
-                    }
-                    if e.is_permanent() {
-                        return Err(e.into());
-                    }
-                    tracing::warn!("control plane unreachable, retrying: {}", Chain(&e));
-                }
-            }
-            tokio::time::sleep(backoff.next()).await;
-        }
+        return resume(link.clone(), path, &a.name, public_key, cache).await;
     }
     let token = read_token(control, &url)?;
     // A join begun earlier with this token's CA goes on with its credential.
@@ -203,11 +165,72 @@ pub async fn establish(
         labels: a.labels.clone(),
         credential: Some(link.credential.expose()),
     };
+    join(link, &body, &path, &url).await
+}
+
+/// The first netmap of a host that joined earlier (its credential is at `path`): the control
+/// plane's, or the cached one while the control plane cannot be reached.
+async fn resume(
+    link: Link,
+    path: PathBuf,
+    name: &str,
+    public_key: PublicKey,
+    cache: &NetmapCache,
+) -> Result<(Link, Netmap, Origin), LinkError> {
+    let mut backoff = Backoff::new();
     loop {
-        match link.client.join(&body).await {
+        match link
+            .client
+            .netmap(&link.name, &link.credential, 0, Duration::ZERO)
+            .await
+        {
+            Ok(Some(netmap)) => {
+                check_ours(&netmap, name, public_key)?;
+                return Ok((link, netmap, Origin::Control));
+            }
+            // Revision 0 always has a newer netmap; a 204 means a confused server.
+            Ok(None) => {}
+            Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
+                return Err(LinkError::CredentialRefused { path });
+            }
+            // A certificate that is expired or not yet valid (a wrong clock) must not stop
+            // a host that has a netmap to run on: only the pin and refusals are final here.
+            Err(e) if e.is_permanent() && !matches!(e, ClientError::Certificate { .. }) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                if let Some(netmap) = cached(cache, name, public_key) {
+                    tracing::warn!(
+                        revision = netmap.revision,
+                        "control plane unreachable; starting from the cached netmap: {}",
+                        Chain(&e)
+                    );
+                    return Ok((link, netmap, Origin::Cache));
+                }
+                if e.is_permanent() {
+                    return Err(e.into());
+                }
+                tracing::warn!("control plane unreachable, retrying: {}", Chain(&e));
+            }
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// Joins with `body` until the control plane answers, then marks the credential saved at
+/// `path` as joined.
+async fn join(
+    link: Link,
+    body: &JoinBody,
+    path: &Path,
+    url: &str,
+) -> Result<(Link, Netmap, Origin), LinkError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match link.client.join(body).await {
             Ok(reply) => {
-                check_ours(&reply.netmap, &a.name, public_key)?;
-                save_link(&path, &link, true)?;
+                check_ours(&reply.netmap, &body.name, body.public_key)?;
+                save_link(path, &link, true)?;
                 tracing::info!(
                     url = %url,
                     subnet = %reply.netmap.host.subnet,
@@ -238,34 +261,24 @@ pub async fn follow(
     connected: Arc<AtomicBool>,
 ) {
     let mut reported = current.host.endpoint;
-    let mut down = !connected.load(Ordering::Relaxed);
+    let mut health = Health::new(connected);
     let mut backoff = Backoff::new();
     loop {
         let wanted = *endpoint.borrow_and_update();
         if wanted != reported {
-            match link
-                .client
-                .set_endpoint(&link.name, &link.credential, wanted)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(endpoint = ?wanted, "reported the endpoint to the control plane");
-                    reported = wanted;
-                }
-                Err(e) => {
-                    if !down {
-                        tracing::warn!("cannot report the endpoint; will retry: {}", Chain(&e));
-                    }
-                    down = true;
-                    connected.store(false, Ordering::Relaxed);
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
+            if !report_endpoint(&link, wanted, &mut health).await {
+                tokio::time::sleep(backoff.next()).await;
+                continue;
             }
+            reported = wanted;
         }
         // While down, ask without waiting, so that coming back is noticed (and shown in status)
         // at once rather than after a full long poll.
-        let wait = if down { Duration::ZERO } else { POLL_WAIT };
+        let wait = if health.down {
+            Duration::ZERO
+        } else {
+            POLL_WAIT
+        };
         let poll = link.client.netmap_update(
             &link.name,
             &link.credential,
@@ -275,25 +288,13 @@ pub async fn follow(
         tokio::select! {
             result = poll => match result {
                 Ok(Some(update)) => {
-                    if down {
-                        tracing::info!("control plane reachable again");
-                        down = false;
-                        connected.store(true, Ordering::Relaxed);
-                    }
+                    health.reachable("control plane reachable again");
                     backoff = Backoff::new();
-                    let netmap = match update {
-                        NetmapUpdate::Full(netmap) => netmap,
-                        NetmapUpdate::Delta(delta) => match current.apply_delta(&delta) {
-                            Ok(netmap) => netmap,
-                            Err(e) => {
-                                tracing::warn!("cannot apply a netmap delta; asking for the whole netmap: {e}");
-                                // Revision 0 always gets the whole netmap; the pause keeps a
-                                // misbehaving control plane from making this a tight loop.
-                                current.revision = 0;
-                                tokio::time::sleep(backoff.next()).await;
-                                continue;
-                            }
-                        },
+                    let Some(netmap) = updated(&mut current, update) else {
+                        // The pause keeps a misbehaving control plane from making this a
+                        // tight loop.
+                        tokio::time::sleep(backoff.next()).await;
+                        continue;
                     };
                     reported = netmap.host.endpoint;
                     current = netmap.clone();
@@ -302,23 +303,18 @@ pub async fn follow(
                     }
                 }
                 Ok(None) => {
-                    if down {
-                        tracing::info!("control plane reachable again; no change");
-                        down = false;
-                        connected.store(true, Ordering::Relaxed);
-                    }
+                    health.reachable("control plane reachable again; no change");
                     backoff = Backoff::new();
                 }
                 Err(e) => {
-                    if !down {
+                    if !health.down {
                         if e.reason() == Some(ApiReason::Unauthenticated) {
                             tracing::error!("the control plane refuses this host's credential (removed with `wgmesh node remove`?); keeping the last netmap: {}", Chain(&e));
                         } else {
                             tracing::warn!("control plane unreachable; keeping the last netmap and retrying: {}", Chain(&e));
                         }
                     }
-                    down = true;
-                    connected.store(false, Ordering::Relaxed);
+                    health.unreachable();
                     tokio::time::sleep(backoff.next()).await;
                 }
             },
@@ -328,7 +324,77 @@ pub async fn follow(
     }
 }
 
-fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<(), LinkError> {
+/// Tells the control plane that the host's endpoint is now `wanted`; false if that failed.
+async fn report_endpoint(link: &Link, wanted: Option<SocketAddr>, health: &mut Health) -> bool {
+    match link
+        .client
+        .set_endpoint(&link.name, &link.credential, wanted)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(endpoint = ?wanted, "reported the endpoint to the control plane");
+            true
+        }
+        Err(e) => {
+            if !health.down {
+                tracing::warn!("cannot report the endpoint; will retry: {}", Chain(&e));
+            }
+            health.unreachable();
+            false
+        }
+    }
+}
+
+/// Whether the control plane answers, as [`follow`] saw it last; shared with the agent's
+/// status through `connected`.
+struct Health {
+    down: bool,
+    connected: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn new(connected: Arc<AtomicBool>) -> Self {
+        Self {
+            down: !connected.load(Ordering::Relaxed),
+            connected,
+        }
+    }
+
+    /// A call succeeded; says `message` when the control plane was down until now.
+    fn reachable(&mut self, message: &str) {
+        if self.down {
+            tracing::info!("{message}");
+            self.down = false;
+            self.connected.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A call failed.
+    fn unreachable(&mut self) {
+        self.down = true;
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The whole netmap `update` gives for `current`; `None` when it is a delta that does not fit
+/// `current`, whose revision is then set to 0 so that the next poll asks for the whole netmap
+/// (revision 0 always gets it).
+fn updated(current: &mut Netmap, update: NetmapUpdate) -> Option<Netmap> {
+    match update {
+        NetmapUpdate::Full(netmap) => Some(netmap),
+        NetmapUpdate::Delta(delta) => match current.apply_delta(&delta) {
+            Ok(netmap) => Some(netmap),
+            Err(e) => {
+                tracing::warn!("cannot apply a netmap delta; asking for the whole netmap: {e}");
+                current.revision = 0;
+                None
+            }
+        },
+    }
+}
+
+/// Refuses a netmap addressed to another host than `name` with `key`.
+pub(crate) fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<(), LinkError> {
     if netmap.host.name == name && netmap.host.public_key == key {
         return Ok(());
     }
@@ -340,6 +406,7 @@ fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<(), LinkErr
     })
 }
 
+/// The cached netmap, if there is one and it is addressed to this host.
 fn cached(cache: &NetmapCache, name: &str, key: PublicKey) -> Option<Netmap> {
     match cache.load() {
         Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => Some(netmap),
