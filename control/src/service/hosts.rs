@@ -1,0 +1,154 @@
+//! The calls a host makes about itself: its netmap (whole or a delta, for the long poll) and
+//! its endpoint. Each is authorised for the host's own name only.
+
+use std::net::IpAddr;
+
+use wgmesh_client::api::{EndpointBody, RevisionReply};
+use wgmesh_config::netmap::{Netmap, NetmapDelta, NetmapUpdate};
+
+use super::caller::{authorize_host, host_target, Caller};
+use super::refusal::{check_endpoint, registry_error, ApiError};
+use super::Control;
+use crate::audit::{Action, Outcome};
+use crate::compile;
+use crate::ids::HostId;
+
+impl Control {
+    /// `GET /v1/hosts/{name}/netmap`, once the long poll decided to answer: the host's netmap.
+    pub fn netmap(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<Netmap, ApiError> {
+        let id = self.polled(caller, name, self.registry.netmap_revision(), now, from)?;
+        Ok(self.netmap_of(id))
+    }
+
+    /// `GET /v1/hosts/{name}/netmap?delta=true`, once the long poll decided to answer: what
+    /// changed since `from` when the host's netmap is of this run (`epoch`) and the change log
+    /// reaches back to it, else the whole netmap.
+    pub fn netmap_update(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        (from, epoch): (u64, u64),
+        now: u64,
+        from_ip: Option<IpAddr>,
+    ) -> Result<NetmapUpdate, ApiError> {
+        let current = self.registry.netmap_revision();
+        let id = self.polled(caller, name, current, now, from_ip)?;
+        let delta = match self.changes.since(from, current) {
+            Some(changed) if from != 0 && epoch == self.epoch => {
+                compile::delta(&self.registry, &self.policy, id, from, changed)
+            }
+            _ => None,
+        };
+        Ok(match delta {
+            Some(d) => NetmapUpdate::Delta(NetmapDelta {
+                epoch: self.epoch,
+                ..d
+            }),
+            None => NetmapUpdate::Full(self.netmap_of(id)),
+        })
+    }
+
+    /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits).
+    /// `held` is the revision the host says it holds.
+    pub fn check_netmap_access(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        held: u64,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        self.polled(caller, name, held, now, from).map(drop)
+    }
+
+    /// A netmap poll by `caller` for `name`: authorised (a refusal is audited), the host seen
+    /// at `now` and known to hold netmap revision `holds`.
+    fn polled(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        holds: u64,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<HostId, ApiError> {
+        let id = authorize_host(&self.registry, caller, name)
+            .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
+        self.registry.touch(id, now);
+        self.held.insert(id, holds);
+        Ok(id)
+    }
+
+    /// `PUT /v1/hosts/{name}/endpoint`.
+    pub fn set_endpoint(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        body: EndpointBody,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<RevisionReply, ApiError> {
+        let result = self.try_set_endpoint(caller, name, body, now);
+        match &result {
+            // An unchanged endpoint is not a change worth a line.
+            Ok((_, false)) => {}
+            Ok((_, true)) => {
+                let target = host_target(name, &self.registry);
+                let action = Action::EndpointChange;
+                self.audit(caller, action, target, Outcome::Ok, now, from);
+            }
+            Err(e) => self.refused(caller, Action::EndpointChange, name, e, now, from),
+        }
+        result.map(|(reply, _)| reply)
+    }
+
+    fn try_set_endpoint(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        body: EndpointBody,
+        now: u64,
+    ) -> Result<(RevisionReply, bool), ApiError> {
+        let id = authorize_host(&self.registry, caller, name)?;
+        check_endpoint(body.endpoint)?;
+        self.registry.touch(id, now);
+        let changed = match self
+            .registry
+            .plan_endpoint(id, body.endpoint)
+            .map_err(registry_error)?
+        {
+            Some(m) => {
+                self.commit(&m)?;
+                tracing::info!(%name, endpoint = ?body.endpoint, "host endpoint changed");
+                true
+            }
+            None => false,
+        };
+        Ok((
+            RevisionReply {
+                revision: self.registry.netmap_revision(),
+            },
+            changed,
+        ))
+    }
+
+    /// Audits a refused call of a host about host `name`.
+    fn refused(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        name: &str,
+        e: &ApiError,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
+        let target = host_target(name, &self.registry);
+        let result = Outcome::Refused(e.reason);
+        self.audit(caller, action, target, result, now, from);
+    }
+}

@@ -1,0 +1,260 @@
+//! The control plane's request handling, without HTTP: authentication of bearer tokens,
+//! authorisation of each call, the registry change it makes, the store commit that makes it
+//! durable, and the audit line it leaves.
+//!
+//! [`Control`] owns the registry and the store; the HTTP layer holds it behind a lock and calls
+//! one method per request. A write is committed to the store (fsynced) before the method
+//! returns, and only then applied to the in-memory registry, so a reply never acknowledges what
+//! a crash could lose, and a failed commit changes nothing.
+//!
+//! - this module: [`Control`], authentication, the commit, and the audit line of each call;
+//! - `caller`: [`Caller`] and what each caller may do; `refusal`: [`ApiError`] and the
+//!   refusals calls share;
+//! - the calls: `join` (`POST /v1/join`), `hosts` (a host's netmap and endpoint), `tokens` and
+//!   `nodes` (the admin's).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use wgmesh_config::netmap::Netmap;
+use wgmesh_config::token::{AdminToken, HostCredential, SecretHash};
+
+mod caller;
+mod hosts;
+mod join;
+mod nodes;
+mod refusal;
+mod tokens;
+
+pub use caller::Caller;
+pub use refusal::ApiError;
+
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
+use crate::changelog::{touched_name, ChangeLog};
+use crate::compile::{self, Policy};
+use crate::ids::HostId;
+use crate::registry::{Mutation, Registry};
+use crate::store::{Store, StoreError};
+use caller::{actor_of, require_admin};
+use refusal::{outcome_of, registry_error, store_unusable};
+
+/// How many recent netmap changes are kept for deltas; a host further behind gets a whole
+/// netmap.
+const CHANGE_LOG_CAPACITY: usize = 4096;
+
+/// The control plane's state and the rules for changing it.
+pub struct Control {
+    registry: Registry,
+    store: Box<dyn Store + Send>,
+    /// A commit failed with an I/O error: the store must be recovered before the next call.
+    store_failed: bool,
+    /// Recent netmap changes, for delta netmaps.
+    changes: ChangeLog,
+    /// This run's epoch (random, non-zero): deltas only go to netmaps of this run.
+    epoch: u64,
+    /// The netmap revision each host holds, as far as this run knows: what it polled with, or
+    /// what it was last sent.
+    held: HashMap<HostId, u64>,
+    audit: AuditLog,
+    admin_hash: SecretHash,
+    ca_der: Vec<u8>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("revision", &self.registry.revision())
+            .field("hosts", &self.registry.hosts().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// A control plane over `store` (already holding `registry`), trusting `admin_hash` for
+    /// admin calls and issuing join tokens for the CA `ca_der`.
+    pub fn new(
+        registry: Registry,
+        store: Box<dyn Store + Send>,
+        audit: AuditLog,
+        admin_hash: SecretHash,
+        ca_der: Vec<u8>,
+    ) -> Self {
+        Self {
+            changes: ChangeLog::new(registry.netmap_revision(), CHANGE_LOG_CAPACITY),
+            epoch: new_epoch(),
+            held: HashMap::new(),
+            registry,
+            store,
+            store_failed: false,
+            audit,
+            admin_hash,
+            ca_der,
+            policy: Policy::AllowAll,
+        }
+    }
+
+    /// Before a call: if an earlier commit failed, recovers the store and takes the state that
+    /// is durable now (the failed change may or may not be in it), keeping the hosts' last-seen
+    /// times. While the store cannot be recovered, every call that changes something fails.
+    pub fn recover_if_needed(&mut self) {
+        if !self.store_failed {
+            return;
+        }
+        match self.store.recover() {
+            Ok(mut state) => {
+                for host in self.registry.hosts().values() {
+                    state.touch(host.id, host.last_seen);
+                }
+                self.registry = state;
+                self.changes.reset(self.registry.netmap_revision());
+                self.store_failed = false;
+            }
+            Err(e) => tracing::error!("the store is still unusable: {e}"),
+        }
+    }
+
+    /// This run's epoch, which netmaps carry.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The registry revision.
+    pub fn revision(&self) -> u64 {
+        self.registry.revision()
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Who holds `bearer` (the text after `Bearer `), in constant time per comparison.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Caller {
+        let Some(bearer) = bearer else {
+            return Caller::Anonymous;
+        };
+        if let Ok(admin) = AdminToken::from_str(bearer) {
+            if admin.hash().ct_eq(&self.admin_hash) {
+                return Caller::Admin;
+            }
+        } else if let Ok(credential) = HostCredential::from_str(bearer) {
+            if let Some(host) = self.registry.host_by_credential(&credential.hash()) {
+                return Caller::Host(host.id);
+            }
+        }
+        Caller::Anonymous
+    }
+
+    fn netmap_of(&self, id: HostId) -> Netmap {
+        let netmap = compile::netmap(&self.registry, &self.policy, id).expect("an existing host");
+        Netmap {
+            epoch: self.epoch,
+            ..netmap
+        }
+    }
+
+    /// Makes `m` durable, then applies it.
+    fn commit(&mut self, m: &Mutation) -> Result<(), ApiError> {
+        if self.store_failed {
+            return Err(store_unusable());
+        }
+        self.store.commit(m).map_err(|e| match e {
+            StoreError::Rejected(e) => registry_error(e),
+            e => {
+                tracing::error!("cannot commit to the store: {e}");
+                self.store_failed = true;
+                store_unusable()
+            }
+        })?;
+        let touched = touched_name(&self.registry, m);
+        self.registry
+            .apply(m)
+            .expect("the store accepted it, so it applies");
+        let revision = self.registry.netmap_revision();
+        match touched {
+            Some(name) => self.changes.record(revision, &name),
+            None if m.changes_netmaps() => self.changes.reset(revision),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Audits a request the HTTP layer refused before it reached a method (bad JSON, too large).
+    pub fn refused_request(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        error: &ApiError,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
+        let result = Outcome::Refused(error.reason);
+        self.audit(caller, action, None, result, now, from);
+    }
+
+    /// Refuses (and audits the refusal of) every caller but the admin.
+    fn admin_only(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        require_admin(caller).inspect_err(|e| self.refused_request(caller, action, e, now, from))
+    }
+
+    /// Audits the `result` of `action` by `caller` on `target`, and returns it.
+    fn audited<T>(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        target: Option<Target>,
+        result: Result<T, ApiError>,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<T, ApiError> {
+        let outcome = outcome_of(&result);
+        self.audit(caller, action, target, outcome, now, from);
+        result
+    }
+
+    /// Appends one line to the audit log (failures are logged: the change is already durable).
+    fn audit(
+        &mut self,
+        caller: &Caller,
+        action: Action,
+        target: Option<Target>,
+        result: Outcome,
+        now: u64,
+        from: Option<IpAddr>,
+    ) {
+        let event = AuditEvent {
+            time: now,
+            actor: actor_of(caller, &self.registry),
+            from,
+            action,
+            target,
+            result,
+        };
+        self.record(&event);
+    }
+
+    fn record(&mut self, event: &AuditEvent) {
+        if let Err(e) = self.audit.record(event) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// A random, non-zero run id.
+fn new_epoch() -> u64 {
+    let secret = wgmesh_config::token::Secret::generate();
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&secret.as_bytes()[..8]);
+    u64::from_le_bytes(bytes) | 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! [`ApiError`], a refused request, and the refusals more than one call makes: no or an unknown
+//! credential, an unusable store, a registry refusal, and bad request fields (labels, an
+//! endpoint's port).
+
+use std::net::SocketAddr;
+
+use wgmesh_client::api::ApiReason;
+use wgmesh_config::labels::{self, Labels};
+
+use crate::audit::Outcome;
+use crate::registry::RegistryError;
+
+/// A refused request: the reason word, its HTTP status, and a message for humans (never a
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The machine word.
+    pub reason: ApiReason,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A refusal with this reason and message.
+    pub fn new(reason: ApiReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ApiReason::BadRequest, message)
+    }
+}
+
+pub(super) fn store_unusable() -> ApiError {
+    ApiError::new(
+        ApiReason::Internal,
+        "the control plane could not write its store (see its log); the change was not \
+         acknowledged and may or may not have been kept: retry",
+    )
+}
+
+pub(super) fn unauthenticated() -> ApiError {
+    ApiError::new(
+        ApiReason::Unauthenticated,
+        "missing or unknown credential: send `Authorization: Bearer <admin token or host credential>`",
+    )
+}
+
+pub(super) fn registry_error(e: RegistryError) -> ApiError {
+    ApiError::new((&e).into(), e.to_string())
+}
+
+/// The audit outcome of a call's result.
+pub(super) fn outcome_of<T>(result: &Result<T, ApiError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Refused(e.reason),
+    }
+}
+
+/// A request's `labels`, checked as every label is (`wgmesh_config::labels`).
+pub(super) fn check_labels(labels: &Labels) -> Result<(), ApiError> {
+    labels::check_labels(labels).map_err(|e| ApiError::bad_request(format!("labels: {e}")))
+}
+
+/// A request's `endpoint`: other hosts send to it, so its port cannot be 0.
+pub(super) fn check_endpoint(endpoint: Option<SocketAddr>) -> Result<(), ApiError> {
+    if endpoint.is_some_and(|e| e.port() == 0) {
+        return Err(ApiError::bad_request("endpoint: the port must not be 0"));
+    }
+    Ok(())
+}
