@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
-use super::control_link::LinkError;
+use super::control_link::check_ours;
 use super::netmap_cache::NetmapCache;
 use super::source::peer_settings;
 use super::{workloads, Agent, AgentError};
@@ -58,23 +58,16 @@ impl Agent {
     /// Applies a netmap from the control plane: its peers replace the running ones (unchanged
     /// peers keep their sessions), and it becomes the cached netmap.
     pub(super) async fn apply_netmap(&mut self, netmap: Netmap) -> Result<String, AgentError> {
-        let identity = &netmap.host;
-        if identity.public_key != self.shared.identity().public_key()
-            || identity.name != self.config.agent.name
-        {
-            return Err(LinkError::NotForUs {
-                name: identity.name.clone(),
-                key: identity.public_key.short(),
-                own_name: self.config.agent.name.clone(),
-                own_key: self.shared.identity().public_key().short(),
-            }
-            .into());
-        }
-        if identity.subnet != self.subnet {
+        check_ours(
+            &netmap,
+            &self.config.agent.name,
+            self.shared.identity().public_key(),
+        )?;
+        if netmap.host.subnet != self.subnet {
             return Err(AgentError::NeedsRestart {
                 fields: format!(
                     "the subnet (the control plane moved it from {} to {})",
-                    self.subnet, identity.subnet
+                    self.subnet, netmap.host.subnet
                 ),
             });
         }
