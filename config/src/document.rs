@@ -3,8 +3,11 @@
 //!
 //! Pure, except [`read`], which reads the one file it is given.
 
+use std::error::Error;
 use std::ops::Range;
 use std::path::Path;
+
+use toml::Spanned;
 
 use crate::error::ConfigError;
 use crate::locate;
@@ -38,6 +41,17 @@ impl Document<'_> {
         ConfigError::new(self.origin, message)
             .with_position(line, column)
             .with_field(field)
+    }
+
+    /// Runs `check` on a spanned value, blaming `field` at the value's position on failure.
+    /// The error keeps only `check`'s message, no source.
+    pub(crate) fn check_value<T, U, E: Error + Send + Sync + 'static>(
+        &self,
+        value: &Spanned<T>,
+        field: &str,
+        check: impl FnOnce(&T) -> Result<U, E>,
+    ) -> Result<U, ConfigError> {
+        check(value.get_ref()).map_err(|e| self.error(&value.span(), field, e.to_string()))
     }
 
     pub(crate) fn line(&self, span: &Range<usize>) -> usize {

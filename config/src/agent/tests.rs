@@ -350,7 +350,7 @@ fn bad_endpoint() {
 }
 
 #[test]
-fn bad_names_and_numbers() {
+fn bad_names() {
     expect_error(
         "[agent]\nname = \"host a\"\nsubnet = \"10.42.1.0/24\"\n",
         2,
@@ -393,6 +393,10 @@ fn bad_names_and_numbers() {
         Some("agent.bridge"),
         "must be different",
     );
+}
+
+#[test]
+fn bad_numbers_and_paths() {
     expect_error(
         &minimal("mtu = 575", ""),
         4,
