@@ -159,3 +159,6 @@ impl DataPath {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

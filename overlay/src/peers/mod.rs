@@ -5,6 +5,8 @@
 //! I/O it asks for.
 
 pub mod counters;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod noise;
 pub mod peer;
 pub mod route;

@@ -1,125 +1,13 @@
 //! The per-packet decisions, driven by hand between two hosts' peer sets: no sockets.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use wgmesh_config::{PrivateKey, PublicKey};
+use wgmesh_config::PrivateKey;
 
 use super::*;
 use crate::peers::counters::PeerDrop;
+use crate::peers::fixture::{addr, ipv4, settings, Pair, A_ADDR, B_ADDR};
 use crate::peers::noise::LocalIdentity;
-use crate::peers::set::PeerSet;
-use crate::peers::settings::{PeerKeys, PeerSettings};
-use crate::peers::table::{HandshakeSender, PeerTable};
-use crate::peers::wire::MessageKind;
-
-const A_ADDR: &str = "198.18.0.1:51820";
-const B_ADDR: &str = "198.18.0.2:51820";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn settings(name: &str, key: PublicKey, net: &str, endpoint: Option<&str>) -> PeerSettings {
-    PeerSettings {
-        name: Some(name.into()),
-        keys: PeerKeys::one(key),
-        endpoint: endpoint.map(addr),
-        allowed_ips: vec![net.parse().unwrap()],
-        persistent_keepalive: None,
-        preshared_key: None,
-    }
-}
-
-/// Host A (10.42.1.0/24) and host B (10.42.2.0/24), each with the other as its one peer. A knows
-/// B's endpoint; B learns A's from the handshake.
-struct Pair {
-    a: PeerSet,
-    b: PeerSet,
-}
-
-impl Pair {
-    fn new() -> Self {
-        let ia = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-        let ib = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-        let mut a = PeerSet::new(ia.clone(), 1);
-        let mut b = PeerSet::new(ib.clone(), 2);
-        a.apply(&[settings(
-            "host-b",
-            ib.public_key(),
-            "10.42.2.0/24",
-            Some(B_ADDR),
-        )])
-        .unwrap();
-        b.apply(&[settings("host-a", ia.public_key(), "10.42.1.0/24", None)])
-            .unwrap();
-        Self { a, b }
-    }
-
-    fn only(table: &PeerTable) -> Arc<Peer> {
-        table.peers().next().unwrap().clone()
-    }
-
-    /// A sends `packet` to B, which has no session yet: the whole handshake runs, and B receives
-    /// what A's tunnel queued. Returns B's decision on that queued packet.
-    fn handshake_with(&self, packet: &[u8]) -> Received {
-        let (ta, tb) = (self.a.table(), self.b.table());
-        let (pa, pb) = (Self::only(&ta), Self::only(&tb));
-        let mut init = [0u8; 256];
-        let Outbound::Send(t) = pa.lock().handle_outbound(packet, &mut init) else {
-            panic!("expected an initiation");
-        };
-        assert_eq!((t.dst, t.len), (addr(B_ADDR), 148));
-        let mut out = [0u8; 256];
-        let from_a: SocketAddr = addr(A_ADDR);
-        let sender = tb.handshake_sender(
-            self.b.identity(),
-            from_a.ip(),
-            MessageKind::HandshakeInit,
-            &init[..t.len],
-            &mut out,
-        );
-        assert!(matches!(sender, HandshakeSender::Peer(p) if Arc::ptr_eq(p, &pb)));
-        let HandshakeReceived::Reply(r) =
-            pb.lock().handle_handshake(from_a, &init[..t.len], &mut out)
-        else {
-            panic!("expected a response");
-        };
-        // B learned A's endpoint from the completed handshake.
-        assert_eq!(pb.lock().endpoint(), Some(from_a));
-        let mut keepalive = [0u8; 256];
-        let HandshakeReceived::Reply(k) =
-            pa.lock()
-                .handle_handshake(addr(B_ADDR), &out[..r], &mut keepalive)
-        else {
-            panic!("expected a keepalive");
-        };
-        let mut queued = [0u8; 2048];
-        let q = pa
-            .lock()
-            .poll_queued(&mut queued)
-            .expect("the queued packet");
-        assert!(pa.lock().poll_queued(&mut out).is_none());
-        let mut plain = [0u8; 2048];
-        assert_eq!(
-            pb.lock().handle_data(from_a, &keepalive[..k], &mut plain),
-            Received::Nothing
-        );
-        let received = pb.lock().handle_data(from_a, &queued[..q], &mut plain);
-        received
-    }
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let mut p = vec![0u8; 28];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&28u16.to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    p
-}
 
 #[test]
 fn handshake_then_data_is_delivered_and_counted() {
