@@ -6,55 +6,64 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::workloads::{Workload, WorkloadError};
+use super::workloads::{StoreError, Workload, WorkloadError};
 use super::Agent;
 use crate::error::Chain;
-use crate::host::{self, HostError};
+use crate::host::{self, HostError, NETNS_DIR};
+
+/// Why `attach` or `detach` failed. The local API answers with the error and its causes
+/// ([`Chain`]), so each variant shows exactly what its cause shows.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AttachError {
+    /// No address for the namespace, or it is not attached.
+    #[error(transparent)]
+    Address(#[from] WorkloadError),
+    /// The veth pair could not be made or removed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The workloads' state file could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 impl Agent {
+    /// Puts the network namespace `netns` on the bridge with `ip`, or the lowest free address,
+    /// and records it.
     pub(super) async fn attach(
         &mut self,
         netns: &str,
         ip: Option<IpAddr>,
-    ) -> Result<Workload, String> {
-        let addr = self
-            .workloads
-            .allocate(netns, ip)
-            .map_err(|e| Chain(&e).to_string())?;
+    ) -> Result<Workload, AttachError> {
+        let addr = self.workloads.allocate(netns, ip)?;
         let workload = Workload {
             netns: netns.to_owned(),
             ip: addr,
             host_ifname: host::host_ifname_for(netns),
         };
-        self.wire(&workload)
-            .await
-            .map_err(|e| Chain(&e).to_string())?;
+        self.wire(&workload).await?;
         self.workloads.insert(workload.clone());
         if let Err(e) = self.store.save(&self.workloads) {
             // Without the record the address could be handed out twice: undo.
             let _ = self.host.detach(&workload.host_ifname).await;
             self.workloads.remove(netns).ok();
-            return Err(Chain(&e).to_string());
+            return Err(e.into());
         }
         tracing::info!(netns, ip = %workload.ip, "workload attached");
         Ok(workload)
     }
 
-    pub(super) async fn detach(&mut self, netns: &str) -> Result<Workload, String> {
-        let workload = self.workloads.get(netns).cloned().ok_or_else(|| {
-            WorkloadError::NotAttached {
-                netns: netns.into(),
-            }
-            .to_string()
-        })?;
-        self.host
-            .detach(&workload.host_ifname)
-            .await
-            .map_err(|e| Chain(&e).to_string())?;
+    /// Takes the network namespace `netns` off the bridge and forgets its address.
+    pub(super) async fn detach(&mut self, netns: &str) -> Result<Workload, AttachError> {
+        let workload =
+            self.workloads
+                .get(netns)
+                .cloned()
+                .ok_or_else(|| WorkloadError::NotAttached {
+                    netns: netns.into(),
+                })?;
+        self.host.detach(&workload.host_ifname).await?;
         self.workloads.remove(netns).ok();
-        self.store
-            .save(&self.workloads)
-            .map_err(|e| Chain(&e).to_string())?;
+        self.store.save(&self.workloads)?;
         tracing::info!(netns, ip = %workload.ip, "workload detached");
         Ok(workload)
     }
@@ -79,7 +88,7 @@ impl Agent {
         let saved: Vec<Workload> = self.workloads.iter().cloned().collect();
         let mut changed = false;
         for w in saved {
-            if !Path::new("/run/netns").join(&w.netns).exists() {
+            if !Path::new(NETNS_DIR).join(&w.netns).exists() {
                 tracing::warn!(netns = %w.netns, ip = %w.ip, "namespace is gone; forgetting its workload");
                 self.workloads.remove(&w.netns).ok();
                 changed = true;
@@ -102,5 +111,30 @@ impl Agent {
                 tracing::error!("{}", Chain(&e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn attach_errors_read_as_their_cause_with_its_chain() {
+        let e = AttachError::from(WorkloadError::NotAttached { netns: "w1".into() });
+        assert_eq!(
+            Chain(&e).to_string(),
+            "network namespace \"w1\" is not attached"
+        );
+        let e = AttachError::from(StoreError::Io {
+            path: PathBuf::from("/state/workloads.json"),
+            source: io::Error::other("disk full"),
+        });
+        assert_eq!(
+            Chain(&e).to_string(),
+            "state file /state/workloads.json: disk full"
+        );
     }
 }

@@ -140,13 +140,13 @@ impl Agent {
                 Ok(w) => Response::ok(
                     serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string(), "host_ifname": w.host_ifname }),
                 ),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(Chain(&e)),
             },
             Request::Detach { netns } => match self.detach(&netns).await {
                 Ok(w) => {
                     Response::ok(serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string() }))
                 }
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(Chain(&e)),
             },
         }
     }
