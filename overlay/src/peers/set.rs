@@ -10,7 +10,7 @@
 //!
 //! No I/O, no clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -212,54 +212,42 @@ impl PeerSet {
     }
 
     /// The running peer each desired one is, if any (see the module's doc); each running peer
-    /// matches at most one desired peer.
+    /// matches at most one desired peer. Linear in the number of peers and keys.
     fn match_running(&self, desired: &[PeerSettings]) -> Vec<Option<PeerId>> {
-        let unique_names = |names: &mut dyn Iterator<Item = &str>| {
-            let mut count: BTreeMap<String, usize> = BTreeMap::new();
-            for n in names {
-                *count.entry(n.to_owned()).or_default() += 1;
-            }
-            count.into_iter().filter(|(_, c)| *c == 1).map(|(n, _)| n)
-        };
-        let desired_names: BTreeSet<String> =
-            unique_names(&mut desired.iter().filter_map(|p| p.name.as_deref())).collect();
-        let running_names: BTreeSet<String> = unique_names(
-            &mut self
-                .entries
-                .values()
-                .filter_map(|e| e.settings.name.as_deref()),
-        )
-        .collect();
-        let mut taken = BTreeSet::new();
-        let by_key: Vec<Option<PeerId>> = desired
+        let running_keys: HashMap<PublicKey, PeerId> = self
+            .entries
+            .iter()
+            .flat_map(|(id, e)| e.settings.keys.all().iter().map(move |k| (*k, *id)))
+            .collect();
+        let running_names = unique_names(self.entries.iter().map(|(id, e)| (&e.settings, *id)));
+        let desired_names = unique_names(desired.iter().map(|d| (d, ())));
+        let mut taken = HashSet::new();
+        let mut matched: Vec<Option<PeerId>> = desired
             .iter()
             .map(|d| {
-                let id = self
-                    .entries
+                let id = d
+                    .keys
+                    .all()
                     .iter()
-                    .find(|(id, e)| !taken.contains(*id) && e.settings.keys.overlaps(&d.keys))
-                    .map(|(id, _)| *id)?;
-                taken.insert(id);
-                Some(id)
+                    .filter_map(|k| running_keys.get(k))
+                    .find(|id| !taken.contains(*id))?;
+                taken.insert(*id);
+                Some(*id)
             })
             .collect();
-        desired
-            .iter()
-            .zip(by_key)
-            .map(|(d, found)| {
-                found.or_else(|| {
-                    let name = d.name.as_deref()?;
-                    if !desired_names.contains(name) || !running_names.contains(name) {
-                        return None;
-                    }
-                    let (id, _) = self.entries.iter().find(|(id, e)| {
-                        !taken.contains(*id) && e.settings.name.as_deref() == Some(name)
-                    })?;
-                    taken.insert(*id);
-                    Some(*id)
-                })
-            })
-            .collect()
+        for (d, found) in desired.iter().zip(matched.iter_mut()) {
+            let Some(name) = d.name.as_deref() else {
+                continue;
+            };
+            if found.is_some() || !desired_names.contains_key(name) {
+                continue;
+            }
+            if let Some(id) = running_names.get(name).filter(|id| !taken.contains(*id)) {
+                taken.insert(*id);
+                *found = Some(*id);
+            }
+        }
+        matched
     }
 
     /// Applies `settings` to the running peer `id`; whether anything changed.
@@ -302,6 +290,21 @@ impl PeerSet {
         self.generation = (self.generation + 1) & GENERATION_MASK;
         (self.generation << SLOT_BITS) | slot
     }
+}
+
+/// The names that occur exactly once among `peers`, with what they are paired with.
+fn unique_names<'a, T>(peers: impl Iterator<Item = (&'a PeerSettings, T)>) -> HashMap<&'a str, T> {
+    let mut once: HashMap<&'a str, Option<T>> = HashMap::new();
+    for (settings, value) in peers {
+        if let Some(name) = settings.name.as_deref() {
+            once.entry(name)
+                .and_modify(|v| *v = None)
+                .or_insert(Some(value));
+        }
+    }
+    once.into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .collect()
 }
 
 #[cfg(test)]
