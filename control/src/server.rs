@@ -6,7 +6,9 @@
 //! network on first start, and checked against it afterwards), `admin.toml` (0600), the audit
 //! log, and finally the listening socket.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,7 @@ use wgmesh_config::ConfigError;
 use crate::audit::{AuditError, AuditLog};
 use crate::http::{self, Shared};
 use crate::pki::{Pki, PkiError};
+use crate::registry::Registry;
 use crate::service::Control;
 use crate::store::{FileStore, Store, StoreError};
 use wgmesh_client::atomic_file::{self, WriteError};
@@ -88,7 +91,7 @@ pub enum ServerError {
     #[error("cannot listen on {addr}{hint}")]
     Listen {
         /// The address.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// The error.
         source: io::Error,
         /// What to do about it.
@@ -108,7 +111,51 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     // Held until the control plane exits (the kernel drops it then, even after kill -9).
     let _lock = lock_state_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
-    let mut store = FileStore::open(dir)?;
+    let (store, registry) = open_store(&config, config_path)?;
+    let admin = ensure_admin_file(&config, &pki)?;
+    if let Some(parent) = config.audit_log.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_private_dir(parent)?;
+        }
+    }
+    let audit = AuditLog::open(&config.audit_log)?;
+    let listener = listen(config.listen).await?;
+    let shutdown = shutdown_signal()?;
+    let hosts = registry.hosts().len();
+    let revision = registry.revision();
+    let control = Control::new(
+        registry,
+        Box::new(store),
+        audit,
+        admin.token.hash(),
+        pki.ca_der().to_vec(),
+    );
+    tracing::info!(
+        listen = %config.listen,
+        url = %admin.url,
+        ca_digest = %pki.ca_digest(),
+        admin_file = %config.admin_file_path().display(),
+        hosts,
+        revision,
+        "control plane listening"
+    );
+    http::serve(
+        listener,
+        pki.server_config(),
+        Shared::new(control),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// Opens the store in `state_dir` and replays it: on first start it is initialised with the
+/// configured cluster network; afterwards that network must be the stored one.
+fn open_store(
+    config: &ControlConfig,
+    config_path: &Path,
+) -> Result<(FileStore, Registry), ServerError> {
+    let mut store = FileStore::open(&config.state_dir)?;
     let mut registry = store.load()?;
     match registry.ipam() {
         None => {
@@ -132,59 +179,34 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         }
         Some(_) => {}
     }
-    let admin = ensure_admin_file(&config, &pki)?;
-    if let Some(parent) = config.audit_log.parent() {
-        if !parent.as_os_str().is_empty() {
-            create_private_dir(parent)?;
-        }
-    }
-    let audit = AuditLog::open(&config.audit_log)?;
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                hint: if source.kind() == io::ErrorKind::AddrInUse {
-                    " (another program uses this port; pick another `listen`)"
-                } else {
-                    ""
-                },
-                source,
-            })?;
+    Ok((store, registry))
+}
+
+/// Binds the API's address.
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr,
+            hint: if source.kind() == io::ErrorKind::AddrInUse {
+                " (another program uses this port; pick another `listen`)"
+            } else {
+                ""
+            },
+            source,
+        })
+}
+
+/// Installs the SIGTERM and SIGINT handlers; the future completes at the first of them.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, ServerError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    let hosts = registry.hosts().len();
-    let revision = registry.revision();
-    let control = Control::new(
-        registry,
-        Box::new(store),
-        audit,
-        admin.token.hash(),
-        pki.ca_der().to_vec(),
-    );
-    tracing::info!(
-        listen = %config.listen,
-        url = %admin.url,
-        ca_digest = %pki.ca_digest(),
-        admin_file = %config.admin_file_path().display(),
-        hosts,
-        revision,
-        "control plane listening"
-    );
-    let shutdown = async {
+    Ok(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    http::serve(
-        listener,
-        pki.server_config(),
-        Shared::new(control),
-        shutdown,
-    )
-    .await;
-    Ok(())
+    })
 }
 
 /// Loads `admin.toml`, or creates it with a new admin token. The URL and CA certificate are
