@@ -130,9 +130,9 @@ fn report(what: &str, delays: &[Duration]) {
     );
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let args = args();
+/// Creates a reusable join token with `admin.toml`'s token; returns an agent's client (pinned to
+/// the token's CA digest, as agents are) and the token.
+async fn agent_and_token(args: &Args) -> (Client, String) {
     let file = AdminFile::load(&args.admin).expect("admin.toml");
     let admin = Client::with_ca(&file.url, file.ca_cert.der()).expect("admin client");
     let token = admin
@@ -148,14 +148,25 @@ async fn main() {
         .expect("token create")
         .token;
     let digest = token.parse::<JoinToken>().expect("token").ca_digest;
-    let agent = Client::pinned(&file.url, digest);
+    (Client::pinned(&file.url, digest), token)
+}
 
-    // 1. Joins.
+/// What the joins gave: every host's name and credential, the newest netmap revision, and the
+/// control plane's epoch.
+struct Joined {
+    hosts: Vec<(String, HostCredential)>,
+    revision: u64,
+    epoch: u64,
+}
+
+/// Step 1: joins `args.hosts` hosts, `args.concurrency` at a time, and prints the join rate and
+/// latencies.
+async fn join_all(agent: &Client, token: &str, args: &Args) -> Joined {
     let started = Instant::now();
     let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let mut joins = Vec::with_capacity(args.hosts);
     for i in 0..args.hosts {
-        let (agent, token, slots) = (agent.clone(), token.clone(), Arc::clone(&slots));
+        let (agent, token, slots) = (agent.clone(), token.to_owned(), Arc::clone(&slots));
         joins.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore");
             let t = Instant::now();
@@ -174,15 +185,17 @@ async fn main() {
             )
         }));
     }
-    let mut hosts = Vec::with_capacity(args.hosts);
+    let mut joined = Joined {
+        hosts: Vec::with_capacity(args.hosts),
+        revision: 0,
+        epoch: 0,
+    };
     let mut latencies = Vec::with_capacity(args.hosts);
-    let mut revision = 0;
-    let mut epoch = 0;
     for j in joins {
         let (name, credential, rev, run, latency) = j.await.expect("join task");
-        epoch = run;
-        revision = revision.max(rev);
-        hosts.push((name, credential));
+        joined.epoch = run;
+        joined.revision = joined.revision.max(rev);
+        joined.hosts.push((name, credential));
         latencies.push(latency);
     }
     let elapsed = started.elapsed();
@@ -195,6 +208,20 @@ async fn main() {
     );
     println!("join_p50_ms {}", ms(percentile(&latencies, 0.5)));
     println!("join_p99_ms {}", ms(percentile(&latencies, 0.99)));
+    joined
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = args();
+    let (agent, token) = agent_and_token(&args).await;
+
+    // 1. Joins.
+    let Joined {
+        hosts,
+        mut revision,
+        epoch,
+    } = join_all(&agent, &token, &args).await;
 
     // 2. A new host: every other host's poll returns with it.
     let n = hosts.len();
