@@ -10,6 +10,7 @@
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
 //!   is down.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use wgmesh_client::api::{ApiReason, JoinBody};
 use wgmesh_client::client::{Client, ClientError};
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
-use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
+use wgmesh_config::token::{CaDigest, HostCredential, JoinToken, TokenError};
 use wgmesh_config::{AgentConfig, ControlSection, JoinTokenSource, PublicKey};
 
 use super::netmap_cache::NetmapCache;
@@ -46,21 +47,62 @@ pub enum LinkError {
         /// The control plane.
         url: String,
     },
-    /// The token file cannot be read or holds no valid token.
-    #[error("control.join_token_file: {}: {message}", path.display())]
-    TokenFile {
+    /// The token file cannot be read.
+    #[error("control.join_token_file: {}: cannot read the join token", path.display())]
+    TokenRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The token file holds no valid token.
+    #[error("control.join_token_file: {}", path.display())]
+    TokenInvalid {
         /// The file.
         path: PathBuf,
         /// What is wrong (never the token).
-        message: String,
+        #[source]
+        source: TokenError,
     },
-    /// The credential file cannot be read or written.
-    #[error("{}: {message}", path.display())]
-    CredentialFile {
+    /// The credential file cannot be read.
+    #[error("{}: cannot read the credential", path.display())]
+    CredentialRead {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The credential file is not one. The sentence names the parse error in its middle, so it
+    /// is kept in the variant but not returned as the source (which would print it twice).
+    #[error(
+        "{}: not a wgmesh credential file ({error}); move it away to join again with the token",
+        path.display()
+    )]
+    CredentialCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        error: serde_json::Error,
+    },
+    /// The credential in the file is not a valid host credential.
+    #[error("{}", path.display())]
+    CredentialInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the credential).
+        #[source]
+        source: TokenError,
+    },
+    /// The credential file cannot be written.
+    #[error("{}: cannot save the credential", path.display())]
+    CredentialSave {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
     /// The control plane no longer accepts the saved credential.
     #[error(
@@ -426,13 +468,14 @@ fn read_token(control: &ControlSection, url: &str) -> Result<JoinToken, LinkErro
     match &control.join_token {
         Some(JoinTokenSource::Inline(token)) => Ok(token.clone()),
         Some(JoinTokenSource::File(path)) => {
-            let err = |message: String| LinkError::TokenFile {
+            let text = std::fs::read_to_string(path).map_err(|source| LinkError::TokenRead {
                 path: path.clone(),
-                message,
-            };
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err(format!("cannot read the join token: {e}")))?;
-            JoinToken::from_str(&text).map_err(|e| err(e.to_string()))
+                source,
+            })?;
+            JoinToken::from_str(&text).map_err(|source| LinkError::TokenInvalid {
+                path: path.clone(),
+                source,
+            })
         }
         None => Err(LinkError::NoToken {
             url: url.to_owned(),
@@ -447,15 +490,16 @@ fn load_link(
     control: &ControlSection,
     name: &str,
 ) -> Result<Option<(Link, bool)>, LinkError> {
-    let err = |message: String| LinkError::CredentialFile {
-        path: path.to_owned(),
-        message,
-    };
+    let path_buf = || path.to_owned();
     let file = read_json::<CredentialFile>(path).map_err(|e| match e {
-        ReadError::Io(e) => err(format!("cannot read the credential: {e}")),
-        ReadError::Corrupt(e) => err(format!(
-            "not a wgmesh credential file ({e}); move it away to join again with the token"
-        )),
+        ReadError::Io(source) => LinkError::CredentialRead {
+            path: path_buf(),
+            source,
+        },
+        ReadError::Corrupt(error) => LinkError::CredentialCorrupt {
+            path: path_buf(),
+            error,
+        },
     })?;
     let Some(CredentialFile::V1 {
         url,
@@ -471,7 +515,11 @@ fn load_link(
         tracing::info!(saved_url = %url, saved_name, "the saved credential is for another control plane or name; joining with the token");
         return Ok(None);
     }
-    let credential = HostCredential::from_str(&credential).map_err(|e| err(e.to_string()))?;
+    let credential =
+        HostCredential::from_str(&credential).map_err(|source| LinkError::CredentialInvalid {
+            path: path_buf(),
+            source,
+        })?;
     let link = Link {
         client: Client::pinned(&control.url, ca_digest),
         name: saved_name,
@@ -489,9 +537,9 @@ fn save_link(path: &Path, link: &Link, joined: bool) -> Result<(), LinkError> {
         credential: link.credential.expose(),
         joined,
     };
-    write_json(path, &file).map_err(|e| LinkError::CredentialFile {
+    write_json(path, &file).map_err(|source| LinkError::CredentialSave {
         path: path.to_owned(),
-        message: format!("cannot save the credential: {e}"),
+        source,
     })
 }
 
@@ -551,5 +599,47 @@ mod tests {
         assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
         let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();
         assert!(err.to_string().contains("this host is host-a"), "{err}");
+    }
+
+    #[test]
+    fn credential_and_token_file_errors_name_the_file_then_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("join.token");
+        let control = ControlSection {
+            url: "https://198.18.0.10:7443".parse().unwrap(),
+            join_token: Some(JoinTokenSource::File(token_file.clone())),
+        };
+        let url = control.url.to_string();
+        let err = read_token(&control, &url).unwrap_err();
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!(
+                "control.join_token_file: {}: cannot read the join token: No such file or \
+                 directory (os error 2)",
+                token_file.display()
+            )
+        );
+        std::fs::write(&token_file, "WGM1-nope").unwrap();
+        let parse = JoinToken::from_str("WGM1-nope").unwrap_err();
+        let err = read_token(&control, &url).unwrap_err();
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!("control.join_token_file: {}: {parse}", token_file.display())
+        );
+
+        let path = dir.path().join(CREDENTIAL_FILE);
+        std::fs::write(&path, "{nope").unwrap();
+        let json = serde_json::from_str::<CredentialFile>("{nope")
+            .err()
+            .unwrap();
+        let err = load_link(&path, &control, "host-a").err().unwrap();
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!(
+                "{}: not a wgmesh credential file ({json}); move it away to join again with the \
+                 token",
+                path.display()
+            )
+        );
     }
 }

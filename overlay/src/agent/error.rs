@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use wgmesh_config::key::KeyError;
 use wgmesh_config::ConfigError;
 
 use super::control_link::LinkError;
@@ -21,13 +22,32 @@ pub enum AgentError {
     /// The config file is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A key file could not be read, created or parsed.
-    #[error("{path}: {message}")]
-    KeyFile {
+    /// A key file could not be read.
+    #[error("{path}: cannot read the key file")]
+    KeyRead {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The host's key file could not be created.
+    #[error("{path}: cannot create the key file")]
+    KeyCreate {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A key file does not hold a valid key.
+    #[error("{path}")]
+    KeyInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its text.
+        #[source]
+        source: KeyError,
     },
     /// The state directory could not be created.
     #[error("cannot create the state directory {path}")]

@@ -5,24 +5,23 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use wgmesh_config::key::KeyError;
 use wgmesh_config::PrivateKey;
 
 use super::AgentError;
 
-pub(super) fn read_key<K: std::str::FromStr>(path: &Path) -> Result<K, AgentError>
-where
-    K::Err: std::fmt::Display,
-{
-    let text = std::fs::read_to_string(path).map_err(|e| AgentError::KeyFile {
+/// Reads the key (private or preshared) in the file at `path`.
+pub(super) fn read_key<K: std::str::FromStr<Err = KeyError>>(path: &Path) -> Result<K, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::KeyRead {
         path: path.to_owned(),
-        message: format!("cannot read the key file: {e}"),
+        source,
     })?;
     warn_if_readable_by_others(path);
     text.trim()
         .parse()
-        .map_err(|e: K::Err| AgentError::KeyFile {
+        .map_err(|source| AgentError::KeyInvalid {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         })
 }
 
@@ -40,9 +39,9 @@ pub(super) fn load_or_create_key(path: &Path) -> Result<PrivateKey, AgentError> 
     if path.exists() {
         return read_key(path);
     }
-    let err = |e: io::Error| AgentError::KeyFile {
+    let err = |source: io::Error| AgentError::KeyCreate {
         path: path.to_owned(),
-        message: format!("cannot create the key file: {e}"),
+        source,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -58,4 +57,34 @@ pub(super) fn load_or_create_key(path: &Path) -> Result<PrivateKey, AgentError> 
     f.sync_all().map_err(err)?;
     tracing::info!(path = %path.display(), "created a new private key");
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use wgmesh_config::PresharedKey;
+
+    use super::*;
+    use crate::error::Chain;
+
+    #[test]
+    fn key_file_errors_name_the_file_then_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.key");
+        let err = read_key::<PresharedKey>(&missing).unwrap_err();
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!(
+                "{}: cannot read the key file: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let bad = dir.path().join("bad.key");
+        std::fs::write(&bad, "not a key\n").unwrap();
+        let err = read_key::<PresharedKey>(&bad).unwrap_err();
+        let parse = "not a key".parse::<PresharedKey>().unwrap_err();
+        assert_eq!(
+            Chain(&err).to_string(),
+            format!("{}: {parse}", bad.display())
+        );
+    }
 }
