@@ -1,7 +1,6 @@
 //! The registry's records: a [`Host`], a join [`Token`] (and the rules for using one,
 //! [`Token::check_usable`]), a [`Workload`], and the [`JoinRequest`] a host joins with.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -12,8 +11,9 @@ use wgmesh_config::{HostName, PublicKey};
 use super::error::TokenRefused;
 use crate::ids::{HostId, TokenId};
 
-/// Labels of a host or workload: `key = value`, sorted by key.
-pub type Labels = BTreeMap<String, String>;
+/// Labels of a host or workload: `key = value`, sorted by key (config's type, whose rules
+/// [`wgmesh_config::labels::check_labels`] checks).
+pub use wgmesh_config::labels::Labels;
 
 /// A joined host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
