@@ -248,13 +248,19 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
     fs::read(path).map_err(io_error(path))
 }
 
+/// Certificate parameters with this common name as the whole distinguished name.
+fn named(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params
+}
+
 /// The parameters of the CA certificate. The issuer of server certificates is rebuilt from
 /// these, so they must stay the same for a CA's lifetime.
 fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
-    params.distinguished_name = dn;
+    let mut params = named(CA_COMMON_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -365,10 +371,7 @@ fn issue_server(
         what: "the server certificate",
         reason,
     };
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, SERVER_COMMON_NAME);
-    params.distinguished_name = dn;
+    let mut params = named(SERVER_COMMON_NAME);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
