@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ipam::IpamError;
 use wgmesh_client::api::ApiReason as Reason;
 use wgmesh_config::HostName;
 
 use crate::ids::{HostId, TokenId};
-use crate::registry::{RegistryError, TokenRefused};
 
 /// One audited event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,34 +116,6 @@ pub enum Outcome {
     Refused(Reason),
 }
 
-impl From<&TokenRefused> for Reason {
-    fn from(e: &TokenRefused) -> Self {
-        match e {
-            TokenRefused::Unknown => Self::TokenUnknown,
-            TokenRefused::Expired { .. } => Self::TokenExpired,
-            TokenRefused::Used { .. } => Self::TokenUsed,
-            TokenRefused::Revoked { .. } => Self::TokenRevoked,
-        }
-    }
-}
-
-impl From<&RegistryError> for Reason {
-    fn from(e: &RegistryError) -> Self {
-        match e {
-            RegistryError::Token(t) => t.into(),
-            RegistryError::NameTaken { .. } => Self::NameTaken,
-            RegistryError::KeyTaken { .. } => Self::KeyTaken,
-            RegistryError::NoSuchHost(_) | RegistryError::NoSuchToken(_) => Self::NotFound,
-            RegistryError::CredentialInUse(_) => Self::BadRequest,
-            RegistryError::Ipam(IpamError::Exhausted { .. }) => Self::SubnetsExhausted,
-            RegistryError::Ipam(_)
-            | RegistryError::NotInitialized
-            | RegistryError::AlreadyInitialized { .. }
-            | RegistryError::IdInUse { .. } => Self::Internal,
-        }
-    }
-}
-
 impl AuditEvent {
     /// The event as one JSON line, newline included.
     pub fn to_line(&self) -> Vec<u8> {
@@ -226,6 +196,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::registry::{RegistryError, TokenRefused};
 
     fn join_refused() -> AuditEvent {
         AuditEvent {

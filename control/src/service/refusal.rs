@@ -1,6 +1,6 @@
 //! [`ApiError`], a refused request, and the refusals more than one call makes: no or an unknown
-//! credential, an unusable store, a registry refusal, and bad request fields (labels, an
-//! endpoint's port).
+//! credential, an unusable store, a registry refusal (and its [`ApiReason`]), and bad request
+//! fields (labels, an endpoint's port).
 
 use std::net::SocketAddr;
 
@@ -8,7 +8,8 @@ use wgmesh_client::api::ApiReason;
 use wgmesh_config::labels::{self, Labels};
 
 use crate::audit::Outcome;
-use crate::registry::RegistryError;
+use crate::ipam::IpamError;
+use crate::registry::{RegistryError, TokenRefused};
 
 /// A refused request: the reason word, its HTTP status, and a message for humans (never a
 /// secret).
@@ -32,6 +33,36 @@ impl ApiError {
 
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ApiReason::BadRequest, message)
+    }
+}
+
+/// The reason word of a join token's refusal.
+impl From<&TokenRefused> for ApiReason {
+    fn from(e: &TokenRefused) -> Self {
+        match e {
+            TokenRefused::Unknown => Self::TokenUnknown,
+            TokenRefused::Expired { .. } => Self::TokenExpired,
+            TokenRefused::Used { .. } => Self::TokenUsed,
+            TokenRefused::Revoked { .. } => Self::TokenRevoked,
+        }
+    }
+}
+
+/// The reason word of a registry refusal.
+impl From<&RegistryError> for ApiReason {
+    fn from(e: &RegistryError) -> Self {
+        match e {
+            RegistryError::Token(t) => t.into(),
+            RegistryError::NameTaken { .. } => Self::NameTaken,
+            RegistryError::KeyTaken { .. } => Self::KeyTaken,
+            RegistryError::NoSuchHost(_) | RegistryError::NoSuchToken(_) => Self::NotFound,
+            RegistryError::CredentialInUse(_) => Self::BadRequest,
+            RegistryError::Ipam(IpamError::Exhausted { .. }) => Self::SubnetsExhausted,
+            RegistryError::Ipam(_)
+            | RegistryError::NotInitialized
+            | RegistryError::AlreadyInitialized { .. }
+            | RegistryError::IdInUse { .. } => Self::Internal,
+        }
     }
 }
 
