@@ -1,25 +1,30 @@
-//! wgmesh-control: the control plane (issue 4).
+//! wgmesh-control: the control plane (issue 4). What both sides of its API share (the JSON
+//! bodies, the HTTPS client, CA pinning, the state-directory file helpers) is `wgmesh-client`'s;
+//! this crate is the server side, and the agent never depends on it.
 //!
 //! The pure core and the store:
-//! - [`registry`]: hosts, join tokens and workloads, changed only by [`registry::Mutation`]s;
+//! - [`ids`]: [`ids::HostId`] and [`ids::TokenId`], the leaf every other module names hosts and
+//!   tokens by;
+//! - [`registry`]: hosts, join tokens (and the rules for using one) and workloads, changed only
+//!   by [`registry::Mutation`]s (`records`, `mutation`, `error`, `plan`, `apply` inside);
 //! - [`ipam`]: host subnets of the cluster CIDR;
 //! - [`compile`]: the [`Netmap`](wgmesh_config::netmap::Netmap) of every host, and deltas
 //!   between revisions from the [`changelog`];
 //! - [`store`]: where mutations are made durable ([`store::FileStore`], [`store::MemStore`]);
-//! - [`audit`]: the audit log;
-//! - [`pki`]: the cluster CA, the server certificate, and TLS clients that pin the CA digest of a
-//!   join token.
+//! - [`audit`]: the audit log's events and its file;
+//! - [`pki`]: the cluster CA and the server certificate in `state_dir`, and the server's TLS
+//!   configuration.
 //!
 //! The API (docs/CONTROL-API.md):
-//! - [`api`]: the JSON bodies, shared by server and client;
-//! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP;
+//! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP
+//!   (`join`, `hosts`, `tokens`, `nodes` inside, with `caller` and `refusal`);
 //! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll, and
 //!   [`limiter`]: the per-address limit on refused requests;
 //! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
-//! - [`client`]: the HTTPS client the agent and the admin CLI use; [`admin`]: the CLI's helpers.
+//! - [`admin`]: the admin CLI's helpers (`--ttl`, the `token list` and `node list` tables).
 //!
-//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`],
-//! [`server`] and [`client`] is pure: no I/O and no clock (times are passed in as unix seconds).
+//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`]
+//! and [`server`] is pure: no I/O and no clock (times are passed in as unix seconds).
 #![warn(missing_docs)]
 
 pub mod admin;

@@ -38,7 +38,7 @@ pub struct Host {
     /// When the host joined (unix seconds).
     pub joined_at: u64,
     /// When the host was last heard from (unix seconds). Kept in memory by
-    /// [`Registry::touch`]; only persisted with the state it is part of.
+    /// [`Registry::touch`](super::Registry::touch); only persisted with the state it is part of.
     pub last_seen: u64,
 }
 
