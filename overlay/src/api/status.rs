@@ -127,46 +127,7 @@ impl Status {
             );
         }
         for p in &self.peers {
-            let _ = writeln!(s);
-            match &p.name {
-                Some(n) => {
-                    let _ = writeln!(s, "peer: {} ({n})", p.public_key);
-                }
-                None => {
-                    let _ = writeln!(s, "peer: {}", p.public_key);
-                }
-            }
-            if let Some(e) = &p.endpoint {
-                let _ = writeln!(s, "  endpoint: {e}");
-            }
-            let allowed = if p.allowed_ips.is_empty() {
-                "(none)".to_string()
-            } else {
-                p.allowed_ips.join(", ")
-            };
-            let _ = writeln!(s, "  allowed ips: {allowed}");
-            if let Some(t) = p.latest_handshake {
-                let _ = writeln!(s, "  latest handshake: {} ago", ago(now.saturating_sub(t)));
-            }
-            let _ = writeln!(
-                s,
-                "  transfer: {} received ({} packets), {} sent ({} packets)",
-                bytes(p.counters.rx_bytes),
-                p.counters.rx_packets,
-                bytes(p.counters.tx_bytes),
-                p.counters.tx_packets
-            );
-            if let Some(k) = p.persistent_keepalive {
-                let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
-            }
-            let d = &p.counters.dropped;
-            if d.source_not_allowed + d.decrypt_failed + d.no_endpoint + d.no_session > 0 {
-                let _ = writeln!(
-                    s,
-                    "  dropped: {} source not allowed, {} decrypt failed, {} no endpoint, {} no session",
-                    d.source_not_allowed, d.decrypt_failed, d.no_endpoint, d.no_session
-                );
-            }
+            p.render(&mut s, now);
         }
         if !self.workloads.is_empty() {
             let _ = writeln!(s);
@@ -176,6 +137,52 @@ impl Status {
             }
         }
         s
+    }
+}
+
+impl PeerStatus {
+    /// Appends the peer's block of [`Status::render`] to `s`.
+    fn render(&self, s: &mut String, now: u64) {
+        let _ = writeln!(s);
+        match &self.name {
+            Some(n) => {
+                let _ = writeln!(s, "peer: {} ({n})", self.public_key);
+            }
+            None => {
+                let _ = writeln!(s, "peer: {}", self.public_key);
+            }
+        }
+        if let Some(e) = &self.endpoint {
+            let _ = writeln!(s, "  endpoint: {e}");
+        }
+        let allowed = if self.allowed_ips.is_empty() {
+            "(none)".to_string()
+        } else {
+            self.allowed_ips.join(", ")
+        };
+        let _ = writeln!(s, "  allowed ips: {allowed}");
+        if let Some(t) = self.latest_handshake {
+            let _ = writeln!(s, "  latest handshake: {} ago", ago(now.saturating_sub(t)));
+        }
+        let _ = writeln!(
+            s,
+            "  transfer: {} received ({} packets), {} sent ({} packets)",
+            bytes(self.counters.rx_bytes),
+            self.counters.rx_packets,
+            bytes(self.counters.tx_bytes),
+            self.counters.tx_packets
+        );
+        if let Some(k) = self.persistent_keepalive {
+            let _ = writeln!(s, "  persistent keepalive: every {k} seconds");
+        }
+        let d = &self.counters.dropped;
+        if d.source_not_allowed + d.decrypt_failed + d.no_endpoint + d.no_session > 0 {
+            let _ = writeln!(
+                s,
+                "  dropped: {} source not allowed, {} decrypt failed, {} no endpoint, {} no session",
+                d.source_not_allowed, d.decrypt_failed, d.no_endpoint, d.no_session
+            );
+        }
     }
 }
 
