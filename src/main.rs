@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wgmesh_config::PrivateKey;
+use wgmesh_config::{PrivateKey, DEFAULT_SOCKET};
 use wgmesh_overlay::api::status::Status;
 use wgmesh_overlay::api::{self, Request};
 
-const DEFAULT_SOCKET: &str = "/run/wgmesh/agent.sock";
 const DEFAULT_ADMIN: &str = "/var/lib/wgmesh-control/admin.toml";
 
 /// Encrypted overlay network for containers on many hosts, over userspace WireGuard.
