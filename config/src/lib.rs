@@ -3,6 +3,9 @@
 //!
 //! - [`key`]: WireGuard keys ([`PrivateKey`], [`PublicKey`], [`PresharedKey`]) in `wg`'s base64.
 //! - [`agent`]: the agent's TOML file, parsed into [`AgentConfig`].
+//! - [`control`]: the control plane's `control.toml` and the admin CLI's `admin.toml`.
+//! - [`token`]: join tokens, the admin token, host credentials and the hashes kept of them.
+//! - [`netmap`]: what the control plane sends each agent ([`netmap::Netmap`], and deltas).
 //! - [`labels`]: host labels (`zone = "a"`) and their rules, shared by agent.toml, the admin
 //!   CLI and the control plane.
 //! - [`name`]: the host-name rule and [`HostName`]; [`ifname`]: the Linux interface-name rule.
