@@ -1,5 +1,5 @@
 //! What the admin CLI needs besides the [`client`](wgmesh_client::client): reading `--ttl` and
-//! rendering `node list`. Pure.
+//! rendering `token list` and `node list`. Pure.
 
 use std::fmt::Write as _;
 

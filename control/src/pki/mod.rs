@@ -1,6 +1,6 @@
-//! The control plane's PKI: its CA, its server certificate, and the TLS configurations of its
-//! server, of the agent (which trusts only the CA whose digest is in its join token) and of the
-//! admin CLI (which trusts only the CA certificate in `admin.toml`).
+//! The control plane's PKI: its CA, its server certificate, and the TLS configuration of its
+//! server. The clients' side (the agent trusts only the CA whose digest is in its join token,
+//! the admin CLI only the CA certificate in `admin.toml`) is [`wgmesh_client::pin`].
 //!
 //! # Files in `state_dir`
 //!
