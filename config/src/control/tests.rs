@@ -501,7 +501,7 @@ fn admin_file_missing_fields() {
 }
 
 #[test]
-fn admin_file_bad_values() {
+fn admin_file_bad_url() {
     let shown = admin_error(
         &admin_text("http://198.18.0.10:7443", CA_PEM, ADMIN_TOKEN),
         1,
@@ -524,7 +524,10 @@ fn admin_file_bad_values() {
         Some("url"),
         "has a path",
     );
+}
 
+#[test]
+fn admin_file_bad_ca_cert() {
     let ca = Some("ca_cert");
     admin_error(
         &admin_text("https://a.example:1", "hello\n", ADMIN_TOKEN),
@@ -567,7 +570,10 @@ fn admin_file_bad_values() {
         ca,
         "not DER",
     );
+}
 
+#[test]
+fn admin_file_bad_token() {
     let token = Some("token");
     let line = CA_PEM.lines().count() + 4;
     admin_error(
