@@ -1,4 +1,5 @@
-//! Running netlink work inside another network namespace.
+//! Named network namespaces: opening one (`/run/netns/NAME`, checked to be a namespace) and
+//! running netlink work inside it.
 //!
 //! This module performs I/O: it starts a thread, moves that thread into a network namespace
 //! with `setns(2)` and opens a netlink socket there. The calling thread never changes namespace.
@@ -6,10 +7,74 @@
 use std::any::Any;
 use std::fs::File;
 use std::future::Future;
+use std::io;
+use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
 
 use super::{HostError, HostNet};
+
+/// Where `ip netns add` bind-mounts named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Opens `/run/netns/NAME` and checks that it is a network namespace (an nsfs bind mount, not
+/// the empty file a crashed `ip netns add` can leave).
+pub(super) fn open_netns(name: &str) -> Result<File, HostError> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("reserved")
+    } else if name.contains(['/', '\0']) {
+        Some("contains '/' or NUL")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(HostError::InvalidNetnsName {
+            name: name.to_owned(),
+            reason,
+        });
+    }
+    let path = Path::new(NETNS_DIR).join(name);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(HostError::NetnsNotFound {
+                name: name.to_owned(),
+                path,
+            })
+        }
+        Err(source) => {
+            return Err(HostError::NetnsOpen {
+                name: name.to_owned(),
+                path,
+                source,
+            })
+        }
+    };
+    let is_nsfs = match nix::sys::statfs::fstatfs(&file) {
+        Ok(stat) => stat.filesystem_type() == nix::sys::statfs::NSFS_MAGIC,
+        Err(errno) => {
+            return Err(HostError::NetnsOpen {
+                name: name.to_owned(),
+                path,
+                source: errno.into(),
+            })
+        }
+    };
+    if !is_nsfs {
+        let source = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a namespace (no nsfs mount)",
+        );
+        return Err(HostError::NetnsOpen {
+            name: name.to_owned(),
+            path,
+            source,
+        });
+    }
+    Ok(file)
+}
 
 /// Runs `work` with a [`HostNet`] connected inside the network namespace `ns` (called `name`, for
 /// errors) and returns its result. Errors from `work` come back wrapped in

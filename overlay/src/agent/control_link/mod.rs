@@ -6,12 +6,12 @@
 //!   unreachable it starts from the cached netmap if there is one, and otherwise retries until
 //!   the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
 //!   with the control plane's reason.
-//! - [`follow`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
+//! - [`follow()`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
 //!   is down.
 //!
 //! Here: [`establish`], [`LinkError`] and the check that a netmap is addressed to this host;
-//! `follow`: [`follow`]; `credential`: the credential and token files; `backoff`: the waits.
+//! `follow`: [`follow()`]; `credential`: the credential and token files; `backoff`: the waits.
 
 mod backoff;
 mod credential;

@@ -1,0 +1,200 @@
+//! Workloads' network namespaces on the bridge: a veth pair per namespace, its host end on the
+//! bridge, its other end `eth0` inside with the workload's address and default route; and the
+//! stable names of those veths.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use ipnet::IpNet;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
+use wgmesh_config::ifname::MAX_IFNAME_LEN;
+
+use super::link::check_ifname;
+use super::netns::{self, open_netns};
+use super::{HostError, HostNet};
+
+/// The name a workload's end of its veth pair gets inside its namespace.
+pub const WORKLOAD_IFNAME: &str = "eth0";
+
+impl HostNet {
+    /// Attaches the named network namespace `netns` (`/run/netns/NAME`, as `ip netns add` makes
+    /// it) to the bridge `bridge_index`:
+    ///
+    /// 1. creates a veth pair whose host end is `host_ifname` and whose other end is created
+    ///    directly inside the namespace under a temporary name (see [`peer_ifname`]), both with
+    ///    MTU `mtu`;
+    /// 2. puts `host_ifname` on the bridge and sets it up;
+    /// 3. inside the namespace, renames the peer to [`WORKLOAD_IFNAME`] (`eth0`), adds `addr`
+    ///    (for example `10.42.1.2/24`), sets `lo` and `eth0` up and adds (or replaces) the
+    ///    default route via `gateway`.
+    ///
+    /// Nothing is created if the namespace does not exist ([`HostError::NetnsNotFound`]) or
+    /// `host_ifname` already exists. If a later step fails, the veth pair is deleted again
+    /// before the error is returned. Dropping the returned future part-way may leave the pair
+    /// behind; [`HostNet::detach`] removes it.
+    pub async fn attach_netns(
+        &self,
+        netns: &str,
+        host_ifname: &str,
+        bridge_index: u32,
+        addr: IpNet,
+        gateway: IpAddr,
+        mtu: u16,
+    ) -> Result<(), HostError> {
+        check_ifname(host_ifname)?;
+        if addr.addr().is_ipv4() != gateway.is_ipv4() {
+            return Err(HostError::FamilyMismatch {
+                prefix: addr,
+                addr: gateway,
+            });
+        }
+        let ns = open_netns(netns)?;
+        let peer = peer_ifname(host_ifname);
+
+        let peer_message = LinkUnspec::new_with_name(&peer)
+            .mtu(mtu.into())
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let message = LinkVeth::new(host_ifname, &peer)
+            .mtu(mtu.into())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink(
+                    "create",
+                    format!(
+                        "veth {host_ifname:?} with peer {peer:?} in network namespace {netns:?}"
+                    ),
+                    source,
+                )
+            })?;
+
+        // From here on the pair is ours: undo it if any later step fails.
+        let result = async {
+            let index =
+                self.link_index(host_ifname)
+                    .await?
+                    .ok_or_else(|| HostError::LinkVanished {
+                        name: host_ifname.to_owned(),
+                    })?;
+            self.enslave(index, bridge_index).await?;
+            netns::run_in(netns, ns, move |inner| async move {
+                inner.configure_workload(&peer, addr, gateway, mtu).await
+            })
+            .await
+        }
+        .await;
+        if let Err(error) = &result {
+            match self.delete_link(host_ifname).await {
+                Ok(_) => tracing::debug!(link = host_ifname, netns, error = %error,
+                    "attach failed; removed the veth pair"),
+                Err(cleanup) => tracing::warn!(link = host_ifname, netns, error = %error,
+                    cleanup_error = %cleanup, "attach failed and the veth pair could not be removed"),
+            }
+        }
+        result
+    }
+
+    /// The in-namespace half of [`HostNet::attach_netns`]; `self` is connected inside it.
+    async fn configure_workload(
+        &self,
+        peer: &str,
+        addr: IpNet,
+        gateway: IpAddr,
+        mtu: u16,
+    ) -> Result<(), HostError> {
+        let index = self
+            .link_index(peer)
+            .await?
+            .ok_or_else(|| HostError::LinkVanished {
+                name: peer.to_owned(),
+            })?;
+        // A new link is down, so it may be renamed.
+        let rename = LinkUnspec::new_with_index(index)
+            .name(WORKLOAD_IFNAME)
+            .mtu(mtu.into())
+            .build();
+        self.handle
+            .link()
+            .change(rename)
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink(
+                    "rename",
+                    format!("link {peer:?} to {WORKLOAD_IFNAME:?}"),
+                    source,
+                )
+            })?;
+        self.ensure_address(index, WORKLOAD_IFNAME, addr).await?;
+        if let Some(lo) = self.link_index("lo").await? {
+            self.set_up(lo, None).await?;
+        }
+        self.set_up(index, None).await?;
+
+        let default_route = match gateway {
+            IpAddr::V4(gateway) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .build(),
+            IpAddr::V6(gateway) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .build(),
+        };
+        self.handle
+            .route()
+            .add(default_route)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink(
+                    "replace",
+                    format!("default route via {gateway} dev {WORKLOAD_IFNAME}"),
+                    source,
+                )
+            })
+    }
+
+    /// Removes a namespace's veth pair by its host end `host_ifname` (deleting one end deletes
+    /// the other, wherever it is). Returns `Ok(false)` if there was no such link.
+    pub async fn detach(&self, host_ifname: &str) -> Result<bool, HostError> {
+        self.delete_link(host_ifname).await
+    }
+}
+
+/// The host-side veth name for the namespace called `netns`: `"wgmv"` followed by 8 hex digits
+/// of its 32-bit FNV-1a hash (12 bytes). The same name always gives the same result, on every
+/// host and in every version, so a restarted agent finds the veths it made.
+pub fn host_ifname_for(netns: &str) -> String {
+    const FNV_OFFSET: u32 = 0x811c_9dc5;
+    const FNV_PRIME: u32 = 0x0100_0193;
+    let hash = netns.bytes().fold(FNV_OFFSET, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    format!("wgmv{hash:08x}")
+}
+
+/// The temporary name of the namespace end of `host_ifname`'s veth pair: `host_ifname` cut to
+/// 14 bytes, plus `p` (or `q` if that would give `host_ifname` back). Unique per host end, so
+/// attaching two namespaces at once does not collide.
+pub fn peer_ifname(host_ifname: &str) -> String {
+    let mut end = host_ifname.len().min(MAX_IFNAME_LEN - 1);
+    while !host_ifname.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut peer = host_ifname[..end].to_owned();
+    peer.push('p');
+    if peer == host_ifname {
+        peer.pop();
+        peer.push('q');
+    }
+    peer
+}
