@@ -129,6 +129,7 @@ mod tests {
             "network namespace \"w1\" is not attached"
         );
         let e = AttachError::from(StoreError::Io {
+            what: "state file",
             path: PathBuf::from("/state/workloads.json"),
             source: io::Error::other("disk full"),
         });

@@ -9,8 +9,7 @@ use wgmesh_config::key::KeyError;
 use wgmesh_config::ConfigError;
 
 use super::control_link::LinkError;
-use super::netmap_cache::NetmapCacheError;
-use super::workloads;
+use super::statefile::StateFileError;
 use crate::api::ApiError;
 use crate::host::HostError;
 use crate::peers::set::PeerSetError;
@@ -90,9 +89,9 @@ pub enum AgentError {
     /// The peers could not be applied.
     #[error(transparent)]
     Peers(#[from] PeerSetError),
-    /// The workloads' state could not be read or written.
+    /// A state file (the workloads, the netmap cache) could not be read or written.
     #[error(transparent)]
-    Store(#[from] workloads::StoreError),
+    StateFile(#[from] StateFileError),
     /// The local API socket could not be bound.
     #[error("agent.socket: {0}")]
     Api(#[from] ApiError),
@@ -102,9 +101,6 @@ pub enum AgentError {
     /// A netmap cannot be applied.
     #[error(transparent)]
     Netmap(#[from] NetmapApplyError),
-    /// The netmap cache cannot be written.
-    #[error(transparent)]
-    NetmapCache(#[from] NetmapCacheError),
     /// The subnet the control plane assigned does not fit the configured MTU.
     #[error("agent.mtu: {mtu} is too small for the IPv6 subnet {subnet} the control plane assigned; use 1280 to 9000")]
     MtuTooSmall {

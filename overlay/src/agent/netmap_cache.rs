@@ -3,13 +3,12 @@
 //! and endpoints), so that an agent restarted while the control plane is down restores its
 //! tunnels from it (fail-static).
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::Netmap;
 
-use super::statefile::{read_json, write_json, ReadError};
+use super::statefile::{JsonFile, StateFileError};
 
 /// What `netmap.json` holds.
 #[derive(Serialize, Deserialize)]
@@ -19,60 +18,31 @@ enum CacheFile {
     V1 { netmap: Netmap },
 }
 
-/// Errors reading or writing the netmap cache.
-#[derive(Debug, thiserror::Error)]
-pub enum NetmapCacheError {
-    /// I/O on the file.
-    #[error("netmap cache {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The file is not a valid cached netmap; it is left alone.
-    #[error("{path}: not a valid wgmesh netmap cache; move it away to start afresh")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
-}
+/// Errors reading or writing the netmap cache ("netmap cache" in messages).
+pub type NetmapCacheError = StateFileError;
 
 /// The last applied netmap, kept in the agent's state directory.
 pub struct NetmapCache {
-    path: PathBuf,
+    file: JsonFile,
 }
 
 impl NetmapCache {
     /// The cache in `state_dir` (`netmap.json`).
     pub fn new(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("netmap.json"),
+            file: JsonFile::new(state_dir.join("netmap.json"), "netmap cache"),
         }
     }
 
     /// The cache file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The cached netmap; `None` when there is none. A file that cannot be read or parsed is an
     /// error, never an empty netmap.
     pub fn load(&self) -> Result<Option<Netmap>, NetmapCacheError> {
-        let file = read_json::<CacheFile>(&self.path).map_err(|e| match e {
-            ReadError::Io(source) => NetmapCacheError::Io {
-                path: self.path.clone(),
-                source,
-            },
-            ReadError::Corrupt(source) => NetmapCacheError::Corrupt {
-                path: self.path.clone(),
-                source,
-            },
-        })?;
+        let file = self.file.load::<CacheFile>()?;
         Ok(file.map(|CacheFile::V1 { netmap }| netmap))
     }
 
@@ -81,10 +51,7 @@ impl NetmapCache {
         let file = CacheFile::V1 {
             netmap: netmap.clone(),
         };
-        write_json(&self.path, &file).map_err(|source| NetmapCacheError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.file.save(&file)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,6 +34,77 @@ pub(super) fn lock_state_dir(dir: &Path) -> Result<DirLock, AgentError> {
         LockError::Held { path } => AgentError::StateDirInUse { path },
         LockError::Io { path, source } => AgentError::StateDir { path, source },
     })
+}
+
+/// Why one of the agent's state files (the workloads, the netmap cache) could not be read or
+/// written. `what` names the file for people: "state file", "netmap cache".
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// I/O on the file.
+    #[error("{what} {path}")]
+    Io {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not what it should hold; it is left alone and the agent refuses to use it.
+    #[error("{path}: not a valid wgmesh {what}; move it away to start afresh")]
+    Corrupt {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One of the agent's JSON state files, whose errors name it.
+pub(crate) struct JsonFile {
+    path: PathBuf,
+    what: &'static str,
+}
+
+impl JsonFile {
+    /// The file at `path`, called `what` in errors.
+    pub(crate) fn new(path: PathBuf, what: &'static str) -> Self {
+        Self { path, what }
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file parsed as `T`; `None` when there is no such file.
+    pub(crate) fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StateFileError> {
+        read_json(&self.path).map_err(|e| match e {
+            ReadError::Io(source) => StateFileError::Io {
+                what: self.what,
+                path: self.path.clone(),
+                source,
+            },
+            ReadError::Corrupt(source) => StateFileError::Corrupt {
+                what: self.what,
+                path: self.path.clone(),
+                source,
+            },
+        })
+    }
+
+    /// Replaces the file with `value`, atomically, mode 0600.
+    pub(crate) fn save<T: Serialize>(&self, value: &T) -> Result<(), StateFileError> {
+        write_json(&self.path, value).map_err(|source| StateFileError::Io {
+            what: self.what,
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 /// Why a state file could not be read.

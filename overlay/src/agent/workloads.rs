@@ -6,14 +6,13 @@
 //! file, fsync, rename), versioned, so attachments survive agent restarts.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::statefile::{read_json, write_json, ReadError};
+use super::statefile::{JsonFile, StateFileError};
 
 /// One attached workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,55 +179,26 @@ enum StateFile {
     V1 { workloads: Vec<Workload> },
 }
 
-/// Errors reading or writing the state file.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// I/O on the file.
-    #[error("state file {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The file is not valid state; it is left alone and the agent refuses to start.
-    #[error("{path}: not a valid wgmesh state file; move it away to start afresh")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
-}
+/// Errors reading or writing the state file ("state file" in messages).
+pub type StoreError = StateFileError;
 
 /// The workloads' file in the agent's state directory.
 pub struct WorkloadStore {
-    path: PathBuf,
+    file: JsonFile,
 }
 
 impl WorkloadStore {
     /// The store in `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
         Self {
-            path: state_dir.join("workloads.json"),
+            file: JsonFile::new(state_dir.join("workloads.json"), "state file"),
         }
     }
 
     /// Loads the workloads; none when the file does not exist. Workloads outside `subnet` (the
     /// subnet changed) are dropped with a warning.
     pub fn load(&self, subnet: IpNet) -> Result<Workloads, StoreError> {
-        let file = read_json::<StateFile>(&self.path).map_err(|e| match e {
-            ReadError::Io(source) => StoreError::Io {
-                path: self.path.clone(),
-                source,
-            },
-            ReadError::Corrupt(source) => StoreError::Corrupt {
-                path: self.path.clone(),
-                source,
-            },
-        })?;
+        let file = self.file.load::<StateFile>()?;
         let workloads = file.map_or_else(Vec::new, |StateFile::V1 { workloads }| workloads);
         let mut out = Workloads::new(subnet);
         for w in workloads {
@@ -246,10 +216,7 @@ impl WorkloadStore {
         let file = StateFile::V1 {
             workloads: workloads.iter().cloned().collect(),
         };
-        write_json(&self.path, &file).map_err(|source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.file.save(&file)
     }
 }
 
