@@ -9,6 +9,7 @@
 //! - [`labels`]: host labels (`zone = "a"`) and their rules, shared by agent.toml, the admin
 //!   CLI and the control plane.
 //! - [`name`]: the host-name rule and [`HostName`]; [`ifname`]: the Linux interface-name rule.
+//!   `path` (private): the rule for file system paths in agent.toml and control.toml.
 //! - [`error`]: [`ConfigError`], which names the file, line, column and field of a problem.
 //!
 //! Code outside this crate only sees validated types. The crate performs no I/O except reading
@@ -26,6 +27,7 @@ pub mod labels;
 mod locate;
 pub mod name;
 pub mod netmap;
+mod path;
 pub mod token;
 
 pub use agent::*;

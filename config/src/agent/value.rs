@@ -16,6 +16,7 @@ use crate::document::Document;
 use crate::error::ConfigError;
 use crate::ifname::{self, IfnameFault};
 use crate::name::{check_host_name, NameFault, NAME_RULE};
+use crate::path;
 
 /// Why a single value is invalid; [`Document::invalid`] adds where.
 pub(super) struct Invalid {
@@ -130,16 +131,9 @@ pub(super) fn check_ifname(s: &str) -> Result<String, Invalid> {
     Err(Invalid::new(message))
 }
 
+/// agent.toml's paths: the rule of [`crate::path`], its message, no source.
 pub(super) fn check_path(s: &str) -> Result<PathBuf, Invalid> {
-    if s.is_empty() {
-        return Err(Invalid::new(
-            "the path is empty; expected a file system path",
-        ));
-    }
-    if s.contains('\0') {
-        return Err(Invalid::new("the path contains a NUL character"));
-    }
-    Ok(PathBuf::from(s))
+    path::check_path(s).map_err(|fault| Invalid::new(fault.to_string()))
 }
 
 pub(super) fn to_u16(value: i64, min: u16, max: u16, rule: &str) -> Result<u16, Invalid> {

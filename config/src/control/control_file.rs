@@ -21,6 +21,7 @@ use super::{
 use crate::document::{read, Document};
 use crate::error::ConfigError;
 use crate::locate;
+use crate::path::check_path;
 
 /// A validated `control.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,18 +340,6 @@ struct Cluster {
     default_prefix: u8,
     /// The longest `host_prefix`.
     max: u8,
-}
-
-fn check_path(s: &str) -> Result<PathBuf, ValueError> {
-    if s.is_empty() {
-        return Err(ValueError::new(
-            "the path is empty; expected a file system path",
-        ));
-    }
-    if s.contains('\0') {
-        return Err(ValueError::new("the path contains a NUL character"));
-    }
-    Ok(PathBuf::from(s))
 }
 
 const LISTEN_RULE: &str = "write IP:port such as \"0.0.0.0:7443\" or \"[::]:7443\"";
