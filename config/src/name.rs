@@ -13,6 +13,9 @@ pub const MAX_NAME_LEN: usize = 63;
 /// The host-name rule in words, for error messages.
 pub(crate) const NAME_RULE: &str = "use 1 to 63 characters from A-Z, a-z, 0-9, '.', '_' and '-'";
 
+/// What a valid host name looks like, in agent.toml's messages for a value of the wrong type.
+pub(crate) const NAME_EXPECTED: &str = "a string of 1 to 63 characters from A-Z a-z 0-9 . _ -";
+
 /// Which part of the host-name rule a string breaks (the first one, in the order empty,
 /// characters, length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -136,5 +139,12 @@ mod tests {
             assert_eq!(check_host_name(good), Ok(()));
             assert_eq!(good.parse::<HostName>().unwrap().as_str(), good);
         }
+    }
+
+    #[test]
+    fn the_rule_in_words_says_the_longest_name() {
+        let length = format!("1 to {MAX_NAME_LEN} characters");
+        assert!(NAME_RULE.contains(&length), "{NAME_RULE}");
+        assert!(NAME_EXPECTED.contains(&length), "{NAME_EXPECTED}");
     }
 }

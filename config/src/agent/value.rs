@@ -15,7 +15,7 @@ use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 use crate::document::Document;
 use crate::error::ConfigError;
 use crate::ifname::{self, IfnameFault};
-use crate::name::{check_host_name, NameFault, NAME_RULE};
+use crate::name::{check_host_name, NameFault, NAME_EXPECTED, NAME_RULE};
 use crate::path;
 
 /// Why a single value is invalid; [`Document::invalid`] adds where.
@@ -86,7 +86,7 @@ pub(super) fn expected_for(path: &str) -> Option<&'static str> {
         ("agent", false) => "an [agent] table",
         ("peer", false) => "[[peer]] tables",
         ("peer", true) => "a [[peer]] table",
-        ("name", _) => "a string of 1 to 63 characters from A-Z a-z 0-9 . _ -",
+        ("name", _) => NAME_EXPECTED,
         ("private_key_file" | "preshared_key_file" | "socket", _) => "a file path string",
         ("state_dir", _) => "a directory path string",
         ("listen_port", _) => "a UDP port number from 0 to 65535",
