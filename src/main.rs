@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wgmesh_config::{PrivateKey, DEFAULT_SOCKET};
+use wgmesh_control::clock::unix_now;
 use wgmesh_overlay::api::status::Status;
 use wgmesh_overlay::api::{self, Request};
 
@@ -221,6 +222,7 @@ mod admin {
     use wgmesh_config::control::AdminFile;
     use wgmesh_config::labels;
     use wgmesh_control::admin::{parse_ttl, render_nodes, render_tokens};
+    use wgmesh_control::clock::unix_now;
 
     use super::{AdminArg, NodeCmd, TokenCmd};
 
@@ -248,7 +250,7 @@ mod admin {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&tokens)?);
                 } else {
-                    print!("{}", render_tokens(&tokens, super::unix_now()));
+                    print!("{}", render_tokens(&tokens, unix_now()));
                 }
                 return Ok(());
             }
@@ -285,7 +287,7 @@ mod admin {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&nodes)?);
                 } else {
-                    print!("{}", render_nodes(&nodes, super::unix_now()));
+                    print!("{}", render_nodes(&nodes, unix_now()));
                 }
             }
             NodeCmd::Remove { name, admin } => {
@@ -296,13 +298,6 @@ mod admin {
         }
         Ok(())
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn init_tracing() {

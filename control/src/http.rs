@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::Action;
+use crate::clock::unix_now;
 use crate::limiter::RefusalLimiter;
 use crate::service::{ApiError, Caller, Control};
 use wgmesh_client::api::{
@@ -212,12 +213,6 @@ async fn limit_refusals(
     response
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn refusal(reason: ApiReason, message: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = ErrorBody {
@@ -308,7 +303,7 @@ async fn body_or_refuse<T: DeserializeOwned>(
             shared
                 .call(move |c| {
                     let caller = c.authenticate(token.as_deref());
-                    c.refused_request(&caller, action, &e, now(), Some(remote));
+                    c.refused_request(&caller, action, &e, unix_now(), Some(remote));
                 })
                 .await;
             Err(response)
@@ -327,7 +322,7 @@ async fn as_caller<T: serde::Serialize + Send + 'static>(
         shared
             .call(move |c| {
                 let caller = c.authenticate(token.as_deref());
-                f(c, &caller, now())
+                f(c, &caller, unix_now())
             })
             .await,
     )

@@ -22,14 +22,16 @@
 //!   [`limiter`]: the per-address limit on refused requests;
 //! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
 //! - [`admin`]: the admin CLI's helpers (`--ttl`, the `token list` and `node list` tables).
+//! - [`clock`]: the wall clock as unix seconds, for [`http`] and the CLI.
 //!
-//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`]
-//! and [`server`] is pure: no I/O and no clock (times are passed in as unix seconds).
+//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`],
+//! [`server`] and [`clock`] is pure: no I/O and no clock (times are passed in as unix seconds).
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod audit;
 pub mod changelog;
+pub mod clock;
 pub mod compile;
 pub mod http;
 pub mod ids;
