@@ -9,7 +9,7 @@ use wgmesh_config::key::KeyError;
 use wgmesh_config::ConfigError;
 
 use super::control_link::LinkError;
-use super::statefile::StateFileError;
+use super::statefile::{StateDirError, StateFileError};
 use crate::api::ApiError;
 use crate::host::HostError;
 use crate::peers::set::PeerSetError;
@@ -48,21 +48,9 @@ pub enum AgentError {
         #[source]
         source: KeyError,
     },
-    /// The state directory could not be created.
-    #[error("cannot create the state directory {path}")]
-    StateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Another agent runs on this state directory.
-    #[error("agent.state_dir: another `wgmesh agent` uses {} (its lock is held); stop it first, or give this one another state_dir", path.display())]
-    StateDirInUse {
-        /// The lock file.
-        path: PathBuf,
-    },
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     /// The UDP port could not be bound.
     #[error("agent.listen_port: cannot bind UDP port {port}{hint}")]
     Udp {

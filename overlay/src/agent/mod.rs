@@ -38,7 +38,7 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::AgentConfig;
 
 pub use error::AgentError;
-pub use statefile::StateFileError;
+pub use statefile::{StateDirError, StateFileError};
 
 use crate::api::status::OffloadStatus;
 use crate::api::{Command, Request, Response};

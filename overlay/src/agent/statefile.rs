@@ -15,11 +15,29 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wgmesh_client::dirlock::{DirLock, LockError};
 
-use super::AgentError;
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// The state directory (or its lock file) could not be created.
+    #[error("cannot create the state directory {path}")]
+    Create {
+        /// The directory, or its lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Another agent runs on this state directory.
+    #[error("agent.state_dir: another `wgmesh agent` uses {} (its lock is held); stop it first, or give this one another state_dir", path.display())]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
 
 /// Creates the state directory `dir` (and its parents), mode 0700.
-pub(super) fn create_state_dir(dir: &Path) -> Result<(), AgentError> {
-    wgmesh_client::private_dir::create(dir).map_err(|source| AgentError::StateDir {
+pub(super) fn create_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    wgmesh_client::private_dir::create(dir).map_err(|source| StateDirError::Create {
         path: dir.to_owned(),
         source,
     })?;
@@ -29,10 +47,10 @@ pub(super) fn create_state_dir(dir: &Path) -> Result<(), AgentError> {
 
 /// Locks the state directory `dir` for this agent until the lock is dropped: two agents on one
 /// state directory would share a credential, a netmap cache and a workload list.
-pub(super) fn lock_state_dir(dir: &Path) -> Result<DirLock, AgentError> {
+pub(super) fn lock_state_dir(dir: &Path) -> Result<DirLock, StateDirError> {
     DirLock::take(dir).map_err(|e| match e {
-        LockError::Held { path } => AgentError::StateDirInUse { path },
-        LockError::Io { path, source } => AgentError::StateDir { path, source },
+        LockError::Held { path } => StateDirError::InUse { path },
+        LockError::Io { path, source } => StateDirError::Create { path, source },
     })
 }
 
