@@ -2,11 +2,41 @@
 //! rendering `token list` and `node list`. Pure.
 
 use std::fmt::Write as _;
+use std::num::ParseIntError;
 
 use wgmesh_client::api::{NodeInfo, TokenInfo};
 
+/// Why `--ttl` is not a duration. `Display` is the message the CLI prints after `--ttl: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    /// The unit after the number is not `s`, `m`, `h` or `d`.
+    #[error("{text:?} is not a duration; use a number with s, m, h or d, such as 1h")]
+    Unit {
+        /// The text given, trimmed.
+        text: String,
+    },
+    /// The number before the unit is missing or does not fit in 64 bits.
+    #[error("{text:?} is not a duration; use a number with s, m, h or d, such as 1h")]
+    Number {
+        /// The text given, trimmed.
+        text: String,
+        /// Why the digits are not a number.
+        #[source]
+        source: ParseIntError,
+    },
+    /// The duration is zero.
+    #[error("the duration must be at least 1s")]
+    Zero,
+    /// The duration in seconds does not fit in 64 bits.
+    #[error("{text:?} is too long")]
+    TooLong {
+        /// The text given, trimmed.
+        text: String,
+    },
+}
+
 /// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
-pub fn parse_ttl(s: &str) -> Result<u64, String> {
+pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     let s = s.trim();
     let (digits, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -16,19 +46,16 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration; use a number with s, m, h or d, such as 1h"
-            ))
-        }
+        _ => return Err(TtlError::Unit { text: s.to_owned() }),
     };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{s:?} is not a duration; use a number with s, m, h or d, such as 1h")
+    let n: u64 = digits.parse().map_err(|source| TtlError::Number {
+        text: s.to_owned(),
+        source,
     })?;
     match n.checked_mul(multiplier) {
-        Some(0) => Err("the duration must be at least 1s".to_owned()),
+        Some(0) => Err(TtlError::Zero),
         Some(secs) => Ok(secs),
-        None => Err(format!("{s:?} is too long")),
+        None => Err(TtlError::TooLong { text: s.to_owned() }),
     }
 }
 
@@ -132,6 +159,8 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::num::IntErrorKind;
+
     use super::*;
 
     #[test]
@@ -141,10 +170,43 @@ mod tests {
         assert_eq!(parse_ttl("15m"), Ok(900));
         assert_eq!(parse_ttl("1h"), Ok(3600));
         assert_eq!(parse_ttl("7d"), Ok(7 * 86400));
-        assert!(parse_ttl("0s").unwrap_err().contains("at least 1s"));
-        assert!(parse_ttl("1w").unwrap_err().contains("such as 1h"));
-        assert!(parse_ttl("h").unwrap_err().contains("such as 1h"));
+        let message = |s: &str| parse_ttl(s).unwrap_err().to_string();
+        assert!(message("0s").contains("at least 1s"));
+        assert!(message("1w").contains("such as 1h"));
+        assert!(message("h").contains("such as 1h"));
         assert!(parse_ttl("99999999999999999999d").is_err());
+        assert_eq!(parse_ttl("0s"), Err(TtlError::Zero));
+        assert_eq!(
+            parse_ttl(" 1w "),
+            Err(TtlError::Unit {
+                text: "1w".to_owned()
+            })
+        );
+        assert_eq!(
+            message(" 1w "),
+            "\"1w\" is not a duration; use a number with s, m, h or d, such as 1h"
+        );
+        assert_eq!(message("h"), message("1w").replace("1w", "h"));
+        assert_eq!(
+            message("300000000000000d"),
+            "\"300000000000000d\" is too long"
+        );
+    }
+
+    #[test]
+    fn a_ttl_that_is_not_a_number_keeps_why() {
+        for (text, kind) in [
+            ("h", IntErrorKind::Empty),
+            ("99999999999999999999d", IntErrorKind::PosOverflow),
+        ] {
+            let error = parse_ttl(text).unwrap_err();
+            let TtlError::Number { source, .. } = &error else {
+                panic!("{text:?}: {error:?}");
+            };
+            assert_eq!(source.kind(), &kind, "{text:?}");
+            let cause = std::error::Error::source(&error).expect(text);
+            assert_eq!(cause.to_string(), source.to_string());
+        }
     }
 
     #[test]
