@@ -24,8 +24,10 @@
 //! - [`admin`]: the admin CLI's helpers (`--ttl`, the `token list` and `node list` tables).
 //! - [`clock`]: the wall clock as unix seconds, for [`http`] and the CLI.
 //!
-//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files, [`http`],
-//! [`server`] and [`clock`] is pure: no I/O and no clock (times are passed in as unix seconds).
+//! Everything except [`store::FileStore`], [`audit::AuditLog`], [`pki::Pki`]'s files,
+//! [`service::Control`] (which commits to its store and writes the audit log on every call),
+//! [`http`], [`server`] and [`clock`] is pure: no I/O and no clock (times are passed in as unix
+//! seconds).
 #![warn(missing_docs)]
 
 pub mod admin;

@@ -23,8 +23,8 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
 /// Longest lifetime of a join token (seconds): a year.
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
-/// `POST /v1/join`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/join`. Its `Debug` leaves out the token and the credential (both secrets).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
     /// The join token, `WGM1-<CA digest>-<secret>`.
@@ -46,14 +46,39 @@ pub struct JoinBody {
     pub credential: Option<String>,
 }
 
-/// The reply to a join.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl std::fmt::Debug for JoinBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinBody")
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("endpoint", &self.endpoint)
+            .field("labels", &self.labels)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The reply to a join. Its `Debug` leaves out the credential.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct JoinReply {
     /// The host's credential, `WGMH1-<secret>` (the one it sent, if it sent one): keep it
     /// private.
     pub credential: String,
     /// The host's first netmap.
     pub netmap: Netmap,
+}
+
+impl std::fmt::Debug for JoinReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinReply")
+            .field("credential", &"<redacted>")
+            .field("netmap", &self.netmap)
+            .finish()
+    }
 }
 
 /// `PUT /v1/hosts/{name}/endpoint`.
@@ -86,8 +111,8 @@ pub struct TokenBody {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The reply to `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The reply to `POST /v1/tokens`. Its `Debug` leaves out the token.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenReply {
     /// The join token; shown once.
     pub token: String,
@@ -95,6 +120,16 @@ pub struct TokenReply {
     pub id: u64,
     /// When it expires (unix seconds).
     pub expires_at: u64,
+}
+
+impl std::fmt::Debug for TokenReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReply")
+            .field("token", &"<redacted>")
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// One entry of `GET /v1/tokens` (never the secret: the control plane does not have it).
@@ -272,6 +307,28 @@ pub struct NetmapQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let join = JoinBody {
+            token: "WGM1-digest-TOKENSECRET".into(),
+            name: "host-a".into(),
+            public_key: PublicKey::from_bytes([1; 32]),
+            endpoint: None,
+            labels: BTreeMap::new(),
+            credential: Some("WGMH1-CREDSECRET".into()),
+        };
+        let token = TokenReply {
+            token: "WGM1-digest-TOKENSECRET".into(),
+            id: 3,
+            expires_at: 9,
+        };
+        for shown in [format!("{join:?}"), format!("{token:?}")] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert!(format!("{join:?}").contains("host-a"));
+    }
 
     #[test]
     fn every_reason_maps_to_its_documented_status() {

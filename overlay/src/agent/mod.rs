@@ -9,7 +9,7 @@
 //! - `start`: start-up and shutdown; `source`: where the subnet and peers come from; `keys`:
 //!   the key files; `statefile`: the state directory and its JSON files.
 //! - `reload`: SIGHUP and new netmaps; [`control_link`]: join, long-poll, report the endpoint;
-//!   [`netmap_cache`]: netmap → peer settings, and the cached netmap.
+//!   [`netmap_cache`]: the last netmap applied, for fail-static restarts.
 //! - `attach`: attach, detach and restore workloads; [`workloads`]: their addresses and file.
 //! - `status`: what `wgmesh status` shows; `signals`; `random`; `error`: [`AgentError`].
 

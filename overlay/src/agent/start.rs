@@ -51,7 +51,7 @@ impl Agent {
 
         // From here on, undo everything on failure.
         let mut undo = Undo::new(a);
-        let started = bring_up(a, &host, &mut undo, subnet, &peers, &identity, udp).await;
+        let started = bring_up(a, &host, &mut undo, subnet, &peers, udp).await;
         let Up {
             tun_index,
             bridge_index,
@@ -199,7 +199,6 @@ async fn bring_up(
     undo: &mut Undo,
     subnet: IpNet,
     peers: &PeerSet,
-    identity: &Arc<LocalIdentity>,
     udp: Udp,
 ) -> Result<Up, AgentError> {
     host::enable_forwarding(subnet.addr().is_ipv6())?;
@@ -228,7 +227,7 @@ async fn bring_up(
         udp_gro: udp.gro_segments() > 1,
     };
     let port = udp.local_port().unwrap_or(a.listen_port);
-    let shared = Shared::new(identity.clone(), peers.table());
+    let shared = Shared::new(peers.table());
     let datapath = DataPath::start(shared.clone(), tun, udp, a.mtu).map_err(AgentError::Threads)?;
     Ok(Up {
         tun_index,

@@ -1,16 +1,16 @@
-//! The `handshake` thread: handshake messages handed over by `rx` (who sent it is
-//! [`PeerTable::handshake_sender`](crate::peers::table::PeerTable::handshake_sender)'s decision, what to answer
-//! the peer's), every peer's protocol timers, and the rate limiter's reset — off the data threads.
+//! The `handshake` thread: handshake messages handed over by `rx` (who sent one is
+//! [`PeerTable::handshake_from`](crate::peers::table::PeerTable::handshake_from)'s decision,
+//! what to answer is the peer's), every peer's protocol timers, and the rate limiter's reset —
+//! off the data threads.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::peers::counters::HostDrop;
 use crate::peers::noise::source_ip;
 use crate::peers::peer::{HandshakeReceived, Transmit};
-use crate::peers::table::HandshakeSender;
+use crate::peers::table::HandshakeFrom;
 use crate::peers::wire::MessageKind;
 
 use super::udp::Udp;
@@ -50,7 +50,7 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
             next_tick = now + TICK;
         }
         if now >= next_reset {
-            shared.identity.load().reset_rate_limiter();
+            shared.table.load().identity().reset_rate_limiter();
             next_reset = now + RATE_LIMIT_PERIOD;
         }
     }
@@ -58,16 +58,16 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
 
 fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let table = shared.table.load();
-    let identity = shared.identity.load();
     let ip = source_ip(msg.from);
-    let peer = match table.handshake_sender(&identity, ip, msg.kind, &msg.bytes, buf) {
-        HandshakeSender::Peer(peer) => peer,
-        HandshakeSender::CookieReply(len) => return send(udp, msg.from, &buf[..len]),
-        HandshakeSender::Invalid(e) => {
-            tracing::debug!(from = %msg.from, error = ?e, "invalid handshake initiation");
-            return shared.drops.bump(HostDrop::UnknownPeer);
+    let peer = match table.handshake_from(ip, msg.kind, &msg.bytes, buf) {
+        HandshakeFrom::Peer(peer) => peer,
+        HandshakeFrom::CookieReply(len) => return send(udp, msg.from, &buf[..len]),
+        HandshakeFrom::Drop { why, error } => {
+            if let Some(e) = error {
+                tracing::debug!(from = %msg.from, error = ?e, "invalid handshake initiation");
+            }
+            return shared.drops.bump(why);
         }
-        HandshakeSender::Unknown => return shared.drops.bump(HostDrop::UnknownPeer),
     };
     // Sealed while the peer is locked, sent after (never a syscall under a peer's lock).
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
@@ -79,12 +79,14 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
                 while let Some(len) = state.poll_queued(buf) {
                     outgoing.push(buf[..len].to_vec());
                 }
-                tracing::debug!(peer = %peer.id(), key = %state.keys().current(), endpoint = %msg.from, "handshake");
+                let key = state.keys().current();
+                tracing::debug!(peer = %peer.id(), %key, endpoint = %msg.from, "handshake");
             }
             HandshakeReceived::Cookie(len) => outgoing.push(buf[..len].to_vec()),
             HandshakeReceived::Nothing => {}
             HandshakeReceived::Reject(e) => {
-                tracing::debug!(peer = %peer.id(), key = %state.keys().current(), error = ?e, "handshake message rejected");
+                let key = state.keys().current();
+                tracing::debug!(peer = %peer.id(), %key, error = ?e, "handshake message rejected");
             }
         }
     }

@@ -14,8 +14,8 @@
 //! trip. The role is a try-lock on `tx`'s buffers, so only one thread reads TUN at a time and a
 //! flow's packets stay in order.
 //!
-//! The threads share a [`Shared`]: the current [`PeerTable`] snapshot behind `arc-swap` (loaded
-//! once per batch, no lock), the host's identity and host-wide drop counters. Every decision about
+//! The threads share a [`Shared`]: the current [`PeerTable`] snapshot (the peers and the host's
+//! identity) behind `arc-swap` (loaded once per batch, no lock) and host-wide drop counters. Every decision about
 //! a packet is made by [`crate::peers`]; [`seal`] and [`open`] apply those decisions to a whole
 //! batch without I/O (so tests drive them without sockets), and the threads do the I/O around
 //! them. Per-packet work allocates nothing; a peer's lock is taken once per run of its packets in
@@ -52,11 +52,9 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// State shared by the data-path threads and the agent.
 pub struct Shared {
-    /// The peers, replaced as a whole on every configuration change.
+    /// The peers and the host's identity, replaced as a whole on every configuration change
+    /// (and when the host's key changes).
     pub table: ArcSwap<PeerTable>,
-    /// The host's identity: replaced as a whole when the host's key changes, loaded by the
-    /// handshake thread for each handshake message.
-    identity: ArcSwap<LocalIdentity>,
     /// Host-wide drops.
     pub drops: HostDrops,
     shutdown: AtomicBool,
@@ -64,10 +62,9 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state with an initial table.
-    pub fn new(identity: Arc<LocalIdentity>, table: PeerTable) -> Arc<Self> {
+    pub fn new(table: PeerTable) -> Arc<Self> {
         Arc::new(Self {
             table: ArcSwap::from_pointee(table),
-            identity: ArcSwap::new(identity),
             drops: HostDrops::default(),
             shutdown: AtomicBool::new(false),
         })
@@ -75,14 +72,7 @@ impl Shared {
 
     /// The host's identity now.
     pub fn identity(&self) -> Arc<LocalIdentity> {
-        self.identity.load_full()
-    }
-
-    /// Makes the data path answer handshakes as `identity` from now on. Give the peer set the
-    /// same identity first ([`PeerSet::replace_identity`](crate::peers::set::PeerSet::replace_identity))
-    /// and store its new table, so that tunnels and the identity agree.
-    pub fn replace_identity(&self, identity: Arc<LocalIdentity>) {
-        self.identity.store(identity);
+        self.table.load().identity().clone()
     }
 
     fn stopping(&self) -> bool {

@@ -95,6 +95,7 @@ fn open_batch(
                 write_tun(tun, out);
             }
             if let Some(kind) = out.open(&table, &mut run, &shared.drops, m.addr, datagram) {
+                run.release(); // handing over may wake the handshake thread: a syscall
                 hand_over(handshakes, m.addr, kind, datagram);
             }
         }

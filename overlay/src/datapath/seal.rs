@@ -1,12 +1,12 @@
-//! TUN → sealed datagrams, for a whole batch: each packet goes where [`PeerTable::outbound`]
-//! says and is sealed by its peer's [`PeerState::handle_outbound`](crate::peers::peer::PeerState);
+//! TUN → sealed datagrams, for a whole batch: each packet goes where
+//! [`PeerTable::route_packet`] says and is sealed by its peer's [`PeerState::handle_outbound`](crate::peers::peer::PeerState);
 //! the messages to send are appended to a [`TxBatch`] for GSO runs.
 //!
 //! No I/O: the `tx` thread reads TUN before and sends the batch after.
 
 use crate::peers::counters::HostDrops;
 use crate::peers::peer::{Outbound, PeerRun};
-use crate::peers::table::{self, PeerTable};
+use crate::peers::table::{PeerTable, Route};
 
 use super::batch::TxBatch;
 
@@ -22,13 +22,13 @@ pub fn seal(
     let mut run = PeerRun::new();
     for (buf, &size) in bufs.iter().zip(sizes) {
         let packet = &buf[..size];
-        let peer = match table.outbound(packet) {
-            table::Outbound::Seal(peer) => peer,
-            table::Outbound::Drop(why) => {
+        let peer = match table.route_packet(packet) {
+            Route::Seal(peer) => peer,
+            Route::Drop(why) => {
                 drops.bump(why);
                 continue;
             }
-            table::Outbound::Discard => continue,
+            Route::Discard => continue,
         };
         match run.lock(peer).handle_outbound(packet, batch.space()) {
             Outbound::Send(t) => batch.commit(t.dst, t.len),

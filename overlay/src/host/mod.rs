@@ -3,7 +3,7 @@
 //!
 //! This module performs I/O: every [`HostNet`] method sends requests to the kernel over a netlink
 //! socket, and [`enable_forwarding`] writes to `/proc/sys`. It never runs `ip`. It does not decide
-//! what the host should look like (the reconciler does); it applies one change per call and makes
+//! what the host should look like (the agent does); it applies one change per call and makes
 //! each change idempotent where the kernel allows it, so an agent restarted after `kill -9` can
 //! apply its desired state again over what the previous run left behind.
 //!

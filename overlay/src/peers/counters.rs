@@ -68,7 +68,7 @@ impl PeerCounters {
 
     /// Counts a dropped packet.
     #[inline]
-    pub fn drop(&mut self, why: PeerDrop) {
+    pub fn count_drop(&mut self, why: PeerDrop) {
         let d = &mut self.dropped;
         match why {
             PeerDrop::SourceNotAllowed => d.source_not_allowed += 1,
@@ -148,7 +148,7 @@ mod tests {
             PeerDrop::NoEndpoint,
             PeerDrop::NoSession,
         ] {
-            c.drop(why);
+            c.count_drop(why);
         }
         let drops = PeerDrops {
             source_not_allowed: 1,

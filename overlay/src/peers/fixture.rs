@@ -9,7 +9,7 @@ use super::noise::LocalIdentity;
 use super::peer::{HandshakeReceived, Outbound, Peer, Received};
 use super::set::PeerSet;
 use super::settings::{PeerKeys, PeerSettings};
-use super::table::{HandshakeSender, PeerTable};
+use super::table::{HandshakeFrom, PeerTable};
 use super::wire::MessageKind;
 
 pub(crate) const A_ADDR: &str = "198.18.0.1:51820";
@@ -76,14 +76,13 @@ impl Pair {
         assert_eq!((t.dst, t.len), (addr(B_ADDR), 148));
         let mut out = [0u8; 256];
         let from_a: SocketAddr = addr(A_ADDR);
-        let sender = tb.handshake_sender(
-            self.b.identity(),
+        let sender = tb.handshake_from(
             from_a.ip(),
             MessageKind::HandshakeInit,
             &init[..t.len],
             &mut out,
         );
-        assert!(matches!(sender, HandshakeSender::Peer(p) if Arc::ptr_eq(p, &pb)));
+        assert!(matches!(sender, HandshakeFrom::Peer(p) if Arc::ptr_eq(p, &pb)));
         let HandshakeReceived::Reply(r) =
             pb.lock().handle_handshake(from_a, &init[..t.len], &mut out)
         else {

@@ -59,16 +59,21 @@ impl LocalIdentity {
             Ok(Packet::HandshakeInit(init)) => {
                 match parse_handshake_anon(&self.secret, &self.public, &init) {
                     Ok(half) => Identify::Peer(PublicKey::from_bytes(half.peer_static_public)),
-                    Err(e) => Identify::Invalid(e),
+                    Err(e) => Identify::Invalid(ProtocolError(e)),
                 }
             }
-            Ok(_) => Identify::Invalid(WireGuardError::WrongPacketType),
+            Ok(_) => Identify::Invalid(ProtocolError(WireGuardError::WrongPacketType)),
             Err(TunnResult::WriteToNetwork(cookie)) => Identify::CookieReply(cookie.len()),
-            Err(TunnResult::Err(e)) => Identify::Invalid(e),
-            Err(_) => Identify::Invalid(WireGuardError::InvalidPacket),
+            Err(TunnResult::Err(e)) => Identify::Invalid(ProtocolError(e)),
+            Err(_) => Identify::Invalid(ProtocolError(WireGuardError::InvalidPacket)),
         }
     }
 }
+
+/// Why boringtun refused a message (a replayed counter, a bad MAC, a wrong key, …), kept for
+/// logs and tests without naming boringtun outside this file.
+#[derive(Debug)]
+pub struct ProtocolError(pub WireGuardError);
 
 /// What [`LocalIdentity::identify_initiator`] found.
 #[derive(Debug)]
@@ -78,7 +83,7 @@ pub enum Identify {
     /// Under load: send the cookie reply of this length (written to `out`) back to the sender.
     CookieReply(usize),
     /// Not a valid initiation for us.
-    Invalid(WireGuardError),
+    Invalid(ProtocolError),
 }
 
 /// One WireGuard tunnel to one peer.
@@ -120,7 +125,7 @@ pub enum Decapsulated {
     /// Valid, nothing to deliver (a keepalive or a cookie reply).
     Nothing,
     /// Rejected by the protocol.
-    Error(WireGuardError),
+    Error(ProtocolError),
 }
 
 /// The result of [`Tunnel::tick`].
@@ -183,7 +188,7 @@ impl Tunnel {
             TunnResult::WriteToNetwork(b) if b.first() == Some(&3) => Decapsulated::Cookie(b.len()),
             TunnResult::WriteToNetwork(b) => Decapsulated::Reply(b.len()),
             TunnResult::Done => Decapsulated::Nothing,
-            TunnResult::Err(e) => Decapsulated::Error(e),
+            TunnResult::Err(e) => Decapsulated::Error(ProtocolError(e)),
         }
     }
 

@@ -20,10 +20,11 @@ use ipnet::IpNet;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::counters::{PeerCounters, PeerDrop};
-use super::noise::{source_ip, Decapsulated, Encapsulated, LocalIdentity, Tick, Tunnel};
+use super::noise::{
+    source_ip, Decapsulated, Encapsulated, LocalIdentity, ProtocolError, Tick, Tunnel,
+};
 use super::route::contains_any;
 use super::settings::{PeerKeys, PeerSettings};
-use boringtun::noise::errors::WireGuardError;
 
 /// A peer's identity inside this agent: assigned when the peer is added, kept while it stays
 /// (through changes of its keys, endpoint or allowed IPs), never reused.
@@ -106,7 +107,7 @@ pub enum HandshakeReceived {
     /// Nothing to send.
     Nothing,
     /// Rejected by the protocol.
-    Reject(WireGuardError),
+    Reject(ProtocolError),
 }
 
 impl Peer {
@@ -144,17 +145,19 @@ impl Peer {
     }
 
     /// Applies changed settings in place. The session is kept unless a tunnel parameter changed:
-    /// the current key, the preshared key or the keepalive. Counters, routes and the learned
-    /// endpoint (unless a new one is configured) are always kept.
+    /// the current key, the preshared key or the keepalive. Counters and routes are always kept.
+    /// The learned endpoint is kept unless a new one is configured, or the current key changed:
+    /// an address learned from the old key's packets says nothing about the new key's holder.
     pub fn update(&self, local: &LocalIdentity, old: &PeerSettings, new: &PeerSettings) {
         let mut state = self.lock();
-        if old.keys.current() != new.keys.current()
+        let new_key = old.keys.current() != new.keys.current();
+        if new_key
             || old.preshared_key != new.preshared_key
             || old.persistent_keepalive != new.persistent_keepalive
         {
             state.tunnel = new_tunnel(local, self.index, new);
         }
-        if new.endpoint.is_some() && old.endpoint != new.endpoint {
+        if new_key || (new.endpoint.is_some() && old.endpoint != new.endpoint) {
             state.endpoint = new.endpoint;
         }
         state.keys.clone_from(&new.keys);
@@ -184,7 +187,7 @@ impl PeerState {
             Decapsulated::Reply(len) | Decapsulated::Cookie(len) => Received::Reply(len),
             Decapsulated::Error(e) => {
                 tracing::trace!(error = ?e, "data message rejected");
-                self.count_drop(PeerDrop::DecryptFailed)
+                self.drop_counted(PeerDrop::DecryptFailed)
             }
         }
     }
@@ -194,7 +197,7 @@ impl PeerState {
     #[inline]
     pub fn handle_outbound(&mut self, packet: &[u8], out: &mut [u8]) -> Outbound {
         let Some(dst) = self.endpoint else {
-            self.counters.drop(PeerDrop::NoEndpoint);
+            self.counters.count_drop(PeerDrop::NoEndpoint);
             return Outbound::Drop(PeerDrop::NoEndpoint);
         };
         match self.tunnel.encapsulate(packet, out) {
@@ -205,7 +208,7 @@ impl PeerState {
             Encapsulated::HandshakeInit(len) => Outbound::Send(Transmit { dst, len }),
             Encapsulated::Queued => Outbound::Queued,
             Encapsulated::Failed => {
-                self.counters.drop(PeerDrop::NoSession);
+                self.counters.count_drop(PeerDrop::NoSession);
                 Outbound::Drop(PeerDrop::NoSession)
             }
         }
@@ -245,14 +248,16 @@ impl PeerState {
         }
     }
 
-    /// A handshake initiation into `out` if the peer never completed one, its endpoint is known
-    /// and none is in flight: so that tunnels are up before the first packet.
+    /// A handshake initiation into `out` if the peer never completed one and none is in flight,
+    /// so that tunnels are up before the first packet: to send if the endpoint is known. Without
+    /// an endpoint the handshake still starts, and the protocol's timers resend it once one is
+    /// known.
     pub fn initiate_if_new(&mut self, out: &mut [u8]) -> Option<Transmit> {
         if self.tunnel.since_last_handshake().is_some() {
             return None;
         }
-        let dst = self.endpoint?;
-        self.tunnel.initiate(out).map(|len| Transmit { dst, len })
+        let len = self.tunnel.initiate(out)?;
+        self.endpoint.map(|dst| Transmit { dst, len })
     }
 
     /// Makes the tunnel use the host's new identity; the peer keeps its endpoint, routes and
@@ -303,12 +308,12 @@ impl PeerState {
             self.counters.received(len);
             Received::Deliver(len)
         } else {
-            self.count_drop(PeerDrop::SourceNotAllowed)
+            self.drop_counted(PeerDrop::SourceNotAllowed)
         }
     }
 
-    fn count_drop(&mut self, why: PeerDrop) -> Received {
-        self.counters.drop(why);
+    fn drop_counted(&mut self, why: PeerDrop) -> Received {
+        self.counters.count_drop(why);
         Received::Drop(why)
     }
 

@@ -3,10 +3,11 @@
 //! It hands the data path immutable [`PeerTable`] snapshots.
 //!
 //! Peers are identified by a stable [`PeerId`], not by their public key: a configured peer is the
-//! same peer as a running one when they share a key (so a rotating peer that lists its old and
-//! new key, then only the new one, stays the same peer), or else when both carry the same name
-//! and that name is unique on both sides (a netmap peer's host name). The same peer keeps its
-//! index, routes, counters and, unless a tunnel parameter changed, its session.
+//! same peer as a running one when they share a key, so a rotating peer that lists its new and
+//! old key, then only the new one, stays the same peer. The same peer keeps its index, routes,
+//! counters and, unless a tunnel parameter changed, its session. A name never carries identity:
+//! a removed host that joins again under its old name with a new key is a new peer, and inherits
+//! nothing (endpoint, session, counters) from the old one.
 //!
 //! No I/O, no clock.
 
@@ -142,13 +143,23 @@ impl PeerSet {
     }
 
     /// Makes every peer's tunnel speak for the host's new identity (a key rotation of this
-    /// host). Peers keep their ids, routes, endpoints and counters; the data path must be given
-    /// the same identity (see `datapath::Shared::replace_identity`).
-    pub fn replace_identity(&mut self, identity: Arc<LocalIdentity>) {
+    /// host). Peers keep their ids, routes, endpoints and counters; the next [`PeerSet::table`]
+    /// carries the new identity to the data path together with the tunnels. Refused, changing
+    /// nothing, when a peer holds the new key.
+    pub fn replace_identity(&mut self, identity: Arc<LocalIdentity>) -> Result<(), PeerSetError> {
+        let key = identity.public_key();
+        if self
+            .entries
+            .values()
+            .any(|e| e.settings.keys.contains(&key))
+        {
+            return Err(PeerSetError::OwnKey { key });
+        }
         for entry in self.entries.values() {
             entry.peer.lock().replace_local(&identity);
         }
         self.identity = identity;
+        Ok(())
     }
 
     /// A snapshot for the data path.
@@ -173,6 +184,7 @@ impl PeerSet {
                 .map(move |net| (*net, e.peer.clone()))
         }));
         PeerTable {
+            identity: self.identity.clone(),
             slots,
             by_key,
             routes,
@@ -211,18 +223,16 @@ impl PeerSet {
         Ok(())
     }
 
-    /// The running peer each desired one is, if any (see the module's doc); each running peer
-    /// matches at most one desired peer. Linear in the number of peers and keys.
+    /// The running peer each desired one is, if any: the first not yet taken that holds one of
+    /// its keys. Linear in the number of peers and keys.
     fn match_running(&self, desired: &[PeerSettings]) -> Vec<Option<PeerId>> {
         let running_keys: HashMap<PublicKey, PeerId> = self
             .entries
             .iter()
             .flat_map(|(id, e)| e.settings.keys.all().iter().map(move |k| (*k, *id)))
             .collect();
-        let running_names = unique_names(self.entries.iter().map(|(id, e)| (&e.settings, *id)));
-        let desired_names = unique_names(desired.iter().map(|d| (d, ())));
         let mut taken = HashSet::new();
-        let mut matched: Vec<Option<PeerId>> = desired
+        desired
             .iter()
             .map(|d| {
                 let id = d
@@ -234,20 +244,7 @@ impl PeerSet {
                 taken.insert(*id);
                 Some(*id)
             })
-            .collect();
-        for (d, found) in desired.iter().zip(matched.iter_mut()) {
-            let Some(name) = d.name.as_deref() else {
-                continue;
-            };
-            if found.is_some() || !desired_names.contains_key(name) {
-                continue;
-            }
-            if let Some(id) = running_names.get(name).filter(|id| !taken.contains(*id)) {
-                taken.insert(*id);
-                *found = Some(*id);
-            }
-        }
-        matched
+            .collect()
     }
 
     /// Applies `settings` to the running peer `id`; whether anything changed.
@@ -290,21 +287,6 @@ impl PeerSet {
         self.generation = (self.generation + 1) & GENERATION_MASK;
         (self.generation << SLOT_BITS) | slot
     }
-}
-
-/// The names that occur exactly once among `peers`, with what they are paired with.
-fn unique_names<'a, T>(peers: impl Iterator<Item = (&'a PeerSettings, T)>) -> HashMap<&'a str, T> {
-    let mut once: HashMap<&'a str, Option<T>> = HashMap::new();
-    for (settings, value) in peers {
-        if let Some(name) = settings.name.as_deref() {
-            once.entry(name)
-                .and_modify(|v| *v = None)
-                .or_insert(Some(value));
-        }
-    }
-    once.into_iter()
-        .filter_map(|(name, v)| v.map(|v| (name, v)))
-        .collect()
 }
 
 #[cfg(test)]

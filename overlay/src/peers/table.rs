@@ -1,8 +1,10 @@
-//! [`PeerTable`]: the immutable snapshot of the peers that the data-path threads load once per
-//! batch (through `arc-swap`, no lock), and the host-level decisions made on it before any peer
-//! is locked: which peer an inbound datagram or handshake is for ([`PeerTable::inbound`],
-//! [`PeerTable::handshake_sender`]) and which peer an outbound packet goes to
-//! ([`PeerTable::outbound`]). A packet no peer claims comes back as a [`HostDrop`] to count.
+//! [`PeerTable`]: the immutable snapshot of the peers and of the host's identity that the
+//! data-path threads load once per batch (through `arc-swap`, no lock), and the host-level
+//! decisions made on it before any peer is locked: which peer an inbound datagram or handshake is
+//! for ([`PeerTable::inbound`], [`PeerTable::handshake_from`]) and which peer an outbound packet
+//! goes to ([`PeerTable::route_packet`]). A packet no peer claims comes back as a [`HostDrop`] to
+//! count. Peers and identity change together, in one snapshot, so a thread never sees a tunnel
+//! of one identity with the rate limiter or key of another.
 //!
 //! Built by [`PeerSet::table`](super::set::PeerSet::table). No I/O, no clock.
 
@@ -10,11 +12,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use boringtun::noise::errors::WireGuardError;
 use wgmesh_config::PublicKey;
 
 use super::counters::HostDrop;
-use super::noise::{Identify, LocalIdentity};
+use super::noise::{Identify, LocalIdentity, ProtocolError};
 use super::peer::Peer;
 use super::route::AllowedIps;
 use super::wire::{self, MessageKind};
@@ -27,9 +28,9 @@ pub(super) const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 /// Most peers one agent holds.
 pub const MAX_PEERS: usize = 1 << SLOT_BITS;
 
-/// An immutable snapshot of the peers, for the data path.
-#[derive(Default)]
+/// An immutable snapshot of the peers and the host's identity, for the data path.
 pub struct PeerTable {
+    pub(super) identity: Arc<LocalIdentity>,
     pub(super) slots: Vec<Option<Arc<Peer>>>,
     /// Every key of every peer (a rotating peer holds more than one).
     pub(super) by_key: HashMap<PublicKey, Arc<Peer>>,
@@ -47,8 +48,8 @@ pub enum Inbound<'t> {
     Drop(HostDrop),
 }
 
-/// Where an inbound packet from TUN goes, decided by [`PeerTable::outbound`].
-pub enum Outbound<'t> {
+/// Where a packet read from TUN goes, decided by [`PeerTable::route_packet`].
+pub enum Route<'t> {
     /// Seal it for this peer with
     /// [`PeerState::handle_outbound`](super::peer::PeerState::handle_outbound).
     Seal(&'t Arc<Peer>),
@@ -59,20 +60,38 @@ pub enum Outbound<'t> {
     Discard,
 }
 
-/// Who sent a handshake message, decided by [`PeerTable::handshake_sender`].
-pub enum HandshakeSender<'t> {
+/// Who sent a handshake message, decided by [`PeerTable::handshake_from`].
+pub enum HandshakeFrom<'t> {
     /// This peer: let it handle the message with
     /// [`PeerState::handle_handshake`](super::peer::PeerState::handle_handshake).
     Peer(&'t Arc<Peer>),
     /// Under load: send the cookie reply of this length (written to `out`) back to the sender.
     CookieReply(usize),
-    /// Not a valid initiation for this host: count it as from an unknown peer.
-    Invalid(WireGuardError),
-    /// Valid, but from (or for) no peer of ours: count it.
-    Unknown,
+    /// Dropped: count it; `error` says why an initiation was invalid, for the log.
+    Drop {
+        /// The counter to move.
+        why: HostDrop,
+        /// boringtun's reason, for an initiation it refused.
+        error: Option<ProtocolError>,
+    },
 }
 
 impl PeerTable {
+    /// A table without peers.
+    pub fn empty(identity: Arc<LocalIdentity>) -> Self {
+        Self {
+            identity,
+            slots: Vec::new(),
+            by_key: HashMap::new(),
+            routes: AllowedIps::default(),
+        }
+    }
+
+    /// The host's identity these peers' tunnels speak for.
+    pub fn identity(&self) -> &Arc<LocalIdentity> {
+        &self.identity
+    }
+
     /// The peer a receiver index (already shifted right by 8) belongs to.
     #[inline]
     pub fn by_index(&self, index: u32) -> Option<&Arc<Peer>> {
@@ -113,36 +132,50 @@ impl PeerTable {
 
     /// Which peer an IP packet read from TUN goes to, by its destination.
     #[inline]
-    pub fn outbound(&self, packet: &[u8]) -> Outbound<'_> {
+    pub fn route_packet(&self, packet: &[u8]) -> Route<'_> {
         let Some(dst) = wire::inner_destination(packet) else {
-            return Outbound::Drop(HostDrop::Malformed);
+            return Route::Drop(HostDrop::Malformed);
         };
         match self.route(dst) {
-            Some(peer) => Outbound::Seal(peer),
-            None if dst.is_multicast() => Outbound::Discard,
-            None => Outbound::Drop(HostDrop::NoRoute),
+            Some(peer) => Route::Seal(peer),
+            None if dst.is_multicast() => Route::Discard,
+            None => Route::Drop(HostDrop::NoRoute),
         }
     }
 
     /// Who sent a handshake message of `kind` from `from`: an initiation names its sender's
-    /// static key (checked by `local`, which may answer with a cookie reply into `out` under
-    /// load), a response or cookie reply carries our index.
-    pub fn handshake_sender(
+    /// static key (checked with this table's identity, which may answer with a cookie reply into
+    /// `out` under load), a response or cookie reply carries our index. An initiation from a
+    /// peer's key other than its current one is refused like a stranger's: the peer's tunnel
+    /// speaks only to its current key.
+    pub fn handshake_from(
         &self,
-        local: &LocalIdentity,
         from: IpAddr,
         kind: MessageKind,
         message: &[u8],
         out: &mut [u8],
-    ) -> HandshakeSender<'_> {
+    ) -> HandshakeFrom<'_> {
+        let unknown = HandshakeFrom::Drop {
+            why: HostDrop::UnknownPeer,
+            error: None,
+        };
         let peer = match kind {
-            MessageKind::HandshakeInit => match local.identify_initiator(from, message, out) {
-                Identify::Peer(key) => self.by_key(&key),
-                Identify::CookieReply(len) => return HandshakeSender::CookieReply(len),
-                Identify::Invalid(e) => return HandshakeSender::Invalid(e),
-            },
+            MessageKind::HandshakeInit => {
+                match self.identity.identify_initiator(from, message, out) {
+                    Identify::Peer(key) => self
+                        .by_key(&key)
+                        .filter(|peer| peer.lock().keys().current() == &key),
+                    Identify::CookieReply(len) => return HandshakeFrom::CookieReply(len),
+                    Identify::Invalid(e) => {
+                        return HandshakeFrom::Drop {
+                            why: HostDrop::UnknownPeer,
+                            error: Some(e),
+                        }
+                    }
+                }
+            }
             kind => wire::peer_index(kind, message).and_then(|i| self.by_index(i)),
         };
-        peer.map_or(HandshakeSender::Unknown, HandshakeSender::Peer)
+        peer.map_or(unknown, HandshakeFrom::Peer)
     }
 }

@@ -7,7 +7,8 @@ use wgmesh_config::PrivateKey;
 use super::*;
 use crate::peers::counters::PeerDrop;
 use crate::peers::fixture::{addr, ipv4, settings, Pair, A_ADDR, B_ADDR};
-use crate::peers::noise::LocalIdentity;
+use crate::peers::noise::{LocalIdentity, Tunnel};
+use crate::peers::settings::{PeerKeys, PeerSettings};
 
 #[test]
 fn handshake_then_data_is_delivered_and_counted() {
@@ -109,7 +110,74 @@ fn without_an_endpoint_nothing_is_sent_and_the_drop_is_counted() {
     let ta = pair.a.table();
     let pa = Pair::only(&ta);
     let t = pa.lock().initiate_if_new(&mut out).expect("an initiation");
-    assert_eq!(t.dst, addr(B_ADDR));
+    assert_eq!((t.dst, t.len), (addr(B_ADDR), 148));
+    assert!(pa.lock().initiate_if_new(&mut out).is_none());
+    // Nor once a session is up.
+    let pair = Pair::new();
+    pair.handshake_with(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]));
+    let ta = pair.a.table();
+    assert!(Pair::only(&ta).lock().initiate_if_new(&mut out).is_none());
+}
+
+#[test]
+fn handshakes_from_strangers_and_non_current_keys_are_dropped_as_unknown() {
+    use crate::peers::counters::HostDrop;
+    use crate::peers::table::HandshakeFrom;
+    use crate::peers::wire::MessageKind;
+
+    let pair = Pair::new();
+    let tb = pair.b.table();
+    let mut init = [0u8; 256];
+    let mut out = [0u8; 256];
+    let from = addr(A_ADDR).ip();
+    let unknown = |d: HandshakeFrom<'_>| {
+        matches!(
+            d,
+            HandshakeFrom::Drop {
+                why: HostDrop::UnknownPeer,
+                ..
+            }
+        )
+    };
+
+    // A stranger's valid initiation to B: identified, but no peer holds its key.
+    let stranger = LocalIdentity::new(&PrivateKey::generate());
+    let mut to_b = Tunnel::new(&stranger, &pair.b.identity().public_key(), None, None, 9);
+    let n = to_b.initiate(&mut init).unwrap();
+    let d = tb.handshake_from(from, MessageKind::HandshakeInit, &init[..n], &mut out);
+    assert!(matches!(d, HandshakeFrom::Drop { error: None, .. }) && unknown(d));
+
+    // An initiation meant for another host is invalid, with boringtun's reason.
+    let other = LocalIdentity::new(&PrivateKey::generate());
+    let mut to_other = Tunnel::new(&stranger, &other.public_key(), None, None, 9);
+    let n = to_other.initiate(&mut init).unwrap();
+    let d = tb.handshake_from(from, MessageKind::HandshakeInit, &init[..n], &mut out);
+    assert!(matches!(d, HandshakeFrom::Drop { error: Some(_), .. }) && unknown(d));
+
+    // A response for an index nobody has.
+    let mut response = [0u8; 92];
+    response[0] = 2;
+    response[8..12].copy_from_slice(&0xffff_ff00u32.to_le_bytes());
+    let d = tb.handshake_from(from, MessageKind::HandshakeResponse, &response, &mut out);
+    assert!(unknown(d));
+
+    // A peer's second key finds the peer, but its tunnel speaks only to the current key.
+    let second = PrivateKey::generate();
+    let mut b_with_two = pair.b;
+    let a_key = Pair::only(&tb).lock().keys().current().to_owned();
+    b_with_two
+        .apply(&[PeerSettings {
+            keys: PeerKeys::new(&[a_key, second.public_key()]).unwrap(),
+            ..settings("host-a", a_key, "10.42.1.0/24", None)
+        }])
+        .unwrap();
+    let tb = b_with_two.table();
+    let second = LocalIdentity::new(&second);
+    let mut from_second = Tunnel::new(&second, &b_with_two.identity().public_key(), None, None, 9);
+    let n = from_second.initiate(&mut init).unwrap();
+    assert!(tb.by_key(&second.public_key()).is_some());
+    let d = tb.handshake_from(from, MessageKind::HandshakeInit, &init[..n], &mut out);
+    assert!(unknown(d));
 }
 
 #[test]
@@ -136,17 +204,17 @@ fn a_peer_run_holds_one_lock_at_a_time() {
 fn after_the_host_identity_is_replaced_handshakes_use_the_new_key() {
     let mut pair = Pair::new();
     pair.handshake_with(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]));
-    // B gets a new key; A is told (as a netmap would) and keeps B as the same peer.
+    // B gets a new key; A is told as a netmap would (new key first, old one second) and keeps B
+    // as the same peer.
+    let old_b = pair.b.identity().public_key();
     let new_b = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-    pair.b.replace_identity(new_b.clone());
+    pair.b.replace_identity(new_b.clone()).unwrap();
     let id = Pair::only(&pair.a.table()).id();
     pair.a
-        .apply(&[settings(
-            "host-b",
-            new_b.public_key(),
-            "10.42.2.0/24",
-            Some(B_ADDR),
-        )])
+        .apply(&[PeerSettings {
+            keys: PeerKeys::new(&[new_b.public_key(), old_b]).unwrap(),
+            ..settings("host-b", new_b.public_key(), "10.42.2.0/24", Some(B_ADDR))
+        }])
         .unwrap();
     assert_eq!(Pair::only(&pair.a.table()).id(), id);
     let packet = ipv4([10, 42, 1, 2], [10, 42, 2, 3]);

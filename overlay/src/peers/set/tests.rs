@@ -200,42 +200,75 @@ fn a_key_change_keeps_the_peer_its_routes_and_counters() {
     assert_eq!(peer.lock().keys().current(), &new);
 }
 
+/// A removed host that joins again under its name with a new key is a new peer: nothing of the
+/// old one (endpoint learned by roaming, counters, index) carries over.
 #[test]
-fn a_named_peer_with_a_wholly_new_key_stays_the_same_peer() {
+fn a_name_alone_carries_no_identity() {
     let mut s = set();
     let (old, new) = (key(), key());
     s.apply(&[named("host-b", &[old], &["10.42.2.0/24"])])
         .unwrap();
-    let id = id_of(&s, &old);
+    let before = s.table().by_key(&old).unwrap().clone();
+    count_traffic(&s, &old);
     let ch = s
-        .apply(&[named("host-b", &[new], &["10.42.2.0/24"])])
+        .apply(&[PeerSettings {
+            endpoint: None,
+            ..named("host-b", &[new], &["10.42.2.0/24"])
+        }])
         .unwrap();
-    assert_eq!(ch.changed, vec![id]);
-    assert_eq!(id_of(&s, &new), id);
+    assert_eq!(
+        (ch.added.len(), ch.removed, ch.changed),
+        (1, vec![before.id()], vec![])
+    );
+    let t = s.table();
+    let after = t.by_key(&new).unwrap();
+    assert!(!Arc::ptr_eq(&before, after));
+    assert_ne!(after.index(), before.index());
+    assert_eq!(after.lock().counters(), &PeerCounters::default());
+    assert_eq!(after.lock().endpoint(), None);
 }
 
 #[test]
-fn names_shared_by_two_peers_identify_neither() {
+fn the_current_key_changing_resets_the_learned_endpoint_to_the_configured_one() {
     let mut s = set();
-    let (b, c, d, e) = (key(), key(), key(), key());
-    s.apply(&[named("x", &[b], &[]), named("x", &[c], &[])])
-        .unwrap();
-    let ch = s
-        .apply(&[named("x", &[d], &[]), named("x", &[e], &[])])
-        .unwrap();
-    assert_eq!((ch.added.len(), ch.removed.len()), (2, 2));
+    let (old, new) = (key(), key());
+    s.apply(&[PeerSettings {
+        endpoint: None,
+        ..settings(old, &[])
+    }])
+    .unwrap();
+    // Keys listed new first, old second: the same peer, now handshaking with the new key.
+    let both = PeerSettings {
+        keys: PeerKeys::new(&[new, old]).unwrap(),
+        endpoint: None,
+        ..settings(old, &[])
+    };
+    s.apply(&[both]).unwrap();
+    let t = s.table();
+    let peer = t.by_key(&new).unwrap();
+    assert_eq!(peer.lock().keys().current(), &new);
+    assert_eq!(peer.lock().endpoint(), None);
 }
 
 #[test]
 fn a_new_host_identity_keeps_peers_routes_and_counters() {
     let mut s = set();
-    let b = key();
+    let b_private = PrivateKey::generate();
+    let b = b_private.public_key();
     s.apply(&[settings(b, &["10.42.2.0/24"])]).unwrap();
     let id = id_of(&s, &b);
     let counted = count_traffic(&s, &b);
 
+    // An identity whose key a peer holds is refused, and nothing changes.
+    let before = s.identity().public_key();
+    assert_eq!(
+        s.replace_identity(Arc::new(LocalIdentity::new(&b_private))),
+        Err(PeerSetError::OwnKey { key: b })
+    );
+    assert_eq!(s.identity().public_key(), before);
+
     let new_identity = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-    s.replace_identity(new_identity.clone());
+    s.replace_identity(new_identity.clone()).unwrap();
     assert_eq!(s.identity().public_key(), new_identity.public_key());
     let t = s.table();
     let peer = t.by_key(&b).unwrap();
