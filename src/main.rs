@@ -12,8 +12,6 @@ use wgmesh_control::clock::unix_now;
 use wgmesh_overlay::api::status::Status;
 use wgmesh_overlay::api::{self, Request};
 
-const DEFAULT_ADMIN: &str = "/var/lib/wgmesh-control/admin.toml";
-
 /// Encrypted overlay network for containers on many hosts, over userspace WireGuard.
 #[derive(Parser)]
 #[command(name = "wgmesh", version, about)]
@@ -134,7 +132,7 @@ enum NodeCmd {
 #[derive(clap::Args)]
 struct AdminArg {
     /// The admin file the control plane wrote (its URL, CA certificate and admin token).
-    #[arg(long = "admin", env = "WGMESH_ADMIN", default_value = DEFAULT_ADMIN)]
+    #[arg(long = "admin", env = "WGMESH_ADMIN", default_value = wgmesh_config::control::DEFAULT_ADMIN_FILE)]
     path: PathBuf,
 }
 

@@ -54,14 +54,29 @@ mod host;
 #[cfg(test)]
 mod tests;
 
+// The literals behind the constants below, as macros so that `concat!` can join them.
+macro_rules! default_state_dir {
+    () => {
+        "/var/lib/wgmesh-control"
+    };
+}
+macro_rules! admin_file_name {
+    () => {
+        "admin.toml"
+    };
+}
+
 /// Default address of the control plane's HTTPS API.
 pub const DEFAULT_CONTROL_LISTEN: &str = "0.0.0.0:7443";
 /// Default directory for the control plane's state (CA, store, `admin.toml`, audit log).
-pub const DEFAULT_CONTROL_STATE_DIR: &str = "/var/lib/wgmesh-control";
+pub const DEFAULT_CONTROL_STATE_DIR: &str = default_state_dir!();
 /// File name of the audit log inside `state_dir` when `audit_log` is not set.
 pub const DEFAULT_AUDIT_LOG_NAME: &str = "audit.jsonl";
 /// File name of the admin file the control plane writes inside `state_dir`.
-pub const ADMIN_FILE_NAME: &str = "admin.toml";
+pub const ADMIN_FILE_NAME: &str = admin_file_name!();
+/// Where the admin CLI looks for `admin.toml` by default: [`ADMIN_FILE_NAME`] in
+/// [`DEFAULT_CONTROL_STATE_DIR`].
+pub const DEFAULT_ADMIN_FILE: &str = concat!(default_state_dir!(), "/", admin_file_name!());
 /// Default `host_prefix` for an IPv4 `cluster_cidr`.
 pub const DEFAULT_HOST_PREFIX_V4: u8 = 24;
 /// Default `host_prefix` for an IPv6 `cluster_cidr`.

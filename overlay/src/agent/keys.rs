@@ -1,8 +1,8 @@
 //! The agent's key files: the host's private key (created, mode 0600, on first start) and the
 //! peers' preshared keys. A key file readable by group or others is used, with a warning.
 
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use wgmesh_config::key::KeyError;
@@ -47,14 +47,10 @@ pub(super) fn load_or_create_key(path: &Path) -> Result<PrivateKey, AgentError> 
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let key = PrivateKey::generate();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    writeln!(f, "{}", key.to_base64()).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    // Created 0600 from the start, synced, renamed into place and the directory synced: a crash
+    // leaves no key or the whole key, never a readable or half-written one.
+    let text = format!("{}\n", key.to_base64());
+    wgmesh_client::atomic_file::write(path, text.as_bytes(), 0o600).map_err(|e| err(e.source))?;
     tracing::info!(path = %path.display(), "created a new private key");
     Ok(key)
 }

@@ -30,12 +30,12 @@ pub enum HostError {
         source: rtnetlink::Error,
     },
     /// A link name the kernel would reject.
-    #[error("invalid interface name {name:?}: {reason}")]
+    #[error("invalid interface name {name:?}: {}", fault.reason())]
     InvalidIfname {
         /// The offending name.
         name: String,
         /// Which rule it breaks.
-        reason: &'static str,
+        fault: wgmesh_config::ifname::IfnameFault,
     },
     /// A namespace name that cannot name a file in [`NETNS_DIR`](super::NETNS_DIR).
     #[error("invalid network namespace name {name:?}: {reason}")]

@@ -188,7 +188,7 @@ impl HostNet {
 pub(super) fn check_ifname(name: &str) -> Result<(), HostError> {
     wgmesh_config::ifname::check_ifname(name).map_err(|fault| HostError::InvalidIfname {
         name: name.to_owned(),
-        reason: fault.reason(),
+        fault,
     })
 }
 

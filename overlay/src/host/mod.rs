@@ -33,9 +33,6 @@ pub use forwarding::enable_forwarding;
 pub use netns::NETNS_DIR;
 pub use workload::{host_ifname_for, peer_ifname, WORKLOAD_IFNAME};
 
-#[cfg(test)]
-use {link::check_ifname, route::device_route, wgmesh_config::ifname::MAX_IFNAME_LEN};
-
 /// A netlink connection to one network namespace: the namespace of the thread that called
 /// [`HostNet::connect`]. Cheap to clone; clones share the connection.
 #[derive(Clone, Debug)]

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use nix::sched::{setns, CloneFlags};
 
+use super::link::check_ifname;
+use super::route::device_route;
 use super::*;
+use wgmesh_config::ifname::MAX_IFNAME_LEN;
 
 static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
 
