@@ -26,6 +26,13 @@ fi
 
 export CI="${CI:-}"
 if [ $# -eq 0 ]; then
+  # The agent's protocol core stays pure: no clock, no randomness, no files, sockets or threads
+  # (docs/ARCHITECTURE.md). Its unit tests may use them.
+  if grep -rnE 'Instant::now|SystemTime::now|\.elapsed\(\)|OsRng|std::fs|UdpSocket|tokio|std::thread' \
+       overlay/src/peers --include='*.rs' | grep -vE '/tests\.rs:|/fixture\.rs:'; then
+    echo "test.sh: overlay/src/peers must not read the clock or do I/O (lines above)" >&2
+    exit 1
+  fi
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
