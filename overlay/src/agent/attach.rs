@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::workloads::{StoreError, Workload, WorkloadError};
+use super::statefile::StateFileError;
+use super::workloads::{Workload, WorkloadError};
 use super::Agent;
 use crate::error::Chain;
 use crate::host::{self, HostError, NETNS_DIR};
@@ -23,7 +24,7 @@ pub(super) enum AttachError {
     Host(#[from] HostError),
     /// The workloads' state file could not be written.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StateFileError),
 }
 
 impl Agent {
@@ -128,7 +129,7 @@ mod tests {
             Chain(&e).to_string(),
             "network namespace \"w1\" is not attached"
         );
-        let e = AttachError::from(StoreError::Io {
+        let e = AttachError::from(StateFileError::Io {
             what: "state file",
             path: PathBuf::from("/state/workloads.json"),
             source: io::Error::other("disk full"),

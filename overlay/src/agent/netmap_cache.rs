@@ -18,9 +18,6 @@ enum CacheFile {
     V1 { netmap: Netmap },
 }
 
-/// Errors reading or writing the netmap cache ("netmap cache" in messages).
-pub type NetmapCacheError = StateFileError;
-
 /// The last applied netmap, kept in the agent's state directory.
 pub struct NetmapCache {
     file: JsonFile,
@@ -41,13 +38,13 @@ impl NetmapCache {
 
     /// The cached netmap; `None` when there is none. A file that cannot be read or parsed is an
     /// error, never an empty netmap.
-    pub fn load(&self) -> Result<Option<Netmap>, NetmapCacheError> {
+    pub fn load(&self) -> Result<Option<Netmap>, StateFileError> {
         let file = self.file.load::<CacheFile>()?;
         Ok(file.map(|CacheFile::V1 { netmap }| netmap))
     }
 
     /// Writes `netmap` atomically, mode 0600.
-    pub fn save(&self, netmap: &Netmap) -> Result<(), NetmapCacheError> {
+    pub fn save(&self, netmap: &Netmap) -> Result<(), StateFileError> {
         let file = CacheFile::V1 {
             netmap: netmap.clone(),
         };
@@ -92,7 +89,7 @@ mod tests {
         for junk in ["{not json", "", r#"{"version":"9","netmap":{}}"#] {
             std::fs::write(cache.path(), junk).unwrap();
             let err = cache.load().unwrap_err();
-            assert!(matches!(err, NetmapCacheError::Corrupt { .. }), "{err:?}");
+            assert!(matches!(err, StateFileError::Corrupt { .. }), "{err:?}");
             assert!(
                 err.to_string()
                     .contains(&cache.path().display().to_string()),

@@ -179,9 +179,6 @@ enum StateFile {
     V1 { workloads: Vec<Workload> },
 }
 
-/// Errors reading or writing the state file ("state file" in messages).
-pub type StoreError = StateFileError;
-
 /// The workloads' file in the agent's state directory.
 pub struct WorkloadStore {
     file: JsonFile,
@@ -197,7 +194,7 @@ impl WorkloadStore {
 
     /// Loads the workloads; none when the file does not exist. Workloads outside `subnet` (the
     /// subnet changed) are dropped with a warning.
-    pub fn load(&self, subnet: IpNet) -> Result<Workloads, StoreError> {
+    pub fn load(&self, subnet: IpNet) -> Result<Workloads, StateFileError> {
         let file = self.file.load::<StateFile>()?;
         let workloads = file.map_or_else(Vec::new, |StateFile::V1 { workloads }| workloads);
         let mut out = Workloads::new(subnet);
@@ -212,7 +209,7 @@ impl WorkloadStore {
     }
 
     /// Writes the workloads atomically.
-    pub fn save(&self, workloads: &Workloads) -> Result<(), StoreError> {
+    pub fn save(&self, workloads: &Workloads) -> Result<(), StateFileError> {
         let file = StateFile::V1 {
             workloads: workloads.iter().cloned().collect(),
         };

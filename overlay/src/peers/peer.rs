@@ -32,8 +32,8 @@ use super::settings::{PeerKeys, PeerSettings};
 pub struct PeerId(u64);
 
 impl PeerId {
-    /// The id with this number (ids are handed out by the peer set).
-    pub fn new(n: u64) -> Self {
+    /// The id with this number: only the peer set hands ids out.
+    pub(super) fn new(n: u64) -> Self {
         Self(n)
     }
 }

@@ -77,16 +77,6 @@ pub enum HandshakeFrom<'t> {
 }
 
 impl PeerTable {
-    /// A table without peers.
-    pub fn empty(identity: Arc<LocalIdentity>) -> Self {
-        Self {
-            identity,
-            slots: Vec::new(),
-            by_key: HashMap::new(),
-            routes: AllowedIps::default(),
-        }
-    }
-
     /// The host's identity these peers' tunnels speak for.
     pub fn identity(&self) -> &Arc<LocalIdentity> {
         &self.identity
