@@ -8,6 +8,8 @@
 //! [agent]
 //! name = "host-a"                 # required
 //! subnet = "10.42.1.0/24"         # required: the overlay prefix of this host's workloads
+//! cluster_cidr = "10.42.0.0/16"   # required: the overlay prefix of all hosts; holds `subnet`
+//!                                 # and every peer's allowed_ips; nothing in it leaves unencrypted
 //! endpoint = "198.18.0.1:51820"   # optional: the IP:port other hosts should use
 //! labels = { zone = "a" }         # optional, see crate::labels
 //! private_key_file = "/var/lib/wgmesh/private.key"
@@ -108,8 +110,8 @@ pub use crate::name::MAX_NAME_LEN;
 pub struct AgentConfig {
     /// The `[agent]` table: this host.
     pub agent: AgentSection,
-    /// The `[[peer]]` tables, in file order. Their `allowed_ips` do not overlap each other or
-    /// `agent.subnet`, and their public keys are distinct. Always empty in control mode.
+    /// The `[[peer]]` tables, in file order. Their `allowed_ips` lie inside `agent.cluster_cidr`
+    /// and do not overlap each other or `agent.subnet`, and their public keys are distinct. Always empty in control mode.
     pub peers: Vec<PeerConfig>,
     /// The `[control]` table: `Some` in control mode, `None` in static mode.
     pub control: Option<ControlSection>,
@@ -160,6 +162,12 @@ pub struct AgentSection {
     /// workload. `Some` in static mode (where it is required), `None` in control mode (where
     /// the control plane assigns it).
     pub subnet: Option<IpNet>,
+    /// The overlay prefix of the whole cluster (static mode's `cluster_cidr`): it contains
+    /// `subnet` and every peer's allowed IPs, and the agent closes it on the host (an
+    /// `unreachable` route) so that nothing addressed into it leaves unencrypted. `Some` in
+    /// static mode (where it is required), `None` in control mode (where the control plane
+    /// gives it, and the key is refused).
+    pub cluster_cidr: Option<IpNet>,
     /// The address other hosts should send to, `IP:port` with a non-zero port; `None` lets
     /// them learn it from this host's packets (or, in control mode, the control plane decide).
     pub endpoint: Option<SocketAddr>,
@@ -235,6 +243,33 @@ impl AgentConfig {
             ConfigError::new(path, format!("cannot read the file: {e}")).with_source(e)
         })?;
         Self::from_toml(&text, path)
+    }
+
+    /// An error at `[[peer]]` number `peer`'s `allowed_ips[index]` in the TOML `text` (the file
+    /// this config was parsed from): `origin:line:column: peer[i].allowed_ips[j]: message`. For
+    /// checks only the agent can make, against the host's routes. Pure; if `text` no longer has
+    /// that entry the error has no position.
+    pub fn allowed_ip_error(
+        text: &str,
+        origin: &Path,
+        peer: usize,
+        index: usize,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let field = format!("peer[{peer}].allowed_ips[{index}]");
+        let span = toml::from_str::<RawAgentConfig>(text).ok().and_then(|raw| {
+            raw.peer
+                .get(peer)
+                .and_then(|p| p.get_ref().allowed_ips.get(index).map(toml::Spanned::span))
+        });
+        let error = ConfigError::new(origin, message).with_field(field);
+        match span {
+            Some(span) => {
+                let (line, column) = crate::locate::line_col(text, span.start);
+                error.with_position(line, column)
+            }
+            None => error,
+        }
     }
 
     /// The peer with public key `key`, if any.

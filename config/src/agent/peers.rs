@@ -17,6 +17,13 @@ use crate::document::Document;
 use crate::error::ConfigError;
 use crate::key::PublicKey;
 
+/// This host's subnet and the cluster CIDR, which a peer's values are checked against.
+#[derive(Clone, Copy)]
+struct Nets {
+    subnet: Option<IpNet>,
+    cluster: Option<IpNet>,
+}
+
 /// What the peers before the one being validated claimed: where each key and allowed prefix
 /// was first seen.
 #[derive(Default)]
@@ -29,17 +36,22 @@ struct Claims {
 
 impl Document<'_> {
     /// Every `[[peer]]` table, in file order. `subnet` is this host's own subnet, which no
-    /// peer's allowed IPs may overlap.
+    /// peer's allowed IPs may overlap; `cluster` the cluster CIDR, which holds them all (and
+    /// none of the peers' endpoints).
     pub(super) fn validate_peers(
         &self,
         peers: &[Spanned<RawPeerConfig>],
         subnet: Option<IpNet>,
+        cluster: Option<IpNet>,
     ) -> Result<Vec<PeerConfig>, ConfigError> {
         let mut claims = Claims::default();
         peers
             .iter()
             .enumerate()
-            .map(|(i, p)| self.validate_peer(i, p.get_ref(), subnet, &mut claims))
+            .map(|(i, p)| {
+                let nets = Nets { subnet, cluster };
+                self.validate_peer(i, p.get_ref(), nets, &mut claims)
+            })
             .collect()
     }
 
@@ -48,7 +60,7 @@ impl Document<'_> {
         &self,
         i: usize,
         p: &RawPeerConfig,
-        subnet: Option<IpNet>,
+        nets: Nets,
         claims: &mut Claims,
     ) -> Result<PeerConfig, ConfigError> {
         let field = |name: &str| format!("peer[{i}].{name}");
@@ -58,10 +70,23 @@ impl Document<'_> {
         };
         let public_key = self.validate_peer_key(i, &p.public_key, claims)?;
         let endpoint = match &p.endpoint {
-            Some(v) => Some(self.check(v, &field("endpoint"), |s| check_endpoint(s))?),
+            Some(v) => {
+                let endpoint = self.check(v, &field("endpoint"), |s| check_endpoint(s))?;
+                if let Some(cluster) = nets.cluster.filter(|c| c.contains(&endpoint.ip())) {
+                    return Err(self.error(
+                        &v.span(),
+                        field("endpoint"),
+                        format!(
+                            "{endpoint} is inside agent.cluster_cidr {cluster}; an endpoint is \
+                             an underlay address, outside the overlay"
+                        ),
+                    ));
+                }
+                Some(endpoint)
+            }
             None => None,
         };
-        let allowed_ips = self.validate_allowed_ips(i, &p.allowed_ips, subnet, claims)?;
+        let allowed_ips = self.validate_allowed_ips(i, &p.allowed_ips, nets, claims)?;
         let persistent_keepalive = match &p.persistent_keepalive {
             Some(v) => {
                 let secs = self.check(v, &field("persistent_keepalive"), |&v| {
@@ -112,12 +137,13 @@ impl Document<'_> {
         Ok(public_key)
     }
 
-    /// Peer `i`'s `allowed_ips`: outside `subnet`, and not overlapping another peer's.
+    /// Peer `i`'s `allowed_ips`: inside the cluster, outside `subnet`, and not overlapping
+    /// another peer's.
     fn validate_allowed_ips(
         &self,
         i: usize,
         raw: &[Spanned<String>],
-        subnet: Option<IpNet>,
+        Nets { subnet, cluster }: Nets,
         claims: &mut Claims,
     ) -> Result<Vec<IpNet>, ConfigError> {
         let mut allowed_ips = Vec::with_capacity(raw.len());
@@ -148,6 +174,17 @@ impl Document<'_> {
                         "{net} overlaps {other_field} {other} (line {}); the allowed IPs of \
                          different peers must not overlap",
                         self.line(other_span)
+                    ),
+                ));
+            }
+            if let Some(cluster) = cluster.filter(|cluster| !cluster.contains(&net)) {
+                return Err(self.error(
+                    &v.span(),
+                    here,
+                    format!(
+                        "{net} is not inside agent.cluster_cidr {cluster}; a peer's allowed IPs \
+                         must lie inside the cluster CIDR (widen cluster_cidr, or route this \
+                         prefix some other way)"
                     ),
                 ));
             }

@@ -38,6 +38,8 @@ pub(super) struct RawAgentSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) subnet: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cluster_cidr: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) endpoint: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) socket: Option<Spanned<String>>,
@@ -96,6 +98,7 @@ impl From<&AgentConfig> for RawAgentConfig {
             bridge: Some(unspanned(a.bridge.clone())),
             mtu: Some(unspanned(a.mtu.into())),
             subnet: a.subnet.map(|s| unspanned(s.to_string())),
+            cluster_cidr: a.cluster_cidr.map(|c| unspanned(c.to_string())),
             endpoint: a.endpoint.map(|e| unspanned(e.to_string())),
             socket: Some(path_string(&a.socket)),
             state_dir: Some(path_string(&a.state_dir)),

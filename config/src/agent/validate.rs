@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::raw::{RawAgentConfig, RawAgentSection, RawControlSection, RawPeerConfig};
 use super::value::{
-    check_endpoint, check_ifname, check_name, check_path, check_subnet, to_u16, Invalid,
-    SUBNET_EXPECTED,
+    check_endpoint, check_ifname, check_name, check_path, check_prefix, check_subnet, to_u16,
+    Invalid, CLUSTER_EXPECTED, SUBNET_EXPECTED,
 };
 use super::{
     AgentConfig, AgentSection, ControlSection, JoinTokenSource, DEFAULT_BRIDGE, DEFAULT_INTERFACE,
@@ -56,7 +56,9 @@ impl Document<'_> {
             None => None,
         };
         let subnet = self.validate_subnet(a, &agent_span, control.is_some())?;
+        let cluster_cidr = self.validate_cluster(a, &agent_span, subnet)?;
         let locations = self.validate_locations(a)?;
+        self.check_endpoint_outside(a, cluster_cidr, locations.endpoint)?;
         let offload = a.offload.as_ref().is_none_or(|v| *v.get_ref());
         self.check_distinct_devices(a, &agent_span, &devices)?;
         let labels = match &a.labels {
@@ -73,6 +75,7 @@ impl Document<'_> {
             bridge: devices.bridge,
             mtu: devices.mtu,
             subnet,
+            cluster_cidr,
             endpoint: locations.endpoint,
             labels,
             socket: locations.socket,
@@ -82,7 +85,7 @@ impl Document<'_> {
         if control.is_some() {
             self.refuse_peers(&raw.peer)?;
         }
-        let peers = self.validate_peers(&raw.peer, subnet)?;
+        let peers = self.validate_peers(&raw.peer, subnet, cluster_cidr)?;
         Ok(AgentConfig {
             agent,
             peers,
@@ -151,6 +154,83 @@ impl Document<'_> {
                 ),
             )),
             (None, true) => Ok(None),
+        }
+    }
+
+    /// `cluster_cidr`: required in static mode (`subnet` is `Some`), where it must hold the
+    /// subnet and may not be a default route; refused in control mode, where the control
+    /// plane gives it.
+    fn validate_cluster(
+        &self,
+        a: &RawAgentSection,
+        agent_span: &Range<usize>,
+        subnet: Option<IpNet>,
+    ) -> Result<Option<IpNet>, ConfigError> {
+        let field = "agent.cluster_cidr";
+        let (raw, subnet) = match (&a.cluster_cidr, subnet) {
+            (Some(v), None) => {
+                return Err(self.error(
+                    &v.span(),
+                    field,
+                    "the cluster CIDR is given by the control plane in control mode (there is \
+                     a [control] table); remove it",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    agent_span,
+                    "agent",
+                    format!(
+                        "missing field `cluster_cidr`, expected {CLUSTER_EXPECTED}; every \
+                         address in it is closed on this host except through the tunnel"
+                    ),
+                ))
+            }
+            (None, None) => return Ok(None),
+            (Some(v), Some(subnet)) => (v, subnet),
+        };
+        let cluster = self.check(raw, field, |s| check_prefix(s))?;
+        if cluster.prefix_len() == 0 {
+            return Err(self.error(
+                &raw.span(),
+                field,
+                format!(
+                    "{cluster} would close every address of this host to all but the tunnel; \
+                     use the overlay's prefix, {CLUSTER_EXPECTED}"
+                ),
+            ));
+        }
+        if !cluster.contains(&subnet) {
+            let span = a.subnet.as_ref().map_or_else(|| raw.span(), Spanned::span);
+            return Err(self.error(
+                &span,
+                "agent.subnet",
+                format!(
+                    "{subnet} is not inside agent.cluster_cidr {cluster}; this host's subnet \
+                     must lie inside the cluster CIDR"
+                ),
+            ));
+        }
+        Ok(Some(cluster))
+    }
+
+    /// This host's `endpoint` is an underlay address: it may not lie inside the cluster CIDR.
+    fn check_endpoint_outside(
+        &self,
+        a: &RawAgentSection,
+        cluster: Option<IpNet>,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        match (cluster, endpoint, &a.endpoint) {
+            (Some(cluster), Some(e), Some(raw)) if cluster.contains(&e.ip()) => Err(self.error(
+                &raw.span(),
+                "agent.endpoint",
+                format!(
+                    "{e} is inside agent.cluster_cidr {cluster}; an endpoint is an underlay \
+                     address, outside the overlay"
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

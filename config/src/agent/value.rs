@@ -93,6 +93,7 @@ pub(super) fn expected_for(path: &str) -> Option<&'static str> {
         ("interface" | "bridge", _) => "a Linux interface name string of 1 to 15 bytes",
         ("mtu", _) => "an integer from 576 to 9000",
         ("subnet", _) => SUBNET_EXPECTED,
+        ("cluster_cidr", _) => CLUSTER_EXPECTED,
         ("offload", _) => "true or false",
         ("public_key", _) => "a base64 public key string (44 characters, as `wg pubkey` prints)",
         ("endpoint", _) => "an \"IP:port\" string such as \"198.18.0.2:51820\"",
@@ -104,6 +105,8 @@ pub(super) fn expected_for(path: &str) -> Option<&'static str> {
 }
 
 pub(super) const SUBNET_EXPECTED: &str = "an IP prefix string such as \"10.42.1.0/24\"";
+pub(super) const CLUSTER_EXPECTED: &str =
+    "an IP prefix string holding agent.subnet and every peer's allowed_ips, such as \"10.42.0.0/16\"";
 
 /// agent.toml's messages for the host-name rule of [`crate::name`].
 pub(super) fn check_name(s: &str) -> Result<String, Invalid> {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::labels::MAX_LABELS;
 
+mod cluster;
 mod control_mode;
 
 const ORIGIN: &str = "/etc/wgmesh/agent.toml";
@@ -17,6 +18,7 @@ listen_port = 51820
 interface = "wgm0"
 mtu = 1420
 subnet = "10.42.1.0/24"
+cluster_cidr = "10.42.0.0/16"
 socket = "/run/wgmesh/agent.sock"
 state_dir = "/var/lib/wgmesh"
 
@@ -30,7 +32,7 @@ preshared_key_file = "/var/lib/wgmesh/host-b.psk"
 
 [[peer]]
 public_key = "B/hoHUtqkuO5H66EX9s8YUVnI6xYsgCvIfHoaymYyws="
-allowed_ips = ["10.42.3.0/24", "fd42:0:0:3::/64"]
+allowed_ips = ["10.42.3.0/24", "10.42.4.0/24"]
 "#;
 
 fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
@@ -45,8 +47,16 @@ fn expect_error(text: &str, line: usize, field: Option<&str>, needle: &str) -> S
         .assert_at(ORIGIN, line, field, needle)
 }
 
+/// `[agent]` with a name, `subnet` (line 3), `extra_agent` (from line 4) and `cluster_cidr`
+/// (line 4 when `extra_agent` is empty, else after it), then `peers`.
 fn minimal(extra_agent: &str, peers: &str) -> String {
-    format!("[agent]\nname = \"host-a\"\nsubnet = \"10.42.1.0/24\"\n{extra_agent}\n{peers}")
+    let cluster = "cluster_cidr = \"10.42.0.0/16\"";
+    let agent = if extra_agent.is_empty() {
+        cluster.to_owned()
+    } else {
+        format!("{extra_agent}\n{cluster}")
+    };
+    format!("[agent]\nname = \"host-a\"\nsubnet = \"10.42.1.0/24\"\n{agent}\n{peers}")
 }
 
 #[test]
@@ -368,7 +378,7 @@ fn bad_names() {
         "64 characters long",
     );
     assert!(parse(&format!(
-        "[agent]\nname = \"{}\"\nsubnet = \"10.42.1.0/24\"\n",
+        "[agent]\nname = \"{}\"\nsubnet = \"10.42.1.0/24\"\ncluster_cidr = \"10.0.0.0/8\"\n",
         &long[1..]
     ))
     .is_ok());
@@ -426,7 +436,7 @@ fn bad_numbers_and_paths() {
         "empty",
     );
     expect_error(
-        "[agent]\nname = \"a\"\nsubnet = \"fd42:1::/64\"\nmtu = 1000\n",
+        "[agent]\nname = \"a\"\nsubnet = \"fd42:1::/64\"\nmtu = 1000\ncluster_cidr = \"fd42::/16\"\n",
         4,
         Some("agent.mtu"),
         "too small for the IPv6 subnet",
