@@ -103,6 +103,17 @@ pub enum AgentError {
         /// The fields.
         fields: String,
     },
+    /// A route that is not the agent's has the cluster CIDR as its destination.
+    #[error("the cluster CIDR {cluster} is the destination of the route `{route}`, which is not the agent's; its unreachable route would take that route's place (change the cluster CIDR or remove that route)")]
+    ClusterRouteTaken {
+        /// The cluster CIDR.
+        cluster: IpNet,
+        /// The route, as `ip route` prints it.
+        route: String,
+    },
+    /// The control plane's first netmap has no cluster CIDR to close.
+    #[error("the control plane sent no cluster_cidr; the agent needs it to close the cluster on this host")]
+    NoClusterCidr,
     /// The data-path threads could not start.
     #[error("cannot start the data path")]
     Threads(#[source] io::Error),

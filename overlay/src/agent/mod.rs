@@ -8,6 +8,8 @@
 //! Here: [`run`], the agent's state and its event loop (signals, netmaps, API requests).
 //! - `start`: start-up and shutdown; `source`: where the subnet and peers come from; `keys`:
 //!   the key files; `statefile`: the state directory and its JSON files.
+//! - `routes`: the cluster CIDR and which peer prefixes may be routed (never over a route the
+//!   agent did not create);
 //! - `reload`: SIGHUP and new netmaps; [`control_link`]: join, long-poll, report the endpoint;
 //!   [`netmap_cache`]: the last netmap applied, for fail-static restarts.
 //! - `attach`: attach, detach and restore workloads; [`workloads`]: their addresses and file.
@@ -20,6 +22,7 @@ mod keys;
 pub mod netmap_cache;
 mod random;
 mod reload;
+mod routes;
 mod signals;
 mod source;
 mod start;
@@ -90,6 +93,8 @@ struct Agent {
     port: u16,
     /// The host's overlay subnet: from agent.toml, or assigned by the control plane.
     subnet: IpNet,
+    /// The cluster CIDR the agent closes and the peer prefixes it refused.
+    route_guard: routes::RouteGuard,
     /// Netmaps from the control plane (never any in static mode).
     netmaps: mpsc::Receiver<Netmap>,
     /// The endpoint to report to the control plane (control mode).

@@ -1,7 +1,9 @@
 //! Changing what the running agent does without a restart: a SIGHUP reload of agent.toml, or a
 //! new netmap from the control plane. Both end in [`Agent::apply_peers`]; both are all or
 //! nothing (an invalid file or netmap leaves the running peers untouched), and settings that
-//! need a restart are refused by name.
+//! need a restart are refused by name. A peer prefix that would override a route the agent did
+//! not create makes a static reload fail (at its line in agent.toml); in a netmap it is left
+//! out, logged and counted, and the rest applies.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::check_ours;
 use super::netmap_cache::NetmapCache;
+use super::routes;
 use super::source::peer_settings;
 use super::{workloads, Agent, AgentError};
 use crate::error::Chain;
@@ -47,7 +50,24 @@ impl Agent {
             ));
         }
         let settings = peer_settings(&new)?;
+        let cluster = new
+            .agent
+            .cluster_cidr
+            .expect("agent.toml without [control] has a cluster_cidr");
+        let present = self.host_routes().await?;
+        let settings = self.route_guard.screen(cluster, &settings, &present);
+        routes::refuse_static(&self.config_path, &self.route_guard.refused)?;
+        let old = self.route_guard.cluster;
+        if cluster != old {
+            // The new cluster is closed before the old one opens: no window.
+            routes::close_cluster(&self.host, cluster, &present).await?;
+            self.route_guard.cluster = cluster;
+        }
         let summary = self.apply_peers(&settings).await?;
+        if cluster != old {
+            self.host.remove_cluster_routes(Some(cluster)).await?;
+            tracing::info!(%old, %cluster, "moved the cluster route");
+        }
         self.config = new;
         Ok(format!(
             "reloaded {}: {summary}",
@@ -72,7 +92,17 @@ impl Agent {
             });
         }
         let settings = settings::from_netmap(&netmap)?;
-        let summary = self.apply_peers(&settings).await?;
+        let present = self.host_routes().await?;
+        let settings = self
+            .route_guard
+            .screen(self.route_guard.cluster, &settings, &present);
+        let mut summary = self.apply_peers(&settings).await?;
+        if !self.route_guard.refused.is_empty() {
+            summary = format!(
+                "{summary}, {} prefixes refused",
+                self.route_guard.refused.len()
+            );
+        }
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
             tracing::error!("{}", Chain(&e));
@@ -83,7 +113,9 @@ impl Agent {
         ))
     }
 
-    /// Replaces the running peers with `settings` and routes their prefixes.
+    /// Replaces the running peers with `settings` (already screened by the route guard) and
+    /// routes their new prefixes (never replacing a route) and unroutes the old ones (only the
+    /// agent's own).
     async fn apply_peers(&mut self, settings: &[PeerSettings]) -> Result<String, AgentError> {
         let changes = self.peers.apply(settings)?;
         // The data path learns the new peers before the kernel routes anything to them.
@@ -92,7 +124,7 @@ impl Agent {
         for net in &changes.routes_added {
             if let Err(e) = self
                 .host
-                .replace_route(*net, self.tun_index, Some(gateway))
+                .add_route(*net, self.tun_index, Some(gateway))
                 .await
             {
                 tracing::error!(%net, "cannot add route: {}", Chain(&e));

@@ -14,6 +14,9 @@ use crate::peers::settings::{self, PeerKeys, PeerSettings, PresharedKeyBytes};
 /// Where the host's subnet and peers come from: agent.toml, or a control plane's netmap.
 pub(super) struct PeerSource {
     pub(super) subnet: IpNet,
+    /// The cluster CIDR the agent enforces: agent.toml's `cluster_cidr` (static mode), or the
+    /// control plane's (see [`control_cluster`]).
+    pub(super) cluster: IpNet,
     pub(super) settings: Vec<PeerSettings>,
     pub(super) control: Option<(control_link::Link, Netmap, Origin)>,
 }
@@ -28,8 +31,13 @@ impl PeerSource {
                 .agent
                 .subnet
                 .expect("agent.toml without [control] has a subnet");
+            let cluster = config
+                .agent
+                .cluster_cidr
+                .expect("agent.toml without [control] has a cluster_cidr");
             return Ok(Self {
                 subnet,
+                cluster,
                 settings: peer_settings(config)?,
                 control: None,
             });
@@ -38,6 +46,7 @@ impl PeerSource {
         let (link, netmap, origin) =
             control_link::establish(config, control, public_key, &cache).await?;
         let settings = settings::from_netmap(&netmap)?;
+        let cluster = control_cluster(&netmap)?;
         let subnet = netmap.host.subnet;
         if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
             return Err(AgentError::MtuTooSmall {
@@ -50,10 +59,17 @@ impl PeerSource {
         }
         Ok(Self {
             subnet,
+            cluster,
             settings,
             control: Some((link, netmap, origin)),
         })
     }
+}
+
+/// The cluster CIDR of control mode: for now the first netmap's `cluster_cidr` (a netmap
+/// without one is refused). The one place to change when the cluster is pinned at join.
+fn control_cluster(netmap: &Netmap) -> Result<IpNet, AgentError> {
+    netmap.cluster_cidr.ok_or(AgentError::NoClusterCidr)
 }
 
 /// The peers of a config, with preshared keys read from their files.

@@ -2,7 +2,9 @@
 //! routes, starts the data-path threads, the local API and the control link, and puts its
 //! workloads back; shutdown removes all of it again.
 //!
-//! Start-up is all or nothing: on any error it undoes what it did and returns the error.
+//! Start-up is all or nothing: on any error it undoes what it did and returns the error, except
+//! for the cluster's `unreachable` route, which it installs first and which only a clean stop
+//! removes (a kill -9 or a failed start leaves the host closed, not open).
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::{self, Link, Origin};
 use super::random::random_u32;
+use super::routes::{self, RouteGuard};
 use super::source::PeerSource;
 use super::workloads::{self, WorkloadStore};
 use super::{Agent, AgentError};
@@ -30,6 +33,7 @@ use crate::error::Chain;
 use crate::host::{self, HostNet};
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
+use crate::peers::settings::PeerSettings;
 
 impl Agent {
     /// Brings the host up from `source` (see the [module documentation](self)).
@@ -41,12 +45,13 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let a = &config.agent;
         let subnet = source.subnet;
+        let host = HostNet::connect()?;
+        let (route_guard, settings) = close_host(config_path, &config, &host, &source).await?;
         let mut peers = PeerSet::new(identity.clone(), random_u32());
-        peers.apply(&source.settings)?;
+        peers.apply(&settings)?;
         let store = WorkloadStore::new(&a.state_dir);
         let workloads = store.load(subnet)?;
         let udp = bind_udp(a)?;
-        let host = HostNet::connect()?;
         let listener = api::bind(&a.socket)?;
 
         // From here on, undo everything on failure.
@@ -86,6 +91,7 @@ impl Agent {
             offload,
             port,
             subnet,
+            route_guard,
             netmaps,
             endpoint,
             revision,
@@ -120,7 +126,8 @@ impl Agent {
     }
 
     /// Removes everything the agent created: the threads stop and the TUN device closes (taking
-    /// its routes along), the workloads' veths and the bridge are deleted, the socket removed.
+    /// its routes along), the workloads' veths and the bridge are deleted, the socket removed,
+    /// and last the cluster's `unreachable` route.
     /// The workloads stay in the state file and are wired again at the next start.
     pub(super) async fn shutdown(&mut self) {
         self.api_task.abort();
@@ -138,8 +145,40 @@ impl Agent {
         let mut undo = Undo::new(&self.config.agent);
         undo.bridge = true;
         undo.run(&self.host).await;
+        // Last: with the bridge gone nothing on this host sends into the cluster any more.
+        if let Err(e) = self.host.remove_cluster_routes(None).await {
+            tracing::warn!(cluster = %self.route_guard.cluster, "cannot remove the cluster route: {}", Chain(&e));
+        }
         tracing::info!("agent stopped; host networking removed");
     }
+}
+
+/// Closes the cluster on the host before anything else is set up: screens the peers' prefixes
+/// against the host's routes (in static mode a refused one is an error at its line in
+/// agent.toml; in control mode it is logged, counted and left out), then creates or takes over
+/// the cluster's `unreachable` route and removes cluster routes an earlier run left for other
+/// prefixes. Returns the guard and the peers to apply.
+///
+/// A start that fails later leaves the cluster route in place: the host stays closed (a bridge
+/// left by a killed run may still carry workloads) until a clean stop.
+async fn close_host(
+    config_path: &Path,
+    config: &AgentConfig,
+    host: &HostNet,
+    source: &PeerSource,
+) -> Result<(RouteGuard, Vec<PeerSettings>), AgentError> {
+    let control = routes::control_addrs(config).await;
+    let mut guard = RouteGuard::new(source.cluster, config, &control);
+    let present = host.main_routes().await?;
+    let settings = guard.screen(source.cluster, &source.settings, &present);
+    if config.control.is_none() {
+        routes::refuse_static(config_path, &guard.refused)?;
+    }
+    routes::close_cluster(host, source.cluster, &present).await?;
+    for stale in host.remove_cluster_routes(Some(source.cluster)).await? {
+        tracing::info!(%stale, "removed the cluster route of an earlier run");
+    }
+    Ok((guard, settings))
 }
 
 /// What start-up created and shutdown removes.
@@ -218,8 +257,7 @@ async fn bring_up(
         IpNet::new(workloads::gateway(subnet), subnet.prefix_len()).expect("subnet prefix length");
     let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
     for net in peers.routed_prefixes() {
-        host.replace_route(net, tun_index, Some(gateway.addr()))
-            .await?;
+        host.add_route(net, tun_index, Some(gateway.addr())).await?;
     }
     let offload = OffloadStatus {
         tun: tun.offload(),

@@ -55,6 +55,7 @@ impl Agent {
                 revision: self.revision.unwrap_or(0),
                 connected: self.connected.load(std::sync::atomic::Ordering::Relaxed),
             }),
+            routes: self.route_guard.status(),
         }
     }
 }

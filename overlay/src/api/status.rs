@@ -34,6 +34,32 @@ pub struct Status {
     /// The control plane link; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlStatus>,
+    /// The cluster CIDR the agent closes and the peer prefixes it refused to route.
+    #[serde(default)]
+    pub routes: RouteStatus,
+}
+
+/// What the agent enforces about routes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteStatus {
+    /// The cluster CIDR, closed on the host by an `unreachable` route of protocol 119.
+    pub cluster: String,
+    /// Peer prefixes refused since the agent started (each reload or netmap counts each
+    /// refused prefix once).
+    pub refused_total: u64,
+    /// The prefixes the last reload or netmap refused, and why.
+    pub refused: Vec<RefusedRoute>,
+}
+
+/// A peer prefix the agent does not route into the tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedRoute {
+    /// The peer's name (or its key's short form).
+    pub peer: String,
+    /// The prefix.
+    pub prefix: String,
+    /// What routing it would override.
+    pub reason: String,
 }
 
 /// The agent's link to its control plane.
@@ -118,6 +144,17 @@ impl Status {
             on_off(self.offload.udp_gso),
             on_off(self.offload.udp_gro)
         );
+        let _ = writeln!(s, "  cluster: {}", self.routes.cluster);
+        if self.routes.refused_total > 0 {
+            let _ = writeln!(
+                s,
+                "  routes refused: {} since start",
+                self.routes.refused_total
+            );
+            for r in &self.routes.refused {
+                let _ = writeln!(s, "    {} (peer {}): {}", r.prefix, r.peer, r.reason);
+            }
+        }
         let d = &self.dropped;
         if d.no_route + d.unknown_peer + d.malformed > 0 {
             let _ = writeln!(
@@ -260,8 +297,24 @@ mod tests {
                 revision: 7,
                 connected: false,
             }),
+            routes: RouteStatus {
+                cluster: "10.42.0.0/16".into(),
+                refused_total: 2,
+                refused: vec![RefusedRoute {
+                    peer: "host-b".into(),
+                    prefix: "10.42.9.0/24".into(),
+                    reason: "it would override the route `10.42.9.0/24 dev dummy0 proto kernel`"
+                        .into(),
+                }],
+            },
         };
         let out = st.render(1065);
+        assert!(out.contains("cluster: 10.42.0.0/16"), "{out}");
+        assert!(out.contains("routes refused: 2 since start"), "{out}");
+        assert!(
+            out.contains("10.42.9.0/24 (peer host-b): it would override the route"),
+            "{out}"
+        );
         assert!(out.contains("peer: PEER (host-b)"), "{out}");
         assert!(
             out.contains("latest handshake: 1 minutes, 5 seconds ago"),
@@ -281,5 +334,6 @@ mod tests {
         assert_eq!(value["peers"][0]["rx_bytes"], 2048);
         assert_eq!(value["peers"][0]["dropped"]["source_not_allowed"], 3);
         assert_eq!(value["dropped"]["no_route"], 0);
+        assert_eq!(value["routes"]["refused_total"], 2);
     }
 }

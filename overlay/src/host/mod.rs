@@ -13,12 +13,15 @@
 //! caller's thread ever changes namespace.
 //!
 //! Here: [`HostNet`] and its connection. `error`: [`HostError`]; `link`: links, the bridge and
-//! the interface-name rule; `route`: the TUN device's routes; `workload`: namespaces on the
+//! the interface-name rule; `route`: the agent's routes (the TUN device's and the cluster's
+//! `unreachable` route) and the main table's dump; `conflict`: which routes are ours and whether
+//! a prefix would override one that is not (pure); `workload`: namespaces on the
 //! bridge ([`HostNet::attach_netns`]) and their veth names; `netns`: opening a namespace and
 //! working inside it; `forwarding`: the sysctls.
 
 use rtnetlink::Handle;
 
+mod conflict;
 mod error;
 mod forwarding;
 mod link;
@@ -28,6 +31,9 @@ mod route;
 mod tests;
 mod workload;
 
+pub use conflict::{
+    cluster_conflict, conflict, Conflict, Guarded, HostRoute, RouteKind, MAIN_TABLE, ROUTE_PROTOCOL,
+};
 pub use error::HostError;
 pub use forwarding::enable_forwarding;
 pub use netns::NETNS_DIR;

@@ -273,8 +273,8 @@ fn ensure_bridge_is_idempotent() {
 }
 
 #[test]
-fn replace_route_twice_then_delete() {
-    if !privileged("replace_route_twice_then_delete") {
+fn routes_are_ours_and_never_replace_or_remove_others() {
+    if !privileged("routes_are_ours_and_never_replace_or_remove_others") {
         return;
     }
     let mut namespaces = Namespaces::default();
@@ -292,68 +292,98 @@ fn replace_route_twice_then_delete() {
             .ensure_bridge("wgmbr0", net("10.42.1.1/24"), 1420)
             .await
             .expect("bridge");
-        let other = host_net
-            .ensure_bridge("wgmbr1", net("10.43.1.1/24"), 1420)
-            .await
-            .expect("bridge");
         let dst = net("10.99.0.0/16");
 
         host_net
-            .replace_route(dst, bridge, None)
+            .add_route(dst, bridge, Some(addr("10.42.1.1")))
             .await
             .expect("add");
-        host_net
-            .replace_route(dst, bridge, None)
-            .await
-            .expect("replace");
         let lines = routes("10.99.0.0/16");
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
-            lines[0].contains("dev wgmbr0 proto static scope link"),
+            lines[0].contains("dev wgmbr0 proto 119 scope link src 10.42.1.1"),
             "{lines:?}"
         );
-
+        // Never replaces, not even its own route.
         host_net
-            .replace_route(dst, bridge, Some(addr("10.42.1.1")))
+            .add_route(dst, bridge, None)
             .await
-            .expect("with src");
-        let lines = routes("10.99.0.0/16");
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(
-            lines[0].contains("dev wgmbr0") && lines[0].contains("src 10.42.1.1"),
-            "{lines:?}"
-        );
+            .expect_err("a second add is refused");
 
-        // Replacing moves the route to another device rather than adding a second one.
+        // Someone else's route: not replaced, not deleted, listed as theirs.
+        ip(&["-n", &ns, "route", "add", "10.97.0.0/16", "dev", "wgmbr0"]);
         host_net
-            .replace_route(dst, other, None)
+            .add_route(net("10.97.0.0/16"), bridge, None)
             .await
-            .expect("move");
-        let lines = routes("10.99.0.0/16");
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("dev wgmbr1"), "{lines:?}");
-
+            .expect_err("a foreign route is never replaced");
         assert!(!host_net
-            .delete_route(dst, bridge)
+            .delete_route(net("10.97.0.0/16"), bridge)
             .await
-            .expect("delete via old dev"));
-        assert!(host_net.delete_route(dst, other).await.expect("delete"));
+            .expect("delete foreign"));
+        assert_eq!(routes("10.97.0.0/16").len(), 1);
+        let dump = host_net.main_routes().await.expect("dump");
+        let foreign = dump
+            .iter()
+            .find(|r| r.dst == net("10.97.0.0/16"))
+            .expect("listed");
+        assert!(!foreign.is_ours(), "{foreign}");
+        assert_eq!(foreign.device.as_deref(), Some("wgmbr0"));
+        assert!(dump.iter().any(|r| r.dst == dst && r.is_ours()));
+        assert!(dump
+            .iter()
+            .any(|r| r.dst == net("10.42.1.0/24") && r.protocol == 2));
+
+        assert!(host_net.delete_route(dst, bridge).await.expect("delete"));
         assert!(routes("10.99.0.0/16").is_empty());
-        assert!(!host_net
-            .delete_route(dst, other)
-            .await
-            .expect("delete again"));
+        assert!(!host_net.delete_route(dst, bridge).await.expect("again"));
+    });
+}
 
-        // Host bits are cleared rather than rejected.
-        host_net
-            .replace_route(net("10.98.7.7/16"), bridge, None)
-            .await
-            .expect("add");
-        assert_eq!(routes("10.98.0.0/16").len(), 1);
+#[test]
+fn the_cluster_route_is_created_taken_over_moved_and_removed() {
+    if !privileged("the_cluster_route_is_created_taken_over_moved_and_removed") {
+        return;
+    }
+    let mut namespaces = Namespaces::default();
+    let host = namespaces.create();
+    let ns = host.clone();
+    in_netns(&host, move || async move {
+        let unreachable = || ip(&["-n", &ns, "route", "show", "type", "unreachable"]);
+        let host_net = HostNet::connect().expect("connect");
+        ip(&["-n", &ns, "route", "add", "unreachable", "10.200.0.0/16"]);
         assert!(host_net
-            .delete_route(net("10.98.7.7/16"), bridge)
+            .ensure_cluster_route(net("10.0.0.0/8"))
             .await
-            .expect("delete"));
+            .expect("create"));
+        assert!(!host_net
+            .ensure_cluster_route(net("10.0.0.0/8"))
+            .await
+            .expect("take over"));
+        assert!(
+            unreachable().contains("unreachable 10.0.0.0/8 proto 119"),
+            "{}",
+            unreachable()
+        );
+        // Moving: the new one first, then the old one goes; a foreign one stays.
+        host_net
+            .ensure_cluster_route(net("10.64.0.0/10"))
+            .await
+            .expect("new");
+        let removed = host_net
+            .remove_cluster_routes(Some(net("10.64.0.0/10")))
+            .await
+            .expect("remove old");
+        assert_eq!(removed, vec![net("10.0.0.0/8")]);
+        host_net
+            .ensure_cluster_route(net("fd42::/16"))
+            .await
+            .expect("v6");
+        let shown = ip(&["-n", &ns, "-6", "route", "show", "type", "unreachable"]);
+        assert!(shown.contains("unreachable fd42::/16"), "{shown}");
+        let mut removed = host_net.remove_cluster_routes(None).await.expect("all");
+        removed.sort();
+        assert_eq!(removed, vec![net("10.64.0.0/10"), net("fd42::/16")]);
+        assert_eq!(unreachable().trim(), "unreachable 10.200.0.0/16");
     });
 }
 
