@@ -223,6 +223,7 @@ wgmesh_conf() {  # NAME SUBNET KEYFILE SOCK STATE OFFLOAD PEERPUB PEEREP PEERNET
 [agent]
 name = "$1"
 subnet = "$2"
+cluster_cidr = "10.0.0.0/8"
 private_key_file = "$3"
 socket = "$4"
 state_dir = "$5"

@@ -86,6 +86,9 @@ pub struct AgentSpec {
     pub name: String,
     /// Empty: no `subnet` key (a joined agent gets its subnet from the control plane).
     pub subnet: String,
+    /// `cluster_cidr` for a static agent (one with a subnet); `None` writes 10.0.0.0/8 for an
+    /// IPv4 subnet and fd00::/8 for an IPv6 one.
+    pub cluster_cidr: Option<String>,
     pub listen_port: u16,
     pub peers: Vec<PeerSpec>,
     pub offload: Option<bool>,
@@ -102,6 +105,7 @@ impl AgentSpec {
         Self {
             name: name.to_string(),
             subnet: subnet.to_string(),
+            cluster_cidr: None,
             listen_port,
             peers: Vec::new(),
             offload: None,
@@ -146,6 +150,13 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
     writeln!(t, "interface = \"wgm0\"").unwrap();
     if !spec.subnet.is_empty() {
         writeln!(t, "subnet = {}", q(&spec.subnet)).unwrap();
+        let default = if spec.subnet.contains(':') {
+            "fd00::/8"
+        } else {
+            "10.0.0.0/8"
+        };
+        let cluster = spec.cluster_cidr.as_deref().unwrap_or(default);
+        writeln!(t, "cluster_cidr = {}", q(cluster)).unwrap();
     }
     writeln!(t, "socket = {}", q(socket.to_str().unwrap())).unwrap();
     writeln!(t, "state_dir = {}", q(state_dir.to_str().unwrap())).unwrap();
