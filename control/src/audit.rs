@@ -143,10 +143,7 @@ pub struct AuditError {
     pub source: io::Error,
 }
 
-/// Default size at which the audit log rotates: 64 MiB.
-pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// Default number of rotated audit log files kept.
-pub const DEFAULT_AUDIT_KEEP: u32 = 5;
+pub use wgmesh_config::control::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
 
 /// An append-only audit log file (mode 0600) that rotates by size; events are fsynced.
 #[derive(Debug)]
