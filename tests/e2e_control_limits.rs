@@ -26,7 +26,8 @@ const PER_ADDRESS: usize = 64;
 
 #[test]
 fn idle_connection_flood_from_one_address_leaves_agents_and_admins_served() {
-    let Some(c) = Cluster::new("idle_connection_flood_from_one_address_leaves_agents_and_admins_served")
+    let Some(c) =
+        Cluster::new("idle_connection_flood_from_one_address_leaves_agents_and_admins_served")
     else {
         return;
     };
@@ -53,9 +54,11 @@ fn idle_connection_flood_from_one_address_leaves_agents_and_admins_served() {
         held.len()
     );
     // Beyond the cap, connections are closed at once, not left holding a slot.
-    assert_eventually(Duration::from_secs(5), "the excess connections are closed", || {
-        still_open(&held) <= PER_ADDRESS
-    });
+    assert_eventually(
+        Duration::from_secs(5),
+        "the excess connections are closed",
+        || still_open(&held) <= PER_ADDRESS,
+    );
 
     // While the flood's connections are held: a host joins and gets peers, the admin lists.
     let t = Instant::now();
@@ -106,9 +109,11 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
     bridge.plug(&flap_ns, host_ip(77));
     let flap_key = fresh_public_key();
     let (credential, _) = cp.join_ok(&token, "host-flap", &flap_key);
-    assert_eventually(Duration::from_secs(10), "the watcher lists the flapper", || {
-        watcher.agent.try_peer_status(&flap_key).is_some()
-    });
+    assert_eventually(
+        Duration::from_secs(10),
+        "the watcher lists the flapper",
+        || watcher.agent.try_peer_status(&flap_key).is_some(),
+    );
     // Let the watcher settle (its own endpoint report, the flapper's join).
     std::thread::sleep(Duration::from_secs(2));
     let before = netmaps_applied(&watcher.agent.log());
@@ -153,7 +158,9 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
         .map(|a| a.retry_after.as_str())
         .collect();
     assert!(
-        retry.iter().all(|r| r.parse::<u64>().is_ok_and(|s| (1..=6).contains(&s))),
+        retry
+            .iter()
+            .all(|r| r.parse::<u64>().is_ok_and(|s| (1..=6).contains(&s))),
         "429s without a Retry-After of 1 to 6 s: {retry:?}"
     );
     // The refusal body names the reason.
@@ -164,7 +171,11 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
         Some(&credential),
         Some(r#"{"endpoint": "198.18.0.77:1"}"#),
     );
-    assert_eq!((st, reason(&body).as_str()), (429, "too_many_requests"), "{body}");
+    assert_eq!(
+        (st, reason(&body).as_str()),
+        (429, "too_many_requests"),
+        "{body}"
+    );
 
     // The watcher ends on the last accepted endpoint (latest state wins), having applied a
     // netmap or two for the whole burst, not one per change.
@@ -239,10 +250,18 @@ fn unreachable_endpoints_are_refused_at_join_and_report_and_state_files_are_priv
             "join with {endpoint}: {body}"
         );
         assert!(body.contains(class), "join with {endpoint}: {body}");
-        assert!(body.contains("198.18.0.5:51820"), "says what is valid: {body}");
+        assert!(
+            body.contains("198.18.0.5:51820"),
+            "says what is valid: {body}"
+        );
     }
     assert!(cp.node_names().is_empty(), "a refused join joined");
-    let (st, body) = cp.join_raw(&token, "host-ok", &fresh_public_key(), Some("198.18.0.5:51820"));
+    let (st, body) = cp.join_raw(
+        &token,
+        "host-ok",
+        &fresh_public_key(),
+        Some("198.18.0.5:51820"),
+    );
     assert_eq!(st, 200, "{body}");
     let credential = serde_json::from_str::<serde_json::Value>(&body).unwrap()["credential"]
         .as_str()
@@ -268,7 +287,10 @@ fn unreachable_endpoints_are_refused_at_join_and_report_and_state_files_are_priv
     // Every file under the state directory is 0600 (the directory 0700), whatever the umask;
     // so is the audit log; a file made wider by hand is narrowed at the next start.
     assert_private_tree(&cp.state_dir);
-    let audit_mode = std::fs::metadata(&cp.audit_log).unwrap().permissions().mode();
+    let audit_mode = std::fs::metadata(&cp.audit_log)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(audit_mode & 0o777, 0o600, "audit log mode {audit_mode:o}");
     let store = cp.state_dir.join("store.jsonl");
     cp.stop();
@@ -294,7 +316,15 @@ fn the_audit_log_rotates_at_audit_max_bytes_keeping_audit_keep_files() {
     );
     // Each token created is one audit line (about 150 bytes): 200 lines rotate about 15 times.
     let bodies = vec![r#"{"ttl_secs": 60}"#.to_string(); 200];
-    let answers = curl_many(&cp, &cp.ns, "POST", "/v1/tokens", &cp.admin_token(), &bodies, 0);
+    let answers = curl_many(
+        &cp,
+        &cp.ns,
+        "POST",
+        "/v1/tokens",
+        &cp.admin_token(),
+        &bodies,
+        0,
+    );
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     let dir = cp.audit_log.parent().unwrap();
     let name = cp.audit_log.file_name().unwrap().to_str().unwrap();
@@ -323,7 +353,10 @@ fn the_audit_log_rotates_at_audit_max_bytes_keeping_audit_keep_files() {
             assert_eq!(v["action"], "token_create", "{line}");
         }
     }
-    assert!(total <= (keep + 1) * max, "{total} bytes in the audit files");
+    assert!(
+        total <= (keep + 1) * max,
+        "{total} bytes in the audit files"
+    );
     assert!(
         cp.log().contains("rotated the audit log"),
         "no rotation logged:\n{}",

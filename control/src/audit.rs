@@ -344,9 +344,18 @@ mod tests {
             assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
         }
         // 20 lines: 18 in six full files, of which two old ones are kept, and 2 current.
-        let lines = |n: &str| fs::read_to_string(dir.path().join(n)).unwrap().lines().count();
+        let lines = |n: &str| {
+            fs::read_to_string(dir.path().join(n))
+                .unwrap()
+                .lines()
+                .count()
+        };
         assert_eq!(
-            (lines("audit.jsonl"), lines("audit.jsonl.1"), lines("audit.jsonl.2")),
+            (
+                lines("audit.jsonl"),
+                lines("audit.jsonl.1"),
+                lines("audit.jsonl.2")
+            ),
             (2, 3, 3)
         );
         // A reopened log counts the existing file's size.
@@ -354,7 +363,11 @@ mod tests {
         let mut log = AuditLog::open_rotating(&path, 3 * line, 2).unwrap();
         log.record(&join_refused()).unwrap();
         log.record(&join_refused()).unwrap();
-        assert_eq!(lines("audit.jsonl"), 1, "rotated on the 4th line of the file");
+        assert_eq!(
+            lines("audit.jsonl"),
+            1,
+            "rotated on the 4th line of the file"
+        );
     }
 
     #[test]

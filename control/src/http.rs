@@ -229,7 +229,10 @@ pub async fn serve(
             addr: remote.ip(),
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            refused.note(remote, "the control plane holds the most connections allowed");
+            refused.note(
+                remote,
+                "the control plane holds the most connections allowed",
+            );
             continue;
         };
         let service = TowerToHyperService::new(router.clone().layer(Extension(Remote(remote))));

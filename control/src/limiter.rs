@@ -273,12 +273,18 @@ mod tests {
         assert!(!c.open(v6a), "one /64 counts as one address");
         assert!(c.open(v6c));
         let mapped: IpAddr = "::ffff:198.18.0.66".parse().unwrap();
-        assert!(!c.open(mapped), "an IPv4-mapped address counts as the IPv4 address");
+        assert!(
+            !c.open(mapped),
+            "an IPv4-mapped address counts as the IPv4 address"
+        );
         c.close(a);
         c.close(a);
         c.close(a);
         assert_eq!(c.held(a), 0, "closing more than opened does not underflow");
-        assert!(!c.held.contains_key(&a), "an address with no connection is forgotten");
+        assert!(
+            !c.held.contains_key(&a),
+            "an address with no connection is forgotten"
+        );
     }
 
     #[test]
@@ -291,7 +297,10 @@ mod tests {
         }
         let wait = b.take(h, t0).unwrap_err();
         assert_eq!(wait, ENDPOINT_REFILL);
-        assert!(b.take(HostId(2), t0).is_ok(), "another host has its own budget");
+        assert!(
+            b.take(HostId(2), t0).is_ok(),
+            "another host has its own budget"
+        );
         let t1 = t0 + ENDPOINT_REFILL / 2;
         assert_eq!(b.take(h, t1).unwrap_err(), ENDPOINT_REFILL / 2);
         let t2 = t0 + ENDPOINT_REFILL;
@@ -311,11 +320,23 @@ mod tests {
         let mut p = NetmapPacer::new(i);
         let t0 = Instant::now();
         assert_eq!(p.reserve("host-a", t0), t0, "the first netmap goes at once");
-        assert_eq!(p.reserve("host-a", t0), t0 + i, "the next waits an interval");
-        assert_eq!(p.reserve("host-a", t0), t0 + 2 * i, "concurrent polls are spaced");
+        assert_eq!(
+            p.reserve("host-a", t0),
+            t0 + i,
+            "the next waits an interval"
+        );
+        assert_eq!(
+            p.reserve("host-a", t0),
+            t0 + 2 * i,
+            "concurrent polls are spaced"
+        );
         assert_eq!(p.reserve("host-b", t0), t0, "other hosts are not held back");
         let later = t0 + 10 * i;
-        assert_eq!(p.reserve("host-a", later), later, "after a quiet interval, at once");
+        assert_eq!(
+            p.reserve("host-a", later),
+            later,
+            "after a quiet interval, at once"
+        );
     }
 
     #[test]

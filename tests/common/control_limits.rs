@@ -97,8 +97,17 @@ pub fn curl_many(
     let url = format!("{}{path}", cp.url());
     let ca = cp.ca_pem();
     let auth = format!("Authorization: Bearer {bearer}");
-    let n = if bodies.is_empty() { count } else { bodies.len() };
-    let mut args: Vec<String> = vec!["curl".into(), "-sS".into(), "--max-time".into(), "120".into()];
+    let n = if bodies.is_empty() {
+        count
+    } else {
+        bodies.len()
+    };
+    let mut args: Vec<String> = vec![
+        "curl".into(),
+        "-sS".into(),
+        "--max-time".into(),
+        "120".into(),
+    ];
     for i in 0..n {
         if i > 0 {
             args.push("--next".into());
@@ -181,7 +190,10 @@ pub fn assert_private_tree(dir: &Path) {
         "files not 0600 / directories not 0700 under {}: {wrong:?}",
         dir.display()
     );
-    assert!(modes.len() > 3, "the state directory is nearly empty: {modes:?}");
+    assert!(
+        modes.len() > 3,
+        "the state directory is nearly empty: {modes:?}"
+    );
 }
 
 /// How many times the agent log `log` says it applied a netmap.

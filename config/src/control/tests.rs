@@ -118,10 +118,26 @@ fn limits_parse_and_out_of_range_values_are_named() {
     let cfg = parse(&minimal("max_connections = 10")).unwrap();
     assert_eq!(cfg.max_connections_per_address, 10);
     for (line, field, needle) in [
-        ("audit_max_bytes = 100", "control.audit_max_bytes", "use 1024 to"),
-        ("audit_max_bytes = -1", "control.audit_max_bytes", "out of range"),
-        ("audit_keep = 1001", "control.audit_keep", "use 0 to 1000 (default 5)"),
-        ("max_connections = 0", "control.max_connections", "use 1 to 1000000"),
+        (
+            "audit_max_bytes = 100",
+            "control.audit_max_bytes",
+            "use 1024 to",
+        ),
+        (
+            "audit_max_bytes = -1",
+            "control.audit_max_bytes",
+            "out of range",
+        ),
+        (
+            "audit_keep = 1001",
+            "control.audit_keep",
+            "use 0 to 1000 (default 5)",
+        ),
+        (
+            "max_connections = 0",
+            "control.max_connections",
+            "use 1 to 1000000",
+        ),
         (
             "max_connections = 10\nmax_connections_per_address = 11",
             "control.max_connections_per_address",

@@ -151,7 +151,11 @@ mod tests {
             let e = check(bad, None).unwrap_err();
             assert_eq!(e.reason, ApiReason::BadEndpoint, "{bad}");
             assert!(e.message.contains(class), "{bad}: {}", e.message);
-            assert!(e.message.contains("198.18.0.5:51820"), "says what is valid: {}", e.message);
+            assert!(
+                e.message.contains("198.18.0.5:51820"),
+                "says what is valid: {}",
+                e.message
+            );
         }
     }
 
@@ -159,7 +163,11 @@ mod tests {
     fn cluster_cidr_endpoints_are_refused() {
         let e = check("10.42.3.1:51820", Some("10.42.0.0/16")).unwrap_err();
         assert_eq!(e.reason, ApiReason::BadEndpoint);
-        assert!(e.message.contains("cluster CIDR 10.42.0.0/16"), "{}", e.message);
+        assert!(
+            e.message.contains("cluster CIDR 10.42.0.0/16"),
+            "{}",
+            e.message
+        );
         let e = check("[fd42::7]:51820", Some("fd42::/48")).unwrap_err();
         assert!(e.message.contains("fd42::/48"), "{}", e.message);
         assert_eq!(check("10.42.3.1:51820", None), Ok(()), "no cluster yet");
