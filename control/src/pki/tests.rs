@@ -51,7 +51,10 @@ fn pki_files_are_0600() {
             assert_eq!(mode(&entry.path()), 0o600, "{name:?}");
             n += 1;
         }
-        assert_eq!(n, 5, "ca.pem, ca.key, server.pem, server.key, server.advertise");
+        assert_eq!(
+            n, 5,
+            "ca.pem, ca.key, server.pem, server.key, server.advertise"
+        );
     };
     Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1"])).unwrap();
     assert_eq!(mode(&dir.path().join(CA_KEY_FILE)), 0o600);
