@@ -70,8 +70,9 @@ impl RefusalLimiter {
     }
 }
 
-/// Default most connections one source address (an IPv6 /64) may hold at once.
-pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 64;
+/// Default most connections one source address (an IPv6 /64) may hold at once (control.toml's
+/// `max_connections_per_address`).
+pub use wgmesh_config::control::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 
 /// Connections held per source address. IPv6 addresses count per /64: one machine usually
 /// holds a whole /64, so counting single addresses would not limit it.

@@ -14,6 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use wgmesh_config::control::{DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS};
 
 use super::{router, small, Remote, Shared};
 use crate::limiter::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_NETMAP_INTERVAL, WINDOW};
@@ -36,9 +37,9 @@ pub struct ServeLimits {
 impl Default for ServeLimits {
     fn default() -> Self {
         Self {
-            max_connections: 16384,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS.into()),
             netmap_interval: DEFAULT_NETMAP_INTERVAL,
         }
     }
