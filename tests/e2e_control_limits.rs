@@ -73,7 +73,7 @@ fn idle_connection_flood_from_one_address_leaves_agents_and_admins_served() {
     let listed = t.elapsed();
     assert_eq!(names.len(), 2, "{names:?}");
     eprintln!("two joins and a netmap poll took {joined:?}, node list {listed:?}");
-    assert!(listed < Duration::from_secs(3), "node list took {listed:?}");
+    assert!(listed < Duration::from_secs(5), "node list took {listed:?}");
     let open = still_open(&held);
     assert!(
         open <= PER_ADDRESS,
@@ -212,8 +212,11 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
         "9 polls in a loop got 9 netmaps in {polled:?}: not paced to one per 500 ms"
     );
     eprintln!("the watcher applied {applied} netmaps during the flapping");
+    // One netmap per 500 ms window while changes came (at once for the first, then paced),
+    // and one more for a change just at a window's end.
+    let windows = (flapped.as_millis() / 500) as usize;
     assert!(
-        (1..=3).contains(&applied),
+        (1..=2 + windows).contains(&applied),
         "the watcher applied {applied} netmaps for {} endpoint changes in {flapped:?} \
          (at most one per 500 ms window expected)",
         accepted.len()
