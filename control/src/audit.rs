@@ -1,15 +1,20 @@
 //! The audit log: one [`AuditEvent`] per join, refusal, admin action and key change, written by
 //! [`AuditLog`] as one JSON line, fsynced.
 //!
+//! The log rotates by size so it never fills the disk: when a line would take the file past
+//! `max_bytes`, `audit.jsonl` is renamed to `audit.jsonl.1` (`.1` to `.2` and so on first, up
+//! to `keep` old files; the oldest is deleted) and a new file is started. The files take at
+//! most `(keep + 1) * max_bytes` bytes (plus one line). Every file is created with mode 0600.
+//!
 //! The event type cannot hold a secret: every field is an id, a validated [`HostName`], an
 //! address, a time or a closed enum; there is no free-form string or map, so a token, a
 //! credential or a request body cannot end up in the log by accident. The types are pure;
 //! only [`AuditLog`] performs I/O.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -138,30 +143,77 @@ pub struct AuditError {
     pub source: io::Error,
 }
 
-/// An append-only audit log file (created with mode 0600); every event is fsynced.
+pub use wgmesh_config::control::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
+
+/// An append-only audit log file (mode 0600) that rotates by size; events are fsynced.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    /// The current file's size.
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
 }
 
 impl AuditLog {
-    /// Opens `path` for appending, creating it (mode 0600) if it is missing.
+    /// Opens `path` for appending, creating it (mode 0600) if it is missing, rotating at the
+    /// default size and keeping the default number of old files.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| AuditError {
-                path: path.to_path_buf(),
-                action: "open",
-                source,
-            })?;
+        Self::open_rotating(path, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_KEEP)
+    }
+
+    /// Opens `path` for appending (mode 0600, made so if it was wider), rotating when the file
+    /// would grow past `max_bytes` (at least 1) and keeping `keep` old files.
+    pub fn open_rotating(path: &Path, max_bytes: u64, keep: u32) -> Result<Self, AuditError> {
+        let err = |source| AuditError {
+            path: path.to_path_buf(),
+            action: "open",
+            source,
+        };
+        let file = open_private(path).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(Permissions::from_mode(0o600))
+                .map_err(err)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            size: meta.len(),
+            max_bytes: max_bytes.max(1),
+            keep,
         })
+    }
+
+    /// The `n`th old file (`audit.jsonl.1` is the newest).
+    pub fn rotated_path(&self, n: u32) -> PathBuf {
+        let mut p = self.path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    /// Shifts the old files up by one (dropping the oldest), moves the current file to `.1`
+    /// (or deletes it when none are kept) and starts a new one.
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.keep == 0 {
+            fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..self.keep).rev() {
+                match fs::rename(self.rotated_path(n), self.rotated_path(n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fs::rename(&self.path, self.rotated_path(1))?;
+        }
+        self.file = open_private(&self.path)?;
+        self.size = 0;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        tracing::info!(path = %self.path.display(), keep = self.keep, "rotated the audit log");
+        Ok(())
     }
 
     /// The log file.
@@ -180,21 +232,39 @@ impl AuditLog {
                 Outcome::Refused(_)
             )
         );
+        let line = event.to_line();
+        let len = line.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+            self.rotate().map_err(|source| AuditError {
+                path: self.path.clone(),
+                action: "rotate",
+                source,
+            })?;
+        }
         self.file
-            .write_all(&event.to_line())
+            .write_all(&line)
             .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) })
             .map_err(|source| AuditError {
                 path: self.path.clone(),
                 action: "append to",
                 source,
-            })
+            })?;
+        self.size += len;
+        Ok(())
     }
+}
+
+/// Opens `path` for appending, creating it with mode 0600 (the umask cannot widen it).
+fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
     use crate::registry::{RegistryError, TokenRefused};
 
@@ -252,6 +322,72 @@ mod tests {
     }
 
     #[test]
+    fn log_rotates_at_max_bytes_and_keeps_at_most_keep_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = join_refused().to_line().len() as u64;
+        // Three lines fit in a file; a fourth rotates.
+        let mut log = AuditLog::open_rotating(&path, 3 * line, 2).unwrap();
+        for _ in 0..20 {
+            log.record(&join_refused()).unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]);
+        for name in &names {
+            let p = dir.path().join(name);
+            let meta = fs::metadata(&p).unwrap();
+            assert!(meta.len() <= 3 * line, "{name} is {} bytes", meta.len());
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+        // 20 lines: 18 in six full files, of which two old ones are kept, and 2 current.
+        let lines = |n: &str| {
+            fs::read_to_string(dir.path().join(n))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!(
+            (
+                lines("audit.jsonl"),
+                lines("audit.jsonl.1"),
+                lines("audit.jsonl.2")
+            ),
+            (2, 3, 3)
+        );
+        // A reopened log counts the existing file's size.
+        drop(log);
+        let mut log = AuditLog::open_rotating(&path, 3 * line, 2).unwrap();
+        log.record(&join_refused()).unwrap();
+        log.record(&join_refused()).unwrap();
+        assert_eq!(
+            lines("audit.jsonl"),
+            1,
+            "rotated on the 4th line of the file"
+        );
+    }
+
+    #[test]
+    fn keep_zero_keeps_only_the_current_file_and_a_wide_mode_is_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        let line = join_refused().to_line().len() as u64;
+        let mut log = AuditLog::open_rotating(&path, line, 0).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        for _ in 0..5 {
+            log.record(&join_refused()).unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), line);
+    }
+
+    #[test]
     fn log_appends_lines_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
@@ -260,13 +396,13 @@ mod tests {
         drop(log);
         let mut log = AuditLog::open(&path).unwrap();
         log.record(&join_refused()).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
         let events: Vec<AuditEvent> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(events, vec![join_refused(), join_refused()]);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let err = AuditLog::open(&dir.path().join("no/such/dir")).unwrap_err();
         assert!(

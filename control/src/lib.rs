@@ -17,9 +17,10 @@
 //!
 //! The API (docs/CONTROL-API.md):
 //! - [`service`]: authentication, authorisation, and the change each call makes, without HTTP
-//!   (`join`, `hosts`, `tokens`, `nodes` inside, with `caller` and `refusal`);
+//!   (`join`, `hosts`, `tokens`, `nodes` inside, with `caller`, `refusal` and `endpoint`);
 //! - [`http`]: the HTTPS server around [`service::Control`], with the netmap long poll, and
-//!   [`limiter`]: the per-address limit on refused requests;
+//!   [`limiter`]: its limits (refused requests and connections per address, endpoint reports
+//!   per host, netmap pacing);
 //! - [`server`]: `wgmesh control`: start-up from `control.toml`, `admin.toml`, shutdown;
 //! - [`admin`]: the admin CLI's helpers (`--ttl`, the `token list` and `node list` tables).
 //! - [`clock`]: the wall clock as unix seconds, for [`http`] and the CLI.

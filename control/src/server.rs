@@ -4,13 +4,15 @@
 //! Start-up is ordered so that a bad configuration creates nothing: the file is validated
 //! first, then the state directory (0700), the PKI, the store (initialised with the cluster
 //! network on first start, and checked against it afterwards), `admin.toml` (0600), the audit
-//! log, and finally the listening socket.
+//! log, and finally the listening socket. Every file in the state directory is created 0600;
+//! files left wider by older versions (or by hand) are narrowed at start, with a warning.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,7 +21,7 @@ use wgmesh_config::token::AdminToken;
 use wgmesh_config::ConfigError;
 
 use crate::audit::{AuditError, AuditLog};
-use crate::http::{self, Shared};
+use crate::http::{self, ServeLimits, Shared};
 use crate::pki::{Pki, PkiError};
 use crate::registry::Registry;
 use crate::service::Control;
@@ -108,6 +110,10 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     raise_open_file_limit();
     let dir = &config.state_dir;
     create_private_dir(dir)?;
+    narrow_mode(dir, 0o700).map_err(|source| ServerError::StateDir {
+        path: dir.clone(),
+        source,
+    })?;
     // Held until the control plane exits (the kernel drops it then, even after kill -9).
     let _lock = lock_state_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
@@ -118,7 +124,9 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
             create_private_dir(parent)?;
         }
     }
-    let audit = AuditLog::open(&config.audit_log)?;
+    let audit =
+        AuditLog::open_rotating(&config.audit_log, config.audit_max_bytes, config.audit_keep)?;
+    narrow_files(dir);
     let listener = listen(config.listen).await?;
     let shutdown = shutdown_signal()?;
     let hosts = registry.hosts().len();
@@ -139,13 +147,14 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         revision,
         "control plane listening"
     );
-    http::serve(
-        listener,
-        pki.server_config(),
-        Shared::new(control),
-        shutdown,
-    )
-    .await;
+    let limits = ServeLimits {
+        max_connections: config.max_connections as usize,
+        max_connections_per_address: config.max_connections_per_address,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout_secs.into()),
+        ..ServeLimits::default()
+    };
+    let shared = Shared::with_limits(control, limits);
+    http::serve(listener, pki.server_config(), shared, shutdown).await;
     Ok(())
 }
 
@@ -276,6 +285,36 @@ fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// Narrows `path`'s permissions to `mode` if others or the group may access it, with a warning.
+fn narrow_mode(path: &Path, mode: u32) -> io::Result<()> {
+    let now = std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
+    if now & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        tracing::warn!(path = %path.display(), was = format!("{now:o}"), now = format!("{mode:o}"), "narrowed the mode of a state file: only the control plane may read it");
+    }
+    Ok(())
+}
+
+/// Narrows every regular file directly in the state directory to 0600 (what this version
+/// creates). Failures are logged: they leave a file as readable as it was, not a broken start.
+fn narrow_files(dir: &Path) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "cannot list the state directory: {e}");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            if let Err(e) = narrow_mode(&path, 0o600) {
+                tracing::warn!(path = %path.display(), "cannot narrow the mode of a state file: {e}");
+            }
+        }
+    }
 }
 
 fn warn_if_open(path: &Path) {

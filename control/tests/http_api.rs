@@ -300,3 +300,32 @@ async fn an_address_refused_too_often_gets_429_while_hosts_go_on() {
         .unwrap();
     assert!(netmap.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_reports_over_budget_get_a_retryable_429_and_bad_endpoints_a_400() {
+    let server = start().await;
+    let (_, agent, _, _, credential) = host_a_joined(&server).await;
+    let loopback = "127.0.0.1:51820".parse().unwrap();
+    let err = agent
+        .set_endpoint("host-a", &credential, Some(loopback))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::BadEndpoint), "{err}");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    // The refused report above took one of the 10 at once.
+    for port in 1..wgmesh_control::limiter::ENDPOINT_BURST {
+        let endpoint = std::net::SocketAddr::from(([198, 18, 0, 1], 50000 + port as u16));
+        agent
+            .set_endpoint("host-a", &credential, Some(endpoint))
+            .await
+            .unwrap();
+    }
+    let endpoint = "198.18.0.1:51820".parse().unwrap();
+    let err = agent
+        .set_endpoint("host-a", &credential, Some(endpoint))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::TooManyRequests), "{err}");
+    assert!(!err.is_permanent(), "a 429 is worth retrying later");
+    assert!(err.to_string().contains("retry after 6 s"), "{err}");
+}

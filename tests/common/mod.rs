@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod control;
+pub mod control_limits;
 pub mod daemon;
 pub mod keys;
 pub mod netns;

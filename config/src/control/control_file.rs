@@ -42,7 +42,41 @@ pub struct ControlConfig {
     pub store: StoreKind,
     /// File the audit log is appended to; default `{state_dir}/audit.jsonl`.
     pub audit_log: PathBuf,
+    /// Size at which the audit log rotates, in bytes: at least [`MIN_AUDIT_MAX_BYTES`];
+    /// default [`DEFAULT_AUDIT_MAX_BYTES`] (64 MiB).
+    pub audit_max_bytes: u64,
+    /// Rotated audit log files kept (`audit.jsonl.1` ...), 0 to [`MAX_AUDIT_KEEP`]; default
+    /// [`DEFAULT_AUDIT_KEEP`].
+    pub audit_keep: u32,
+    /// Most connections served at once, 1 to [`MAX_CONNECTIONS_LIMIT`]; default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: u32,
+    /// Most connections one source address (IPv6: one /64) may hold, counted before TLS; 1 to
+    /// `max_connections`; default [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`].
+    pub max_connections_per_address: u32,
+    /// Seconds a client has to finish the TLS handshake and send its request, 1 to
+    /// [`MAX_HANDSHAKE_TIMEOUT_SECS`]; default [`DEFAULT_HANDSHAKE_TIMEOUT_SECS`].
+    pub handshake_timeout_secs: u32,
 }
+
+/// Default `audit_max_bytes`: 64 MiB.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest `audit_max_bytes`: room for a few lines.
+pub const MIN_AUDIT_MAX_BYTES: u64 = 1024;
+/// Default `audit_keep`.
+pub const DEFAULT_AUDIT_KEEP: u32 = 5;
+/// Largest `audit_keep`.
+pub const MAX_AUDIT_KEEP: u32 = 1000;
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16384;
+/// Largest `max_connections`.
+pub const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
+/// Default `max_connections_per_address`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 64;
+/// Default `handshake_timeout_secs`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u32 = 10;
+/// Largest `handshake_timeout_secs`.
+pub const MAX_HANDSHAKE_TIMEOUT_SECS: u32 = 300;
 
 impl ControlConfig {
     /// Parses and validates the TOML `text` of a control plane configuration.
@@ -156,6 +190,11 @@ struct RawControlSection {
     host_prefix: Option<Spanned<i64>>,
     store: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
+    audit_max_bytes: Option<Spanned<i64>>,
+    audit_keep: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_address: Option<Spanned<i64>>,
+    handshake_timeout_secs: Option<Spanned<i64>>,
 }
 
 /// What a valid value of the field at `path` of `control.toml` looks like.
@@ -177,6 +216,11 @@ fn control_expected_for(path: &str) -> Option<&'static str> {
         ("cluster_cidr", _) => "an IP prefix string such as \"10.42.0.0/16\"",
         ("host_prefix", _) => "a prefix length such as 24",
         ("store", _) => "\"embedded\"",
+        ("audit_max_bytes", _) => "a size in bytes such as 67108864",
+        ("audit_keep", _) => "a number of files such as 5",
+        ("max_connections", _) => "a number of connections such as 16384",
+        ("max_connections_per_address", _) => "a number of connections such as 64",
+        ("handshake_timeout_secs", _) => "a number of seconds such as 10",
         _ => return None,
     })
 }
@@ -205,6 +249,42 @@ impl Document<'_> {
         };
         let cluster = self.validate_cluster_cidr(&c.cluster_cidr)?;
         let host_prefix = self.validate_host_prefix(&c.cluster_cidr, &cluster, &c.host_prefix)?;
+        let max = i64::MAX as u64;
+        let audit_max_bytes = self.validate_int(
+            &c.audit_max_bytes,
+            "control.audit_max_bytes",
+            (MIN_AUDIT_MAX_BYTES, max),
+            DEFAULT_AUDIT_MAX_BYTES,
+        )?;
+        let int32 = |raw, field, range: (u32, u32), default: u32| {
+            let range = (u64::from(range.0), u64::from(range.1));
+            self.validate_int(raw, field, range, u64::from(default))
+                .map(|v| u32::try_from(v).expect("checked to be within a u32 range"))
+        };
+        let audit_keep = int32(
+            &c.audit_keep,
+            "control.audit_keep",
+            (0, MAX_AUDIT_KEEP),
+            DEFAULT_AUDIT_KEEP,
+        )?;
+        let max_connections = int32(
+            &c.max_connections,
+            "control.max_connections",
+            (1, MAX_CONNECTIONS_LIMIT),
+            DEFAULT_MAX_CONNECTIONS,
+        )?;
+        let max_connections_per_address = int32(
+            &c.max_connections_per_address,
+            "control.max_connections_per_address",
+            (1, max_connections),
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS.min(max_connections),
+        )?;
+        let handshake_timeout_secs = int32(
+            &c.handshake_timeout_secs,
+            "control.handshake_timeout_secs",
+            (1, MAX_HANDSHAKE_TIMEOUT_SECS),
+            DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+        )?;
         Ok(ControlConfig {
             listen,
             advertise,
@@ -213,7 +293,36 @@ impl Document<'_> {
             host_prefix,
             store,
             audit_log,
+            audit_max_bytes,
+            audit_keep,
+            max_connections,
+            max_connections_per_address,
+            handshake_timeout_secs,
         })
+    }
+
+    /// An optional integer `field` within `min..=max`, else `default`.
+    fn validate_int(
+        &self,
+        raw: &Option<Spanned<i64>>,
+        field: &str,
+        (min, max): (u64, u64),
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(v) = raw else {
+            return Ok(default);
+        };
+        match u64::try_from(*v.get_ref()) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.error(
+                &v.span(),
+                field,
+                format!(
+                    "{} is out of range; use {min} to {max} (default {default})",
+                    v.get_ref()
+                ),
+            )),
+        }
     }
 
     /// `advertise`: at least one host, none listed twice (names compared case-insensitively).

@@ -13,6 +13,11 @@
 //! host_prefix = 24                      # each host gets a /24 of cluster_cidr (IPv6: /64)
 //! store = "embedded"                    # a crash-safe single file in state_dir
 //! audit_log = "/var/lib/wgmesh-control/audit.jsonl"   # default {state_dir}/audit.jsonl
+//! audit_max_bytes = 67108864            # the audit log rotates at this size (64 MiB)
+//! audit_keep = 5                        # rotated files kept: audit.jsonl.1 ... .5
+//! max_connections = 16384               # connections served at once
+//! max_connections_per_address = 64      # per source address (IPv6: per /64), before TLS
+//! handshake_timeout_secs = 10           # to finish TLS and send the request
 //! ```
 //!
 //! The `advertise` entries go into the server certificate's subject alternative names; the
@@ -44,7 +49,11 @@
 
 pub use admin_file::AdminFile;
 pub use cert::CertificatePem;
-pub use control_file::{ControlConfig, StoreKind};
+pub use control_file::{
+    ControlConfig, StoreKind, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_AUDIT_KEEP, MAX_CONNECTIONS_LIMIT, MAX_HANDSHAKE_TIMEOUT_SECS, MIN_AUDIT_MAX_BYTES,
+};
 pub use host::{ControlUrl, DnsName, Host};
 
 mod admin_file;

@@ -76,6 +76,11 @@ fn minimal_config_gets_every_default() {
     );
     assert_eq!(cfg.host_prefix, DEFAULT_HOST_PREFIX_V4);
     assert_eq!(cfg.store, StoreKind::Embedded);
+    assert_eq!(cfg.audit_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(cfg.audit_keep, 5);
+    assert_eq!(cfg.max_connections, 16384);
+    assert_eq!(cfg.max_connections_per_address, 64);
+    assert_eq!(cfg.handshake_timeout_secs, 10);
 
     // The audit log follows a custom state_dir; IPv6 clusters default to /64 hosts.
     let cfg = parse(&minimal(
@@ -90,6 +95,69 @@ fn minimal_config_gets_every_default() {
     assert_eq!(cfg.host_prefix, DEFAULT_HOST_PREFIX_V6);
     assert_eq!(cfg.admin_url().to_string(), "https://[fd00::10]:7443");
     assert_eq!(cfg.host_subnet_count(), 65536);
+}
+
+#[test]
+fn limits_parse_and_out_of_range_values_are_named() {
+    let cfg = parse(&minimal(
+        "audit_max_bytes = 4096\naudit_keep = 0\nmax_connections = 100\n\
+         max_connections_per_address = 100\nhandshake_timeout_secs = 3",
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            cfg.audit_max_bytes,
+            cfg.audit_keep,
+            cfg.max_connections,
+            cfg.max_connections_per_address,
+            cfg.handshake_timeout_secs
+        ),
+        (4096, 0, 100, 100, 3)
+    );
+    // A per-address default above a small global cap follows the cap.
+    let cfg = parse(&minimal("max_connections = 10")).unwrap();
+    assert_eq!(cfg.max_connections_per_address, 10);
+    for (line, field, needle) in [
+        (
+            "audit_max_bytes = 100",
+            "control.audit_max_bytes",
+            "use 1024 to",
+        ),
+        (
+            "audit_max_bytes = -1",
+            "control.audit_max_bytes",
+            "out of range",
+        ),
+        (
+            "audit_keep = 1001",
+            "control.audit_keep",
+            "use 0 to 1000 (default 5)",
+        ),
+        (
+            "max_connections = 0",
+            "control.max_connections",
+            "use 1 to 1000000",
+        ),
+        (
+            "max_connections = 10\nmax_connections_per_address = 11",
+            "control.max_connections_per_address",
+            "use 1 to 10",
+        ),
+        (
+            "handshake_timeout_secs = 0",
+            "control.handshake_timeout_secs",
+            "use 1 to 300 (default 10)",
+        ),
+    ] {
+        let at = 4 + line.matches('\n').count();
+        expect_error(&minimal(line), at, Some(field), needle);
+    }
+    expect_error(
+        &minimal("audit_keep = \"5\""),
+        4,
+        Some("control.audit_keep"),
+        "a number of files",
+    );
 }
 
 #[test]

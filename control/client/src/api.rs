@@ -251,9 +251,13 @@ pub enum ApiReason {
     SubnetsExhausted,
     /// The request was malformed.
     BadRequest,
+    /// The endpoint given is one no host can be reached at (loopback, multicast, unspecified,
+    /// link-local, broadcast, port 0, or inside the cluster CIDR).
+    BadEndpoint,
     /// The request body was too large.
     TooLarge,
-    /// Too many refused requests from this address lately.
+    /// Too many requests: refused requests from this address lately, or endpoint reports from
+    /// this host (the reply's `Retry-After` says when to try again).
     TooManyRequests,
     /// The control plane failed (store, I/O); nothing was changed.
     Internal,
@@ -266,7 +270,7 @@ impl ApiReason {
     /// The HTTP status this reason is sent with.
     pub fn status(self) -> u16 {
         match self {
-            Self::BadRequest => 400,
+            Self::BadRequest | Self::BadEndpoint => 400,
             Self::Unauthenticated
             | Self::TokenUnknown
             | Self::TokenExpired

@@ -103,11 +103,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether retrying the same call later can succeed: false for a wrong CA and for refusals
-    /// other than server errors.
+    /// other than server errors and `429 too many requests`.
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::WrongCa { .. } | Self::Certificate { .. } | Self::Invalid(_) => true,
-            Self::Refused { status, .. } => *status < 500,
+            Self::Refused { status, .. } => *status < 500 && *status != 429,
             Self::Connect { .. } | Self::Timeout { .. } | Self::Http { .. } => false,
             Self::BadReply(_) => false,
         }

@@ -6,11 +6,11 @@
 //!
 //! | file              | content                                                        | mode |
 //! |-------------------|----------------------------------------------------------------|------|
-//! | `ca.pem`          | the CA certificate (its SHA-256 is the join tokens' digest)     | 0644 |
+//! | `ca.pem`          | the CA certificate (its SHA-256 is the join tokens' digest)     | 0600 |
 //! | `ca.key`          | the CA's private key (PKCS#8)                                   | 0600 |
-//! | `server.pem`      | the server certificate, signed by the CA                        | 0644 |
+//! | `server.pem`      | the server certificate, signed by the CA                        | 0600 |
 //! | `server.key`      | the server's private key (PKCS#8)                               | 0600 |
-//! | `server.advertise`| the `advertise` entries `server.pem` was issued for, one a line | 0644 |
+//! | `server.advertise`| the `advertise` entries `server.pem` was issued for, one a line | 0600 |
 //!
 //! [`Pki::load_or_create`] creates them all on first start (when neither `ca.pem` nor `ca.key`
 //! exists). Afterwards it only loads them, and refuses, naming the file, when one is missing or
@@ -18,8 +18,9 @@
 //! `advertise` changed (or the server certificate no longer verifies against the CA, for instance
 //! because it expired) it issues a new server certificate and key from the same CA.
 //!
-//! Every file is written to a temporary file in `state_dir` (keys created with mode 0600, so
-//! never readable by others even briefly), synced, and renamed into place.
+//! Every file is written to a temporary file in `state_dir` (created with mode 0600, so never
+//! readable by others even briefly: every file in a state directory is private), synced, and
+//! renamed into place.
 //!
 //! Keys are ECDSA P-256; all cryptography is *ring*'s.
 
@@ -158,7 +159,7 @@ impl Pki {
                 let (der, key) = create_ca()?;
                 write_file(&paths.ca_key, key.serialize_pem().as_bytes(), 0o600)?;
                 // Written last: its presence marks a complete CA.
-                write_file(&paths.ca_cert, &pem_of_cert(&der), 0o644)?;
+                write_file(&paths.ca_cert, &pem_of_cert(&der), 0o600)?;
                 tracing::info!(path = %paths.ca_cert.display(), "created a new CA");
                 (der, key)
             }
@@ -178,8 +179,8 @@ impl Pki {
             None => {
                 let (der, key) = issue_server(&ca_key, advertise)?;
                 write_file(&paths.server_key, key.serialize_pem().as_bytes(), 0o600)?;
-                write_file(&paths.server_cert, &pem_of_cert(&der), 0o644)?;
-                write_file(&paths.advertise, sans.as_bytes(), 0o644)?;
+                write_file(&paths.server_cert, &pem_of_cert(&der), 0o600)?;
+                write_file(&paths.advertise, sans.as_bytes(), 0o600)?;
                 tracing::info!(path = %paths.server_cert.display(), names = %sans.trim_end().replace('\n', ","), "issued a server certificate");
                 (der, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
             }

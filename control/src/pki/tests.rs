@@ -39,19 +39,30 @@ fn pki_create_then_reload_keeps_the_ca() {
 }
 
 #[test]
-fn pki_keys_are_0600() {
+fn pki_files_are_0600() {
     let dir = tempfile::tempdir().unwrap();
+    let all_private = || {
+        let mut n = 0;
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            // No temporary file is left behind.
+            assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?}");
+            assert_eq!(mode(&entry.path()), 0o600, "{name:?}");
+            n += 1;
+        }
+        assert_eq!(
+            n, 5,
+            "ca.pem, ca.key, server.pem, server.key, server.advertise"
+        );
+    };
     Pki::load_or_create(dir.path(), &hosts(&["127.0.0.1"])).unwrap();
     assert_eq!(mode(&dir.path().join(CA_KEY_FILE)), 0o600);
     assert_eq!(mode(&dir.path().join(SERVER_KEY_FILE)), 0o600);
+    all_private();
     // Re-issuing keeps the mode.
     Pki::load_or_create(dir.path(), &hosts(&["127.0.0.2"])).unwrap();
-    assert_eq!(mode(&dir.path().join(SERVER_KEY_FILE)), 0o600);
-    // No temporary file is left behind.
-    for entry in fs::read_dir(dir.path()).unwrap() {
-        let name = entry.unwrap().file_name();
-        assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?}");
-    }
+    all_private();
 }
 
 #[test]

@@ -7,7 +7,8 @@ use wgmesh_client::api::{EndpointBody, RevisionReply};
 use wgmesh_config::netmap::{Netmap, NetmapDelta, NetmapUpdate};
 
 use super::caller::{authorize_host, host_target, Caller};
-use super::refusal::{check_endpoint, registry_error, ApiError};
+use super::endpoint::check_endpoint;
+use super::refusal::{registry_error, ApiError};
 use super::Control;
 use crate::audit::{Action, Outcome};
 use crate::compile;
@@ -115,7 +116,7 @@ impl Control {
         now: u64,
     ) -> Result<(RevisionReply, bool), ApiError> {
         let id = authorize_host(&self.registry, caller, name)?;
-        check_endpoint(body.endpoint)?;
+        check_endpoint(body.endpoint, self.cluster_cidr())?;
         self.registry.touch(id, now);
         let changed = match self
             .registry

@@ -8,7 +8,8 @@ use wgmesh_client::api::{ApiReason, JoinBody, JoinReply};
 use wgmesh_config::token::{HostCredential, JoinToken};
 use wgmesh_config::HostName;
 
-use super::refusal::{check_endpoint, check_labels, outcome_of, registry_error, ApiError};
+use super::endpoint::check_endpoint;
+use super::refusal::{check_labels, outcome_of, registry_error, ApiError};
 use super::Control;
 use crate::audit::{Action, Actor, AuditEvent, Outcome, Target};
 use crate::registry::{JoinRequest, Mutation};
@@ -48,7 +49,7 @@ impl Control {
         if let Ok(t) = self.registry.check_token(&token_hash, now) {
             event.actor = Actor::Joiner { token: Some(t.id) };
         }
-        let (request, credential) = join_request(body)?;
+        let (request, credential) = join_request(body, self.cluster_cidr())?;
         let id = match self.registry.joined_as(&request, &credential.hash()) {
             Some(id) => {
                 tracing::info!(name = %request.name, "join retried by the host that made it");
@@ -101,12 +102,15 @@ impl Control {
 
 /// The rest of a join's body, checked: the request and the credential (the host's own, or a
 /// new one).
-fn join_request(body: JoinBody) -> Result<(JoinRequest, HostCredential), ApiError> {
+fn join_request(
+    body: JoinBody,
+    cluster: Option<ipnet::IpNet>,
+) -> Result<(JoinRequest, HostCredential), ApiError> {
     let name = HostName::from_str(&body.name).map_err(|e| {
         ApiError::bad_request(format!("name: {:?} is not a host name: {e}", body.name))
     })?;
     check_labels(&body.labels)?;
-    check_endpoint(body.endpoint)?;
+    check_endpoint(body.endpoint, cluster)?;
     let credential = match &body.credential {
         Some(text) => HostCredential::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("credential: {e}")))?,

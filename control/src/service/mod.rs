@@ -21,6 +21,7 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::token::{AdminToken, HostCredential, SecretHash};
 
 mod caller;
+mod endpoint;
 mod hosts;
 mod join;
 mod nodes;
@@ -153,6 +154,11 @@ impl Control {
             epoch: self.epoch,
             ..netmap
         }
+    }
+
+    /// The cluster CIDR, once the registry is initialised.
+    fn cluster_cidr(&self) -> Option<ipnet::IpNet> {
+        self.registry.ipam().map(|i| i.cidr())
     }
 
     /// Makes `m` durable, then applies it.

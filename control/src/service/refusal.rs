@@ -2,8 +2,6 @@
 //! credential, an unusable store, a registry refusal (and its [`ApiReason`]), and bad request
 //! fields (labels, an endpoint's port).
 
-use std::net::SocketAddr;
-
 use wgmesh_client::api::ApiReason;
 use wgmesh_config::labels::{self, Labels};
 
@@ -96,12 +94,4 @@ pub(super) fn outcome_of<T>(result: &Result<T, ApiError>) -> Outcome {
 /// A request's `labels`, checked as every label is (`wgmesh_config::labels`).
 pub(super) fn check_labels(labels: &Labels) -> Result<(), ApiError> {
     labels::check_labels(labels).map_err(|e| ApiError::bad_request(format!("labels: {e}")))
-}
-
-/// A request's `endpoint`: other hosts send to it, so its port cannot be 0.
-pub(super) fn check_endpoint(endpoint: Option<SocketAddr>) -> Result<(), ApiError> {
-    if endpoint.is_some_and(|e| e.port() == 0) {
-        return Err(ApiError::bad_request("endpoint: the port must not be 0"));
-    }
-    Ok(())
 }

@@ -19,8 +19,9 @@
 //! (`wgmesh_client::dirlock`). Not yet: schema migrations (the records carry no version yet;
 //! the first migration adds one).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -170,12 +171,15 @@ impl FileStore {
             source,
         };
         let existed = path.exists();
+        // Mode 0600 from creation (no umask dependence); an older, wider file is narrowed.
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| io_err("open", e))?;
+        narrow_mode(&file).map_err(|e| io_err("set the mode of", e))?;
         if !existed {
             file.sync_all().map_err(|e| io_err("sync", e))?;
             sync_dir(&dir)?;
@@ -238,7 +242,17 @@ impl FileStore {
             mutation: None,
         })?;
         let written = (|| {
-            let mut f = File::create(&tmp)?;
+            // A leftover tmp file may have another mode: start from a fresh one.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            narrow_mode(&f)?;
             f.write_all(&line)?;
             f.sync_all()
         })();
@@ -405,6 +419,14 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(Registry, u64, usize), StoreErro
 /// How every snapshot record starts (its first field is `snapshot`; mutation records start
 /// with `{"seq"`), so a torn snapshot can be told from a torn commit.
 const SNAPSHOT_START: &[u8] = b"{\"sn";
+
+/// Makes `file` 0600 if its mode lets anyone but its owner in.
+fn narrow_mode(file: &File) -> io::Result<()> {
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)

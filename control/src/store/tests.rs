@@ -121,6 +121,31 @@ fn compaction_keeps_state_and_shrinks_the_file() {
 }
 
 #[test]
+fn the_store_file_is_0600_whatever_the_umask_and_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // An older store with a wide mode is narrowed at open.
+    let path = dir.path().join(FileStore::FILE_NAME);
+    fs::write(&path, "").unwrap();
+    fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+    let mut store = FileStore::open(dir.path()).unwrap().with_compact_every(2);
+    assert_eq!(mode(store.path()), 0o600);
+    // A leftover tmp file with a wide mode is not reused.
+    let tmp = dir.path().join("store.jsonl.tmp");
+    fs::write(&tmp, "junk").unwrap();
+    fs::set_permissions(&tmp, Permissions::from_mode(0o666)).unwrap();
+    for m in &history(3) {
+        store.commit(m).unwrap();
+    }
+    assert!(!tmp.exists());
+    assert_eq!(mode(store.path()), 0o600, "the compacted file");
+    // A new store is 0600 from creation.
+    let fresh = tempfile::tempdir().unwrap();
+    let store = FileStore::open(fresh.path()).unwrap();
+    assert_eq!(mode(store.path()), 0o600);
+}
+
+#[test]
 fn torn_tail_is_dropped_and_cut() {
     let dir = tempfile::tempdir().unwrap();
     let ms = history(3);

@@ -4,8 +4,14 @@
 //! Every handler parses and authenticates the request, then makes one call on [`Control`]
 //! under its lock, on a blocking thread (commits fsync). A change wakes every waiting long poll
 //! through a watch channel holding the registry revision.
+//!
+//! Limits ([`ServeLimits`], [`crate::limiter`]): connections are counted per source address
+//! before the TLS handshake, and one over the address's cap or the global cap is closed at
+//! once; the handshake and the request headers must arrive within a timeout; an address whose
+//! requests keep being refused is answered 429; a host's endpoint reports are limited by a
+//! token bucket (429 with `Retry-After`); and the netmaps a host's long polls get are paced, at
+//! most one per interval.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,52 +19,64 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use rustls::ServerConfig;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::audit::Action;
 use crate::clock::unix_now;
-use crate::limiter::RefusalLimiter;
+use crate::limiter::{ConnectionCounts, EndpointBudget, NetmapPacer, RefusalLimiter, WINDOW};
 use crate::service::{ApiError, Caller, Control};
 use wgmesh_client::api::{
     ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS,
 };
 
-/// How long a client has to finish the TLS handshake and send its request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections served at once (every agent holds one long poll); more wait in the
-/// listen backlog.
-const MAX_CONNECTIONS: usize = 16384;
+mod accept;
+
+pub use accept::{serve, ServeLimits};
 
 /// The state every handler shares.
+///
+/// Locks: `control` is a std `Mutex` taken only on blocking threads (`spawn_blocking`, see
+/// [`Shared::call`]), never on the async workers: a call holds it across a store commit, which
+/// fsyncs, and a tokio `Mutex` would still hold a worker's attention for the fsync. The small
+/// std `Mutex`es of the limiters are held for a map lookup only, never across I/O or an
+/// `.await`, so taking them on a worker cannot block it for long.
 #[derive(Debug)]
 pub struct Shared {
     control: Mutex<Control>,
     /// The control plane's run (see [`Control::epoch`]).
     epoch: u64,
+    limits: ServeLimits,
     limiter: Mutex<RefusalLimiter>,
+    connections: Mutex<ConnectionCounts>,
+    endpoints: Mutex<EndpointBudget>,
+    pacer: Mutex<NetmapPacer>,
     /// The registry's netmap revision: long polls wait for it to move.
     revision: watch::Sender<u64>,
 }
 
 impl Shared {
-    /// Wraps `control` for serving.
+    /// Wraps `control` for serving, with the default [`ServeLimits`].
     pub fn new(control: Control) -> Arc<Self> {
+        Self::with_limits(control, ServeLimits::default())
+    }
+
+    /// Wraps `control` for serving within `limits`.
+    pub fn with_limits(control: Control, limits: ServeLimits) -> Arc<Self> {
         let (revision, _) = watch::channel(control.registry().netmap_revision());
         Arc::new(Self {
             epoch: control.epoch(),
             control: Mutex::new(control),
+            limits,
             limiter: Mutex::new(RefusalLimiter::default()),
+            connections: Mutex::new(ConnectionCounts::new(limits.max_connections_per_address)),
+            endpoints: Mutex::new(EndpointBudget::default()),
+            pacer: Mutex::new(NetmapPacer::new(limits.netmap_interval)),
             revision,
         })
     }
@@ -91,6 +109,12 @@ impl Shared {
         .await
         .expect("a control plane call panicked")
     }
+}
+
+/// Locks a limiter's mutex (held for a map update only; a panic cannot leave it half-changed
+/// in a way that matters more than a miscount).
+fn small<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The caller's address, added to each connection's requests.
@@ -126,62 +150,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Accepts TLS connections on `listener` and serves the API until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    let router = router(shared);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
-            () = &mut shutdown => return,
-        };
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone().layer(Extension(Remote(remote))));
-        tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%remote, "connection ended: {e}");
-            }
-        });
-    }
-}
-
 /// Answers `429` to an address that was refused too often lately (see [`RefusalLimiter`]),
 /// and counts this request's refusal if it is one.
 async fn limit_refusals(
@@ -190,25 +158,23 @@ async fn limit_refusals(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let limiter = || shared.limiter.lock().unwrap_or_else(|e| e.into_inner());
-    if limiter().is_limited(remote.ip(), Instant::now()) {
+    let limited = small(&shared.limiter).is_limited(remote.ip(), Instant::now());
+    if limited {
         // Hosts and the admin behind the same address go on: checking a bearer token is a
-        // hash and an index lookup, unlike the parsing, auditing and storing of the rest.
+        // hash and an index lookup, unlike the parsing, auditing and storing of the rest. It
+        // takes the control plane's lock, so it runs on a blocking thread like every call.
         let token = bearer(request.headers());
-        let known = !matches!(
-            shared.lock().authenticate(token.as_deref()),
-            Caller::Anonymous
-        );
-        if !known {
-            return refusal(
-                ApiReason::TooManyRequests,
+        let caller = shared.call(move |c| c.authenticate(token.as_deref())).await;
+        if caller == Caller::Anonymous {
+            return too_many(
+                WINDOW,
                 "too many refused requests from this address; wait a few seconds",
             );
         }
     }
     let response = next.run(request).await;
     if matches!(response.status().as_u16(), 400 | 401) {
-        limiter().refused(remote.ip(), Instant::now());
+        small(&shared.limiter).refused(remote.ip(), Instant::now());
     }
     response
 }
@@ -220,6 +186,20 @@ fn refusal(reason: ApiReason, message: impl Into<String>) -> Response {
         reason,
     };
     (status, Json(body)).into_response()
+}
+
+/// A `429 too_many_requests` with `Retry-After` (whole seconds, at least 1).
+fn too_many(retry_after: Duration, message: &str) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut response = refusal(
+        ApiReason::TooManyRequests,
+        format!("{message} (retry after {secs} s)"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }
 
 impl IntoResponse for ApiError {
@@ -245,15 +225,15 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A JSON body of type `T`, or the 400/408/413 refusal for it. At most [`MAX_BODY`] bytes are
-/// read, and the whole body must arrive within [`HANDSHAKE_TIMEOUT`] (no trickling).
-async fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// read, and the whole body must arrive within `timeout` (no trickling).
+async fn parse_body<T: DeserializeOwned>(body: Body, timeout: Duration) -> Result<T, ApiError> {
     let too_large = || {
         ApiError::new(
             ApiReason::TooLarge,
             format!("the body is larger than {MAX_BODY} bytes"),
         )
     };
-    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let read = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect());
     let bytes = match read.await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
@@ -266,7 +246,7 @@ async fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
         Err(_) => {
             return Err(ApiError::new(
                 ApiReason::BadRequest,
-                format!("the body did not arrive within {HANDSHAKE_TIMEOUT:?}"),
+                format!("the body did not arrive within {timeout:?}"),
             ))
         }
     };
@@ -295,7 +275,7 @@ async fn body_or_refuse<T: DeserializeOwned>(
     remote: IpAddr,
     body: Body,
 ) -> Result<T, Response> {
-    match parse_body::<T>(body).await {
+    match parse_body::<T>(body, shared.limits.handshake_timeout).await {
         Ok(v) => Ok(v),
         Err(e) => {
             let response = e.clone().into_response();
@@ -384,6 +364,10 @@ async fn netmap(
     if !newer {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    // At most one netmap per interval for this host (authorised above): a burst of changes
+    // gives one netmap of the latest state, and a poll loop one compile per interval.
+    let at = small(&shared.pacer).reserve(&name, Instant::now());
+    tokio::time::sleep_until(at.into()).await;
     if query.delta {
         let held = (query.revision, query.epoch);
         return Ok(as_caller(&shared, token, move |c, caller, now| {
@@ -407,10 +391,28 @@ async fn endpoint(
     let token = bearer(&headers);
     let action = Action::EndpointChange;
     let body = body_or_refuse(&shared, token.as_deref(), action, remote.ip(), body).await?;
-    Ok(as_caller(&shared, token, move |c, caller, now| {
-        c.set_endpoint(caller, &name, body, now, Some(remote.ip()))
+    let limits = Arc::clone(&shared);
+    let result = shared
+        .call(move |c| {
+            let caller = c.authenticate(token.as_deref());
+            // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
+            // A report over budget is not audited (that would cost an fsync each).
+            if let Caller::Host(id) = caller {
+                small(&limits.endpoints).take(id, Instant::now())?;
+            }
+            Ok(c.set_endpoint(&caller, &name, body, unix_now(), Some(remote.ip())))
+        })
+        .await;
+    Ok(match result {
+        Ok(reply_of_call) => reply(reply_of_call),
+        Err(wait) => {
+            tracing::debug!(%remote, "endpoint report over budget");
+            too_many(
+                wait,
+                "too many endpoint reports from this host; an agent reports only when its endpoint changes",
+            )
+        }
     })
-    .await)
 }
 
 async fn create_token(

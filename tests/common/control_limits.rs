@@ -1,0 +1,209 @@
+//! Harness for the control plane's limits: a control plane with extra `control.toml` keys,
+//! many idle TCP connections held from one namespace, many HTTPS requests on one connection
+//! (`curl --next`), and the modes of the files under a directory.
+
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::control::{ControlPlane, CONTROL_IP};
+use super::netns::Netns;
+use super::traffic::spawn_in;
+use super::{Bridge, Cluster, ControlSpec};
+
+/// A control plane on `bridge` (at [`CONTROL_IP`]) whose `control.toml` has `extra` appended
+/// (lines of the `[control]` table), started.
+pub fn control_with(c: &Cluster, bridge: &Bridge, extra: &str) -> Arc<ControlPlane> {
+    let ns = c.netns("ctl");
+    bridge.plug(&ns, CONTROL_IP);
+    let cp = c.control_prepared(&ns, CONTROL_IP, ControlSpec::default());
+    let mut text = fs::read_to_string(&cp.config_path).expect("read control.toml");
+    text.push_str(extra);
+    text.push('\n');
+    cp.write_config(&text);
+    cp.start();
+    cp
+}
+
+/// Raises this process's open-file limit to at least `n` (the test holds many sockets).
+pub fn allow_open_files(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur >= n {
+            return;
+        }
+        lim.rlim_cur = n.max(lim.rlim_cur);
+        lim.rlim_max = lim.rlim_max.max(n);
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+            0,
+            "cannot raise the open-file limit to {n}"
+        );
+    }
+}
+
+/// Opens `n` TCP connections from `ns` to `to` and holds them (nothing is sent). Connections
+/// the kernel cannot complete in time are skipped; returns those that were established.
+pub fn hold_connections(ns: &Netns, to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    spawn_in(ns, move || {
+        (0..n)
+            .filter_map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).ok())
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// How many of `streams` the other side has not closed (a read would block).
+pub fn still_open(streams: &[TcpStream]) -> usize {
+    streams
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut b = [0u8; 1];
+            matches!(s.peek(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+/// One answer of [`curl_many`]: the status and the `Retry-After` header (empty if none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: String,
+}
+
+/// `method path` once per body in `bodies` (or `count` times without a body when `bodies` is
+/// empty), all on one HTTPS connection from `ns` (`curl --next`), as fast as curl sends them.
+pub fn curl_many(
+    cp: &ControlPlane,
+    ns: &Netns,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    bodies: &[String],
+    count: usize,
+) -> Vec<Answer> {
+    let url = format!("{}{path}", cp.url());
+    let ca = cp.ca_pem();
+    let auth = format!("Authorization: Bearer {bearer}");
+    let n = if bodies.is_empty() {
+        count
+    } else {
+        bodies.len()
+    };
+    let mut args: Vec<String> = vec![
+        "curl".into(),
+        "-sS".into(),
+        "--max-time".into(),
+        "120".into(),
+    ];
+    for i in 0..n {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        for a in [
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-X",
+            method,
+            "-H",
+            &auth,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{retry-after}\\n",
+        ] {
+            args.push(a.into());
+        }
+        if let Some(b) = bodies.get(i) {
+            args.extend(["-H".into(), "Content-Type: application/json".into()]);
+            args.extend(["--data-binary".into(), b.clone()]);
+        }
+        args.push(url.clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ns
+        .command(&refs)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<Answer> = text
+        .lines()
+        .map(|l| {
+            let (code, retry) = l.split_once(' ').unwrap_or((l, ""));
+            Answer {
+                status: code.trim().parse().unwrap_or(0),
+                retry_after: retry.trim().to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        answers.len(),
+        n,
+        "curl answered {} of {n} requests: {text}\n{}",
+        answers.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+/// Every file and directory under `dir` (itself included) with its permission bits.
+pub fn modes_under(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let is_dir = meta.is_dir();
+        out.push((p.clone(), meta.permissions().mode() & 0o7777, is_dir));
+        if is_dir {
+            for e in fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts every file under `dir` is 0600 and every directory 0700.
+#[track_caller]
+pub fn assert_private_tree(dir: &Path) {
+    let modes = modes_under(dir);
+    let wrong: Vec<String> = modes
+        .iter()
+        .filter(|(_, m, d)| *m != if *d { 0o700 } else { 0o600 })
+        .map(|(p, m, _)| format!("{} {m:o}", p.display()))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "files not 0600 / directories not 0700 under {}: {wrong:?}",
+        dir.display()
+    );
+    assert!(
+        modes.len() > 3,
+        "the state directory is nearly empty: {modes:?}"
+    );
+}
+
+/// How many times the agent log `log` says it applied a netmap.
+pub fn netmaps_applied(log: &str) -> usize {
+    log.matches("applied netmap revision").count()
+}
+
+/// Reads a whole stream until EOF (for a response the test expects to be closed).
+pub fn read_all(mut s: &TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
