@@ -212,24 +212,26 @@ pub(super) fn refuse_static(
 /// Closes `cluster` on the host before anything is routed into the tunnel: refuses if a route
 /// that is not the agent's has exactly that destination, then creates (or takes over) the
 /// cluster's `unreachable` route. Cluster routes of earlier runs for other prefixes are removed
-/// by the caller once the new one is in place ([`HostNet::remove_cluster_routes`]).
+/// by the caller once the new one is in place ([`HostNet::remove_cluster_routes`]). Returns
+/// whether the route was created (false: taken over).
 pub(super) async fn close_cluster(
     host: &HostNet,
     cluster: IpNet,
     routes: &[HostRoute],
-) -> Result<(), AgentError> {
+) -> Result<bool, AgentError> {
     if let Some(taken) = host::cluster_conflict(cluster, routes) {
         return Err(AgentError::ClusterRouteTaken {
             cluster,
             route: taken.to_string(),
         });
     }
-    if host.ensure_cluster_route(cluster).await? {
+    let created = host.ensure_cluster_route(cluster).await?;
+    if created {
         tracing::info!(%cluster, "closed the cluster CIDR: unreachable {cluster} proto {}", host::ROUTE_PROTOCOL);
     } else {
         tracing::info!(%cluster, "took over the cluster route left by an earlier run");
     }
-    Ok(())
+    Ok(created)
 }
 
 #[cfg(test)]
