@@ -71,6 +71,9 @@ impl Watch {
     /// scenario in the failure. Returns the number of WireGuard data messages seen between the
     /// hosts (so a test can check that traffic flowed at all).
     pub fn finish(self, what: &str) -> usize {
+        // tcpdump reads the kernel's capture ring in blocks that are handed over when full or
+        // after its buffer timeout (1 s); a SIGINT before that loses the last block.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
         let mut errors = Vec::new();
         let frames = parse(self.sniffer.stop());
         errors.extend(overlay_frames("sniffer", &frames));
