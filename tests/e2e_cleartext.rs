@@ -63,9 +63,11 @@ fn node_remove_of_the_peer_leaks_nothing() {
     let load = Load::start(&wa, &wb, &ipb, true);
     std::thread::sleep(Duration::from_secs(1));
     cp.node_remove("host-b");
-    assert_eventually(Duration::from_secs(15), "A drops B after node remove", || {
-        !lists_peer(a, b)
-    });
+    assert_eventually(
+        Duration::from_secs(15),
+        "A drops B after node remove",
+        || !lists_peer(a, b),
+    );
     std::thread::sleep(AFTER_BREAK);
     drop(load);
     let data = watch.finish("node remove");
@@ -153,7 +155,12 @@ fn kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed() {
         log.contains("took over the cluster route"),
         "the restart does not say it took the route over:\n{log}"
     );
-    assert_eq!(cluster_routes(&a).lines().count(), 1, "{}", cluster_routes(&a));
+    assert_eq!(
+        cluster_routes(&a).lines().count(),
+        1,
+        "{}",
+        cluster_routes(&a)
+    );
     assert_pings(&wa, &ipb, Duration::from_secs(30));
 
     // A clean stop removes it with everything else.
@@ -187,7 +194,10 @@ fn traffic_before_the_peer_handshakes_leaks_nothing() {
     let load = Load::start(&wa, &wa, ipb, false);
     std::thread::sleep(AFTER_BREAK);
     let shown = route_to(&a, ipb);
-    assert!(shown.contains("dev wgm0"), "A routes B's subnet into the tunnel: {shown}");
+    assert!(
+        shown.contains("dev wgm0"),
+        "A routes B's subnet into the tunnel: {shown}"
+    );
     drop(load);
     // Then B starts: the same traffic flows, encrypted.
     b.agent.start();

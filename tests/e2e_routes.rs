@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::control::{control_on_bridge, joined_host_prepared, lists_peer, CONTROL_IP};
-use common::scenario::{assert_pings, workload};
+use common::scenario::{assert_pings, two_hosts, workload};
 use common::*;
 
 /// The routes of `ns` to `dst` (`ip route show DST`), one per line.
@@ -26,7 +26,8 @@ fn first_address(subnet: &str) -> String {
 
 #[test]
 fn a_netmap_prefix_over_a_foreign_route_is_refused_and_the_rest_applies() {
-    let Some(c) = Cluster::new("a_netmap_prefix_over_a_foreign_route_is_refused_and_the_rest_applies")
+    let Some(c) =
+        Cluster::new("a_netmap_prefix_over_a_foreign_route_is_refused_and_the_rest_applies")
     else {
         return;
     };
@@ -41,7 +42,10 @@ fn a_netmap_prefix_over_a_foreign_route_is_refused_and_the_rest_applies() {
     a.ns.run(&["ip", "addr", "add", &first_address(&taken), "dev", "lan0"]);
     a.ns.run(&["ip", "link", "set", "lan0", "up"]);
     let foreign_before = routes_to(&a.ns, &taken);
-    assert!(foreign_before.contains("dev lan0 proto kernel"), "{foreign_before}");
+    assert!(
+        foreign_before.contains("dev lan0 proto kernel"),
+        "{foreign_before}"
+    );
     let underlay_before = routes_to(&a.ns, "198.18.0.0/24");
     let a = a.started();
 
@@ -52,10 +56,17 @@ fn a_netmap_prefix_over_a_foreign_route_is_refused_and_the_rest_applies() {
         lists_peer(&a, &b) && lists_peer(&a, &d)
     });
     assert_pings(&wa, &ipb, Duration::from_secs(20));
-    assert_eq!(routes_to(&a.ns, &taken), foreign_before, "the foreign route changed");
+    assert_eq!(
+        routes_to(&a.ns, &taken),
+        foreign_before,
+        "the foreign route changed"
+    );
     assert_eq!(routes_to(&a.ns, "198.18.0.0/24"), underlay_before);
     assert!(
-        !a.ns.routes().iter().any(|r| r.starts_with(&taken) && r.contains("wgm0")),
+        !a.ns
+            .routes()
+            .iter()
+            .any(|r| r.starts_with(&taken) && r.contains("wgm0")),
         "D's prefix was routed into the tunnel over lan0: {:?}",
         a.ns.routes()
     );
@@ -120,7 +131,13 @@ fn a_static_peer_over_a_foreign_route_refuses_start_at_its_line() {
         .enumerate()
         .find(|(_, l)| l.contains("10.9.0.0/24"))
         .expect("the entry");
-    let column = text.lines().nth(line).unwrap().find("\"10.9.0.0/24\"").unwrap() + 1;
+    let column = text
+        .lines()
+        .nth(line)
+        .unwrap()
+        .find("\"10.9.0.0/24\"")
+        .unwrap()
+        + 1;
     let place = format!("{}:{}:{column}:", agent.config_path.display(), line + 1);
 
     let (status, out) = agent.run_expect_exit(Duration::from_secs(20));
@@ -133,17 +150,22 @@ fn a_static_peer_over_a_foreign_route_refuses_start_at_its_line() {
     ] {
         assert!(out.contains(want), "the error lacks {want:?}:\n{out}");
     }
-    assert_eq!(ns.routes(), routes_before, "the refused start changed the routes");
+    assert_eq!(
+        ns.routes(),
+        routes_before,
+        "the refused start changed the routes"
+    );
     assert!(!ns.links().iter().any(|l| l == "wgm0" || l == "wgmbr0"));
 }
 
 #[test]
 fn a_sighup_adding_a_prefix_over_a_foreign_route_is_refused_at_its_line() {
-    let Some(c) = Cluster::new("a_sighup_adding_a_prefix_over_a_foreign_route_is_refused_at_its_line")
+    let Some(c) =
+        Cluster::new("a_sighup_adding_a_prefix_over_a_foreign_route_is_refused_at_its_line")
     else {
         return;
     };
-    let (a, b) = common::scenario::two_hosts(&c, 51820, 51820);
+    let (a, b) = two_hosts(&c, 51820, 51820);
     let (wa, _) = workload(&c, &a, "wa");
     let (_wb, ipb) = workload(&c, &b, "wb");
     assert_pings(&wa, &ipb, Duration::from_secs(15));
@@ -171,7 +193,11 @@ fn a_sighup_adding_a_prefix_over_a_foreign_route_is_refused_at_its_line() {
         new.contains(&format!("{path}:")) && new.contains("peer[0].allowed_ips[1]"),
         "the reload error does not name the entry:\n{new}"
     );
-    assert_eq!(a.ns.routes(), routes_before, "the refused reload changed the routes");
+    assert_eq!(
+        a.ns.routes(),
+        routes_before,
+        "the refused reload changed the routes"
+    );
     assert_pings(&wa, &ipb, Duration::from_secs(5));
     assert!(a.agent.status()["routes"]["refused_total"].as_u64() >= Some(1));
 }

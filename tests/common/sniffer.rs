@@ -37,7 +37,14 @@ impl Sniffer {
         let ns = c.netns("snf");
         bridge.plug(&ns, SNIFFER_IP);
         for h in hosts {
-            h.ns.run(&["ip", "route", "replace", "default", "via", &SNIFFER_IP.to_string()]);
+            h.ns.run(&[
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &SNIFFER_IP.to_string(),
+            ]);
         }
         Self { ns }
     }

@@ -192,10 +192,7 @@ impl Agent {
 
 /// In static mode a refused prefix is an error in agent.toml: the first one, at its
 /// `peer[i].allowed_ips[j]` entry of the file at `config_path` (read again for the position).
-pub(super) fn refuse_static(
-    config_path: &Path,
-    refused: &[Refused],
-) -> Result<(), AgentError> {
+pub(super) fn refuse_static(config_path: &Path, refused: &[Refused]) -> Result<(), AgentError> {
     let Some(first) = refused.first() else {
         return Ok(());
     };
@@ -269,7 +266,11 @@ mod tests {
     #[test]
     fn a_conflicting_prefix_is_taken_out_and_the_rest_stays() {
         let settings = [
-            peer("b", Some("198.18.0.2:51820"), &["10.42.2.0/24", "10.9.0.0/24"]),
+            peer(
+                "b",
+                Some("198.18.0.2:51820"),
+                &["10.42.2.0/24", "10.9.0.0/24"],
+            ),
             peer("c", None, &["10.42.3.0/24"]),
         ];
         let routes = [foreign("10.9.0.0/24"), foreign("198.18.0.0/24")];
@@ -310,7 +311,7 @@ mod tests {
     fn the_guard_counts_every_refusal_and_shows_the_last() {
         let config = AgentConfig::from_toml(
             "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/24\"\ncluster_cidr = \"10.42.0.0/16\"\n",
-            std::path::Path::new("agent.toml"),
+            Path::new("agent.toml"),
         )
         .unwrap();
         let mut guard = RouteGuard::new(net("10.42.0.0/16"), &config, &[]);
@@ -323,6 +324,8 @@ mod tests {
         assert_eq!(status.refused_total, 2);
         assert_eq!(status.refused.len(), 1);
         assert_eq!(status.refused[0].prefix, "10.43.0.0/24");
-        assert!(status.refused[0].reason.contains("outside the cluster CIDR"));
+        assert!(status.refused[0]
+            .reason
+            .contains("outside the cluster CIDR"));
     }
 }
