@@ -6,7 +6,8 @@
 //! address, and every packet between the hosts must be WireGuard between their ports.
 //!
 //! Also: the cluster's `unreachable` route is there after `kill -9`, taken over by the next
-//! start, and gone after SIGTERM.
+//! start, and gone after SIGTERM; a reload that changes `cluster_cidr` moves it while traffic
+//! flows, without a leak.
 
 mod common;
 
@@ -209,4 +210,40 @@ fn traffic_before_the_peer_handshakes_leaks_nothing() {
     drop(load);
     let data = watch.finish("before the handshake");
     assert!(data > 0, "no WireGuard data was seen once B started");
+}
+
+#[test]
+fn a_reload_that_moves_the_cluster_cidr_leaves_no_window() {
+    let Some(c) = Cluster::new("a_reload_that_moves_the_cluster_cidr_leaves_no_window") else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_on_bridge(&c);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let (wa, _ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let load = Load::start(&wa, &wb, &ipb, true);
+    // Narrow, then back: each reload adds the new cluster route before removing the old one.
+    for cluster in ["10.42.0.0/16", "10.0.0.0/8"] {
+        let mut spec = a.agent.spec();
+        spec.cluster_cidr = Some(cluster.into());
+        a.agent.set_spec(spec);
+        a.agent.reload();
+        // `ip route show proto 119` leaves the protocol out of its lines.
+        let want = format!("unreachable {cluster}");
+        assert_eventually(
+            Duration::from_secs(10),
+            &format!("A closes {cluster}"),
+            || cluster_routes(&a).trim() == want,
+        );
+        assert_pings(&wa, &ipb, Duration::from_secs(5));
+    }
+    // Nothing leaked meanwhile.
+    drop(load);
+    let data = watch.finish("moving the cluster CIDR");
+    assert!(data > 0, "no WireGuard data was seen");
 }
