@@ -14,6 +14,7 @@ pub mod keys;
 pub mod netns;
 pub mod pcap;
 pub mod scenario;
+pub mod sniffer;
 pub mod sweep;
 pub mod traffic;
 pub mod wggo;

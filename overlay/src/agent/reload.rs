@@ -60,7 +60,7 @@ impl Agent {
         let old = self.route_guard.cluster;
         if cluster != old {
             // The new cluster is closed before the old one opens: no window.
-            routes::close_cluster(&self.host, cluster, &present).await?;
+            let _created = routes::close_cluster(&self.host, cluster, &present).await?;
             self.route_guard.cluster = cluster;
         }
         let summary = self.apply_peers(&settings).await?;

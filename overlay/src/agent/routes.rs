@@ -192,10 +192,7 @@ impl Agent {
 
 /// In static mode a refused prefix is an error in agent.toml: the first one, at its
 /// `peer[i].allowed_ips[j]` entry of the file at `config_path` (read again for the position).
-pub(super) fn refuse_static(
-    config_path: &Path,
-    refused: &[Refused],
-) -> Result<(), AgentError> {
+pub(super) fn refuse_static(config_path: &Path, refused: &[Refused]) -> Result<(), AgentError> {
     let Some(first) = refused.first() else {
         return Ok(());
     };
@@ -212,24 +209,26 @@ pub(super) fn refuse_static(
 /// Closes `cluster` on the host before anything is routed into the tunnel: refuses if a route
 /// that is not the agent's has exactly that destination, then creates (or takes over) the
 /// cluster's `unreachable` route. Cluster routes of earlier runs for other prefixes are removed
-/// by the caller once the new one is in place ([`HostNet::remove_cluster_routes`]).
+/// by the caller once the new one is in place ([`HostNet::remove_cluster_routes`]). Returns
+/// whether the route was created (false: taken over).
 pub(super) async fn close_cluster(
     host: &HostNet,
     cluster: IpNet,
     routes: &[HostRoute],
-) -> Result<(), AgentError> {
+) -> Result<bool, AgentError> {
     if let Some(taken) = host::cluster_conflict(cluster, routes) {
         return Err(AgentError::ClusterRouteTaken {
             cluster,
             route: taken.to_string(),
         });
     }
-    if host.ensure_cluster_route(cluster).await? {
+    let created = host.ensure_cluster_route(cluster).await?;
+    if created {
         tracing::info!(%cluster, "closed the cluster CIDR: unreachable {cluster} proto {}", host::ROUTE_PROTOCOL);
     } else {
         tracing::info!(%cluster, "took over the cluster route left by an earlier run");
     }
-    Ok(())
+    Ok(created)
 }
 
 #[cfg(test)]
@@ -267,7 +266,11 @@ mod tests {
     #[test]
     fn a_conflicting_prefix_is_taken_out_and_the_rest_stays() {
         let settings = [
-            peer("b", Some("198.18.0.2:51820"), &["10.42.2.0/24", "10.9.0.0/24"]),
+            peer(
+                "b",
+                Some("198.18.0.2:51820"),
+                &["10.42.2.0/24", "10.9.0.0/24"],
+            ),
             peer("c", None, &["10.42.3.0/24"]),
         ];
         let routes = [foreign("10.9.0.0/24"), foreign("198.18.0.0/24")];
@@ -308,7 +311,7 @@ mod tests {
     fn the_guard_counts_every_refusal_and_shows_the_last() {
         let config = AgentConfig::from_toml(
             "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/24\"\ncluster_cidr = \"10.42.0.0/16\"\n",
-            std::path::Path::new("agent.toml"),
+            Path::new("agent.toml"),
         )
         .unwrap();
         let mut guard = RouteGuard::new(net("10.42.0.0/16"), &config, &[]);
@@ -321,6 +324,8 @@ mod tests {
         assert_eq!(status.refused_total, 2);
         assert_eq!(status.refused.len(), 1);
         assert_eq!(status.refused[0].prefix, "10.43.0.0/24");
-        assert!(status.refused[0].reason.contains("outside the cluster CIDR"));
+        assert!(status.refused[0]
+            .reason
+            .contains("outside the cluster CIDR"));
     }
 }

@@ -2,9 +2,9 @@
 //! routes, starts the data-path threads, the local API and the control link, and puts its
 //! workloads back; shutdown removes all of it again.
 //!
-//! Start-up is all or nothing: on any error it undoes what it did and returns the error, except
-//! for the cluster's `unreachable` route, which it installs first and which only a clean stop
-//! removes (a kill -9 or a failed start leaves the host closed, not open).
+//! Start-up is all or nothing: on any error it undoes what it did and returns the error. The
+//! cluster's `unreachable` route comes first and goes last; one taken over from a killed run
+//! stays even when the start fails (the host stays closed, not open).
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use wgmesh_config::netmap::Netmap;
@@ -22,7 +23,7 @@ use super::control_link::{self, Link, Origin};
 use super::random::random_u32;
 use super::routes::{self, RouteGuard};
 use super::source::PeerSource;
-use super::workloads::{self, WorkloadStore};
+use super::workloads::{self, WorkloadStore, Workloads};
 use super::{Agent, AgentError};
 use crate::api;
 use crate::api::status::OffloadStatus;
@@ -46,16 +47,23 @@ impl Agent {
         let a = &config.agent;
         let subnet = source.subnet;
         let host = HostNet::connect()?;
-        let (route_guard, settings) = close_host(config_path, &config, &host, &source).await?;
-        let mut peers = PeerSet::new(identity.clone(), random_u32());
-        peers.apply(&settings)?;
-        let store = WorkloadStore::new(&a.state_dir);
-        let workloads = store.load(subnet)?;
-        let udp = bind_udp(a)?;
-        let listener = api::bind(&a.socket)?;
+        let (route_guard, settings, created) =
+            close_host(config_path, &config, &host, &source).await?;
+        // A cluster route this start created goes again if the start fails; one taken over
+        // from a killed run stays (the host stays closed).
+        let mut undo = Undo::new(a);
+        undo.cluster = created;
+        let prepared = prepare(a, &identity, &settings, subnet);
+        let (peers, store, workloads, udp, listener) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                undo.run(&host).await;
+                return Err(e);
+            }
+        };
 
         // From here on, undo everything on failure.
-        let mut undo = Undo::new(a);
+        undo.socket_bound = true;
         let started = bring_up(a, &host, &mut undo, subnet, &peers, udp).await;
         let Up {
             tun_index,
@@ -144,11 +152,9 @@ impl Agent {
         }
         let mut undo = Undo::new(&self.config.agent);
         undo.bridge = true;
+        undo.socket_bound = true;
+        undo.cluster = true;
         undo.run(&self.host).await;
-        // Last: with the bridge gone nothing on this host sends into the cluster any more.
-        if let Err(e) = self.host.remove_cluster_routes(None).await {
-            tracing::warn!(cluster = %self.route_guard.cluster, "cannot remove the cluster route: {}", Chain(&e));
-        }
         tracing::info!("agent stopped; host networking removed");
     }
 }
@@ -157,16 +163,15 @@ impl Agent {
 /// against the host's routes (in static mode a refused one is an error at its line in
 /// agent.toml; in control mode it is logged, counted and left out), then creates or takes over
 /// the cluster's `unreachable` route and removes cluster routes an earlier run left for other
-/// prefixes. Returns the guard and the peers to apply.
-///
-/// A start that fails later leaves the cluster route in place: the host stays closed (a bridge
-/// left by a killed run may still carry workloads) until a clean stop.
+/// prefixes. Returns the guard, the peers to apply, and whether the cluster route was created
+/// now (false: taken over from an earlier run, which a failed start leaves in place, so a host
+/// whose bridge a killed run left behind stays closed).
 async fn close_host(
     config_path: &Path,
     config: &AgentConfig,
     host: &HostNet,
     source: &PeerSource,
-) -> Result<(RouteGuard, Vec<PeerSettings>), AgentError> {
+) -> Result<(RouteGuard, Vec<PeerSettings>, bool), AgentError> {
     let control = routes::control_addrs(config).await;
     let mut guard = RouteGuard::new(source.cluster, config, &control);
     let present = host.main_routes().await?;
@@ -174,18 +179,42 @@ async fn close_host(
     if config.control.is_none() {
         routes::refuse_static(config_path, &guard.refused)?;
     }
-    routes::close_cluster(host, source.cluster, &present).await?;
+    let created = routes::close_cluster(host, source.cluster, &present).await?;
     for stale in host.remove_cluster_routes(Some(source.cluster)).await? {
         tracing::info!(%stale, "removed the cluster route of an earlier run");
     }
-    Ok((guard, settings))
+    Ok((guard, settings, created))
+}
+
+/// The peers, the workloads' file, the UDP socket and the API listener: what start-up takes
+/// before it changes the host's links.
+type Prepared = (PeerSet, WorkloadStore, Workloads, Udp, UnixListener);
+
+fn prepare(
+    a: &AgentSection,
+    identity: &Arc<LocalIdentity>,
+    settings: &[PeerSettings],
+    subnet: IpNet,
+) -> Result<Prepared, AgentError> {
+    let mut peers = PeerSet::new(identity.clone(), random_u32());
+    peers.apply(settings)?;
+    let store = WorkloadStore::new(&a.state_dir);
+    let workloads = store.load(subnet)?;
+    let udp = bind_udp(a)?;
+    let listener = api::bind(&a.socket)?;
+    Ok((peers, store, workloads, udp, listener))
 }
 
 /// What start-up created and shutdown removes.
 struct Undo {
     bridge_name: String,
     socket: PathBuf,
+    /// The bridge was made (or reused).
     bridge: bool,
+    /// The API socket is ours to remove.
+    socket_bound: bool,
+    /// The cluster route to remove, last.
+    cluster: bool,
 }
 
 impl Undo {
@@ -194,6 +223,8 @@ impl Undo {
             bridge_name: a.bridge.clone(),
             socket: a.socket.clone(),
             bridge: false,
+            socket_bound: false,
+            cluster: false,
         }
     }
 
@@ -203,7 +234,15 @@ impl Undo {
                 tracing::warn!(bridge = %self.bridge_name, "cannot remove bridge: {}", Chain(&e));
             }
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if self.socket_bound {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+        // Last: with the bridge gone nothing on this host sends into the cluster any more.
+        if self.cluster {
+            if let Err(e) = host.remove_cluster_routes(None).await {
+                tracing::warn!("cannot remove the cluster route: {}", Chain(&e));
+            }
+        }
     }
 }
 

@@ -239,7 +239,11 @@ mod tests {
     fn equal_inside_or_around_a_foreign_route_conflicts() {
         let foreign = route("10.9.0.0/24", 2, "dummy0");
         for prefix in ["10.9.0.0/24", "10.9.0.128/25", "10.9.0.7/32", "10.8.0.0/15"] {
-            assert_eq!(check(prefix), Some(Conflict::Route(foreign.clone())), "{prefix}");
+            assert_eq!(
+                check(prefix),
+                Some(Conflict::Route(foreign.clone())),
+                "{prefix}"
+            );
         }
         assert_eq!(
             check("10.9.0.0/24").unwrap().to_string(),
@@ -252,12 +256,17 @@ mod tests {
         for prefix in ["198.18.0.0/24", "0.0.0.0/1", "11.0.0.0/8", "0.0.0.0/0"] {
             assert_eq!(
                 check(prefix),
-                Some(Conflict::OutsideCluster { cluster: net(CLUSTER) }),
+                Some(Conflict::OutsideCluster {
+                    cluster: net(CLUSTER)
+                }),
                 "{prefix}"
             );
         }
         // The family differs: never inside.
-        assert!(matches!(check("fd00::/64"), Some(Conflict::OutsideCluster { .. })));
+        assert!(matches!(
+            check("fd00::/64"),
+            Some(Conflict::OutsideCluster { .. })
+        ));
     }
 
     #[test]
@@ -266,7 +275,12 @@ mod tests {
             addr: "10.7.0.10".parse().unwrap(),
             what: "the control plane".into(),
         };
-        let found = conflict(net("10.7.0.0/16"), net(CLUSTER), &host(), &[g.clone()]);
+        let found = conflict(
+            net("10.7.0.0/16"),
+            net(CLUSTER),
+            &host(),
+            std::slice::from_ref(&g),
+        );
         assert_eq!(found, Some(Conflict::Address(g)));
         assert_eq!(
             found.unwrap().to_string(),
@@ -280,9 +294,17 @@ mod tests {
         other_table.table = 100;
         let v6 = route("fd00::/64", 2, "eth0");
         let routes = [other_table, v6];
-        assert_eq!(conflict(net("10.42.5.0/24"), net(CLUSTER), &routes, &[]), None);
+        assert_eq!(
+            conflict(net("10.42.5.0/24"), net(CLUSTER), &routes, &[]),
+            None
+        );
         let v6_route = route("fd42:1::/64", 2, "dummy0");
-        let found = conflict(net("fd42:1::/48"), net("fd42::/16"), &[v6_route.clone()], &[]);
+        let found = conflict(
+            net("fd42:1::/48"),
+            net("fd42::/16"),
+            std::slice::from_ref(&v6_route),
+            &[],
+        );
         assert_eq!(found, Some(Conflict::Route(v6_route)));
     }
 
@@ -298,7 +320,13 @@ mod tests {
     #[test]
     fn routes_print_as_ip_route_does() {
         let routes = host();
-        assert_eq!(routes[0].to_string(), "default via 198.18.0.254 dev eth0 proto static");
-        assert_eq!(routes[3].to_string(), "unreachable 10.0.0.0/8 proto 119 (wgmesh)");
+        assert_eq!(
+            routes[0].to_string(),
+            "default via 198.18.0.254 dev eth0 proto static"
+        );
+        assert_eq!(
+            routes[3].to_string(),
+            "unreachable 10.0.0.0/8 proto 119 (wgmesh)"
+        );
     }
 }

@@ -52,8 +52,7 @@ impl HostNet {
         let mut message = device_route(dst, oif, None)?;
         // Any scope, but only our protocol (the kernel matches a non-zero protocol and oif).
         message.header.scope = RouteScope::NoWhere;
-        self.delete(message, format!("route {dst} dev {oif}"))
-            .await
+        self.delete(message, format!("route {dst} dev {oif}")).await
     }
 
     /// Makes sure the cluster's `unreachable <cluster>` route (protocol [`ROUTE_PROTOCOL`],
@@ -76,7 +75,9 @@ impl HostNet {
             .add(unreachable_route(cluster))
             .execute()
             .await
-            .map_err(|source| HostError::netlink("add", format!("route unreachable {cluster}"), source))?;
+            .map_err(|source| {
+                HostError::netlink("add", format!("route unreachable {cluster}"), source)
+            })?;
         Ok(true)
     }
 
@@ -230,7 +231,12 @@ fn host_route(message: &RouteMessage, names: &HashMap<u32, String>) -> Option<Ho
             RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Oif(index) => {
-                device = Some(names.get(index).cloned().unwrap_or_else(|| format!("#{index}")));
+                device = Some(
+                    names
+                        .get(index)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{index}")),
+                );
             }
             RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
             RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
@@ -241,12 +247,12 @@ fn host_route(message: &RouteMessage, names: &HashMap<u32, String>) -> Option<Ho
         (Some(addr), _) => addr,
         // A default route has no destination attribute.
         (None, rtnetlink::packet_route::AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        (None, rtnetlink::packet_route::AddressFamily::Inet6) => {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        }
+        (None, rtnetlink::packet_route::AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         (None, _) => return None,
     };
-    let dst = IpNet::new(dst, header.destination_prefix_length).ok()?.trunc();
+    let dst = IpNet::new(dst, header.destination_prefix_length)
+        .ok()?
+        .trunc();
     let kind = match header.kind {
         RouteType::Unicast => RouteKind::Unicast,
         RouteType::Unreachable => RouteKind::Unreachable,

@@ -14,7 +14,10 @@ fn with_cluster(cluster: &str, allowed: &str) -> String {
 #[test]
 fn cluster_cidr_is_read_and_round_trips() {
     let cfg = parse(&with_cluster("10.42.0.0/16", "10.42.3.0/24")).unwrap();
-    assert_eq!(cfg.agent.cluster_cidr, Some("10.42.0.0/16".parse().unwrap()));
+    assert_eq!(
+        cfg.agent.cluster_cidr,
+        Some("10.42.0.0/16".parse().unwrap())
+    );
     assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
 }
 
@@ -28,13 +31,24 @@ fn static_mode_requires_cluster_cidr() {
 fn control_mode_refuses_cluster_cidr() {
     let text = "[agent]\nname = \"a\"\ncluster_cidr = \"10.42.0.0/16\"\n\n[control]\n\
                 url = \"https://198.18.0.10:7443\"\n";
-    expect_error(text, 3, Some("agent.cluster_cidr"), "given by the control plane");
+    expect_error(
+        text,
+        3,
+        Some("agent.cluster_cidr"),
+        "given by the control plane",
+    );
 }
 
 #[test]
 fn cluster_cidr_must_hold_the_subnet_and_the_peers() {
-    let text = "[agent]\nname = \"a\"\nsubnet = \"10.43.1.0/24\"\ncluster_cidr = \"10.42.0.0/16\"\n";
-    expect_error(text, 3, Some("agent.subnet"), "not inside agent.cluster_cidr 10.42.0.0/16");
+    let text =
+        "[agent]\nname = \"a\"\nsubnet = \"10.43.1.0/24\"\ncluster_cidr = \"10.42.0.0/16\"\n";
+    expect_error(
+        text,
+        3,
+        Some("agent.subnet"),
+        "not inside agent.cluster_cidr 10.42.0.0/16",
+    );
     let shown = expect_error(
         &with_cluster("10.42.0.0/16", "198.18.0.0/24"),
         8,
@@ -89,5 +103,8 @@ fn allowed_ip_error_points_at_the_entry() {
     );
     // An entry the text does not have: no position, still the field.
     let e = AgentConfig::allowed_ip_error(&text, origin, 3, 0, "gone");
-    assert_eq!(e.to_string(), format!("{ORIGIN}: peer[3].allowed_ips[0]: gone"));
+    assert_eq!(
+        e.to_string(),
+        format!("{ORIGIN}: peer[3].allowed_ips[0]: gone")
+    );
 }

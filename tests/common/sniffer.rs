@@ -1,0 +1,204 @@
+//! A sniffer on the underlay for the "no cleartext, ever" tests: a namespace plugged into the
+//! hosts' underlay bridge that every host's default route points at, so that anything a host
+//! sends outside the tunnel towards an address it has no better route for lands there. Captures
+//! run on the sniffer's side and on every host's underlay interface (segmented, so they show
+//! what a wire would carry); [`Watch::finish`] checks that no frame carries an overlay address
+//! and that every IPv4 packet between two hosts is a WireGuard message between their ports.
+//!
+//! Also here: a static pair of hosts on a bridge (the control-mode pair comes from
+//! `control::control_and_joined_hosts`), and [`Load`], pings and a UDP stream between two
+//! workloads that keep running while the test breaks things.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::agent::AgentSpec;
+use super::control::host_ip;
+use super::netns::{Netns, Proc};
+use super::pcap::{self, Capture, Frame};
+use super::scenario::Host;
+use super::{Bridge, Cluster, UNDERLAY_IF};
+
+/// The sniffer's underlay address: every host's default gateway.
+pub const SNIFFER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+
+/// The overlay: every test address of workloads and subnets lies in 10.0.0.0/8.
+pub const OVERLAY: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
+
+/// The sniffer namespace on the underlay bridge.
+pub struct Sniffer {
+    pub ns: Netns,
+}
+
+impl Sniffer {
+    /// Plugs a sniffer into `bridge` at [`SNIFFER_IP`] and makes it the default gateway of every
+    /// host in `hosts`. It forwards nothing (a new namespace has `ip_forward` 0).
+    pub fn plug(c: &Cluster, bridge: &Bridge, hosts: &[&Host]) -> Self {
+        let ns = c.netns("snf");
+        bridge.plug(&ns, SNIFFER_IP);
+        for h in hosts {
+            h.ns.run(&[
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &SNIFFER_IP.to_string(),
+            ]);
+        }
+        Self { ns }
+    }
+}
+
+/// Running captures: the sniffer's side, and each host's underlay.
+pub struct Watch {
+    sniffer: Capture,
+    hosts: Vec<(String, Ipv4Addr, u16, Capture)>,
+}
+
+impl Watch {
+    /// Starts capturing on the sniffer and on each host's `ul0` (after making the kernel
+    /// segment GSO batches before `ul0`, so every datagram is seen as the wire carries it).
+    pub fn start(c: &Cluster, sniffer: &Sniffer, hosts: &[&Host]) -> Self {
+        let hosts = hosts
+            .iter()
+            .map(|h| {
+                c.force_segmentation(&h.ns);
+                let cap = Capture::start(&h.ns, UNDERLAY_IF);
+                (h.ns.name().to_owned(), h.ip, h.port, cap)
+            })
+            .collect();
+        Self {
+            sniffer: Capture::start(&sniffer.ns, UNDERLAY_IF),
+            hosts,
+        }
+    }
+
+    /// Stops every capture and asserts what the module documentation says; `what` names the
+    /// scenario in the failure. Returns the number of WireGuard data messages seen between the
+    /// hosts (so a test can check that traffic flowed at all).
+    pub fn finish(self, what: &str) -> usize {
+        // tcpdump reads the kernel's capture ring in blocks that are handed over when full or
+        // after its buffer timeout (1 s); a SIGINT before that loses the last block.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let mut errors = Vec::new();
+        let frames = parse(self.sniffer.stop());
+        errors.extend(overlay_frames("sniffer", &frames));
+        let ends: Vec<(Ipv4Addr, u16)> = self.hosts.iter().map(|h| (h.1, h.2)).collect();
+        let mut data = 0;
+        for (name, ip, port, cap) in self.hosts {
+            let frames = parse(cap.stop());
+            errors.extend(overlay_frames(&name, &frames));
+            for &other in ends.iter().filter(|e| e.0 != ip) {
+                match pcap::check_wireguard_only(&frames, (ip, port), other) {
+                    Ok(sum) => {
+                        eprintln!("{what}: {name} ({} frames): {sum:?}", frames.len());
+                        data += sum.data;
+                    }
+                    Err(e) => errors.extend(e.into_iter().map(|e| format!("{name}: {e}"))),
+                }
+            }
+        }
+        assert!(
+            errors.is_empty(),
+            "{what}: the underlay carried cleartext or non-WireGuard packets:\n{}",
+            errors[..errors.len().min(20)].join("\n")
+        );
+        data
+    }
+}
+
+fn parse(bytes: Vec<u8>) -> Vec<Frame> {
+    pcap::parse(&bytes).expect("parse capture")
+}
+
+/// Frames whose IPv4 source or destination is an overlay address.
+fn overlay_frames(where_: &str, frames: &[Frame]) -> Vec<String> {
+    let in_overlay = |a: Ipv4Addr| {
+        let mask = u32::MAX << (32 - OVERLAY.1);
+        u32::from(a) & mask == u32::from(OVERLAY.0)
+    };
+    frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let ip = f.ipv4.as_ref()?;
+            (in_overlay(ip.src) || in_overlay(ip.dst)).then(|| {
+                format!(
+                    "{where_}: frame {i}: overlay packet in the clear: {} -> {} protocol {}",
+                    ip.src, ip.dst, ip.protocol
+                )
+            })
+        })
+        .collect()
+}
+
+/// Hosts "a" (10.42.1.0/24, 198.18.0.1) and "b" (10.42.2.0/24, 198.18.0.2) on a fresh bridge,
+/// static peers of each other, configured but not started.
+pub fn static_pair_on_bridge(c: &Cluster) -> (Bridge, Host, Host) {
+    let bridge = c.bridge();
+    let make = |tag: &str, n: u8, subnet: &str| {
+        let ns = c.netns(tag);
+        bridge.plug(&ns, host_ip(n));
+        let agent = c.agent_prepared(&ns, AgentSpec::new(&format!("host-{tag}"), subnet, 51820));
+        Host {
+            ns,
+            ip: host_ip(n),
+            port: 51820,
+            agent,
+        }
+    };
+    let a = make("a", 1, "10.42.1.0/24");
+    let b = make("b", 2, "10.42.2.0/24");
+    for (h, o) in [(&a, &b), (&b, &a)] {
+        h.agent
+            .set_spec(h.agent.spec().peer(o.agent.as_peer(Some(&o.endpoint()))));
+    }
+    (bridge, a, b)
+}
+
+/// Traffic from one workload to another that keeps running until dropped: a ping every 20 ms,
+/// large pings every 10 ms, and (with a stream) a 4 Mbit/s UDP stream (iperf3).
+pub struct Load {
+    _procs: Vec<Proc>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Load {
+    /// Starts pinging `to_ip` from `from`; with `stream`, also an iperf3 UDP stream to an
+    /// iperf3 server started in `to` (the stream must be able to connect, so start it while
+    /// the tunnel works).
+    pub fn start(from: &Netns, to: &Netns, to_ip: &str, stream: bool) -> Self {
+        let dir = Arc::new(
+            tempfile::Builder::new()
+                .prefix("wgm-load")
+                .tempdir()
+                .expect("tempdir"),
+        );
+        let log = |n: &str| dir.path().join(n);
+        let mut procs = vec![
+            from.spawn(&["ping", "-n", "-i", "0.02", to_ip], &[], &log("ping.log")),
+            from.spawn(
+                &["ping", "-n", "-i", "0.01", "-s", "1300", to_ip],
+                &[],
+                &log("ping-large.log"),
+            ),
+        ];
+        if stream {
+            procs.push(to.spawn(&["iperf3", "-s", "-p", "5201"], &[], &log("iperf3-s.log")));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            procs.push(from.spawn(
+                &[
+                    "iperf3", "-c", to_ip, "-p", "5201", "-u", "-b", "4M", "-l", "1200", "-t",
+                    "600",
+                ],
+                &[],
+                &log("iperf3-c.log"),
+            ));
+        }
+        Self {
+            _procs: procs,
+            _dir: dir,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! No cleartext, ever: while workloads ping and stream across hosts, a peer removed by the
+//! control plane (`node remove`), a SIGHUP that drops the peer, a `kill -9` of the agent and an
+//! agent whose peer has not handshaken yet never let an overlay packet onto the underlay. Each
+//! host's default route points at a sniffer namespace, so a packet that left the tunnel would
+//! land there; captures on the sniffer and on both hosts' underlays must show no overlay
+//! address, and every packet between the hosts must be WireGuard between their ports.
+//!
+//! Also: the cluster's `unreachable` route is there after `kill -9`, taken over by the next
+//! start, and gone after SIGTERM; a reload that changes `cluster_cidr` moves it while traffic
+//! flows, without a leak.
+
+mod common;
+
+use std::time::Duration;
+
+use common::control::{control_and_joined_hosts, lists_peer};
+use common::scenario::{assert_pings, workload, Host};
+use common::sniffer::{static_pair_on_bridge, Load, Sniffer, Watch};
+use common::*;
+
+/// How long traffic keeps trying after the break, for a leak to show.
+const AFTER_BREAK: Duration = Duration::from_secs(3);
+
+/// `ip route get DST` in `host`: how the kernel routes a packet there now.
+fn route_to(host: &Host, dst: &str) -> String {
+    let out = host.ns.exec(&["ip", "route", "get", dst]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts `host` refuses to route to `dst` (the cluster's unreachable route answers).
+#[track_caller]
+fn assert_closed(host: &Host, dst: &str) {
+    let shown = route_to(host, dst);
+    assert!(
+        shown.contains("No route to host") || shown.contains("unreachable"),
+        "{} should refuse {dst}, but routes it: {shown}",
+        host.ns.name()
+    );
+}
+
+/// The cluster routes of the agent (protocol 119, type unreachable) in `host`.
+fn cluster_routes(host: &Host) -> String {
+    host.ns
+        .run(&["ip", "route", "show", "type", "unreachable", "proto", "119"])
+}
+
+#[test]
+fn node_remove_of_the_peer_leaks_nothing() {
+    let Some(c) = Cluster::new("node_remove_of_the_peer_leaks_nothing") else {
+        return;
+    };
+    let (bridge, cp, _token, hosts) = control_and_joined_hosts(&c, &["--reusable"], &["a", "b"]);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let sniffer = Sniffer::plug(&c, &bridge, &[a, b]);
+    let (wa, _ipa) = workload(&c, a, "wa");
+    let (wb, ipb) = workload(&c, b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(20));
+
+    let watch = Watch::start(&c, &sniffer, &[a, b]);
+    let load = Load::start(&wa, &wb, &ipb, true);
+    std::thread::sleep(Duration::from_secs(1));
+    cp.node_remove("host-b");
+    assert_eventually(
+        Duration::from_secs(15),
+        "A drops B after node remove",
+        || !lists_peer(a, b),
+    );
+    std::thread::sleep(AFTER_BREAK);
+    drop(load);
+    let data = watch.finish("node remove");
+    assert!(data > 0, "no WireGuard data was seen before the removal");
+    assert_closed(a, &ipb);
+}
+
+#[test]
+fn a_sighup_that_drops_the_peer_leaks_nothing() {
+    let Some(c) = Cluster::new("a_sighup_that_drops_the_peer_leaks_nothing") else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_on_bridge(&c);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let (wa, _ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let load = Load::start(&wa, &wb, &ipb, true);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut spec = a.agent.spec();
+    spec.peers.clear();
+    a.agent.set_spec(spec);
+    a.agent.reload();
+    assert_eventually(Duration::from_secs(10), "A drops B on SIGHUP", || {
+        a.agent.peer_keys().is_empty()
+    });
+    std::thread::sleep(AFTER_BREAK);
+    drop(load);
+    let data = watch.finish("SIGHUP dropping the peer");
+    assert!(data > 0, "no WireGuard data was seen before the reload");
+    assert_closed(&a, &ipb);
+}
+
+#[test]
+fn kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed() {
+    let Some(c) = Cluster::new("kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed")
+    else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_on_bridge(&c);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let (wa, ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    let running = cluster_routes(&a);
+
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let load = Load::start(&wa, &wb, &ipb, true);
+    let back = Load::start(&wb, &wa, &ipa, false);
+    std::thread::sleep(Duration::from_secs(1));
+    a.agent.kill9();
+    std::thread::sleep(AFTER_BREAK);
+    drop(load);
+    drop(back);
+    let data = watch.finish("kill -9 of the agent");
+    assert!(data > 0, "no WireGuard data was seen before the kill");
+    assert!(
+        running.contains("unreachable 10.0.0.0/8"),
+        "a running agent closes the cluster: {running}"
+    );
+    // The TUN device and its routes died with the agent; the bridge, the workload and
+    // ip_forward stayed. The cluster route holds.
+    assert!(
+        !a.ns.links().iter().any(|l| l == "wgm0"),
+        "{:?}",
+        a.ns.links()
+    );
+    assert!(
+        cluster_routes(&a).contains("unreachable 10.0.0.0/8"),
+        "kill -9 must leave the cluster route: {}",
+        a.ns.routes().join("\n")
+    );
+    assert_closed(&a, &ipb);
+
+    // The next start takes the route over (one route, no error) and traffic resumes.
+    a.agent.restart();
+    let log = a.agent.current_log();
+    assert!(
+        log.contains("took over the cluster route"),
+        "the restart does not say it took the route over:\n{log}"
+    );
+    assert_eq!(
+        cluster_routes(&a).lines().count(),
+        1,
+        "{}",
+        cluster_routes(&a)
+    );
+    assert_pings(&wa, &ipb, Duration::from_secs(30));
+
+    // A clean stop removes it with everything else.
+    a.agent.stop();
+    assert_eq!(
+        cluster_routes(&a).trim(),
+        "",
+        "SIGTERM must remove the cluster route: {}",
+        a.ns.routes().join("\n")
+    );
+    assert!(
+        !a.ns.routes().iter().any(|r| r.contains("proto 119")),
+        "routes of the agent left after SIGTERM: {:?}",
+        a.ns.routes()
+    );
+}
+
+#[test]
+fn traffic_before_the_peer_handshakes_leaks_nothing() {
+    let Some(c) = Cluster::new("traffic_before_the_peer_handshakes_leaks_nothing") else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_on_bridge(&c);
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    a.agent.start();
+    let (wa, _ipa) = workload(&c, &a, "wa");
+    // B's agent is not running: nothing answers A's handshakes, and the workload's packets
+    // wait in (or are dropped from) A's tunnel, never sent in the clear.
+    let ipb = "10.42.2.2";
+    let load = Load::start(&wa, &wa, ipb, false);
+    std::thread::sleep(AFTER_BREAK);
+    let shown = route_to(&a, ipb);
+    assert!(
+        shown.contains("dev wgm0"),
+        "A routes B's subnet into the tunnel: {shown}"
+    );
+    drop(load);
+    // Then B starts: the same traffic flows, encrypted.
+    b.agent.start();
+    let (wb, ipb2) = workload(&c, &b, "wb");
+    assert_eq!(ipb2, ipb);
+    let load = Load::start(&wa, &wb, ipb, false);
+    assert_pings(&wa, ipb, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    drop(load);
+    let data = watch.finish("before the handshake");
+    assert!(data > 0, "no WireGuard data was seen once B started");
+}
+
+#[test]
+fn a_reload_that_moves_the_cluster_cidr_leaves_no_window() {
+    let Some(c) = Cluster::new("a_reload_that_moves_the_cluster_cidr_leaves_no_window") else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_on_bridge(&c);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let (wa, _ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let load = Load::start(&wa, &wb, &ipb, true);
+    // Narrow, then back: each reload adds the new cluster route before removing the old one.
+    for cluster in ["10.42.0.0/16", "10.0.0.0/8"] {
+        let mut spec = a.agent.spec();
+        spec.cluster_cidr = Some(cluster.into());
+        a.agent.set_spec(spec);
+        a.agent.reload();
+        // `ip route show proto 119` leaves the protocol out of its lines.
+        let want = format!("unreachable {cluster}");
+        assert_eventually(
+            Duration::from_secs(10),
+            &format!("A closes {cluster}"),
+            || cluster_routes(&a).trim() == want,
+        );
+        assert_pings(&wa, &ipb, Duration::from_secs(5));
+    }
+    // Nothing leaked meanwhile.
+    drop(load);
+    let data = watch.finish("moving the cluster CIDR");
+    assert!(data > 0, "no WireGuard data was seen");
+}
