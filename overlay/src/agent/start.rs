@@ -54,7 +54,13 @@ impl Agent {
         let mut undo = Undo::new(a);
         undo.cluster = created;
         let prepared = prepare(a, &identity, &settings, subnet);
-        let (peers, store, workloads, udp, listener) = match prepared {
+        let Prepared {
+            peers,
+            store,
+            workloads,
+            udp,
+            listener,
+        } = match prepared {
             Ok(v) => v,
             Err(e) => {
                 undo.run(&host).await;
@@ -186,9 +192,14 @@ async fn close_host(
     Ok((guard, settings, created))
 }
 
-/// The peers, the workloads' file, the UDP socket and the API listener: what start-up takes
-/// before it changes the host's links.
-type Prepared = (PeerSet, WorkloadStore, Workloads, Udp, UnixListener);
+/// What start-up takes before it changes the host's links.
+struct Prepared {
+    peers: PeerSet,
+    store: WorkloadStore,
+    workloads: Workloads,
+    udp: Udp,
+    listener: UnixListener,
+}
 
 fn prepare(
     a: &AgentSection,
@@ -202,7 +213,13 @@ fn prepare(
     let workloads = store.load(subnet)?;
     let udp = bind_udp(a)?;
     let listener = api::bind(&a.socket)?;
-    Ok((peers, store, workloads, udp, listener))
+    Ok(Prepared {
+        peers,
+        store,
+        workloads,
+        udp,
+        listener,
+    })
 }
 
 /// What start-up created and shutdown removes.
