@@ -25,6 +25,7 @@ impl Agent {
                 fields: fixed.join(", "),
             });
         }
+        self.refresh_host_nets(None).await;
         if new.control.is_some() {
             // Peers come from the control plane; what agent.toml may change is the endpoint.
             if let Some(tx) = &self.endpoint {
@@ -72,6 +73,7 @@ impl Agent {
             });
         }
         let settings = settings::from_netmap(&netmap)?;
+        self.refresh_host_nets(netmap.cluster_cidr).await;
         let summary = self.apply_peers(&settings).await?;
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {

@@ -17,8 +17,10 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::{self, Link, Origin};
+use super::local_nets;
 use super::random::random_u32;
 use super::source::PeerSource;
+use super::sysctls::SavedSysctls;
 use super::workloads::{self, WorkloadStore};
 use super::{Agent, AgentError};
 use crate::api;
@@ -27,6 +29,7 @@ use crate::datapath::tun::Tun;
 use crate::datapath::udp::Udp;
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
+use crate::host::forwarding::ForwardingTargets;
 use crate::host::{self, HostNet};
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
@@ -41,17 +44,21 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let a = &config.agent;
         let subnet = source.subnet;
-        let mut peers = PeerSet::new(identity.clone(), random_u32());
+        let host = HostNet::connect()?;
+        let nets = local_nets::read(&host, subnet, cluster_of(&source)).await?;
+        let mut peers = PeerSet::new(identity.clone(), random_u32(), nets);
         peers.apply(&source.settings)?;
         let store = WorkloadStore::new(&a.state_dir);
         let workloads = store.load(subnet)?;
+        let mut sysctls = SavedSysctls::load(&a.state_dir)?;
+        // What a killed agent left changed goes back first.
+        sysctls.restore();
         let udp = bind_udp(a)?;
-        let host = HostNet::connect()?;
         let listener = api::bind(&a.socket)?;
 
         // From here on, undo everything on failure.
         let mut undo = Undo::new(a);
-        let started = bring_up(a, &host, &mut undo, subnet, &peers, udp).await;
+        let started = bring_up(a, &host, &mut undo, &mut sysctls, subnet, &peers, udp).await;
         let Up {
             tun_index,
             bridge_index,
@@ -63,6 +70,7 @@ impl Agent {
             Ok(v) => v,
             Err(e) => {
                 undo.run(&host).await;
+                sysctls.restore();
                 return Err(e);
             }
         };
@@ -95,6 +103,7 @@ impl Agent {
             bridge_index,
             workloads,
             store,
+            sysctls,
             commands,
             api_task,
         };
@@ -138,6 +147,7 @@ impl Agent {
         let mut undo = Undo::new(&self.config.agent);
         undo.bridge = true;
         undo.run(&self.host).await;
+        self.sysctls.restore();
         tracing::info!("agent stopped; host networking removed");
     }
 }
@@ -191,17 +201,23 @@ fn bind_udp(a: &AgentSection) -> Result<Udp, AgentError> {
     })
 }
 
-/// Creates the TUN device and the bridge, routes the peers' prefixes and starts the data-path
-/// threads. What it created is marked in `undo`, which the caller runs on failure.
+/// The cluster CIDR, when the source knows it.
+fn cluster_of(source: &PeerSource) -> Option<IpNet> {
+    source.control.as_ref().and_then(|(_, netmap, _)| netmap.cluster_cidr)
+}
+
+/// Creates the TUN device and the bridge (its MAC pinned, forwarding on for both, the sysctls
+/// recorded in `sysctls`), routes the peers' prefixes and starts the data-path threads. What it
+/// created is marked in `undo` and `sysctls`, which the caller runs on failure.
 async fn bring_up(
     a: &AgentSection,
     host: &HostNet,
     undo: &mut Undo,
+    sysctls: &mut SavedSysctls,
     subnet: IpNet,
     peers: &PeerSet,
     udp: Udp,
 ) -> Result<Up, AgentError> {
-    host::enable_forwarding(subnet.addr().is_ipv6())?;
     let tun = Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| AgentError::Tun {
         name: a.interface.clone(),
         source,
@@ -217,6 +233,13 @@ async fn bring_up(
     let gateway =
         IpNet::new(workloads::gateway(subnet), subnet.prefix_len()).expect("subnet prefix length");
     let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
+    host.pin_mac(bridge_index, &a.bridge, host::bridge_mac(a.name.as_str()))
+        .await?;
+    sysctls.enable_forwarding(&ForwardingTargets {
+        bridge: &a.bridge,
+        tun: &a.interface,
+        v6: subnet.addr().is_ipv6(),
+    })?;
     for net in peers.routed_prefixes() {
         host.replace_route(net, tun_index, Some(gateway.addr()))
             .await?;

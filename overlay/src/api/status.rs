@@ -183,6 +183,20 @@ impl PeerStatus {
                 d.source_not_allowed, d.decrypt_failed, d.no_endpoint, d.no_session
             );
         }
+        if d.destination_not_local > 0 {
+            let _ = writeln!(
+                s,
+                "  dropped: {} addressed outside this host's subnet",
+                d.destination_not_local
+            );
+        }
+        if self.counters.roams_refused > 0 {
+            let _ = writeln!(
+                s,
+                "  endpoint changes refused: {} (overlay, own or non-unicast address)",
+                self.counters.roams_refused
+            );
+        }
     }
 }
 
@@ -251,6 +265,7 @@ mod tests {
                         source_not_allowed: 3,
                         ..Default::default()
                     },
+                    ..Default::default()
                 },
             }],
             dropped: HostDropCounts::default(),
