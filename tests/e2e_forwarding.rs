@@ -9,9 +9,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::forwarding::{
-    bridge_ports, changed, icmp_in_echos, mac, neighbour, sysctl, sysctls,
-};
+use common::forwarding::{bridge_ports, changed, icmp_in_echos, mac, neighbour, sysctl, sysctls};
 use common::scenario::{self, assert_pings, hosts_prepared, two_hosts, workload, HostDef};
 use common::*;
 
@@ -24,14 +22,15 @@ fn v4_forwarding(ns: &Netns, iface: &str) -> String {
 
 #[test]
 fn forwarding_is_on_for_the_bridge_and_tun_only_and_restored_at_stop() {
-    let Some(c) =
-        Cluster::new("forwarding_is_on_for_the_bridge_and_tun_only_and_restored_at_stop")
+    let Some(c) = Cluster::new("forwarding_is_on_for_the_bridge_and_tun_only_and_restored_at_stop")
     else {
         return;
     };
     let (a, b) = scenario::two_hosts_prepared(&c, 51820, 51820);
     // An interface the agent has nothing to do with, forwarding off, and one with it on.
-    a.ns.run(&["ip", "link", "add", "xtra0", "type", "veth", "peer", "name", "xtra1"]);
+    a.ns.run(&[
+        "ip", "link", "add", "xtra0", "type", "veth", "peer", "name", "xtra1",
+    ]);
     a.ns.run(&["sysctl", "-qw", "net.ipv4.conf.xtra0.forwarding=1"]);
     let before = sysctls(&a.ns);
     assert_eq!(before["/proc/sys/net/ipv4/ip_forward"], "0");
@@ -39,7 +38,11 @@ fn forwarding_is_on_for_the_bridge_and_tun_only_and_restored_at_stop() {
     b.agent.start();
 
     let after = sysctls(&a.ns);
-    assert_eq!(changed(&before, &after), vec![], "the agent changed host sysctls");
+    assert_eq!(
+        changed(&before, &after),
+        vec![],
+        "the agent changed host sysctls"
+    );
     assert_eq!(v4_forwarding(&a.ns, BRIDGE), "1");
     assert_eq!(v4_forwarding(&a.ns, TUN), "1");
     let record = a.agent.state_dir.join("sysctls.json");
@@ -114,7 +117,11 @@ fn ipv6_forwarding_keeps_router_advertisements_and_is_restored_after_kill9() {
     let status = a.agent.stop().expect("agent exited");
     assert!(status.success(), "SIGTERM should exit 0, got {status}");
     let after = sysctls(&a.ns);
-    assert_eq!(changed(&before, &after), vec![], "sysctls after kill -9, restart, SIGTERM");
+    assert_eq!(
+        changed(&before, &after),
+        vec![],
+        "sysctls after kill -9, restart, SIGTERM"
+    );
 }
 
 /// A (wgmesh, 10.42.1.0/24, a workload; a namespace "behind" it on 198.19.5.0/24) and B
@@ -130,7 +137,9 @@ fn a_peer_reaches_only_the_host_subnet_through_the_tunnel() {
     let behind = c.netns("behind");
     let (ip_a, ip_b) = c.veth_underlay(&ha, &hb);
     // The network behind A, routed by A (forwarding on for it, as a router host would have).
-    ha.run(&["ip", "link", "add", "bh0", "type", "veth", "peer", "name", "bh1"]);
+    ha.run(&[
+        "ip", "link", "add", "bh0", "type", "veth", "peer", "name", "bh1",
+    ]);
     ha.run(&["ip", "link", "set", "bh1", "netns", behind.name()]);
     ha.run(&["ip", "addr", "add", "198.19.5.1/24", "dev", "bh0"]);
     ha.run(&["ip", "link", "set", "bh0", "up"]);
@@ -144,7 +153,10 @@ fn a_peer_reaches_only_the_host_subnet_through_the_tunnel() {
     let peer_b = PeerSpec::new(wg.public_key(), &["10.42.2.0/24"])
         .name("wggo-b")
         .endpoint(&format!("{ip_b}:51821"));
-    let a = c.agent(&ha, AgentSpec::new("host-a", "10.42.1.0/24", 51820).peer(peer_b));
+    let a = c.agent(
+        &ha,
+        AgentSpec::new("host-a", "10.42.1.0/24", 51820).peer(peer_b),
+    );
     wg.set_peer(
         a.public_key(),
         &["10.42.1.0/24", &format!("{ip_a}/32"), "198.19.5.0/24"],
@@ -157,7 +169,9 @@ fn a_peer_reaches_only_the_host_subnet_through_the_tunnel() {
     // Only B's overlay address uses the tunnel for A's underlay address and the network behind
     // A (wireguard-go's own UDP to A keeps the main table).
     for net in [format!("{ip_a}/32"), "198.19.5.0/24".into()] {
-        hb.run(&["ip", "route", "add", &net, "dev", &wg.ifname, "table", "100"]);
+        hb.run(&[
+            "ip", "route", "add", &net, "dev", &wg.ifname, "table", "100",
+        ]);
     }
     hb.run(&["ip", "rule", "add", "from", "10.42.2.1", "lookup", "100"]);
     let host_a = scenario::Host {
@@ -194,7 +208,11 @@ fn a_peer_reaches_only_the_host_subnet_through_the_tunnel() {
         "A counts the packets it dropped: {}",
         a.peer_status(wg.public_key())
     );
-    assert_eq!(icmp_in_echos(&behind), echos_behind, "echoes reached behind A");
+    assert_eq!(
+        icmp_in_echos(&behind),
+        echos_behind,
+        "echoes reached behind A"
+    );
     assert_eq!(icmp_in_echos(&ha), echos_a, "echoes reached A's own stack");
     // And the subnet still works afterwards.
     assert_pings(&hb, &ipa, Duration::from_secs(5));
@@ -214,7 +232,15 @@ fn the_bridge_mac_is_fixed_across_restarts_and_port_changes() {
     let w1_port = bridge_ports(&a.ns, BRIDGE);
     assert_eq!(w1_port.len(), 1, "{w1_port:?}");
     // w1's port gets the lowest MAC there is: a bridge without its own MAC would take it.
-    a.ns.run(&["ip", "link", "set", "dev", &w1_port[0], "address", "02:00:00:00:00:01"]);
+    a.ns.run(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        &w1_port[0],
+        "address",
+        "02:00:00:00:00:01",
+    ]);
     let (w2, _ip2) = workload(&c, &a, "w2");
     assert_eq!(mac(&a.ns, BRIDGE), first, "a port changed the bridge's MAC");
     assert_pings(&w2, "10.42.1.1", Duration::from_secs(5));
@@ -226,15 +252,27 @@ fn the_bridge_mac_is_fixed_across_restarts_and_port_changes() {
         .args(["detach", "--netns", w1.name(), "--socket", &sock])
         .output()
         .expect("run wgmesh detach");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(mac(&a.ns, BRIDGE), first, "the bridge's MAC changed at detach");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        mac(&a.ns, BRIDGE),
+        first,
+        "the bridge's MAC changed at detach"
+    );
     assert!(ping(&w2, "10.42.1.1"));
     assert_eq!(neighbour(&w2, "10.42.1.1").as_deref(), Some(first.as_str()));
 
     // A restart (the bridge is deleted and made again) gives it the same MAC.
     a.agent.stop();
     a.agent.start();
-    assert_eq!(mac(&a.ns, BRIDGE), first, "the bridge's MAC after a restart");
+    assert_eq!(
+        mac(&a.ns, BRIDGE),
+        first,
+        "the bridge's MAC after a restart"
+    );
     // And after a kill -9, the bridge found and reused keeps it too.
     a.agent.kill9();
     a.agent.restart();

@@ -203,7 +203,10 @@ fn bind_udp(a: &AgentSection) -> Result<Udp, AgentError> {
 
 /// The cluster CIDR, when the source knows it.
 fn cluster_of(source: &PeerSource) -> Option<IpNet> {
-    source.control.as_ref().and_then(|(_, netmap, _)| netmap.cluster_cidr)
+    source
+        .control
+        .as_ref()
+        .and_then(|(_, netmap, _)| netmap.cluster_cidr)
 }
 
 /// Creates the TUN device and the bridge (its MAC pinned, forwarding on for both, the sysctls

@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(touched, [("wgmbr0", 0, 1), ("wgm0", 0, 1)]);
         assert!(changes.iter().all(|c| c.sysctl.family == Ipv4));
         // Already forwarding (a restart over a kill -9 that was restored): nothing to change.
-        let on = values(&[(Ipv4, "wgmbr0", Forwarding, 1), (Ipv4, "wgm0", Forwarding, 1)]);
+        let on = values(&[
+            (Ipv4, "wgmbr0", Forwarding, 1),
+            (Ipv4, "wgm0", Forwarding, 1),
+        ]);
         assert!(plan(&T4, &[], |s| on.get(s).copied()).is_empty());
         // A device without the setting is skipped.
         assert!(plan(&T4, &[], |_| None).is_empty());
@@ -323,7 +326,10 @@ mod tests {
             .map(|c| c.sysctl.iface.as_str())
             .collect();
         assert_eq!(order, ["wgmbr0", "all", "default", "lo", "eth0", "eth0"]);
-        assert_eq!(restore_order(&changes).last().unwrap().sysctl.knob, AcceptRa);
+        assert_eq!(
+            restore_order(&changes).last().unwrap().sysctl.knob,
+            AcceptRa
+        );
     }
 
     #[test]
@@ -334,7 +340,10 @@ mod tests {
             Path::new("/proc/sys/net/ipv6/conf/eth0/accept_ra")
         );
         for bad in ["..", "a/b", "", "x".repeat(16).as_str()] {
-            assert!(key(Family::Ipv4, bad, Knob::Forwarding).path().is_err(), "{bad:?}");
+            assert!(
+                key(Family::Ipv4, bad, Knob::Forwarding).path().is_err(),
+                "{bad:?}"
+            );
         }
         // The state file's shape.
         let change = SysctlChange {

@@ -142,7 +142,9 @@ impl HostNet {
             .change(message)
             .execute()
             .await
-            .map_err(|source| HostError::netlink("set the MAC of", format!("link {name:?}"), source))
+            .map_err(|source| {
+                HostError::netlink("set the MAC of", format!("link {name:?}"), source)
+            })
     }
 
     /// Every address on every link of the namespace (the host's own addresses).
@@ -271,7 +273,11 @@ mod tests {
         assert_ne!(a, bridge_mac("host-b"));
         for name in ["host-a", "host-b", "", "x"] {
             let mac = bridge_mac(name);
-            assert_eq!(mac[0] & 0x03, 0x02, "{name:?}: locally administered unicast");
+            assert_eq!(
+                mac[0] & 0x03,
+                0x02,
+                "{name:?}: locally administered unicast"
+            );
         }
         // Pinned: a change would change every host's gateway MAC at upgrade.
         assert_eq!(bridge_mac(""), [0xca, 0xf2, 0x9c, 0xe4, 0x84, 0x22]);

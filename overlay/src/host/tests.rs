@@ -610,7 +610,10 @@ fn forwarding_is_set_on_the_targets_only_and_restored() {
                 .trim()
                 .to_owned()
         };
-        assert_eq!((on("wgmbr0"), on("wgmbr1"), on("lo"), on("all")), ("1".into(), "1".into(), "0".into(), "0".into()));
+        assert_eq!(
+            (on("wgmbr0"), on("wgmbr1"), on("lo"), on("all")),
+            ("1".into(), "1".into(), "0".into(), "0".into())
+        );
         for c in forwarding::restore_order(&changes) {
             assert!(forwarding::restore(c).expect("restore"));
         }
@@ -626,7 +629,11 @@ fn forwarding_is_set_on_the_targets_only_and_restored() {
         assert!(!forwarding::restore(&gone).expect("an interface that is gone is skipped"));
     });
     assert_eq!(
-        (fwd("wgmbr0"), fwd("wgmbr1"), read("/proc/sys/net/ipv4/ip_forward")),
+        (
+            fwd("wgmbr0"),
+            fwd("wgmbr1"),
+            read("/proc/sys/net/ipv4/ip_forward")
+        ),
         ("0".into(), "0".into(), "0".into())
     );
 }

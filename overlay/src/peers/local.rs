@@ -121,7 +121,14 @@ mod tests {
         let n = nets();
         assert!(n.delivers(ip("10.42.1.1")), "the gateway");
         assert!(n.delivers(ip("10.42.1.77")), "a workload");
-        for other in ["198.18.0.1", "10.42.2.2", "10.99.0.1", "8.8.8.8", "224.0.0.1", "fd00::1"] {
+        for other in [
+            "198.18.0.1",
+            "10.42.2.2",
+            "10.99.0.1",
+            "8.8.8.8",
+            "224.0.0.1",
+            "fd00::1",
+        ] {
             assert!(!n.delivers(ip(other)), "{other}");
         }
         let v6 = HostNets::new("fd42:1::/64".parse().unwrap(), None, vec![]);

@@ -277,7 +277,10 @@ fn a_destination_outside_the_host_subnet_is_dropped_and_counted() {
     let c = *Pair::only(&tb).lock().counters();
     assert_eq!(c.dropped.destination_not_local, 4);
     assert_eq!(c.dropped.source_not_allowed, 1);
-    assert_eq!(c.rx_packets, 3, "the handshake's packet and the two delivered");
+    assert_eq!(
+        c.rx_packets, 3,
+        "the handshake's packet and the two delivered"
+    );
 }
 
 #[test]
@@ -300,7 +303,11 @@ fn roaming_into_the_overlay_or_to_our_own_address_is_refused_and_counted() {
             "{bad}"
         );
         let tb = pair.b.table();
-        assert_eq!(Pair::only(&tb).lock().endpoint(), Some(addr(A_ADDR)), "{bad}");
+        assert_eq!(
+            Pair::only(&tb).lock().endpoint(),
+            Some(addr(A_ADDR)),
+            "{bad}"
+        );
     }
     let tb = pair.b.table();
     assert_eq!(Pair::only(&tb).lock().counters().roams_refused, 5);
@@ -354,11 +361,8 @@ fn new_host_networks_reach_running_peers() {
     // 192.0.2.0/24 and A's packets from there do not move A's endpoint.
     let a_key = Pair::only(&tb).lock().keys().current().to_owned();
     let c_key = PrivateKey::generate().public_key();
-    pair.b.set_host_nets(HostNets::new(
-        "10.42.2.0/24".parse().unwrap(),
-        None,
-        vec![],
-    ));
+    pair.b
+        .set_host_nets(HostNets::new("10.42.2.0/24".parse().unwrap(), None, vec![]));
     pair.b
         .apply(&[
             settings("host-a", a_key, "10.42.1.0/24", None),
