@@ -295,6 +295,8 @@ mod tests {
         let value = serde_json::to_value(&st).unwrap();
         assert_eq!(value["peers"][0]["rx_bytes"], 2048);
         assert_eq!(value["peers"][0]["dropped"]["source_not_allowed"], 3);
+        assert_eq!(value["peers"][0]["dropped"]["destination_not_local"], 0);
+        assert_eq!(value["peers"][0]["roams_refused"], 0);
         assert_eq!(value["dropped"]["no_route"], 0);
     }
 }

@@ -26,6 +26,7 @@ pub struct PeerCounters {
     /// Authenticated packets whose source address the peer's endpoint did not move to: inside
     /// the overlay, one of this host's addresses, or not unicast (see
     /// [`RoamRefusal`](super::local::RoamRefusal)). The packets themselves are handled as usual.
+    #[serde(default)]
     pub roams_refused: u64,
 }
 
@@ -42,6 +43,7 @@ pub struct PeerDrops {
     pub no_session: u64,
     /// Decrypted and from an allowed source, but addressed outside this host's overlay subnet
     /// (the host's underlay address, a network it routes, another peer's subnet).
+    #[serde(default)]
     pub destination_not_local: u64,
 }
 
