@@ -279,3 +279,77 @@ fn the_bridge_mac_is_fixed_across_restarts_and_port_changes() {
     assert_eq!(mac(&a.ns, BRIDGE), first, "the bridge's MAC after kill -9");
     assert_pings(&w2, "10.42.1.1", Duration::from_secs(10));
 }
+
+/// A wireguard-go peer whose datagrams suddenly come from an address inside A's own subnet (as
+/// a packet looped through our own tunnel, or a replay with a forged source, would): A keeps
+/// the peer's real endpoint, counts the refusal, and traffic keeps flowing.
+#[test]
+fn a_peer_never_roams_into_the_overlay() {
+    let Some(c) = Cluster::new("a_peer_never_roams_into_the_overlay") else {
+        return;
+    };
+    let ha = c.netns("a");
+    let hb = c.netns("b");
+    let (ip_a, ip_b) = c.veth_underlay(&ha, &hb);
+    let wg = c.wggo(&hb, 51821);
+    let peer_b = PeerSpec::new(wg.public_key(), &["10.42.2.0/24"]).name("wggo-b");
+    let a = c.agent(
+        &ha,
+        AgentSpec::new("host-a", "10.42.1.0/24", 51820).peer(peer_b),
+    );
+    let ep_a = format!("{ip_a}:51820");
+    wg.set_peer(a.public_key(), &["10.42.1.0/24"], Some(&ep_a), None);
+    wg.addr_add("10.42.2.1/24");
+    wg.up();
+    wg.route_add("10.42.1.0/24");
+    let host_a = scenario::Host {
+        ns: ha.clone(),
+        ip: ip_a,
+        port: 51820,
+        agent: a.clone(),
+    };
+    let (_wa, ipa) = workload(&c, &host_a, "wa");
+    assert_pings(&hb, &ipa, Duration::from_secs(15));
+    let real = format!("{ip_b}:51821");
+    let peer = || a.peer_status(wg.public_key());
+    assert_eq!(peer()["endpoint"], real.as_str());
+    assert_eq!(peer()["roams_refused"], 0);
+
+    // B's datagrams to A now leave with a source inside A's subnet (a new listen port makes
+    // wireguard-go forget its cached source address).
+    let to_a = format!("{ip_a}/32");
+    hb.run(&["ip", "addr", "add", "10.42.1.200/32", "dev", UNDERLAY_IF]);
+    hb.run(&[
+        "ip",
+        "route",
+        "add",
+        &to_a,
+        "dev",
+        UNDERLAY_IF,
+        "src",
+        "10.42.1.200",
+    ]);
+    wg.wg(&["set", &wg.ifname, "listen-port", "51822"]);
+    assert_eventually(
+        Duration::from_secs(10),
+        "A refuses to roam to 10.42.1.200",
+        || {
+            ping(&hb, &ipa);
+            counter(&peer(), "roams_refused") >= 1
+        },
+    );
+    let st = peer();
+    assert_eq!(
+        st["endpoint"],
+        real.as_str(),
+        "A roamed into its own subnet: {st}"
+    );
+    assert!(
+        counter(&st, "rx_packets") > 1,
+        "A received B's packets from there: {st}"
+    );
+    // Back to B's own address and port: traffic flows as before.
+    hb.run(&["ip", "route", "del", &to_a]);
+    wg.wg(&["set", &wg.ifname, "listen-port", "51821"]);
+    assert_pings(&hb, &ipa, Duration::from_secs(10));
+}
