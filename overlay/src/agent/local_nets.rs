@@ -19,11 +19,12 @@ pub(super) async fn read(
 }
 
 impl Agent {
-    /// Reads the host's addresses again and hands them to the peers, with `cluster` when given
-    /// (else the one known). On failure the peers keep the addresses they had.
+    /// Reads the host's addresses again and hands them to the peers. The cluster CIDR known
+    /// stays; `cluster` fills it only when none is known yet. On failure the peers keep the
+    /// addresses they had.
     pub(super) async fn refresh_host_nets(&mut self, cluster: Option<IpNet>) {
         let known = self.peers.host_nets();
-        let cluster = cluster.or(known.cluster());
+        let cluster = known.cluster().or(cluster);
         match read(&self.host, known.subnet(), cluster).await {
             Ok(nets) => self.peers.set_host_nets(nets),
             Err(e) => tracing::error!("cannot read the host's addresses: {}", Chain(&e)),
