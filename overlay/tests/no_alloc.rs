@@ -13,6 +13,7 @@ use wgmesh_overlay::datapath::batch::TxBatch;
 use wgmesh_overlay::datapath::open::Opened;
 use wgmesh_overlay::datapath::seal::seal;
 use wgmesh_overlay::peers::counters::HostDrops;
+use wgmesh_overlay::peers::local::HostNets;
 use wgmesh_overlay::peers::noise::LocalIdentity;
 use wgmesh_overlay::peers::peer::{HandshakeReceived, Outbound, PeerRun};
 use wgmesh_overlay::peers::set::PeerSet;
@@ -95,8 +96,9 @@ fn two_hosts() -> (PeerSet, PeerSet) {
         persistent_keepalive: None,
         preshared_key: None,
     };
-    let mut a = PeerSet::new(ia.clone(), 1);
-    let mut b = PeerSet::new(ib.clone(), 2);
+    let nets = |subnet: &str| HostNets::new(subnet.parse().unwrap(), None, vec![]);
+    let mut a = PeerSet::new(ia.clone(), 1, nets("10.42.1.0/24"));
+    let mut b = PeerSet::new(ib.clone(), 2, nets("10.42.2.0/24"));
     a.apply(&[peer(ib.public_key(), "10.42.2.0/24", B)])
         .unwrap();
     b.apply(&[peer(ia.public_key(), "10.42.1.0/24", A)])

@@ -7,7 +7,9 @@
 //!
 //! Here: [`run`], the agent's state and its event loop (signals, netmaps, API requests).
 //! - `start`: start-up and shutdown; `source`: where the subnet and peers come from; `keys`:
-//!   the key files; `statefile`: the state directory and its JSON files.
+//!   the key files; `statefile`: the state directory and its JSON files; `sysctls`: the
+//!   forwarding sysctls changed and their record; `local_nets`: the host's networks for the
+//!   peers (what they may reach, where they may roam).
 //! - `routes`: the cluster CIDR and which peer prefixes may be routed (never over a route the
 //!   agent did not create);
 //! - `reload`: SIGHUP and new netmaps; [`control_link`]: join, long-poll, report the endpoint;
@@ -19,6 +21,7 @@ mod attach;
 pub mod control_link;
 mod error;
 mod keys;
+mod local_nets;
 pub mod netmap_cache;
 mod random;
 mod reload;
@@ -28,6 +31,7 @@ mod source;
 mod start;
 mod statefile;
 mod status;
+mod sysctls;
 pub mod workloads;
 
 use std::net::SocketAddr;
@@ -54,6 +58,7 @@ use keys::load_or_create_key;
 use signals::Signals;
 use source::PeerSource;
 use statefile::{create_state_dir, lock_state_dir};
+use sysctls::SavedSysctls;
 use workloads::{WorkloadStore, Workloads};
 
 /// Runs the agent with the config file at `path` until SIGTERM or SIGINT.
@@ -108,6 +113,8 @@ struct Agent {
     bridge_index: u32,
     workloads: Workloads,
     store: WorkloadStore,
+    /// The forwarding sysctls changed, restored at shutdown.
+    sysctls: SavedSysctls,
     commands: mpsc::Receiver<Command>,
     api_task: tokio::task::JoinHandle<()>,
 }

@@ -29,6 +29,7 @@ impl Agent {
             });
         }
         if new.control.is_some() {
+            self.refresh_host_nets().await;
             // Peers come from the control plane; what agent.toml may change is the endpoint.
             if let Some(tx) = &self.endpoint {
                 tx.send_replace(new.agent.endpoint);
@@ -63,6 +64,7 @@ impl Agent {
             let _created = routes::close_cluster(&self.host, cluster, &present).await?;
             self.route_guard.cluster = cluster;
         }
+        self.refresh_host_nets().await;
         let summary = self.apply_peers(&settings).await?;
         if cluster != old {
             self.host.remove_cluster_routes(Some(cluster)).await?;
@@ -92,6 +94,7 @@ impl Agent {
             });
         }
         let settings = settings::from_netmap(&netmap)?;
+        self.refresh_host_nets().await;
         let present = self.host_routes().await?;
         let settings = self
             .route_guard

@@ -20,9 +20,11 @@ use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::{self, Link, Origin};
+use super::local_nets;
 use super::random::random_u32;
 use super::routes::{self, RouteGuard};
 use super::source::PeerSource;
+use super::sysctls::SavedSysctls;
 use super::workloads::{self, WorkloadStore, Workloads};
 use super::{Agent, AgentError};
 use crate::api;
@@ -31,6 +33,7 @@ use crate::datapath::tun::Tun;
 use crate::datapath::udp::Udp;
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
+use crate::host::forwarding::ForwardingTargets;
 use crate::host::{self, HostNet};
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
@@ -53,11 +56,12 @@ impl Agent {
         // from a killed run stays (the host stays closed).
         let mut undo = Undo::new(a);
         undo.cluster = created;
-        let prepared = prepare(a, &identity, &settings, subnet);
+        let prepared = prepare(a, &host, &identity, &settings, &source).await;
         let Prepared {
             peers,
             store,
             workloads,
+            mut sysctls,
             udp,
             listener,
         } = match prepared {
@@ -70,7 +74,7 @@ impl Agent {
 
         // From here on, undo everything on failure.
         undo.socket_bound = true;
-        let started = bring_up(a, &host, &mut undo, subnet, &peers, udp).await;
+        let started = bring_up(a, &host, &mut undo, &mut sysctls, subnet, &peers, udp).await;
         let Up {
             tun_index,
             bridge_index,
@@ -82,6 +86,7 @@ impl Agent {
             Ok(v) => v,
             Err(e) => {
                 undo.run(&host).await;
+                sysctls.restore();
                 return Err(e);
             }
         };
@@ -115,6 +120,7 @@ impl Agent {
             bridge_index,
             workloads,
             store,
+            sysctls,
             commands,
             api_task,
         };
@@ -161,6 +167,7 @@ impl Agent {
         undo.socket_bound = true;
         undo.cluster = true;
         undo.run(&self.host).await;
+        self.sysctls.restore();
         tracing::info!("agent stopped; host networking removed");
     }
 }
@@ -197,26 +204,33 @@ struct Prepared {
     peers: PeerSet,
     store: WorkloadStore,
     workloads: Workloads,
+    sysctls: SavedSysctls,
     udp: Udp,
     listener: UnixListener,
 }
 
-fn prepare(
+async fn prepare(
     a: &AgentSection,
+    host: &HostNet,
     identity: &Arc<LocalIdentity>,
     settings: &[PeerSettings],
-    subnet: IpNet,
+    source: &PeerSource,
 ) -> Result<Prepared, AgentError> {
-    let mut peers = PeerSet::new(identity.clone(), random_u32());
+    let nets = local_nets::read(host, source.subnet, Some(source.cluster)).await?;
+    let mut peers = PeerSet::new(identity.clone(), random_u32(), nets);
     peers.apply(settings)?;
     let store = WorkloadStore::new(&a.state_dir);
-    let workloads = store.load(subnet)?;
+    let workloads = store.load(source.subnet)?;
+    let mut sysctls = SavedSysctls::load(&a.state_dir)?;
+    // What a killed agent left changed goes back first.
+    sysctls.restore();
     let udp = bind_udp(a)?;
     let listener = api::bind(&a.socket)?;
     Ok(Prepared {
         peers,
         store,
         workloads,
+        sysctls,
         udp,
         listener,
     })
@@ -286,17 +300,18 @@ fn bind_udp(a: &AgentSection) -> Result<Udp, AgentError> {
     })
 }
 
-/// Creates the TUN device and the bridge, routes the peers' prefixes and starts the data-path
-/// threads. What it created is marked in `undo`, which the caller runs on failure.
+/// Creates the TUN device and the bridge (its MAC pinned, forwarding on for both, the sysctls
+/// recorded in `sysctls`), routes the peers' prefixes and starts the data-path threads. What it
+/// created is marked in `undo` and `sysctls`, which the caller runs on failure.
 async fn bring_up(
     a: &AgentSection,
     host: &HostNet,
     undo: &mut Undo,
+    sysctls: &mut SavedSysctls,
     subnet: IpNet,
     peers: &PeerSet,
     udp: Udp,
 ) -> Result<Up, AgentError> {
-    host::enable_forwarding(subnet.addr().is_ipv6())?;
     let tun = Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| AgentError::Tun {
         name: a.interface.clone(),
         source,
@@ -312,6 +327,13 @@ async fn bring_up(
     let gateway =
         IpNet::new(workloads::gateway(subnet), subnet.prefix_len()).expect("subnet prefix length");
     let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
+    host.pin_mac(bridge_index, &a.bridge, host::bridge_mac(a.name.as_str()))
+        .await?;
+    sysctls.enable_forwarding(&ForwardingTargets {
+        bridge: &a.bridge,
+        tun: &a.interface,
+        v6: subnet.addr().is_ipv6(),
+    })?;
     for net in peers.routed_prefixes() {
         host.add_route(net, tun_index, Some(gateway.addr())).await?;
     }

@@ -220,6 +220,20 @@ impl PeerStatus {
                 d.source_not_allowed, d.decrypt_failed, d.no_endpoint, d.no_session
             );
         }
+        if d.destination_not_local > 0 {
+            let _ = writeln!(
+                s,
+                "  dropped: {} addressed outside this host's subnet",
+                d.destination_not_local
+            );
+        }
+        if self.counters.roams_refused > 0 {
+            let _ = writeln!(
+                s,
+                "  endpoint changes refused: {} (overlay, own or non-unicast address)",
+                self.counters.roams_refused
+            );
+        }
     }
 }
 
@@ -288,6 +302,7 @@ mod tests {
                         source_not_allowed: 3,
                         ..Default::default()
                     },
+                    ..Default::default()
                 },
             }],
             dropped: HostDropCounts::default(),
@@ -333,6 +348,8 @@ mod tests {
         let value = serde_json::to_value(&st).unwrap();
         assert_eq!(value["peers"][0]["rx_bytes"], 2048);
         assert_eq!(value["peers"][0]["dropped"]["source_not_allowed"], 3);
+        assert_eq!(value["peers"][0]["dropped"]["destination_not_local"], 0);
+        assert_eq!(value["peers"][0]["roams_refused"], 0);
         assert_eq!(value["dropped"]["no_route"], 0);
         assert_eq!(value["routes"]["refused_total"], 2);
     }

@@ -1,5 +1,8 @@
-//! Links: looking them up by name, the bridge and its address, bringing links up, putting
-//! them on the bridge and deleting them; and the interface-name rule every name passes.
+//! Links: looking them up by name, the bridge (its fixed MAC and its address), bringing links
+//! up, putting them on the bridge and deleting them, the host's addresses; and the
+//! interface-name rule every name passes.
+
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -33,7 +36,7 @@ impl HostNet {
     /// Creates the bridge `name` if missing (an existing bridge is reused: an agent restarted
     /// after `kill -9` finds the one it made), sets its MTU, adds `gateway` (for example
     /// `10.42.1.1/24`) unless that address with that prefix length is already there, and sets
-    /// it up. Returns its ifindex.
+    /// it up. Returns its ifindex. Pin its MAC with [`HostNet::pin_mac`] before adding ports.
     ///
     /// Fails with [`HostError::NotABridge`] if a link of that name exists and is not a bridge.
     /// Other addresses on the bridge are left alone.
@@ -126,6 +129,47 @@ impl HostNet {
         }
     }
 
+    /// Sets the MAC of link `index` (called `name`, for errors) explicitly, even when it already
+    /// has that MAC: a bridge whose MAC was set keeps it for its life, while one that was never
+    /// set takes the lowest MAC of its ports and changes it when that port leaves (and with it
+    /// the gateway's MAC every workload has cached). See [`bridge_mac`].
+    pub async fn pin_mac(&self, index: u32, name: &str, mac: [u8; 6]) -> Result<(), HostError> {
+        let message = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .change(message)
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink("set the MAC of", format!("link {name:?}"), source)
+            })
+    }
+
+    /// Every address on every link of the namespace (the host's own addresses).
+    pub async fn addresses(&self) -> Result<Vec<IpAddr>, HostError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| HostError::netlink("list", "addresses".to_owned(), source))?;
+        let mut out: Vec<IpAddr> = messages
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                AddressAttribute::Address(ip) | AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Sets link `index` up and, if given, sets its MTU first (in the same request).
     pub async fn set_up(&self, index: u32, mtu: Option<u16>) -> Result<(), HostError> {
         let mut message = LinkUnspec::new_with_index(index).up();
@@ -192,6 +236,19 @@ pub(super) fn check_ifname(name: &str) -> Result<(), HostError> {
     })
 }
 
+/// The bridge's MAC for the host called `host_name`: derived from the name alone (FNV-1a), so it
+/// is the same at every start and never follows the bridge's ports; locally administered and
+/// unicast (the first byte's low bits are `10`), so it cannot collide with a vendor's.
+pub fn bridge_mac(host_name: &str) -> [u8; 6] {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in host_name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = hash.to_be_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
 /// The `IFLA_INFO_KIND` of a link, if it has one (physical and loopback devices do not).
 fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes
@@ -203,4 +260,26 @@ fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
             }),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bridge_mac;
+
+    #[test]
+    fn the_bridge_mac_is_stable_local_and_unicast() {
+        let a = bridge_mac("host-a");
+        assert_eq!(a, bridge_mac("host-a"), "the same at every start");
+        assert_ne!(a, bridge_mac("host-b"));
+        for name in ["host-a", "host-b", "", "x"] {
+            let mac = bridge_mac(name);
+            assert_eq!(
+                mac[0] & 0x03,
+                0x02,
+                "{name:?}: locally administered unicast"
+            );
+        }
+        // Pinned: a change would change every host's gateway MAC at upgrade.
+        assert_eq!(bridge_mac(""), [0xca, 0xf2, 0x9c, 0xe4, 0x84, 0x22]);
+    }
 }

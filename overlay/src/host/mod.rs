@@ -2,7 +2,7 @@
 //! pairs that put network namespaces on the bridge, and the forwarding sysctls.
 //!
 //! This module performs I/O: every [`HostNet`] method sends requests to the kernel over a netlink
-//! socket, and [`enable_forwarding`] writes to `/proc/sys`. It never runs `ip`. It does not decide
+//! socket, and `forwarding` reads and writes `/proc/sys`. It never runs `ip`. It does not decide
 //! what the host should look like (the agent does); it applies one change per call and makes
 //! each change idempotent where the kernel allows it, so an agent restarted after `kill -9` can
 //! apply its desired state again over what the previous run left behind.
@@ -17,13 +17,13 @@
 //! `unreachable` route) and the main table's dump; `conflict`: which routes are ours and whether
 //! a prefix would override one that is not (pure); `workload`: namespaces on the
 //! bridge ([`HostNet::attach_netns`]) and their veth names; `netns`: opening a namespace and
-//! working inside it; `forwarding`: the sysctls.
+//! working inside it; `forwarding`: the sysctls (which to change, applying and restoring them).
 
 use rtnetlink::Handle;
 
 mod conflict;
 mod error;
-mod forwarding;
+pub mod forwarding;
 mod link;
 mod netns;
 mod route;
@@ -35,7 +35,7 @@ pub use conflict::{
     cluster_conflict, conflict, Conflict, Guarded, HostRoute, RouteKind, MAIN_TABLE, ROUTE_PROTOCOL,
 };
 pub use error::HostError;
-pub use forwarding::enable_forwarding;
+pub use link::bridge_mac;
 pub use netns::NETNS_DIR;
 pub use workload::{host_ifname_for, peer_ifname, WORKLOAD_IFNAME};
 

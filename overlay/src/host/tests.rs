@@ -598,16 +598,12 @@ fn attach_leaves_an_existing_host_link_alone() {
 }
 
 #[test]
-fn enable_forwarding_acts_on_the_current_namespace() {
-    if !privileged("enable_forwarding_acts_on_the_current_namespace") {
+fn forwarding_is_set_on_the_targets_only_and_restored() {
+    if !privileged("forwarding_is_set_on_the_targets_only_and_restored") {
         return;
     }
     let mut namespaces = Namespaces::default();
     let host = namespaces.create();
-    let v6 = Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists();
-    in_netns(&host, move || async move {
-        enable_forwarding(v6).expect("enable forwarding");
-    });
     let read = |path: &str| {
         let output = Command::new("ip")
             .args(["netns", "exec", &host, "cat", path])
@@ -615,10 +611,61 @@ fn enable_forwarding_acts_on_the_current_namespace() {
             .expect("run cat");
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     };
-    assert_eq!(read("/proc/sys/net/ipv4/ip_forward"), "1");
-    if v6 {
-        assert_eq!(read("/proc/sys/net/ipv6/conf/all/forwarding"), "1");
-    }
+    let fwd = |iface: &str| read(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"));
+    in_netns(&host, || async {
+        // A new namespace inherits IPv4 forwarding from the root one: start from "off".
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").expect("ip_forward");
+        let host_net = HostNet::connect().expect("connect");
+        for (name, gateway) in [("wgmbr0", "10.42.1.1/24"), ("wgmbr1", "10.43.1.1/24")] {
+            host_net
+                .ensure_bridge(name, net(gateway), 1420)
+                .await
+                .expect("bridge");
+        }
+        let targets = forwarding::ForwardingTargets {
+            bridge: "wgmbr0",
+            tun: "wgmbr1",
+            v6: false,
+        };
+        let changes = forwarding::plan_forwarding(&targets).expect("plan");
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        changes
+            .iter()
+            .for_each(|c| forwarding::apply(c).expect("apply"));
+        let again = forwarding::plan_forwarding(&targets).expect("plan");
+        assert!(again.is_empty(), "{again:?}");
+        let on = |iface: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))
+                .expect("read")
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(
+            (on("wgmbr0"), on("wgmbr1"), on("lo"), on("all")),
+            ("1".into(), "1".into(), "0".into(), "0".into())
+        );
+        for c in forwarding::restore_order(&changes) {
+            assert!(forwarding::restore(c).expect("restore"));
+        }
+        let gone = forwarding::SysctlChange {
+            sysctl: forwarding::Sysctl::new(
+                forwarding::Family::Ipv4,
+                "wgmgone0",
+                forwarding::Knob::Forwarding,
+            ),
+            old: 0,
+            new: 1,
+        };
+        assert!(!forwarding::restore(&gone).expect("an interface that is gone is skipped"));
+    });
+    assert_eq!(
+        (
+            fwd("wgmbr0"),
+            fwd("wgmbr1"),
+            read("/proc/sys/net/ipv4/ip_forward")
+        ),
+        ("0".into(), "0".into(), "0".into())
+    );
 }
 
 /// Ensures bridge `wgmbr0` with 10.42.1.1/24 and attaches `ns` to it as 10.42.1.2/24.

@@ -23,6 +23,11 @@ pub struct PeerCounters {
     pub tx_packets: u64,
     /// Packets dropped, by reason.
     pub dropped: PeerDrops,
+    /// Authenticated packets whose source address the peer's endpoint did not move to: inside
+    /// the overlay, one of this host's addresses, or not unicast (see
+    /// [`RoamRefusal`](super::local::RoamRefusal)). The packets themselves are handled as usual.
+    #[serde(default)]
+    pub roams_refused: u64,
 }
 
 /// Why packets to or from a peer were dropped.
@@ -36,6 +41,10 @@ pub struct PeerDrops {
     pub no_endpoint: u64,
     /// Outbound, but no session could be set up (the tunnel's queue is full or sealing failed).
     pub no_session: u64,
+    /// Decrypted and from an allowed source, but addressed outside this host's overlay subnet
+    /// (the host's underlay address, a network it routes, another peer's subnet).
+    #[serde(default)]
+    pub destination_not_local: u64,
 }
 
 /// Why a packet to or from a peer was dropped: one [`PeerDrops`] field each.
@@ -49,6 +58,8 @@ pub enum PeerDrop {
     NoEndpoint,
     /// See [`PeerDrops::no_session`].
     NoSession,
+    /// See [`PeerDrops::destination_not_local`].
+    DestinationNotLocal,
 }
 
 impl PeerCounters {
@@ -75,6 +86,7 @@ impl PeerCounters {
             PeerDrop::DecryptFailed => d.decrypt_failed += 1,
             PeerDrop::NoEndpoint => d.no_endpoint += 1,
             PeerDrop::NoSession => d.no_session += 1,
+            PeerDrop::DestinationNotLocal => d.destination_not_local += 1,
         }
     }
 }
@@ -147,6 +159,7 @@ mod tests {
             PeerDrop::DecryptFailed,
             PeerDrop::NoEndpoint,
             PeerDrop::NoSession,
+            PeerDrop::DestinationNotLocal,
         ] {
             c.count_drop(why);
         }
@@ -155,6 +168,7 @@ mod tests {
             decrypt_failed: 2,
             no_endpoint: 1,
             no_session: 1,
+            destination_not_local: 1,
         };
         assert_eq!(
             c,
@@ -164,6 +178,7 @@ mod tests {
                 rx_packets: 1,
                 tx_packets: 2,
                 dropped: drops,
+                roams_refused: 0,
             }
         );
 
@@ -192,6 +207,7 @@ mod tests {
             keys,
             [
                 "dropped",
+                "roams_refused",
                 "rx_bytes",
                 "rx_packets",
                 "tx_bytes",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wgmesh_config::{PrivateKey, PublicKey};
 
+use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{HandshakeReceived, Outbound, Peer, Received};
 use super::set::PeerSet;
@@ -35,6 +36,15 @@ pub(crate) fn settings(
     }
 }
 
+/// A host of the cluster 10.42.0.0/16 with `subnet`, whose underlay address is `endpoint`'s.
+pub(crate) fn host_nets(subnet: &str, endpoint: &str) -> HostNets {
+    HostNets::new(
+        subnet.parse().unwrap(),
+        Some("10.42.0.0/16".parse().unwrap()),
+        vec![addr(endpoint).ip()],
+    )
+}
+
 /// Host A (10.42.1.0/24) and host B (10.42.2.0/24), each with the other as its one peer. A knows
 /// B's endpoint; B learns A's from the handshake.
 pub(crate) struct Pair {
@@ -46,8 +56,8 @@ impl Pair {
     pub(crate) fn new() -> Self {
         let ia = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
         let ib = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-        let mut a = PeerSet::new(ia.clone(), 1);
-        let mut b = PeerSet::new(ib.clone(), 2);
+        let mut a = PeerSet::new(ia.clone(), 1, host_nets("10.42.1.0/24", A_ADDR));
+        let mut b = PeerSet::new(ib.clone(), 2, host_nets("10.42.2.0/24", B_ADDR));
         a.apply(&[settings(
             "host-b",
             ib.public_key(),

@@ -20,11 +20,13 @@ use ipnet::IpNet;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::counters::{PeerCounters, PeerDrop};
+use super::local::HostNets;
 use super::noise::{
     source_ip, Decapsulated, Encapsulated, LocalIdentity, ProtocolError, Tick, Tunnel,
 };
 use super::route::contains_any;
 use super::settings::{PeerKeys, PeerSettings};
+use super::wire;
 
 /// A peer's identity inside this agent: assigned when the peer is added, kept while it stays
 /// (through changes of its keys, endpoint or allowed IPs), never reused.
@@ -60,6 +62,9 @@ pub struct PeerState {
     name: Option<String>,
     persistent_keepalive: Option<u16>,
     counters: PeerCounters,
+    /// What the peer's packets may reach and where it may roam; the same snapshot for every
+    /// peer, replaced by the peer set when the host's networks or the routed prefixes change.
+    nets: Arc<HostNets>,
 }
 
 /// A message for the network: `len` bytes at the start of the output buffer, to `dst`.
@@ -112,7 +117,13 @@ pub enum HandshakeReceived {
 
 impl Peer {
     /// Creates a peer with a fresh tunnel to its current key.
-    pub fn new(local: &LocalIdentity, id: PeerId, index: u32, settings: &PeerSettings) -> Self {
+    pub fn new(
+        local: &LocalIdentity,
+        id: PeerId,
+        index: u32,
+        settings: &PeerSettings,
+        nets: Arc<HostNets>,
+    ) -> Self {
         Self {
             id,
             index,
@@ -124,6 +135,7 @@ impl Peer {
                 name: settings.name.clone(),
                 persistent_keepalive: settings.persistent_keepalive,
                 counters: PeerCounters::default(),
+                nets,
             }),
         }
     }
@@ -170,14 +182,17 @@ impl Peer {
 impl PeerState {
     /// A data message from `from`, opened into `out` (at least as long as the datagram).
     ///
-    /// An authenticated message moves the peer's endpoint to `from` (roaming). A decrypted inner
-    /// packet is delivered only if its source lies in the peer's allowed IPs (cryptokey routing).
+    /// An authenticated message moves the peer's endpoint to `from` (roaming), unless `from` is
+    /// an address a peer may not roam to ([`HostNets::roam_refusal`]). A decrypted inner packet is
+    /// delivered only if its source lies in the peer's allowed IPs (cryptokey routing) and its
+    /// destination in this host's subnet ([`HostNets::delivers`]).
     #[inline]
     pub fn handle_data(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Received {
         match self.tunnel.decapsulate(source_ip(from), datagram, out) {
             Decapsulated::Packet { len, source } => {
                 self.roam(from);
-                self.accept(len, source)
+                let destination = out.get(..len).and_then(wire::inner_destination);
+                self.accept(len, source, destination)
             }
             Decapsulated::Nothing => {
                 self.roam(from);
@@ -224,7 +239,7 @@ impl PeerState {
     ) -> HandshakeReceived {
         match self.tunnel.decapsulate(source_ip(from), message, out) {
             Decapsulated::Reply(len) => {
-                self.endpoint = Some(from);
+                self.roam(from);
                 HandshakeReceived::Reply(len)
             }
             Decapsulated::Cookie(len) => HandshakeReceived::Cookie(len),
@@ -301,15 +316,23 @@ impl PeerState {
         &self.counters
     }
 
-    /// Cryptokey routing: an inner packet is delivered only from an allowed source.
+    /// Replaces what the peer's packets may reach and where it may roam.
+    pub fn set_host_nets(&mut self, nets: Arc<HostNets>) {
+        self.nets = nets;
+    }
+
+    /// Cryptokey routing: an inner packet is delivered only from an allowed source, and only to
+    /// this host's subnet.
     #[inline]
-    fn accept(&mut self, len: usize, source: IpAddr) -> Received {
-        if contains_any(&self.allowed_ips, source) {
-            self.counters.received(len);
-            Received::Deliver(len)
-        } else {
-            self.drop_counted(PeerDrop::SourceNotAllowed)
+    fn accept(&mut self, len: usize, source: IpAddr, destination: Option<IpAddr>) -> Received {
+        if !contains_any(&self.allowed_ips, source) {
+            return self.drop_counted(PeerDrop::SourceNotAllowed);
         }
+        if !destination.is_some_and(|dst| self.nets.delivers(dst)) {
+            return self.drop_counted(PeerDrop::DestinationNotLocal);
+        }
+        self.counters.received(len);
+        Received::Deliver(len)
     }
 
     fn drop_counted(&mut self, why: PeerDrop) -> Received {
@@ -317,13 +340,21 @@ impl PeerState {
         Received::Drop(why)
     }
 
-    /// Endpoint roaming: an authenticated packet from a new address moves the peer there.
+    /// Endpoint roaming: an authenticated packet from a new address moves the peer there, unless
+    /// that address is in the overlay, ours, or not unicast (then it is counted, and the endpoint
+    /// stays).
     #[inline]
     fn roam(&mut self, from: SocketAddr) {
-        if self.endpoint != Some(from) {
-            tracing::debug!(endpoint = %from, "peer endpoint changed");
-            self.endpoint = Some(from);
+        if self.endpoint == Some(from) {
+            return;
         }
+        if let Some(why) = self.nets.roam_refusal(from.ip()) {
+            tracing::debug!(endpoint = %from, reason = ?why, "peer endpoint change refused");
+            self.counters.roams_refused += 1;
+            return;
+        }
+        tracing::debug!(endpoint = %from, "peer endpoint changed");
+        self.endpoint = Some(from);
     }
 }
 

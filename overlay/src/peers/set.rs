@@ -17,6 +17,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use wgmesh_config::PublicKey;
 
+use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{Peer, PeerId};
 use super::route::AllowedIps;
@@ -78,6 +79,10 @@ struct Entry {
 /// The master copy of the peers.
 pub struct PeerSet {
     identity: Arc<LocalIdentity>,
+    /// The host's networks as the agent gave them.
+    host_nets: HostNets,
+    /// `host_nets` with the routed prefixes: the snapshot every peer holds.
+    peer_nets: Arc<HostNets>,
     entries: BTreeMap<PeerId, Entry>,
     next_id: u64,
     free_slots: BTreeSet<u32>,
@@ -86,11 +91,13 @@ pub struct PeerSet {
 }
 
 impl PeerSet {
-    /// An empty set. `seed` picks the first index generation, so that indexes differ between
-    /// restarts (pass a random value).
-    pub fn new(identity: Arc<LocalIdentity>, seed: u32) -> Self {
+    /// An empty set for the host whose networks are `nets`. `seed` picks the first index
+    /// generation, so that indexes differ between restarts (pass a random value).
+    pub fn new(identity: Arc<LocalIdentity>, seed: u32, nets: HostNets) -> Self {
         Self {
             identity,
+            peer_nets: Arc::new(nets.clone()),
+            host_nets: nets,
             entries: BTreeMap::new(),
             next_id: 1,
             free_slots: BTreeSet::new(),
@@ -139,7 +146,32 @@ impl PeerSet {
         let new_routes = self.routed_prefixes();
         changes.routes_added = new_routes.difference(&old_routes).copied().collect();
         changes.routes_removed = old_routes.difference(&new_routes).copied().collect();
+        self.share_nets();
         Ok(changes)
+    }
+
+    /// Replaces the host's networks (its addresses changed, or the cluster CIDR became known);
+    /// every peer sees them from its next packet on.
+    pub fn set_host_nets(&mut self, nets: HostNets) {
+        self.host_nets = nets;
+        self.share_nets();
+    }
+
+    /// The host's networks, as last given.
+    pub fn host_nets(&self) -> &HostNets {
+        &self.host_nets
+    }
+
+    /// Gives every peer the host's networks with the prefixes routed now.
+    fn share_nets(&mut self) {
+        let nets = Arc::new(self.host_nets.with_routed(self.routed_prefixes()));
+        if nets == self.peer_nets {
+            return;
+        }
+        for entry in self.entries.values() {
+            entry.peer.lock().set_host_nets(nets.clone());
+        }
+        self.peer_nets = nets;
     }
 
     /// Makes every peer's tunnel speak for the host's new identity (a key rotation of this
@@ -264,7 +296,13 @@ impl PeerSet {
         let id = PeerId::new(self.next_id);
         self.next_id += 1;
         let index = self.allocate_index();
-        let peer = Arc::new(Peer::new(&self.identity, id, index, settings));
+        let peer = Arc::new(Peer::new(
+            &self.identity,
+            id,
+            index,
+            settings,
+            self.peer_nets.clone(),
+        ));
         self.entries.insert(
             id,
             Entry {

@@ -1,5 +1,6 @@
 //! The per-packet decisions, driven by hand between two hosts' peer sets: no sockets.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wgmesh_config::PrivateKey;
@@ -225,4 +226,150 @@ fn after_the_host_identity_is_replaced_handshakes_use_the_new_key() {
     // Counters went on from before the change.
     let tb = pair.b.table();
     assert_eq!(Pair::only(&tb).lock().counters().rx_packets, 2);
+}
+
+/// Seals `packet` on A for B and has B open it, as arriving from `from`.
+fn a_to_b(pair: &Pair, packet: &[u8], from: SocketAddr) -> Received {
+    let (ta, tb) = (pair.a.table(), pair.b.table());
+    let mut out = [0u8; 256];
+    let Outbound::Send(t) = Pair::only(&ta).lock().handle_outbound(packet, &mut out) else {
+        panic!("expected data");
+    };
+    let mut plain = [0u8; 256];
+    let received = Pair::only(&tb)
+        .lock()
+        .handle_data(from, &out[..t.len], &mut plain);
+    received
+}
+
+#[test]
+fn a_destination_outside_the_host_subnet_is_dropped_and_counted() {
+    let pair = Pair::new();
+    pair.handshake_with(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]));
+    let from = addr(A_ADDR);
+    // B's underlay address, a network beyond B, another peer's subnet, broadcast: not B's.
+    for dst in [
+        [198, 18, 0, 2],
+        [192, 0, 2, 1],
+        [10, 42, 3, 1],
+        [255, 255, 255, 255],
+    ] {
+        assert_eq!(
+            a_to_b(&pair, &ipv4([10, 42, 1, 2], dst), from),
+            Received::Drop(PeerDrop::DestinationNotLocal),
+            "{dst:?}"
+        );
+    }
+    // The gateway and a workload of B's subnet are.
+    for dst in [[10, 42, 2, 1], [10, 42, 2, 200]] {
+        let packet = ipv4([10, 42, 1, 2], dst);
+        assert_eq!(
+            a_to_b(&pair, &packet, from),
+            Received::Deliver(packet.len())
+        );
+    }
+    // A spoofed source is still the first reason.
+    assert_eq!(
+        a_to_b(&pair, &ipv4([10, 42, 9, 9], [198, 18, 0, 2]), from),
+        Received::Drop(PeerDrop::SourceNotAllowed)
+    );
+    let tb = pair.b.table();
+    let c = *Pair::only(&tb).lock().counters();
+    assert_eq!(c.dropped.destination_not_local, 4);
+    assert_eq!(c.dropped.source_not_allowed, 1);
+    assert_eq!(
+        c.rx_packets, 3,
+        "the handshake's packet and the two delivered"
+    );
+}
+
+#[test]
+fn roaming_into_the_overlay_or_to_our_own_address_is_refused_and_counted() {
+    let pair = Pair::new();
+    pair.handshake_with(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]));
+    let packet = ipv4([10, 42, 1, 2], [10, 42, 2, 2]);
+    // Inside the cluster (a packet loop through our own tunnel), B's own address, loopback: the
+    // packet is authentic and delivered, but the endpoint stays where it was.
+    for bad in [
+        "10.42.1.7:51820",
+        "10.42.200.1:51820",
+        "198.18.0.2:51820",
+        "127.0.0.1:51820",
+        "[::ffff:198.18.0.2]:51820",
+    ] {
+        assert_eq!(
+            a_to_b(&pair, &packet, addr(bad)),
+            Received::Deliver(packet.len()),
+            "{bad}"
+        );
+        let tb = pair.b.table();
+        assert_eq!(
+            Pair::only(&tb).lock().endpoint(),
+            Some(addr(A_ADDR)),
+            "{bad}"
+        );
+    }
+    let tb = pair.b.table();
+    assert_eq!(Pair::only(&tb).lock().counters().roams_refused, 5);
+    // A real move still roams.
+    let moved = addr("198.18.0.77:40000");
+    a_to_b(&pair, &packet, moved);
+    assert_eq!(Pair::only(&tb).lock().endpoint(), Some(moved));
+}
+
+#[test]
+fn a_completed_handshake_from_a_refused_address_does_not_set_the_endpoint() {
+    let pair = Pair::new();
+    let (ta, tb) = (pair.a.table(), pair.b.table());
+    let (pa, pb) = (Pair::only(&ta), Pair::only(&tb));
+    let mut init = [0u8; 256];
+    let Outbound::Send(t) = pa
+        .lock()
+        .handle_outbound(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]), &mut init)
+    else {
+        panic!("expected an initiation");
+    };
+    let mut out = [0u8; 256];
+    let looped = addr("10.42.1.1:51820");
+    assert!(matches!(
+        pb.lock().handle_handshake(looped, &init[..t.len], &mut out),
+        HandshakeReceived::Reply(_)
+    ));
+    assert_eq!(pb.lock().endpoint(), None);
+    assert_eq!(pb.lock().counters().roams_refused, 1);
+}
+
+#[test]
+fn new_host_networks_reach_running_peers() {
+    let mut pair = Pair::new();
+    pair.handshake_with(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]));
+    let packet = ipv4([10, 42, 1, 2], [10, 42, 2, 2]);
+    let new_addr = "198.18.5.5:51820";
+    // B's host gains the address 198.18.5.5: a roam there is now refused.
+    let mut nets = pair.b.host_nets().clone();
+    assert_eq!(nets.roam_refusal(addr(new_addr).ip()), None);
+    nets = HostNets::new(
+        nets.subnet(),
+        Some("10.42.0.0/16".parse().unwrap()),
+        vec![addr(B_ADDR).ip(), addr(new_addr).ip()],
+    );
+    pair.b.set_host_nets(nets);
+    a_to_b(&pair, &packet, addr(new_addr));
+    let tb = pair.b.table();
+    assert_eq!(Pair::only(&tb).lock().endpoint(), Some(addr(A_ADDR)));
+    // Routed prefixes count as overlay too, also without a cluster CIDR: B adds a peer for
+    // 192.0.2.0/24 and A's packets from there do not move A's endpoint.
+    let a_key = Pair::only(&tb).lock().keys().current().to_owned();
+    let c_key = PrivateKey::generate().public_key();
+    pair.b
+        .set_host_nets(HostNets::new("10.42.2.0/24".parse().unwrap(), None, vec![]));
+    pair.b
+        .apply(&[
+            settings("host-a", a_key, "10.42.1.0/24", None),
+            settings("host-c", c_key, "192.0.2.0/24", None),
+        ])
+        .unwrap();
+    a_to_b(&pair, &packet, addr("192.0.2.9:51820"));
+    assert_eq!(Pair::only(&tb).lock().endpoint(), Some(addr(A_ADDR)));
+    assert_eq!(Pair::only(&tb).lock().counters().roams_refused, 2);
 }

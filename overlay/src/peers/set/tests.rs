@@ -24,7 +24,11 @@ fn named(name: &str, keys: &[PublicKey], nets: &[&str]) -> PeerSettings {
 }
 
 fn set() -> PeerSet {
-    PeerSet::new(Arc::new(LocalIdentity::new(&PrivateKey::generate())), 7)
+    PeerSet::new(
+        Arc::new(LocalIdentity::new(&PrivateKey::generate())),
+        7,
+        HostNets::new("10.42.1.0/24".parse().unwrap(), None, vec![]),
+    )
 }
 
 fn key() -> PublicKey {
