@@ -28,6 +28,7 @@ pub mod open;
 pub(crate) mod poll;
 mod rx;
 pub mod seal;
+pub mod tso;
 pub mod tun;
 mod tx;
 pub mod udp;
