@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod control;
 pub mod daemon;
+pub mod flood;
 pub mod keys;
 pub mod netns;
 pub mod pcap;

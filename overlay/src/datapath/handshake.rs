@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::peers::counters::HostDrop;
 use crate::peers::noise::source_ip;
 use crate::peers::peer::{HandshakeReceived, Transmit};
 use crate::peers::table::HandshakeFrom;
-use crate::peers::counters::HostDrop;
 use crate::peers::wire::{MessageKind, HANDSHAKE_INIT_LEN};
 
 use super::udp::Udp;

@@ -6,8 +6,8 @@
 //! source address (or a few) can neither fill the handshake queue nor spend the host's handshake
 //! budget, however fast it sends; the limiter is this thread's alone (no lock).
 
-use std::io::{self, IoSliceMut};
 use std::hash::BuildHasher;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;

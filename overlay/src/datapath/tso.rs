@@ -175,12 +175,7 @@ impl Split {
 }
 
 impl Gso {
-    fn parse(
-        packet: &[u8],
-        gso_type: u8,
-        size: usize,
-        l4: usize,
-    ) -> Result<Self, SplitError> {
+    fn parse(packet: &[u8], gso_type: u8, size: usize, l4: usize) -> Result<Self, SplitError> {
         let bad = |what| Err(SplitError::Header { what });
         let v6 = match packet[0] >> 4 {
             4 if gso_type != GSO_TCPV6 => false,
@@ -212,12 +207,9 @@ impl Gso {
         if hdr_len >= packet.len() {
             return bad("no payload after the headers");
         }
-        let be32 = |at: usize| u32::from_be_bytes([
-            packet[at],
-            packet[at + 1],
-            packet[at + 2],
-            packet[at + 3],
-        ]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
+        };
         Ok(Self {
             tcp,
             v6,
@@ -225,7 +217,11 @@ impl Gso {
             hdr_len,
             size,
             seq: if tcp { be32(l4 + 4) } else { 0 },
-            id: if v6 { 0 } else { u16::from_be_bytes([packet[4], packet[5]]) },
+            id: if v6 {
+                0
+            } else {
+                u16::from_be_bytes([packet[4], packet[5]])
+            },
         })
     }
 

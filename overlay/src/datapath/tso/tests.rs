@@ -107,7 +107,10 @@ fn a_uso_super_packet_over_ipv6_splits_with_udp_lengths_and_checksums() {
     let mut joined = Vec::new();
     for s in &segs {
         assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40);
-        assert_eq!(usize::from(u16::from_be_bytes([s[44], s[45]])), s.len() - 40);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([s[44], s[45]])),
+            s.len() - 40
+        );
         assert!(transport_sum_ok(s, true, 17, 40));
         joined.extend_from_slice(&s[48..]);
     }
@@ -143,7 +146,10 @@ fn a_plain_packet_is_copied_with_its_partial_checksum_completed() {
 #[test]
 fn malformed_reads_are_refused_not_split() {
     let refused = |mut read: Vec<u8>| Split::begin(&mut read, MAX_PACKET).unwrap_err();
-    assert_eq!(refused(vec![0; VNET_HDR_LEN]), SplitError::TooShort { len: 10 });
+    assert_eq!(
+        refused(vec![0; VNET_HDR_LEN]),
+        SplitError::TooShort { len: 10 }
+    );
     let mut r = tcp4_super(&payload(100), 88);
     r[1] = 3; // UFO, never negotiated
     assert_eq!(refused(r), SplitError::GsoType { gso_type: 3 });

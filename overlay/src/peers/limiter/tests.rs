@@ -48,10 +48,7 @@ fn one_flooding_source_does_not_spend_anothers_share() {
     assert_eq!(peer_passed, 2);
     // 10 s of a million messages: the burst plus 20 a second.
     let most = BURST as usize + 10 * PACKETS_PER_SECOND as usize;
-    assert!(
-        (most - 2..=most).contains(&flood_passed),
-        "{flood_passed}"
-    );
+    assert!((most - 2..=most).contains(&flood_passed), "{flood_passed}");
 }
 
 #[test]
@@ -101,5 +98,9 @@ fn sources_spread_over_the_sets_with_the_seed() {
     let mut distinct = sa.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert!(distinct.len() > 48, "{} sets for 64 sources", distinct.len());
+    assert!(
+        distinct.len() > 48,
+        "{} sets for 64 sources",
+        distinct.len()
+    );
 }
