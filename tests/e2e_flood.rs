@@ -76,11 +76,9 @@ fn initiation_flood_from_one_address_does_not_stop_real_peers_handshakes() {
     let target: SocketAddr = a.endpoint().parse().unwrap();
     let flood = Flood::start(&f.ns, target, initiations(a.agent.public_key(), 64));
     let flood_start = Instant::now();
-    assert_eventually(
-        Duration::from_secs(5),
-        "the flood reaching host a's limiter",
-        || counter(&a.agent.status()["dropped"], "handshake_rate_limited") > 1000,
-    );
+    assert_eventually(Duration::from_secs(5), "the flood going", || {
+        flood.sent() > 20_000
+    });
 
     // Both peers start over (new sessions, new handshakes with a), one after the other, while
     // the flood goes on.
@@ -210,6 +208,14 @@ fn iperf3_with_mss_88_completes_without_stalling_a_parallel_ping() {
     assert!(
         mss > 0 && mss <= 88,
         "the stream did not use the small MSS: {mss}"
+    );
+    // Segments dropped while splitting come back as retransmissions (tens of thousands when
+    // every super-packet of more than 128 segments was dropped); a few come from queues.
+    let segments = received / 88;
+    let retransmits = retransmits.as_u64().unwrap_or(u64::MAX);
+    assert!(
+        retransmits <= segments / 100,
+        "{retransmits} retransmissions for {segments} segments: super-packets were dropped"
     );
     assert_eq!(
         ping.received,

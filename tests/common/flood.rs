@@ -118,10 +118,12 @@ impl PingRun {
     /// A short summary for messages.
     pub fn summary(&self) -> String {
         format!(
-            "{}/{} replies, RTT median {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{}/{} replies, RTT median {:.2} ms, p90 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, \
+             max {:.2} ms",
             self.received,
             self.transmitted,
             self.quantile_ms(0.5),
+            self.quantile_ms(0.9),
             self.quantile_ms(0.95),
             self.quantile_ms(0.99),
             self.max_ms()
