@@ -46,7 +46,7 @@ impl Flood {
             let sock = UdpSocket::bind("0.0.0.0:0").expect("flood socket");
             let mut ok = 0u64;
             for m in messages.iter().cycle() {
-                if ok % 256 == 0 {
+                if ok.is_multiple_of(256) {
                     n.store(ok, Ordering::Relaxed);
                     if s.load(Ordering::Relaxed) {
                         break;
