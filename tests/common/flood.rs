@@ -2,7 +2,7 @@
 //! keys (built with the overlay's own tunnels, so each one is what a real peer would send), and
 //! `ping` with its worst round trip.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,7 +29,8 @@ pub fn initiations(target: &str, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A thread in a namespace sending initiations to one address as fast as it can.
+/// A thread in a namespace sending initiations to one address as fast as it can, from one
+/// source address or several in turn.
 pub struct Flood {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
@@ -37,15 +38,25 @@ pub struct Flood {
 }
 
 impl Flood {
-    /// Starts sending `messages` round-robin from `ns` to `target`.
-    pub fn start(ns: &Netns, target: SocketAddr, messages: Vec<Vec<u8>>) -> Self {
+    /// Starts sending `messages` round-robin from `ns` to `target`, each from the next of
+    /// `sources` (addresses of `ns`).
+    pub fn start(
+        ns: &Netns,
+        sources: &[Ipv4Addr],
+        target: SocketAddr,
+        messages: Vec<Vec<u8>>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (s, n) = (stop.clone(), sent.clone());
+        let sources = sources.to_vec();
         let thread = spawn_in(ns, move || {
-            let sock = UdpSocket::bind("0.0.0.0:0").expect("flood socket");
+            let socks: Vec<UdpSocket> = sources
+                .iter()
+                .map(|ip| UdpSocket::bind((*ip, 0)).expect("flood socket"))
+                .collect();
             let mut ok = 0u64;
-            for m in messages.iter().cycle() {
+            for (m, sock) in messages.iter().cycle().zip(socks.iter().cycle()) {
                 if ok.is_multiple_of(256) {
                     n.store(ok, Ordering::Relaxed);
                     if s.load(Ordering::Relaxed) {
