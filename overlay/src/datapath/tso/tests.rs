@@ -181,3 +181,49 @@ fn malformed_reads_are_refused_not_split() {
     r.extend_from_slice(&[0x45; 40]);
     assert!(matches!(refused(r), SplitError::Header { .. }));
 }
+
+#[test]
+fn arbitrary_reads_never_panic_and_split_into_bounded_segments() {
+    // xorshift: deterministic, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut bufs = vec![vec![0u8; MAX_PACKET]; 3];
+    let mut sizes = vec![0usize; 3];
+    let mut split_ok = 0;
+    for _ in 0..20_000 {
+        // Start from a valid super-packet half the time, then damage a few bytes.
+        let mut read = if next() % 2 == 0 {
+            let gso = (next() % 1400) as u16 + 1;
+            if next() % 2 == 0 {
+                tcp4_super(&payload((next() % 9000) as usize), gso)
+            } else {
+                udp6_super(&payload((next() % 9000) as usize), gso)
+            }
+        } else {
+            (0..next() % 200).map(|_| next() as u8).collect()
+        };
+        for _ in 0..next() % 4 {
+            if !read.is_empty() {
+                let at = (next() as usize) % read.len().min(80);
+                read[at] = next() as u8;
+            }
+        }
+        let Ok(mut split) = Split::begin(&mut read, MAX_PACKET) else {
+            continue;
+        };
+        split_ok += 1;
+        let mut rounds = 0;
+        while !split.is_done() {
+            let n = split.fill(&read, &mut bufs, &mut sizes);
+            assert!(n > 0 && sizes[..n].iter().all(|&s| s <= MAX_PACKET));
+            rounds += 1;
+            assert!(rounds < 20_000, "the split does not end");
+        }
+    }
+    assert!(split_ok > 1000, "only {split_ok} reads were splittable");
+}
