@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 /// Handshake messages a second one source may have handled (kernel WireGuard: 20).
 pub const PACKETS_PER_SECOND: u64 = 20;
 /// How many a source may send at once after a quiet time (kernel WireGuard: 5; a little more
-/// here, so that an agent restarting with many tunnels to one host is never refused).
+/// here, for several hosts behind one NAT address or in one IPv6 /64 starting together). Unlike
+/// the kernel, which limits only under load, the bucket always applies: a real host sends a
+/// handful of handshake messages a minute, far below it.
 pub const BURST: u64 = 10;
 /// Sources tracked at once: sets × ways.
 pub const SETS: usize = 1024;
