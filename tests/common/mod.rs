@@ -11,6 +11,7 @@ pub mod control;
 pub mod control_limits;
 pub mod daemon;
 pub mod forwarding;
+pub mod flood;
 pub mod keys;
 pub mod netns;
 pub mod pcap;

@@ -163,6 +163,15 @@ impl Status {
                 d.no_route, d.unknown_peer, d.malformed
             );
         }
+        let handshakes = d.handshake_rate_limited + d.handshake_queue_full + d.handshake_under_load;
+        if handshakes > 0 {
+            let _ = writeln!(
+                s,
+                "  handshakes dropped: {} over their source's share, {} queue full, {} under load \
+                 (cookie sent)",
+                d.handshake_rate_limited, d.handshake_queue_full, d.handshake_under_load
+            );
+        }
         for p in &self.peers {
             p.render(&mut s, now);
         }

@@ -298,7 +298,7 @@ fn pseudo_header_sum(packet: &[u8], v6: bool, tcp_total: usize) -> u64 {
 
 /// One's-complement sum of big-endian 16-bit words (an odd last byte is padded with zero),
 /// added to `initial`; not folded.
-fn sum_words(data: &[u8], initial: u64) -> u64 {
+pub(super) fn sum_words(data: &[u8], initial: u64) -> u64 {
     let mut sum = initial;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
@@ -311,7 +311,7 @@ fn sum_words(data: &[u8], initial: u64) -> u64 {
 }
 
 /// Folds a wide one's-complement sum into 16 bits.
-fn fold(mut sum: u64) -> u16 {
+pub(super) fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::peers::counters::HostDrop;
 use crate::peers::noise::source_ip;
 use crate::peers::peer::{HandshakeReceived, Transmit};
 use crate::peers::table::HandshakeFrom;
-use crate::peers::wire::MessageKind;
+use crate::peers::wire::{MessageKind, HANDSHAKE_INIT_LEN};
 
 use super::udp::Udp;
 use super::Shared;
@@ -25,9 +26,29 @@ const RATE_LIMIT_PERIOD: Duration = Duration::from_secs(1);
 
 /// A handshake initiation, response or cookie reply handed over by the receive thread.
 pub(super) struct HandshakeMessage {
-    pub(super) from: SocketAddr,
-    pub(super) kind: MessageKind,
-    pub(super) bytes: Vec<u8>,
+    from: SocketAddr,
+    kind: MessageKind,
+    len: usize,
+    /// The message; the longest (an initiation) fills it.
+    bytes: [u8; HANDSHAKE_INIT_LEN],
+}
+
+impl HandshakeMessage {
+    /// Copies a message of `kind`; `None` if it is longer than any handshake message.
+    pub(super) fn new(from: SocketAddr, kind: MessageKind, message: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; HANDSHAKE_INIT_LEN];
+        bytes.get_mut(..message.len())?.copy_from_slice(message);
+        Some(Self {
+            from,
+            kind,
+            len: message.len(),
+            bytes,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>) {
@@ -59,9 +80,12 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
 fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let table = shared.table.load();
     let ip = source_ip(msg.from);
-    let peer = match table.handshake_from(ip, msg.kind, &msg.bytes, buf) {
+    let peer = match table.handshake_from(ip, msg.kind, msg.bytes(), buf) {
         HandshakeFrom::Peer(peer) => peer,
-        HandshakeFrom::CookieReply(len) => return send(udp, msg.from, &buf[..len]),
+        HandshakeFrom::CookieReply(len) => {
+            shared.drops.bump(HostDrop::HandshakeUnderLoad);
+            return send(udp, msg.from, &buf[..len]);
+        }
         HandshakeFrom::Drop { why, error } => {
             if let Some(e) = error {
                 tracing::debug!(from = %msg.from, error = ?e, "invalid handshake initiation");
@@ -73,7 +97,7 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     {
         let mut state = peer.lock();
-        match state.handle_handshake(msg.from, &msg.bytes, buf) {
+        match state.handle_handshake(msg.from, msg.bytes(), buf) {
             HandshakeReceived::Reply(len) => {
                 outgoing.push(buf[..len].to_vec());
                 while let Some(len) = state.poll_queued(buf) {
@@ -82,7 +106,10 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
                 let key = state.keys().current();
                 tracing::debug!(peer = %peer.id(), %key, endpoint = %msg.from, "handshake");
             }
-            HandshakeReceived::Cookie(len) => outgoing.push(buf[..len].to_vec()),
+            HandshakeReceived::Cookie(len) => {
+                shared.drops.bump(HostDrop::HandshakeUnderLoad);
+                outgoing.push(buf[..len].to_vec());
+            }
             HandshakeReceived::Nothing => {}
             HandshakeReceived::Reject(e) => {
                 let key = state.keys().current();

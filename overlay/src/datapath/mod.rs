@@ -1,12 +1,14 @@
 //! The data path's threads, as dedicated OS threads that block on their file descriptor and then
 //! handle whatever batch is ready, without waiting to fill it:
 //!
-//! - `tx`: TUN → [`seal`] (route by inner destination, seal) → UDP (GSO runs);
+//! - `tx`: TUN → [`tso`] (super-packets split, batch by batch) → [`seal`] (route by inner
+//!   destination, seal) → UDP (GSO runs);
 //! - `rx`: UDP (recvmmsg + GRO) → [`open`] (peer by receiver index, open, cryptokey check) → TUN
 //!   (GRO);
-//! - `handshake`: handshake messages handed over by `rx`, the protocol timers of every peer every
-//!   100 ms, and the rate limiter's reset every second — kept off the data threads because each
-//!   handshake costs two X25519 operations.
+//! - `handshake`: handshake messages handed over by `rx` (each source address within its share,
+//!   [`crate::peers::limiter`]), the protocol timers of every peer every 100 ms, and the rate
+//!   limiter's reset every second — kept off the data threads because each handshake costs two
+//!   X25519 operations.
 //!
 //! A packet written to TUN often makes the kernel answer at once (a ping's echo, TCP's ACKs):
 //! right after its TUN write, `rx` takes the TUN-reading role if `tx` is not holding it and sends
@@ -28,6 +30,7 @@ pub mod open;
 pub(crate) mod poll;
 mod rx;
 pub mod seal;
+pub mod tso;
 pub mod tun;
 mod tx;
 pub mod udp;

@@ -52,6 +52,7 @@ fn seal_routes_counts_what_has_no_peer_and_ignores_multicast() {
         no_route: 1,
         unknown_peer: 0,
         malformed: 1,
+        ..HostDropCounts::default()
     };
     assert_eq!(drops.counts(), expected);
     assert_eq!(Pair::only(&ta).lock().counters().tx_packets, 2);
@@ -93,6 +94,7 @@ fn open_delivers_hands_over_handshakes_and_counts_strangers() {
         no_route: 0,
         unknown_peer: 1,
         malformed: 1,
+        ..HostDropCounts::default()
     };
     assert_eq!(drops.counts(), expected);
 

@@ -58,16 +58,10 @@ impl Tun {
         self.dev.udp_gso()
     }
 
-    /// Reads one packet or super-packet without blocking and splits it into `bufs` (each packet at
-    /// `offset`), setting `sizes`. Returns how many packets were produced.
-    pub fn recv_batch(
-        &self,
-        scratch: &mut [u8],
-        bufs: &mut [Vec<u8>],
-        sizes: &mut [usize],
-        offset: usize,
-    ) -> io::Result<usize> {
-        self.dev.recv_multiple(scratch, bufs, sizes, offset)
+    /// Reads one packet or super-packet without blocking, as the device gives it (behind its
+    /// virtio-net header when offloads are on; [`super::tso::Split`] cuts it up).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dev.recv(buf)
     }
 
     /// Writes one packet (with its virtio-net header first when offloads are on).

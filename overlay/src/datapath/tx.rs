@@ -1,5 +1,7 @@
 //! The `tx` thread: TUN → [`seal`] → UDP. It reads what TUN holds (TSO super-packets split
-//! into MTU-sized packets), has the batch sealed, and sends it as GSO runs.
+//! into MTU-sized packets by [`Split`]), has the batch sealed, and sends it as GSO runs. A
+//! super-packet that needs more buffers than are free (a small MSS) fills the batch, the batch
+//! is sent, and the split goes on in the freed buffers: nothing is dropped, nothing waits.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -10,19 +12,23 @@ use crate::peers::counters::HostDrop;
 
 use super::batch::TxBatch;
 use super::seal::seal;
+use super::tso::Split;
 use super::tun::{Tun, IDEAL_BATCH_SIZE};
 use super::udp::Udp;
 use super::{Shared, WAKE_INTERVAL};
 
-/// Room for one more TUN super-packet: up to 64 KB split into segments, 128 of them for an MSS
-/// as small as 512 bytes (and the kernel's limit for UDP segmentation offload).
+/// Room beyond a batch's worth of reads, so that a super-packet read last (up to 128 segments for
+/// an MSS of 512 bytes) usually fits the same batch; a smaller MSS continues in the next one.
 const SPLIT_RESERVE: usize = 128;
 
 /// The TUN-reading role's buffers. Whoever holds them reads the TUN device: the `tx` thread,
 /// or the `rx` thread right after it wrote to TUN (see [`super::DataPath`]). One reader at a time
 /// keeps each flow's packets in order.
 pub(super) struct TxState {
+    /// What the last TUN read returned (virtio-net header first, with offloads).
     scratch: Vec<u8>,
+    /// How far the packet in `scratch` has been split into `bufs`.
+    split: Split,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     batch: TxBatch,
@@ -34,6 +40,7 @@ impl TxState {
         let slots = IDEAL_BATCH_SIZE + SPLIT_RESERVE;
         Self {
             scratch: vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + 65_536],
+            split: Split::default(),
             bufs: (0..slots).map(|_| vec![0u8; packet_max]).collect(),
             sizes: vec![0usize; slots],
             // Each sealed packet is at most its plaintext + 32; a handshake initiation is 148.
@@ -52,13 +59,27 @@ pub(super) fn run(shared: &Shared, tun: &Tun, udp: &Udp, state: &Mutex<TxState>)
     }
 }
 
-/// Reads what the TUN device holds (up to a batch), seals it and sends it. Returns the number
-/// of packets read.
+/// Reads what the TUN device holds (up to a batch), seals it and sends it; a super-packet that
+/// does not fit the batch is split on into the next ones. Returns the number of packets read.
 pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> usize {
     let slots = st.bufs.len();
-    let mut n = 0;
-    while n + SPLIT_RESERVE <= slots {
-        match tun.recv_batch(&mut st.scratch, &mut st.bufs[n..], &mut st.sizes[n..], 0) {
+    let (mut n, mut sent) = (0, 0);
+    loop {
+        if !st.split.is_done() {
+            n += st
+                .split
+                .fill(&st.scratch, &mut st.bufs[n..], &mut st.sizes[n..]);
+            if n == slots {
+                // Full: send, and go on splitting into the freed buffers.
+                send_batch(shared, udp, st, n);
+                (sent, n) = (sent + n, 0);
+            }
+            continue;
+        }
+        if n >= IDEAL_BATCH_SIZE {
+            break;
+        }
+        match read(shared, tun, st, n) {
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -74,17 +95,41 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
         }
     }
     if n > 0 {
-        let table = shared.table.load();
-        seal(
-            &table,
-            &shared.drops,
-            &st.bufs[..n],
-            &st.sizes[..n],
-            &mut st.batch,
-        );
-        flush(udp, &mut st.batch);
+        send_batch(shared, udp, st, n);
     }
-    n
+    sent + n
+}
+
+/// Reads one packet from TUN: straight into buffer `n` without offloads (returns 1), into the
+/// scratch buffer for [`Split`] with them (returns 0; the split fills the buffers). A read that
+/// cannot be split is counted as malformed and dropped (returns 0), and reading goes on.
+fn read(shared: &Shared, tun: &Tun, st: &mut TxState, n: usize) -> io::Result<usize> {
+    if !tun.offload() {
+        st.sizes[n] = tun.recv(&mut st.bufs[n])?;
+        return Ok(1);
+    }
+    let len = tun.recv(&mut st.scratch)?;
+    match Split::begin(&mut st.scratch[..len], st.bufs[n].len()) {
+        Ok(split) => st.split = split,
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN packet dropped");
+            shared.drops.bump(HostDrop::Malformed);
+        }
+    }
+    Ok(0)
+}
+
+/// Seals the first `n` packets and sends them.
+fn send_batch(shared: &Shared, udp: &Udp, st: &mut TxState, n: usize) {
+    let table = shared.table.load();
+    seal(
+        &table,
+        &shared.drops,
+        &st.bufs[..n],
+        &st.sizes[..n],
+        &mut st.batch,
+    );
+    flush(udp, &mut st.batch);
 }
 
 /// Sends the batch as GSO runs; called with no peer lock held.

@@ -100,6 +100,14 @@ pub enum HostDrop {
     UnknownPeer,
     /// Not a WireGuard message, or not an IP packet.
     Malformed,
+    /// A handshake message over its source address's share
+    /// ([`SourceLimiter`](super::limiter::SourceLimiter)).
+    HandshakeRateLimited,
+    /// A handshake message that found the handshake thread's queue full.
+    HandshakeQueueFull,
+    /// Under load, a handshake message without a valid cookie (mac2): answered with a cookie
+    /// reply instead of being handled.
+    HandshakeUnderLoad,
 }
 
 /// Packets dropped before any peer was identified, counted from every data thread.
@@ -108,6 +116,9 @@ pub struct HostDrops {
     no_route: AtomicU64,
     unknown_peer: AtomicU64,
     malformed: AtomicU64,
+    handshake_rate_limited: AtomicU64,
+    handshake_queue_full: AtomicU64,
+    handshake_under_load: AtomicU64,
 }
 
 /// The values of [`HostDrops`] at one moment, as `status` shows them.
@@ -119,6 +130,15 @@ pub struct HostDropCounts {
     pub unknown_peer: u64,
     /// See [`HostDrop::Malformed`].
     pub malformed: u64,
+    /// See [`HostDrop::HandshakeRateLimited`].
+    #[serde(default)]
+    pub handshake_rate_limited: u64,
+    /// See [`HostDrop::HandshakeQueueFull`].
+    #[serde(default)]
+    pub handshake_queue_full: u64,
+    /// See [`HostDrop::HandshakeUnderLoad`].
+    #[serde(default)]
+    pub handshake_under_load: u64,
 }
 
 impl HostDrops {
@@ -129,6 +149,9 @@ impl HostDrops {
             HostDrop::NoRoute => &self.no_route,
             HostDrop::UnknownPeer => &self.unknown_peer,
             HostDrop::Malformed => &self.malformed,
+            HostDrop::HandshakeRateLimited => &self.handshake_rate_limited,
+            HostDrop::HandshakeQueueFull => &self.handshake_queue_full,
+            HostDrop::HandshakeUnderLoad => &self.handshake_under_load,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -139,6 +162,9 @@ impl HostDrops {
             no_route: self.no_route.load(Ordering::Relaxed),
             unknown_peer: self.unknown_peer.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            handshake_rate_limited: self.handshake_rate_limited.load(Ordering::Relaxed),
+            handshake_queue_full: self.handshake_queue_full.load(Ordering::Relaxed),
+            handshake_under_load: self.handshake_under_load.load(Ordering::Relaxed),
         }
     }
 }
@@ -186,10 +212,17 @@ mod tests {
         h.bump(HostDrop::Malformed);
         h.bump(HostDrop::NoRoute);
         h.bump(HostDrop::NoRoute);
+        h.bump(HostDrop::HandshakeRateLimited);
+        h.bump(HostDrop::HandshakeQueueFull);
+        h.bump(HostDrop::HandshakeQueueFull);
+        h.bump(HostDrop::HandshakeUnderLoad);
         let expected = HostDropCounts {
             no_route: 2,
             unknown_peer: 0,
             malformed: 1,
+            handshake_rate_limited: 1,
+            handshake_queue_full: 2,
+            handshake_under_load: 1,
         };
         assert_eq!(h.counts(), expected);
     }
@@ -217,7 +250,14 @@ mod tests {
         let json = serde_json::to_value(HostDropCounts::default()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"no_route": 0, "unknown_peer": 0, "malformed": 0})
+            serde_json::json!({
+                "no_route": 0,
+                "unknown_peer": 0,
+                "malformed": 0,
+                "handshake_rate_limited": 0,
+                "handshake_queue_full": 0,
+                "handshake_under_load": 0
+            })
         );
     }
 }

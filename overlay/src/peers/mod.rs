@@ -7,6 +7,7 @@
 pub mod counters;
 #[cfg(test)]
 pub(crate) mod fixture;
+pub mod limiter;
 pub mod local;
 pub mod noise;
 pub mod peer;
