@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 use crate::key::PublicKey;
 
 /// The map of peers one host should have, as the control plane computed it.
@@ -121,6 +122,36 @@ pub enum NetmapError {
         /// The cluster CIDR.
         cluster: IpNet,
     },
+    /// A peer's public key is a low-order point (see [`PublicKey::is_low_order`]).
+    #[error("peer {peer:?} has the low-order public key {key}, which no real host has")]
+    LowOrderKey {
+        /// The offending peer's name.
+        peer: String,
+        /// The key.
+        key: PublicKey,
+    },
+    /// The host's subnet has no room for a gateway and a workload.
+    #[error("the host subnet {subnet} is too small; a host subnet is /{max} or shorter")]
+    SubnetTooSmall {
+        /// The subnet.
+        subnet: IpNet,
+        /// The longest prefix a host subnet may have in its family.
+        max: u8,
+    },
+    /// The netmap names no cluster CIDR, though this host pinned one when it joined.
+    #[error("the netmap names no cluster CIDR; this host joined the cluster {pinned}")]
+    NoClusterCidr {
+        /// The cluster CIDR pinned at join.
+        pinned: IpNet,
+    },
+    /// The netmap's cluster CIDR is not the one this host pinned when it joined.
+    #[error("the netmap's cluster CIDR {got} is not {pinned}, the one this host joined")]
+    ClusterChanged {
+        /// The netmap's cluster CIDR.
+        got: IpNet,
+        /// The cluster CIDR pinned at join.
+        pinned: IpNet,
+    },
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -148,10 +179,35 @@ impl Netmap {
         self.peers.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Checks the invariants an agent relies on before applying a netmap: no peer is the host
-    /// itself, every peer has a key, names and keys are unique, and no allowed IP overlaps the
+    /// [`Netmap::check`], and the netmap is for the cluster `pinned` (the cluster CIDR this
+    /// host learnt when it joined): it names that cluster CIDR exactly, so everything it routes
+    /// is inside it. A netmap without a cluster CIDR, or with another (wider) one, is refused.
+    pub fn check_pinned(&self, pinned: IpNet) -> Result<(), NetmapError> {
+        match self.cluster_cidr {
+            None => return Err(NetmapError::NoClusterCidr { pinned }),
+            Some(got) if got != pinned => return Err(NetmapError::ClusterChanged { got, pinned }),
+            Some(_) => {}
+        }
+        self.check()
+    }
+
+    /// Checks the invariants an agent relies on before applying a netmap: the host's subnet
+    /// has room for a gateway and a workload, no peer is the host itself, every peer has a key
+    /// and none is low-order, names and keys are unique, and no allowed IP overlaps the
     /// host's subnet or another allowed IP (so every address routes to exactly one peer).
+    /// When the netmap names a cluster CIDR, everything is inside it; that the cluster CIDR is
+    /// the right one is [`Netmap::check_pinned`]'s job.
     pub fn check(&self) -> Result<(), NetmapError> {
+        let max = match self.host.subnet {
+            IpNet::V4(_) => MAX_HOST_PREFIX_V4,
+            IpNet::V6(_) => MAX_HOST_PREFIX_V6,
+        };
+        if self.host.subnet.prefix_len() > max {
+            return Err(NetmapError::SubnetTooSmall {
+                subnet: self.host.subnet,
+                max,
+            });
+        }
         if let Some(cluster) = self.cluster_cidr {
             let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
                 self.peers
@@ -178,6 +234,12 @@ impl Netmap {
             }
             if peer.public_keys.is_empty() {
                 return Err(NetmapError::NoKey { peer: name.into() });
+            }
+            if let Some(key) = peer.public_keys.iter().find(|k| k.is_low_order()) {
+                return Err(NetmapError::LowOrderKey {
+                    peer: name.into(),
+                    key: *key,
+                });
             }
             if names.insert(name, ()).is_some() {
                 return Err(NetmapError::DuplicateName { peer: name.into() });
@@ -466,6 +528,72 @@ mod tests {
             map.check(),
             Err(NetmapError::OutsideCluster { .. })
         ));
+    }
+
+    #[test]
+    fn a_netmap_must_name_the_pinned_cluster_cidr_exactly() {
+        let mut map = sample();
+        map.peers[1].allowed_ips = vec![net("10.42.2.0/24")];
+        let pinned = net("10.42.0.0/16");
+        assert_eq!(
+            map.check_pinned(pinned),
+            Err(NetmapError::NoClusterCidr { pinned })
+        );
+        map.cluster_cidr = Some(net("10.0.0.0/8"));
+        let err = map.check_pinned(pinned).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the netmap's cluster CIDR 10.0.0.0/8 is not 10.42.0.0/16, the one this host joined"
+        );
+        map.cluster_cidr = Some(net("10.42.0.0/17"));
+        assert!(matches!(
+            map.check_pinned(pinned),
+            Err(NetmapError::ClusterChanged { .. })
+        ));
+        map.cluster_cidr = Some(pinned);
+        map.check_pinned(pinned).unwrap();
+        // A peer claiming the underlay or half the Internet is outside the pinned cluster.
+        for bad in ["198.18.0.0/24", "0.0.0.0/1", "10.43.0.0/24"] {
+            let mut hostile = map.clone();
+            hostile.peers[0].allowed_ips.push(net(bad));
+            assert!(
+                matches!(
+                    hostile.check_pinned(pinned),
+                    Err(NetmapError::OutsideCluster { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn low_order_peer_keys_and_too_small_subnets_are_refused() {
+        let mut map = sample();
+        map.peers[1].public_keys.push(PublicKey::from_bytes([0; 32]));
+        let err = map.check().unwrap_err();
+        assert!(
+            matches!(&err, NetmapError::LowOrderKey { peer, .. } if peer == "host-c"),
+            "{err:?}"
+        );
+        // Parsing refuses it too.
+        let json = serde_json::to_string(&map).unwrap();
+        let err = serde_json::from_str::<Netmap>(&json).unwrap_err();
+        assert!(err.to_string().contains("low-order"), "{err}");
+
+        for (subnet, max) in [("fd42::1/128", 126), ("fd42::/127", 126), ("10.42.0.1/32", 30)] {
+            let mut map = sample();
+            map.host.subnet = net(subnet);
+            assert_eq!(
+                map.check(),
+                Err(NetmapError::SubnetTooSmall {
+                    subnet: net(subnet),
+                    max
+                })
+            );
+        }
+        let mut map = sample();
+        map.host.subnet = net("10.42.0.0/30");
+        map.check().unwrap();
     }
 
     #[test]
