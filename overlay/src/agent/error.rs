@@ -89,6 +89,10 @@ pub enum AgentError {
     /// A netmap cannot be applied.
     #[error(transparent)]
     Netmap(#[from] NetmapApplyError),
+    /// A netmap arrived, but no cluster CIDR is pinned to check it against (cannot happen on a
+    /// link `establish` returned; refused rather than applied unchecked).
+    #[error("refusing a netmap: no cluster CIDR is pinned to check it against")]
+    NotPinned,
     /// The subnet the control plane assigned does not fit the configured MTU.
     #[error("agent.mtu: {mtu} is too small for the IPv6 subnet {subnet} the control plane assigned; use 1280 to 9000")]
     MtuTooSmall {

@@ -34,7 +34,6 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
-use wgmesh_config::netmap::Netmap;
 use wgmesh_config::AgentConfig;
 
 pub use error::AgentError;
@@ -47,6 +46,7 @@ use crate::error::Chain;
 use crate::host::HostNet;
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
+use control_link::Offer;
 use keys::load_or_create_key;
 use signals::Signals;
 use source::PeerSource;
@@ -91,7 +91,11 @@ struct Agent {
     /// The host's overlay subnet: from agent.toml, or assigned by the control plane.
     subnet: IpNet,
     /// Netmaps from the control plane (never any in static mode).
-    netmaps: mpsc::Receiver<Netmap>,
+    netmaps: mpsc::Receiver<Offer>,
+    /// The cluster CIDR pinned at join, which every netmap must name (control mode).
+    cluster: Option<IpNet>,
+    /// Netmaps refused since start (control mode), shown by status.
+    netmaps_refused: u64,
     /// The endpoint to report to the control plane (control mode).
     endpoint: Option<watch::Sender<Option<SocketAddr>>>,
     /// The revision of the netmap applied last (control mode).
@@ -117,12 +121,17 @@ impl Agent {
                 },
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
-                Some(netmap) = self.netmaps.recv() => {
+                Some(Offer { netmap, verdict }) = self.netmaps.recv() => {
                     let revision = netmap.revision;
-                    match self.apply_netmap(netmap).await {
-                        Ok(summary) => tracing::info!(revision, "{summary}"),
-                        Err(e) => tracing::error!(revision, "cannot apply the netmap; keeping the running peers: {}", Chain(&e)),
-                    }
+                    let applied = match self.apply_netmap(netmap).await {
+                        Ok(summary) => { tracing::info!(revision, "{summary}"); true }
+                        Err(e) => {
+                            self.netmaps_refused += 1;
+                            tracing::error!(revision, refused = self.netmaps_refused, "cannot apply the netmap; keeping the running peers: {}", Chain(&e));
+                            false
+                        }
+                    };
+                    let _ = verdict.send(applied);
                 }
                 Some(cmd) = self.commands.recv() => {
                     let response = self.handle(cmd.request).await;

@@ -71,7 +71,8 @@ impl Agent {
                 ),
             });
         }
-        let settings = settings::from_netmap(&netmap)?;
+        let pinned = self.cluster.ok_or(AgentError::NotPinned)?;
+        let settings = settings::from_netmap(&netmap, pinned)?;
         let summary = self.apply_peers(&settings).await?;
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {

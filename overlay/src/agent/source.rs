@@ -14,6 +14,9 @@ use crate::peers::settings::{self, PeerKeys, PeerSettings, PresharedKeyBytes};
 /// Where the host's subnet and peers come from: agent.toml, or a control plane's netmap.
 pub(super) struct PeerSource {
     pub(super) subnet: IpNet,
+    /// The cluster CIDR every netmap must name: pinned at join (control mode); `None` in
+    /// static mode.
+    pub(super) cluster: Option<IpNet>,
     pub(super) settings: Vec<PeerSettings>,
     pub(super) control: Option<(control_link::Link, Netmap, Origin)>,
 }
@@ -30,6 +33,7 @@ impl PeerSource {
                 .expect("agent.toml without [control] has a subnet");
             return Ok(Self {
                 subnet,
+                cluster: None,
                 settings: peer_settings(config)?,
                 control: None,
             });
@@ -37,7 +41,10 @@ impl PeerSource {
         let cache = NetmapCache::new(&config.agent.state_dir);
         let (link, netmap, origin) =
             control_link::establish(config, control, public_key, &cache).await?;
-        let settings = settings::from_netmap(&netmap)?;
+        // `establish` checked the netmap against the pin already; this checks it once more,
+        // where its settings are made, so no path reaches the peers unchecked.
+        let cluster = link.cluster().ok_or_else(|| AgentError::NotPinned)?;
+        let settings = settings::from_netmap(&netmap, cluster)?;
         let subnet = netmap.host.subnet;
         if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
             return Err(AgentError::MtuTooSmall {
@@ -50,6 +57,7 @@ impl PeerSource {
         }
         Ok(Self {
             subnet,
+            cluster: Some(cluster),
             settings,
             control: Some((link, netmap, origin)),
         })

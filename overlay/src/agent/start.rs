@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
-use super::control_link::{self, Link, Origin};
+use super::control_link::{self, Link, Offer, Origin};
 use super::random::random_u32;
 use super::source::PeerSource;
 use super::workloads::{self, WorkloadStore};
@@ -41,6 +41,7 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let a = &config.agent;
         let subnet = source.subnet;
+        let cluster = source.cluster;
         let mut peers = PeerSet::new(identity.clone(), random_u32());
         peers.apply(&source.settings)?;
         let store = WorkloadStore::new(&a.state_dir);
@@ -87,6 +88,8 @@ impl Agent {
             port,
             subnet,
             netmaps,
+            cluster,
+            netmaps_refused: 0,
             endpoint,
             revision,
             connected,
@@ -254,7 +257,7 @@ struct Following {
 fn follow_control(
     control: Option<(Link, Netmap, Origin)>,
     endpoint: Option<SocketAddr>,
-    netmaps: mpsc::Sender<Netmap>,
+    netmaps: mpsc::Sender<Offer>,
     connected: &Arc<AtomicBool>,
 ) -> Following {
     let Some((link, netmap, origin)) = control else {

@@ -34,6 +34,10 @@ pub struct Status {
     /// The control plane link; absent in static mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlStatus>,
+    /// Whether the process may be core-dumped or have its memory read by other processes of
+    /// its user (`PR_GET_DUMPABLE`); the agent turns it off at start, as it holds keys.
+    #[serde(default)]
+    pub dumpable: bool,
 }
 
 /// The agent's link to its control plane.
@@ -46,6 +50,12 @@ pub struct ControlStatus {
     /// Whether the last call to the control plane succeeded (false: running on the last
     /// netmap, fail-static).
     pub connected: bool,
+    /// The cluster CIDR pinned at join, which every netmap must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    /// Netmaps refused since the agent started (each kept the running peers).
+    #[serde(default)]
+    pub netmaps_refused: u64,
 }
 
 /// Offloads in use.
@@ -110,6 +120,16 @@ impl Status {
                     "unreachable: running on the last netmap"
                 }
             );
+            if let Some(cluster) = &c.cluster_cidr {
+                let _ = writeln!(s, "  cluster: {cluster} (pinned at join)");
+            }
+            if c.netmaps_refused > 0 {
+                let _ = writeln!(
+                    s,
+                    "  netmaps refused: {} (the agent's log says why)",
+                    c.netmaps_refused
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -259,7 +279,10 @@ mod tests {
                 url: "https://198.18.0.10:7443".into(),
                 revision: 7,
                 connected: false,
+                cluster_cidr: Some("10.42.0.0/16".into()),
+                netmaps_refused: 2,
             }),
+            dumpable: false,
         };
         let out = st.render(1065);
         assert!(out.contains("peer: PEER (host-b)"), "{out}");
@@ -270,6 +293,7 @@ mod tests {
         assert!(out.contains("2.00 KiB received (2 packets)"), "{out}");
         assert!(out.contains("3 source not allowed"), "{out}");
         assert!(out.contains("udp gro off"), "{out}");
+        assert!(out.contains("netmaps refused: 2"), "{out}");
         assert!(
             out.contains("control: https://198.18.0.10:7443 (netmap revision 7, unreachable"),
             "{out}"

@@ -1,13 +1,18 @@
 //! Following the control plane for the agent's life, from the first netmap on: long polls
 //! (deltas applied here, so the agent gets whole netmaps), endpoint reports, and whether the
 //! control plane answers (`connected`, shown by status).
+//!
+//! A netmap is held only once the agent applied it: each one is offered to the agent
+//! ([`Offer`]), and the revision the next poll reports (which is all the control plane's
+//! `node list` trusts) is the one the agent runs. A refused netmap is asked for again after a
+//! growing pause (0.5 s to 10 s), so a control plane that keeps sending it costs little.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use wgmesh_client::api::ApiReason;
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 
@@ -18,10 +23,19 @@ use crate::error::Chain;
 /// How long one long poll waits for a change.
 const POLL_WAIT: Duration = Duration::from_secs(25);
 
-/// Long-polls for changes to `current` (the netmap the agent runs) and sends every new netmap
-/// to `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
+/// A new netmap for the agent, which says through `verdict` whether it applied it.
+#[derive(Debug)]
+pub struct Offer {
+    /// The whole netmap (a delta is already applied).
+    pub netmap: Netmap,
+    /// `true` once applied; `false` when refused (the agent keeps the netmap it runs).
+    pub verdict: oneshot::Sender<bool>,
+}
+
+/// Long-polls for changes to `current` (the netmap the agent runs) and offers every new netmap
+/// on `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
 /// plane holds. Ends when `netmaps` is closed. `connected` says whether the last call
-/// succeeded.
+/// succeeded. `current` only moves to a netmap the agent applied.
 ///
 /// The control plane answers with what changed (a delta) when it can; the delta is applied to
 /// `current` here, so the agent always gets whole, checked netmaps. A delta that does not fit
@@ -29,13 +43,14 @@ const POLL_WAIT: Duration = Duration::from_secs(25);
 pub async fn follow(
     link: Link,
     mut current: Netmap,
-    netmaps: mpsc::Sender<Netmap>,
+    netmaps: mpsc::Sender<Offer>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
     connected: Arc<AtomicBool>,
 ) {
     let mut reported = current.host.endpoint;
     let mut health = Health::new(connected);
     let mut backoff = Backoff::new();
+    let mut refusals = Backoff::new();
     loop {
         let wanted = *endpoint.borrow_and_update();
         if wanted != reported {
@@ -69,10 +84,21 @@ pub async fn follow(
                         tokio::time::sleep(backoff.next()).await;
                         continue;
                     };
-                    reported = netmap.host.endpoint;
-                    current = netmap.clone();
-                    if netmaps.send(netmap).await.is_err() {
+                    let (verdict, applied) = oneshot::channel();
+                    let endpoint_then = netmap.host.endpoint;
+                    let offer = Offer { netmap: netmap.clone(), verdict };
+                    if netmaps.send(offer).await.is_err() {
                         return;
+                    }
+                    match applied.await {
+                        Ok(true) => {
+                            reported = endpoint_then;
+                            current = netmap;
+                            refusals = Backoff::new();
+                        }
+                        // Refused: the agent runs `current` still, and the next poll says so.
+                        Ok(false) => tokio::time::sleep(refusals.next()).await,
+                        Err(_) => return,
                     }
                 }
                 Ok(None) => {
