@@ -1,0 +1,143 @@
+//! Secrets stay with their process and their owner: the agent and the control plane are not
+//! dumpable (no core dump, no reading their memory or environment without CAP_SYS_PTRACE);
+//! every file the agent keeps in its state directory is 0600; a join-token file others may
+//! read is refused; a low-order public key (such as all zeros) is refused in agent.toml with
+//! its position, and at join with a clear 400.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::control::{control_on_bridge, joined_host_prepared, ControlSpec, CONTROL_IP};
+use common::scenario::workload;
+use common::*;
+
+/// The all-zero public key, the simplest low-order point.
+const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// Whether a root process without CAP_SYS_PTRACE may read `/proc/PID/environ`: the kernel
+/// allows it for a process of the same user only while that process is dumpable.
+fn environ_readable_without_ptrace(pid: i32) -> bool {
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", "--"])
+        .args(["cat", &format!("/proc/{pid}/environ")])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("Permission denied"),
+        "reading /proc/{pid}/environ failed otherwise than by permission: {stderr}"
+    );
+    out.status.success()
+}
+
+#[test]
+fn daemons_are_not_dumpable_and_agent_state_files_are_private() {
+    let Some(c) = Cluster::new("daemons_are_not_dumpable_and_agent_state_files_are_private")
+    else {
+        return;
+    };
+    let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
+    let token = cp.token_create(&[]);
+    let a = joined_host_prepared(&c, &bridge, &cp, "a", 1, &token).started();
+    // A workload, so that the workloads' file exists too.
+    let _w = workload(&c, &a, "w");
+
+    // The check tells a dumpable process from one that is not.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let readable = environ_readable_without_ptrace(sleeper.id() as i32);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(readable, "the check cannot read even a dumpable process's environ");
+
+    for (who, pid) in [("the agent", a.agent.pid()), ("the control plane", cp.pid())] {
+        let pid = pid.unwrap_or_else(|| panic!("{who} has no pid"));
+        assert!(
+            !environ_readable_without_ptrace(pid),
+            "{who} (pid {pid}) is dumpable: its environ is readable without CAP_SYS_PTRACE"
+        );
+    }
+    assert_eq!(a.agent.status()["dumpable"], false, "status: dumpable");
+
+    let dir = &a.agent.state_dir;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read state_dir") {
+        let path = entry.unwrap().path();
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(mode(&path), 0o600, "{} is not private", path.display());
+    }
+    names.sort();
+    for expected in ["control.json", "netmap.json", "workloads.json"] {
+        assert!(names.iter().any(|n| n == expected), "state_dir holds {names:?}");
+    }
+}
+
+#[test]
+fn a_join_token_file_others_can_read_is_refused() {
+    let Some(c) = Cluster::new("a_join_token_file_others_can_read_is_refused") else {
+        return;
+    };
+    let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
+    let token = cp.token_create(&[]);
+    let a = joined_host_prepared(&c, &bridge, &cp, "a", 1, &token);
+    let file = a.agent.spec().control.unwrap().join_token_file.unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, out) = a.agent.run_expect_exit(Duration::from_secs(20));
+    assert!(!status.success() && status.code().is_some(), "{status}:\n{out}");
+    let path = file.display();
+    for expect in [
+        format!("control.join_token_file: {path}: mode 0644"),
+        format!("chmod 600 {path}"),
+    ] {
+        assert!(out.contains(&expect), "the error does not say {expect:?}:\n{out}");
+    }
+    assert!(cp.node_names().is_empty(), "a host joined with the token");
+    // Made private, the same file joins.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    a.agent.start();
+    assert_eq!(cp.node_names(), ["host-a"]);
+}
+
+#[test]
+fn a_low_order_public_key_is_refused_in_agent_toml_and_at_join() {
+    let Some(c) = Cluster::new("a_low_order_public_key_is_refused_in_agent_toml_and_at_join")
+    else {
+        return;
+    };
+    let ns = c.netns("a");
+    let far = c.netns("b");
+    c.veth_underlay(&ns, &far);
+    let routes_before = ns.routes();
+    let agent = c.agent_prepared(
+        &ns,
+        AgentSpec::new("host-a", "10.42.1.0/24", 51820)
+            .peer(PeerSpec::new(ZERO_KEY, &["10.42.2.0/24"]).name("host-b")),
+    );
+    let text = agent.render(&agent.spec());
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find(ZERO_KEY).map(|col| (i + 1, col)))
+        .expect("the key in the config");
+    let (status, out) = agent.run_expect_exit(Duration::from_secs(20));
+    assert!(!status.success() && status.code().is_some(), "{status}:\n{out}");
+    // The column is the value's opening quote.
+    let place = format!("{}:{line}:{column}: peer[0].public_key", agent.config_path.display());
+    assert!(out.contains(&place), "the error does not say {place:?}:\n{out}");
+    assert!(out.contains("low-order point"), "{out}");
+    assert_eq!(ns.routes(), routes_before, "routes after a refused config");
+
+    // At join, the control plane refuses it with a 400 that says why, and registers nothing.
+    let bridge = c.bridge();
+    let cp = c.control(&bridge, CONTROL_IP, ControlSpec::default());
+    let token = cp.token_create(&[]);
+    let (status, body) = cp.join_raw(&token, "host-z", ZERO_KEY, None);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(control::reason(&body), "bad_request", "{body}");
+    assert!(body.contains("low-order point"), "{body}");
+    assert!(cp.node_names().is_empty());
+}
