@@ -10,12 +10,12 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{compiler_fence, Ordering};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// Length in bytes of every WireGuard key (Curve25519 scalars and points, and preshared keys).
 pub const KEY_LEN: usize = 32;
@@ -58,21 +58,12 @@ fn decode_key(s: &str) -> Result<[u8; KEY_LEN], KeyError> {
     } else {
         Err(KeyError::Length { len: bytes.len() })
     };
-    zero(&mut bytes);
+    bytes.zeroize();
     result
 }
 
 fn encode_key(bytes: &[u8; KEY_LEN]) -> String {
     STANDARD.encode(bytes)
-}
-
-/// Overwrites `bytes` with zeros in a way the optimiser may not remove.
-fn zero(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned and exclusive reference to a `u8`.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    compiler_fence(Ordering::SeqCst);
 }
 
 /// A Curve25519 private key, as `wg genkey` prints it.
@@ -137,7 +128,7 @@ impl fmt::Debug for PrivateKey {
 
 impl Drop for PrivateKey {
     fn drop(&mut self) {
-        zero(&mut self.0);
+        self.0.zeroize();
     }
 }
 
@@ -283,7 +274,7 @@ impl fmt::Debug for PresharedKey {
 
 impl Drop for PresharedKey {
     fn drop(&mut self) {
-        zero(&mut self.0);
+        self.0.zeroize();
     }
 }
 

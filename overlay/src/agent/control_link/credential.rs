@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use wgmesh_client::client::Client;
 use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
 use wgmesh_config::{ControlSection, JoinTokenSource};
+use zeroize::Zeroizing;
 
 use super::{Link, LinkError};
 use crate::agent::statefile::{read_json, write_json, ReadError};
@@ -57,7 +58,7 @@ pub(super) fn read_token(control: &ControlSection, url: &str) -> Result<JoinToke
 /// The text of the token file `path`, which no one but its owner may read or write: a token
 /// readable by others lets any local user join a host of their own to the cluster. The mode
 /// is read from the open file, so the file checked is the file read.
-fn read_private(path: &Path) -> Result<String, LinkError> {
+fn read_private(path: &Path) -> Result<Zeroizing<String>, LinkError> {
     let read_error = |source| LinkError::TokenRead {
         path: path.to_owned(),
         source,
@@ -70,7 +71,8 @@ fn read_private(path: &Path) -> Result<String, LinkError> {
             mode,
         });
     }
-    let mut text = String::new();
+    // Zeroed when dropped, like the token parsed from it.
+    let mut text = Zeroizing::new(String::new());
     file.read_to_string(&mut text).map_err(read_error)?;
     Ok(text)
 }
