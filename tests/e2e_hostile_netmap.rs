@@ -237,3 +237,52 @@ fn a_control_plane_serving_a_wider_cluster_is_refused_and_node_list_says_behind(
         assert!(h.agent.is_running(), "{}:\n{}", h.ns.name(), h.agent.log());
     }
 }
+
+#[test]
+fn an_older_credential_pins_the_first_netmaps_cluster_and_never_trusts_the_cache() {
+    let Some(c) = Cluster::new(
+        "an_older_credential_pins_the_first_netmaps_cluster_and_never_trusts_the_cache",
+    ) else {
+        return;
+    };
+    let (_bridge, cp, _token, hosts) = control_and_joined_hosts(&c, &["--reusable"], &["a", "b"]);
+    assert_list_each_other(&hosts, Duration::from_secs(10));
+    let wls = workloads(&c, &hosts);
+    assert_all_ping(&wls, Duration::from_secs(15));
+    let a = &hosts[0];
+    a.agent.stop().expect("agent exit status");
+    // The credential as an agent from before the pin wrote it: no cluster CIDR.
+    let path = a.agent.state_dir.join("control.json");
+    let mut credential = read_json(&path);
+    credential.as_object_mut().unwrap().remove("cluster_cidr");
+    agent::write_private(&path, &serde_json::to_string_pretty(&credential).unwrap());
+
+    // With the control plane down there is nothing to check the cache against: the agent
+    // waits for the control plane rather than run on an unchecked netmap.
+    cp.stop().expect("control plane exit status");
+    let routes_before = routes(&a.ns);
+    a.agent.start_no_wait();
+    assert_eventually(
+        Duration::from_secs(10),
+        "host-a says it cannot check its cache without a pinned cluster CIDR",
+        || a.agent.current_log().contains("no cluster CIDR is pinned yet"),
+    );
+    assert!(a.agent.is_running(), "host-a gave up:\n{}", a.agent.log());
+    assert_eq!(routes(&a.ns), routes_before, "host-a's routes while it waits");
+
+    // The control plane answers: its netmap (over the pinned TLS connection) pins the cluster.
+    cp.restart();
+    assert!(
+        a.agent.wait_ready(Duration::from_secs(25)),
+        "host-a did not start once the control plane was back:\n{}",
+        a.agent.log()
+    );
+    assert!(
+        a.agent.current_log().contains("the credential had no cluster CIDR"),
+        "{}",
+        a.agent.current_log()
+    );
+    assert_eq!(read_json(&path)["cluster_cidr"], PINNED, "control.json");
+    assert_eq!(a.agent.status()["control"]["cluster_cidr"], PINNED);
+    assert_all_ping(&wls, Duration::from_secs(15));
+}
