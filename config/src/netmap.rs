@@ -130,6 +130,17 @@ pub enum NetmapError {
         /// The key.
         key: PublicKey,
     },
+    /// A prefix has host bits set (`10.42.1.7/24`): the kernel would refuse its route, and it
+    /// does not say which of two readings was meant.
+    #[error("{net} of {owner:?} has host bits set (write {trunc})")]
+    HostBits {
+        /// The offending prefix.
+        net: IpNet,
+        /// Its network form.
+        trunc: IpNet,
+        /// The host or peer it belongs to.
+        owner: String,
+    },
     /// The host's subnet has no room for a gateway and a workload.
     #[error("the host subnet {subnet} is too small; a host subnet is /{max} or shorter")]
     SubnetTooSmall {
@@ -207,6 +218,20 @@ impl Netmap {
                 subnet: self.host.subnet,
                 max,
             });
+        }
+        let prefixes = std::iter::once((&self.host.subnet, &self.host.name)).chain(
+            self.peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
+        );
+        for (net, owner) in prefixes {
+            if net.trunc() != *net {
+                return Err(NetmapError::HostBits {
+                    net: *net,
+                    trunc: net.trunc(),
+                    owner: owner.clone(),
+                });
+            }
         }
         if let Some(cluster) = self.cluster_cidr {
             let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
@@ -594,6 +619,13 @@ mod tests {
         let mut map = sample();
         map.host.subnet = net("10.42.0.0/30");
         map.check().unwrap();
+
+        let mut map = sample();
+        map.peers[0].allowed_ips = vec![net("10.42.1.7/24")];
+        assert_eq!(
+            map.check().unwrap_err().to_string(),
+            "10.42.1.7/24 of \"host-b\" has host bits set (write 10.42.1.0/24)"
+        );
     }
 
     #[test]
