@@ -308,8 +308,9 @@ fn forbid_dumps() -> anyhow::Result<()> {
     // SAFETY: PR_SET_DUMPABLE takes an integer argument and no pointer.
     let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("prctl(PR_SET_DUMPABLE, 0): cannot forbid core dumps of a process holding keys");
+        return Err(std::io::Error::last_os_error()).context(
+            "prctl(PR_SET_DUMPABLE, 0): cannot forbid core dumps of a process holding keys",
+        );
     }
     Ok(())
 }

@@ -31,8 +31,8 @@ fn routes(ns: &Netns) -> Vec<String> {
 }
 
 fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON ({e})", path.display()))
 }
 
@@ -175,11 +175,9 @@ fn a_control_plane_serving_a_wider_cluster_is_refused_and_node_list_says_behind(
     let wls = workloads(&c, &hosts);
     assert_all_ping(&wls, Duration::from_secs(15));
     for h in ["host-a", "host-b"] {
-        assert_eventually(
-            Duration::from_secs(10),
-            &format!("{h} is in sync"),
-            || in_sync(&cp, h) == Some(true),
-        );
+        assert_eventually(Duration::from_secs(10), &format!("{h} is in sync"), || {
+            in_sync(&cp, h) == Some(true)
+        });
     }
     let routes_before: Vec<Vec<String>> = hosts.iter().map(|h| routes(&h.ns)).collect();
 
@@ -188,7 +186,10 @@ fn a_control_plane_serving_a_wider_cluster_is_refused_and_node_list_says_behind(
     cp.stop().expect("control plane exit status");
     let store = cp.state_dir.join("store.jsonl");
     let text = std::fs::read_to_string(&store).expect("store.jsonl");
-    assert!(text.contains(PINNED), "the store names no {PINNED}:\n{text}");
+    assert!(
+        text.contains(PINNED),
+        "the store names no {PINNED}:\n{text}"
+    );
     std::fs::write(&store, text.replace(PINNED, "10.0.0.0/8")).expect("write store.jsonl");
     let wide = ControlSpec {
         cluster_cidr: "10.0.0.0/8".into(),
@@ -228,7 +229,10 @@ fn a_control_plane_serving_a_wider_cluster_is_refused_and_node_list_says_behind(
         std::thread::sleep(Duration::from_secs(1));
     }
     let listing = cp.cli_ok(&["node", "list"]);
-    for line in listing.lines().filter(|l| l.contains("host-a") || l.contains("host-b")) {
+    for line in listing
+        .lines()
+        .filter(|l| l.contains("host-a") || l.contains("host-b"))
+    {
         assert!(line.contains("behind"), "node list:\n{listing}");
     }
     // Traffic between the hosts that refused goes on.
@@ -265,10 +269,18 @@ fn an_older_credential_pins_the_first_netmaps_cluster_and_never_trusts_the_cache
     assert_eventually(
         Duration::from_secs(10),
         "host-a says it cannot check its cache without a pinned cluster CIDR",
-        || a.agent.current_log().contains("no cluster CIDR is pinned yet"),
+        || {
+            a.agent
+                .current_log()
+                .contains("no cluster CIDR is pinned yet")
+        },
     );
     assert!(a.agent.is_running(), "host-a gave up:\n{}", a.agent.log());
-    assert_eq!(routes(&a.ns), routes_before, "host-a's routes while it waits");
+    assert_eq!(
+        routes(&a.ns),
+        routes_before,
+        "host-a's routes while it waits"
+    );
 
     // The control plane answers: its netmap (over the pinned TLS connection) pins the cluster.
     cp.restart();
@@ -278,7 +290,9 @@ fn an_older_credential_pins_the_first_netmaps_cluster_and_never_trusts_the_cache
         a.agent.log()
     );
     assert!(
-        a.agent.current_log().contains("the credential had no cluster CIDR"),
+        a.agent
+            .current_log()
+            .contains("the credential had no cluster CIDR"),
         "{}",
         a.agent.current_log()
     );

@@ -34,7 +34,11 @@ fn dumps_core(who: &str, daemon: &Daemon) -> bool {
     assert!(st.success(), "prlimit --pid {pid}: {st}");
     daemon.signal(Signal::SIGABRT);
     let st = daemon.stop().unwrap_or_else(|| panic!("{who} did not end"));
-    assert_eq!(st.signal(), Some(libc::SIGABRT), "{who} ended otherwise: {st}");
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGABRT),
+        "{who} ended otherwise: {st}"
+    );
     if !existed {
         let _ = std::fs::remove_file(&core);
     }
@@ -58,8 +62,7 @@ fn a_dumpable_process_dumps_core() -> bool {
 
 #[test]
 fn daemons_are_not_dumpable_and_agent_state_files_are_private() {
-    let Some(c) = Cluster::new("daemons_are_not_dumpable_and_agent_state_files_are_private")
-    else {
+    let Some(c) = Cluster::new("daemons_are_not_dumpable_and_agent_state_files_are_private") else {
         return;
     };
     let (bridge, cp) = control_on_bridge(&c, ControlSpec::default());
@@ -80,7 +83,10 @@ fn daemons_are_not_dumpable_and_agent_state_files_are_private() {
     }
     names.sort();
     for expected in ["control.json", "netmap.json", "workloads.json"] {
-        assert!(names.iter().any(|n| n == expected), "state_dir holds {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "state_dir holds {names:?}"
+        );
     }
 
     // Neither daemon dumps core, though a dumpable process here does.
@@ -89,7 +95,10 @@ fn daemons_are_not_dumpable_and_agent_state_files_are_private() {
         "a dumpable process did not dump core here: the check below would tell nothing"
     );
     assert!(!dumps_core("the agent", &a.agent), "the agent dumped core");
-    assert!(!dumps_core("the control plane", &cp), "the control plane dumped core");
+    assert!(
+        !dumps_core("the control plane", &cp),
+        "the control plane dumped core"
+    );
 }
 
 #[test]
@@ -103,13 +112,19 @@ fn a_join_token_file_others_can_read_is_refused() {
     let file = a.agent.spec().control.unwrap().join_token_file.unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (status, out) = a.agent.run_expect_exit(Duration::from_secs(20));
-    assert!(!status.success() && status.code().is_some(), "{status}:\n{out}");
+    assert!(
+        !status.success() && status.code().is_some(),
+        "{status}:\n{out}"
+    );
     let path = file.display();
     for expect in [
         format!("control.join_token_file: {path}: mode 0644"),
         format!("chmod 600 {path}"),
     ] {
-        assert!(out.contains(&expect), "the error does not say {expect:?}:\n{out}");
+        assert!(
+            out.contains(&expect),
+            "the error does not say {expect:?}:\n{out}"
+        );
     }
     assert!(cp.node_names().is_empty(), "a host joined with the token");
     // Made private, the same file joins.
@@ -140,10 +155,19 @@ fn a_low_order_public_key_is_refused_in_agent_toml_and_at_join() {
         .find_map(|(i, l)| l.find(ZERO_KEY).map(|col| (i + 1, col)))
         .expect("the key in the config");
     let (status, out) = agent.run_expect_exit(Duration::from_secs(20));
-    assert!(!status.success() && status.code().is_some(), "{status}:\n{out}");
+    assert!(
+        !status.success() && status.code().is_some(),
+        "{status}:\n{out}"
+    );
     // The column is the value's opening quote.
-    let place = format!("{}:{line}:{column}: peer[0].public_key", agent.config_path.display());
-    assert!(out.contains(&place), "the error does not say {place:?}:\n{out}");
+    let place = format!(
+        "{}:{line}:{column}: peer[0].public_key",
+        agent.config_path.display()
+    );
+    assert!(
+        out.contains(&place),
+        "the error does not say {place:?}:\n{out}"
+    );
     assert!(out.contains("low-order point"), "{out}");
     assert_eq!(ns.routes(), routes_before, "routes after a refused config");
 

@@ -594,7 +594,9 @@ mod tests {
     #[test]
     fn low_order_peer_keys_and_too_small_subnets_are_refused() {
         let mut map = sample();
-        map.peers[1].public_keys.push(PublicKey::from_bytes([0; 32]));
+        map.peers[1]
+            .public_keys
+            .push(PublicKey::from_bytes([0; 32]));
         let err = map.check().unwrap_err();
         assert!(
             matches!(&err, NetmapError::LowOrderKey { peer, .. } if peer == "host-c"),
@@ -605,7 +607,11 @@ mod tests {
         let err = serde_json::from_str::<Netmap>(&json).unwrap_err();
         assert!(err.to_string().contains("low-order"), "{err}");
 
-        for (subnet, max) in [("fd42::1/128", 126), ("fd42::/127", 126), ("10.42.0.1/32", 30)] {
+        for (subnet, max) in [
+            ("fd42::1/128", 126),
+            ("fd42::/127", 126),
+            ("10.42.0.1/32", 30),
+        ] {
             let mut map = sample();
             map.host.subnet = net(subnet);
             assert_eq!(

@@ -106,10 +106,7 @@ pub enum NetmapApplyError {
 /// One [`PeerSettings`] per netmap peer, in the netmap's order, with the peer's name, every one
 /// of its keys (the first is the one its tunnel uses), its endpoint and allowed IPs. No
 /// preshared keys and no persistent keepalive yet: netmaps carry neither.
-pub fn from_netmap(
-    netmap: &Netmap,
-    pinned: IpNet,
-) -> Result<Vec<PeerSettings>, NetmapApplyError> {
+pub fn from_netmap(netmap: &Netmap, pinned: IpNet) -> Result<Vec<PeerSettings>, NetmapApplyError> {
     let invalid = |source| NetmapApplyError::Invalid {
         revision: netmap.revision,
         source,
@@ -302,7 +299,11 @@ pub(crate) mod tests {
     fn a_host_subnet_too_small_for_a_gateway_is_an_error_not_a_panic() {
         for subnet in ["fd42::1/128", "fd42::/127", "10.42.0.1/32", "10.42.0.0/31"] {
             let mut map = sample();
-            map.cluster_cidr = Some(net(if subnet.contains(':') { "fd42::/16" } else { "10.42.0.0/16" }));
+            map.cluster_cidr = Some(net(if subnet.contains(':') {
+                "fd42::/16"
+            } else {
+                "10.42.0.0/16"
+            }));
             map.peers.clear();
             map.host.subnet = net(subnet);
             let pinned = map.cluster_cidr.unwrap();

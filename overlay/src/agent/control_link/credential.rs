@@ -202,7 +202,10 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
             std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = read_token(&control, &url).unwrap_err();
-            assert!(matches!(err, LinkError::TokenMode { mode: m, .. } if m == mode), "{err:?}");
+            assert!(
+                matches!(err, LinkError::TokenMode { mode: m, .. } if m == mode),
+                "{err:?}"
+            );
             assert_eq!(
                 err.to_string(),
                 format!(
