@@ -300,3 +300,175 @@ fn an_older_credential_pins_the_first_netmaps_cluster_and_never_trusts_the_cache
     assert_eq!(a.agent.status()["control"]["cluster_cidr"], PINNED);
     assert_all_ping(&wls, Duration::from_secs(15));
 }
+
+/// One hostile netmap for [`a_hostile_control_plane_cannot_route_outside_the_pinned_cluster`]:
+/// how the good one is changed, what host-a's log then says, and whether the agent counts it
+/// (a netmap that does not even parse, such as one with a low-order key, is a failed call).
+struct Served {
+    what: &'static str,
+    edit: fn(&mut Value),
+    says: &'static str,
+    counted: bool,
+}
+
+const SERVED: [Served; 6] = [
+    Served {
+        what: "without a cluster CIDR",
+        edit: |n| {
+            n.as_object_mut().unwrap().remove("cluster_cidr");
+        },
+        says: "the netmap names no cluster CIDR",
+        counted: true,
+    },
+    Served {
+        what: "with a wider cluster CIDR",
+        edit: |n| n["cluster_cidr"] = "10.0.0.0/8".into(),
+        says: "cluster CIDR 10.0.0.0/8 is not 10.42.0.0/16",
+        counted: true,
+    },
+    Served {
+        what: "with a peer claiming the underlay",
+        edit: |n| claim(n, "198.18.0.0/24"),
+        says: "198.18.0.0/24 of \"host-b\" is outside the cluster CIDR 10.42.0.0/16",
+        counted: true,
+    },
+    Served {
+        what: "with a peer claiming 0.0.0.0/1",
+        edit: |n| claim(n, "0.0.0.0/1"),
+        says: "0.0.0.0/1 of \"host-b\" is outside the cluster CIDR 10.42.0.0/16",
+        counted: true,
+    },
+    Served {
+        what: "with an IPv6 /128 host subnet",
+        edit: |n| n["host"]["subnet"] = "fd42::1/128".into(),
+        says: "the host subnet fd42::1/128 is too small",
+        counted: true,
+    },
+    Served {
+        what: "with a low-order peer key",
+        edit: |n| n["peers"][0]["public_keys"] = serde_json::json!([ZERO_KEY]),
+        says: "low-order point",
+        counted: false,
+    },
+];
+
+const ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn claim(netmap: &mut Value, net: &str) {
+    netmap["peers"][0]["allowed_ips"]
+        .as_array_mut()
+        .unwrap()
+        .push(net.into());
+}
+
+#[test]
+fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
+    use common::control::{host_ip, CONTROL_IP};
+    use common::scenario::{workload, Host};
+    use common::scripted_control::ScriptedControl;
+
+    let Some(c) = Cluster::new("a_hostile_control_plane_cannot_route_outside_the_pinned_cluster")
+    else {
+        return;
+    };
+    let bridge = c.bridge();
+    let cp_ns = c.netns("cp");
+    bridge.plug(&cp_ns, CONTROL_IP);
+    let cp = ScriptedControl::start(&cp_ns, CONTROL_IP, 7443);
+    let (ns_a, ns_b) = (c.netns("a"), c.netns("b"));
+    bridge.plug(&ns_a, host_ip(1));
+    bridge.plug(&ns_b, host_ip(2));
+    let a = c.agent_prepared(
+        &ns_a,
+        AgentSpec::joined(
+            "host-a",
+            51820,
+            "198.18.0.1:51820",
+            ControlRef::new(&cp.url, &cp.token),
+        ),
+    );
+    // host-b is the good peer: a static agent that knows host-a.
+    let b = c.agent(
+        &ns_b,
+        AgentSpec::new("host-b", "10.42.1.0/24", 51820).peer(
+            PeerSpec::new(a.public_key(), &["10.42.0.0/24"])
+                .name("host-a")
+                .endpoint("198.18.0.1:51820"),
+        ),
+    );
+    let good = serde_json::json!({
+        "revision": 1, "epoch": 7, "cluster_cidr": PINNED,
+        "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24",
+                 "endpoint": "198.18.0.1:51820"},
+        "peers": [{"name": "host-b", "public_keys": [b.public_key()],
+                   "endpoint": "198.18.0.2:51820", "allowed_ips": ["10.42.1.0/24"]}],
+    });
+    cp.serve(good.clone());
+    a.start();
+    let host = |ns: &Netns, n: u8, agent: &std::sync::Arc<Agent>| Host {
+        ns: ns.clone(),
+        ip: host_ip(n),
+        port: 51820,
+        agent: agent.clone(),
+    };
+    let (wa, _) = workload(&c, &host(&ns_a, 1, &a), "wa");
+    let (_wb, ip_b) = workload(&c, &host(&ns_b, 2, &b), "wb");
+    assert_pings(&wa, &ip_b, Duration::from_secs(15));
+    let routes_before = routes(&ns_a);
+    assert_eventually(
+        Duration::from_secs(5),
+        "host-a polls with the revision it applied",
+        || cp.polls_since(0).contains(&1),
+    );
+
+    for (i, s) in SERVED.iter().enumerate() {
+        let mut bad = good.clone();
+        (s.edit)(&mut bad);
+        bad["revision"] = (10 + i as u64).into();
+        let refused_before = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        let mark = cp.serve(bad);
+        // Offered it, host-a refuses it and polls again with the revision it still runs.
+        assert_eventually(
+            Duration::from_secs(15),
+            &format!(
+                "host-a refuses a netmap {} and says it holds revision 1",
+                s.what
+            ),
+            || a.current_log().contains(s.says) && cp.polls_since(mark).contains(&1),
+        );
+        assert!(
+            !cp.polls_since(mark).iter().any(|r| *r >= 10),
+            "host-a reported a refused revision as held: {:?}",
+            cp.polls_since(mark)
+        );
+        // Counted each time it is offered again (after a growing pause).
+        let refused = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        assert_eq!(
+            refused > refused_before,
+            s.counted,
+            "netmaps_refused after a netmap {}: {refused_before} -> {refused}",
+            s.what
+        );
+        assert_eq!(
+            routes(&ns_a),
+            routes_before,
+            "host-a's routes after a netmap {}",
+            s.what
+        );
+        assert_pings(&wa, &ip_b, Duration::from_secs(5));
+        let cached = read_json(&a.state_dir.join("netmap.json"));
+        assert_eq!(cached["netmap"], good, "host-a cached a netmap {}", s.what);
+        assert!(a.is_running(), "host-a:\n{}", a.log());
+    }
+    // A good netmap after all that is applied and held.
+    let mut next = good.clone();
+    next["revision"] = 100.into();
+    let mark = cp.serve(next);
+    assert_eventually(
+        Duration::from_secs(15),
+        "host-a applies a good netmap after the hostile ones and says it holds it",
+        || cp.polls_since(mark).contains(&100),
+    );
+    assert_eq!(a.status()["control"]["revision"], 100);
+    assert_pings(&wa, &ip_b, Duration::from_secs(5));
+}

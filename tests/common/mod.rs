@@ -13,6 +13,7 @@ pub mod keys;
 pub mod netns;
 pub mod pcap;
 pub mod scenario;
+pub mod scripted_control;
 pub mod sweep;
 pub mod traffic;
 pub mod wggo;

@@ -63,6 +63,8 @@ impl Agent {
             &self.config.agent.name,
             self.shared.identity().public_key(),
         )?;
+        let pinned = self.cluster.ok_or(AgentError::NotPinned)?;
+        let settings = settings::from_netmap(&netmap, pinned)?;
         if netmap.host.subnet != self.subnet {
             return Err(AgentError::NeedsRestart {
                 fields: format!(
@@ -71,8 +73,6 @@ impl Agent {
                 ),
             });
         }
-        let pinned = self.cluster.ok_or(AgentError::NotPinned)?;
-        let settings = settings::from_netmap(&netmap, pinned)?;
         let summary = self.apply_peers(&settings).await?;
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
