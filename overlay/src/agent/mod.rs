@@ -29,7 +29,7 @@ pub mod workloads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -94,8 +94,9 @@ struct Agent {
     netmaps: mpsc::Receiver<Offer>,
     /// The cluster CIDR pinned at join, which every netmap must name (control mode).
     cluster: Option<IpNet>,
-    /// Netmaps refused since start (control mode), shown by status.
-    netmaps_refused: u64,
+    /// Netmaps refused since start (control mode), shown by status; the link counts the ones
+    /// that do not even parse.
+    netmaps_refused: Arc<AtomicU64>,
     /// The endpoint to report to the control plane (control mode).
     endpoint: Option<watch::Sender<Option<SocketAddr>>>,
     /// The revision of the netmap applied last (control mode).
@@ -126,8 +127,8 @@ impl Agent {
                     let applied = match self.apply_netmap(netmap).await {
                         Ok(summary) => { tracing::info!(revision, "{summary}"); true }
                         Err(e) => {
-                            self.netmaps_refused += 1;
-                            tracing::error!(revision, refused = self.netmaps_refused, "cannot apply the netmap; keeping the running peers: {}", Chain(&e));
+                            let refused = self.netmaps_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                            tracing::error!(revision, refused, "cannot apply the netmap; keeping the running peers: {}", Chain(&e));
                             false
                         }
                     };

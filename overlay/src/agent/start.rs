@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -72,11 +72,18 @@ impl Agent {
         let api_task = tokio::spawn(api::serve(listener, tx));
         let (netmap_tx, netmaps) = mpsc::channel(4);
         let connected = Arc::new(AtomicBool::new(false));
+        let netmaps_refused = Arc::new(AtomicU64::new(0));
         let Following {
             endpoint,
             revision,
             link_task,
-        } = follow_control(source.control, a.endpoint, netmap_tx, &connected);
+        } = follow_control(
+            source.control,
+            a.endpoint,
+            netmap_tx,
+            &connected,
+            &netmaps_refused,
+        );
         let mut agent = Self {
             config_path: config_path.to_owned(),
             config,
@@ -89,7 +96,7 @@ impl Agent {
             subnet,
             netmaps,
             cluster,
-            netmaps_refused: 0,
+            netmaps_refused,
             endpoint,
             revision,
             connected,
@@ -259,6 +266,7 @@ fn follow_control(
     endpoint: Option<SocketAddr>,
     netmaps: mpsc::Sender<Offer>,
     connected: &Arc<AtomicBool>,
+    refused: &Arc<AtomicU64>,
 ) -> Following {
     let Some((link, netmap, origin)) = control else {
         return Following {
@@ -276,6 +284,7 @@ fn follow_control(
         netmaps,
         endpoint_rx,
         Arc::clone(connected),
+        Arc::clone(refused),
     ));
     Following {
         endpoint: Some(endpoint_tx),

@@ -55,7 +55,9 @@ impl Agent {
                 revision: self.revision.unwrap_or(0),
                 connected: self.connected.load(std::sync::atomic::Ordering::Relaxed),
                 cluster_cidr: self.cluster.map(|c| c.to_string()),
-                netmaps_refused: self.netmaps_refused,
+                netmaps_refused: self
+                    .netmaps_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
             }),
             dumpable: dumpable(),
         }

@@ -8,12 +8,13 @@
 //! growing pause (0.5 s to 10 s), so a control plane that keeps sending it costs little.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use wgmesh_client::api::ApiReason;
+use wgmesh_client::client::ClientError;
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 
 use super::backoff::Backoff;
@@ -35,7 +36,9 @@ pub struct Offer {
 /// Long-polls for changes to `current` (the netmap the agent runs) and offers every new netmap
 /// on `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
 /// plane holds. Ends when `netmaps` is closed. `connected` says whether the last call
-/// succeeded. `current` only moves to a netmap the agent applied.
+/// succeeded. `current` only moves to a netmap the agent applied. A netmap that does not parse
+/// (a low-order key, a bad prefix) is refused here and counted in `refused`, like the ones the
+/// agent refuses; the control plane answered, so it is not counted as down.
 ///
 /// The control plane answers with what changed (a delta) when it can; the delta is applied to
 /// `current` here, so the agent always gets whole, checked netmaps. A delta that does not fit
@@ -46,6 +49,7 @@ pub async fn follow(
     netmaps: mpsc::Sender<Offer>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
     connected: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
 ) {
     let mut reported = current.host.endpoint;
     let mut health = Health::new(connected);
@@ -104,6 +108,12 @@ pub async fn follow(
                 Ok(None) => {
                     health.reachable("control plane reachable again; no change");
                     backoff = Backoff::new();
+                }
+                Err(ClientError::BadReply(reason)) => {
+                    health.reachable("control plane reachable again");
+                    let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(refused = count, "refusing the control plane's netmap, which does not parse; keeping the running peers: {reason}");
+                    tokio::time::sleep(refusals.next()).await;
                 }
                 Err(e) => {
                     if !health.down {
