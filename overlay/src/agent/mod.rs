@@ -122,24 +122,35 @@ impl Agent {
                 },
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
-                Some(Offer { netmap, verdict }) = self.netmaps.recv() => {
-                    let revision = netmap.revision;
-                    let applied = match self.apply_netmap(netmap).await {
-                        Ok(summary) => { tracing::info!(revision, "{summary}"); true }
-                        Err(e) => {
-                            let refused = self.netmaps_refused.fetch_add(1, Ordering::Relaxed) + 1;
-                            tracing::error!(revision, refused, "cannot apply the netmap; keeping the running peers: {}", Chain(&e));
-                            false
-                        }
-                    };
-                    let _ = verdict.send(applied);
-                }
+                Some(offer) = self.netmaps.recv() => self.offered(offer).await,
                 Some(cmd) = self.commands.recv() => {
                     let response = self.handle(cmd.request).await;
                     let _ = cmd.reply.send(response);
                 }
             }
         }
+    }
+
+    /// Applies the netmap of `offer`, or refuses (and counts) it, and tells the link which.
+    async fn offered(&mut self, Offer { netmap, verdict }: Offer) {
+        let revision = netmap.revision;
+        let applied = match self.apply_netmap(netmap).await {
+            Ok(summary) => {
+                tracing::info!(revision, "{summary}");
+                true
+            }
+            Err(e) => {
+                let refused = self.netmaps_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    revision,
+                    refused,
+                    "cannot apply the netmap; keeping the running peers: {}",
+                    Chain(&e)
+                );
+                false
+            }
+        };
+        let _ = verdict.send(applied);
     }
 
     async fn handle(&mut self, request: Request) -> Response {

@@ -112,7 +112,11 @@ pub async fn follow(
                 Err(ClientError::BadReply(reason)) => {
                     health.reachable("control plane reachable again");
                     let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::error!(refused = count, "refusing the control plane's netmap, which does not parse; keeping the running peers: {reason}");
+                    tracing::error!(
+                        refused = count,
+                        "refusing the control plane's netmap, which does not parse; keeping the \
+                         running peers: {reason}"
+                    );
                     tokio::time::sleep(refusals.next()).await;
                 }
                 Err(e) => {

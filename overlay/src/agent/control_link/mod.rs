@@ -4,9 +4,9 @@
 //! - [`establish`] gets the first netmap: with the credential of an earlier join
 //!   (`state_dir/control.json`, 0600) or by joining with the token. The join pins the
 //!   cluster CIDR (kept with the credential); every netmap after it, and the cached one, must
-//!   name exactly that cluster CIDR and route nothing outside it, or it is refused whole. When the control plane is
-//!   unreachable it starts from the cached netmap if there is one, and otherwise retries until
-//!   the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
+//!   name exactly that cluster CIDR and route nothing outside it, or it is refused whole.
+//!   When the control plane is unreachable it starts from the cached netmap if there is one,
+//!   and otherwise retries until the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
 //!   with the control plane's reason.
 //! - [`follow()`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
@@ -390,13 +390,21 @@ fn cached(
     match cache.load() {
         Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => {
             let Some(pinned) = pinned else {
-                tracing::warn!(%path, "no cluster CIDR is pinned yet (the credential is an older agent's), so the cached netmap cannot be checked; waiting for the control plane");
+                tracing::warn!(
+                    %path,
+                    "no cluster CIDR is pinned yet (the credential is an older agent's), so the \
+                     cached netmap cannot be checked; waiting for the control plane"
+                );
                 return None;
             };
             match netmap.check_pinned(pinned) {
                 Ok(()) => Some(netmap),
                 Err(e) => {
-                    tracing::error!(%path, revision = netmap.revision, "refusing the cached netmap: {e}; waiting for the control plane");
+                    tracing::error!(
+                        %path,
+                        revision = netmap.revision,
+                        "refusing the cached netmap: {e}; waiting for the control plane"
+                    );
                     None
                 }
             }
