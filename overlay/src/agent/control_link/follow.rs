@@ -88,21 +88,15 @@ pub async fn follow(
                         tokio::time::sleep(backoff.next()).await;
                         continue;
                     };
-                    let (verdict, applied) = oneshot::channel();
-                    let endpoint_then = netmap.host.endpoint;
-                    let offer = Offer { netmap: netmap.clone(), verdict };
-                    if netmaps.send(offer).await.is_err() {
-                        return;
-                    }
-                    match applied.await {
-                        Ok(true) => {
-                            reported = endpoint_then;
+                    match offer(&netmaps, &netmap).await {
+                        Some(true) => {
+                            reported = netmap.host.endpoint;
                             current = netmap;
                             refusals = Backoff::new();
                         }
                         // Refused: the agent runs `current` still, and the next poll says so.
-                        Ok(false) => tokio::time::sleep(refusals.next()).await,
-                        Err(_) => return,
+                        Some(false) => tokio::time::sleep(refusals.next()).await,
+                        None => return,
                     }
                 }
                 Ok(None) => {
@@ -111,12 +105,7 @@ pub async fn follow(
                 }
                 Err(ClientError::BadReply(reason)) => {
                     health.reachable("control plane reachable again");
-                    let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::error!(
-                        refused = count,
-                        "refusing the control plane's netmap, which does not parse; keeping the \
-                         running peers: {reason}"
-                    );
+                    refuse_unreadable(&refused, &reason);
                     tokio::time::sleep(refusals.next()).await;
                 }
                 Err(e) => {
@@ -135,6 +124,27 @@ pub async fn follow(
             () = netmaps.closed() => return,
         }
     }
+}
+
+/// Counts and logs a netmap that does not parse (`reason`), which is refused like any other.
+fn refuse_unreadable(refused: &AtomicU64, reason: &str) {
+    let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::error!(
+        refused = count,
+        "refusing the control plane's netmap, which does not parse; keeping the running peers: \
+         {reason}"
+    );
+}
+
+/// Offers `netmap` to the agent: whether it applied it; `None` once the agent is gone.
+async fn offer(netmaps: &mpsc::Sender<Offer>, netmap: &Netmap) -> Option<bool> {
+    let (verdict, applied) = oneshot::channel();
+    let offer = Offer {
+        netmap: netmap.clone(),
+        verdict,
+    };
+    netmaps.send(offer).await.ok()?;
+    applied.await.ok()
 }
 
 /// Tells the control plane that the host's endpoint is now `wanted`; false if that failed.
