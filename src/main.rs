@@ -164,6 +164,7 @@ fn main() -> ExitCode {
 fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Agent { config } => {
+            forbid_dumps()?;
             init_tracing();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -172,6 +173,7 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             runtime.block_on(wgmesh_overlay::agent::run(&config))?;
         }
         Cmd::Control { config } => {
+            forbid_dumps()?;
             init_tracing();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -296,6 +298,21 @@ mod admin {
         }
         Ok(())
     }
+}
+
+/// Makes this process non-dumpable before it reads any key or token: no core dump (which
+/// would write its private key, preshared keys, tokens and credentials to disk), and no reading
+/// of its memory through /proc or ptrace by other processes of the same user. Inherited by the
+/// process's threads; `execve` of a setuid program aside, it stays for the process's life.
+fn forbid_dumps() -> anyhow::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and no pointer.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(
+            "prctl(PR_SET_DUMPABLE, 0): cannot forbid core dumps of a process holding keys",
+        );
+    }
+    Ok(())
 }
 
 fn init_tracing() {

@@ -10,12 +10,12 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{compiler_fence, Ordering};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// Length in bytes of every WireGuard key (Curve25519 scalars and points, and preshared keys).
 pub const KEY_LEN: usize = 32;
@@ -39,6 +39,13 @@ pub enum KeyError {
         /// The number of bytes the text decoded to.
         len: usize,
     },
+    /// The public key is a low-order Curve25519 point (such as all zeros): every handshake
+    /// with it gives the same, publicly known shared secret, so it can never be a real peer's.
+    #[error(
+        "is a low-order point (such as all zeros), which no real private key has; use the \
+         peer's key as `wg pubkey` prints it"
+    )]
+    LowOrder,
 }
 
 /// Decodes a base64 key after trimming surrounding whitespace (key files end with a newline).
@@ -51,21 +58,12 @@ fn decode_key(s: &str) -> Result<[u8; KEY_LEN], KeyError> {
     } else {
         Err(KeyError::Length { len: bytes.len() })
     };
-    zero(&mut bytes);
+    bytes.zeroize();
     result
 }
 
 fn encode_key(bytes: &[u8; KEY_LEN]) -> String {
     STANDARD.encode(bytes)
-}
-
-/// Overwrites `bytes` with zeros in a way the optimiser may not remove.
-fn zero(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned and exclusive reference to a `u8`.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    compiler_fence(Ordering::SeqCst);
 }
 
 /// A Curve25519 private key, as `wg genkey` prints it.
@@ -130,7 +128,7 @@ impl fmt::Debug for PrivateKey {
 
 impl Drop for PrivateKey {
     fn drop(&mut self) {
-        zero(&mut self.0);
+        self.0.zeroize();
     }
 }
 
@@ -164,14 +162,41 @@ impl PublicKey {
     pub fn to_base64(&self) -> String {
         encode_key(&self.0)
     }
+
+    /// Whether the key is a low-order point: one whose X25519 product with any private key is
+    /// all zeros (the all-zero key and the other small-order points, in every encoding).
+    ///
+    /// Tested by computing rather than by a list: a clamped scalar is a multiple of 8, so it
+    /// sends every point of order 1, 2, 4 or 8 (on the curve or its twist) to the identity,
+    /// which X25519 encodes as zeros; no other point gives zeros with [`LOW_ORDER_PROBE`],
+    /// which is not a multiple of the large prime orders. This is the test WireGuard itself
+    /// applies to a shared secret, and it covers non-canonical encodings (u >= p, the unused
+    /// top bit set) that a fixed list of points would have to spell out one by one.
+    pub fn is_low_order(&self) -> bool {
+        x25519_dalek::x25519(LOW_ORDER_PROBE, self.0) == [0u8; KEY_LEN]
+    }
 }
+
+/// The scalar [`PublicKey::is_low_order`] multiplies by: 2^254 once clamped (a multiple of 8,
+/// and of neither prime group order, which are near 2^252).
+const LOW_ORDER_PROBE: [u8; KEY_LEN] = {
+    let mut k = [0u8; KEY_LEN];
+    k[31] = 64;
+    k
+};
 
 impl FromStr for PublicKey {
     type Err = KeyError;
 
-    /// Parses base64 as `wg pubkey` prints it; surrounding whitespace is ignored.
+    /// Parses base64 as `wg pubkey` prints it; surrounding whitespace is ignored. A low-order
+    /// point is refused ([`KeyError::LowOrder`]), so no key read from a file, a request or a
+    /// netmap can be one.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode_key(s).map(Self)
+        let key = Self(decode_key(s)?);
+        if key.is_low_order() {
+            return Err(KeyError::LowOrder);
+        }
+        Ok(key)
     }
 }
 
@@ -249,7 +274,7 @@ impl fmt::Debug for PresharedKey {
 
 impl Drop for PresharedKey {
     fn drop(&mut self) {
-        zero(&mut self.0);
+        self.0.zeroize();
     }
 }
 
@@ -359,6 +384,53 @@ mod tests {
             long.parse::<PresharedKey>().unwrap_err(),
             KeyError::Length { len: 33 }
         );
+    }
+
+    /// The small-order points of Curve25519 (RFC 7748 section 6.1 asks to check for them), as
+    /// listed for X25519 implementations, plus non-canonical encodings of them.
+    const LOW_ORDER: [&str; 9] = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        // The same points with the top bit set, which X25519 ignores.
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+    ];
+
+    fn hex32(s: &str) -> [u8; KEY_LEN] {
+        let mut out = [0u8; KEY_LEN];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn low_order_public_keys_are_refused() {
+        for hex in LOW_ORDER {
+            let key = PublicKey::from_bytes(hex32(hex));
+            assert!(key.is_low_order(), "{hex}");
+            let err = key.to_base64().parse::<PublicKey>().unwrap_err();
+            assert_eq!(err, KeyError::LowOrder, "{hex}");
+        }
+        let err = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            .parse::<PublicKey>()
+            .unwrap_err();
+        assert!(err.to_string().contains("low-order point"), "{err}");
+        // Real keys, and the simple patterns tests use, are fine.
+        for public in [WG_PUBLIC, WG_PUBLIC_2] {
+            assert!(!public.parse::<PublicKey>().unwrap().is_low_order());
+        }
+        for n in 2..=255u8 {
+            assert!(!PublicKey::from_bytes([n; KEY_LEN]).is_low_order(), "{n}");
+        }
+        for _ in 0..32 {
+            assert!(!PrivateKey::generate().public_key().is_low_order());
+        }
     }
 
     #[test]

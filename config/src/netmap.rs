@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 use crate::key::PublicKey;
 
 /// The map of peers one host should have, as the control plane computed it.
@@ -121,6 +122,47 @@ pub enum NetmapError {
         /// The cluster CIDR.
         cluster: IpNet,
     },
+    /// A peer's public key is a low-order point (see [`PublicKey::is_low_order`]).
+    #[error("peer {peer:?} has the low-order public key {key}, which no real host has")]
+    LowOrderKey {
+        /// The offending peer's name.
+        peer: String,
+        /// The key.
+        key: PublicKey,
+    },
+    /// A prefix has host bits set (`10.42.1.7/24`): the kernel would refuse its route, and it
+    /// does not say which of two readings was meant.
+    #[error("{net} of {owner:?} has host bits set (write {trunc})")]
+    HostBits {
+        /// The offending prefix.
+        net: IpNet,
+        /// Its network form.
+        trunc: IpNet,
+        /// The host or peer it belongs to.
+        owner: String,
+    },
+    /// The host's subnet has no room for a gateway and a workload.
+    #[error("the host subnet {subnet} is too small; a host subnet is /{max} or shorter")]
+    SubnetTooSmall {
+        /// The subnet.
+        subnet: IpNet,
+        /// The longest prefix a host subnet may have in its family.
+        max: u8,
+    },
+    /// The netmap names no cluster CIDR, though this host pinned one when it joined.
+    #[error("the netmap names no cluster CIDR; this host joined the cluster {pinned}")]
+    NoClusterCidr {
+        /// The cluster CIDR pinned at join.
+        pinned: IpNet,
+    },
+    /// The netmap's cluster CIDR is not the one this host pinned when it joined.
+    #[error("the netmap's cluster CIDR {got} is not {pinned}, the one this host joined")]
+    ClusterChanged {
+        /// The netmap's cluster CIDR.
+        got: IpNet,
+        /// The cluster CIDR pinned at join.
+        pinned: IpNet,
+    },
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -148,10 +190,49 @@ impl Netmap {
         self.peers.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Checks the invariants an agent relies on before applying a netmap: no peer is the host
-    /// itself, every peer has a key, names and keys are unique, and no allowed IP overlaps the
+    /// [`Netmap::check`], and the netmap is for the cluster `pinned` (the cluster CIDR this
+    /// host learnt when it joined): it names that cluster CIDR exactly, so everything it routes
+    /// is inside it. A netmap without a cluster CIDR, or with another (wider) one, is refused.
+    pub fn check_pinned(&self, pinned: IpNet) -> Result<(), NetmapError> {
+        match self.cluster_cidr {
+            None => return Err(NetmapError::NoClusterCidr { pinned }),
+            Some(got) if got != pinned => return Err(NetmapError::ClusterChanged { got, pinned }),
+            Some(_) => {}
+        }
+        self.check()
+    }
+
+    /// Checks the invariants an agent relies on before applying a netmap: the host's subnet
+    /// has room for a gateway and a workload, no peer is the host itself, every peer has a key
+    /// and none is low-order, names and keys are unique, and no allowed IP overlaps the
     /// host's subnet or another allowed IP (so every address routes to exactly one peer).
+    /// When the netmap names a cluster CIDR, everything is inside it; that the cluster CIDR is
+    /// the right one is [`Netmap::check_pinned`]'s job.
     pub fn check(&self) -> Result<(), NetmapError> {
+        let max = match self.host.subnet {
+            IpNet::V4(_) => MAX_HOST_PREFIX_V4,
+            IpNet::V6(_) => MAX_HOST_PREFIX_V6,
+        };
+        if self.host.subnet.prefix_len() > max {
+            return Err(NetmapError::SubnetTooSmall {
+                subnet: self.host.subnet,
+                max,
+            });
+        }
+        let prefixes = std::iter::once((&self.host.subnet, &self.host.name)).chain(
+            self.peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
+        );
+        for (net, owner) in prefixes {
+            if net.trunc() != *net {
+                return Err(NetmapError::HostBits {
+                    net: *net,
+                    trunc: net.trunc(),
+                    owner: owner.clone(),
+                });
+            }
+        }
         if let Some(cluster) = self.cluster_cidr {
             let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
                 self.peers
@@ -178,6 +259,12 @@ impl Netmap {
             }
             if peer.public_keys.is_empty() {
                 return Err(NetmapError::NoKey { peer: name.into() });
+            }
+            if let Some(key) = peer.public_keys.iter().find(|k| k.is_low_order()) {
+                return Err(NetmapError::LowOrderKey {
+                    peer: name.into(),
+                    key: *key,
+                });
             }
             if names.insert(name, ()).is_some() {
                 return Err(NetmapError::DuplicateName { peer: name.into() });
@@ -316,260 +403,4 @@ pub enum DeltaError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: u8) -> PublicKey {
-        PublicKey::from_bytes([n; 32])
-    }
-
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
-
-    fn sample() -> Netmap {
-        Netmap {
-            revision: 7,
-            host: HostIdentity {
-                name: "host-a".into(),
-                public_key: key(1),
-                subnet: net("10.42.0.0/24"),
-                endpoint: Some("198.18.0.1:51820".parse().unwrap()),
-            },
-            peers: vec![
-                NetmapPeer {
-                    name: "host-b".into(),
-                    public_keys: vec![key(2)],
-                    endpoint: Some("198.18.0.2:51820".parse().unwrap()),
-                    allowed_ips: vec![net("10.42.1.0/24")],
-                    labels: BTreeMap::from([("zone".into(), "a".into())]),
-                },
-                NetmapPeer {
-                    name: "host-c".into(),
-                    public_keys: vec![key(3), key(4)],
-                    endpoint: None,
-                    allowed_ips: vec![net("10.42.2.0/24"), net("fd42::/64")],
-                    labels: BTreeMap::new(),
-                },
-            ],
-            cluster_cidr: None,
-            epoch: 0,
-        }
-    }
-
-    fn delta(
-        from: u64,
-        upsert: Vec<NetmapPeer>,
-        remove: &[&str],
-        peer_count: usize,
-    ) -> NetmapDelta {
-        let base = sample();
-        NetmapDelta {
-            from,
-            revision: from + 3,
-            host: base.host,
-            upsert,
-            remove: remove.iter().map(|s| (*s).to_owned()).collect(),
-            peer_count,
-            cluster_cidr: None,
-            epoch: 0,
-        }
-    }
-
-    fn peer(name: &str, k: u8, net_: &str) -> NetmapPeer {
-        NetmapPeer {
-            name: name.into(),
-            public_keys: vec![key(k)],
-            endpoint: None,
-            allowed_ips: vec![net(net_)],
-            labels: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn a_delta_removes_then_upserts_by_name_and_gives_a_checked_netmap() {
-        let base = sample();
-        // host-b leaves and its name is taken by a new host; host-d joins; host-c moves.
-        let mut moved = base.peers[1].clone();
-        moved.endpoint = Some("198.18.0.33:51820".parse().unwrap());
-        let d = delta(
-            7,
-            vec![
-                peer("host-d", 9, "10.42.3.0/24"),
-                peer("host-b", 8, "10.42.1.0/24"),
-                moved.clone(),
-            ],
-            &["host-b"],
-            3,
-        );
-        let next = base.apply_delta(&d).unwrap();
-        assert_eq!(next.revision, 10);
-        let names: Vec<&str> = next.peers.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["host-b", "host-c", "host-d"]);
-        assert_eq!(next.peers[0].public_keys, [key(8)]);
-        assert_eq!(next.peers[1], moved);
-        // The same changes as a full netmap compare equal.
-        let mut full = next.clone();
-        full.normalize();
-        assert_eq!(full, next);
-    }
-
-    #[test]
-    fn a_delta_for_another_revision_or_with_the_wrong_count_is_refused() {
-        let base = sample();
-        let err = base.apply_delta(&delta(6, vec![], &[], 2)).unwrap_err();
-        assert_eq!(err, DeltaError::WrongBase { have: 7, from: 6 });
-        let err = base
-            .apply_delta(&delta(7, vec![], &["host-b"], 2))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            DeltaError::PeerCount {
-                got: 1,
-                expected: 2
-            }
-        );
-        // A delta giving a peer the host's own subnet is refused like a full netmap would be.
-        let err = base
-            .apply_delta(&delta(7, vec![peer("host-x", 9, "10.42.0.0/25")], &[], 3))
-            .unwrap_err();
-        assert!(
-            matches!(err, DeltaError::Invalid(NetmapError::Overlap { .. })),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn updates_are_tagged_json() {
-        let full = serde_json::to_value(NetmapUpdate::Full(sample())).unwrap();
-        assert!(full["full"]["peers"].is_array());
-        let d = serde_json::to_value(NetmapUpdate::Delta(delta(7, vec![], &[], 2))).unwrap();
-        assert_eq!(d["delta"]["from"], 7);
-    }
-
-    #[test]
-    fn nothing_outside_the_cluster_cidr_is_routed_into_the_tunnel() {
-        let mut map = sample();
-        map.peers[1].allowed_ips = vec![net("10.42.2.0/24")];
-        map.cluster_cidr = Some(net("10.42.0.0/16"));
-        map.check().unwrap();
-        // A peer claiming the underlay (or a default route) would cut the host off.
-        map.peers[0].allowed_ips.push(net("198.18.0.0/15"));
-        let err = map.check().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "198.18.0.0/15 of \"host-b\" is outside the cluster CIDR 10.42.0.0/16"
-        );
-        map.peers[0].allowed_ips.pop();
-        map.host.subnet = net("10.43.0.0/24");
-        assert!(matches!(
-            map.check(),
-            Err(NetmapError::OutsideCluster { .. })
-        ));
-    }
-
-    #[test]
-    fn json_round_trip() {
-        let map = sample();
-        let json = serde_json::to_string(&map).unwrap();
-        let back: Netmap = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, map);
-        assert_eq!(serde_json::to_string(&back).unwrap(), json);
-        map.check().unwrap();
-    }
-
-    #[test]
-    fn json_shape_is_stable() {
-        let json = serde_json::to_value(sample()).unwrap();
-        assert_eq!(json["revision"], 7);
-        assert_eq!(json["host"]["subnet"], "10.42.0.0/24");
-        assert_eq!(json["host"]["public_key"], key(1).to_base64());
-        assert_eq!(json["peers"][0]["endpoint"], "198.18.0.2:51820");
-        assert_eq!(json["peers"][0]["labels"]["zone"], "a");
-        // Absent optionals are left out rather than written as null.
-        assert!(json["peers"][1].get("endpoint").is_none());
-        assert!(json["peers"][1].get("labels").is_none());
-    }
-
-    #[test]
-    fn unknown_fields_are_ignored_and_missing_optionals_default() {
-        let json = format!(
-            r#"{{"revision":1,"future":true,
-                "host":{{"name":"h","public_key":"{}","subnet":"10.0.0.0/24"}},
-                "peers":[{{"name":"p","public_keys":["{}"],"preshared_key":"x"}}]}}"#,
-            key(1),
-            key(2)
-        );
-        let map: Netmap = serde_json::from_str(&json).unwrap();
-        assert_eq!(map.host.endpoint, None);
-        assert_eq!(map.peers[0].allowed_ips, vec![]);
-        assert!(map.peers[0].labels.is_empty());
-    }
-
-    #[test]
-    fn bad_key_or_prefix_is_refused() {
-        let bad_key =
-            r#"{"revision":1,"host":{"name":"h","public_key":"nope","subnet":"10.0.0.0/24"}}"#;
-        let err = serde_json::from_str::<Netmap>(bad_key).unwrap_err();
-        assert!(err.to_string().contains("base64"), "{err}");
-        let bad_net = format!(
-            r#"{{"revision":1,"host":{{"name":"h","public_key":"{}","subnet":"10.0.0.0/33"}}}}"#,
-            key(1)
-        );
-        assert!(serde_json::from_str::<Netmap>(&bad_net).is_err());
-    }
-
-    #[test]
-    fn normalize_sorts_and_dedups() {
-        let mut map = sample();
-        map.peers.reverse();
-        map.peers[0].public_keys = vec![key(4), key(3), key(4)];
-        map.peers[0].allowed_ips = vec![net("fd42::/64"), net("10.42.2.0/24")];
-        map.normalize();
-        assert_eq!(map, sample());
-    }
-
-    #[test]
-    fn check_finds_broken_invariants() {
-        let mut map = sample();
-        map.peers[1].public_keys.push(key(1));
-        assert!(matches!(map.check(), Err(NetmapError::SelfPeer { .. })));
-
-        let mut map = sample();
-        map.peers[1].public_keys.clear();
-        assert!(matches!(map.check(), Err(NetmapError::NoKey { .. })));
-
-        let mut map = sample();
-        map.peers[1].public_keys = vec![key(2)];
-        assert!(matches!(map.check(), Err(NetmapError::DuplicateKey { .. })));
-
-        let mut map = sample();
-        map.peers[1].name = "host-b".into();
-        assert!(matches!(
-            map.check(),
-            Err(NetmapError::DuplicateName { .. })
-        ));
-
-        let mut map = sample();
-        map.peers[1].allowed_ips = vec![net("10.42.1.128/25")];
-        let err = map.check().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "allowed IP 10.42.1.128/25 of \"host-c\" overlaps 10.42.1.0/24 of \"host-b\""
-        );
-
-        let mut map = sample();
-        map.peers[0].allowed_ips = vec![net("10.42.0.0/16")];
-        assert!(matches!(map.check(), Err(NetmapError::Overlap { .. })));
-    }
-
-    #[test]
-    fn peer_by_key_finds_any_of_the_keys() {
-        let map = sample();
-        assert_eq!(
-            map.peer_by_key(&key(4)).map(|p| p.name.as_str()),
-            Some("host-c")
-        );
-        assert!(map.peer_by_key(&key(9)).is_none());
-    }
-}
+mod tests;

@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn node_table_has_a_row_per_node_with_state() {
-        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
             .parse()
             .unwrap();
         let nodes = vec![NodeInfo {

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod netns;
 pub mod pcap;
 pub mod scenario;
+pub mod scripted_control;
 pub mod sniffer;
 pub mod sweep;
 pub mod traffic;

@@ -3,23 +3,14 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{compiler_fence, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
+use zeroize::Zeroize;
 
 use super::digest::constant_time_eq;
 use super::{SecretHash, TokenError, SECRET_LEN, SECRET_TEXT_LEN};
-
-/// Overwrites `bytes` with zeros in a way the optimiser may not remove.
-fn zero(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned and exclusive reference to a `u8`.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    compiler_fence(Ordering::SeqCst);
-}
 
 /// 32 random bytes: the secret part of every token and credential.
 ///
@@ -76,7 +67,7 @@ impl FromStr for Secret {
         let result = <[u8; SECRET_LEN]>::try_from(decoded.as_slice())
             .map(Self)
             .map_err(|_| TokenError::SecretLength { len });
-        zero(&mut decoded);
+        decoded.zeroize();
         result
     }
 }
@@ -97,6 +88,6 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        zero(&mut self.0);
+        self.0.zeroize();
     }
 }

@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn join_body_refuses_unknown_fields() {
         let err = serde_json::from_str::<JoinBody>(
-            r#"{"token":"t","name":"a","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","subnet":"10.0.0.0/8"}"#,
+            r#"{"token":"t","name":"a","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","subnet":"10.0.0.0/8"}"#,
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `subnet`"), "{err}");

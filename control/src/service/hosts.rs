@@ -23,7 +23,9 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<Netmap, ApiError> {
-        let id = self.polled(caller, name, self.registry.netmap_revision(), now, from)?;
+        // What the host holds was recorded when its poll began (`check_netmap_access`); being
+        // sent a netmap is not holding it: the agent may refuse it.
+        let id = self.answered(caller, name, now, from)?;
         Ok(self.netmap_of(id))
     }
 
@@ -39,7 +41,8 @@ impl Control {
         from_ip: Option<IpAddr>,
     ) -> Result<NetmapUpdate, ApiError> {
         let current = self.registry.netmap_revision();
-        let id = self.polled(caller, name, current, now, from_ip)?;
+        // The host holds `from` (the revision it applied), not what it is about to be sent.
+        let id = self.polled(caller, name, from, now, from_ip)?;
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
                 compile::delta(&self.registry, &self.policy, id, from, changed)
@@ -69,7 +72,8 @@ impl Control {
     }
 
     /// A netmap poll by `caller` for `name`: authorised (a refusal is audited), the host seen
-    /// at `now` and known to hold netmap revision `holds`.
+    /// at `now` and known to hold netmap revision `holds`: the one it says it applied, which
+    /// is all `node list` trusts (a netmap sent is not a netmap held).
     fn polled(
         &mut self,
         caller: &Caller,
@@ -78,10 +82,23 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<HostId, ApiError> {
+        let id = self.answered(caller, name, now, from)?;
+        self.held.insert(id, holds);
+        Ok(id)
+    }
+
+    /// A poll by `caller` for `name` being answered: authorised (a refusal is audited) and the
+    /// host seen at `now`; what it holds is left as its poll said.
+    fn answered(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        now: u64,
+        from: Option<IpAddr>,
+    ) -> Result<HostId, ApiError> {
         let id = authorize_host(&self.registry, caller, name)
             .inspect_err(|e| self.refused(caller, Action::NetmapRead, name, e, now, from))?;
         self.registry.touch(id, now);
-        self.held.insert(id, holds);
         Ok(id)
     }
 

@@ -109,6 +109,14 @@ fn join_request(
     let name = HostName::from_str(&body.name).map_err(|e| {
         ApiError::bad_request(format!("name: {:?} is not a host name: {e}", body.name))
     })?;
+    // Parsing the body refuses a low-order key already; a body built in-process is checked too.
+    if body.public_key.is_low_order() {
+        return Err(ApiError::bad_request(format!(
+            "public_key: {} {}",
+            body.public_key,
+            wgmesh_config::KeyError::LowOrder
+        )));
+    }
     check_labels(&body.labels)?;
     check_endpoint(body.endpoint, cluster)?;
     let credential = match &body.credential {

@@ -54,8 +54,9 @@ pub struct Control {
     changes: ChangeLog,
     /// This run's epoch (random, non-zero): deltas only go to netmaps of this run.
     epoch: u64,
-    /// The netmap revision each host holds, as far as this run knows: what it polled with, or
-    /// what it was last sent.
+    /// The netmap revision each host holds, as far as this run knows: what its last poll said
+    /// (the revision its agent applied). Sending a netmap does not change it: the agent may
+    /// refuse what it is sent, and `node list` must then show it behind.
     held: HashMap<HostId, u64>,
     audit: AuditLog,
     admin_hash: SecretHash,

@@ -416,8 +416,9 @@ fn node_list_says_which_hosts_hold_the_current_netmap() {
         (nodes[0].netmap_revision, nodes[0].in_sync),
         (Some(a.netmap.revision), false)
     );
-    // Its poll is answered: in sync.
-    f.control
+    // Its poll is answered: sent is not held (its agent may refuse the netmap), still behind.
+    let update = f
+        .control
         .netmap_update(
             &host_a,
             "host-a",
@@ -426,8 +427,27 @@ fn node_list_says_which_hosts_hold_the_current_netmap() {
             None,
         )
         .unwrap();
+    f.control.netmap(&host_a, "host-a", 1, None).unwrap();
+    let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
+    assert!(!nodes[0].in_sync, "{:?}", nodes[0]);
+    // Its next poll says it applied the new revision: in sync.
+    let NetmapUpdate::Delta(delta) = update else {
+        panic!("a host one change behind gets a delta");
+    };
+    f.control
+        .check_netmap_access(&host_a, "host-a", delta.revision, 1, None)
+        .unwrap();
     let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
     assert!(nodes[0].in_sync, "{:?}", nodes[0]);
+    // An agent that refused it polls again with the revision it kept: behind again.
+    f.control
+        .check_netmap_access(&host_a, "host-a", a.netmap.revision, 1, None)
+        .unwrap();
+    let nodes = f.control.list_nodes(&Caller::Admin, 1, None).unwrap();
+    assert_eq!(
+        (nodes[0].netmap_revision, nodes[0].in_sync),
+        (Some(a.netmap.revision), false)
+    );
 }
 
 /// A store whose disk is full: every commit fails.
@@ -586,4 +606,20 @@ fn the_audit_log_has_a_line_per_action_and_no_secret() {
         "a credential is in the audit log"
     );
     assert!(!log.contains(&f.admin.expose()[6..]));
+}
+
+#[test]
+fn a_low_order_public_key_cannot_join() {
+    let mut f = fixture();
+    let t = token(&mut f, 3600, true);
+    let err = join(&mut f, &t, "host-a", 0).unwrap_err();
+    assert_eq!(err.reason, ApiReason::BadRequest);
+    assert!(err.message.contains("low-order"), "{}", err.message);
+    assert!(f.control.registry().hosts().is_empty());
+    // Nor in a request body, which is where a real join's key comes from.
+    let json = serde_json::json!({
+        "token": t, "name": "host-a", "public_key": PublicKey::from_bytes([0; 32]).to_base64(),
+    });
+    let err = serde_json::from_value::<JoinBody>(json).unwrap_err();
+    assert!(err.to_string().contains("low-order"), "{err}");
 }

@@ -89,6 +89,10 @@ pub enum AgentError {
     /// A netmap cannot be applied.
     #[error(transparent)]
     Netmap(#[from] NetmapApplyError),
+    /// A netmap arrived, but no cluster CIDR is pinned to check it against (cannot happen on a
+    /// link `establish` returned; refused rather than applied unchecked).
+    #[error("refusing a netmap: no cluster CIDR is pinned to check it against")]
+    NotPinned,
     /// The subnet the control plane assigned does not fit the configured MTU.
     #[error("agent.mtu: {mtu} is too small for the IPv6 subnet {subnet} the control plane assigned; use 1280 to 9000")]
     MtuTooSmall {
@@ -111,9 +115,6 @@ pub enum AgentError {
         /// The route, as `ip route` prints it.
         route: String,
     },
-    /// The control plane's first netmap has no cluster CIDR to close.
-    #[error("the control plane sent no cluster_cidr; the agent needs it to close the cluster on this host")]
-    NoClusterCidr,
     /// The data-path threads could not start.
     #[error("cannot start the data path")]
     Threads(#[source] io::Error),

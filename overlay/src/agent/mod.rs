@@ -36,12 +36,11 @@ pub mod workloads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
-use wgmesh_config::netmap::Netmap;
 use wgmesh_config::AgentConfig;
 
 pub use error::AgentError;
@@ -54,6 +53,7 @@ use crate::error::Chain;
 use crate::host::HostNet;
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
+use control_link::Offer;
 use keys::load_or_create_key;
 use signals::Signals;
 use source::PeerSource;
@@ -101,7 +101,10 @@ struct Agent {
     /// The cluster CIDR the agent closes and the peer prefixes it refused.
     route_guard: routes::RouteGuard,
     /// Netmaps from the control plane (never any in static mode).
-    netmaps: mpsc::Receiver<Netmap>,
+    netmaps: mpsc::Receiver<Offer>,
+    /// Netmaps refused since start (control mode), shown by status; the link counts the ones
+    /// that do not even parse.
+    netmaps_refused: Arc<AtomicU64>,
     /// The endpoint to report to the control plane (control mode).
     endpoint: Option<watch::Sender<Option<SocketAddr>>>,
     /// The revision of the netmap applied last (control mode).
@@ -129,19 +132,35 @@ impl Agent {
                 },
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
-                Some(netmap) = self.netmaps.recv() => {
-                    let revision = netmap.revision;
-                    match self.apply_netmap(netmap).await {
-                        Ok(summary) => tracing::info!(revision, "{summary}"),
-                        Err(e) => tracing::error!(revision, "cannot apply the netmap; keeping the running peers: {}", Chain(&e)),
-                    }
-                }
+                Some(offer) = self.netmaps.recv() => self.offered(offer).await,
                 Some(cmd) = self.commands.recv() => {
                     let response = self.handle(cmd.request).await;
                     let _ = cmd.reply.send(response);
                 }
             }
         }
+    }
+
+    /// Applies the netmap of `offer`, or refuses (and counts) it, and tells the link which.
+    async fn offered(&mut self, Offer { netmap, verdict }: Offer) {
+        let revision = netmap.revision;
+        let applied = match self.apply_netmap(netmap).await {
+            Ok(summary) => {
+                tracing::info!(revision, "{summary}");
+                true
+            }
+            Err(e) => {
+                let refused = self.netmaps_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    revision,
+                    refused,
+                    "cannot apply the netmap; keeping the running peers: {}",
+                    Chain(&e)
+                );
+                false
+            }
+        };
+        let _ = verdict.send(applied);
     }
 
     async fn handle(&mut self, request: Request) -> Response {

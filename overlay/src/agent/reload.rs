@@ -85,6 +85,8 @@ impl Agent {
             &self.config.agent.name,
             self.shared.identity().public_key(),
         )?;
+        let pinned = self.route_guard.cluster;
+        let settings = settings::from_netmap(&netmap, pinned)?;
         if netmap.host.subnet != self.subnet {
             return Err(AgentError::NeedsRestart {
                 fields: format!(
@@ -93,7 +95,6 @@ impl Agent {
                 ),
             });
         }
-        let settings = settings::from_netmap(&netmap)?;
         self.refresh_host_nets().await;
         let present = self.host_routes().await?;
         let settings = self

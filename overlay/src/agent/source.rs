@@ -15,7 +15,7 @@ use crate::peers::settings::{self, PeerKeys, PeerSettings, PresharedKeyBytes};
 pub(super) struct PeerSource {
     pub(super) subnet: IpNet,
     /// The cluster CIDR the agent enforces: agent.toml's `cluster_cidr` (static mode), or the
-    /// control plane's (see [`control_cluster`]).
+    /// one pinned at join and kept with the credential (control mode).
     pub(super) cluster: IpNet,
     pub(super) settings: Vec<PeerSettings>,
     pub(super) control: Option<(control_link::Link, Netmap, Origin)>,
@@ -45,8 +45,10 @@ impl PeerSource {
         let cache = NetmapCache::new(&config.agent.state_dir);
         let (link, netmap, origin) =
             control_link::establish(config, control, public_key, &cache).await?;
-        let settings = settings::from_netmap(&netmap)?;
-        let cluster = control_cluster(&netmap)?;
+        // `establish` checked the netmap against the pin already; this checks it once more,
+        // where its settings are made, so no path reaches the peers unchecked.
+        let cluster = link.cluster().ok_or_else(|| AgentError::NotPinned)?;
+        let settings = settings::from_netmap(&netmap, cluster)?;
         let subnet = netmap.host.subnet;
         if subnet.addr().is_ipv6() && config.agent.mtu < wgmesh_config::MIN_IPV6_MTU {
             return Err(AgentError::MtuTooSmall {
@@ -64,12 +66,6 @@ impl PeerSource {
             control: Some((link, netmap, origin)),
         })
     }
-}
-
-/// The cluster CIDR of control mode: for now the first netmap's `cluster_cidr` (a netmap
-/// without one is refused). The one place to change when the cluster is pinned at join.
-fn control_cluster(netmap: &Netmap) -> Result<IpNet, AgentError> {
-    netmap.cluster_cidr.ok_or(AgentError::NoClusterCidr)
 }
 
 /// The peers of a config, with preshared keys read from their files.

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
-use super::control_link::{self, Link, Origin};
+use super::control_link::{self, Link, Offer, Origin};
 use super::local_nets;
 use super::random::random_u32;
 use super::routes::{self, RouteGuard};
@@ -95,11 +95,18 @@ impl Agent {
         let api_task = tokio::spawn(api::serve(listener, tx));
         let (netmap_tx, netmaps) = mpsc::channel(4);
         let connected = Arc::new(AtomicBool::new(false));
+        let netmaps_refused = Arc::new(AtomicU64::new(0));
         let Following {
             endpoint,
             revision,
             link_task,
-        } = follow_control(source.control, a.endpoint, netmap_tx, &connected);
+        } = follow_control(
+            source.control,
+            a.endpoint,
+            netmap_tx,
+            &connected,
+            &netmaps_refused,
+        );
         let mut agent = Self {
             config_path: config_path.to_owned(),
             config,
@@ -112,6 +119,7 @@ impl Agent {
             subnet,
             route_guard,
             netmaps,
+            netmaps_refused,
             endpoint,
             revision,
             connected,
@@ -370,8 +378,9 @@ struct Following {
 fn follow_control(
     control: Option<(Link, Netmap, Origin)>,
     endpoint: Option<SocketAddr>,
-    netmaps: mpsc::Sender<Netmap>,
+    netmaps: mpsc::Sender<Offer>,
     connected: &Arc<AtomicBool>,
+    refused: &Arc<AtomicU64>,
 ) -> Following {
     let Some((link, netmap, origin)) = control else {
         return Following {
@@ -389,6 +398,7 @@ fn follow_control(
         netmaps,
         endpoint_rx,
         Arc::clone(connected),
+        Arc::clone(refused),
     ));
     Following {
         endpoint: Some(endpoint_tx),

@@ -54,8 +54,20 @@ impl Agent {
                 url: c.url.to_string(),
                 revision: self.revision.unwrap_or(0),
                 connected: self.connected.load(std::sync::atomic::Ordering::Relaxed),
+                cluster_cidr: Some(self.route_guard.cluster.to_string()),
+                netmaps_refused: self
+                    .netmaps_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
             }),
             routes: self.route_guard.status(),
+            dumpable: dumpable(),
         }
     }
+}
+
+/// Whether this process is dumpable (`PR_GET_DUMPABLE`): whether it may dump core or have its
+/// memory read through /proc or ptrace by other processes of its user.
+fn dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer and only reads the process's flag.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE) == 1 }
 }

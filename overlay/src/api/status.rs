@@ -37,6 +37,10 @@ pub struct Status {
     /// The cluster CIDR the agent closes and the peer prefixes it refused to route.
     #[serde(default)]
     pub routes: RouteStatus,
+    /// Whether the process may be core-dumped or have its memory read by other processes of
+    /// its user (`PR_GET_DUMPABLE`); the agent turns it off at start, as it holds keys.
+    #[serde(default)]
+    pub dumpable: bool,
 }
 
 /// What the agent enforces about routes.
@@ -72,6 +76,12 @@ pub struct ControlStatus {
     /// Whether the last call to the control plane succeeded (false: running on the last
     /// netmap, fail-static).
     pub connected: bool,
+    /// The cluster CIDR pinned at join, which every netmap must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    /// Netmaps refused since the agent started (each kept the running peers).
+    #[serde(default)]
+    pub netmaps_refused: u64,
 }
 
 /// Offloads in use.
@@ -136,6 +146,16 @@ impl Status {
                     "unreachable: running on the last netmap"
                 }
             );
+            if let Some(cluster) = &c.cluster_cidr {
+                let _ = writeln!(s, "  cluster: {cluster} (pinned at join)");
+            }
+            if c.netmaps_refused > 0 {
+                let _ = writeln!(
+                    s,
+                    "  netmaps refused: {} (the agent's log says why)",
+                    c.netmaps_refused
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -320,6 +340,8 @@ mod tests {
                 url: "https://198.18.0.10:7443".into(),
                 revision: 7,
                 connected: false,
+                cluster_cidr: Some("10.42.0.0/16".into()),
+                netmaps_refused: 2,
             }),
             routes: RouteStatus {
                 cluster: "10.42.0.0/16".into(),
@@ -331,6 +353,7 @@ mod tests {
                         .into(),
                 }],
             },
+            dumpable: false,
         };
         let out = st.render(1065);
         assert!(out.contains("cluster: 10.42.0.0/16"), "{out}");
@@ -347,6 +370,7 @@ mod tests {
         assert!(out.contains("2.00 KiB received (2 packets)"), "{out}");
         assert!(out.contains("3 source not allowed"), "{out}");
         assert!(out.contains("udp gro off"), "{out}");
+        assert!(out.contains("netmaps refused: 2"), "{out}");
         assert!(
             out.contains("control: https://198.18.0.10:7443 (netmap revision 7, unreachable"),
             "{out}"

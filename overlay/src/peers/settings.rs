@@ -1,7 +1,8 @@
 //! What the configuration says about each peer ([`PeerSettings`]), and how a control plane's
 //! [`Netmap`] becomes them ([`from_netmap`]).
 //!
-//! A netmap that breaks the invariants of [`Netmap::check`] is refused as a whole with a
+//! A netmap that breaks the invariants of [`Netmap::check_pinned`] (among them: it names the
+//! cluster CIDR pinned at join, and routes nothing outside it) is refused as a whole with a
 //! [`NetmapApplyError`], so a bad netmap never replaces a running configuration.
 //!
 //! No I/O, no clock.
@@ -99,17 +100,18 @@ pub enum NetmapApplyError {
     },
 }
 
-/// The peers a netmap asks for, after checking it with [`Netmap::check`].
+/// The peers a netmap asks for, after checking it with [`Netmap::check_pinned`] against
+/// `pinned`, the cluster CIDR this host learnt when it joined.
 ///
 /// One [`PeerSettings`] per netmap peer, in the netmap's order, with the peer's name, every one
 /// of its keys (the first is the one its tunnel uses), its endpoint and allowed IPs. No
 /// preshared keys and no persistent keepalive yet: netmaps carry neither.
-pub fn from_netmap(netmap: &Netmap) -> Result<Vec<PeerSettings>, NetmapApplyError> {
+pub fn from_netmap(netmap: &Netmap, pinned: IpNet) -> Result<Vec<PeerSettings>, NetmapApplyError> {
     let invalid = |source| NetmapApplyError::Invalid {
         revision: netmap.revision,
         source,
     };
-    netmap.check().map_err(invalid)?;
+    netmap.check_pinned(pinned).map_err(invalid)?;
     netmap
         .peers
         .iter()
@@ -173,15 +175,20 @@ pub(crate) mod tests {
                     labels: BTreeMap::new(),
                 },
             ],
-            cluster_cidr: None,
+            cluster_cidr: Some(cluster()),
             epoch: 0,
         }
+    }
+
+    /// The cluster CIDR [`sample`] is pinned to.
+    pub(crate) fn cluster() -> IpNet {
+        net("10.42.0.0/16")
     }
 
     #[test]
     fn valid_netmap_converts_with_every_key() {
         let map = sample();
-        let settings = from_netmap(&map).unwrap();
+        let settings = from_netmap(&map, cluster()).unwrap();
         assert_eq!(
             settings,
             vec![
@@ -219,14 +226,14 @@ pub(crate) mod tests {
     fn empty_netmap_gives_no_peers() {
         let mut map = sample();
         map.peers.clear();
-        assert_eq!(from_netmap(&map).unwrap(), vec![]);
+        assert_eq!(from_netmap(&map, cluster()).unwrap(), vec![]);
     }
 
     #[test]
     fn netmap_failing_check_is_refused() {
         let mut map = sample();
         map.peers[1].allowed_ips = vec![net("10.42.1.128/25")];
-        let err = from_netmap(&map).unwrap_err();
+        let err = from_netmap(&map, cluster()).unwrap_err();
         assert!(matches!(
             err,
             NetmapApplyError::Invalid {
@@ -239,7 +246,7 @@ pub(crate) mod tests {
         let mut map = sample();
         map.peers[0].public_keys.clear();
         assert!(matches!(
-            from_netmap(&map),
+            from_netmap(&map, cluster()),
             Err(NetmapApplyError::Invalid {
                 source: NetmapError::NoKey { .. },
                 ..
@@ -251,7 +258,7 @@ pub(crate) mod tests {
     fn netmap_listing_own_key_as_peer_is_refused() {
         let mut map = sample();
         map.peers[0].public_keys = vec![key(1)];
-        let err = from_netmap(&map).unwrap_err();
+        let err = from_netmap(&map, cluster()).unwrap_err();
         assert_eq!(
             err,
             NetmapApplyError::Invalid {
@@ -261,5 +268,55 @@ pub(crate) mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn a_netmap_outside_the_pinned_cluster_is_refused_whole() {
+        let pinned = cluster();
+        let refused = |map: &Netmap| match from_netmap(map, pinned) {
+            Err(NetmapApplyError::Invalid { source, .. }) => source,
+            Ok(_) => panic!("accepted {map:?}"),
+        };
+        let mut map = sample();
+        map.cluster_cidr = None;
+        assert_eq!(refused(&map), NetmapError::NoClusterCidr { pinned });
+        map.cluster_cidr = Some(net("10.0.0.0/8"));
+        assert!(matches!(refused(&map), NetmapError::ClusterChanged { .. }));
+        for bad in ["198.18.0.0/24", "0.0.0.0/1", "fd42::/64"] {
+            let mut map = sample();
+            map.peers[1].allowed_ips.push(net(bad));
+            assert!(
+                matches!(refused(&map), NetmapError::OutsideCluster { .. }),
+                "{bad}"
+            );
+        }
+        let mut map = sample();
+        map.peers[0].public_keys = vec![key(0)];
+        assert!(matches!(refused(&map), NetmapError::LowOrderKey { .. }));
+    }
+
+    #[test]
+    fn a_host_subnet_too_small_for_a_gateway_is_an_error_not_a_panic() {
+        for subnet in ["fd42::1/128", "fd42::/127", "10.42.0.1/32", "10.42.0.0/31"] {
+            let mut map = sample();
+            map.cluster_cidr = Some(net(if subnet.contains(':') {
+                "fd42::/16"
+            } else {
+                "10.42.0.0/16"
+            }));
+            map.peers.clear();
+            map.host.subnet = net(subnet);
+            let pinned = map.cluster_cidr.unwrap();
+            assert!(
+                matches!(
+                    from_netmap(&map, pinned),
+                    Err(NetmapApplyError::Invalid {
+                        source: NetmapError::SubnetTooSmall { .. },
+                        ..
+                    })
+                ),
+                "{subnet}"
+            );
+        }
     }
 }

@@ -1,13 +1,17 @@
 //! The credential and token files: `control.json` (the host's credential, saved before the
 //! join is sent and marked joined once it is answered) and `control.join_token_file`.
 
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use wgmesh_client::client::Client;
 use wgmesh_config::token::{CaDigest, HostCredential, JoinToken};
 use wgmesh_config::{ControlSection, JoinTokenSource};
+use zeroize::Zeroizing;
 
 use super::{Link, LinkError};
 use crate::agent::statefile::{read_json, write_json, ReadError};
@@ -27,6 +31,11 @@ enum CredentialFile {
         name: String,
         credential: String,
         joined: bool,
+        /// The cluster CIDR learnt at join: every netmap must name exactly this one. Absent in
+        /// a credential an older agent wrote; learnt then from the first netmap the control
+        /// plane sends over the pinned connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster_cidr: Option<IpNet>,
     },
 }
 
@@ -34,10 +43,7 @@ pub(super) fn read_token(control: &ControlSection, url: &str) -> Result<JoinToke
     match &control.join_token {
         Some(JoinTokenSource::Inline(token)) => Ok(token.clone()),
         Some(JoinTokenSource::File(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|source| LinkError::TokenRead {
-                path: path.clone(),
-                source,
-            })?;
+            let text = read_private(path)?;
             JoinToken::from_str(&text).map_err(|source| LinkError::TokenInvalid {
                 path: path.clone(),
                 source,
@@ -47,6 +53,28 @@ pub(super) fn read_token(control: &ControlSection, url: &str) -> Result<JoinToke
             url: url.to_owned(),
         }),
     }
+}
+
+/// The text of the token file `path`, which no one but its owner may read or write: a token
+/// readable by others lets any local user join a host of their own to the cluster. The mode
+/// is read from the open file, so the file checked is the file read.
+fn read_private(path: &Path) -> Result<Zeroizing<String>, LinkError> {
+    let read_error = |source| LinkError::TokenRead {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(LinkError::TokenMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    // Zeroed when dropped, like the token parsed from it.
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(read_error)?;
+    Ok(text)
 }
 
 /// The link of an earlier join (and whether that join completed), if `control.json` is for this
@@ -73,6 +101,7 @@ pub(super) fn load_link(
         name: saved_name,
         credential,
         joined,
+        cluster_cidr,
     }) = file
     else {
         return Ok(None);
@@ -91,6 +120,7 @@ pub(super) fn load_link(
         name: saved_name,
         credential,
         ca_digest,
+        cluster: cluster_cidr,
     };
     Ok(Some((link, joined)))
 }
@@ -102,6 +132,7 @@ pub(super) fn save_link(path: &Path, link: &Link, joined: bool) -> Result<(), Li
         name: link.name.clone(),
         credential: link.credential.expose(),
         joined,
+        cluster_cidr: link.cluster,
     };
     write_json(path, &file).map_err(|source| LinkError::CredentialSave {
         path: path.to_owned(),
@@ -134,6 +165,7 @@ mod tests {
             )
         );
         std::fs::write(&token_file, "WGM1-nope").unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let parse = JoinToken::from_str("WGM1-nope").unwrap_err();
         let err = read_token(&control, &url).unwrap_err();
         assert_eq!(
@@ -155,5 +187,68 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn a_token_file_others_may_read_or_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("join.token");
+        std::fs::write(&token_file, "WGM1-nope").unwrap();
+        let control = ControlSection {
+            url: "https://198.18.0.10:7443".parse().unwrap(),
+            join_token: Some(JoinTokenSource::File(token_file.clone())),
+        };
+        let url = control.url.to_string();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_token(&control, &url).unwrap_err();
+            assert!(
+                matches!(err, LinkError::TokenMode { mode: m, .. } if m == mode),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "control.join_token_file: {p}: mode {mode:04o} lets other users read or \
+                     change the join token; make it private with `chmod 600 {p}`",
+                    p = token_file.display()
+                )
+            );
+        }
+        // Private (0600 or 0400), it is read (and here found to be no token).
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_token(&control, &url).unwrap_err();
+            assert!(matches!(err, LinkError::TokenInvalid { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn the_pinned_cluster_is_kept_with_the_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CREDENTIAL_FILE);
+        let control = ControlSection {
+            url: "https://198.18.0.10:7443".parse().unwrap(),
+            join_token: None,
+        };
+        let digest = CaDigest::of(b"ca");
+        let mut link = Link {
+            client: Client::pinned(&control.url, digest),
+            name: "host-a".into(),
+            credential: HostCredential::generate(),
+            ca_digest: digest,
+            cluster: None,
+        };
+        save_link(&path, &link, false).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("cluster_cidr"), "{text}");
+        let (loaded, joined) = load_link(&path, &control, "host-a").unwrap().unwrap();
+        assert_eq!((loaded.cluster, joined), (None, false));
+        link.cluster = Some("10.42.0.0/16".parse().unwrap());
+        save_link(&path, &link, true).unwrap();
+        let (loaded, joined) = load_link(&path, &control, "host-a").unwrap().unwrap();
+        assert_eq!((loaded.cluster, joined), (link.cluster, true));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -1,14 +1,20 @@
 //! Following the control plane for the agent's life, from the first netmap on: long polls
 //! (deltas applied here, so the agent gets whole netmaps), endpoint reports, and whether the
 //! control plane answers (`connected`, shown by status).
+//!
+//! A netmap is held only once the agent applied it: each one is offered to the agent
+//! ([`Offer`]), and the revision the next poll reports (which is all the control plane's
+//! `node list` trusts) is the one the agent runs. A refused netmap is asked for again after a
+//! growing pause (0.5 s to 10 s), so a control plane that keeps sending it costs little.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use wgmesh_client::api::ApiReason;
+use wgmesh_client::client::ClientError;
 use wgmesh_config::netmap::{Netmap, NetmapUpdate};
 
 use super::backoff::Backoff;
@@ -18,10 +24,21 @@ use crate::error::Chain;
 /// How long one long poll waits for a change.
 const POLL_WAIT: Duration = Duration::from_secs(25);
 
-/// Long-polls for changes to `current` (the netmap the agent runs) and sends every new netmap
-/// to `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
+/// A new netmap for the agent, which says through `verdict` whether it applied it.
+#[derive(Debug)]
+pub struct Offer {
+    /// The whole netmap (a delta is already applied).
+    pub netmap: Netmap,
+    /// `true` once applied; `false` when refused (the agent keeps the netmap it runs).
+    pub verdict: oneshot::Sender<bool>,
+}
+
+/// Long-polls for changes to `current` (the netmap the agent runs) and offers every new netmap
+/// on `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
 /// plane holds. Ends when `netmaps` is closed. `connected` says whether the last call
-/// succeeded.
+/// succeeded. `current` only moves to a netmap the agent applied. A netmap that does not parse
+/// (a low-order key, a bad prefix) is refused here and counted in `refused`, like the ones the
+/// agent refuses; the control plane answered, so it is not counted as down.
 ///
 /// The control plane answers with what changed (a delta) when it can; the delta is applied to
 /// `current` here, so the agent always gets whole, checked netmaps. A delta that does not fit
@@ -29,13 +46,15 @@ const POLL_WAIT: Duration = Duration::from_secs(25);
 pub async fn follow(
     link: Link,
     mut current: Netmap,
-    netmaps: mpsc::Sender<Netmap>,
+    netmaps: mpsc::Sender<Offer>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
     connected: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
 ) {
     let mut reported = current.host.endpoint;
     let mut health = Health::new(connected);
     let mut backoff = Backoff::new();
+    let mut refusals = Backoff::new();
     loop {
         let wanted = *endpoint.borrow_and_update();
         if wanted != reported {
@@ -69,15 +88,25 @@ pub async fn follow(
                         tokio::time::sleep(backoff.next()).await;
                         continue;
                     };
-                    reported = netmap.host.endpoint;
-                    current = netmap.clone();
-                    if netmaps.send(netmap).await.is_err() {
-                        return;
+                    match offer(&netmaps, &netmap).await {
+                        Some(true) => {
+                            reported = netmap.host.endpoint;
+                            current = netmap;
+                            refusals = Backoff::new();
+                        }
+                        // Refused: the agent runs `current` still, and the next poll says so.
+                        Some(false) => tokio::time::sleep(refusals.next()).await,
+                        None => return,
                     }
                 }
                 Ok(None) => {
                     health.reachable("control plane reachable again; no change");
                     backoff = Backoff::new();
+                }
+                Err(ClientError::BadReply(reason)) => {
+                    health.reachable("control plane reachable again");
+                    refuse_unreadable(&refused, &reason);
+                    tokio::time::sleep(refusals.next()).await;
                 }
                 Err(e) => {
                     if !health.down {
@@ -95,6 +124,27 @@ pub async fn follow(
             () = netmaps.closed() => return,
         }
     }
+}
+
+/// Counts and logs a netmap that does not parse (`reason`), which is refused like any other.
+fn refuse_unreadable(refused: &AtomicU64, reason: &str) {
+    let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::error!(
+        refused = count,
+        "refusing the control plane's netmap, which does not parse; keeping the running peers: \
+         {reason}"
+    );
+}
+
+/// Offers `netmap` to the agent: whether it applied it; `None` once the agent is gone.
+async fn offer(netmaps: &mpsc::Sender<Offer>, netmap: &Netmap) -> Option<bool> {
+    let (verdict, applied) = oneshot::channel();
+    let offer = Offer {
+        netmap: netmap.clone(),
+        verdict,
+    };
+    netmaps.send(offer).await.ok()?;
+    applied.await.ok()
 }
 
 /// Tells the control plane that the host's endpoint is now `wanted`; false if that failed.

@@ -2,9 +2,11 @@
 //! long-poll netmaps and report the endpoint, riding out outages (fail-static).
 //!
 //! - [`establish`] gets the first netmap: with the credential of an earlier join
-//!   (`state_dir/control.json`, 0600) or by joining with the token. When the control plane is
-//!   unreachable it starts from the cached netmap if there is one, and otherwise retries until
-//!   the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
+//!   (`state_dir/control.json`, 0600) or by joining with the token. The join pins the
+//!   cluster CIDR (kept with the credential); every netmap after it, and the cached one, must
+//!   name exactly that cluster CIDR and route nothing outside it, or it is refused whole.
+//!   When the control plane is unreachable it starts from the cached netmap if there is one,
+//!   and otherwise retries until the control plane answers. Permanent refusals (wrong CA, token refused, name taken) end it
 //!   with the control plane's reason.
 //! - [`follow()`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
@@ -21,9 +23,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use wgmesh_client::api::{ApiReason, JoinBody};
 use wgmesh_client::client::{Client, ClientError};
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{Netmap, NetmapError};
 use wgmesh_config::token::{CaDigest, HostCredential, TokenError};
 use wgmesh_config::{AgentConfig, ControlSection, PublicKey};
 
@@ -31,7 +34,7 @@ use super::netmap_cache::NetmapCache;
 use crate::error::Chain;
 use backoff::Backoff;
 use credential::{load_link, read_token, save_link};
-pub use follow::follow;
+pub use follow::{follow, Offer};
 
 /// The file in the state directory that holds the host's credential.
 pub const CREDENTIAL_FILE: &str = "control.json";
@@ -56,6 +59,18 @@ pub enum LinkError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// Others than the owner may read or write the token file.
+    #[error(
+        "control.join_token_file: {p}: mode {mode:04o} lets other users read or change the join \
+         token; make it private with `chmod 600 {p}`",
+        p = path.display()
+    )]
+    TokenMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The token file holds no valid token.
     #[error("control.join_token_file: {}", path.display())]
@@ -118,6 +133,24 @@ pub enum LinkError {
     /// The control plane refused for good, or cannot be trusted.
     #[error(transparent)]
     Control(#[from] ClientError),
+    /// The control plane names no cluster CIDR, so there is nothing to pin.
+    #[error(
+        "the control plane at {url} sent a netmap without a cluster CIDR; this agent needs one \
+         to know what it may route into the tunnel (upgrade the control plane)"
+    )]
+    NoClusterCidr {
+        /// The control plane.
+        url: String,
+    },
+    /// The first netmap breaks an invariant (or the pinned cluster).
+    #[error("the control plane's first netmap (revision {revision}) is refused")]
+    NetmapRefused {
+        /// Its revision.
+        revision: u64,
+        /// What is wrong with it.
+        #[source]
+        source: NetmapError,
+    },
     /// The netmap is addressed to another host.
     #[error(
         "the control plane sent a netmap for {name} with key {key}, but this host is {own_name} \
@@ -142,6 +175,17 @@ pub struct Link {
     name: String,
     credential: HostCredential,
     ca_digest: CaDigest,
+    /// The cluster CIDR pinned at join; `None` only before the join is answered (or in the
+    /// credential of an older agent, until the first netmap).
+    cluster: Option<IpNet>,
+}
+
+impl Link {
+    /// The cluster CIDR pinned at join: every netmap must name exactly this one. Always
+    /// `Some` on a link [`establish`] returned.
+    pub fn cluster(&self) -> Option<IpNet> {
+        self.cluster
+    }
 }
 
 /// Where the first netmap came from.
@@ -177,6 +221,7 @@ pub async fn establish(
                 name: a.name.clone(),
                 credential: HostCredential::generate(),
                 ca_digest: token.ca_digest,
+                cluster: None,
             };
             save_link(&path, &link, false)?;
             link
@@ -194,9 +239,11 @@ pub async fn establish(
 }
 
 /// The first netmap of a host that joined earlier (its credential is at `path`): the control
-/// plane's, or the cached one while the control plane cannot be reached.
+/// plane's, or the cached one while the control plane cannot be reached (or sends a netmap
+/// that is refused). A credential without a pinned cluster CIDR (an older agent's) pins the
+/// one of the first netmap the control plane sends, and cannot start from the cache.
 async fn resume(
-    link: Link,
+    mut link: Link,
     path: PathBuf,
     name: &str,
     public_key: PublicKey,
@@ -204,17 +251,25 @@ async fn resume(
 ) -> Result<(Link, Netmap, Origin), LinkError> {
     let mut backoff = Backoff::new();
     loop {
-        match link
+        let e = match link
             .client
             .netmap(&link.name, &link.credential, 0, Duration::ZERO)
             .await
         {
             Ok(Some(netmap)) => {
                 check_ours(&netmap, name, public_key)?;
-                return Ok((link, netmap, Origin::Control));
+                let pinned = pin_if_unpinned(&mut link, &netmap, &path)?;
+                match netmap.check_pinned(pinned) {
+                    Ok(()) => return Ok((link, netmap, Origin::Control)),
+                    Err(e) => {
+                        let revision = netmap.revision;
+                        tracing::error!(revision, "refusing the control plane's netmap: {e}");
+                        None
+                    }
+                }
             }
             // Revision 0 always has a newer netmap; a 204 means a confused server.
-            Ok(None) => {}
+            Ok(None) => None,
             Err(e) if e.reason() == Some(ApiReason::Unauthenticated) => {
                 return Err(LinkError::CredentialRefused { path });
             }
@@ -223,23 +278,48 @@ async fn resume(
             Err(e) if e.is_permanent() && !matches!(e, ClientError::Certificate { .. }) => {
                 return Err(e.into())
             }
-            Err(e) => {
-                if let Some(netmap) = cached(cache, name, public_key) {
-                    tracing::warn!(
-                        revision = netmap.revision,
-                        "control plane unreachable; starting from the cached netmap: {}",
-                        Chain(&e)
-                    );
-                    return Ok((link, netmap, Origin::Cache));
-                }
-                if e.is_permanent() {
-                    return Err(e.into());
-                }
-                tracing::warn!("control plane unreachable, retrying: {}", Chain(&e));
-            }
+            Err(e) => Some(e),
+        };
+        if let Some(netmap) = cached(cache, name, public_key, link.cluster) {
+            let why = e.as_ref().map_or_else(
+                || "its netmap is refused".to_owned(),
+                |e| format!("unreachable: {}", Chain(e)),
+            );
+            tracing::warn!(
+                revision = netmap.revision,
+                "starting from the cached netmap; the control plane is {why}"
+            );
+            return Ok((link, netmap, Origin::Cache));
+        }
+        match e {
+            Some(e) if e.is_permanent() => return Err(e.into()),
+            Some(e) => tracing::warn!("control plane unreachable, retrying: {}", Chain(&e)),
+            None => {}
         }
         tokio::time::sleep(backoff.next()).await;
     }
+}
+
+/// The cluster CIDR pinned for `link`; for a credential without one (an older agent's),
+/// the one `netmap` names, which the control plane just sent over the pinned connection: it is
+/// saved with the credential at `path`.
+fn pin_if_unpinned(link: &mut Link, netmap: &Netmap, path: &Path) -> Result<IpNet, LinkError> {
+    if let Some(pinned) = link.cluster {
+        return Ok(pinned);
+    }
+    let Some(cluster) = netmap.cluster_cidr else {
+        return Err(LinkError::NoClusterCidr {
+            url: link.client.url().to_string(),
+        });
+    };
+    link.cluster = Some(cluster);
+    save_link(path, link, true)?;
+    tracing::info!(
+        %cluster,
+        "the credential had no cluster CIDR (an older agent wrote it); pinned the control \
+         plane's, which every netmap must name from now on"
+    );
+    Ok(cluster)
 }
 
 /// Joins with `body` until the control plane answers, then marks the credential saved at
@@ -255,11 +335,26 @@ async fn join(
         match link.client.join(body).await {
             Ok(reply) => {
                 check_ours(&reply.netmap, &body.name, body.public_key)?;
+                let netmap = &reply.netmap;
+                let Some(cluster) = netmap.cluster_cidr else {
+                    return Err(LinkError::NoClusterCidr { url: url.into() });
+                };
+                netmap
+                    .check_pinned(cluster)
+                    .map_err(|source| LinkError::NetmapRefused {
+                        revision: netmap.revision,
+                        source,
+                    })?;
+                let link = Link {
+                    cluster: Some(cluster),
+                    ..link
+                };
                 save_link(path, &link, true)?;
                 tracing::info!(
                     url = %url,
                     subnet = %reply.netmap.host.subnet,
-                    "joined the control plane"
+                    %cluster,
+                    "joined the control plane; pinned its cluster CIDR"
                 );
                 return Ok((link, reply.netmap, Origin::Control));
             }
@@ -283,12 +378,39 @@ pub(crate) fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<
     })
 }
 
-/// The cached netmap, if there is one and it is addressed to this host.
-fn cached(cache: &NetmapCache, name: &str, key: PublicKey) -> Option<Netmap> {
+/// The cached netmap, if there is one, it is addressed to this host and it fits the cluster
+/// `pinned` (without a pin, the cache cannot be checked and is not used).
+fn cached(
+    cache: &NetmapCache,
+    name: &str,
+    key: PublicKey,
+    pinned: Option<IpNet>,
+) -> Option<Netmap> {
+    let path = cache.path().display();
     match cache.load() {
-        Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => Some(netmap),
+        Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => {
+            let Some(pinned) = pinned else {
+                tracing::warn!(
+                    %path,
+                    "no cluster CIDR is pinned yet (the credential is an older agent's), so the \
+                     cached netmap cannot be checked; waiting for the control plane"
+                );
+                return None;
+            };
+            match netmap.check_pinned(pinned) {
+                Ok(()) => Some(netmap),
+                Err(e) => {
+                    tracing::error!(
+                        %path,
+                        revision = netmap.revision,
+                        "refusing the cached netmap: {e}; waiting for the control plane"
+                    );
+                    None
+                }
+            }
+        }
         Ok(Some(_)) => {
-            tracing::warn!(path = %cache.path().display(), "the cached netmap is for another name or key; ignoring it");
+            tracing::warn!(%path, "the cached netmap is for another name or key; ignoring it");
             None
         }
         Ok(None) => None,
