@@ -17,9 +17,10 @@ use crate::document::Document;
 use crate::error::ConfigError;
 use crate::key::PublicKey;
 
-/// This host's subnet and the cluster CIDR, which a peer's values are checked against.
+/// The overlay prefixes a peer must keep to: its allowed IPs lie outside this host's
+/// `subnet` and inside the `cluster` CIDR, its endpoint outside the cluster.
 #[derive(Clone, Copy)]
-struct Nets {
+struct OverlayBounds {
     subnet: Option<IpNet>,
     cluster: Option<IpNet>,
 }
@@ -49,8 +50,8 @@ impl Document<'_> {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let nets = Nets { subnet, cluster };
-                self.validate_peer(i, p.get_ref(), nets, &mut claims)
+                let bounds = OverlayBounds { subnet, cluster };
+                self.validate_peer(i, p.get_ref(), bounds, &mut claims)
             })
             .collect()
     }
@@ -60,7 +61,7 @@ impl Document<'_> {
         &self,
         i: usize,
         p: &RawPeerConfig,
-        nets: Nets,
+        bounds: OverlayBounds,
         claims: &mut Claims,
     ) -> Result<PeerConfig, ConfigError> {
         let field = |name: &str| format!("peer[{i}].{name}");
@@ -72,21 +73,17 @@ impl Document<'_> {
         let endpoint = match &p.endpoint {
             Some(v) => {
                 let endpoint = self.check(v, &field("endpoint"), |s| check_endpoint(s))?;
-                if let Some(cluster) = nets.cluster.filter(|c| c.contains(&endpoint.ip())) {
-                    return Err(self.error(
-                        &v.span(),
-                        field("endpoint"),
-                        format!(
-                            "{endpoint} is inside agent.cluster_cidr {cluster}; an endpoint is \
-                             an underlay address, outside the overlay"
-                        ),
-                    ));
-                }
+                self.check_endpoint_outside(
+                    &v.span(),
+                    &field("endpoint"),
+                    endpoint,
+                    bounds.cluster,
+                )?;
                 Some(endpoint)
             }
             None => None,
         };
-        let allowed_ips = self.validate_allowed_ips(i, &p.allowed_ips, nets, claims)?;
+        let allowed_ips = self.validate_allowed_ips(i, &p.allowed_ips, bounds, claims)?;
         let persistent_keepalive = match &p.persistent_keepalive {
             Some(v) => {
                 let secs = self.check(v, &field("persistent_keepalive"), |&v| {
@@ -143,7 +140,7 @@ impl Document<'_> {
         &self,
         i: usize,
         raw: &[Spanned<String>],
-        Nets { subnet, cluster }: Nets,
+        OverlayBounds { subnet, cluster }: OverlayBounds,
         claims: &mut Claims,
     ) -> Result<Vec<IpNet>, ConfigError> {
         let mut allowed_ips = Vec::with_capacity(raw.len());

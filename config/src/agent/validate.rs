@@ -58,7 +58,9 @@ impl Document<'_> {
         let subnet = self.validate_subnet(a, &agent_span, control.is_some())?;
         let cluster_cidr = self.validate_cluster(a, &agent_span, subnet)?;
         let locations = self.validate_locations(a)?;
-        self.check_endpoint_outside(a, cluster_cidr, locations.endpoint)?;
+        if let (Some(raw), Some(endpoint)) = (&a.endpoint, locations.endpoint) {
+            self.check_endpoint_outside(&raw.span(), "agent.endpoint", endpoint, cluster_cidr)?;
+        }
         let offload = a.offload.as_ref().is_none_or(|v| *v.get_ref());
         self.check_distinct_devices(a, &agent_span, &devices)?;
         let labels = match &a.labels {
@@ -214,20 +216,22 @@ impl Document<'_> {
         Ok(Some(cluster))
     }
 
-    /// This host's `endpoint` is an underlay address: it may not lie inside the cluster CIDR.
-    fn check_endpoint_outside(
+    /// An endpoint (this host's `agent.endpoint`, or a peer's) is an underlay address: it may
+    /// not lie inside the cluster CIDR. `span` and `field` are where it is written.
+    pub(super) fn check_endpoint_outside(
         &self,
-        a: &RawAgentSection,
+        span: &Range<usize>,
+        field: &str,
+        endpoint: SocketAddr,
         cluster: Option<IpNet>,
-        endpoint: Option<SocketAddr>,
     ) -> Result<(), ConfigError> {
-        match (cluster, endpoint, &a.endpoint) {
-            (Some(cluster), Some(e), Some(raw)) if cluster.contains(&e.ip()) => Err(self.error(
-                &raw.span(),
-                "agent.endpoint",
+        match cluster {
+            Some(cluster) if cluster.contains(&endpoint.ip()) => Err(self.error(
+                span,
+                field,
                 format!(
-                    "{e} is inside agent.cluster_cidr {cluster}; an endpoint is an underlay \
-                     address, outside the overlay"
+                    "{endpoint} is inside agent.cluster_cidr {cluster}; an endpoint is an \
+                     underlay address, outside the overlay"
                 ),
             )),
             _ => Ok(()),
