@@ -135,7 +135,8 @@ impl Document<'_> {
     }
 
     /// Peer `i`'s `allowed_ips`: inside the cluster, outside `subnet`, and not overlapping
-    /// another peer's.
+    /// another peer's. (The agent checks "inside the cluster" again before it routes a prefix,
+    /// as defence in depth, with `host::conflict`; here the error can name the line.)
     fn validate_allowed_ips(
         &self,
         i: usize,

@@ -106,7 +106,8 @@ pub struct Guarded {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
     /// It lies outside the cluster CIDR, so the cluster's `unreachable` route would not close
-    /// it when the tunnel's route goes.
+    /// it when the tunnel's route goes. (Validation of agent.toml and of netmaps refuses this
+    /// already; see [`conflict`].)
     OutsideCluster {
         /// The cluster CIDR.
         cluster: IpNet,
@@ -132,8 +133,14 @@ impl fmt::Display for Conflict {
 /// Whether routing `prefix` into the tunnel would override something that is not the agent's,
 /// and what. In this order: `prefix` must lie inside `cluster`; it must not contain a
 /// `guarded` address; and it must not be equal to, contain or lie inside any route in `routes`
-/// that is not the agent's, except a default route (`/0`), which every more specific route
-/// overrides by design. Routes of other tables and of the other IP family are ignored.
+/// that is not the agent's, except a route as wide as the cluster or wider (a default route,
+/// an administrator's `10.0.0.0/8 via vpn-gw` around `cluster_cidr` 10.42.0.0/16): the
+/// cluster's `unreachable` route already overrides its part of the cluster, which is what
+/// [`cluster_conflict`] accepts. Routes of other tables and of the other IP family are ignored.
+///
+/// "Inside the cluster" is checked three times on purpose, as defence in depth: agent.toml's
+/// validation refuses such a prefix at its line, `Netmap::check` refuses such a netmap, and
+/// this check is the last one before a route is added, whatever the settings came from.
 pub fn conflict(
     prefix: IpNet,
     cluster: IpNet,
@@ -148,7 +155,7 @@ pub fn conflict(
     }
     routes
         .iter()
-        .filter(|r| !r.is_ours() && r.table == MAIN_TABLE && r.dst.prefix_len() != 0)
+        .filter(|r| !r.is_ours() && r.table == MAIN_TABLE && !r.dst.contains(&cluster))
         .find(|r| overlaps(&prefix, &r.dst))
         .cloned()
         .map(Conflict::Route)
@@ -306,6 +313,30 @@ mod tests {
             &[],
         );
         assert_eq!(found, Some(Conflict::Route(v6_route)));
+    }
+
+    #[test]
+    fn a_foreign_route_around_the_cluster_lets_every_peer_prefix_through() {
+        // 10.0.0.0/8 via vpn-gw, cluster_cidr 10.42.0.0/16: the cluster route takes the
+        // cluster's part of the /8, so the peers inside it are routed too.
+        let mut vpn = route("10.0.0.0/8", 4, "vpn0");
+        vpn.gateway = Some("198.18.0.9".parse().unwrap());
+        let routes = [vpn, route("10.42.9.0/24", 2, "dummy0")];
+        let cluster = net("10.42.0.0/16");
+        assert_eq!(cluster_conflict(cluster, &routes), None);
+        for prefix in ["10.42.2.0/24", "10.42.128.0/17", "10.42.0.0/16"] {
+            let found = conflict(net(prefix), cluster, &routes, &[]);
+            assert!(
+                !matches!(&found, Some(Conflict::Route(r)) if r.dst == net("10.0.0.0/8")),
+                "{prefix}: {found:?}"
+            );
+        }
+        assert_eq!(conflict(net("10.42.2.0/24"), cluster, &routes, &[]), None);
+        // A foreign route inside the cluster still conflicts.
+        assert_eq!(
+            conflict(net("10.42.9.0/24"), cluster, &routes, &[]),
+            Some(Conflict::Route(routes[1].clone()))
+        );
     }
 
     #[test]
