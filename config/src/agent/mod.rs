@@ -239,10 +239,16 @@ impl AgentConfig {
     ///
     /// An unreadable file gives an error naming `path` and the operating system's reason.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// Like [`AgentConfig::load`], and also returns the text it parsed, for errors the agent
+    /// finds later at a position in the same file ([`AgentConfig::allowed_ip_error`]).
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path, format!("cannot read the file: {e}")).with_source(e)
         })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&text, path).map(|config| (config, text))
     }
 
     /// An error at `[[peer]]` number `peer`'s `allowed_ips[index]` in the TOML `text` (the file

@@ -66,7 +66,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     // Installed first and kept for the agent's life: a signal that arrives while the agent waits
     // for its control plane or sets up the host is then acted on, never lost or fatal.
     let mut signals = Signals::install().map_err(AgentError::Threads)?;
-    let config = AgentConfig::load(path)?;
+    let (config, config_text) = AgentConfig::load_with_text(path)?;
     let a = &config.agent;
     create_state_dir(&a.state_dir)?;
     // Held until the agent exits.
@@ -79,7 +79,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         source = PeerSource::of(&config, identity.public_key()) => source?,
         () = signals.stop_while_starting() => return Ok(()),
     };
-    let mut agent = Agent::start(path, config, identity, source).await?;
+    let mut agent = Agent::start(path, &config_text, config, identity, source).await?;
     let result = agent.serve(&mut signals).await;
     agent.shutdown().await;
     result

@@ -20,7 +20,7 @@ use crate::peers::settings::{self, PeerSettings};
 
 impl Agent {
     pub(super) async fn reload(&mut self) -> Result<String, AgentError> {
-        let new = AgentConfig::load(&self.config_path)?;
+        let (new, text) = AgentConfig::load_with_text(&self.config_path)?;
         let mut fixed = fixed_fields_changed(&self.config.agent, &new.agent);
         fixed.extend(mode_changed(&self.config, &new));
         if !fixed.is_empty() {
@@ -50,25 +50,51 @@ impl Agent {
                 }
             ));
         }
+        self.reload_static(new, &text).await
+    }
+
+    /// A static reload of `new`, parsed from `text`: screened against the host's routes first
+    /// (a refused prefix fails the reload at its line, and the route guard is left as it was),
+    /// then a moved cluster is closed before the old one opens, then the peers apply. If they
+    /// do not, the running cluster, its guard and its single cluster route stay.
+    async fn reload_static(&mut self, new: AgentConfig, text: &str) -> Result<String, AgentError> {
         let settings = peer_settings(&new)?;
         let cluster = new
             .agent
             .cluster_cidr
             .expect("agent.toml without [control] has a cluster_cidr");
         let present = self.host_routes().await?;
-        let settings = self.route_guard.screen(cluster, &settings, &present);
-        routes::refuse_static(&self.config_path, &self.route_guard.refused)?;
+        let next = self.route_guard.reloaded(&new, cluster);
+        let (settings, refused) = next.screen(&settings, &present);
+        routes::refuse_static(&self.config_path, text, &refused)?;
         let old = self.route_guard.cluster;
-        if cluster != old {
+        let moved = cluster != old;
+        if moved {
             // The new cluster is closed before the old one opens: no window.
             let _created = routes::close_cluster(&self.host, cluster, &present).await?;
-            self.route_guard.cluster = cluster;
         }
+        let running = std::mem::replace(&mut self.route_guard, next);
         self.refresh_host_nets().await;
-        let summary = self.apply_peers(&settings).await?;
-        if cluster != old {
-            self.host.remove_cluster_routes(Some(cluster)).await?;
-            tracing::info!(%old, %cluster, "moved the cluster route");
+        let summary = match self.apply_peers(&settings).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                self.route_guard = running;
+                self.refresh_host_nets().await;
+                if moved {
+                    if let Err(e) = self.host.remove_cluster_routes(Some(old)).await {
+                        tracing::error!(%cluster, "cannot remove the new cluster route: {}", Chain(&e));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if moved {
+            match self.host.remove_cluster_routes(Some(cluster)).await {
+                Ok(_) => tracing::info!(%old, %cluster, "moved the cluster route"),
+                Err(e) => {
+                    tracing::error!(%old, "cannot remove the old cluster route: {}", Chain(&e))
+                }
+            }
         }
         self.config = new;
         Ok(format!(
@@ -97,16 +123,12 @@ impl Agent {
         }
         self.refresh_host_nets().await;
         let present = self.host_routes().await?;
-        let settings = self
-            .route_guard
-            .screen(self.route_guard.cluster, &settings, &present);
+        let (settings, refused) = self.route_guard.screen(&settings, &present);
         let mut summary = self.apply_peers(&settings).await?;
-        if !self.route_guard.refused.is_empty() {
-            summary = format!(
-                "{summary}, {} prefixes refused",
-                self.route_guard.refused.len()
-            );
+        if !refused.is_empty() {
+            summary = format!("{summary}, {} prefixes refused", refused.len());
         }
+        self.route_guard.record(refused);
         self.revision = Some(netmap.revision);
         if let Err(e) = NetmapCache::new(&self.config.agent.state_dir).save(&netmap) {
             tracing::error!("{}", Chain(&e));

@@ -69,16 +69,29 @@ impl RouteGuard {
         }
     }
 
-    /// Screens `settings` against `cluster` (see [`screen`]; `cluster` is [`Self::cluster`]
-    /// except for a static reload that moves it), remembers and counts what was refused, and
-    /// logs one line per refused prefix. Returns the settings to apply.
+    /// The guard a static reload to `config` would leave: `cluster` (the reloaded file's),
+    /// this host's endpoint from `config`, nothing refused yet, and the count so far. Static
+    /// mode has no control plane to guard.
+    pub(super) fn reloaded(&self, config: &AgentConfig, cluster: IpNet) -> Self {
+        let mut next = Self::new(cluster, config, &[]);
+        next.refused_total = self.refused_total;
+        next
+    }
+
+    /// Screens `settings` against the guard's cluster and addresses (see [`screen`]). Pure:
+    /// the guard remembers nothing until [`Self::record`], so a reload or netmap that fails
+    /// after screening leaves it as it was. Returns the settings to apply and what was refused.
     pub(super) fn screen(
-        &mut self,
-        cluster: IpNet,
+        &self,
         settings: &[PeerSettings],
         routes: &[HostRoute],
-    ) -> Vec<PeerSettings> {
-        let (accepted, refused) = screen(settings, cluster, routes, &self.guarded);
+    ) -> (Vec<PeerSettings>, Vec<Refused>) {
+        screen(settings, self.cluster, routes, &self.guarded)
+    }
+
+    /// Remembers and counts what the screening of settings now applied refused, and logs one
+    /// line per refused prefix.
+    pub(super) fn record(&mut self, refused: Vec<Refused>) {
         for r in &refused {
             tracing::error!(
                 peer = %r.peer,
@@ -91,7 +104,6 @@ impl RouteGuard {
         }
         self.refused_total += refused.len() as u64;
         self.refused = refused;
-        accepted
     }
 
     /// What `status` shows.
@@ -191,19 +203,23 @@ impl Agent {
 }
 
 /// In static mode a refused prefix is an error in agent.toml: the first one, at its
-/// `peer[i].allowed_ips[j]` entry of the file at `config_path` (read again for the position).
-pub(super) fn refuse_static(config_path: &Path, refused: &[Refused]) -> Result<(), AgentError> {
+/// `peer[i].allowed_ips[j]` entry of `text`, the file at `config_path` the settings were
+/// parsed from.
+pub(super) fn refuse_static(
+    config_path: &Path,
+    text: &str,
+    refused: &[Refused],
+) -> Result<(), AgentError> {
     let Some(first) = refused.first() else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let (peer, index) = first.at;
     let message = format!(
         "{} would not be routed into the tunnel: {}; a peer's allowed IPs may not override a \
          route this agent did not create (remove that route, or this prefix)",
         first.prefix, first.conflict
     );
-    Err(AgentConfig::allowed_ip_error(&text, config_path, peer, index, message).into())
+    Err(AgentConfig::allowed_ip_error(text, config_path, peer, index, message).into())
 }
 
 /// Closes `cluster` on the host before anything is routed into the tunnel: refuses if a route
@@ -316,9 +332,11 @@ mod tests {
         .unwrap();
         let mut guard = RouteGuard::new(net("10.42.0.0/16"), &config, &[]);
         let settings = [peer("b", None, &["10.42.2.0/24", "10.43.0.0/24"])];
-        for _ in 0..2 {
-            let accepted = guard.screen(net("10.42.0.0/16"), &settings, &[]);
+        for round in 0..2 {
+            let (accepted, refused) = guard.screen(&settings, &[]);
             assert_eq!(accepted[0].allowed_ips, vec![net("10.42.2.0/24")]);
+            assert_eq!(guard.refused_total, round, "screening records nothing");
+            guard.record(refused);
         }
         let status = guard.status();
         assert_eq!(status.refused_total, 2);
@@ -327,5 +345,51 @@ mod tests {
         assert!(status.refused[0]
             .reason
             .contains("outside the cluster CIDR"));
+    }
+
+    #[test]
+    fn a_reloaded_guard_takes_the_new_cluster_and_endpoint_and_keeps_the_count() {
+        let config = |cluster: &str, endpoint: &str| {
+            let text = format!(
+                "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/24\"\ncluster_cidr = \"{cluster}\"\n\
+                 endpoint = \"{endpoint}\"\n"
+            );
+            AgentConfig::from_toml(&text, Path::new("agent.toml")).unwrap()
+        };
+        let old = config("10.42.0.0/16", "198.18.0.1:51820");
+        let mut guard = RouteGuard::new(net("10.42.0.0/16"), &old, &[]);
+        let (_, refused) = guard.screen(&[peer("b", None, &["10.43.0.0/24"])], &[]);
+        guard.record(refused);
+        let new = config("10.0.0.0/8", "198.18.0.7:51820");
+        let next = guard.reloaded(&new, net("10.0.0.0/8"));
+        assert_eq!(next.cluster, net("10.0.0.0/8"));
+        assert_eq!(next.refused_total, 1);
+        assert!(next.refused.is_empty());
+        let addrs: Vec<IpAddr> = next.guarded.iter().map(|g| g.addr).collect();
+        assert_eq!(addrs, vec!["198.18.0.7".parse::<IpAddr>().unwrap()]);
+        // The running guard is untouched.
+        assert_eq!(guard.cluster, net("10.42.0.0/16"));
+    }
+
+    #[test]
+    fn a_static_refusal_names_the_line_of_the_text_it_is_given() {
+        let text =
+            "[agent]\nname = \"a\"\nsubnet = \"10.42.1.0/24\"\ncluster_cidr = \"10.42.0.0/16\"\n\n\
+                    [[peer]]\npublic_key = \"3/p3fb4ZcxQHYwqHcetro79Do7qwCZun+9vYGxlRD10=\"\n\
+                    allowed_ips = [\"10.42.2.0/24\", \"10.42.9.0/24\"]\n";
+        let refused = [Refused {
+            peer: "b".into(),
+            at: (0, 1),
+            prefix: net("10.42.9.0/24"),
+            conflict: Conflict::Route(foreign("10.42.9.0/24")),
+        }];
+        // The path does not exist: the position comes from the text, not from the file.
+        let e = refuse_static(Path::new("/nonexistent/agent.toml"), text, &refused).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.starts_with("/nonexistent/agent.toml:8:32: peer[0].allowed_ips[1]:"),
+            "{e}"
+        );
+        assert!(refuse_static(Path::new("agent.toml"), text, &[]).is_ok());
     }
 }

@@ -40,9 +40,11 @@ use crate::peers::set::PeerSet;
 use crate::peers::settings::PeerSettings;
 
 impl Agent {
-    /// Brings the host up from `source` (see the [module documentation](self)).
+    /// Brings the host up from `source` (see the [module documentation](self)). `config` was
+    /// parsed from `config_text`, the file at `config_path`.
     pub(super) async fn start(
         config_path: &Path,
+        config_text: &str,
         config: AgentConfig,
         identity: Arc<LocalIdentity>,
         source: PeerSource,
@@ -51,56 +53,36 @@ impl Agent {
         let subnet = source.subnet;
         let host = HostNet::connect()?;
         let (route_guard, settings, created) =
-            close_host(config_path, &config, &host, &source).await?;
+            close_host(config_path, config_text, &config, &host, &source).await?;
         // A cluster route this start created goes again if the start fails; one taken over
         // from a killed run stays (the host stays closed).
         let mut undo = Undo::new(a);
         undo.cluster = created;
-        let prepared = prepare(a, &host, &identity, &settings, &source).await;
-        let Prepared {
-            peers,
-            store,
-            workloads,
-            mut sysctls,
-            udp,
-            listener,
-        } = match prepared {
-            Ok(v) => v,
+        let p = match prepare(a, &host, &identity, &settings, &source).await {
+            Ok(p) => p,
             Err(e) => {
                 undo.run(&host).await;
                 return Err(e);
             }
         };
-
         // From here on, undo everything on failure.
         undo.socket_bound = true;
-        let started = bring_up(a, &host, &mut undo, &mut sysctls, subnet, &peers, udp).await;
-        let Up {
-            tun_index,
-            bridge_index,
-            offload,
-            shared,
-            datapath,
-            port,
-        } = match started {
-            Ok(v) => v,
+        let mut sysctls = p.sysctls;
+        let up = match bring_up(a, &host, &mut undo, &mut sysctls, subnet, &p.peers, p.udp).await {
+            Ok(up) => up,
             Err(e) => {
                 undo.run(&host).await;
                 sysctls.restore();
                 return Err(e);
             }
         };
-        datapath.initiate_all();
+        up.datapath.initiate_all();
         let (tx, commands) = mpsc::channel(16);
-        let api_task = tokio::spawn(api::serve(listener, tx));
+        let api_task = tokio::spawn(api::serve(p.listener, tx));
         let (netmap_tx, netmaps) = mpsc::channel(4);
         let connected = Arc::new(AtomicBool::new(false));
         let netmaps_refused = Arc::new(AtomicU64::new(0));
-        let Following {
-            endpoint,
-            revision,
-            link_task,
-        } = follow_control(
+        let following = follow_control(
             source.control,
             a.endpoint,
             netmap_tx,
@@ -111,23 +93,23 @@ impl Agent {
             config_path: config_path.to_owned(),
             config,
             host,
-            peers,
-            shared,
-            datapath: Some(datapath),
-            offload,
-            port,
+            peers: p.peers,
+            shared: up.shared,
+            datapath: Some(up.datapath),
+            offload: up.offload,
+            port: up.port,
             subnet,
             route_guard,
             netmaps,
             netmaps_refused,
-            endpoint,
-            revision,
+            endpoint: following.endpoint,
+            revision: following.revision,
             connected,
-            link_task,
-            tun_index,
-            bridge_index,
-            workloads,
-            store,
+            link_task: following.link_task,
+            tun_index: up.tun_index,
+            bridge_index: up.bridge_index,
+            workloads: p.workloads,
+            store: p.store,
             sysctls,
             commands,
             api_task,
@@ -189,6 +171,7 @@ impl Agent {
 /// whose bridge a killed run left behind stays closed).
 async fn close_host(
     config_path: &Path,
+    config_text: &str,
     config: &AgentConfig,
     host: &HostNet,
     source: &PeerSource,
@@ -196,10 +179,11 @@ async fn close_host(
     let control = routes::control_addrs(config).await;
     let mut guard = RouteGuard::new(source.cluster, config, &control);
     let present = host.main_routes().await?;
-    let settings = guard.screen(source.cluster, &source.settings, &present);
+    let (settings, refused) = guard.screen(&source.settings, &present);
     if config.control.is_none() {
-        routes::refuse_static(config_path, &guard.refused)?;
+        routes::refuse_static(config_path, config_text, &refused)?;
     }
+    guard.record(refused);
     let created = routes::close_cluster(host, source.cluster, &present).await?;
     for stale in host.remove_cluster_routes(Some(source.cluster)).await? {
         tracing::info!(%stale, "removed the cluster route of an earlier run");
