@@ -14,6 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::control::{control_and_joined_hosts, lists_peer};
+use common::pcap::{self, Capture};
 use common::scenario::{assert_pings, workload, Host};
 use common::sniffer::{static_pair_on_bridge, Load, Sniffer, Watch};
 use common::*;
@@ -42,6 +43,16 @@ fn assert_closed(host: &Host, dst: &str) {
     );
 }
 
+/// How many packets the kernel of `host` handed to its TUN device `wgm0` so far.
+fn tun_tx_packets(host: &Host) -> u64 {
+    let n = host
+        .ns
+        .run(&["cat", "/sys/class/net/wgm0/statistics/tx_packets"]);
+    n.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("tx_packets of wgm0: {n:?}: {e}"))
+}
+
 /// The cluster routes of the agent (protocol 119, type unreachable) in `host`.
 fn cluster_routes(host: &Host) -> String {
     host.ns
@@ -61,7 +72,7 @@ fn node_remove_of_the_peer_leaks_nothing() {
     assert_pings(&wa, &ipb, Duration::from_secs(20));
 
     let watch = Watch::start(&c, &sniffer, &[a, b]);
-    let load = Load::start(&wa, &wb, &ipb, true);
+    let load = Load::stream(&wa, &wb, &ipb);
     std::thread::sleep(Duration::from_secs(1));
     cp.node_remove("host-b");
     assert_eventually(
@@ -90,7 +101,7 @@ fn a_sighup_that_drops_the_peer_leaks_nothing() {
     assert_pings(&wa, &ipb, Duration::from_secs(15));
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
-    let load = Load::start(&wa, &wb, &ipb, true);
+    let load = Load::stream(&wa, &wb, &ipb);
     std::thread::sleep(Duration::from_secs(1));
     let mut spec = a.agent.spec();
     spec.peers.clear();
@@ -122,8 +133,8 @@ fn kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed() {
     let running = cluster_routes(&a);
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
-    let load = Load::start(&wa, &wb, &ipb, true);
-    let back = Load::start(&wb, &wa, &ipa, false);
+    let load = Load::stream(&wa, &wb, &ipb);
+    let back = Load::pings(&wb, &ipa);
     std::thread::sleep(Duration::from_secs(1));
     a.agent.kill9();
     std::thread::sleep(AFTER_BREAK);
@@ -135,8 +146,8 @@ fn kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed() {
         running.contains("unreachable 10.0.0.0/8"),
         "a running agent closes the cluster: {running}"
     );
-    // The TUN device and its routes died with the agent; the bridge, the workload and
-    // ip_forward stayed. The cluster route holds.
+    // The TUN device and its routes died with the agent; the bridge and the workload stayed.
+    // The cluster route holds.
     assert!(
         !a.ns.links().iter().any(|l| l == "wgm0"),
         "{:?}",
@@ -187,12 +198,14 @@ fn traffic_before_the_peer_handshakes_leaks_nothing() {
     let (bridge, a, b) = static_pair_on_bridge(&c);
     let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let early = Capture::start(&a.ns, UNDERLAY_IF);
     a.agent.start();
     let (wa, _ipa) = workload(&c, &a, "wa");
     // B's agent is not running: nothing answers A's handshakes, and the workload's packets
     // wait in (or are dropped from) A's tunnel, never sent in the clear.
     let ipb = "10.42.2.2";
-    let load = Load::start(&wa, &wa, ipb, false);
+    let into_tunnel = tun_tx_packets(&a);
+    let load = Load::pings(&wa, ipb);
     std::thread::sleep(AFTER_BREAK);
     let shown = route_to(&a, ipb);
     assert!(
@@ -200,11 +213,23 @@ fn traffic_before_the_peer_handshakes_leaks_nothing() {
         "A routes B's subnet into the tunnel: {shown}"
     );
     drop(load);
+    // A did try: the workload's pings went into the tunnel (a ping every 20 ms and a large one
+    // every 10 ms for 3 s), A sent B handshake initiations, and nothing else (no data: there
+    // is no session).
+    let sent = tun_tx_packets(&a) - into_tunnel;
+    assert!(sent >= 100, "only {sent} packets went into A's tunnel");
+    let frames = pcap::parse(&early.stop()).expect("parse capture");
+    let tried = pcap::check_wireguard_only(&frames, (a.ip, a.port), (b.ip, b.port))
+        .unwrap_or_else(|e| panic!("A sent B more than WireGuard: {e:?}"));
+    assert!(
+        tried.initiations > 0 && tried.data == 0,
+        "before B started, A should have sent handshake initiations and no data: {tried:?}"
+    );
     // Then B starts: the same traffic flows, encrypted.
     b.agent.start();
     let (wb, ipb2) = workload(&c, &b, "wb");
     assert_eq!(ipb2, ipb);
-    let load = Load::start(&wa, &wb, ipb, false);
+    let load = Load::pings(&wa, ipb);
     assert_pings(&wa, ipb, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));
     drop(load);
@@ -226,7 +251,7 @@ fn a_reload_that_moves_the_cluster_cidr_leaves_no_window() {
     assert_pings(&wa, &ipb, Duration::from_secs(15));
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
-    let load = Load::start(&wa, &wb, &ipb, true);
+    let load = Load::stream(&wa, &wb, &ipb);
     // Narrow, then back: each reload adds the new cluster route before removing the old one.
     for cluster in ["10.42.0.0/16", "10.0.0.0/8"] {
         let mut spec = a.agent.spec();

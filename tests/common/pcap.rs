@@ -9,7 +9,9 @@ use nix::sys::signal::Signal;
 use super::netns::{Netns, Proc};
 use super::wait_until;
 
-/// A running `tcpdump -i IFACE -w FILE -U` inside a namespace.
+/// A running `tcpdump -i IFACE -w FILE -U --immediate-mode` inside a namespace: every packet is
+/// handed to tcpdump and written as it arrives (no capture-ring block waiting for its buffer
+/// timeout), so what was sent before [`Capture::stop`] is in the file.
 pub struct Capture {
     proc: Proc,
     file: PathBuf,
@@ -28,7 +30,18 @@ impl Capture {
         let f = file.to_str().expect("utf-8 path").to_string();
         let mut proc = ns.spawn(
             &[
-                "tcpdump", "-i", iface, "-w", &f, "-U", "-n", "-s", "0", "-Z", "root",
+                "tcpdump",
+                "-i",
+                iface,
+                "-w",
+                &f,
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-s",
+                "0",
+                "-Z",
+                "root",
             ],
             &[],
             &log,

@@ -11,13 +11,14 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::agent::AgentSpec;
 use super::control::host_ip;
 use super::netns::{Netns, Proc};
 use super::pcap::{self, Capture, Frame};
 use super::scenario::Host;
-use super::{Bridge, Cluster, UNDERLAY_IF};
+use super::{wait_until, Bridge, Cluster, UNDERLAY_IF};
 
 /// The sniffer's underlay address: every host's default gateway.
 pub const SNIFFER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
@@ -78,9 +79,6 @@ impl Watch {
     /// scenario in the failure. Returns the number of WireGuard data messages seen between the
     /// hosts (so a test can check that traffic flowed at all).
     pub fn finish(self, what: &str) -> usize {
-        // tcpdump reads the kernel's capture ring in blocks that are handed over when full or
-        // after its buffer timeout (1 s); a SIGINT before that loses the last block.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
         let mut errors = Vec::new();
         let frames = parse(self.sniffer.stop());
         errors.extend(overlay_frames("sniffer", &frames));
@@ -158,17 +156,15 @@ pub fn static_pair_on_bridge(c: &Cluster) -> (Bridge, Host, Host) {
 }
 
 /// Traffic from one workload to another that keeps running until dropped: a ping every 20 ms,
-/// large pings every 10 ms, and (with a stream) a 4 Mbit/s UDP stream (iperf3).
+/// large pings every 10 ms, and (with [`Load::stream`]) a 4 Mbit/s UDP stream (iperf3).
 pub struct Load {
-    _procs: Vec<Proc>,
-    _dir: Arc<tempfile::TempDir>,
+    procs: Vec<Proc>,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl Load {
-    /// Starts pinging `to_ip` from `from`; with `stream`, also an iperf3 UDP stream to an
-    /// iperf3 server started in `to` (the stream must be able to connect, so start it while
-    /// the tunnel works).
-    pub fn start(from: &Netns, to: &Netns, to_ip: &str, stream: bool) -> Self {
+    /// Pings `to_ip` from `from`, answered or not.
+    pub fn pings(from: &Netns, to_ip: &str) -> Self {
         let dir = Arc::new(
             tempfile::Builder::new()
                 .prefix("wgm-load")
@@ -176,7 +172,7 @@ impl Load {
                 .expect("tempdir"),
         );
         let log = |n: &str| dir.path().join(n);
-        let mut procs = vec![
+        let procs = vec![
             from.spawn(&["ping", "-n", "-i", "0.02", to_ip], &[], &log("ping.log")),
             from.spawn(
                 &["ping", "-n", "-i", "0.01", "-s", "1300", to_ip],
@@ -184,21 +180,84 @@ impl Load {
                 &log("ping-large.log"),
             ),
         ];
-        if stream {
-            procs.push(to.spawn(&["iperf3", "-s", "-p", "5201"], &[], &log("iperf3-s.log")));
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            procs.push(from.spawn(
-                &[
-                    "iperf3", "-c", to_ip, "-p", "5201", "-u", "-b", "4M", "-l", "1200", "-t",
-                    "600",
-                ],
-                &[],
-                &log("iperf3-c.log"),
-            ));
-        }
-        Self {
-            _procs: procs,
-            _dir: dir,
-        }
+        Self { procs, dir }
+    }
+
+    /// [`Load::pings`], and a UDP stream from `from` to an iperf3 server started in `to` (at
+    /// `to_ip`). Returns once the server has received part of the stream, so start it while
+    /// the tunnel works; panics if that takes longer than 10 s.
+    pub fn stream(from: &Netns, to: &Netns, to_ip: &str) -> Self {
+        let mut load = Self::pings(from, to_ip);
+        let log = |n: &str| load.dir.path().join(n);
+        let mut server = to.spawn(
+            &["iperf3", "-s", "-p", "5201", "--forceflush"],
+            &[],
+            &log("iperf3-s.log"),
+        );
+        let listening = wait_until(Duration::from_secs(10), || {
+            server.log().contains("listening") || !server.is_running()
+        });
+        assert!(
+            listening && server.is_running(),
+            "the iperf3 server in {} did not start: {}",
+            to.name(),
+            server.log()
+        );
+        let mut client = from.spawn(
+            &[
+                "iperf3",
+                "-c",
+                to_ip,
+                "-p",
+                "5201",
+                "-u",
+                "-b",
+                "4M",
+                "-l",
+                "1200",
+                "-t",
+                "600",
+                "--forceflush",
+            ],
+            &[],
+            &log("iperf3-c.log"),
+        );
+        let streaming = wait_until(Duration::from_secs(10), || {
+            received_some(&server.log()) || !client.is_running()
+        });
+        assert!(
+            streaming && client.is_running(),
+            "the UDP stream from {} to {to_ip} does not arrive:\nclient: {}\nserver: {}",
+            from.name(),
+            client.log(),
+            server.log()
+        );
+        load.procs.extend([server, client]);
+        load
+    }
+}
+
+/// Whether an iperf3 server's log reports an interval in which it received data (`[  5]
+/// 0.00-1.00   sec   489 KBytes  4.00 Mbits/sec ...`, not `0.00 Bytes`).
+fn received_some(log: &str) -> bool {
+    log.lines().any(|l| {
+        l.starts_with('[')
+            && !l.starts_with("[ ID]")
+            && l.contains(" sec ")
+            && l.contains("bits/sec")
+            && !l.contains(" 0.00 Bytes")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_interval_with_data_counts_and_an_empty_one_does_not() {
+        let got = "[ ID] Interval           Transfer     Bitrate         Jitter    Lost/Total Datagrams\n\
+                   [  5]   0.00-1.00   sec   489 KBytes  4.00 Mbits/sec  0.012 ms  0/417 (0%)\n";
+        assert!(super::received_some(got));
+        let none = "Server listening on 5201\n\
+                    [  5]   0.00-1.00   sec  0.00 Bytes  0.00 bits/sec  0.000 ms  0/0 (0%)\n";
+        assert!(!super::received_some(none));
     }
 }
