@@ -5,6 +5,9 @@
 //! land there; captures on the sniffer and on both hosts' underlays must show no overlay
 //! address, and every packet between the hosts must be WireGuard between their ports.
 //!
+//! The same holds for an IPv6 overlay (fd42::/64 subnets, cluster fd00::/8), whose packets
+//! would follow the hosts' IPv6 default route to the sniffer.
+//!
 //! Also: the cluster's `unreachable` route is there after `kill -9`, taken over by the next
 //! start, and gone after SIGTERM; a reload that changes `cluster_cidr` moves it while traffic
 //! flows, without a leak.
@@ -16,7 +19,7 @@ use std::time::Duration;
 use common::control::{control_and_joined_hosts, lists_peer};
 use common::pcap::{self, Capture};
 use common::scenario::{assert_pings, workload, Host};
-use common::sniffer::{static_pair_on_bridge, Load, Sniffer, Watch};
+use common::sniffer::{static_pair_on_bridge, static_pair_with_subnets, Load, Sniffer, Watch};
 use common::*;
 
 /// How long traffic keeps trying after the break, for a leak to show.
@@ -115,6 +118,46 @@ fn a_sighup_that_drops_the_peer_leaks_nothing() {
     let data = watch.finish("SIGHUP dropping the peer");
     assert!(data > 0, "no WireGuard data was seen before the reload");
     assert_closed(&a, &ipb);
+}
+
+#[test]
+fn an_ipv6_overlay_leaks_nothing_on_sighup_or_kill9() {
+    let Some(c) = Cluster::new("an_ipv6_overlay_leaks_nothing_on_sighup_or_kill9") else {
+        return;
+    };
+    let (bridge, a, b) = static_pair_with_subnets(&c, ["fd42:1::/64", "fd42:2::/64"]);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
+    let (wa, ipa) = workload(&c, &a, "wa");
+    let (wb, ipb) = workload(&c, &b, "wb");
+    assert_eq!((ipa.as_str(), ipb.as_str()), ("fd42:1::2", "fd42:2::2"));
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    // The hosts route IPv6 to the sniffer by default: only the tunnel and the cluster's
+    // `unreachable` route keep overlay packets from following it.
+    let via = route_to(&b, "2001:db8::1");
+    assert!(via.contains("via 2001:2::fe"), "{via}");
+
+    let watch = Watch::start(&c, &sniffer, &[&a, &b]);
+    let load = Load::stream(&wa, &wb, &ipb);
+    let back = Load::pings(&wb, &ipa);
+    std::thread::sleep(Duration::from_secs(1));
+    // A drops B on SIGHUP; B is killed.
+    let mut spec = a.agent.spec();
+    spec.peers.clear();
+    a.agent.set_spec(spec);
+    a.agent.reload();
+    assert_eventually(Duration::from_secs(10), "A drops B on SIGHUP", || {
+        a.agent.peer_keys().is_empty()
+    });
+    b.agent.kill9();
+    std::thread::sleep(AFTER_BREAK);
+    drop(load);
+    drop(back);
+    let data = watch.finish("IPv6 overlay: SIGHUP on A, kill -9 of B");
+    assert!(data > 0, "no WireGuard data was seen before the break");
+    assert_closed(&a, &ipb);
+    assert_closed(&b, &ipa);
 }
 
 #[test]
@@ -227,7 +270,7 @@ fn traffic_before_the_peer_handshakes_leaks_nothing() {
     );
     // Then B starts: the same traffic flows, encrypted.
     b.agent.start();
-    let (wb, ipb2) = workload(&c, &b, "wb");
+    let (_wb, ipb2) = workload(&c, &b, "wb");
     assert_eq!(ipb2, ipb);
     let load = Load::pings(&wa, ipb);
     assert_pings(&wa, ipb, Duration::from_secs(20));

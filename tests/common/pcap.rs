@@ -1,6 +1,6 @@
 //! Packet capture with `tcpdump -w`, and a reader for classic pcap files (Ethernet).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,11 +101,21 @@ impl Ipv4Packet {
     }
 }
 
-/// A frame from a capture: its ethertype and, when IPv4, the packet.
+/// The addresses of an IPv6 packet from a capture.
+#[derive(Debug, Clone)]
+pub struct Ipv6Packet {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The first header after the fixed one.
+    pub next_header: u8,
+}
+
+/// A frame from a capture: its ethertype and, when IPv4 or IPv6, the packet.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub ethertype: u16,
     pub ipv4: Option<Ipv4Packet>,
+    pub ipv6: Option<Ipv6Packet>,
     /// True if the frame was cut short by the snap length.
     pub truncated: bool,
 }
@@ -157,6 +167,7 @@ fn parse_ethernet(data: &[u8], truncated: bool) -> Frame {
         return Frame {
             ethertype: 0,
             ipv4: None,
+            ipv6: None,
             truncated: true,
         };
     }
@@ -183,9 +194,18 @@ fn parse_ethernet(data: &[u8], truncated: bool) -> Frame {
     } else {
         None
     };
+    let ipv6 = (ethertype == 0x86dd && l3.len() >= 40 && l3[0] >> 4 == 6).then(|| {
+        let addr = |o: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&l3[o..o + 16]).unwrap());
+        Ipv6Packet {
+            src: addr(8),
+            dst: addr(24),
+            next_header: l3[6],
+        }
+    });
     Frame {
         ethertype,
         ipv4,
+        ipv6,
         truncated,
     }
 }

@@ -3,13 +3,15 @@
 //! sends outside the tunnel towards an address it has no better route for lands there. Captures
 //! run on the sniffer's side and on every host's underlay interface (segmented, so they show
 //! what a wire would carry); [`Watch::finish`] checks that no frame carries an overlay address
-//! and that every IPv4 packet between two hosts is a WireGuard message between their ports.
+//! (IPv4 or IPv6) and that every IPv4 packet between two hosts is a WireGuard message between
+//! their ports. The underlay is IPv4 (198.18.0.n) with IPv6 beside it (2001:2::n), so that an
+//! IPv6 overlay packet that left the tunnel would follow the IPv6 default route to the sniffer.
 //!
 //! Also here: a static pair of hosts on a bridge (the control-mode pair comes from
 //! `control::control_and_joined_hosts`), and [`Load`], pings and a UDP stream between two
 //! workloads that keep running while the test breaks things.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +25,12 @@ use super::{wait_until, Bridge, Cluster, UNDERLAY_IF};
 /// The sniffer's underlay address: every host's default gateway.
 pub const SNIFFER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 
-/// The overlay: every test address of workloads and subnets lies in 10.0.0.0/8.
+/// The sniffer's IPv6 underlay address (in 2001:2::/48, the IPv6 benchmarking range), every
+/// host's IPv6 default gateway; host `n` has `2001:2::n`.
+pub const SNIFFER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0xfe);
+
+/// The overlay: every test address of workloads and subnets lies in 10.0.0.0/8 (IPv4) or
+/// fd00::/8 (IPv6).
 pub const OVERLAY: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
 
 /// The sniffer namespace on the underlay bridge.
@@ -32,12 +39,17 @@ pub struct Sniffer {
 }
 
 impl Sniffer {
-    /// Plugs a sniffer into `bridge` at [`SNIFFER_IP`] and makes it the default gateway of every
-    /// host in `hosts`. It forwards nothing (a new namespace has `ip_forward` 0).
+    /// Plugs a sniffer into `bridge` at [`SNIFFER_IP`] and [`SNIFFER_IP6`] and makes it the
+    /// default gateway of every host in `hosts`, for both families (each host gets the IPv6
+    /// underlay address `2001:2::n` for its `198.18.0.n`). It forwards nothing (a new namespace
+    /// has forwarding off).
     pub fn plug(c: &Cluster, bridge: &Bridge, hosts: &[&Host]) -> Self {
         let ns = c.netns("snf");
         bridge.plug(&ns, SNIFFER_IP);
+        add_ip6(&ns, SNIFFER_IP6);
         for h in hosts {
+            let n = h.ip.octets()[3];
+            add_ip6(&h.ns, Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n.into()));
             h.ns.run(&[
                 "ip",
                 "route",
@@ -46,6 +58,8 @@ impl Sniffer {
                 "via",
                 &SNIFFER_IP.to_string(),
             ]);
+            let gw6 = SNIFFER_IP6.to_string();
+            h.ns.run(&["ip", "-6", "route", "replace", "default", "via", &gw6]);
         }
         Self { ns }
     }
@@ -106,27 +120,49 @@ impl Watch {
     }
 }
 
+/// Adds `ip`/64 to the underlay interface of `ns`, usable at once (no duplicate detection).
+fn add_ip6(ns: &Netns, ip: Ipv6Addr) {
+    let cidr = format!("{ip}/64");
+    ns.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &cidr,
+        "dev",
+        UNDERLAY_IF,
+        "nodad",
+    ]);
+}
+
 fn parse(bytes: Vec<u8>) -> Vec<Frame> {
     pcap::parse(&bytes).expect("parse capture")
 }
 
-/// Frames whose IPv4 source or destination is an overlay address.
+/// Frames whose source or destination is an overlay address (IPv4 or IPv6).
 fn overlay_frames(where_: &str, frames: &[Frame]) -> Vec<String> {
     let in_overlay = |a: Ipv4Addr| {
         let mask = u32::MAX << (32 - OVERLAY.1);
         u32::from(a) & mask == u32::from(OVERLAY.0)
     };
+    // fd00::/8
+    let in_overlay6 = |a: Ipv6Addr| a.octets()[0] == 0xfd;
     frames
         .iter()
         .enumerate()
         .filter_map(|(i, f)| {
-            let ip = f.ipv4.as_ref()?;
-            (in_overlay(ip.src) || in_overlay(ip.dst)).then(|| {
-                format!(
-                    "{where_}: frame {i}: overlay packet in the clear: {} -> {} protocol {}",
-                    ip.src, ip.dst, ip.protocol
-                )
-            })
+            let (src, dst, protocol) = match (&f.ipv4, &f.ipv6) {
+                (Some(ip), _) if in_overlay(ip.src) || in_overlay(ip.dst) => {
+                    (ip.src.to_string(), ip.dst.to_string(), ip.protocol)
+                }
+                (_, Some(ip)) if in_overlay6(ip.src) || in_overlay6(ip.dst) => {
+                    (ip.src.to_string(), ip.dst.to_string(), ip.next_header)
+                }
+                _ => return None,
+            };
+            Some(format!(
+                "{where_}: frame {i}: overlay packet in the clear: {src} -> {dst} protocol {protocol}"
+            ))
         })
         .collect()
 }
@@ -134,6 +170,12 @@ fn overlay_frames(where_: &str, frames: &[Frame]) -> Vec<String> {
 /// Hosts "a" (10.42.1.0/24, 198.18.0.1) and "b" (10.42.2.0/24, 198.18.0.2) on a fresh bridge,
 /// static peers of each other, configured but not started.
 pub fn static_pair_on_bridge(c: &Cluster) -> (Bridge, Host, Host) {
+    static_pair_with_subnets(c, ["10.42.1.0/24", "10.42.2.0/24"])
+}
+
+/// Like [`static_pair_on_bridge`], with the overlay subnets `subnets` (both IPv4, in
+/// 10.0.0.0/8, or both IPv6, in fd00::/8: the cluster CIDR the agents get by default).
+pub fn static_pair_with_subnets(c: &Cluster, subnets: [&str; 2]) -> (Bridge, Host, Host) {
     let bridge = c.bridge();
     let make = |tag: &str, n: u8, subnet: &str| {
         let ns = c.netns(tag);
@@ -146,8 +188,8 @@ pub fn static_pair_on_bridge(c: &Cluster) -> (Bridge, Host, Host) {
             agent,
         }
     };
-    let a = make("a", 1, "10.42.1.0/24");
-    let b = make("b", 2, "10.42.2.0/24");
+    let a = make("a", 1, subnets[0]);
+    let b = make("b", 2, subnets[1]);
     for (h, o) in [(&a, &b), (&b, &a)] {
         h.agent
             .set_spec(h.agent.spec().peer(o.agent.as_peer(Some(&o.endpoint()))));
