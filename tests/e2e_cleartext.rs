@@ -19,7 +19,9 @@ use std::time::Duration;
 use common::control::{control_and_joined_hosts, lists_peer};
 use common::pcap::{self, Capture};
 use common::scenario::{assert_pings, workload, Host};
-use common::sniffer::{static_pair_on_bridge, static_pair_with_subnets, Load, Sniffer, Watch};
+use common::sniffer::{
+    received_some, static_pair_on_bridge, static_pair_with_subnets, Load, Sniffer, Watch,
+};
 use common::*;
 
 /// How long traffic keeps trying after the break, for a leak to show.
@@ -314,4 +316,17 @@ fn a_reload_that_moves_the_cluster_cidr_leaves_no_window() {
     drop(load);
     let data = watch.finish("moving the cluster CIDR");
     assert!(data > 0, "no WireGuard data was seen");
+}
+
+/// The check behind [`Load::stream`]: an iperf3 server interval with data counts, an empty one
+/// or the banner does not.
+#[test]
+fn the_stream_check_reads_iperf3_intervals() {
+    let got =
+        "[ ID] Interval           Transfer     Bitrate         Jitter    Lost/Total Datagrams\n\
+               [  5]   0.00-1.00   sec   489 KBytes  4.00 Mbits/sec  0.012 ms  0/417 (0%)\n";
+    assert!(received_some(got));
+    let none = "Server listening on 5201\n\
+                [  5]   0.00-1.00   sec  0.00 Bytes  0.00 bits/sec  0.000 ms  0/0 (0%)\n";
+    assert!(!received_some(none));
 }
