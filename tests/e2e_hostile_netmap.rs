@@ -515,3 +515,46 @@ fn a_join_reply_without_a_cluster_cidr_is_refused() {
     assert_eq!(credential["joined"], false, "control.json: {credential}");
     assert!(credential.get("cluster_cidr").is_none(), "{credential}");
 }
+
+/// A control plane that pins a cluster CIDR wide enough to swallow the host's own traffic
+/// (`0.0.0.0/1`, which holds the control plane's address) is refused before any route is made.
+#[test]
+fn a_pinned_cluster_that_would_cut_the_host_off_is_refused() {
+    use common::control::{host_ip, CONTROL_IP};
+    use common::scripted_control::ScriptedControl;
+
+    let Some(c) = Cluster::new("a_pinned_cluster_that_would_cut_the_host_off_is_refused") else {
+        return;
+    };
+    let bridge = c.bridge();
+    let cp_ns = c.netns("cp");
+    bridge.plug(&cp_ns, CONTROL_IP);
+    let cp = ScriptedControl::start(&cp_ns, CONTROL_IP, 7443);
+    let ns = c.netns("a");
+    bridge.plug(&ns, host_ip(1));
+    let routes_before = routes(&ns);
+    let a = c.agent_prepared(
+        &ns,
+        AgentSpec::joined(
+            "host-a",
+            51820,
+            "198.18.0.1:51820",
+            ControlRef::new(&cp.url, &cp.token),
+        ),
+    );
+    cp.serve(serde_json::json!({
+        "revision": 1, "epoch": 7, "cluster_cidr": "0.0.0.0/1",
+        "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24"},
+        "peers": [],
+    }));
+    let (status, out) = a.run_expect_exit(Duration::from_secs(20));
+    assert!(
+        !status.success() && status.code().is_some(),
+        "{status}:\n{out}"
+    );
+    assert!(
+        out.contains("refusing to close the cluster CIDR 0.0.0.0/1"),
+        "the agent does not say why it stopped:\n{out}"
+    );
+    assert_eq!(routes(&ns), routes_before, "routes after a refused cluster");
+}

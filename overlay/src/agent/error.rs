@@ -115,6 +115,15 @@ pub enum AgentError {
         /// The route, as `ip route` prints it.
         route: String,
     },
+    /// The cluster CIDR would cut the host off if closed (too wide, or it holds the control
+    /// plane's address or this host's endpoint).
+    #[error("refusing to close the cluster CIDR {cluster}: {why} (the cluster CIDR must hold only overlay addresses)")]
+    ClusterUnsafe {
+        /// The cluster CIDR.
+        cluster: IpNet,
+        /// What it would take.
+        why: String,
+    },
     /// The data-path threads could not start.
     #[error("cannot start the data path")]
     Threads(#[source] io::Error),

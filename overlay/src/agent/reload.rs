@@ -71,7 +71,8 @@ impl Agent {
         let moved = cluster != old;
         if moved {
             // The new cluster is closed before the old one opens: no window.
-            let _created = routes::close_cluster(&self.host, cluster, &present).await?;
+            let _created =
+                routes::close_cluster(&self.host, cluster, &next.guarded, &present).await?;
         }
         let running = std::mem::replace(&mut self.route_guard, next);
         self.refresh_host_nets().await;

@@ -222,16 +222,22 @@ pub(super) fn refuse_static(
     Err(AgentConfig::allowed_ip_error(text, config_path, peer, index, message).into())
 }
 
-/// Closes `cluster` on the host before anything is routed into the tunnel: refuses if a route
-/// that is not the agent's has exactly that destination, then creates (or takes over) the
+/// Closes `cluster` on the host before anything is routed into the tunnel: refuses if closing
+/// it would cut the host off ([`host::cluster_hazard`]: too wide, or holding the control plane
+/// or this host's endpoint), or if a route that is not the agent's has
+/// exactly that destination, then creates (or takes over) the
 /// cluster's `unreachable` route. Cluster routes of earlier runs for other prefixes are removed
 /// by the caller once the new one is in place ([`HostNet::remove_cluster_routes`]). Returns
 /// whether the route was created (false: taken over).
 pub(super) async fn close_cluster(
     host: &HostNet,
     cluster: IpNet,
+    guarded: &[Guarded],
     routes: &[HostRoute],
 ) -> Result<bool, AgentError> {
+    if let Some(why) = host::cluster_hazard(cluster, guarded) {
+        return Err(AgentError::ClusterUnsafe { cluster, why });
+    }
     if let Some(taken) = host::cluster_conflict(cluster, routes) {
         return Err(AgentError::ClusterRouteTaken {
             cluster,

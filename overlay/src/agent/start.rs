@@ -184,7 +184,7 @@ async fn close_host(
         routes::refuse_static(config_path, config_text, &refused)?;
     }
     guard.record(refused);
-    let created = routes::close_cluster(host, source.cluster, &present).await?;
+    let created = routes::close_cluster(host, source.cluster, &guard.guarded, &present).await?;
     for stale in host.remove_cluster_routes(Some(source.cluster)).await? {
         tracing::info!(%stale, "removed the cluster route of an earlier run");
     }

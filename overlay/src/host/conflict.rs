@@ -172,6 +172,27 @@ pub fn cluster_conflict(cluster: IpNet, routes: &[HostRoute]) -> Option<&HostRou
         .find(|r| !r.is_ours() && r.table == MAIN_TABLE && r.dst == cluster)
 }
 
+/// The shortest cluster CIDR the agent closes: an `unreachable` route for a wider one (a
+/// control plane that pins `0.0.0.0/1`) would swallow most of the host's own traffic.
+pub const MIN_CLUSTER_PREFIX: u8 = 8;
+
+/// Why `cluster` may not be closed on this host, if it may not: it is wider than
+/// [`MIN_CLUSTER_PREFIX`], or it holds a `guarded` address (the control plane, this host's
+/// endpoint) that the host reaches outside the overlay — closing it would cut the host off.
+/// (The host's own and connected networks inside it stay reachable: their routes are more
+/// specific than the cluster's `unreachable` route.)
+pub fn cluster_hazard(cluster: IpNet, guarded: &[Guarded]) -> Option<String> {
+    if cluster.prefix_len() < MIN_CLUSTER_PREFIX {
+        return Some(format!(
+            "it is wider than /{MIN_CLUSTER_PREFIX}, so its unreachable route would take most of the host's own traffic"
+        ));
+    }
+    guarded
+        .iter()
+        .find(|g| cluster.contains(&g.addr))
+        .map(|g| format!("it contains {}, {}", g.addr, g.what))
+}
+
 /// Same family and one contains the other (prefixes with zero host bits).
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
@@ -359,5 +380,24 @@ mod tests {
             routes[3].to_string(),
             "unreachable 10.0.0.0/8 proto 119 (wgmesh)"
         );
+    }
+
+    #[test]
+    fn a_cluster_that_would_cut_the_host_off_is_refused() {
+        let control = Guarded {
+            addr: "198.18.0.10".parse().unwrap(),
+            what: "the control plane's address".into(),
+        };
+        let guarded = [control];
+        let wide = cluster_hazard(net("0.0.0.0/1"), &guarded).unwrap();
+        assert!(wide.contains("wider than /8"), "{wide}");
+        assert!(cluster_hazard(net("::/4"), &[]).is_some());
+        let holds = cluster_hazard(net("198.18.0.0/16"), &guarded).unwrap();
+        assert!(
+            holds.contains("198.18.0.10, the control plane's address"),
+            "{holds}"
+        );
+        assert_eq!(cluster_hazard(net("10.0.0.0/8"), &guarded), None);
+        assert_eq!(cluster_hazard(net("fd00::/8"), &guarded), None);
     }
 }

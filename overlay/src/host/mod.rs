@@ -32,7 +32,8 @@ mod tests;
 mod workload;
 
 pub use conflict::{
-    cluster_conflict, conflict, Conflict, Guarded, HostRoute, RouteKind, MAIN_TABLE, ROUTE_PROTOCOL,
+    cluster_conflict, cluster_hazard, conflict, Conflict, Guarded, HostRoute, RouteKind,
+    MAIN_TABLE, MIN_CLUSTER_PREFIX, ROUTE_PROTOCOL,
 };
 pub use error::HostError;
 pub use link::bridge_mac;
