@@ -3,7 +3,8 @@
 //! handshake timeout the rest); a joined host flapping its endpoint is answered 429 once over
 //! its budget and costs another agent at most a netmap or two; endpoints no host can be
 //! reached at are refused at join and in endpoint reports; the audit log rotates at
-//! `audit_max_bytes`, keeping `audit_keep` old files; every state file is 0600.
+//! `audit_max_bytes`, keeping `audit_keep` old files; every state file is 0600; refused
+//! requests from many addresses of one IPv6 /64 are limited as one address's.
 
 mod common;
 
@@ -16,6 +17,7 @@ use common::control_limits::{
     allow_open_files, assert_private_tree, control_with, curl_many, hold_connections,
     netmaps_applied, still_open,
 };
+use common::control_refusals::{add_v6, control_dual_stack, curl_from};
 use common::*;
 use common::{control, daemon};
 
@@ -364,5 +366,91 @@ fn the_audit_log_rotates_at_audit_max_bytes_keeping_audit_keep_files() {
         cp.log().contains("rotated the audit log"),
         "no rotation logged:\n{}",
         daemon::tail(&cp.log(), 20)
+    );
+}
+
+#[test]
+fn an_unauthenticated_flood_from_many_addresses_of_one_ipv6_64_is_limited_as_one() {
+    let Some(c) = Cluster::new(
+        "an_unauthenticated_flood_from_many_addresses_of_one_ipv6_64_is_limited_as_one",
+    ) else {
+        return;
+    };
+    let bridge = c.bridge();
+    // The control plane has an address in each of two /64s; the flood has eight addresses in
+    // the first, a ninth that sends nothing until the end, and one in the second.
+    let ctl = "2001:db8:9:9::1";
+    let cp = control_dual_stack(&c, &bridge, &["2001:db8:9:9::1/64", "2001:db8:9:a::1/64"]);
+    let flood_ns = c.netns("flood6");
+    bridge.plug(&flood_ns, host_ip(66));
+    let sources: Vec<String> = (1..=8).map(|i| format!("2001:db8:9:9::a{i}")).collect();
+    let fresh = "2001:db8:9:9:ffff::1";
+    let other_64 = "2001:db8:9:a::a1";
+    let mut with_len: Vec<String> = sources.iter().map(|s| format!("{s}/64")).collect();
+    with_len.extend([format!("{fresh}/64"), format!("{other_64}/64")]);
+    add_v6(
+        &flood_ns,
+        &with_len.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // A host in the same /64 as the flood.
+    let token = cp.token_create(&[]);
+    let (credential, _) = cp.join_ok(&token, "host-six", &fresh_public_key());
+
+    // 8 addresses x 15 requests with a bearer nobody holds: 120 refusals of one /64.
+    let bogus = Some("not-a-credential");
+    let nodes = ("GET", "/v1/nodes");
+    let t = Instant::now();
+    let answers: Vec<_> = sources
+        .iter()
+        .flat_map(|s| curl_from(&cp, &flood_ns, (s, ctl), nodes, bogus, 15))
+        .collect();
+    let flooded = t.elapsed();
+    let refused = answers.iter().filter(|a| a.status == 401).count();
+    let limited = answers.iter().filter(|a| a.status == 429).count();
+    eprintln!("120 refused requests from 8 addresses in {flooded:?}: {refused} 401, {limited} 429");
+    assert!(
+        flooded < Duration::from_secs(9),
+        "the flood took {flooded:?}, longer than the limiter's 10 s window"
+    );
+    assert_eq!(
+        (refused, limited),
+        (100, 20),
+        "100 refusals per 10 s for the whole /64, then 429: {answers:?}"
+    );
+    // An address of the /64 that sent nothing yet is limited at once; one of another /64 is
+    // not; the host's credential is still served from the limited /64.
+    let first = curl_from(&cp, &flood_ns, (fresh, ctl), nodes, bogus, 1);
+    assert_eq!(first[0].status, 429, "{first:?}");
+    assert!(
+        first[0]
+            .retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=10).contains(&s)),
+        "{first:?}"
+    );
+    let other = curl_from(&cp, &flood_ns, (other_64, ctl), nodes, bogus, 1);
+    assert_eq!(
+        other[0].status, 401,
+        "another /64 has its own window: {other:?}"
+    );
+    let poll = ("GET", "/v1/hosts/host-six/netmap?revision=0&wait=0");
+    let served = curl_from(&cp, &flood_ns, (fresh, ctl), poll, Some(&credential), 1);
+    assert_eq!(served[0].status, 200, "{served:?}");
+    // The limited requests reached neither the audit log nor the control plane's lock: only
+    // the 100 refusals (and the other /64's one) left a line.
+    let audit = std::fs::read_to_string(&cp.audit_log).unwrap();
+    let lines = |prefix: &str| {
+        audit
+            .lines()
+            .filter(|l| l.contains(prefix) && l.contains("unauthenticated"))
+            .count()
+    };
+    assert_eq!(
+        (
+            lines("\"from\":\"2001:db8:9:9:"),
+            lines("\"from\":\"2001:db8:9:a:")
+        ),
+        (100, 1),
+        "{audit}"
     );
 }
