@@ -4,7 +4,8 @@
 //! its budget and costs another agent at most a netmap or two; endpoints no host can be
 //! reached at are refused at join and in endpoint reports; the audit log rotates at
 //! `audit_max_bytes`, keeping `audit_keep` old files; every state file is 0600; refused
-//! requests from many addresses of one IPv6 /64 are limited as one address's.
+//! requests from many addresses of one IPv6 /64 are limited as one address's; a joined host
+//! looping forbidden calls is answered 429 after its budget while other hosts join and poll.
 
 mod common;
 
@@ -453,4 +454,85 @@ fn an_unauthenticated_flood_from_many_addresses_of_one_ipv6_64_is_limited_as_one
         (100, 1),
         "{audit}"
     );
+}
+
+#[test]
+fn a_host_looping_forbidden_calls_gets_429_while_other_hosts_join_and_poll() {
+    let Some(c) =
+        Cluster::new("a_host_looping_forbidden_calls_gets_429_while_other_hosts_join_and_poll")
+    else {
+        return;
+    };
+    /// Forbidden calls the looper makes, on one connection.
+    const CALLS: usize = 1500;
+    let bridge = c.bridge();
+    let cp = control_with(&c, &bridge, "");
+    let token = cp.token_create(&["--reusable"]);
+    let watcher = joined_host_prepared(&c, &bridge, &cp, "watch", 1, &token).started();
+    // The looper: a host joined with curl, whose credential reads another host's netmap in a
+    // loop on one connection.
+    let loop_ns = c.netns("loop");
+    bridge.plug(&loop_ns, host_ip(88));
+    let (credential, _) = cp.join_ok(&token, "host-loop", &fresh_public_key());
+    let looping = {
+        let (cp, ns) = (cp.clone(), loop_ns.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let path = "/v1/hosts/host-watch/netmap?revision=0&wait=0";
+            let answers = curl_many(&cp, &ns, "GET", path, &credential, &[], CALLS);
+            (answers, t.elapsed(), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // Meanwhile a host joins (its agent polls and lists the watcher) and another joins by hand.
+    let t = Instant::now();
+    let (st, body) = cp.join_raw(&token, "host-quick", &fresh_public_key(), None);
+    let quick = t.elapsed();
+    let joined_at = Instant::now();
+    assert_eq!(st, 200, "{body}");
+    let late = joined_host_prepared(&c, &bridge, &cp, "late", 2, &token).started();
+    assert_eventually(
+        Duration::from_secs(10),
+        "the late host and the watcher list each other",
+        || control::lists_peer(&late, &watcher) && control::lists_peer(&watcher, &late),
+    );
+    let meshed = t.elapsed();
+    let (answers, looped, loop_ended) = looping.join().unwrap();
+    assert!(
+        joined_at < loop_ended,
+        "the join did not happen while the host looped"
+    );
+    let forbidden = answers.iter().filter(|a| a.status == 403).count();
+    let limited: Vec<&str> = answers
+        .iter()
+        .filter(|a| a.status == 429)
+        .map(|a| a.retry_after.as_str())
+        .collect();
+    eprintln!(
+        "{CALLS} forbidden calls in {looped:?}: {forbidden} refused 403, {} answered 429; \
+         meanwhile a join took {quick:?}, a started agent meshed in {meshed:?}",
+        limited.len()
+    );
+    assert!(quick < Duration::from_secs(2), "a join took {quick:?}");
+    assert_eq!(forbidden + limited.len(), answers.len(), "{answers:?}");
+    assert!(
+        answers[..20].iter().all(|a| a.status == 403),
+        "the first 20 are refused 403: {answers:?}"
+    );
+    let refills = looped.as_secs() as usize;
+    assert!(
+        (20..=21 + refills).contains(&forbidden),
+        "{forbidden} calls refused 403 in {looped:?}: the budget is 20 at once, then one per s"
+    );
+    assert!(
+        limited.iter().all(|r| *r == "1"),
+        "429s without a Retry-After of 1 s: {limited:?}"
+    );
+    // Only the refusals within the budget left an audit line.
+    let audit = std::fs::read_to_string(&cp.audit_log).unwrap();
+    let audited = audit
+        .lines()
+        .filter(|l| l.contains("host-loop") && l.contains("\"refused\":\"forbidden\""))
+        .count();
+    assert_eq!(audited, forbidden, "{audit}");
 }
