@@ -484,7 +484,7 @@ async fn endpoint(
         })
         .await;
     if result.is_err() {
-        tracing::debug!(%remote, "endpoint report over budget");
+        tracing::debug!(%remote, "endpoint report over a budget (its host's endpoint reports or refused calls)");
     }
     Ok(answer(result))
 }
