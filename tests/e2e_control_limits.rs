@@ -3,7 +3,9 @@
 //! handshake timeout the rest); a joined host flapping its endpoint is answered 429 once over
 //! its budget and costs another agent at most a netmap or two; endpoints no host can be
 //! reached at are refused at join and in endpoint reports; the audit log rotates at
-//! `audit_max_bytes`, keeping `audit_keep` old files; every state file is 0600.
+//! `audit_max_bytes`, keeping `audit_keep` old files; every state file is 0600; refused
+//! requests from many addresses of one IPv6 /64 are limited as one address's; a joined host
+//! looping forbidden calls is answered 429 after its budget while other hosts join and poll.
 
 mod common;
 
@@ -16,6 +18,7 @@ use common::control_limits::{
     allow_open_files, assert_private_tree, control_with, curl_many, hold_connections,
     netmaps_applied, still_open,
 };
+use common::control_refusals::{add_v6, control_dual_stack, curl_from};
 use common::*;
 use common::{control, daemon};
 
@@ -365,4 +368,171 @@ fn the_audit_log_rotates_at_audit_max_bytes_keeping_audit_keep_files() {
         "no rotation logged:\n{}",
         daemon::tail(&cp.log(), 20)
     );
+}
+
+#[test]
+fn an_unauthenticated_flood_from_many_addresses_of_one_ipv6_64_is_limited_as_one() {
+    let Some(c) = Cluster::new(
+        "an_unauthenticated_flood_from_many_addresses_of_one_ipv6_64_is_limited_as_one",
+    ) else {
+        return;
+    };
+    let bridge = c.bridge();
+    // The control plane has an address in each of two /64s; the flood has eight addresses in
+    // the first, a ninth that sends nothing until the end, and one in the second.
+    let ctl = "2001:db8:9:9::1";
+    let cp = control_dual_stack(&c, &bridge, &["2001:db8:9:9::1/64", "2001:db8:9:a::1/64"]);
+    let flood_ns = c.netns("flood6");
+    bridge.plug(&flood_ns, host_ip(66));
+    let sources: Vec<String> = (1..=8).map(|i| format!("2001:db8:9:9::a{i}")).collect();
+    let fresh = "2001:db8:9:9:ffff::1";
+    let other_64 = "2001:db8:9:a::a1";
+    let mut with_len: Vec<String> = sources.iter().map(|s| format!("{s}/64")).collect();
+    with_len.extend([format!("{fresh}/64"), format!("{other_64}/64")]);
+    add_v6(
+        &flood_ns,
+        &with_len.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // A host in the same /64 as the flood.
+    let token = cp.token_create(&[]);
+    let (credential, _) = cp.join_ok(&token, "host-six", &fresh_public_key());
+
+    // 8 addresses x 15 requests with a bearer nobody holds: 120 refusals of one /64.
+    let bogus = Some("not-a-credential");
+    let nodes = ("GET", "/v1/nodes");
+    let t = Instant::now();
+    let answers: Vec<_> = sources
+        .iter()
+        .flat_map(|s| curl_from(&cp, &flood_ns, (s, ctl), nodes, bogus, 15))
+        .collect();
+    let flooded = t.elapsed();
+    let refused = answers.iter().filter(|a| a.status == 401).count();
+    let limited = answers.iter().filter(|a| a.status == 429).count();
+    eprintln!("120 refused requests from 8 addresses in {flooded:?}: {refused} 401, {limited} 429");
+    assert!(
+        flooded < Duration::from_secs(9),
+        "the flood took {flooded:?}, longer than the limiter's 10 s window"
+    );
+    assert_eq!(
+        (refused, limited),
+        (100, 20),
+        "100 refusals per 10 s for the whole /64, then 429: {answers:?}"
+    );
+    // An address of the /64 that sent nothing yet is limited at once; one of another /64 is
+    // not; the host's credential is still served from the limited /64.
+    let first = curl_from(&cp, &flood_ns, (fresh, ctl), nodes, bogus, 1);
+    assert_eq!(first[0].status, 429, "{first:?}");
+    assert!(
+        first[0]
+            .retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=10).contains(&s)),
+        "{first:?}"
+    );
+    let other = curl_from(&cp, &flood_ns, (other_64, ctl), nodes, bogus, 1);
+    assert_eq!(
+        other[0].status, 401,
+        "another /64 has its own window: {other:?}"
+    );
+    let poll = ("GET", "/v1/hosts/host-six/netmap?revision=0&wait=0");
+    let served = curl_from(&cp, &flood_ns, (fresh, ctl), poll, Some(&credential), 1);
+    assert_eq!(served[0].status, 200, "{served:?}");
+    // The limited requests reached neither the audit log nor the control plane's lock: only
+    // the 100 refusals (and the other /64's one) left a line.
+    let audit = std::fs::read_to_string(&cp.audit_log).unwrap();
+    let lines = |prefix: &str| {
+        audit
+            .lines()
+            .filter(|l| l.contains(prefix) && l.contains("unauthenticated"))
+            .count()
+    };
+    assert_eq!(
+        (
+            lines("\"from\":\"2001:db8:9:9:"),
+            lines("\"from\":\"2001:db8:9:a:")
+        ),
+        (100, 1),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_host_looping_forbidden_calls_gets_429_while_other_hosts_join_and_poll() {
+    let Some(c) =
+        Cluster::new("a_host_looping_forbidden_calls_gets_429_while_other_hosts_join_and_poll")
+    else {
+        return;
+    };
+    /// Forbidden calls the looper makes, on one connection.
+    const CALLS: usize = 1500;
+    let bridge = c.bridge();
+    let cp = control_with(&c, &bridge, "");
+    let token = cp.token_create(&["--reusable"]);
+    let watcher = joined_host_prepared(&c, &bridge, &cp, "watch", 1, &token).started();
+    // The looper: a host joined with curl, whose credential reads another host's netmap in a
+    // loop on one connection.
+    let loop_ns = c.netns("loop");
+    bridge.plug(&loop_ns, host_ip(88));
+    let (credential, _) = cp.join_ok(&token, "host-loop", &fresh_public_key());
+    let looping = {
+        let (cp, ns) = (cp.clone(), loop_ns.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let path = "/v1/hosts/host-watch/netmap?revision=0&wait=0";
+            let answers = curl_many(&cp, &ns, "GET", path, &credential, &[], CALLS);
+            (answers, t.elapsed(), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // Meanwhile a host joins (its agent polls and lists the watcher) and another joins by hand.
+    let t = Instant::now();
+    let (st, body) = cp.join_raw(&token, "host-quick", &fresh_public_key(), None);
+    let quick = t.elapsed();
+    let joined_at = Instant::now();
+    assert_eq!(st, 200, "{body}");
+    let late = joined_host_prepared(&c, &bridge, &cp, "late", 2, &token).started();
+    assert_eventually(
+        Duration::from_secs(10),
+        "the late host and the watcher list each other",
+        || control::lists_peer(&late, &watcher) && control::lists_peer(&watcher, &late),
+    );
+    let meshed = t.elapsed();
+    let (answers, looped, loop_ended) = looping.join().unwrap();
+    assert!(
+        joined_at < loop_ended,
+        "the join did not happen while the host looped"
+    );
+    let forbidden = answers.iter().filter(|a| a.status == 403).count();
+    let limited: Vec<&str> = answers
+        .iter()
+        .filter(|a| a.status == 429)
+        .map(|a| a.retry_after.as_str())
+        .collect();
+    eprintln!(
+        "{CALLS} forbidden calls in {looped:?}: {forbidden} refused 403, {} answered 429; \
+         meanwhile a join took {quick:?}, a started agent meshed in {meshed:?}",
+        limited.len()
+    );
+    assert!(quick < Duration::from_secs(2), "a join took {quick:?}");
+    assert_eq!(forbidden + limited.len(), answers.len(), "{answers:?}");
+    assert!(
+        answers[..20].iter().all(|a| a.status == 403),
+        "the first 20 are refused 403: {answers:?}"
+    );
+    let refills = looped.as_secs() as usize;
+    assert!(
+        (20..=21 + refills).contains(&forbidden),
+        "{forbidden} calls refused 403 in {looped:?}: the budget is 20 at once, then one per s"
+    );
+    assert!(
+        limited.iter().all(|r| *r == "1"),
+        "429s without a Retry-After of 1 s: {limited:?}"
+    );
+    // Only the refusals within the budget left an audit line.
+    let audit = std::fs::read_to_string(&cp.audit_log).unwrap();
+    let audited = audit
+        .lines()
+        .filter(|l| l.contains("host-loop") && l.contains("\"refused\":\"forbidden\""))
+        .count();
+    assert_eq!(audited, forbidden, "{audit}");
 }

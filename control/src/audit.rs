@@ -221,17 +221,12 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one event. Events that record a change or an authenticated caller are fsynced;
-    /// refusals of unauthenticated callers are only written (the kernel flushes them soon), so
-    /// that a flood of junk requests cannot make every caller wait for the disk.
+    /// Appends one event. Events that record a change are fsynced; refusals (whoever the
+    /// caller) are only written (the kernel flushes them soon): they change nothing, and are
+    /// written under the control plane's lock, so a flood of refused requests must not make
+    /// every caller wait for the disk.
     pub fn record(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
-        let sync = !matches!(
-            (&event.actor, &event.result),
-            (
-                Actor::Anonymous | Actor::Joiner { token: None },
-                Outcome::Refused(_)
-            )
-        );
+        let sync = !matches!(event.result, Outcome::Refused(_));
         let line = event.to_line();
         let len = line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {

@@ -1,14 +1,15 @@
 //! The control plane's limits, pure (the time is passed in):
 //!
-//! - [`RefusalLimiter`]: an address whose requests keep being refused as unauthenticated or
-//!   malformed is answered `429` for a while without the request reaching the control plane's
-//!   store or its audit log. Requests that authenticate (a host's credential, the admin token)
-//!   are still served, so a flood from one address cannot lock out the hosts behind it; joins
-//!   from it wait until the window ends.
+//! - [`RefusalLimiter`]: an address (an IPv6 /64) whose requests keep being refused as
+//!   unauthenticated or malformed is answered `429` for a while without the request reaching
+//!   the control plane's lock, store or audit log. Requests that carry a credential someone
+//!   holds (a host's, the admin token) are still served, so a flood from one address cannot
+//!   lock out the hosts behind it; joins from it wait until the window ends.
 //! - [`ConnectionCounts`]: how many connections each source address holds, counted before the
 //!   TLS handshake, so that one address cannot take every connection slot.
-//! - [`EndpointBudget`]: a token bucket per host for endpoint reports, the one call of a joined
-//!   host that changes every agent's netmap.
+//! - [`HostBudget`]: a token bucket per host: for endpoint reports ([`ENDPOINT_RATE`]), the one
+//!   call of a joined host that changes every agent's netmap, and for its calls refused `400`
+//!   or `403` ([`HOST_REFUSAL_RATE`]), which an agent hardly ever makes.
 //! - [`NetmapPacer`]: a minimum interval between the netmaps long polls hand one host, so a
 //!   burst of changes costs each agent one netmap per interval (the latest state), and a host
 //!   polling in a loop costs at most one compiled netmap per interval.
@@ -19,17 +20,27 @@ use std::time::{Duration, Instant};
 
 use crate::ids::HostId;
 
-/// Refusals allowed per address and window before it is limited.
+/// Refusals allowed per address (an IPv6 /64) and window before it is limited.
 pub const REFUSALS_PER_WINDOW: u32 = 100;
 /// The window, and how long a limited address stays limited.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Most addresses tracked at once; beyond that the oldest windows are forgotten first.
+/// Most addresses tracked at once. When full, windows that ended are forgotten, then live ones
+/// that are not limited; a limited one never is.
 const MAX_TRACKED: usize = 65_536;
 
-/// Counts refusals per address in fixed windows.
-#[derive(Debug, Default)]
+/// Counts refusals per address in fixed windows. Addresses are keyed as the connection counts
+/// key them ([`address_key`]): an IPv6 address by its /64, an IPv4-mapped one as IPv4.
+#[derive(Debug)]
 pub struct RefusalLimiter {
     windows: HashMap<IpAddr, Window>,
+    /// Most addresses tracked ([`MAX_TRACKED`]; less in tests).
+    max: usize,
+    /// Refusals of addresses that found the table full of limited windows, counted together
+    /// (so a spread-out flood is still limited, as one).
+    overflow: Option<Window>,
+    /// No room is looked for again before this (the first limited window's end): the last look
+    /// freed little, and looking costs a pass over the table.
+    full_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,35 +49,97 @@ struct Window {
     refusals: u32,
 }
 
+impl Window {
+    fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            refusals: 0,
+        }
+    }
+
+    fn ends(&self) -> Instant {
+        self.started + WINDOW
+    }
+
+    /// How long this window still limits, if it does at `now`.
+    fn limited_for(&self, now: Instant) -> Option<Duration> {
+        let left = self.ends().saturating_duration_since(now);
+        (self.refusals >= REFUSALS_PER_WINDOW && !left.is_zero()).then_some(left)
+    }
+
+    fn count(&mut self, now: Instant) {
+        if now >= self.ends() {
+            *self = Self::new(now);
+        }
+        self.refusals = self.refusals.saturating_add(1);
+    }
+}
+
+impl Default for RefusalLimiter {
+    fn default() -> Self {
+        Self::tracking(MAX_TRACKED)
+    }
+}
+
 impl RefusalLimiter {
+    /// A limiter tracking at most `max` addresses (at least 8).
+    fn tracking(max: usize) -> Self {
+        Self {
+            windows: HashMap::new(),
+            max: max.max(8),
+            overflow: None,
+            full_until: None,
+        }
+    }
+
     /// Whether requests from `addr` are refused without being looked at, at `now`.
     pub fn is_limited(&self, addr: IpAddr, now: Instant) -> bool {
-        self.windows.get(&addr).is_some_and(|w| {
-            w.refusals >= REFUSALS_PER_WINDOW && now.duration_since(w.started) < WINDOW
-        })
+        self.limited_for(addr, now).is_some()
+    }
+
+    /// How long requests from `addr` are still refused without being looked at, if they are
+    /// at `now` (for `Retry-After`).
+    pub fn limited_for(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        match self.windows.get(&address_key(addr)) {
+            Some(w) => w.limited_for(now),
+            None if self.windows.len() >= self.max => {
+                self.overflow.and_then(|w| w.limited_for(now))
+            }
+            None => None,
+        }
     }
 
     /// Records that a request from `addr` was refused at `now`.
     pub fn refused(&mut self, addr: IpAddr, now: Instant) {
-        if self.windows.len() >= MAX_TRACKED && !self.windows.contains_key(&addr) {
-            self.windows
-                .retain(|_, w| now.duration_since(w.started) < WINDOW);
-            if self.windows.len() >= MAX_TRACKED {
-                // Still full of live windows (a spread-out flood): start over rather than grow.
-                self.windows.clear();
-            }
+        let key = address_key(addr);
+        if !self.windows.contains_key(&key)
+            && self.windows.len() >= self.max
+            && !self.make_room(now)
+        {
+            self.overflow.get_or_insert(Window::new(now)).count(now);
+            return;
         }
-        let w = self.windows.entry(addr).or_insert(Window {
-            started: now,
-            refusals: 0,
-        });
-        if now.duration_since(w.started) >= WINDOW {
-            *w = Window {
-                started: now,
-                refusals: 0,
-            };
+        self.windows
+            .entry(key)
+            .or_insert_with(|| Window::new(now))
+            .count(now)
+    }
+
+    /// Forgets the windows that ended, then, if still full, the live ones that do not limit;
+    /// never one that limits. Returns whether there is room for one more.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self.full_until.is_some_and(|until| now < until) {
+            return false;
         }
-        w.refusals = w.refusals.saturating_add(1);
+        self.windows.retain(|_, w| now < w.ends());
+        if self.windows.len() >= self.max {
+            self.windows.retain(|_, w| w.limited_for(now).is_some());
+        }
+        self.full_until = None;
+        if self.windows.len() > self.max - self.max / 8 {
+            self.full_until = self.windows.values().map(Window::ends).min();
+        }
+        self.windows.len() < self.max
     }
 }
 
@@ -121,7 +194,7 @@ impl ConnectionCounts {
 
 /// The key an address is counted under: IPv4 addresses (also IPv4-mapped IPv6 ones) as they
 /// are, IPv6 addresses by their /64.
-fn address_key(addr: IpAddr) -> IpAddr {
+pub fn address_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -139,13 +212,38 @@ fn address_key(addr: IpAddr) -> IpAddr {
 pub const ENDPOINT_BURST: u32 = 10;
 /// After the burst, one endpoint report per this interval.
 pub const ENDPOINT_REFILL: Duration = Duration::from_secs(6);
+/// The endpoint reports' budget of each host.
+pub const ENDPOINT_RATE: Rate = Rate {
+    burst: ENDPOINT_BURST,
+    refill: ENDPOINT_REFILL,
+};
+/// Calls of a host that may be refused `403` (another host's records, an admin route) or `400`
+/// (a malformed request) before its calls are answered `429`. An agent makes next to none.
+pub const HOST_REFUSAL_BURST: u32 = 20;
+/// After the burst, one more refused call per this interval.
+pub const HOST_REFUSAL_REFILL: Duration = Duration::from_secs(1);
+/// The budget of each host for calls refused `400` or `403`.
+pub const HOST_REFUSAL_RATE: Rate = Rate {
+    burst: HOST_REFUSAL_BURST,
+    refill: HOST_REFUSAL_REFILL,
+};
 /// Most hosts tracked at once (buckets that are full again are dropped first).
 const MAX_HOSTS_TRACKED: usize = 65_536;
 
-/// A token bucket per host for endpoint reports: [`ENDPOINT_BURST`] at once, then one per
-/// [`ENDPOINT_REFILL`].
-#[derive(Debug, Default)]
-pub struct EndpointBudget {
+/// A token bucket's size and refill interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Tokens at once.
+    pub burst: u32,
+    /// One more token per this interval, up to `burst`.
+    pub refill: Duration,
+}
+
+/// A token bucket per host: `burst` at once, then one per `refill`. [`ENDPOINT_RATE`] budgets
+/// endpoint reports; [`HOST_REFUSAL_RATE`] the calls refused `400` or `403`.
+#[derive(Debug)]
+pub struct HostBudget {
+    rate: Rate,
     buckets: HashMap<HostId, Bucket>,
 }
 
@@ -157,43 +255,65 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn refill(&mut self, now: Instant) {
+    fn refill(&mut self, rate: Rate, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled);
-        let periods = elapsed.as_nanos() / ENDPOINT_REFILL.as_nanos();
+        let periods = elapsed.as_nanos() / rate.refill.as_nanos().max(1);
         let earned = u32::try_from(periods).unwrap_or(u32::MAX);
         if earned == 0 {
             return;
         }
-        self.tokens = self.tokens.saturating_add(earned).min(ENDPOINT_BURST);
-        self.refilled = if self.tokens == ENDPOINT_BURST {
+        self.tokens = self.tokens.saturating_add(earned).min(rate.burst);
+        self.refilled = if self.tokens == rate.burst {
             now
         } else {
-            self.refilled + ENDPOINT_REFILL * earned
+            self.refilled + rate.refill * earned
         };
+    }
+
+    /// How long until the next token, when there is none.
+    fn empty_for(&self, rate: Rate, now: Instant) -> Option<Duration> {
+        (self.tokens == 0).then(|| (self.refilled + rate.refill).saturating_duration_since(now))
     }
 }
 
-impl EndpointBudget {
-    /// Takes one endpoint report of `host` at `now` from its budget, or says how long to wait
-    /// for the next one.
+impl HostBudget {
+    /// A bucket of `rate` per host.
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate: Rate {
+                burst: rate.burst.max(1),
+                refill: rate.refill,
+            },
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token of `host` at `now`, or says how long to wait for the next one.
     pub fn take(&mut self, host: HostId, now: Instant) -> Result<(), Duration> {
+        let rate = self.rate;
         if self.buckets.len() >= MAX_HOSTS_TRACKED && !self.buckets.contains_key(&host) {
             self.buckets.retain(|_, b| {
-                b.refill(now);
-                b.tokens < ENDPOINT_BURST
+                b.refill(rate, now);
+                b.tokens < rate.burst
             });
         }
         let bucket = self.buckets.entry(host).or_insert(Bucket {
-            tokens: ENDPOINT_BURST,
+            tokens: rate.burst,
             refilled: now,
         });
-        bucket.refill(now);
-        if bucket.tokens == 0 {
-            let next = bucket.refilled + ENDPOINT_REFILL;
-            return Err(next.saturating_duration_since(now));
+        bucket.refill(rate, now);
+        if let Some(wait) = bucket.empty_for(rate, now) {
+            return Err(wait);
         }
         bucket.tokens -= 1;
         Ok(())
+    }
+
+    /// How long until `host` has a token again, if it has none at `now` (takes nothing).
+    pub fn empty_for(&self, host: HostId, now: Instant) -> Option<Duration> {
+        let mut bucket = *self.buckets.get(&host)?;
+        bucket.refill(self.rate, now);
+        bucket.empty_for(self.rate, now)
     }
 }
 
@@ -290,7 +410,7 @@ mod tests {
 
     #[test]
     fn endpoint_budget_allows_a_burst_then_one_per_refill() {
-        let mut b = EndpointBudget::default();
+        let mut b = HostBudget::new(ENDPOINT_RATE);
         let t0 = Instant::now();
         let h = HostId(1);
         for _ in 0..ENDPOINT_BURST {
@@ -348,5 +468,115 @@ mod tests {
             l.refused(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert!(l.windows.len() <= MAX_TRACKED);
+    }
+
+    /// Limits `addr` at `now` (as many refusals as a window allows).
+    fn limit(l: &mut RefusalLimiter, addr: IpAddr, now: Instant) {
+        for _ in 0..REFUSALS_PER_WINDOW {
+            l.refused(addr, now);
+        }
+    }
+
+    #[test]
+    fn refusals_count_per_ipv6_64_and_ipv4_mapped_as_ipv4() {
+        let mut l = RefusalLimiter::default();
+        let t0 = Instant::now();
+        // One refusal from each of 100 addresses of one /64: limited as one.
+        for i in 0..REFUSALS_PER_WINDOW {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, 7, 9, i as u16, 0xbeef, 3, i as u16);
+            l.refused(IpAddr::V6(a), t0);
+        }
+        let other_in_64: IpAddr = "2001:db8:7:9:ffff::1".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:7:a::1".parse().unwrap();
+        assert_eq!(l.limited_for(other_in_64, t0), Some(WINDOW));
+        assert!(!l.is_limited(next_64, t0), "another /64 has its own window");
+        // An IPv4 address and its IPv4-mapped form share one window.
+        let v4: IpAddr = "198.18.0.66".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.18.0.66".parse().unwrap();
+        for _ in 0..REFUSALS_PER_WINDOW / 2 {
+            l.refused(v4, t0);
+            l.refused(mapped, t0);
+        }
+        assert!(l.is_limited(v4, t0) && l.is_limited(mapped, t0));
+        let later = t0 + Duration::from_secs(4);
+        assert_eq!(
+            l.limited_for(v4, later),
+            Some(WINDOW - Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn a_full_table_forgets_only_windows_that_do_not_limit() {
+        let mut l = RefusalLimiter::tracking(64);
+        let t0 = Instant::now();
+        let bad: IpAddr = "198.18.0.66".parse().unwrap();
+        limit(&mut l, bad, t0);
+        // A flood of fresh addresses, one refusal each, many times the table's size.
+        for i in 0..10_000u32 {
+            l.refused(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0);
+            assert!(l.windows.len() <= 64);
+        }
+        assert!(l.is_limited(bad, t0), "a limited address stays limited");
+        // Windows that ended go first, and make room without a live window being dropped.
+        let t1 = t0 + WINDOW;
+        let mut l = RefusalLimiter::tracking(64);
+        for i in 0..63u32 {
+            l.refused(IpAddr::from((0x0b00_0000 + i).to_be_bytes()), t0);
+        }
+        let live: IpAddr = "198.18.0.7".parse().unwrap();
+        l.refused(live, t1 - Duration::from_millis(1));
+        l.refused("198.18.0.8".parse().unwrap(), t1);
+        assert!(l.windows.contains_key(&live), "a live window is kept");
+        assert_eq!(l.windows.len(), 2, "the 63 ended windows were forgotten");
+    }
+
+    #[test]
+    fn a_table_full_of_limited_windows_limits_new_addresses_together() {
+        let mut l = RefusalLimiter::tracking(16);
+        let t0 = Instant::now();
+        for i in 0..16u32 {
+            limit(&mut l, IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0);
+        }
+        let newcomer: IpAddr = "198.18.0.9".parse().unwrap();
+        assert!(!l.is_limited(newcomer, t0), "one refusal limits nobody");
+        // Untracked addresses share one window: together they are limited like one address.
+        for i in 0..REFUSALS_PER_WINDOW {
+            l.refused(IpAddr::from((0x0c00_0000 + i).to_be_bytes()), t0);
+        }
+        assert!(l.is_limited(newcomer, t0));
+        for i in 0..16u32 {
+            assert!(l.is_limited(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0));
+        }
+        // Once the limited windows end, new addresses are tracked on their own again.
+        let t1 = t0 + WINDOW;
+        assert!(!l.is_limited(newcomer, t1));
+        l.refused(newcomer, t1);
+        assert!(l.windows.contains_key(&newcomer));
+        assert!(!l.is_limited(newcomer, t1));
+    }
+
+    #[test]
+    fn refused_calls_budget_a_burst_then_one_per_refill_and_says_how_long() {
+        let mut b = HostBudget::new(HOST_REFUSAL_RATE);
+        let t0 = Instant::now();
+        let h = HostId(7);
+        assert_eq!(
+            b.empty_for(h, t0),
+            None,
+            "an unknown host has its whole budget"
+        );
+        for _ in 0..HOST_REFUSAL_BURST {
+            assert_eq!(b.empty_for(h, t0), None);
+            b.take(h, t0).unwrap();
+        }
+        assert_eq!(b.empty_for(h, t0), Some(HOST_REFUSAL_REFILL));
+        assert_eq!(b.empty_for(HostId(8), t0), None, "hosts are counted apart");
+        let t1 = t0 + HOST_REFUSAL_REFILL / 4;
+        assert_eq!(b.empty_for(h, t1), Some(HOST_REFUSAL_REFILL * 3 / 4));
+        // Looking takes nothing: after the refill interval one token is there.
+        let t2 = t0 + HOST_REFUSAL_REFILL;
+        assert_eq!(b.empty_for(h, t2), None);
+        b.take(h, t2).unwrap();
+        assert_eq!(b.empty_for(h, t2), Some(HOST_REFUSAL_REFILL));
     }
 }

@@ -3,6 +3,7 @@
 //! of refusals made by the HTTP layer, the long poll waking on a change, TLS pinning.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wgmesh_client::api::{ApiReason, JoinBody, JoinReply, TokenBody};
@@ -106,6 +107,19 @@ async fn host_a_joined(server: &Server) -> (Client, Client, String, JoinReply, H
 
 /// A raw request, for bodies the typed client cannot send.
 async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let bearer = server.admin.expose().to_string();
+    let (status, json, _) = raw_as(server, method, path, Some(&bearer), body).await;
+    (status, json)
+}
+
+/// A raw request with `bearer` (or none): the status, the JSON body and the `Retry-After`.
+async fn raw_as(
+    server: &Server,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> (u16, serde_json::Value, Option<String>) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
@@ -122,18 +136,25 @@ async fn raw(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, se
             .await
             .unwrap();
     tokio::spawn(conn);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {}", server.admin.expose()))
+        .header("host", "127.0.0.1");
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", format!("Bearer {bearer}"));
+    }
+    let request = request
         .body(Full::new(Bytes::copy_from_slice(body)))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, json)
+    (status, json, retry)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,4 +349,129 @@ async fn endpoint_reports_over_budget_get_a_retryable_429_and_bad_endpoints_a_40
     assert_eq!(err.reason(), Some(ApiReason::TooManyRequests), "{err}");
     assert!(!err.is_permanent(), "a 429 is worth retrying later");
     assert!(err.to_string().contains("retry after 6 s"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_looping_forbidden_calls_gets_429_while_other_hosts_go_on() {
+    use wgmesh_control::limiter::{HOST_REFUSAL_BURST, HOST_REFUSAL_REFILL};
+    let server = Arc::new(start().await);
+    let (_, agent, token, _, credential_a) = host_a_joined(&server).await;
+    let b = agent.join(&join_body(&token, "host-b", 2)).await.unwrap();
+    let credential_b: HostCredential = b.credential.parse().unwrap();
+    let bearer_a = credential_a.expose();
+    // host-a reads host-b's netmap, lists the hosts, removes host-b: each refused 403.
+    let looping = {
+        let server = Arc::clone(&server);
+        let bearer = bearer_a.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let calls = [
+                ("GET", "/v1/hosts/host-b/netmap?revision=0&wait=0"),
+                ("GET", "/v1/nodes"),
+                ("DELETE", "/v1/nodes/host-b"),
+            ];
+            let mut answers = Vec::new();
+            for i in 0..150 {
+                let (method, path) = calls[i % calls.len()];
+                let (status, body, retry) = raw_as(&server, method, path, Some(&bearer), b"").await;
+                answers.push((status, body["reason"].as_str().map(str::to_owned), retry));
+            }
+            (answers, started.elapsed())
+        })
+    };
+    // Meanwhile another host joins and host-b polls, fast.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    agent.join(&join_body(&token, "host-c", 3)).await.unwrap();
+    let netmap = agent
+        .netmap("host-b", &credential_b, 0, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a netmap");
+    let served = t.elapsed();
+    assert!(
+        netmap.peers.iter().any(|p| p.name == "host-c"),
+        "{netmap:?}"
+    );
+    assert!(
+        served < Duration::from_secs(2),
+        "a join and a poll took {served:?}"
+    );
+
+    let (answers, took) = looping.await.unwrap();
+    let forbidden = answers.iter().filter(|a| a.0 == 403).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    eprintln!(
+        "150 forbidden calls in {took:?}: {forbidden} refused 403, {} answered 429; \
+         a join and a poll meanwhile took {served:?}",
+        limited.len()
+    );
+    assert_eq!(forbidden + limited.len(), answers.len(), "{answers:?}");
+    let refills = (took.as_millis() / HOST_REFUSAL_REFILL.as_millis()) as usize;
+    let budget = HOST_REFUSAL_BURST as usize;
+    assert!(
+        (budget..=budget + refills + 1).contains(&forbidden),
+        "{forbidden} calls refused 403 (and audited) in {took:?}: the budget is {budget} at once, \
+         then one per {HOST_REFUSAL_REFILL:?}"
+    );
+    assert!(
+        answers[..budget].iter().all(|a| a.0 == 403),
+        "the first {budget} are refused 403: {answers:?}"
+    );
+    assert!(
+        limited
+            .iter()
+            .all(|a| a.1.as_deref() == Some("too_many_requests") && a.2.as_deref() == Some("1")),
+        "429s say too_many_requests and Retry-After: 1: {limited:?}"
+    );
+    // Only the refusals within the budget were audited.
+    let audit = std::fs::read_to_string(server._dir.path().join("audit.jsonl")).unwrap();
+    let audited = audit
+        .lines()
+        .filter(|l| l.contains("\"refused\":\"forbidden\"") && l.contains("host-a"))
+        .count();
+    assert_eq!(audited, forbidden, "{audit}");
+    // While over its budget, host-a's own poll waits too (a forbidden call first takes any
+    // token refilled since; a refill can still land just between, so a few tries).
+    let mut own = Vec::new();
+    for _ in 0..3 {
+        raw_as(&server, "GET", "/v1/nodes", Some(&bearer_a), b"").await;
+        let path = "/v1/hosts/host-a/netmap?revision=0&wait=0";
+        own.push(raw_as(&server, "GET", path, Some(&bearer_a), b"").await.0);
+        if own.last() == Some(&429) {
+            break;
+        }
+    }
+    assert_eq!(own.last(), Some(&429), "host-a's own polls: {own:?}");
+    tokio::time::sleep(HOST_REFUSAL_REFILL).await;
+    let netmap = agent
+        .netmap("host-a", &credential_a, 0, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(netmap.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_bearer_is_refused_401_without_an_audit_line() {
+    let server = start().await;
+    for (method, path) in [
+        ("GET", "/v1/nodes"),
+        ("GET", "/v1/tokens"),
+        ("POST", "/v1/tokens"),
+        ("DELETE", "/v1/nodes/host-a"),
+        ("GET", "/v1/hosts/host-a/netmap?revision=0&wait=0"),
+        ("PUT", "/v1/hosts/host-a/endpoint"),
+    ] {
+        let (status, body, _) = raw_as(&server, method, path, None, b"{}").await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (401, Some("unauthenticated")),
+            "{method} {path}: {body}"
+        );
+    }
+    let audit = std::fs::read_to_string(server._dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(
+        audit, "",
+        "no audit line for requests without any credential"
+    );
 }

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod control;
 pub mod control_limits;
+pub mod control_refusals;
 pub mod daemon;
 pub mod flood;
 pub mod forwarding;

@@ -7,10 +7,12 @@
 //!
 //! Limits ([`ServeLimits`], [`crate::limiter`]): connections are counted per source address
 //! before the TLS handshake, and one over the address's cap or the global cap is closed at
-//! once; the handshake and the request headers must arrive within a timeout; an address whose
-//! requests keep being refused is answered 429; a host's endpoint reports are limited by a
-//! token bucket (429 with `Retry-After`); and the netmaps a host's long polls get are paced, at
-//! most one per interval.
+//! once; the handshake and the request headers must arrive within a timeout; an address (an
+//! IPv6 /64) whose requests keep being refused is answered 429 without its requests reaching
+//! the lock, unless they carry a credential someone holds ([`known`]); a request without a
+//! bearer token is refused 401 without the lock; a host's endpoint reports and its refused
+//! calls are limited by token buckets (429 with `Retry-After`); and the netmaps a host's long
+//! polls get are paced, at most one per interval.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,13 +31,16 @@ use tokio::sync::watch;
 
 use crate::audit::Action;
 use crate::clock::unix_now;
-use crate::limiter::{ConnectionCounts, EndpointBudget, NetmapPacer, RefusalLimiter, WINDOW};
-use crate::service::{ApiError, Caller, Control};
+use crate::limiter::{
+    ConnectionCounts, HostBudget, NetmapPacer, RefusalLimiter, ENDPOINT_RATE, HOST_REFUSAL_RATE,
+};
+use crate::service::{unauthenticated, ApiError, Caller, Control};
 use wgmesh_client::api::{
     ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS,
 };
 
 mod accept;
+mod known;
 
 pub use accept::{serve, ServeLimits};
 
@@ -54,7 +59,11 @@ pub struct Shared {
     limits: ServeLimits,
     limiter: Mutex<RefusalLimiter>,
     connections: Mutex<ConnectionCounts>,
-    endpoints: Mutex<EndpointBudget>,
+    endpoints: Mutex<HostBudget>,
+    /// Each host's budget of calls refused 400 or 403.
+    host_refusals: Mutex<HostBudget>,
+    /// The credentials someone holds, for letting hosts behind a limited address go on.
+    known: known::KnownCredentials,
     pacer: Mutex<NetmapPacer>,
     /// The registry's netmap revision: long polls wait for it to move.
     revision: watch::Sender<u64>,
@@ -69,13 +78,16 @@ impl Shared {
     /// Wraps `control` for serving within `limits`.
     pub fn with_limits(control: Control, limits: ServeLimits) -> Arc<Self> {
         let (revision, _) = watch::channel(control.registry().netmap_revision());
+        let known = known::KnownCredentials::of(&control);
         Arc::new(Self {
             epoch: control.epoch(),
             control: Mutex::new(control),
             limits,
             limiter: Mutex::new(RefusalLimiter::default()),
             connections: Mutex::new(ConnectionCounts::new(limits.max_connections_per_address)),
-            endpoints: Mutex::new(EndpointBudget::default()),
+            endpoints: Mutex::new(HostBudget::new(ENDPOINT_RATE)),
+            host_refusals: Mutex::new(HostBudget::new(HOST_REFUSAL_RATE)),
+            known,
             pacer: Mutex::new(NetmapPacer::new(limits.netmap_interval)),
             revision,
         })
@@ -98,6 +110,7 @@ impl Shared {
             let mut control = shared.lock();
             control.recover_if_needed();
             let out = f(&mut control);
+            shared.known.refresh(&control);
             let revision = control.registry().netmap_revision();
             shared.revision.send_if_modified(|r| {
                 let moved = *r != revision;
@@ -150,24 +163,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Answers `429` to an address that was refused too often lately (see [`RefusalLimiter`]),
-/// and counts this request's refusal if it is one.
+/// Answers `429` at once to an address that was refused too often lately (see
+/// [`RefusalLimiter`]), unless the request carries a credential someone holds, and counts this
+/// request's refusal if it is one.
 async fn limit_refusals(
     State(shared): State<Arc<Shared>>,
     Extension(Remote(remote)): Extension<Remote>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let limited = small(&shared.limiter).is_limited(remote.ip(), Instant::now());
-    if limited {
-        // Hosts and the admin behind the same address go on: checking a bearer token is a
-        // hash and an index lookup, unlike the parsing, auditing and storing of the rest. It
-        // takes the control plane's lock, so it runs on a blocking thread like every call.
-        let token = bearer(request.headers());
-        let caller = shared.call(move |c| c.authenticate(token.as_deref())).await;
-        if caller == Caller::Anonymous {
+    let limited = small(&shared.limiter).limited_for(remote.ip(), Instant::now());
+    if let Some(wait) = limited {
+        // Hosts and the admin behind the same address go on. Whether the token is one someone
+        // holds is a hash and a set lookup beside the control plane's lock: a limited flood
+        // never reaches the lock, a blocking thread, the store or the audit log.
+        let held = bearer(request.headers()).is_some_and(|t| shared.known.holds(&t));
+        if !held {
             return too_many(
-                WINDOW,
+                wait,
                 "too many refused requests from this address; wait a few seconds",
             );
         }
@@ -177,6 +190,58 @@ async fn limit_refusals(
         small(&shared.limiter).refused(remote.ip(), Instant::now());
     }
     response
+}
+
+/// A call answered `429` instead of being made: how long to wait, and why.
+struct OverBudget {
+    wait: Duration,
+    why: &'static str,
+}
+
+impl IntoResponse for OverBudget {
+    fn into_response(self) -> Response {
+        too_many(self.wait, self.why)
+    }
+}
+
+const HOST_REFUSALS: &str = "too many refused calls from this host (403 or 400); an agent \
+     calls only its own routes";
+const ENDPOINT_REPORTS: &str = "too many endpoint reports from this host; an agent reports \
+     only when its endpoint changes";
+
+/// Makes `call` for `caller`, unless it is a host over its budget of refused calls (then
+/// [`OverBudget`], and the call is neither made nor audited). A host's call refused 400 or 403
+/// takes from that budget. Runs under the control plane's lock.
+fn budgeted<T>(
+    shared: &Shared,
+    caller: &Caller,
+    call: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<Result<T, ApiError>, OverBudget> {
+    let Caller::Host(id) = *caller else {
+        return Ok(call());
+    };
+    if let Some(wait) = small(&shared.host_refusals).empty_for(id, Instant::now()) {
+        return Err(OverBudget {
+            wait,
+            why: HOST_REFUSALS,
+        });
+    }
+    let result = call();
+    if let Err(e) = &result {
+        if matches!(e.reason.status(), 400 | 403) {
+            // Over budget, the next call is limited; this one is answered as it is.
+            let _ = small(&shared.host_refusals).take(id, Instant::now());
+        }
+    }
+    Ok(result)
+}
+
+/// The answer of a [`budgeted`] call.
+fn answer<T: serde::Serialize>(result: Result<Result<T, ApiError>, OverBudget>) -> Response {
+    match result {
+        Ok(r) => reply(r),
+        Err(limited) => limited.into_response(),
+    }
 }
 
 fn refusal(reason: ApiReason, message: impl Into<String>) -> Response {
@@ -278,31 +343,39 @@ async fn body_or_refuse<T: DeserializeOwned>(
     match parse_body::<T>(body, shared.limits.handshake_timeout).await {
         Ok(v) => Ok(v),
         Err(e) => {
-            let response = e.clone().into_response();
             let token = token.map(str::to_owned);
-            shared
+            let budget = Arc::clone(shared);
+            let refused = shared
                 .call(move |c| {
                     let caller = c.authenticate(token.as_deref());
-                    c.refused_request(&caller, action, &e, unix_now(), Some(remote));
+                    budgeted(&budget, &caller, || {
+                        c.refused_request(&caller, action, &e, unix_now(), Some(remote));
+                        Err::<(), _>(e)
+                    })
                 })
                 .await;
-            Err(response)
+            Err(answer(refused))
         }
     }
 }
 
-/// Authenticates `token`, makes one call on the control plane as that caller (with the time),
-/// and answers with its result as JSON.
+/// Authenticates `token`, makes one call on the control plane as that caller (with the time;
+/// [`budgeted`] for a host), and answers with its result as JSON. Without a token the request
+/// is refused 401 at once, without the lock.
 async fn as_caller<T: serde::Serialize + Send + 'static>(
     shared: &Arc<Shared>,
     token: Option<String>,
     f: impl FnOnce(&mut Control, &Caller, u64) -> Result<T, ApiError> + Send + 'static,
 ) -> Response {
-    reply(
+    let Some(token) = token else {
+        return unauthenticated().into_response();
+    };
+    let budget = Arc::clone(shared);
+    answer(
         shared
             .call(move |c| {
-                let caller = c.authenticate(token.as_deref());
-                f(c, &caller, unix_now())
+                let caller = c.authenticate(Some(&token));
+                budgeted(&budget, &caller, || f(c, &caller, unix_now()))
             })
             .await,
     )
@@ -316,10 +389,10 @@ async fn join(
     body: Body,
 ) -> Handled {
     let body = body_or_refuse(&shared, None, Action::Join, remote.ip(), body).await?;
-    Ok(as_caller(&shared, None, move |c, _, now| {
-        c.join(body, now, Some(remote.ip()))
-    })
-    .await)
+    let joined = shared
+        .call(move |c| c.join(body, unix_now(), Some(remote.ip())))
+        .await;
+    Ok(reply(joined))
 }
 
 async fn netmap(
@@ -388,31 +461,32 @@ async fn endpoint(
     Path(name): Path<String>,
     body: Body,
 ) -> Handled {
-    let token = bearer(&headers);
+    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
     let action = Action::EndpointChange;
-    let body = body_or_refuse(&shared, token.as_deref(), action, remote.ip(), body).await?;
+    let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
     let limits = Arc::clone(&shared);
     let result = shared
         .call(move |c| {
-            let caller = c.authenticate(token.as_deref());
+            let caller = c.authenticate(Some(&token));
             // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
-            // A report over budget is not audited (that would cost an fsync each).
+            // A report over budget is not audited (that would cost a line each).
             if let Caller::Host(id) = caller {
-                small(&limits.endpoints).take(id, Instant::now())?;
+                small(&limits.endpoints)
+                    .take(id, Instant::now())
+                    .map_err(|wait| OverBudget {
+                        wait,
+                        why: ENDPOINT_REPORTS,
+                    })?;
             }
-            Ok(c.set_endpoint(&caller, &name, body, unix_now(), Some(remote.ip())))
+            budgeted(&limits, &caller, || {
+                c.set_endpoint(&caller, &name, body, unix_now(), Some(remote.ip()))
+            })
         })
         .await;
-    Ok(match result {
-        Ok(reply_of_call) => reply(reply_of_call),
-        Err(wait) => {
-            tracing::debug!(%remote, "endpoint report over budget");
-            too_many(
-                wait,
-                "too many endpoint reports from this host; an agent reports only when its endpoint changes",
-            )
-        }
-    })
+    if result.is_err() {
+        tracing::debug!(%remote, "endpoint report over a budget (its host's endpoint reports or refused calls)");
+    }
+    Ok(answer(result))
 }
 
 async fn create_token(
@@ -421,10 +495,10 @@ async fn create_token(
     headers: HeaderMap,
     body: Body,
 ) -> Handled {
-    let token = bearer(&headers);
+    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
     let action = Action::TokenCreate;
-    let body = body_or_refuse(&shared, token.as_deref(), action, remote.ip(), body).await?;
-    Ok(as_caller(&shared, token, move |c, caller, now| {
+    let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
+    Ok(as_caller(&shared, Some(token), move |c, caller, now| {
         c.create_token(caller, body, now, Some(remote.ip()))
     })
     .await)

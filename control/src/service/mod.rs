@@ -29,7 +29,7 @@ mod refusal;
 mod tokens;
 
 pub use caller::Caller;
-pub use refusal::ApiError;
+pub use refusal::{unauthenticated, ApiError};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched_name, ChangeLog};
@@ -130,6 +130,11 @@ impl Control {
     /// The registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The admin token's hash (the HTTP layer lets a limited address's admin through with it).
+    pub fn admin_hash(&self) -> &SecretHash {
+        &self.admin_hash
     }
 
     /// Who holds `bearer` (the text after `Bearer `), in constant time per comparison.

@@ -72,7 +72,8 @@ pub(super) fn store_unusable() -> ApiError {
     )
 }
 
-pub(super) fn unauthenticated() -> ApiError {
+/// The refusal of a request without a credential someone holds (`401 unauthenticated`).
+pub fn unauthenticated() -> ApiError {
     ApiError::new(
         ApiReason::Unauthenticated,
         "missing or unknown credential: send `Authorization: Bearer <admin token or host credential>`",
