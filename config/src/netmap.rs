@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 use crate::key::PublicKey;
 
 /// The map of peers one host should have, as the control plane computed it.
@@ -121,6 +122,17 @@ pub enum NetmapError {
         /// The cluster CIDR.
         cluster: IpNet,
     },
+    /// The host's subnet is too small to hold the gateway and a workload (as in agent.toml: at
+    /// most /30 for IPv4, /126 for IPv6).
+    #[error("the subnet {subnet} of {host:?} is too small for a host subnet (at most /{max})")]
+    SubnetTooSmall {
+        /// The host's subnet.
+        subnet: IpNet,
+        /// The host's name.
+        host: String,
+        /// The longest prefix allowed.
+        max: u8,
+    },
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -148,10 +160,21 @@ impl Netmap {
         self.peers.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Checks the invariants an agent relies on before applying a netmap: no peer is the host
-    /// itself, every peer has a key, names and keys are unique, and no allowed IP overlaps the
+    /// Checks the invariants an agent relies on before applying a netmap: the host's subnet has
+    /// room for its gateway (an IPv6 /128 has none), no peer is the host itself, every peer has a key, names and keys are unique, and no allowed IP overlaps the
     /// host's subnet or another allowed IP (so every address routes to exactly one peer).
     pub fn check(&self) -> Result<(), NetmapError> {
+        let max = match self.host.subnet {
+            IpNet::V4(_) => MAX_HOST_PREFIX_V4,
+            IpNet::V6(_) => MAX_HOST_PREFIX_V6,
+        };
+        if self.host.subnet.prefix_len() > max {
+            return Err(NetmapError::SubnetTooSmall {
+                subnet: self.host.subnet,
+                host: self.host.name.clone(),
+                max,
+            });
+        }
         if let Some(cluster) = self.cluster_cidr {
             let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
                 self.peers
@@ -561,6 +584,32 @@ mod tests {
         let mut map = sample();
         map.peers[0].allowed_ips = vec![net("10.42.0.0/16")];
         assert!(matches!(map.check(), Err(NetmapError::Overlap { .. })));
+    }
+
+    #[test]
+    fn a_host_subnet_without_room_for_the_gateway_is_refused() {
+        // Found by the netmap fuzz target: a /128 made the agent panic computing its gateway.
+        for (subnet, max) in [
+            ("fd42::1/128", 126),
+            ("fd42::/127", 126),
+            ("10.42.1.4/31", 30),
+        ] {
+            let mut map = sample();
+            map.cluster_cidr = None;
+            map.host.subnet = net(subnet);
+            assert_eq!(
+                map.check(),
+                Err(NetmapError::SubnetTooSmall {
+                    subnet: net(subnet),
+                    host: "host-a".into(),
+                    max,
+                })
+            );
+        }
+        let mut map = sample();
+        map.host.subnet = net("10.42.1.0/30");
+        map.peers.clear();
+        assert_eq!(map.check(), Ok(()));
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! Target `tso`: splitting a TSO/USO super-packet read from TUN into packets of at most the
+//! MSS, as the send path does for every read (`tun_rs::gso_split`, behind
+//! `Tun::recv_batch`), into buffers the size the send path uses.
+//!
+//! Input: a flag byte, then either a well-formed super-packet (TCP or UDP over IPv4 or IPv6,
+//! any MSS, any payload length, with a matching virtio-net header) or raw header fields and raw
+//! bytes. Invariants on success: as many segments as the payload needs, each of at most the
+//! MSS (all but the last exactly), whose payloads concatenate to the original; each has the
+//! original headers with correct lengths, IPv4 checksum, consecutive TCP sequence numbers and a
+//! valid transport checksum.
+
+use tun_rs::{
+    gso_split, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
+};
+
+use crate::checksum;
+use crate::packet::{self, Spec, ACK, PSH, TCP, UDP};
+use crate::Input;
+
+/// The send path's buffers for an MTU of 1420 (`max(mtu, 1280) + 64` bytes), and how many
+/// are always free for one super-packet's segments.
+const BUF_LEN: usize = 1420 + 64;
+const SLOTS: usize = 128;
+
+/// Runs one input.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let flags = input.u8();
+    let v6 = flags & 1 != 0;
+    let (hdr, mut packet) = if flags & 0x80 == 0 {
+        well_formed(&mut input, flags)
+    } else {
+        raw(&mut input, v6)
+    };
+    let original = packet.clone();
+    let mut bufs = vec![vec![0u8; BUF_LEN]; SLOTS];
+    let mut sizes = vec![0usize; SLOTS];
+    let Ok(n) = gso_split(&mut packet, hdr, &mut bufs, &mut sizes, 0, v6) else {
+        return;
+    };
+    check(&original, hdr, v6, &bufs[..n], &sizes[..n]);
+}
+
+fn well_formed(input: &mut Input<'_>, flags: u8) -> (VirtioNetHdr, Vec<u8>) {
+    let v6 = flags & 1 != 0;
+    let udp = flags & 2 != 0;
+    let spec = Spec {
+        v6,
+        proto: if udp { UDP } else { TCP },
+        sport: 40_000,
+        seq: input.u32(),
+        flags: if flags & 4 != 0 { ACK | PSH } else { ACK },
+        options: 4 * input.below(11),
+        ttl: 64,
+    };
+    let mss = 1 + usize::from(input.u16()) % 1500;
+    let len = usize::from(input.u16()) % 8000;
+    let payload = match input.rest() {
+        [] => packet::payload(len, 1),
+        bytes => bytes.to_vec(),
+    };
+    let hdr = VirtioNetHdr {
+        flags: 1,
+        gso_type: match (udp, v6) {
+            (true, _) => VIRTIO_NET_HDR_GSO_UDP_L4,
+            (false, false) => VIRTIO_NET_HDR_GSO_TCPV4,
+            (false, true) => VIRTIO_NET_HDR_GSO_TCPV6,
+        },
+        hdr_len: spec.header_len() as u16,
+        gso_size: mss as u16,
+        csum_start: spec.ip_len() as u16,
+        csum_offset: if udp { 6 } else { 16 },
+    };
+    (hdr, packet::build(&spec, &payload))
+}
+
+fn raw(input: &mut Input<'_>, v6: bool) -> (VirtioNetHdr, Vec<u8>) {
+    let hdr = VirtioNetHdr {
+        flags: input.u8(),
+        gso_type: input.u8(),
+        hdr_len: input.u16(),
+        gso_size: input.u16(),
+        csum_start: input.u16(),
+        csum_offset: input.u16(),
+    };
+    let mut packet = input.rest().to_vec();
+    if let Some(b) = packet.first_mut() {
+        *b = (*b & 0x0f) | if v6 { 0x60 } else { 0x40 };
+    }
+    (hdr, packet)
+}
+
+fn check(original: &[u8], hdr: VirtioNetHdr, v6: bool, bufs: &[Vec<u8>], sizes: &[usize]) {
+    let hdr_len = usize::from(hdr.hdr_len);
+    let ip_len = usize::from(hdr.csum_start);
+    let mss = usize::from(hdr.gso_size);
+    let tcp = hdr.gso_type != VIRTIO_NET_HDR_GSO_UDP_L4;
+    let payload = &original[hdr_len..];
+    assert_eq!(bufs.len(), payload.len().div_ceil(mss), "segment count");
+    let mut joined = Vec::with_capacity(payload.len());
+    for (k, (buf, &size)) in bufs.iter().zip(sizes).enumerate() {
+        let seg = &buf[..size];
+        let data = &seg[hdr_len..];
+        assert!(
+            data.len() <= mss,
+            "segment {k}: {} bytes over MSS {mss}",
+            data.len()
+        );
+        if k + 1 < bufs.len() {
+            assert_eq!(data.len(), mss, "segment {k} is short");
+        }
+        joined.extend_from_slice(data);
+        if v6 {
+            assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])) + 40, size);
+        } else {
+            assert_eq!(usize::from(u16::from_be_bytes([seg[2], seg[3]])), size);
+            assert!(
+                checksum::ipv4_valid(&seg[..ip_len]),
+                "segment {k}: IPv4 checksum"
+            );
+        }
+        if tcp {
+            let seq = |p: &[u8]| {
+                u32::from_be_bytes([p[ip_len + 4], p[ip_len + 5], p[ip_len + 6], p[ip_len + 7]])
+            };
+            assert_eq!(seq(seg), seq(original).wrapping_add((k * mss) as u32));
+        }
+        let proto = if tcp { TCP } else { UDP };
+        assert!(
+            checksum::transport_valid(seg, v6, proto, ip_len),
+            "segment {k}: transport checksum"
+        );
+    }
+    assert_eq!(
+        joined, payload,
+        "the segments' payloads are not the original's"
+    );
+}
+
+/// Seeds: TCP over IPv4 and IPv6 at a usual and a tiny MSS, UDP, and a raw header.
+pub fn seeds() -> Vec<Vec<u8>> {
+    vec![
+        vec![0, 0, 0, 0, 1, 0x05, 0x78, 0x0f, 0xa0],
+        vec![1, 0, 0, 0, 1, 0x05, 0x50, 0x20, 0x00],
+        vec![4, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0x58, 0x1f, 0x40],
+        vec![4, 0, 0, 0, 9, 3, 0, 0x08, 0x10, 0x00],
+        vec![2, 0, 0, 0, 0, 0, 0x04, 0xb0, 0x10, 0x00],
+        vec![3, 0, 0, 0, 0, 0, 0x05, 0x00, 0x10, 0x00],
+        [
+            &[0x80u8, 1, 1, 0, 40, 0, 100, 0, 20, 0, 16][..],
+            &[0x45; 200],
+        ]
+        .concat(),
+    ]
+}
