@@ -108,6 +108,11 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
+    calls(data);
+}
+
+/// Runs one input; returns the control plane after its calls.
+fn calls(data: &[u8]) -> Control {
     let mut control = control();
     let mut input = Input::new(data);
     let from: Option<IpAddr> = Some(FROM.parse().expect("address"));
@@ -159,7 +164,11 @@ pub fn run(data: &[u8]) {
                 let mut i = Input::new(bytes);
                 let held = (
                     u64::from(i.u8()),
-                    if i.u8() % 2 == 0 { control.epoch() } else { 0 },
+                    if i.u8().is_multiple_of(2) {
+                        control.epoch()
+                    } else {
+                        0
+                    },
                 );
                 let _ = control.check_netmap_access(&host, JOINED, held.0, now, from);
                 let _ = control.netmap_update(&host, JOINED, held, now, from);
@@ -180,6 +189,7 @@ pub fn run(data: &[u8]) {
             panic!("the netmap of {} fails the agent's check: {e}", host.name);
         }
     }
+    control
 }
 
 /// Seeds: a second host joining, an endpoint change, a token, a removal and a poll.
@@ -215,4 +225,20 @@ pub fn seeds() -> Vec<Vec<u8>> {
         call(8, JOINED),
         call(9, ""),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_seeds_reach_the_calls() {
+        let seeds = super::seeds();
+        let hosts = |i: usize| super::calls(&seeds[i]).registry().hosts().len();
+        assert_eq!(hosts(0), 2, "the seed's join succeeds");
+        assert_eq!(hosts(6), 1, "the seed's removal succeeds");
+        assert_eq!(
+            super::calls(&seeds[4]).registry().tokens().len(),
+            2,
+            "a token is created"
+        );
+    }
 }

@@ -193,3 +193,21 @@ pub fn seeds() -> Vec<Vec<u8>> {
     }
     seeds
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_initiation_is_host_bs() {
+        let seed = &seeds()[0];
+        let table = &fixture().table;
+        let mut out = [0u8; 256];
+        let from = SENDERS[0].parse::<SocketAddr>().expect("sender");
+        let who = table.handshake_from(from.ip(), MessageKind::HandshakeInit, &seed[1..], &mut out);
+        let HandshakeFrom::Peer(peer) = who else {
+            panic!("the seed initiation is not identified");
+        };
+        assert_eq!(peer.lock().name(), Some("host-b"));
+    }
+}

@@ -31,7 +31,7 @@ pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    if mode % 2 == 0 {
+    if mode.is_multiple_of(2) {
         if let Ok(netmap) = serde_json::from_slice::<Netmap>(rest) {
             accept(&netmap);
         }

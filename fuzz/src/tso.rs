@@ -25,6 +25,11 @@ const SLOTS: usize = 128;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
+    split_and_check(data);
+}
+
+/// Runs one input; returns how many segments the split gave (0 when refused).
+fn split_and_check(data: &[u8]) -> usize {
     let mut input = Input::new(data);
     let flags = input.u8();
     let v6 = flags & 1 != 0;
@@ -37,9 +42,10 @@ pub fn run(data: &[u8]) {
     let mut bufs = vec![vec![0u8; BUF_LEN]; SLOTS];
     let mut sizes = vec![0usize; SLOTS];
     let Ok(n) = gso_split(&mut packet, hdr, &mut bufs, &mut sizes, 0, v6) else {
-        return;
+        return 0;
     };
     check(&original, hdr, v6, &bufs[..n], &sizes[..n]);
+    n
 }
 
 fn well_formed(input: &mut Input<'_>, flags: u8) -> (VirtioNetHdr, Vec<u8>) {
@@ -153,4 +159,19 @@ pub fn seeds() -> Vec<Vec<u8>> {
         ]
         .concat(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_seeds_split() {
+        let segments: Vec<usize> = super::seeds()
+            .iter()
+            .map(|s| super::split_and_check(s))
+            .collect();
+        assert!(
+            segments.iter().filter(|&&n| n > 1).count() >= 4,
+            "{segments:?}"
+        );
+    }
 }
