@@ -1,25 +1,35 @@
 //! Target `token`: the parsers of the secrets' texts — join tokens, admin tokens, host
 //! credentials, bare secrets, CA digests and secret hashes (from text and from JSON, as
-//! `control.json`, `admin.toml` and the API carry them).
+//! `control.json`, `admin.toml` and the API carry them) — and the agent's reading of its
+//! credential file, `control.json`.
 //!
-//! Input: a kind byte, then the text. Invariants: what parses writes out (`expose`/`Display`)
+//! Input: a kind byte, then the text (or the file). Invariants: what parses writes out (`expose`/`Display`)
 //! as a text that parses to the same value; an error never quotes the secret part of the text
 //! it refused (whatever follows the first `-`).
 
 use std::fmt::Display;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secret, SecretHash};
+use wgmesh_config::ControlSection;
+use wgmesh_overlay::agent::control_link::load_credential_file;
 
 use crate::api::join_token;
+
+const CONTROL_URL: &str = "https://198.18.0.1:8443";
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
     let Some((&kind, text)) = data.split_first() else {
         return;
     };
+    if kind % 8 == 7 {
+        credential_file(text);
+        return;
+    }
     let text = String::from_utf8_lossy(text);
-    match kind % 7 {
+    match kind % 8 {
         0 => round_trip::<JoinToken>(&text, JoinToken::expose),
         1 => round_trip::<AdminToken>(&text, AdminToken::expose),
         2 => round_trip::<HostCredential>(&text, HostCredential::expose),
@@ -37,6 +47,22 @@ pub fn run(data: &[u8]) {
             }
         }
     }
+}
+
+/// What the agent makes of `control.json` holding `bytes`.
+fn credential_file(bytes: &[u8]) {
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("wgmesh-fuzz-control-{}.json", std::process::id()));
+    std::fs::write(&path, bytes).expect("credential file");
+    let control = ControlSection {
+        url: CONTROL_URL.parse().expect("url"),
+        join_token: None,
+    };
+    let _ = load_credential_file(&path, &control, "host-a");
 }
 
 fn round_trip<T>(text: &str, write: fn(&T) -> String)
@@ -92,5 +118,35 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with(5, &hash),
         with(6, &format!("\"{digest}\"")),
         with(6, &format!("\"{hash}\"")),
+        with(
+            7,
+            &serde_json::json!({
+                "version": "1",
+                "url": CONTROL_URL,
+                "ca_digest": digest,
+                "name": "host-a",
+                "credential": host,
+                "joined": true,
+            })
+            .to_string(),
+        ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_credential_file_is_a_joined_link() {
+        let seed = seeds().pop().expect("seeds");
+        let path = tempfile::NamedTempFile::new().expect("file");
+        std::fs::write(path.path(), &seed[1..]).expect("write");
+        let control = ControlSection {
+            url: CONTROL_URL.parse().expect("url"),
+            join_token: None,
+        };
+        let found = load_credential_file(path.path(), &control, "host-a").expect("readable");
+        assert_eq!(found, Some(true));
+    }
 }
