@@ -10,10 +10,10 @@
 //! the agent's [`Netmap::check`](wgmesh_config::netmap::Netmap::check).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::IpAddr;
 
 use serde::de::DeserializeOwned;
+use tempfile::NamedTempFile;
 use wgmesh_client::api::{EndpointBody, JoinBody, TokenBody};
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secret};
 use wgmesh_config::PrivateKey;
@@ -47,19 +47,9 @@ fn credential() -> HostCredential {
     HostCredential::from_secret(Secret::from_bytes([8; 32]))
 }
 
-fn audit_path() -> std::path::PathBuf {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        std::path::PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    dir.join(format!("wgmesh-fuzz-audit-{}.jsonl", std::process::id()))
-}
-
-fn control() -> Control {
-    let path = audit_path();
-    File::create(&path).expect("audit file");
-    let audit = AuditLog::open(&path).expect("audit log");
+/// A control plane whose audit log is `audit` (removed when the caller drops it).
+fn control(audit: &NamedTempFile) -> Control {
+    let audit = AuditLog::open(audit.path()).expect("audit log");
     let mut registry = Registry::default();
     let mut store = MemStore::new();
     let init = registry
@@ -113,7 +103,8 @@ pub fn run(data: &[u8]) {
 
 /// Runs one input; returns the control plane after its calls.
 fn calls(data: &[u8]) -> Control {
-    let mut control = control();
+    let audit = crate::scratch_file();
+    let mut control = control(&audit);
     let mut input = Input::new(data);
     let from: Option<IpAddr> = Some(FROM.parse().expect("address"));
     let admin = control.authenticate(Some(&admin().expose()));

@@ -86,6 +86,19 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// A file for one input, in memory (`/dev/shm`) where there is one; removed when dropped.
+fn scratch_file() -> tempfile::NamedTempFile {
+    let shm = std::path::Path::new("/dev/shm");
+    let file = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("wgmesh-fuzz-")
+            .tempfile_in(shm)
+    } else {
+        tempfile::NamedTempFile::new()
+    };
+    file.expect("a scratch file")
+}
+
 /// The target called `name`.
 pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)

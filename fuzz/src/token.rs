@@ -8,7 +8,6 @@
 //! it refused (whatever follows the first `-`).
 
 use std::fmt::Display;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secret, SecretHash};
@@ -51,18 +50,13 @@ pub fn run(data: &[u8]) {
 
 /// What the agent makes of `control.json` holding `bytes`.
 fn credential_file(bytes: &[u8]) {
-    let dir = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("wgmesh-fuzz-control-{}.json", std::process::id()));
-    std::fs::write(&path, bytes).expect("credential file");
+    let file = crate::scratch_file();
+    std::fs::write(file.path(), bytes).expect("credential file");
     let control = ControlSection {
         url: CONTROL_URL.parse().expect("url"),
         join_token: None,
     };
-    let _ = load_credential_file(&path, &control, "host-a");
+    let _ = load_credential_file(file.path(), &control, "host-a");
 }
 
 fn round_trip<T>(text: &str, write: fn(&T) -> String)
