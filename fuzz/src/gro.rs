@@ -11,6 +11,8 @@
 //! input segments of its flow, in order, with consecutive sequence numbers; every input
 //! packet is written exactly once; no buffer is reallocated.
 
+use std::cell::RefCell;
+
 use wgmesh_overlay::datapath::gro::{Gro, VNET_HDR_LEN};
 
 use crate::checksum;
@@ -27,19 +29,27 @@ pub fn run(data: &[u8]) {
 
 /// Runs one input; returns how many super-packets were written.
 fn coalesce_and_check(data: &[u8]) -> usize {
+    thread_local! {
+        /// The receive path's buffers, kept from input to input (allocating 64 of 64 KB each
+        /// time would be most of the work).
+        static BUFS: RefCell<Vec<Vec<u8>>> = RefCell::new(
+            (0..MAX_BATCH).map(|_| Vec::with_capacity(2 * OFF + 65_535)).collect()
+        );
+    }
+    BUFS.with_borrow_mut(|pool| check_batch(data, pool))
+}
+
+fn check_batch(data: &[u8], pool: &mut [Vec<u8>]) -> usize {
     let packets = batch(&mut Input::new(data));
-    let mut bufs: Vec<Vec<u8>> = packets
-        .iter()
-        .map(|p| {
-            let mut b = Vec::with_capacity(2 * OFF + 65_535);
-            b.resize(OFF, 0);
-            b.extend_from_slice(p);
-            b
-        })
-        .collect();
+    let bufs = &mut pool[..packets.len()];
+    for (b, p) in bufs.iter_mut().zip(&packets) {
+        b.clear();
+        b.resize(OFF, 0);
+        b.extend_from_slice(p);
+    }
     let capacities: Vec<usize> = bufs.iter().map(Vec::capacity).collect();
     let mut gro = Gro::new(MAX_BATCH);
-    let order = gro.coalesce(&mut bufs, OFF).to_vec();
+    let order = gro.coalesce(bufs, OFF).to_vec();
     for (b, cap) in bufs.iter().zip(&capacities) {
         assert_eq!(b.capacity(), *cap, "a buffer was reallocated");
     }

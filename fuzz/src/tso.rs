@@ -9,6 +9,8 @@
 //! original headers with correct lengths, IPv4 checksum, consecutive TCP sequence numbers and a
 //! valid transport checksum.
 
+use std::cell::RefCell;
+
 use tun_rs::{
     gso_split, VirtioNetHdr, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -39,13 +41,18 @@ fn split_and_check(data: &[u8]) -> usize {
         raw(&mut input, v6)
     };
     let original = packet.clone();
-    let mut bufs = vec![vec![0u8; BUF_LEN]; SLOTS];
-    let mut sizes = vec![0usize; SLOTS];
-    let Ok(n) = gso_split(&mut packet, hdr, &mut bufs, &mut sizes, 0, v6) else {
-        return 0;
-    };
-    check(&original, hdr, v6, &bufs[..n], &sizes[..n]);
-    n
+    thread_local! {
+        /// The send path's buffers, kept from input to input.
+        static BUFS: RefCell<(Vec<Vec<u8>>, Vec<usize>)> =
+            RefCell::new((vec![vec![0u8; BUF_LEN]; SLOTS], vec![0usize; SLOTS]));
+    }
+    BUFS.with_borrow_mut(|(bufs, sizes)| {
+        let Ok(n) = gso_split(&mut packet, hdr, bufs, sizes, 0, v6) else {
+            return 0;
+        };
+        check(&original, hdr, v6, &bufs[..n], &sizes[..n]);
+        n
+    })
 }
 
 fn well_formed(input: &mut Input<'_>, flags: u8) -> (VirtioNetHdr, Vec<u8>) {
