@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite as root: installs what the end-to-end tests need on a fresh Debian
 # machine, checks formatting and lints, then runs unit and end-to-end tests.
-#   ./scripts/test.sh            everything
+#   ./scripts/test.sh            everything, then each fuzz target for WGMESH_FUZZ_SECONDS (8; 0 skips)
 #   ./scripts/test.sh e2e_wire   only tests whose names match (passed to cargo test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
