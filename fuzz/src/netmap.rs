@@ -5,7 +5,8 @@
 //! Input: a mode byte, then either JSON (a [`Netmap`] or a [`NetmapUpdate`], as the agent
 //! reads them) or choices that build a netmap and a delta from a few names, keys and prefixes
 //! (so that duplicates, overlaps, prefixes outside the cluster and edge prefix lengths come up
-//! often). Invariants: a netmap `check` accepts is accepted by the agent without a panic; a
+//! often). Invariants: a netmap `check` accepts is accepted by the agent without a panic, lies
+//! inside its cluster CIDR and has no two overlapping prefixes (host subnet, allowed IPs); a
 //! delta's result passes `check`, is normalized, has the revision and peer count the delta
 //! promised; normalize is idempotent; JSON round-trips.
 
@@ -75,6 +76,25 @@ fn accept(netmap: &Netmap) {
     let Ok(settings) = settings else {
         return;
     };
+    let nets: Vec<IpNet> = std::iter::once(netmap.host.subnet)
+        .chain(
+            netmap
+                .peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().copied()),
+        )
+        .collect();
+    if let Some(cluster) = netmap.cluster_cidr {
+        assert!(
+            nets.iter().all(|n| cluster.contains(n)),
+            "a prefix outside {cluster} accepted"
+        );
+    }
+    for (i, a) in nets.iter().enumerate() {
+        for b in &nets[i + 1..] {
+            assert!(!a.contains(b) && !b.contains(a), "{a} and {b} overlap");
+        }
+    }
     let gw = gateway(netmap.host.subnet);
     assert!(netmap.host.subnet.contains(&gw));
     if settings.len() <= MAX_TUNNELS {
