@@ -5,12 +5,13 @@
 //!
 //! Input: a sequence of calls, each a selector byte, a length and that many bytes of body (or
 //! path parameter). The control plane starts with one reusable join token and one joined host,
-//! whose secrets are fixed so that the seeds can use them. Invariants: no panic; the store's
-//! mutations replay to a registry; every host's netmap the control plane would send passes
+//! whose secrets are fixed so that the seeds can use them. Invariants: no panic; the store file
+//! the commits wrote replays (as at a restart) to the same revision, hosts and tokens; every host's netmap the control plane would send passes
 //! the agent's [`Netmap::check`](wgmesh_config::netmap::Netmap::check).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use tempfile::NamedTempFile;
@@ -19,9 +20,11 @@ use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secr
 use wgmesh_config::PrivateKey;
 use wgmesh_control::audit::AuditLog;
 use wgmesh_control::compile::{self, Policy};
+use wgmesh_control::fuzzing::{mutation_record, replay_store};
+use wgmesh_control::registry::Mutation;
 use wgmesh_control::registry::Registry;
 use wgmesh_control::service::Control;
-use wgmesh_control::store::{MemStore, Store};
+use wgmesh_control::store::{MemStore, Store, StoreError};
 
 use crate::Input;
 
@@ -47,11 +50,15 @@ fn credential() -> HostCredential {
     HostCredential::from_secret(Secret::from_bytes([8; 32]))
 }
 
-/// A control plane whose audit log is `audit` (removed when the caller drops it).
-fn control(audit: &NamedTempFile) -> Control {
+/// A control plane whose audit log is `audit` (removed when the caller drops it) and whose
+/// store file's bytes are `file`.
+fn control(audit: &NamedTempFile, file: &Arc<Mutex<Vec<u8>>>) -> Control {
     let audit = AuditLog::open(audit.path()).expect("audit log");
     let mut registry = Registry::default();
-    let mut store = MemStore::new();
+    let mut store = Recording {
+        inner: MemStore::new(),
+        file: file.clone(),
+    };
     let init = registry
         .plan_initialize("10.42.0.0/16".parse().expect("prefix"), 24)
         .expect("initialize");
@@ -87,6 +94,33 @@ fn control(audit: &NamedTempFile) -> Control {
     control
 }
 
+/// The control plane's store: a [`MemStore`] that also writes every commit as the store
+/// file's record, so that the target can replay what was acknowledged as a restart would.
+struct Recording {
+    inner: MemStore,
+    file: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Store for Recording {
+    fn load(&self) -> Result<Registry, StoreError> {
+        self.inner.load()
+    }
+
+    fn commit(&mut self, mutation: &Mutation) -> Result<(), StoreError> {
+        self.inner.commit(mutation)?;
+        let seq = self.inner.mutations().len() as u64;
+        self.file
+            .lock()
+            .expect("store file")
+            .extend_from_slice(&mutation_record(seq, mutation));
+        Ok(())
+    }
+
+    fn recover(&mut self) -> Result<Registry, StoreError> {
+        self.inner.recover()
+    }
+}
+
 /// A body as the HTTP layer reads it: a JSON object, then the call's type.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -104,7 +138,8 @@ pub fn run(data: &[u8]) {
 /// Runs one input; returns the control plane after its calls.
 fn calls(data: &[u8]) -> Control {
     let audit = crate::scratch_file();
-    let mut control = control(&audit);
+    let file = Arc::new(Mutex::new(Vec::new()));
+    let mut control = control(&audit, &file);
     let mut input = Input::new(data);
     let from: Option<IpAddr> = Some(FROM.parse().expect("address"));
     let admin = control.authenticate(Some(&admin().expose()));
@@ -174,6 +209,18 @@ fn calls(data: &[u8]) -> Control {
         }
     }
     let registry = control.registry();
+    let (replayed, _, _) =
+        replay_store(&file.lock().expect("store file")).expect("the store file replays");
+    assert_eq!(
+        replayed.revision(),
+        registry.revision(),
+        "a restart would lose a change"
+    );
+    assert!(
+        replayed.hosts().keys().eq(registry.hosts().keys())
+            && replayed.tokens() == registry.tokens(),
+        "a restart would find other hosts or tokens"
+    );
     for (id, host) in registry.hosts() {
         let netmap = compile::netmap(registry, &Policy::AllowAll, *id).expect("a host's netmap");
         if let Err(e) = netmap.check() {
