@@ -72,7 +72,8 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $t failed (exit $rc); the end of $log:" >&2
     tail -40 "$log" >&2
   fi
-  results+=("$(printf '%-10s %12s %10s %10s %8s' "$t" "${runs:-?}" "${cov:-?}" "${ft:-?}" "$found")")
+  results+=("$(printf '%-10s %12s %10s %10s %8s' \
+    "$t" "${runs:-?}" "${cov:-?}" "${ft:-?}" "$found")")
 done
 
 echo

@@ -6,8 +6,9 @@
 //! Input: a sequence of calls, each a selector byte, a length and that many bytes of body (or
 //! path parameter). The control plane starts with one reusable join token and one joined host,
 //! whose secrets are fixed so that the seeds can use them. Invariants: no panic; the store file
-//! the commits wrote replays (as at a restart) to the same revision, hosts and tokens; every host's netmap the control plane would send passes
-//! the agent's [`Netmap::check`](wgmesh_config::netmap::Netmap::check).
+//! the commits wrote replays (as at a restart) to the same revision, hosts and tokens; every
+//! host's netmap the control plane would send passes the agent's
+//! [`Netmap::check`](wgmesh_config::netmap::Netmap::check).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

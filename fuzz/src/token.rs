@@ -3,9 +3,10 @@
 //! `control.json`, `admin.toml` and the API carry them) — and the agent's reading of its
 //! credential file, `control.json`.
 //!
-//! Input: a kind byte, then the text (or the file). Invariants: what parses writes out (`expose`/`Display`)
-//! as a text that parses to the same value; an error never quotes the secret part of the text
-//! it refused (whatever follows the first `-`).
+//! Input: a kind byte, then the text (or the file). Invariants: what parses writes out
+//! (`expose`/`Display`) as a text that parses to the same value; an error never quotes the
+//! secret part of the text it refused (whatever follows the first `-`); `control.json` of any
+//! content gives a link, none, or an error, never a panic.
 
 use std::fmt::Display;
 use std::str::FromStr;
