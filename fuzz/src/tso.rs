@@ -41,17 +41,29 @@ fn split_and_check(data: &[u8]) -> usize {
         raw(&mut input, v6)
     };
     let original = packet.clone();
+    let Some(segments) = split(&mut packet, hdr, v6) else {
+        return 0;
+    };
+    check(&original, hdr, usize::from(hdr.hdr_len), v6, &segments);
+    segments.len()
+}
+
+/// The send path's split of one super-packet: its segments, or `None` when it is refused.
+fn split(packet: &mut [u8], hdr: VirtioNetHdr, v6: bool) -> Option<Vec<Vec<u8>>> {
     thread_local! {
         /// The send path's buffers, kept from input to input.
         static BUFS: RefCell<(Vec<Vec<u8>>, Vec<usize>)> =
             RefCell::new((vec![vec![0u8; BUF_LEN]; SLOTS], vec![0usize; SLOTS]));
     }
     BUFS.with_borrow_mut(|(bufs, sizes)| {
-        let Ok(n) = gso_split(&mut packet, hdr, bufs, sizes, 0, v6) else {
-            return 0;
-        };
-        check(&original, hdr, v6, &bufs[..n], &sizes[..n]);
-        n
+        let n = gso_split(packet, hdr, bufs, sizes, 0, v6).ok()?;
+        Some(
+            bufs[..n]
+                .iter()
+                .zip(&sizes[..n])
+                .map(|(b, &s)| b[..s].to_vec())
+                .collect(),
+        )
     })
 }
 
@@ -104,23 +116,24 @@ fn raw(input: &mut Input<'_>, v6: bool) -> (VirtioNetHdr, Vec<u8>) {
     (hdr, packet)
 }
 
-fn check(original: &[u8], hdr: VirtioNetHdr, v6: bool, bufs: &[Vec<u8>], sizes: &[usize]) {
-    let hdr_len = usize::from(hdr.hdr_len);
+/// Checks the segments of `original` (whose headers are `hdr_len` bytes) against what the
+/// virtio-net header `hdr` asked for.
+fn check(original: &[u8], hdr: VirtioNetHdr, hdr_len: usize, v6: bool, segments: &[Vec<u8>]) {
     let ip_len = usize::from(hdr.csum_start);
     let mss = usize::from(hdr.gso_size);
-    let tcp = hdr.gso_type != VIRTIO_NET_HDR_GSO_UDP_L4;
+    let tcp = hdr.gso_type & 0x7f != VIRTIO_NET_HDR_GSO_UDP_L4;
     let payload = &original[hdr_len..];
-    assert_eq!(bufs.len(), payload.len().div_ceil(mss), "segment count");
+    assert_eq!(segments.len(), payload.len().div_ceil(mss), "segment count");
     let mut joined = Vec::with_capacity(payload.len());
-    for (k, (buf, &size)) in bufs.iter().zip(sizes).enumerate() {
-        let seg = &buf[..size];
+    for (k, seg) in segments.iter().enumerate() {
+        let size = seg.len();
         let data = &seg[hdr_len..];
         assert!(
             data.len() <= mss,
             "segment {k}: {} bytes over MSS {mss}",
             data.len()
         );
-        if k + 1 < bufs.len() {
+        if k + 1 < segments.len() {
             assert_eq!(data.len(), mss, "segment {k} is short");
         }
         joined.extend_from_slice(data);
