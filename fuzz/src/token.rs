@@ -76,8 +76,11 @@ where
         }
         Err(e) => {
             let message = e.to_string();
-            if let Some((_, secret)) = text.trim().split_once('-') {
+            // (A secret that also stands in the prefix may show through the quoted prefix of
+            // an unsupported version, `WGMA000…-000…`: not the secret's doing.)
+            if let Some((prefix, secret)) = text.trim().split_once('-') {
                 let secret_like = secret.len() >= 16
+                    && !prefix.contains(secret)
                     && secret
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
