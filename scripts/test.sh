@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite as root: installs what the end-to-end tests need on a fresh Debian
 # machine, checks formatting and lints, then runs unit and end-to-end tests.
-#   ./scripts/test.sh            everything
+#   ./scripts/test.sh            everything, then each fuzz target for WGMESH_FUZZ_SECONDS (8; 0 skips)
 #   ./scripts/test.sh e2e_wire   only tests whose names match (passed to cargo test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ fi
 
 need=()
 for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools \
-            tcpdump:tcpdump socat:socat sysctl:procps curl:curl; do
+            tcpdump:tcpdump socat:socat sysctl:procps curl:curl g++:g++; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -41,8 +41,15 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked -- "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# A short run of every fuzz target (scripts/fuzz.sh; WGMESH_FUZZ_SECONDS each, 0 skips), counted
+# as one more test. `cargo test` above already replayed their seeds and regression inputs.
+fuzz_pass=0 fuzz_fail=0
+if [ $# -eq 0 ] && [ "${WGMESH_FUZZ_SECONDS:-8}" != 0 ]; then
+  if ./scripts/fuzz.sh "${WGMESH_FUZZ_SECONDS:-8}"; then fuzz_pass=1; else fuzz_fail=1; status=1; fi
+fi
 set -e
 # One closing line for the whole run (cargo's own last line is the doc tests' "0 passed").
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+awk -v fp="$fuzz_pass" -v ff="$fuzz_fail" \
+    '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p + fp, f + ff }' "$log"
 exit "$status"

@@ -36,6 +36,8 @@ pub mod audit;
 pub mod changelog;
 pub mod clock;
 pub mod compile;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ids;
 pub mod ipam;

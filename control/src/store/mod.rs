@@ -118,14 +118,14 @@ impl Store for MemStore {
 
 /// A record as written: borrowed, so committing does not clone the state.
 #[derive(Serialize)]
-struct RecordOut<'a> {
+pub(crate) struct RecordOut<'a> {
     // Field order matters: snapshot records start with `{"snapshot"`, mutation records with
     // `{"seq"` (see `SNAPSHOT_START`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    snapshot: Option<&'a Registry>,
-    seq: u64,
+    pub(crate) snapshot: Option<&'a Registry>,
+    pub(crate) seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    mutation: Option<&'a Mutation>,
+    pub(crate) mutation: Option<&'a Mutation>,
 }
 
 /// A record as read.
@@ -333,7 +333,7 @@ impl Store for FileStore {
     }
 }
 
-fn encode(record: &RecordOut<'_>) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(record: &RecordOut<'_>) -> Result<Vec<u8>, StoreError> {
     let mut line = serde_json::to_vec(record).map_err(|e| {
         // Serialising our own types cannot fail short of a bug; report it as a rejection.
         StoreError::Io {
@@ -348,7 +348,7 @@ fn encode(record: &RecordOut<'_>) -> Result<Vec<u8>, StoreError> {
 
 /// Replays a store file: returns the state, the number of mutation lines after the snapshot,
 /// and the length of the complete lines (the rest is a torn tail).
-fn replay(path: &Path, bytes: &[u8]) -> Result<(Registry, u64, usize), StoreError> {
+pub(crate) fn replay(path: &Path, bytes: &[u8]) -> Result<(Registry, u64, usize), StoreError> {
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let corrupt = |line: usize, message: String| StoreError::Corrupt {
         path: path.to_path_buf(),

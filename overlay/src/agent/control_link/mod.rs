@@ -39,6 +39,17 @@ pub use follow::{follow, Offer};
 /// The file in the state directory that holds the host's credential.
 pub const CREDENTIAL_FILE: &str = "control.json";
 
+/// Reads a `control.json` at `path` as the agent does at start-up: whether it holds a link to
+/// `control` for `name`, and if so whether its join completed. For the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn load_credential_file(
+    path: &Path,
+    control: &ControlSection,
+    name: &str,
+) -> Result<Option<bool>, LinkError> {
+    load_link(path, control, name).map(|link| link.map(|(_, joined)| joined))
+}
+
 /// Why the agent cannot get onto the control plane.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
