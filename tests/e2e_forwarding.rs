@@ -90,7 +90,8 @@ fn ipv6_forwarding_is_per_interface_and_restored_after_kill9() {
     let (a, b) = (&hosts[0], &hosts[1]);
     let ul_ra = "/proc/sys/net/ipv6/conf/ul0/accept_ra";
     let all = "/proc/sys/net/ipv6/conf/all/forwarding";
-    let per_interface = std::path::Path::new("/proc/sys/net/ipv6/conf/all/force_forwarding").exists();
+    let per_interface =
+        std::path::Path::new("/proc/sys/net/ipv6/conf/all/force_forwarding").exists();
     a.ns.run(&["sysctl", "-qw", "net.ipv6.conf.ul0.accept_ra=1"]);
     let before = sysctls(&a.ns);
     assert_eq!(before[all], "0");
@@ -99,7 +100,11 @@ fn ipv6_forwarding_is_per_interface_and_restored_after_kill9() {
     let check_running = || {
         let now = sysctls(&a.ns);
         if per_interface {
-            assert_eq!(changed(&before, &now), vec![], "the agent changed host sysctls");
+            assert_eq!(
+                changed(&before, &now),
+                vec![],
+                "the agent changed host sysctls"
+            );
             for dev in [BRIDGE, TUN] {
                 let path = format!("/proc/sys/net/ipv6/conf/{dev}/force_forwarding");
                 assert_eq!(now[&path], "1", "{path}");
@@ -109,7 +114,10 @@ fn ipv6_forwarding_is_per_interface_and_restored_after_kill9() {
             assert_eq!(now[all], "1");
             assert_eq!(now[ul_ra], "2");
         }
-        assert_eq!(now["/proc/sys/net/ipv4/ip_forward"], "0", "IPv4 stays off host-wide");
+        assert_eq!(
+            now["/proc/sys/net/ipv4/ip_forward"], "0",
+            "IPv4 stays off host-wide"
+        );
     };
     check_running();
     let (wa, _ipa) = workload(&c, a, "wa");

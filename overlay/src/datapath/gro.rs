@@ -269,11 +269,7 @@ fn finish(buf: &mut [u8], f: &Flow) {
     let seed = fold(pseudo_header_sum(packet, f.v6, tcp_total));
     packet[f.ip_len + 16..f.ip_len + 18].copy_from_slice(&seed.to_be_bytes());
     hdr[0] = F_NEEDS_CSUM;
-    hdr[1] = if f.v6 {
-        GSO_TCPV6
-    } else {
-        GSO_TCPV4
-    };
+    hdr[1] = if f.v6 { GSO_TCPV6 } else { GSO_TCPV4 };
     // The legacy header is in the host's byte order (no TUNSETVNETLE/BE is set).
     hdr[2..4].copy_from_slice(&((f.ip_len + f.tcp_len) as u16).to_ne_bytes());
     hdr[4..6].copy_from_slice(&(f.segment as u16).to_ne_bytes());

@@ -47,5 +47,8 @@ pub(crate) fn allocations() -> usize {
 pub(crate) fn assert_counting() {
     let before = allocations();
     drop(std::hint::black_box(vec![0u8; 64]));
-    assert!(allocations() > before, "the counting allocator is not installed");
+    assert!(
+        allocations() > before,
+        "the counting allocator is not installed"
+    );
 }
