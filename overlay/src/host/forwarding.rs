@@ -210,7 +210,13 @@ pub fn plan_forwarding(targets: &ForwardingTargets<'_>) -> Result<Vec<SysctlChan
     if let Some(e) = failed {
         return Err(e);
     }
-    if targets.v6 && !has_force_forwarding(targets, |s| read(s).ok().flatten()) {
+    let has_ipv6 = || {
+        matches!(
+            read(&Sysctl::new(Family::Ipv6, "all", Knob::Forwarding)),
+            Ok(Some(_))
+        )
+    };
+    if targets.v6 && has_ipv6() && !has_force_forwarding(targets, |s| read(s).ok().flatten()) {
         tracing::warn!(
             "this kernel has no net.ipv6.conf.<interface>.force_forwarding (Linux 6.17): IPv6 \
              forwarding is switched on host-wide (net.ipv6.conf.all.forwarding)"
