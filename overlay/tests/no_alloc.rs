@@ -3,9 +3,9 @@
 //! (the peer's opening decision with roaming and the cryptokey check, TCP coalescing) on the
 //! other — run here with a counting allocator over many packets after the buffers are set up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use wgmesh_config::PrivateKey;
@@ -18,30 +18,6 @@ use wgmesh_overlay::peers::noise::LocalIdentity;
 use wgmesh_overlay::peers::peer::{HandshakeReceived, Outbound, PeerRun};
 use wgmesh_overlay::peers::set::PeerSet;
 use wgmesh_overlay::peers::settings::{PeerKeys, PeerSettings};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A TCP/IPv4 segment 10.42.1.2:40000 -> 10.42.2.2:5201 with valid checksums.
 fn segment(seq: u32, len: usize) -> Vec<u8> {
@@ -146,7 +122,8 @@ fn sealing_routing_batching_opening_and_coalescing_allocate_nothing() {
     let mut delivered = 0usize;
     let mut bytes = 0usize;
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    counting::assert_counting();
+    let before = counting::allocations();
     for _round in 0..20 {
         // Host A: route and seal the whole batch, as its `tx` thread does.
         seal(&ta, &drops, &bufs, &sizes, &mut batch);
@@ -165,7 +142,7 @@ fn sealing_routing_batching_opening_and_coalescing_allocate_nothing() {
         });
         batch.clear();
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = counting::allocations() - before;
     assert_eq!(drops.counts(), Default::default(), "nothing was dropped");
     let counters = *tb.peers().next().unwrap().lock().counters();
     assert_eq!(

@@ -1,40 +1,16 @@
 //! What the data path does per packet under a flood allocates nothing: splitting a TSO
 //! super-packet of a tiny MSS into batch after batch ([`Split`]), and charging handshake
 //! messages from many sources to the per-source limiter ([`SourceLimiter`]), run here with a
-//! counting allocator after their buffers are set up. (A separate test binary: the counter is
-//! process-wide, and tests in one binary run in parallel.)
+//! counting allocator (`counting`, shared with `no_alloc.rs`: it counts the calling thread's
+//! allocations) after their buffers are set up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wgmesh_overlay::datapath::tso::Split;
 use wgmesh_overlay::peers::limiter::{Limit, SourceLimiter};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A virtio-net header (TCPv4 GSO, segment size `mss`) and a TCP/IPv4 super-packet.
 fn super_packet(payload: usize, mss: u16) -> Vec<u8> {
@@ -63,7 +39,8 @@ fn splitting_tiny_mss_super_packets_and_limiting_sources_allocate_nothing() {
     let mut limiter = SourceLimiter::new([1, 2], t0);
     let (mut segments, mut passed) = (0usize, 0usize);
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    counting::assert_counting();
+    let before = counting::allocations();
     for round in 0..10u32 {
         let mut split = Split::begin(&mut read, 1344).expect("a valid super-packet");
         while !split.is_done() {
@@ -76,7 +53,7 @@ fn splitting_tiny_mss_super_packets_and_limiting_sources_allocate_nothing() {
             passed += usize::from(limiter.allow(now, source) == Limit::Pass);
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = counting::allocations() - before;
     assert_eq!(segments, 10 * 65_000usize.div_ceil(88));
     assert!(passed > 0);
     assert_eq!(allocations, 0, "the split and the limiter allocated");

@@ -1,6 +1,6 @@
 //! Floods and their measures: a sender of valid-MAC1 handshake initiations from random static
-//! keys (built with the overlay's own tunnels, so each one is what a real peer would send), and
-//! `ping` with its worst round trip.
+//! keys (built with the overlay's own tunnels, so each one is what a real peer would send) that
+//! counts the cookie replies it gets, and `ping` with its worst round trip.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,10 +30,11 @@ pub fn initiations(target: &str, count: usize) -> Vec<Vec<u8>> {
 }
 
 /// A thread in a namespace sending initiations to one address as fast as it can, from one
-/// source address or several in turn.
+/// source address or several in turn, and counting the cookie replies that come back.
 pub struct Flood {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    cookies: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -48,17 +49,24 @@ impl Flood {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let (s, n) = (stop.clone(), sent.clone());
+        let cookies = Arc::new(AtomicU64::new(0));
+        let (s, n, k) = (stop.clone(), sent.clone(), cookies.clone());
         let sources = sources.to_vec();
         let thread = spawn_in(ns, move || {
             let socks: Vec<UdpSocket> = sources
                 .iter()
-                .map(|ip| UdpSocket::bind((*ip, 0)).expect("flood socket"))
+                .map(|ip| {
+                    let sock = UdpSocket::bind((*ip, 0)).expect("flood socket");
+                    sock.set_nonblocking(true)
+                        .expect("non-blocking flood socket");
+                    sock
+                })
                 .collect();
             let mut ok = 0u64;
             for (m, sock) in messages.iter().cycle().zip(socks.iter().cycle()) {
                 if ok.is_multiple_of(256) {
                     n.store(ok, Ordering::Relaxed);
+                    k.fetch_add(drain_cookie_replies(&socks), Ordering::Relaxed);
                     if s.load(Ordering::Relaxed) {
                         break;
                     }
@@ -73,8 +81,14 @@ impl Flood {
         Self {
             stop,
             sent,
+            cookies,
             thread: Some(thread),
         }
+    }
+
+    /// Cookie replies (type 3, 64 bytes) received so far.
+    pub fn cookies(&self) -> u64 {
+        self.cookies.load(Ordering::Relaxed)
     }
 
     /// Initiations sent so far.
@@ -94,6 +108,18 @@ impl Flood {
             let _ = t.join();
         }
     }
+}
+
+/// Reads every datagram waiting on `socks`; returns how many were cookie replies.
+fn drain_cookie_replies(socks: &[UdpSocket]) -> u64 {
+    let mut buf = [0u8; 256];
+    let mut cookies = 0;
+    for sock in socks {
+        while let Ok(len) = sock.recv(&mut buf) {
+            cookies += u64::from(len == 64 && buf[0] == 3);
+        }
+    }
+    cookies
 }
 
 impl Drop for Flood {

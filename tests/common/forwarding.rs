@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use super::netns::Netns;
 
-/// Every `forwarding` and `accept_ra` setting of `ns` (IPv4 and IPv6, every interface, `all`,
-/// `default`) and `ip_forward`, by path.
+/// Every `forwarding`, `accept_ra` and (where the kernel has it) `force_forwarding` setting of
+/// `ns` (IPv4 and IPv6, every interface, `all`, `default`) and `ip_forward`, by path.
 pub fn sysctls(ns: &Netns) -> BTreeMap<String, String> {
-    let script = "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding \
-                  /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/accept_ra";
+    let script = "grep -Hs . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding \
+                  /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/accept_ra \
+                  /proc/sys/net/ipv6/conf/*/force_forwarding; true";
     ns.run(&["sh", "-c", script])
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -66,14 +67,9 @@ pub fn bridge_ports(ns: &Netns, bridge: &str) -> Vec<String> {
 }
 
 /// ICMP echo requests `ns` has received (`Icmp: InEchos` of `/proc/net/snmp`).
-pub fn icmp_in_echos(ns: &Netns) -> u64 {
-    let snmp = ns.run(&["cat", "/proc/net/snmp"]);
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().unwrap_or(""), icmp.next().unwrap_or(""));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "InEchos")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Icmp InEchos in {}: {snmp}", ns.name()))
+pub fn icmp_in_echos(ns: &Netns) -> i64 {
+    let counters = super::sweep::snmp(ns);
+    *counters
+        .get("Icmp.InEchos")
+        .unwrap_or_else(|| panic!("no Icmp InEchos in {}: {counters:?}", ns.name()))
 }

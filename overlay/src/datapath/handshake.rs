@@ -83,7 +83,7 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let peer = match table.handshake_from(ip, msg.kind, msg.bytes(), buf) {
         HandshakeFrom::Peer(peer) => peer,
         HandshakeFrom::CookieReply(len) => {
-            shared.drops.bump(HostDrop::HandshakeUnderLoad);
+            shared.drops.bump(HostDrop::HandshakeAnsweredWithCookie);
             return send(udp, msg.from, &buf[..len]);
         }
         HandshakeFrom::Drop { why, error } => {
@@ -107,7 +107,7 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
                 tracing::debug!(peer = %peer.id(), %key, endpoint = %msg.from, "handshake");
             }
             HandshakeReceived::Cookie(len) => {
-                shared.drops.bump(HostDrop::HandshakeUnderLoad);
+                shared.drops.bump(HostDrop::HandshakeAnsweredWithCookie);
                 outgoing.push(buf[..len].to_vec());
             }
             HandshakeReceived::Nothing => {}

@@ -34,6 +34,7 @@ pub mod tso;
 pub mod tun;
 mod tx;
 pub mod udp;
+mod vnet;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,16 +14,10 @@
 
 use thiserror::Error;
 
-use super::gro::{fold, sum_words, VNET_HDR_LEN};
-
-/// virtio-net header flag: the transport checksum is partial (`CHECKSUM_PARTIAL`).
-const F_NEEDS_CSUM: u8 = 1;
-/// virtio-net GSO types (linux/virtio_net.h).
-const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
-const GSO_UDP_L4: u8 = 5;
-const GSO_ECN: u8 = 0x80;
+use super::vnet::{
+    fold, sum_words, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4,
+    VNET_HDR_LEN,
+};
 
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;

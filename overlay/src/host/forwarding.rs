@@ -3,12 +3,17 @@
 //!
 //! IPv4 decides forwarding on the input device, so `net.ipv4.conf.<bridge>.forwarding` and
 //! `net.ipv4.conf.<tun>.forwarding` are enough; `ip_forward` and `conf.all.forwarding` stay as
-//! they were. IPv6 forwards only when `net.ipv6.conf.all.forwarding` is on (a host-wide switch,
-//! which also copies itself into every interface and `default`), and an interface that forwards
-//! ignores router advertisements unless its `accept_ra` is 2. So for an IPv6 subnet every
-//! interface whose `accept_ra` is 1 gets 2 first (the underlay keeps honouring its routers), then
-//! each interface's `forwarding` and `default`'s are set explicitly, then `all`: each of those is
-//! a recorded change, so [`restore_order`] can put back every interface's own value after `all`.
+//! they were. IPv6 does the same where the kernel has `net.ipv6.conf.<iface>.force_forwarding`
+//! (Linux 6.17 and later): the bridge and the TUN device get `force_forwarding` (and their own
+//! `forwarding`, the router role) and nothing else changes.
+//!
+//! On an older kernel IPv6 forwards only when `net.ipv6.conf.all.forwarding` is on (a host-wide
+//! switch, which also copies itself into every interface and `default`), and an interface that
+//! forwards ignores router advertisements unless its `accept_ra` is 2. That fallback (a known
+//! limit, README "Forwarding"): every interface whose `accept_ra` is 1 gets 2 first (the underlay
+//! keeps honouring its routers), then each interface's `forwarding` and `default`'s are set
+//! explicitly, then `all`: each of those is a recorded change, so [`restore_order`] can put back
+//! every interface's own value after `all`.
 //!
 //! [`plan`] and [`restore_order`] are pure; [`plan_forwarding`], [`apply`] and [`restore`] do the
 //! `/proc/sys` I/O of the calling thread's network namespace. The caller records each change
@@ -41,6 +46,9 @@ pub enum Knob {
     Forwarding,
     /// `accept_ra` (IPv6).
     AcceptRa,
+    /// `force_forwarding` (IPv6, Linux 6.17 and later): forward what arrives on this interface
+    /// whatever `all.forwarding` says.
+    ForceForwarding,
 }
 
 /// One setting `net.<family>.conf.<iface>.<knob>`; `iface` may be `all` or `default`.
@@ -98,6 +106,7 @@ impl Sysctl {
         let knob = match self.knob {
             Knob::Forwarding => "forwarding",
             Knob::AcceptRa => "accept_ra",
+            Knob::ForceForwarding => "force_forwarding",
         };
         Ok(Path::new("/proc/sys/net")
             .join(family)
@@ -113,9 +122,9 @@ impl Sysctl {
 }
 
 /// The changes that make the targets forward, in the order to apply them, given each setting's
-/// `current` value (`None`: no such setting, skipped) and, for IPv6, every interface of
-/// `net.ipv6.conf` (`v6_ifaces`, without `all` and `default`). Settings already at their value are
-/// left out.
+/// `current` value (`None`: no such setting, skipped) and, for IPv6 on a kernel without
+/// `force_forwarding`, every interface of `net.ipv6.conf` (`v6_ifaces`, without `all` and
+/// `default`). Settings already at their value are left out.
 pub fn plan(
     targets: &ForwardingTargets<'_>,
     v6_ifaces: &[String],
@@ -123,17 +132,14 @@ pub fn plan(
 ) -> Vec<SysctlChange> {
     let mut wanted: Vec<(Sysctl, i64)> = Vec::new();
     if targets.v6 {
-        let real = v6_ifaces
-            .iter()
-            .filter(|i| i.as_str() != "all" && i.as_str() != "default");
-        for iface in real.clone() {
-            let accept_ra = Sysctl::new(Family::Ipv6, iface, Knob::AcceptRa);
-            if current(&accept_ra) == Some(1) {
-                wanted.push((accept_ra, 2));
+        if has_force_forwarding(targets, &mut current) {
+            for iface in [targets.bridge, targets.tun] {
+                for knob in [Knob::Forwarding, Knob::ForceForwarding] {
+                    wanted.push((Sysctl::new(Family::Ipv6, iface, knob), 1));
+                }
             }
-        }
-        for iface in real.map(String::as_str).chain(["default", "all"]) {
-            wanted.push((Sysctl::new(Family::Ipv6, iface, Knob::Forwarding), 1));
+        } else {
+            wanted.extend(host_wide_v6(v6_ifaces, &mut current));
         }
     }
     for iface in [targets.bridge, targets.tun] {
@@ -146,6 +152,38 @@ pub fn plan(
             (old != new).then_some(SysctlChange { sysctl, old, new })
         })
         .collect()
+}
+
+/// Whether IPv6 can forward per interface here: both targets have `force_forwarding`.
+pub fn has_force_forwarding(
+    targets: &ForwardingTargets<'_>,
+    mut current: impl FnMut(&Sysctl) -> Option<i64>,
+) -> bool {
+    [targets.bridge, targets.tun]
+        .iter()
+        .all(|iface| current(&Sysctl::new(Family::Ipv6, iface, Knob::ForceForwarding)).is_some())
+}
+
+/// The fallback without `force_forwarding`: `accept_ra` 1 becomes 2 on every interface, then
+/// every interface's `forwarding`, `default`'s and `all`'s become 1.
+fn host_wide_v6(
+    v6_ifaces: &[String],
+    current: &mut impl FnMut(&Sysctl) -> Option<i64>,
+) -> Vec<(Sysctl, i64)> {
+    let mut wanted = Vec::new();
+    let real = v6_ifaces
+        .iter()
+        .filter(|i| i.as_str() != "all" && i.as_str() != "default");
+    for iface in real.clone() {
+        let accept_ra = Sysctl::new(Family::Ipv6, iface, Knob::AcceptRa);
+        if current(&accept_ra) == Some(1) {
+            wanted.push((accept_ra, 2));
+        }
+    }
+    for iface in real.map(String::as_str).chain(["default", "all"]) {
+        wanted.push((Sysctl::new(Family::Ipv6, iface, Knob::Forwarding), 1));
+    }
+    wanted
 }
 
 /// The order to restore `changes` (made in that order) in: the reverse, so that `all` goes back
@@ -169,10 +207,22 @@ pub fn plan_forwarding(targets: &ForwardingTargets<'_>) -> Result<Vec<SysctlChan
             None
         }
     });
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(changes),
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let has_ipv6 = || {
+        matches!(
+            read(&Sysctl::new(Family::Ipv6, "all", Knob::Forwarding)),
+            Ok(Some(_))
+        )
+    };
+    if targets.v6 && has_ipv6() && !has_force_forwarding(targets, |s| read(s).ok().flatten()) {
+        tracing::warn!(
+            "this kernel has no net.ipv6.conf.<interface>.force_forwarding (Linux 6.17): IPv6 \
+             forwarding is switched on host-wide (net.ipv6.conf.all.forwarding)"
+        );
+    }
+    Ok(changes)
 }
 
 /// Sets `change`'s new value.
@@ -284,7 +334,50 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_keeps_router_advertisements_and_records_every_interface() {
+    fn ipv6_forwards_on_the_bridge_and_the_tun_only_where_the_kernel_can() {
+        use Family::{Ipv4, Ipv6};
+        use Knob::{AcceptRa, ForceForwarding, Forwarding};
+        let now = values(&[
+            (Ipv4, "wgmbr0", Forwarding, 0),
+            (Ipv4, "wgm0", Forwarding, 0),
+            (Ipv6, "wgmbr0", Forwarding, 0),
+            (Ipv6, "wgm0", Forwarding, 1),
+            (Ipv6, "wgmbr0", ForceForwarding, 0),
+            (Ipv6, "wgm0", ForceForwarding, 0),
+            (Ipv6, "eth0", ForceForwarding, 0),
+            (Ipv6, "eth0", AcceptRa, 1),
+            (Ipv6, "eth0", Forwarding, 0),
+            (Ipv6, "all", Forwarding, 0),
+        ]);
+        let ifaces: Vec<String> = ["eth0", "wgmbr0", "wgm0"].map(String::from).into();
+        let targets = ForwardingTargets { v6: true, ..T4 };
+        assert!(has_force_forwarding(&targets, |s| now.get(s).copied()));
+        let changes = plan(&targets, &ifaces, |s| now.get(s).copied());
+        let touched: Vec<(Family, &str, Knob, i64, i64)> = changes
+            .iter()
+            .map(|c| {
+                let s = &c.sysctl;
+                (s.family, s.iface.as_str(), s.knob, c.old, c.new)
+            })
+            .collect();
+        // Neither `all` nor the underlay (nor its accept_ra) is touched.
+        assert_eq!(
+            touched,
+            [
+                (Ipv6, "wgmbr0", Forwarding, 0, 1),
+                (Ipv6, "wgmbr0", ForceForwarding, 0, 1),
+                (Ipv6, "wgm0", ForceForwarding, 0, 1),
+                (Ipv4, "wgmbr0", Forwarding, 0, 1),
+                (Ipv4, "wgm0", Forwarding, 0, 1),
+            ]
+        );
+        // The state file names the new setting.
+        let json = serde_json::to_value(&changes[1]).unwrap();
+        assert_eq!(json["knob"], "force_forwarding");
+    }
+
+    #[test]
+    fn ipv6_without_force_forwarding_keeps_router_advertisements_and_records_every_interface() {
         use Family::{Ipv4, Ipv6};
         use Knob::{AcceptRa, Forwarding};
         let now = values(&[

@@ -105,9 +105,10 @@ pub enum HostDrop {
     HandshakeRateLimited,
     /// A handshake message that found the handshake thread's queue full.
     HandshakeQueueFull,
-    /// Under load, a handshake message without a valid cookie (mac2): answered with a cookie
-    /// reply instead of being handled.
-    HandshakeUnderLoad,
+    /// Under load, a handshake message without a valid cookie (mac2): not handled (no
+    /// handshake state, no answer to it), but a cookie reply goes back in its place, with which
+    /// a real sender retries. Shown as `dropped.handshake_under_load`.
+    HandshakeAnsweredWithCookie,
 }
 
 /// Packets dropped before any peer was identified, counted from every data thread.
@@ -136,7 +137,7 @@ pub struct HostDropCounts {
     /// See [`HostDrop::HandshakeQueueFull`].
     #[serde(default)]
     pub handshake_queue_full: u64,
-    /// See [`HostDrop::HandshakeUnderLoad`].
+    /// See [`HostDrop::HandshakeAnsweredWithCookie`].
     #[serde(default)]
     pub handshake_under_load: u64,
 }
@@ -151,7 +152,7 @@ impl HostDrops {
             HostDrop::Malformed => &self.malformed,
             HostDrop::HandshakeRateLimited => &self.handshake_rate_limited,
             HostDrop::HandshakeQueueFull => &self.handshake_queue_full,
-            HostDrop::HandshakeUnderLoad => &self.handshake_under_load,
+            HostDrop::HandshakeAnsweredWithCookie => &self.handshake_under_load,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -215,7 +216,7 @@ mod tests {
         h.bump(HostDrop::HandshakeRateLimited);
         h.bump(HostDrop::HandshakeQueueFull);
         h.bump(HostDrop::HandshakeQueueFull);
-        h.bump(HostDrop::HandshakeUnderLoad);
+        h.bump(HostDrop::HandshakeAnsweredWithCookie);
         let expected = HostDropCounts {
             no_route: 2,
             unknown_peer: 0,
