@@ -113,7 +113,7 @@ impl Shared {
 
 /// Locks a limiter's mutex (held for a map update only; a panic cannot leave it half-changed
 /// in a way that matters more than a miscount).
-fn small<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock_limiter<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -158,7 +158,7 @@ async fn limit_refusals(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let limited = small(&shared.limiter).is_limited(remote.ip(), Instant::now());
+    let limited = lock_limiter(&shared.limiter).is_limited(remote.ip(), Instant::now());
     if limited {
         // Hosts and the admin behind the same address go on: checking a bearer token is a
         // hash and an index lookup, unlike the parsing, auditing and storing of the rest. It
@@ -174,7 +174,7 @@ async fn limit_refusals(
     }
     let response = next.run(request).await;
     if matches!(response.status().as_u16(), 400 | 401) {
-        small(&shared.limiter).refused(remote.ip(), Instant::now());
+        lock_limiter(&shared.limiter).refused(remote.ip(), Instant::now());
     }
     response
 }
@@ -366,7 +366,7 @@ async fn netmap(
     }
     // At most one netmap per interval for this host (authorised above): a burst of changes
     // gives one netmap of the latest state, and a poll loop one compile per interval.
-    let at = small(&shared.pacer).reserve(&name, Instant::now());
+    let at = lock_limiter(&shared.pacer).reserve(&name, Instant::now());
     tokio::time::sleep_until(at.into()).await;
     if query.delta {
         let held = (query.revision, query.epoch);
@@ -398,7 +398,7 @@ async fn endpoint(
             // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
             // A report over budget is not audited (that would cost an fsync each).
             if let Caller::Host(id) = caller {
-                small(&limits.endpoints).take(id, Instant::now())?;
+                lock_limiter(&limits.endpoints).take(id, Instant::now())?;
             }
             Ok(c.set_endpoint(&caller, &name, body, unix_now(), Some(remote.ip())))
         })
