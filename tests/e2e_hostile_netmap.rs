@@ -353,6 +353,63 @@ fn claim(netmap: &mut Value, net: &str) {
         .push(net.into());
 }
 
+/// What host-a runs while a hostile control plane serves it netmaps: its good netmap, its
+/// routes, and traffic from its workload `wa` to host-b's at `ip_b`.
+struct Seen<'a> {
+    a: &'a Agent,
+    ns_a: &'a Netns,
+    wa: &'a Netns,
+    ip_b: &'a str,
+    good: &'a Value,
+    routes: Vec<String>,
+}
+
+impl Seen<'_> {
+    /// `cp` serves `bad`: host-a refuses it (saying `served.says`), counts it, keeps polling
+    /// with the revision it runs, shows the control plane as connected, keeps its routes, its
+    /// cached netmap and its traffic, and keeps running.
+    fn refuses(&self, cp: &scripted_control::ScriptedControl, bad: Value, served: &Served) {
+        let (a, what) = (self.a, served.what);
+        let refused_before = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        let mark = cp.serve(bad);
+        // Offered it, host-a refuses it and polls again with the revision it still runs.
+        assert_eventually(
+            Duration::from_secs(15),
+            &format!("host-a refuses a netmap {what} and says it holds revision 1"),
+            || a.current_log().contains(served.says) && cp.polls_since(mark).contains(&1),
+        );
+        assert!(
+            !cp.polls_since(mark).iter().any(|r| *r >= 10),
+            "host-a reported a refused revision as held: {:?}",
+            cp.polls_since(mark)
+        );
+        // Counted each time it is offered again (after a growing pause).
+        let refused = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        assert!(
+            refused > refused_before,
+            "netmaps_refused after a netmap {what}: {refused_before} -> {refused}"
+        );
+        // The control plane answered: the link is not shown as down.
+        assert_eq!(
+            a.status()["control"]["connected"],
+            true,
+            "after a netmap {what}"
+        );
+        assert_eq!(
+            routes(self.ns_a),
+            self.routes,
+            "host-a's routes after a netmap {what}"
+        );
+        assert_pings(self.wa, self.ip_b, Duration::from_secs(5));
+        let cached = read_json(&a.state_dir.join("netmap.json"));
+        assert_eq!(
+            cached["netmap"], *self.good,
+            "host-a cached a netmap {what}"
+        );
+        assert!(a.is_running(), "host-a:\n{}", a.log());
+    }
+}
+
 #[test]
 fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
     use common::control::{host_ip, CONTROL_IP};
@@ -413,50 +470,19 @@ fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
         || cp.polls_since(0).contains(&1),
     );
 
-    for (i, s) in SERVED.iter().enumerate() {
+    let seen = Seen {
+        a: &a,
+        ns_a: &ns_a,
+        wa: &wa,
+        ip_b: &ip_b,
+        good: &good,
+        routes: routes_before,
+    };
+    for (i, served) in SERVED.iter().enumerate() {
         let mut bad = good.clone();
-        (s.edit)(&mut bad);
+        (served.edit)(&mut bad);
         bad["revision"] = (10 + i as u64).into();
-        let refused_before = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
-        let mark = cp.serve(bad);
-        // Offered it, host-a refuses it and polls again with the revision it still runs.
-        assert_eventually(
-            Duration::from_secs(15),
-            &format!(
-                "host-a refuses a netmap {} and says it holds revision 1",
-                s.what
-            ),
-            || a.current_log().contains(s.says) && cp.polls_since(mark).contains(&1),
-        );
-        assert!(
-            !cp.polls_since(mark).iter().any(|r| *r >= 10),
-            "host-a reported a refused revision as held: {:?}",
-            cp.polls_since(mark)
-        );
-        // Counted each time it is offered again (after a growing pause).
-        let refused = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
-        assert!(
-            refused > refused_before,
-            "netmaps_refused after a netmap {}: {refused_before} -> {refused}",
-            s.what
-        );
-        // The control plane answered: the link is not shown as down.
-        assert_eq!(
-            a.status()["control"]["connected"],
-            true,
-            "after a netmap {}",
-            s.what
-        );
-        assert_eq!(
-            routes(&ns_a),
-            routes_before,
-            "host-a's routes after a netmap {}",
-            s.what
-        );
-        assert_pings(&wa, &ip_b, Duration::from_secs(5));
-        let cached = read_json(&a.state_dir.join("netmap.json"));
-        assert_eq!(cached["netmap"], good, "host-a cached a netmap {}", s.what);
-        assert!(a.is_running(), "host-a:\n{}", a.log());
+        seen.refuses(&cp, bad, served);
     }
     // A good netmap after all that is applied and held.
     let mut next = good.clone();

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod control;
 pub mod control_limits;
 pub mod daemon;
+pub mod files;
 pub mod flood;
 pub mod forwarding;
 pub mod keys;
