@@ -111,6 +111,6 @@ mod tests {
             let ip: IpAddr = addr.parse().unwrap();
             assert_eq!(Unusable::of(ip), want, "{addr}");
         }
-        assert_eq!(Unusable::LinkLocal.to_string(), "link-local");
+        assert_eq!(LinkLocal.to_string(), "link-local");
     }
 }
