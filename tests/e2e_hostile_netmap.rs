@@ -5,6 +5,8 @@
 //! plane whose state was tampered with so that it serves a wider cluster. Each time the host's
 //! own routes are untouched (`ip route` identical before and after), traffic between the good
 //! hosts keeps flowing, and `node list` shows the refusing hosts as behind, not in sync.
+//! A reply that breaks off mid-body is not a refused netmap but an outage: shown as not
+//! connected, not counted in `netmaps_refused`.
 
 mod common;
 
@@ -540,4 +542,77 @@ fn a_join_reply_without_a_cluster_cidr_is_refused() {
     let credential = read_json(&a.state_dir.join("control.json"));
     assert_eq!(credential["joined"], false, "control.json: {credential}");
     assert!(credential.get("cluster_cidr").is_none(), "{credential}");
+}
+
+#[test]
+fn a_netmap_reply_that_breaks_off_is_an_outage_not_a_refused_netmap() {
+    use common::control::{host_ip, CONTROL_IP};
+    use common::scripted_control::ScriptedControl;
+
+    let Some(c) = Cluster::new("a_netmap_reply_that_breaks_off_is_an_outage_not_a_refused_netmap")
+    else {
+        return;
+    };
+    let bridge = c.bridge();
+    let cp_ns = c.netns("cp");
+    bridge.plug(&cp_ns, CONTROL_IP);
+    let cp = ScriptedControl::start(&cp_ns, CONTROL_IP, 7443);
+    let ns = c.netns("a");
+    bridge.plug(&ns, host_ip(1));
+    let a = c.agent_prepared(
+        &ns,
+        AgentSpec::joined(
+            "host-a",
+            51820,
+            "198.18.0.1:51820",
+            ControlRef::new(&cp.url, &cp.token),
+        ),
+    );
+    let good = serde_json::json!({
+        "revision": 1, "epoch": 7, "cluster_cidr": PINNED,
+        "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24",
+                 "endpoint": "198.18.0.1:51820"},
+        "peers": [],
+    });
+    cp.serve(good.clone());
+    a.start();
+    assert_eventually(
+        Duration::from_secs(10),
+        "host-a polls with the revision it applied",
+        || cp.polls_since(0).contains(&1),
+    );
+    let control = |field: &str| a.status()["control"][field].clone();
+    assert_eq!(control("connected"), true);
+
+    // A new netmap whose every reply breaks off halfway: nothing was received to judge, so it
+    // is not refused; the control plane is shown as unreachable, and the peers stay.
+    cp.break_off(true);
+    let mut next = good.clone();
+    next["revision"] = 2.into();
+    cp.serve(next);
+    assert_eventually(
+        Duration::from_secs(15),
+        "host-a shows the control plane as unreachable",
+        || control("connected") == false,
+    );
+    assert!(
+        a.current_log().contains("control plane unreachable"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(
+        control("netmaps_refused"),
+        0,
+        "a broken-off reply was counted"
+    );
+    assert_eq!(control("revision"), 1);
+
+    // Whole replies again: applied, connected, still nothing refused.
+    cp.break_off(false);
+    assert_eventually(
+        Duration::from_secs(20),
+        "host-a applies revision 2 once replies arrive whole",
+        || control("revision") == 2 && control("connected") == true,
+    );
+    assert_eq!(control("netmaps_refused"), 0);
 }
