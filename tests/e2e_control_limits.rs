@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::control::{fresh_public_key, host_ip, joined_host_prepared, reason, CONTROL_IP};
 use common::control_limits::{
-    allow_open_files, assert_private_tree, control_with, curl_many, hold_connections,
-    netmaps_applied, still_open,
+    control_with, curl_many, hold_connections, netmaps_applied, still_open,
 };
 use common::control_refusals::{add_v6, control_dual_stack, curl_from};
+use common::files::{allow_open_files, assert_private_tree};
 use common::*;
 use common::{control, daemon};
 
@@ -121,19 +121,48 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
     std::thread::sleep(Duration::from_secs(2));
     let before = netmaps_applied(&watcher.agent.log());
 
+    let (accepted, flapped) = flap(&cp, &flap_ns, &credential);
+
+    // The watcher ends on the last accepted endpoint (latest state wins), having applied a
+    // netmap or two for the whole burst, not one per change.
+    let last = *accepted.last().unwrap();
+    let wanted = format!("198.18.0.77:{}", 20000 + last);
+    assert_eventually(
+        Duration::from_secs(10),
+        "the watcher has the flapper's last accepted endpoint",
+        || {
+            watcher
+                .agent
+                .try_peer_status(&flap_key)
+                .is_some_and(|p| p["endpoint"] == wanted.as_str())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let applied = netmaps_applied(&watcher.agent.log()) - before;
+    eprintln!("the watcher applied {applied} netmaps during the flapping");
+    // The budget's first 10 changes come at once and make at most three netmaps (one at once,
+    // then one per 500 ms window while they last); each change accepted later (one per 6 s)
+    // at most one more. Unpaced, the watcher would apply close to one netmap per change.
+    let later = accepted.len() - 10;
+    assert!(
+        (1..=3 + later).contains(&applied),
+        "the watcher applied {applied} netmaps for {} endpoint changes in {flapped:?} \
+         (at most 3 for the first 10, one per 500 ms window, expected)",
+        accepted.len()
+    );
+    assert_polls_are_paced(&cp, &flap_ns, &credential);
+}
+
+/// 300 endpoint reports for host-flap from `ns`, as fast as curl sends them: each is accepted
+/// or refused 429 with a Retry-After of 1 to 6 s, and at most the budget (10 at once, then one
+/// per 6 s) is accepted. Returns which were accepted, and how long the reports took.
+fn flap(cp: &ControlPlane, ns: &Netns, credential: &str) -> (Vec<usize>, Duration) {
     let bodies: Vec<String> = (0..300)
         .map(|i| format!(r#"{{"endpoint": "198.18.0.77:{}"}}"#, 20000 + i))
         .collect();
     let t = Instant::now();
-    let answers = curl_many(
-        &cp,
-        &flap_ns,
-        "PUT",
-        "/v1/hosts/host-flap/endpoint",
-        &credential,
-        &bodies,
-        0,
-    );
+    let path = "/v1/hosts/host-flap/endpoint";
+    let answers = curl_many(cp, ns, "PUT", path, credential, &bodies, 0);
     let flapped = t.elapsed();
     let accepted: Vec<usize> = (0..answers.len())
         .filter(|i| answers[*i].status == 200)
@@ -167,62 +196,27 @@ fn a_flapping_endpoint_is_refused_429_and_barely_moves_other_agents() {
         "429s without a Retry-After of 1 to 6 s: {retry:?}"
     );
     // The refusal body names the reason.
-    let (st, body) = cp.curl_in(
-        &flap_ns,
-        "PUT",
-        "/v1/hosts/host-flap/endpoint",
-        Some(&credential),
-        Some(r#"{"endpoint": "198.18.0.77:1"}"#),
-    );
+    let body = r#"{"endpoint": "198.18.0.77:1"}"#;
+    let (st, body) = cp.curl_in(ns, "PUT", path, Some(credential), Some(body));
     assert_eq!(
         (st, reason(&body).as_str()),
         (429, "too_many_requests"),
         "{body}"
     );
+    (accepted, flapped)
+}
 
-    // The watcher ends on the last accepted endpoint (latest state wins), having applied a
-    // netmap or two for the whole burst, not one per change.
-    let last = *accepted.last().unwrap();
-    let wanted = format!("198.18.0.77:{}", 20000 + last);
-    assert_eventually(
-        Duration::from_secs(10),
-        "the watcher has the flapper's last accepted endpoint",
-        || {
-            watcher
-                .agent
-                .try_peer_status(&flap_key)
-                .is_some_and(|p| p["endpoint"] == wanted.as_str())
-        },
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    let applied = netmaps_applied(&watcher.agent.log()) - before;
-    // A host polling in a loop (a stale revision, no wait) gets one netmap per 500 ms window.
+/// A host polling in a loop (a stale revision, no wait) gets one netmap per 500 ms window.
+fn assert_polls_are_paced(cp: &ControlPlane, ns: &Netns, credential: &str) {
     let t = Instant::now();
-    let polls = curl_many(
-        &cp,
-        &flap_ns,
-        "GET",
-        "/v1/hosts/host-flap/netmap?revision=0&wait=0",
-        &credential,
-        &[],
-        9,
-    );
+    let path = "/v1/hosts/host-flap/netmap?revision=0&wait=0";
+    let polls = curl_many(cp, ns, "GET", path, credential, &[], 9);
     let polled = t.elapsed();
     assert!(polls.iter().all(|a| a.status == 200), "{polls:?}");
     eprintln!("9 netmap polls in a loop took {polled:?}");
     assert!(
         polled >= Duration::from_millis(3900),
         "9 polls in a loop got 9 netmaps in {polled:?}: not paced to one per 500 ms"
-    );
-    eprintln!("the watcher applied {applied} netmaps during the flapping");
-    // One netmap per 500 ms window while changes came (at once for the first, then paced),
-    // and one more for a change just at a window's end.
-    let windows = (flapped.as_millis() / 500) as usize;
-    assert!(
-        (1..=2 + windows).contains(&applied),
-        "the watcher applied {applied} netmaps for {} endpoint changes in {flapped:?} \
-         (at most one per 500 ms window expected)",
-        accepted.len()
     );
 }
 
@@ -292,7 +286,7 @@ fn unreachable_endpoints_are_refused_at_join_and_report_and_state_files_are_priv
 
     // Every file under the state directory is 0600 (the directory 0700), whatever the umask;
     // so is the audit log; a file made wider by hand is narrowed at the next start.
-    assert_private_tree(&cp.state_dir);
+    assert_private_tree(&cp.state_dir, 3);
     let audit_mode = std::fs::metadata(&cp.audit_log)
         .unwrap()
         .permissions()
@@ -303,7 +297,7 @@ fn unreachable_endpoints_are_refused_at_join_and_report_and_state_files_are_priv
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(&cp.state_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     cp.restart();
-    assert_private_tree(&cp.state_dir);
+    assert_private_tree(&cp.state_dir, 3);
 }
 
 #[test]

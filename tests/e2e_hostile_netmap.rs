@@ -5,6 +5,8 @@
 //! plane whose state was tampered with so that it serves a wider cluster. Each time the host's
 //! own routes are untouched (`ip route` identical before and after), traffic between the good
 //! hosts keeps flowing, and `node list` shows the refusing hosts as behind, not in sync.
+//! A reply that breaks off mid-body is not a refused netmap but an outage: shown as not
+//! connected, not counted in `netmaps_refused`.
 
 mod common;
 
@@ -353,6 +355,63 @@ fn claim(netmap: &mut Value, net: &str) {
         .push(net.into());
 }
 
+/// What host-a runs while a hostile control plane serves it netmaps: its good netmap, its
+/// routes, and traffic from its workload `wa` to host-b's at `ip_b`.
+struct Seen<'a> {
+    a: &'a Agent,
+    ns_a: &'a Netns,
+    wa: &'a Netns,
+    ip_b: &'a str,
+    good: &'a Value,
+    routes: Vec<String>,
+}
+
+impl Seen<'_> {
+    /// `cp` serves `bad`: host-a refuses it (saying `served.says`), counts it, keeps polling
+    /// with the revision it runs, shows the control plane as connected, keeps its routes, its
+    /// cached netmap and its traffic, and keeps running.
+    fn refuses(&self, cp: &scripted_control::ScriptedControl, bad: Value, served: &Served) {
+        let (a, what) = (self.a, served.what);
+        let refused_before = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        let mark = cp.serve(bad);
+        // Offered it, host-a refuses it and polls again with the revision it still runs.
+        assert_eventually(
+            Duration::from_secs(15),
+            &format!("host-a refuses a netmap {what} and says it holds revision 1"),
+            || a.current_log().contains(served.says) && cp.polls_since(mark).contains(&1),
+        );
+        assert!(
+            !cp.polls_since(mark).iter().any(|r| *r >= 10),
+            "host-a reported a refused revision as held: {:?}",
+            cp.polls_since(mark)
+        );
+        // Counted each time it is offered again (after a growing pause).
+        let refused = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
+        assert!(
+            refused > refused_before,
+            "netmaps_refused after a netmap {what}: {refused_before} -> {refused}"
+        );
+        // The control plane answered: the link is not shown as down.
+        assert_eq!(
+            a.status()["control"]["connected"],
+            true,
+            "after a netmap {what}"
+        );
+        assert_eq!(
+            routes(self.ns_a),
+            self.routes,
+            "host-a's routes after a netmap {what}"
+        );
+        assert_pings(self.wa, self.ip_b, Duration::from_secs(5));
+        let cached = read_json(&a.state_dir.join("netmap.json"));
+        assert_eq!(
+            cached["netmap"], *self.good,
+            "host-a cached a netmap {what}"
+        );
+        assert!(a.is_running(), "host-a:\n{}", a.log());
+    }
+}
+
 #[test]
 fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
     use common::control::{host_ip, CONTROL_IP};
@@ -413,50 +472,19 @@ fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
         || cp.polls_since(0).contains(&1),
     );
 
-    for (i, s) in SERVED.iter().enumerate() {
+    let seen = Seen {
+        a: &a,
+        ns_a: &ns_a,
+        wa: &wa,
+        ip_b: &ip_b,
+        good: &good,
+        routes: routes_before,
+    };
+    for (i, served) in SERVED.iter().enumerate() {
         let mut bad = good.clone();
-        (s.edit)(&mut bad);
+        (served.edit)(&mut bad);
         bad["revision"] = (10 + i as u64).into();
-        let refused_before = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
-        let mark = cp.serve(bad);
-        // Offered it, host-a refuses it and polls again with the revision it still runs.
-        assert_eventually(
-            Duration::from_secs(15),
-            &format!(
-                "host-a refuses a netmap {} and says it holds revision 1",
-                s.what
-            ),
-            || a.current_log().contains(s.says) && cp.polls_since(mark).contains(&1),
-        );
-        assert!(
-            !cp.polls_since(mark).iter().any(|r| *r >= 10),
-            "host-a reported a refused revision as held: {:?}",
-            cp.polls_since(mark)
-        );
-        // Counted each time it is offered again (after a growing pause).
-        let refused = a.status()["control"]["netmaps_refused"].as_u64().unwrap();
-        assert!(
-            refused > refused_before,
-            "netmaps_refused after a netmap {}: {refused_before} -> {refused}",
-            s.what
-        );
-        // The control plane answered: the link is not shown as down.
-        assert_eq!(
-            a.status()["control"]["connected"],
-            true,
-            "after a netmap {}",
-            s.what
-        );
-        assert_eq!(
-            routes(&ns_a),
-            routes_before,
-            "host-a's routes after a netmap {}",
-            s.what
-        );
-        assert_pings(&wa, &ip_b, Duration::from_secs(5));
-        let cached = read_json(&a.state_dir.join("netmap.json"));
-        assert_eq!(cached["netmap"], good, "host-a cached a netmap {}", s.what);
-        assert!(a.is_running(), "host-a:\n{}", a.log());
+        seen.refuses(&cp, bad, served);
     }
     // A good netmap after all that is applied and held.
     let mut next = good.clone();
@@ -514,6 +542,79 @@ fn a_join_reply_without_a_cluster_cidr_is_refused() {
     let credential = read_json(&a.state_dir.join("control.json"));
     assert_eq!(credential["joined"], false, "control.json: {credential}");
     assert!(credential.get("cluster_cidr").is_none(), "{credential}");
+}
+
+#[test]
+fn a_netmap_reply_that_breaks_off_is_an_outage_not_a_refused_netmap() {
+    use common::control::{host_ip, CONTROL_IP};
+    use common::scripted_control::ScriptedControl;
+
+    let Some(c) = Cluster::new("a_netmap_reply_that_breaks_off_is_an_outage_not_a_refused_netmap")
+    else {
+        return;
+    };
+    let bridge = c.bridge();
+    let cp_ns = c.netns("cp");
+    bridge.plug(&cp_ns, CONTROL_IP);
+    let cp = ScriptedControl::start(&cp_ns, CONTROL_IP, 7443);
+    let ns = c.netns("a");
+    bridge.plug(&ns, host_ip(1));
+    let a = c.agent_prepared(
+        &ns,
+        AgentSpec::joined(
+            "host-a",
+            51820,
+            "198.18.0.1:51820",
+            ControlRef::new(&cp.url, &cp.token),
+        ),
+    );
+    let good = serde_json::json!({
+        "revision": 1, "epoch": 7, "cluster_cidr": PINNED,
+        "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24",
+                 "endpoint": "198.18.0.1:51820"},
+        "peers": [],
+    });
+    cp.serve(good.clone());
+    a.start();
+    assert_eventually(
+        Duration::from_secs(10),
+        "host-a polls with the revision it applied",
+        || cp.polls_since(0).contains(&1),
+    );
+    let control = |field: &str| a.status()["control"][field].clone();
+    assert_eq!(control("connected"), true);
+
+    // A new netmap whose every reply breaks off halfway: nothing was received to judge, so it
+    // is not refused; the control plane is shown as unreachable, and the peers stay.
+    cp.break_off(true);
+    let mut next = good.clone();
+    next["revision"] = 2.into();
+    cp.serve(next);
+    assert_eventually(
+        Duration::from_secs(15),
+        "host-a shows the control plane as unreachable",
+        || control("connected") == false,
+    );
+    assert!(
+        a.current_log().contains("control plane unreachable"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(
+        control("netmaps_refused"),
+        0,
+        "a broken-off reply was counted"
+    );
+    assert_eq!(control("revision"), 1);
+
+    // Whole replies again: applied, connected, still nothing refused.
+    cp.break_off(false);
+    assert_eventually(
+        Duration::from_secs(20),
+        "host-a applies revision 2 once replies arrive whole",
+        || control("revision") == 2 && control("connected") == true,
+    );
+    assert_eq!(control("netmaps_refused"), 0);
 }
 
 /// A control plane that pins a cluster CIDR wide enough to swallow the host's own traffic

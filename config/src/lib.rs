@@ -1,6 +1,7 @@
 //! wgmesh-config: the vocabulary every wgmesh crate shares, and the validated configuration
 //! schemas.
 //!
+//! - [`endpoint`]: which underlay addresses no peer can be reached at ([`endpoint::Unusable`]).
 //! - [`key`]: WireGuard keys ([`PrivateKey`], [`PublicKey`], [`PresharedKey`]) in `wg`'s base64.
 //! - [`agent`]: the agent's TOML file, parsed into [`AgentConfig`].
 //! - [`control`]: the control plane's `control.toml` and the admin CLI's `admin.toml`.
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod control;
 mod document;
+pub mod endpoint;
 pub mod error;
 pub mod ifname;
 pub mod key;

@@ -122,11 +122,12 @@ pub enum NetmapError {
         /// The cluster CIDR.
         cluster: IpNet,
     },
-    /// A peer's public key is a low-order point (see [`PublicKey::is_low_order`]).
-    #[error("peer {peer:?} has the low-order public key {key}, which no real host has")]
+    /// The host's or a peer's public key is a low-order point (see
+    /// [`PublicKey::is_low_order`]).
+    #[error("{owner:?} has the low-order public key {key}, which no real host has")]
     LowOrderKey {
-        /// The offending peer's name.
-        peer: String,
+        /// The host or peer it belongs to.
+        owner: String,
         /// The key.
         key: PublicKey,
     },
@@ -205,67 +206,27 @@ impl Netmap {
     /// Checks the invariants an agent relies on before applying a netmap: the host's subnet
     /// has room for a gateway and a workload, no peer is the host itself, every peer has a key
     /// and none is low-order, names and keys are unique, and no allowed IP overlaps the
-    /// host's subnet or another allowed IP (so every address routes to exactly one peer).
+    /// host's subnet or another allowed IP (so every address routes to exactly one peer). The
+    /// host's own key is not low-order either.
     /// When the netmap names a cluster CIDR, everything is inside it; that the cluster CIDR is
     /// the right one is [`Netmap::check_pinned`]'s job.
     pub fn check(&self) -> Result<(), NetmapError> {
-        let max = match self.host.subnet {
-            IpNet::V4(_) => MAX_HOST_PREFIX_V4,
-            IpNet::V6(_) => MAX_HOST_PREFIX_V6,
-        };
-        if self.host.subnet.prefix_len() > max {
-            return Err(NetmapError::SubnetTooSmall {
-                subnet: self.host.subnet,
-                max,
+        self.check_subnet_size()?;
+        self.check_prefixes()?;
+        // Parsing refuses a low-order key already; a netmap built in-process is checked too,
+        // the host's own key as much as the peers'.
+        if self.host.public_key.is_low_order() {
+            return Err(NetmapError::LowOrderKey {
+                owner: self.host.name.clone(),
+                key: self.host.public_key,
             });
-        }
-        let prefixes = std::iter::once((&self.host.subnet, &self.host.name)).chain(
-            self.peers
-                .iter()
-                .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
-        );
-        for (net, owner) in prefixes {
-            if net.trunc() != *net {
-                return Err(NetmapError::HostBits {
-                    net: *net,
-                    trunc: net.trunc(),
-                    owner: owner.clone(),
-                });
-            }
-        }
-        if let Some(cluster) = self.cluster_cidr {
-            let all = std::iter::once((&self.host.subnet, &self.host.name)).chain(
-                self.peers
-                    .iter()
-                    .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
-            );
-            for (net, owner) in all {
-                if !cluster.contains(net) {
-                    return Err(NetmapError::OutsideCluster {
-                        net: *net,
-                        owner: owner.clone(),
-                        cluster,
-                    });
-                }
-            }
         }
         let mut names = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &str> = BTreeMap::new();
         let mut nets: Vec<(IpNet, &str)> = vec![(self.host.subnet, &self.host.name)];
         for peer in &self.peers {
+            self.check_peer_keys(peer)?;
             let name = peer.name.as_str();
-            if name == self.host.name || peer.public_keys.contains(&self.host.public_key) {
-                return Err(NetmapError::SelfPeer { peer: name.into() });
-            }
-            if peer.public_keys.is_empty() {
-                return Err(NetmapError::NoKey { peer: name.into() });
-            }
-            if let Some(key) = peer.public_keys.iter().find(|k| k.is_low_order()) {
-                return Err(NetmapError::LowOrderKey {
-                    peer: name.into(),
-                    key: *key,
-                });
-            }
             if names.insert(name, ()).is_some() {
                 return Err(NetmapError::DuplicateName { peer: name.into() });
             }
@@ -292,6 +253,66 @@ impl Netmap {
                 }
                 nets.push((*net, name));
             }
+        }
+        Ok(())
+    }
+
+    /// The host's subnet has room for a gateway and a workload.
+    fn check_subnet_size(&self) -> Result<(), NetmapError> {
+        let max = match self.host.subnet {
+            IpNet::V4(_) => MAX_HOST_PREFIX_V4,
+            IpNet::V6(_) => MAX_HOST_PREFIX_V6,
+        };
+        if self.host.subnet.prefix_len() > max {
+            return Err(NetmapError::SubnetTooSmall {
+                subnet: self.host.subnet,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every prefix (the host's subnet and each allowed IP) has no host bits and, when the
+    /// netmap names a cluster CIDR, is inside it.
+    fn check_prefixes(&self) -> Result<(), NetmapError> {
+        let prefixes = std::iter::once((&self.host.subnet, &self.host.name)).chain(
+            self.peers
+                .iter()
+                .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, &p.name))),
+        );
+        for (net, owner) in prefixes {
+            if net.trunc() != *net {
+                return Err(NetmapError::HostBits {
+                    net: *net,
+                    trunc: net.trunc(),
+                    owner: owner.clone(),
+                });
+            }
+            if let Some(cluster) = self.cluster_cidr.filter(|c| !c.contains(net)) {
+                return Err(NetmapError::OutsideCluster {
+                    net: *net,
+                    owner: owner.clone(),
+                    cluster,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `peer` is not the host itself, has a key, and none is low-order.
+    fn check_peer_keys(&self, peer: &NetmapPeer) -> Result<(), NetmapError> {
+        let name = peer.name.as_str();
+        if name == self.host.name || peer.public_keys.contains(&self.host.public_key) {
+            return Err(NetmapError::SelfPeer { peer: name.into() });
+        }
+        if peer.public_keys.is_empty() {
+            return Err(NetmapError::NoKey { peer: name.into() });
+        }
+        if let Some(key) = peer.public_keys.iter().find(|k| k.is_low_order()) {
+            return Err(NetmapError::LowOrderKey {
+                owner: name.into(),
+                key: *key,
+            });
         }
         Ok(())
     }

@@ -11,15 +11,16 @@
 //! credential or a request body cannot end up in the log by accident. The types are pure;
 //! only [`AuditLog`] performs I/O.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use wgmesh_client::api::ApiReason as Reason;
+use wgmesh_client::private_dir;
 use wgmesh_config::HostName;
 
 use crate::ids::{HostId, TokenId};
@@ -172,11 +173,8 @@ impl AuditLog {
             source,
         };
         let file = open_private(path).map_err(err)?;
+        private_dir::narrow(&file, path, 0o600).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            file.set_permissions(Permissions::from_mode(0o600))
-                .map_err(err)?;
-        }
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -262,6 +260,8 @@ fn open_private(path: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
     use crate::registry::{RegistryError, TokenRefused};
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn join_refused() -> AuditEvent {
         AuditEvent {

@@ -7,10 +7,10 @@
 //! log, and finally the listening socket. Every file in the state directory is created 0600;
 //! files left wider by older versions (or by hand) are narrowed at start, with a warning.
 
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::service::Control;
 use crate::store::{FileStore, Store, StoreError};
 use wgmesh_client::atomic_file::{self, WriteError};
 use wgmesh_client::dirlock::{DirLock, LockError};
+use wgmesh_client::private_dir;
 
 /// Why the control plane could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +111,12 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     raise_open_file_limit();
     let dir = &config.state_dir;
     create_private_dir(dir)?;
-    narrow_mode(dir, 0o700).map_err(|source| ServerError::StateDir {
-        path: dir.clone(),
-        source,
-    })?;
+    File::open(dir)
+        .and_then(|f| private_dir::narrow(&f, dir, 0o700))
+        .map_err(|source| ServerError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
     // Held until the control plane exits (the kernel drops it then, even after kill -9).
     let _lock = lock_state_dir(dir)?;
     let pki = Pki::load_or_create(dir, &config.advertise)?;
@@ -126,7 +129,8 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
     }
     let audit =
         AuditLog::open_rotating(&config.audit_log, config.audit_max_bytes, config.audit_keep)?;
-    narrow_files(dir);
+    // Every state file, admin.toml included, is made private before the first request.
+    private_dir::narrow_files(dir);
     let listener = listen(config.listen).await?;
     let shutdown = shutdown_signal()?;
     let hosts = registry.hosts().len();
@@ -230,10 +234,7 @@ fn ensure_admin_file(config: &ControlConfig, pki: &Pki) -> Result<AdminFile, Ser
         Err(source) => return Err(WriteError { path, source }.into()),
     };
     let admin = match existing {
-        Some(a) if a.url == url && a.ca_cert == ca_cert => {
-            warn_if_open(&path);
-            return Ok(a);
-        }
+        Some(a) if a.url == url && a.ca_cert == ca_cert => return Ok(a),
         Some(a) => AdminFile {
             url,
             ca_cert,
@@ -281,46 +282,8 @@ fn lock_state_dir(dir: &Path) -> Result<DirLock, ServerError> {
 
 /// Creates `dir` and its parents, mode 0700 (existing directories are left as they are).
 fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
-    wgmesh_client::private_dir::create(dir).map_err(|source| ServerError::StateDir {
+    private_dir::create(dir).map_err(|source| ServerError::StateDir {
         path: dir.to_owned(),
         source,
     })
-}
-
-/// Narrows `path`'s permissions to `mode` if others or the group may access it, with a warning.
-fn narrow_mode(path: &Path, mode: u32) -> io::Result<()> {
-    let now = std::fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
-    if now & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        tracing::warn!(path = %path.display(), was = format!("{now:o}"), now = format!("{mode:o}"), "narrowed the mode of a state file: only the control plane may read it");
-    }
-    Ok(())
-}
-
-/// Narrows every regular file directly in the state directory to 0600 (what this version
-/// creates). Failures are logged: they leave a file as readable as it was, not a broken start.
-fn narrow_files(dir: &Path) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), "cannot list the state directory: {e}");
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            if let Err(e) = narrow_mode(&path, 0o600) {
-                tracing::warn!(path = %path.display(), "cannot narrow the mode of a state file: {e}");
-            }
-        }
-    }
-}
-
-fn warn_if_open(path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "admin.toml is readable by others; it holds the admin token: chmod 600 it");
-        }
-    }
 }

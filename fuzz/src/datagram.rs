@@ -51,7 +51,7 @@ fn peer(name: &str, n: u8, nets: &[&str], endpoint: Option<&str>) -> PeerSetting
 fn host_nets(subnet: &str) -> HostNets {
     HostNets::new(
         subnet.parse().expect("subnet"),
-        Some("10.42.0.0/16".parse().expect("cluster")),
+        "10.42.0.0/16".parse().expect("cluster"),
         vec![],
     )
 }

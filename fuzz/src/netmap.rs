@@ -103,7 +103,7 @@ fn accept(netmap: &Netmap) {
     let gw = gateway(netmap.host.subnet);
     assert!(netmap.host.subnet.contains(&gw));
     if settings.len() <= MAX_TUNNELS {
-        let mut set = PeerSet::new(identity().clone(), 0, host_nets(netmap));
+        let mut set = PeerSet::new(identity().clone(), 0, host_nets(netmap, pinned));
         if set.apply(&settings).is_ok() {
             let table = set.table();
             for p in &netmap.peers {
@@ -330,7 +330,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-/// The networks of the netmap's host, for its peer set.
-fn host_nets(netmap: &Netmap) -> HostNets {
-    HostNets::new(netmap.host.subnet, netmap.cluster_cidr, vec![])
+/// The networks of the netmap's host in the cluster `pinned`, for its peer set.
+fn host_nets(netmap: &Netmap, pinned: IpNet) -> HostNets {
+    HostNets::new(netmap.host.subnet, pinned, vec![])
 }

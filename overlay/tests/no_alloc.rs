@@ -72,7 +72,13 @@ fn two_hosts() -> (PeerSet, PeerSet) {
         persistent_keepalive: None,
         preshared_key: None,
     };
-    let nets = |subnet: &str| HostNets::new(subnet.parse().unwrap(), None, vec![]);
+    let nets = |subnet: &str| {
+        HostNets::new(
+            subnet.parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+            vec![],
+        )
+    };
     let mut a = PeerSet::new(ia.clone(), 1, nets("10.42.1.0/24"));
     let mut b = PeerSet::new(ib.clone(), 2, nets("10.42.2.0/24"));
     a.apply(&[peer(ib.public_key(), "10.42.2.0/24", B)])

@@ -1,12 +1,10 @@
 //! Harness for the control plane's limits: a control plane with extra `control.toml` keys,
 //! many idle TCP connections held from one namespace, many HTTPS requests on one connection
-//! (`curl --next`), and the modes of the files under a directory.
+//! (`curl --next`). File modes and the open-file limit are in [`super::files`].
 
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,28 +26,6 @@ pub fn control_with(c: &Cluster, bridge: &Bridge, extra: &str) -> Arc<ControlPla
     cp.write_config(&text);
     cp.start();
     cp
-}
-
-/// Raises this process's open-file limit to at least `n` (the test holds many sockets).
-pub fn allow_open_files(n: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur >= n {
-            return;
-        }
-        lim.rlim_cur = n.max(lim.rlim_cur);
-        lim.rlim_max = lim.rlim_max.max(n);
-        assert_eq!(
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
-            0,
-            "cannot raise the open-file limit to {n}"
-        );
-    }
 }
 
 /// Opens `n` TCP connections from `ns` to `to` and holds them (nothing is sent). Connections
@@ -159,51 +135,7 @@ pub fn curl_many(
     answers
 }
 
-/// Every file and directory under `dir` (itself included) with its permission bits.
-pub fn modes_under(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let meta = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let is_dir = meta.is_dir();
-        out.push((p.clone(), meta.permissions().mode() & 0o7777, is_dir));
-        if is_dir {
-            for e in fs::read_dir(&p).unwrap() {
-                todo.push(e.unwrap().path());
-            }
-        }
-    }
-    out
-}
-
-/// Asserts every file under `dir` is 0600 and every directory 0700.
-#[track_caller]
-pub fn assert_private_tree(dir: &Path) {
-    let modes = modes_under(dir);
-    let wrong: Vec<String> = modes
-        .iter()
-        .filter(|(_, m, d)| *m != if *d { 0o700 } else { 0o600 })
-        .map(|(p, m, _)| format!("{} {m:o}", p.display()))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "files not 0600 / directories not 0700 under {}: {wrong:?}",
-        dir.display()
-    );
-    assert!(
-        modes.len() > 3,
-        "the state directory is nearly empty: {modes:?}"
-    );
-}
-
 /// How many times the agent log `log` says it applied a netmap.
 pub fn netmaps_applied(log: &str) -> usize {
     log.matches("applied netmap revision").count()
-}
-
-/// Reads a whole stream until EOF (for a response the test expects to be closed).
-pub fn read_all(mut s: &TcpStream) -> Vec<u8> {
-    let mut v = Vec::new();
-    let _ = s.read_to_end(&mut v);
-    v
 }

@@ -11,6 +11,7 @@ pub mod control;
 pub mod control_limits;
 pub mod control_refusals;
 pub mod daemon;
+pub mod files;
 pub mod flood;
 pub mod forwarding;
 pub mod keys;

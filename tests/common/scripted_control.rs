@@ -30,6 +30,8 @@ struct Script {
     netmap: Value,
     /// The `revision` of every netmap poll, in order.
     polls: Vec<u64>,
+    /// Netmap replies break off after half their body (the connection closes early).
+    break_off: bool,
 }
 
 /// The running server; stopped (and its thread joined) on drop.
@@ -83,6 +85,12 @@ impl ScriptedControl {
         let mut s = self.lock();
         s.netmap = netmap;
         s.polls.len()
+    }
+
+    /// From now on, whether netmap replies break off halfway through their body: the agent
+    /// receives part of a reply that its `content-length` says is longer.
+    pub fn break_off(&self, on: bool) {
+        self.lock().break_off = on;
     }
 
     /// The `revision` of every netmap poll since poll number `from`.
@@ -187,6 +195,17 @@ fn handle(stream: Tls, script: &Mutex<Script>, stop: &AtomicBool) {
         if code == 204 { 0 } else { reply.len() }
     );
     let _ = stream.write_all(head.as_bytes());
+    let cut = path.ends_with("/netmap")
+        && script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .break_off;
+    if cut {
+        let _ = stream.write_all(&reply.as_bytes()[..reply.len() / 2]);
+        let _ = stream.flush();
+        // Closed without close_notify, mid-body.
+        return;
+    }
     if code != 204 {
         let _ = stream.write_all(reply.as_bytes());
     }

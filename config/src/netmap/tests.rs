@@ -188,13 +188,21 @@ fn low_order_peer_keys_and_too_small_subnets_are_refused() {
         .push(PublicKey::from_bytes([0; 32]));
     let err = map.check().unwrap_err();
     assert!(
-        matches!(&err, NetmapError::LowOrderKey { peer, .. } if peer == "host-c"),
+        matches!(&err, NetmapError::LowOrderKey { owner, .. } if owner == "host-c"),
         "{err:?}"
     );
     // Parsing refuses it too.
     let json = serde_json::to_string(&map).unwrap();
     let err = serde_json::from_str::<Netmap>(&json).unwrap_err();
     assert!(err.to_string().contains("low-order"), "{err}");
+    // The host's own key too.
+    let mut map = sample();
+    map.host.public_key = PublicKey::from_bytes([0; 32]);
+    let err = map.check().unwrap_err();
+    assert!(
+        matches!(&err, NetmapError::LowOrderKey { owner, .. } if owner == "host-a"),
+        "{err:?}"
+    );
 
     for (subnet, max) in [
         ("fd42::1/128", 126),

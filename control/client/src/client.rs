@@ -96,9 +96,22 @@ pub enum ClientError {
         /// The control plane's message.
         message: String,
     },
-    /// The reply is not what the API documents.
-    #[error("the control plane sent a reply this client cannot read: {0}")]
-    BadReply(String),
+    /// The reply's body could not be downloaded (the connection broke, or it is larger than
+    /// this client reads): nothing was received to judge, so this is not a refused reply.
+    #[error("cannot read the reply of the control plane at {url}")]
+    ReadBody {
+        /// The control plane's URL.
+        url: String,
+        /// The error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The reply arrived whole but is not what the API documents (for a netmap: one that does
+    /// not parse, such as a low-order key or a bad prefix).
+    #[error("the control plane sent a reply this client cannot read")]
+    Decode {
+        /// What is wrong with it.
+        source: serde_json::Error,
+    },
 }
 
 impl ClientError {
@@ -109,7 +122,7 @@ impl ClientError {
             Self::WrongCa { .. } | Self::Certificate { .. } | Self::Invalid(_) => true,
             Self::Refused { status, .. } => *status < 500 && *status != 429,
             Self::Connect { .. } | Self::Timeout { .. } | Self::Http { .. } => false,
-            Self::BadReply(_) => false,
+            Self::ReadBody { .. } | Self::Decode { .. } => false,
         }
     }
 
@@ -345,7 +358,10 @@ impl Client {
             let body = Limited::new(response.into_body(), MAX_REPLY)
                 .collect()
                 .await
-                .map_err(|e| ClientError::BadReply(format!("cannot read the reply: {e}")))?
+                .map_err(|source| ClientError::ReadBody {
+                    url: url.clone(),
+                    source,
+                })?
                 .to_bytes();
             Ok((status, body))
         };
@@ -448,5 +464,5 @@ fn check(status: StatusCode, body: Bytes) -> Result<Bytes, ClientError> {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::BadReply(e.to_string()))
+    serde_json::from_slice(body).map_err(|source| ClientError::Decode { source })
 }

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use wgmesh_config::control::{DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS};
 
-use super::{router, small, Remote, Shared};
+use super::{lock_limiter, router, Remote, Shared};
 use crate::limiter::{DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_NETMAP_INTERVAL, WINDOW};
 
 /// The server's limits (control.toml sets the connection limits and the timeout).
@@ -72,7 +72,7 @@ pub async fn serve(
         };
         // Counted before TLS, and closed at once when over a cap: a flood of idle connections
         // from one address neither holds slots nor waits in the backlog in front of others.
-        if !small(&shared.connections).open(remote.ip()) {
+        if !lock_limiter(&shared.connections).open(remote.ip()) {
             refused.note(remote, "its address holds the most connections allowed");
             continue;
         }
@@ -158,6 +158,6 @@ struct Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        small(&self.shared.connections).close(self.addr);
+        lock_limiter(&self.shared.connections).close(self.addr);
     }
 }

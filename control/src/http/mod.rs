@@ -126,7 +126,7 @@ impl Shared {
 
 /// Locks a limiter's mutex (held for a map update only; a panic cannot leave it half-changed
 /// in a way that matters more than a miscount).
-fn small<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock_limiter<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -172,7 +172,7 @@ async fn limit_refusals(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let limited = small(&shared.limiter).limited_for(remote.ip(), Instant::now());
+    let limited = lock_limiter(&shared.limiter).limited_for(remote.ip(), Instant::now());
     if let Some(wait) = limited {
         // Hosts and the admin behind the same address go on. Whether the token is one someone
         // holds is a hash and a set lookup beside the control plane's lock: a limited flood
@@ -187,7 +187,7 @@ async fn limit_refusals(
     }
     let response = next.run(request).await;
     if matches!(response.status().as_u16(), 400 | 401) {
-        small(&shared.limiter).refused(remote.ip(), Instant::now());
+        lock_limiter(&shared.limiter).refused(remote.ip(), Instant::now());
     }
     response
 }
@@ -220,7 +220,7 @@ fn budgeted<T>(
     let Caller::Host(id) = *caller else {
         return Ok(call());
     };
-    if let Some(wait) = small(&shared.host_refusals).empty_for(id, Instant::now()) {
+    if let Some(wait) = lock_limiter(&shared.host_refusals).empty_for(id, Instant::now()) {
         return Err(OverBudget {
             wait,
             why: HOST_REFUSALS,
@@ -230,7 +230,7 @@ fn budgeted<T>(
     if let Err(e) = &result {
         if matches!(e.reason.status(), 400 | 403) {
             // Over budget, the next call is limited; this one is answered as it is.
-            let _ = small(&shared.host_refusals).take(id, Instant::now());
+            let _ = lock_limiter(&shared.host_refusals).take(id, Instant::now());
         }
     }
     Ok(result)
@@ -439,7 +439,7 @@ async fn netmap(
     }
     // At most one netmap per interval for this host (authorised above): a burst of changes
     // gives one netmap of the latest state, and a poll loop one compile per interval.
-    let at = small(&shared.pacer).reserve(&name, Instant::now());
+    let at = lock_limiter(&shared.pacer).reserve(&name, Instant::now());
     tokio::time::sleep_until(at.into()).await;
     if query.delta {
         let held = (query.revision, query.epoch);
@@ -471,7 +471,7 @@ async fn endpoint(
             // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
             // A report over budget is not audited (that would cost a line each).
             if let Caller::Host(id) = caller {
-                small(&limits.endpoints)
+                lock_limiter(&limits.endpoints)
                     .take(id, Instant::now())
                     .map_err(|wait| OverBudget {
                         wait,

@@ -1,17 +1,18 @@
 //! Which endpoints a host may give for itself (at join and in endpoint reports): other hosts
 //! send WireGuard packets to it, so it must be an address a packet can really be sent to on
 //! the underlay. Refused, each with a message naming what is refused and what would be valid:
-//! port 0, unspecified, loopback, multicast, link-local and broadcast addresses, and addresses
-//! inside the cluster CIDR (the overlay itself: a packet loop). Without these checks a host
+//! port 0, the addresses no peer can be reached at ([`Unusable`], the rule the agent applies to
+//! roaming too), and addresses inside the cluster CIDR (the overlay itself: a packet loop). Without these checks a host
 //! could point every agent's traffic at their own loopback or at a multicast group (a
 //! reflection vector).
 //!
 //! Pure: no I/O.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use wgmesh_client::api::ApiReason;
+use wgmesh_config::endpoint::Unusable;
 
 use super::refusal::ApiError;
 
@@ -30,8 +31,8 @@ pub(super) fn check_endpoint(
     if endpoint.port() == 0 {
         return Err(refused(endpoint, "has port 0"));
     }
-    let ip = canonical(endpoint.ip());
-    if let Some(class) = refused_class(ip) {
+    let ip = endpoint.ip().to_canonical();
+    if let Some(class) = Unusable::of(ip) {
         return Err(refused(endpoint, &format!("is a {class} address")));
     }
     if let Some(cidr) = cluster.filter(|c| c.contains(&ip)) {
@@ -44,55 +45,6 @@ pub(super) fn check_endpoint(
         ));
     }
     Ok(())
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
-}
-
-/// The class of address `ip` is, if it is one no host can be reached at.
-fn refused_class(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => refused_v4(v4),
-        IpAddr::V6(v6) => refused_v6(v6),
-    }
-}
-
-fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    Some(if ip.is_unspecified() || ip.octets()[0] == 0 {
-        // 0.0.0.0/8 is "this network" (RFC 791): only a source address.
-        "unspecified"
-    } else if ip.is_loopback() {
-        "loopback"
-    } else if ip.is_multicast() {
-        "multicast"
-    } else if ip.is_link_local() {
-        "link-local"
-    } else if ip.is_broadcast() {
-        "broadcast"
-    } else {
-        return None;
-    })
-}
-
-fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
-    Some(if ip.is_unspecified() {
-        "unspecified"
-    } else if ip.is_loopback() {
-        "loopback"
-    } else if ip.is_multicast() {
-        "multicast"
-    } else if first & 0xffc0 == 0xfe80 {
-        // fe80::/10 (RFC 4291): only usable with a zone, which other hosts do not have.
-        "link-local"
-    } else {
-        return None;
-    })
 }
 
 fn refused(endpoint: SocketAddr, why: &str) -> ApiError {

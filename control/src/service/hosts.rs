@@ -25,7 +25,7 @@ impl Control {
     ) -> Result<Netmap, ApiError> {
         // What the host holds was recorded when its poll began (`check_netmap_access`); being
         // sent a netmap is not holding it: the agent may refuse it.
-        let id = self.answered(caller, name, now, from)?;
+        let id = self.authorize_netmap_read(caller, name, now, from)?;
         Ok(self.netmap_of(id))
     }
 
@@ -41,8 +41,9 @@ impl Control {
         from_ip: Option<IpAddr>,
     ) -> Result<NetmapUpdate, ApiError> {
         let current = self.registry.netmap_revision();
-        // The host holds `from` (the revision it applied), not what it is about to be sent.
-        let id = self.polled(caller, name, from, now, from_ip)?;
+        // What the host holds (`from`, the revision it applied) was recorded when its poll
+        // began (`check_netmap_access`), not what it is about to be sent.
+        let id = self.authorize_netmap_read(caller, name, now, from_ip)?;
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
                 compile::delta(&self.registry, &self.policy, id, from, changed)
@@ -58,8 +59,10 @@ impl Control {
         })
     }
 
-    /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits).
-    /// `held` is the revision the host says it holds.
+    /// Checks that `caller` may read `name`'s netmap (for the long poll, before it waits), and
+    /// records that the host holds revision `held`: the one its poll says it applied, which is
+    /// all `node list` trusts (a netmap sent is not a netmap held). The one place `held` is
+    /// set.
     pub fn check_netmap_access(
         &mut self,
         caller: &Caller,
@@ -68,28 +71,14 @@ impl Control {
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<(), ApiError> {
-        self.polled(caller, name, held, now, from).map(drop)
+        let id = self.authorize_netmap_read(caller, name, now, from)?;
+        self.held.insert(id, held);
+        Ok(())
     }
 
-    /// A netmap poll by `caller` for `name`: authorised (a refusal is audited), the host seen
-    /// at `now` and known to hold netmap revision `holds`: the one it says it applied, which
-    /// is all `node list` trusts (a netmap sent is not a netmap held).
-    fn polled(
-        &mut self,
-        caller: &Caller,
-        name: &str,
-        holds: u64,
-        now: u64,
-        from: Option<IpAddr>,
-    ) -> Result<HostId, ApiError> {
-        let id = self.answered(caller, name, now, from)?;
-        self.held.insert(id, holds);
-        Ok(id)
-    }
-
-    /// A poll by `caller` for `name` being answered: authorised (a refusal is audited) and the
-    /// host seen at `now`; what it holds is left as its poll said.
-    fn answered(
+    /// `caller` may read `name`'s netmap (a refusal is audited); the host is seen at `now`.
+    /// What it holds is left as its poll said.
+    fn authorize_netmap_read(
         &mut self,
         caller: &Caller,
         name: &str,

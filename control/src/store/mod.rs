@@ -19,12 +19,13 @@
 //! (`wgmesh_client::dirlock`). Not yet: schema migrations (the records carry no version yet;
 //! the first migration adds one).
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use wgmesh_client::private_dir;
 
 use crate::registry::{Mutation, Registry, RegistryError};
 
@@ -179,7 +180,7 @@ impl FileStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_err("open", e))?;
-        narrow_mode(&file).map_err(|e| io_err("set the mode of", e))?;
+        private_dir::narrow(&file, &path, 0o600).map_err(|e| io_err("set the mode of", e))?;
         if !existed {
             file.sync_all().map_err(|e| io_err("sync", e))?;
             sync_dir(&dir)?;
@@ -252,7 +253,7 @@ impl FileStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            narrow_mode(&f)?;
+            // New (create_new) with mode 0600: the umask can only narrow it further.
             f.write_all(&line)?;
             f.sync_all()
         })();
@@ -419,14 +420,6 @@ pub(crate) fn replay(path: &Path, bytes: &[u8]) -> Result<(Registry, u64, usize)
 /// How every snapshot record starts (its first field is `snapshot`; mutation records start
 /// with `{"seq"`), so a torn snapshot can be told from a torn commit.
 const SNAPSHOT_START: &[u8] = b"{\"sn";
-
-/// Makes `file` 0600 if its mode lets anyone but its owner in.
-fn narrow_mode(file: &File) -> io::Result<()> {
-    if file.metadata()?.permissions().mode() & 0o077 != 0 {
-        file.set_permissions(Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)

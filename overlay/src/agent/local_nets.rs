@@ -9,11 +9,11 @@ use crate::error::Chain;
 use crate::host::HostNet;
 use crate::peers::local::HostNets;
 
-/// The host's networks: `subnet`, `cluster` (when known) and the addresses `host` reports.
+/// The host's networks: `subnet`, `cluster` and the addresses `host` reports.
 pub(super) async fn read(
     host: &HostNet,
     subnet: IpNet,
-    cluster: Option<IpNet>,
+    cluster: IpNet,
 ) -> Result<HostNets, AgentError> {
     Ok(HostNets::new(subnet, cluster, host.addresses().await?))
 }
@@ -23,7 +23,7 @@ impl Agent {
     /// route guard enforces. On failure the peers keep the addresses they had.
     pub(super) async fn refresh_host_nets(&mut self) {
         let subnet = self.peers.host_nets().subnet();
-        match read(&self.host, subnet, Some(self.route_guard.cluster)).await {
+        match read(&self.host, subnet, self.route_guard.cluster).await {
             Ok(nets) => self.peers.set_host_nets(nets),
             Err(e) => tracing::error!("cannot read the host's addresses: {}", Chain(&e)),
         }

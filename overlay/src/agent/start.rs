@@ -208,7 +208,7 @@ async fn prepare(
     settings: &[PeerSettings],
     source: &PeerSource,
 ) -> Result<Prepared, AgentError> {
-    let nets = local_nets::read(host, source.subnet, Some(source.cluster)).await?;
+    let nets = local_nets::read(host, source.subnet, source.cluster).await?;
     let mut peers = PeerSet::new(identity.clone(), random_u32(), nets);
     peers.apply(settings)?;
     let store = WorkloadStore::new(&a.state_dir);

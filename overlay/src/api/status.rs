@@ -76,7 +76,10 @@ pub struct ControlStatus {
     /// Whether the last call to the control plane succeeded (false: running on the last
     /// netmap, fail-static).
     pub connected: bool,
-    /// The cluster CIDR pinned at join, which every netmap must name.
+    /// The cluster CIDR pinned at join, which every netmap must name. The agent closes this
+    /// same CIDR on the host, so it always equals `routes.cluster`; it is repeated here so that
+    /// the control section says on its own which cluster this host trusts. (Optional in the
+    /// JSON for agents that predate the pin.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_cidr: Option<String>,
     /// Netmaps refused since the agent started (each kept the running peers).

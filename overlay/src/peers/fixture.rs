@@ -40,7 +40,7 @@ pub(crate) fn settings(
 pub(crate) fn host_nets(subnet: &str, endpoint: &str) -> HostNets {
     HostNets::new(
         subnet.parse().unwrap(),
-        Some("10.42.0.0/16".parse().unwrap()),
+        "10.42.0.0/16".parse().unwrap(),
         vec![addr(endpoint).ip()],
     )
 }

@@ -6,8 +6,9 @@
 //!   issue refines who may reach what inside the subnet).
 //! - A peer's endpoint never moves to an address that would loop through our own tunnel (the
 //!   cluster CIDR, our subnet, any prefix routed into the TUN), to one of this host's own
-//!   addresses, or to an address no peer can send from: loopback, unspecified, multicast or
-//!   broadcast ([`HostNets::roam_refusal`]).
+//!   addresses, or to an address no peer can be reached at (loopback, unspecified, multicast,
+//!   link-local, broadcast: [`Unusable`], the rule the control plane applies to the endpoints
+//!   hosts report) ([`HostNets::roam_refusal`]).
 //!
 //! The agent builds it from the subnet, the cluster CIDR and the host's addresses and hands it to
 //! the [`PeerSet`](super::set::PeerSet), which adds the prefixes routed into the TUN and gives
@@ -16,12 +17,13 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use wgmesh_config::endpoint::Unusable;
 
 /// This host's networks, as the peers' per-packet decisions need them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostNets {
     subnet: IpNet,
-    cluster: Option<IpNet>,
+    cluster: IpNet,
     host_addrs: Vec<IpAddr>,
     /// Prefixes routed into the TUN device (the peers' allowed IPs), added by the peer set.
     routed: Vec<IpNet>,
@@ -30,8 +32,8 @@ pub struct HostNets {
 /// Why a peer's endpoint was not moved to an address, decided by [`HostNets::roam_refusal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoamRefusal {
-    /// Loopback, unspecified, multicast or broadcast: no peer sends from there.
-    NotUnicast,
+    /// An address no peer can be reached at (loopback, multicast, ...).
+    Unusable(Unusable),
     /// Inside the cluster CIDR, this host's subnet or a prefix routed into the tunnel: sending
     /// there would loop through our own tunnel.
     Overlay,
@@ -40,9 +42,9 @@ pub enum RoamRefusal {
 }
 
 impl HostNets {
-    /// The host with overlay `subnet`, in the cluster `cluster` (when known), whose network
-    /// interfaces hold `host_addrs`.
-    pub fn new(subnet: IpNet, cluster: Option<IpNet>, host_addrs: Vec<IpAddr>) -> Self {
+    /// The host with overlay `subnet`, in the cluster `cluster`, whose network interfaces hold
+    /// `host_addrs`.
+    pub fn new(subnet: IpNet, cluster: IpNet, host_addrs: Vec<IpAddr>) -> Self {
         Self {
             subnet,
             cluster,
@@ -64,11 +66,6 @@ impl HostNets {
         self.subnet
     }
 
-    /// The cluster CIDR, when known.
-    pub fn cluster(&self) -> Option<IpNet> {
-        self.cluster
-    }
-
     /// Whether a packet from a peer to `dst` is for this host's overlay subnet: the one rule of
     /// what a peer may reach here.
     #[inline]
@@ -79,15 +76,11 @@ impl HostNets {
     /// Why a peer's endpoint must not move to `ip`; `None` if it may.
     pub fn roam_refusal(&self, ip: IpAddr) -> Option<RoamRefusal> {
         let ip = ip.to_canonical();
-        let not_unicast = ip.is_loopback()
-            || ip.is_unspecified()
-            || ip.is_multicast()
-            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-        if not_unicast {
-            return Some(RoamRefusal::NotUnicast);
+        if let Some(class) = Unusable::of(ip) {
+            return Some(RoamRefusal::Unusable(class));
         }
-        let overlay = std::iter::once(&self.subnet)
-            .chain(&self.cluster)
+        let overlay = [&self.subnet, &self.cluster]
+            .into_iter()
             .chain(&self.routed)
             .any(|net| net.contains(&ip));
         if overlay {
@@ -106,7 +99,7 @@ mod tests {
     fn nets() -> HostNets {
         HostNets::new(
             "10.42.1.0/24".parse().unwrap(),
-            Some("10.42.0.0/16".parse().unwrap()),
+            "10.42.0.0/16".parse().unwrap(),
             vec!["198.18.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
         )
         .with_routed(["10.99.0.0/24".parse().unwrap()])
@@ -131,26 +124,34 @@ mod tests {
         ] {
             assert!(!n.delivers(ip(other)), "{other}");
         }
-        let v6 = HostNets::new("fd42:1::/64".parse().unwrap(), None, vec![]);
+        let v6 = HostNets::new(
+            "fd42:1::/64".parse().unwrap(),
+            "fd42::/48".parse().unwrap(),
+            vec![],
+        );
         assert!(v6.delivers(ip("fd42:1::5")));
         assert!(!v6.delivers(ip("fd42:2::5")));
         assert!(!v6.delivers(ip("10.42.1.5")));
     }
 
     #[test]
-    fn roaming_is_refused_into_the_overlay_our_host_and_non_unicast() {
+    fn roaming_is_refused_into_the_overlay_our_host_and_unusable_addresses() {
+        use Unusable::*;
         let n = nets();
         let cases = [
             ("198.18.0.2", None),
             ("2001:db8::2", None),
-            ("127.0.0.1", Some(RoamRefusal::NotUnicast)),
-            ("::1", Some(RoamRefusal::NotUnicast)),
-            ("0.0.0.0", Some(RoamRefusal::NotUnicast)),
-            ("::", Some(RoamRefusal::NotUnicast)),
-            ("224.0.0.5", Some(RoamRefusal::NotUnicast)),
-            ("ff02::1", Some(RoamRefusal::NotUnicast)),
-            ("255.255.255.255", Some(RoamRefusal::NotUnicast)),
-            ("::ffff:127.0.0.1", Some(RoamRefusal::NotUnicast)),
+            ("127.0.0.1", Some(RoamRefusal::Unusable(Loopback))),
+            ("::1", Some(RoamRefusal::Unusable(Loopback))),
+            ("0.0.0.0", Some(RoamRefusal::Unusable(Unspecified))),
+            ("0.1.2.3", Some(RoamRefusal::Unusable(Unspecified))),
+            ("::", Some(RoamRefusal::Unusable(Unspecified))),
+            ("224.0.0.5", Some(RoamRefusal::Unusable(Multicast))),
+            ("ff02::1", Some(RoamRefusal::Unusable(Multicast))),
+            ("169.254.7.7", Some(RoamRefusal::Unusable(LinkLocal))),
+            ("fe80::7", Some(RoamRefusal::Unusable(LinkLocal))),
+            ("255.255.255.255", Some(RoamRefusal::Unusable(Broadcast))),
+            ("::ffff:127.0.0.1", Some(RoamRefusal::Unusable(Loopback))),
             ("10.42.1.5", Some(RoamRefusal::Overlay)),
             ("10.42.200.5", Some(RoamRefusal::Overlay)),
             ("10.99.0.3", Some(RoamRefusal::Overlay)),
@@ -162,12 +163,16 @@ mod tests {
         for (addr, want) in cases {
             assert_eq!(n.roam_refusal(ip(addr)), want, "{addr}");
         }
-        // Without a cluster CIDR the subnet and the routed prefixes still count as overlay.
-        let static_mode = HostNets::new("10.42.1.0/24".parse().unwrap(), None, vec![])
-            .with_routed(["10.42.2.0/24".parse().unwrap()]);
-        assert_eq!(static_mode.roam_refusal(ip("10.42.3.1")), None);
+        // A routed prefix outside the cluster CIDR counts as overlay too.
+        let routed_out = HostNets::new(
+            "10.42.1.0/24".parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+            vec![],
+        )
+        .with_routed(["192.0.2.0/24".parse().unwrap()]);
+        assert_eq!(routed_out.roam_refusal(ip("192.0.3.1")), None);
         assert_eq!(
-            static_mode.roam_refusal(ip("10.42.2.1")),
+            routed_out.roam_refusal(ip("192.0.2.1")),
             Some(RoamRefusal::Overlay)
         );
     }

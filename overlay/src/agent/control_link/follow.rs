@@ -45,94 +45,130 @@ pub struct Offer {
 /// makes the next poll ask for the whole netmap.
 pub async fn follow(
     link: Link,
-    mut current: Netmap,
+    current: Netmap,
     netmaps: mpsc::Sender<Offer>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
     connected: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
 ) {
-    let mut reported = current.host.endpoint;
-    let mut health = Health::new(connected);
-    let mut backoff = Backoff::new();
-    let mut refusals = Backoff::new();
+    let mut state = Following {
+        reported: current.host.endpoint,
+        current,
+        health: Health::new(connected),
+        backoff: Backoff::new(),
+        refusals: Backoff::new(),
+        refused,
+    };
     loop {
         let wanted = *endpoint.borrow_and_update();
-        if wanted != reported {
-            if !report_endpoint(&link, wanted, &mut health).await {
-                tokio::time::sleep(backoff.next()).await;
+        if wanted != state.reported {
+            if !report_endpoint(&link, wanted, &mut state.health).await {
+                tokio::time::sleep(state.backoff.next()).await;
                 continue;
             }
-            reported = wanted;
+            state.reported = wanted;
         }
         // While down, ask without waiting, so that coming back is noticed (and shown in status)
         // at once rather than after a full long poll.
-        let wait = if health.down {
+        let wait = if state.health.down {
             Duration::ZERO
         } else {
             POLL_WAIT
         };
-        let poll = link.client.netmap_update(
-            &link.name,
-            &link.credential,
-            (current.revision, current.epoch),
-            wait,
-        );
+        let held = (state.current.revision, state.current.epoch);
+        let poll = link
+            .client
+            .netmap_update(&link.name, &link.credential, held, wait);
         tokio::select! {
-            result = poll => match result {
-                Ok(Some(update)) => {
-                    health.reachable("control plane reachable again");
-                    backoff = Backoff::new();
-                    let Some(netmap) = updated(&mut current, update) else {
-                        // The pause keeps a misbehaving control plane from making this a
-                        // tight loop.
-                        tokio::time::sleep(backoff.next()).await;
-                        continue;
-                    };
-                    match offer(&netmaps, &netmap).await {
-                        Some(true) => {
-                            reported = netmap.host.endpoint;
-                            current = netmap;
-                            refusals = Backoff::new();
-                        }
-                        // Refused: the agent runs `current` still, and the next poll says so.
-                        Some(false) => tokio::time::sleep(refusals.next()).await,
-                        None => return,
-                    }
+            result = poll => {
+                if state.answered(result, &netmaps).await.is_none() {
+                    return;
                 }
-                Ok(None) => {
-                    health.reachable("control plane reachable again; no change");
-                    backoff = Backoff::new();
-                }
-                Err(ClientError::BadReply(reason)) => {
-                    health.reachable("control plane reachable again");
-                    refuse_unreadable(&refused, &reason);
-                    tokio::time::sleep(refusals.next()).await;
-                }
-                Err(e) => {
-                    if !health.down {
-                        if e.reason() == Some(ApiReason::Unauthenticated) {
-                            tracing::error!("the control plane refuses this host's credential (removed with `wgmesh node remove`?); keeping the last netmap: {}", Chain(&e));
-                        } else {
-                            tracing::warn!("control plane unreachable; keeping the last netmap and retrying: {}", Chain(&e));
-                        }
-                    }
-                    health.unreachable();
-                    tokio::time::sleep(backoff.next()).await;
-                }
-            },
+            }
             Ok(()) = endpoint.changed() => {}
             () = netmaps.closed() => return,
         }
     }
 }
 
+/// What [`follow`] carries from one poll to the next.
+struct Following {
+    /// The netmap the agent runs.
+    current: Netmap,
+    /// The endpoint the control plane holds for this host.
+    reported: Option<SocketAddr>,
+    health: Health,
+    /// The pause after a failed call.
+    backoff: Backoff,
+    /// The pause after a refused netmap.
+    refusals: Backoff,
+    refused: Arc<AtomicU64>,
+}
+
+impl Following {
+    /// Handles the result of one long poll; `None` once the agent is gone.
+    async fn answered(
+        &mut self,
+        result: Result<Option<NetmapUpdate>, ClientError>,
+        netmaps: &mpsc::Sender<Offer>,
+    ) -> Option<()> {
+        match result {
+            Ok(Some(update)) => {
+                self.health.reachable("control plane reachable again");
+                self.backoff = Backoff::new();
+                let Some(netmap) = updated(&mut self.current, update) else {
+                    // The pause keeps a misbehaving control plane from making this a tight loop.
+                    tokio::time::sleep(self.backoff.next()).await;
+                    return Some(());
+                };
+                if offer(netmaps, &netmap).await? {
+                    self.reported = netmap.host.endpoint;
+                    self.current = netmap;
+                    self.refusals = Backoff::new();
+                } else {
+                    // Refused: the agent runs `current` still, and the next poll says so.
+                    tokio::time::sleep(self.refusals.next()).await;
+                }
+            }
+            Ok(None) => {
+                self.health
+                    .reachable("control plane reachable again; no change");
+                self.backoff = Backoff::new();
+            }
+            // The reply arrived whole and does not parse: a refused netmap. A body that broke
+            // off while downloading is not; it falls through to "unreachable".
+            Err(e @ ClientError::Decode { .. }) => {
+                self.health.reachable("control plane reachable again");
+                refuse_unreadable(&self.refused, &e);
+                tokio::time::sleep(self.refusals.next()).await;
+            }
+            Err(e) => {
+                if !self.health.down {
+                    if e.reason() == Some(ApiReason::Unauthenticated) {
+                        tracing::error!("the control plane refuses this host's credential (removed with `wgmesh node remove`?); keeping the last netmap: {}", Chain(&e));
+                    } else {
+                        tracing::warn!(
+                            "control plane unreachable; keeping the last netmap and retrying: {}",
+                            Chain(&e)
+                        );
+                    }
+                }
+                self.health.unreachable();
+                tokio::time::sleep(self.backoff.next()).await;
+            }
+        }
+        Some(())
+    }
+}
+
 /// Counts and logs a netmap that does not parse (`reason`), which is refused like any other.
-fn refuse_unreadable(refused: &AtomicU64, reason: &str) {
+fn refuse_unreadable(refused: &AtomicU64, reason: &ClientError) {
     let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::error!(
         refused = count,
         "refusing the control plane's netmap, which does not parse; keeping the running peers: \
-         {reason}"
+         {}",
+        Chain(reason)
     );
 }
 

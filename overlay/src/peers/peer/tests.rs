@@ -350,19 +350,22 @@ fn new_host_networks_reach_running_peers() {
     assert_eq!(nets.roam_refusal(addr(new_addr).ip()), None);
     nets = HostNets::new(
         nets.subnet(),
-        Some("10.42.0.0/16".parse().unwrap()),
+        "10.42.0.0/16".parse().unwrap(),
         vec![addr(B_ADDR).ip(), addr(new_addr).ip()],
     );
     pair.b.set_host_nets(nets);
     a_to_b(&pair, &packet, addr(new_addr));
     let tb = pair.b.table();
     assert_eq!(Pair::only(&tb).lock().endpoint(), Some(addr(A_ADDR)));
-    // Routed prefixes count as overlay too, also without a cluster CIDR: B adds a peer for
+    // Routed prefixes count as overlay too, also outside the cluster CIDR: B adds a peer for
     // 192.0.2.0/24 and A's packets from there do not move A's endpoint.
     let a_key = Pair::only(&tb).lock().keys().current().to_owned();
     let c_key = PrivateKey::generate().public_key();
-    pair.b
-        .set_host_nets(HostNets::new("10.42.2.0/24".parse().unwrap(), None, vec![]));
+    pair.b.set_host_nets(HostNets::new(
+        "10.42.2.0/24".parse().unwrap(),
+        "10.42.0.0/16".parse().unwrap(),
+        vec![],
+    ));
     pair.b
         .apply(&[
             settings("host-a", a_key, "10.42.1.0/24", None),

@@ -27,7 +27,11 @@ fn set() -> PeerSet {
     PeerSet::new(
         Arc::new(LocalIdentity::new(&PrivateKey::generate())),
         7,
-        HostNets::new("10.42.1.0/24".parse().unwrap(), None, vec![]),
+        HostNets::new(
+            "10.42.1.0/24".parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+            vec![],
+        ),
     )
 }
 
