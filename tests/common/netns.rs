@@ -129,8 +129,15 @@ impl Netns {
             .collect()
     }
 
-    /// `ip route` (v4 and v6) lines, sorted.
+    /// `ip route` (v4 and v6) lines, sorted, without the IPv6 link-local and multicast entries
+    /// the kernel adds by itself whenever an interface's link-local address finishes DAD
+    /// (asynchronously, so comparing them makes a before/after check flaky).
     pub fn routes(&self) -> Vec<String> {
+        let kernel_v6 = |l: &str| {
+            l.starts_with("fe80::/64 ")
+                || l.starts_with("local fe80::")
+                || l.starts_with("multicast ff00::/8 ")
+        };
         let mut v: Vec<String> = self
             .run(&["ip", "route", "show", "table", "all"])
             .lines()
@@ -138,6 +145,7 @@ impl Netns {
                 self.run(&["ip", "-6", "route", "show", "table", "all"])
                     .lines(),
             )
+            .filter(|l| !kernel_v6(l))
             .map(str::to_string)
             .collect();
         v.sort();
