@@ -2,9 +2,13 @@
 //! split by their stride), hands handshake messages to the handshake thread, writes what was
 //! opened to TUN and sends the replies; the decisions are [`open`](super::open)'s.
 //!
-//! Handshake messages pass this thread's [`SourceLimiter`] before they are queued, so one
-//! source address (or a few) can neither fill the handshake queue nor spend the host's handshake
-//! budget, however fast it sends; the limiter is this thread's alone (no lock).
+//! Handshake messages are judged here before they are queued, as kernel WireGuard does: a wrong
+//! mac1 is dropped at once; while the handshake queue is short (not under load) the rest is
+//! queued, charged to no one; under load only a message with a valid cookie (mac2, which proves
+//! its source address) is queued, charged to its source's share ([`SourceLimiter`]), and one
+//! without gets a cookie reply ([`CookieChecker`]; the host sends [`COOKIE_REPLIES_PER_SECOND`]
+//! at most). So a sender faking a real peer's address can neither spend that peer's share nor
+//! keep its handshakes out. The checker and limiters are this thread's alone (no lock).
 
 use std::hash::BuildHasher;
 use std::io::{self, IoSliceMut};
@@ -14,14 +18,18 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use quinn_udp::RecvMeta;
+use rand_core::RngCore;
 
+use crate::peers::cookie::{CookieChecker, Macs};
 use crate::peers::counters::HostDrop;
-use crate::peers::limiter::{Limit, SourceLimiter};
+use crate::peers::limiter::{Bucket, Limit, SourceLimiter};
 use crate::peers::noise::source_ip;
 use crate::peers::peer::PeerRun;
-use crate::peers::wire::MessageKind;
+use crate::peers::table::PeerTable;
+use crate::peers::wire::{self, MessageKind, COOKIE_REPLY_LEN};
 
-use super::handshake::HandshakeMessage;
+use super::batch::TxBatch;
+use super::handshake::{HandshakeMessage, QUEUE};
 use super::open::Opened;
 use super::tun::{Tun, IDEAL_BATCH_SIZE};
 use super::udp::Udp;
@@ -31,6 +39,14 @@ use super::{Shared, WAKE_INTERVAL};
 const RECV_BATCH: usize = 32;
 /// One receive buffer holds a whole GRO train.
 const RECV_BUF: usize = 65_536;
+/// The handshake queue holding this many messages is "under load" (the kernel's threshold: an
+/// eighth of its queue).
+const UNDER_LOAD: usize = QUEUE / 8;
+/// Cookie replies the host sends a second at most, and at once. Each is smaller than the message
+/// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
+/// work for a flood, not the network's.
+pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 10_000;
+const COOKIE_REPLY_BURST: u64 = 1_000;
 
 pub(super) fn run(
     shared: &Shared,
@@ -42,15 +58,30 @@ pub(super) fn run(
     let mut recv = vec![0u8; RECV_BATCH * RECV_BUF];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = Opened::new(IDEAL_BATCH_SIZE, RECV_BATCH);
+    let now = Instant::now();
     let mut handshakes = Handshakes {
         queue: handshakes,
-        limiter: SourceLimiter::new(random_seed(), Instant::now()),
+        limiter: SourceLimiter::new(random_seed(), now),
+        cookies: CookieChecker::new(
+            shared.table.load().identity().public_key().as_bytes(),
+            secret(),
+            now,
+        ),
+        replies: Bucket::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST, now),
     };
 
     while !shared.stopping() {
         // Drain what is ready, then block (reading first saves a poll per busy batch).
         while let Some(n) = receive(udp, &mut recv, &mut meta) {
-            open_batch(shared, tun, &recv, &meta[..n], &mut out, &mut handshakes);
+            open_batch(
+                shared,
+                tun,
+                udp,
+                &recv,
+                &meta[..n],
+                &mut out,
+                &mut handshakes,
+            );
             super::tx::flush(udp, &mut out.replies);
             if write_tun(tun, &mut out) {
                 // Send what the kernel answered right away, unless `tx` is already at it.
@@ -63,10 +94,70 @@ pub(super) fn run(
     }
 }
 
-/// The way to the handshake thread: its queue, behind this thread's per-source limiter.
+/// The way to the handshake thread: its queue, behind this thread's cookie checker and limiters.
 struct Handshakes {
     queue: Sender<HandshakeMessage>,
     limiter: SourceLimiter,
+    cookies: CookieChecker,
+    replies: Bucket,
+}
+
+/// What becomes of one handshake message on receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Hand it to the handshake thread.
+    Queue,
+    /// Answer it with a cookie reply.
+    Cookie,
+    /// Drop it, counting why.
+    Drop(HostDrop),
+}
+
+impl Handshakes {
+    /// Judges a handshake message of `kind` from `from` at `now`; `under_load` is whether the
+    /// handshake queue is long.
+    fn judge(
+        &mut self,
+        table: &PeerTable,
+        now: Instant,
+        from: SocketAddr,
+        kind: MessageKind,
+        bytes: &[u8],
+        under_load: bool,
+    ) -> Verdict {
+        if kind == MessageKind::CookieReply {
+            // Cheap to check, and only worth it for an index one of our peers has.
+            let known = wire::peer_index(kind, bytes).and_then(|i| table.by_index(i));
+            return match known {
+                Some(_) => Verdict::Queue,
+                None => Verdict::Drop(HostDrop::UnknownPeer),
+            };
+        }
+        let public = table.identity().public_key();
+        if self.cookies.public() != public.as_bytes() {
+            // A new identity: a new checker, with a new seed (never a nonce again under a key).
+            self.cookies = CookieChecker::new(public.as_bytes(), secret(), now);
+        }
+        match (self.cookies.check(now, from, bytes), under_load) {
+            (Macs::BadMac1, _) => Verdict::Drop(HostDrop::HandshakeBadMac),
+            (_, false) => Verdict::Queue,
+            (Macs::Mac2, true) => match self.limiter.allow(now, source_ip(from)) {
+                Limit::Pass => Verdict::Queue,
+                Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
+            },
+            (Macs::Mac1, true) => match self.replies.allow(now) {
+                Limit::Pass => Verdict::Cookie,
+                Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
+            },
+        }
+    }
+}
+
+/// 32 random bytes from the operating system, for the cookie checker's secrets and nonces.
+fn secret() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut seed);
+    seed
 }
 
 /// 128 random bits for the limiter's hash (std's randomly keyed hasher draws them from the
@@ -99,6 +190,7 @@ fn receive(udp: &Udp, recv: &mut [u8], meta: &mut [RecvMeta; RECV_BATCH]) -> Opt
 fn open_batch(
     shared: &Shared,
     tun: &Tun,
+    udp: &Udp,
     recv: &[u8],
     meta: &[RecvMeta],
     out: &mut Opened,
@@ -124,7 +216,21 @@ fn open_batch(
             if let Some(kind) = out.open(&table, &mut run, &shared.drops, m.addr, datagram) {
                 run.release(); // handing over may wake the handshake thread: a syscall
                 let now = *now.get_or_insert_with(Instant::now);
-                if let Err(why) = hand_over(handshakes, now, m.addr, kind, datagram) {
+                let verdict = handshakes.judge(&table, now, m.addr, kind, datagram, {
+                    handshakes.queue.len() >= UNDER_LOAD
+                });
+                let done = match verdict {
+                    Verdict::Queue => hand_over(handshakes, m.addr, kind, datagram),
+                    Verdict::Cookie => {
+                        let replies = &mut out.replies;
+                        if !replies.has_room(COOKIE_REPLY_LEN) {
+                            super::tx::flush(udp, replies);
+                        }
+                        cookie_reply(&mut handshakes.cookies, now, m.addr, datagram, replies)
+                    }
+                    Verdict::Drop(why) => Err(why),
+                };
+                if let Err(why) = done {
                     shared.drops.bump(why);
                 }
             }
@@ -132,23 +238,34 @@ fn open_batch(
     }
 }
 
-/// Rare and expensive: a handshake message within its source's share goes to the handshake
-/// thread (copied into a fixed-size message: no allocation). Returns why it was dropped.
+/// Rare and expensive: a handshake message judged worth it goes to the handshake thread (copied
+/// into a fixed-size message: no allocation). Returns why it was dropped.
 fn hand_over(
-    handshakes: &mut Handshakes,
-    now: Instant,
+    handshakes: &Handshakes,
     from: SocketAddr,
     kind: MessageKind,
     bytes: &[u8],
 ) -> Result<(), HostDrop> {
-    if handshakes.limiter.allow(now, source_ip(from)) == Limit::Drop {
-        return Err(HostDrop::HandshakeRateLimited);
-    }
     let message = HandshakeMessage::new(from, kind, bytes).ok_or(HostDrop::Malformed)?;
     handshakes
         .queue
         .try_send(message)
         .map_err(|_| HostDrop::HandshakeQueueFull)
+}
+
+/// Writes the cookie reply to `message` into `replies`, to go out with this batch's replies.
+/// Counted as [`HostDrop::HandshakeUnderLoad`]: the message itself is not handled.
+fn cookie_reply(
+    cookies: &mut CookieChecker,
+    now: Instant,
+    from: SocketAddr,
+    message: &[u8],
+    replies: &mut TxBatch,
+) -> Result<(), HostDrop> {
+    if let Some(len) = cookies.reply(now, from, message, replies.space()) {
+        replies.commit(from, len);
+    }
+    Err(HostDrop::HandshakeUnderLoad)
 }
 
 /// Writes the opened packets to TUN; returns whether there were any.

@@ -108,6 +108,9 @@ pub enum HostDrop {
     /// Under load, a handshake message without a valid cookie (mac2): answered with a cookie
     /// reply instead of being handled.
     HandshakeUnderLoad,
+    /// A handshake initiation or response whose mac1 is not for this host's key: dropped on
+    /// receipt, charged to no one.
+    HandshakeBadMac,
 }
 
 /// Packets dropped before any peer was identified, counted from every data thread.
@@ -119,6 +122,7 @@ pub struct HostDrops {
     handshake_rate_limited: AtomicU64,
     handshake_queue_full: AtomicU64,
     handshake_under_load: AtomicU64,
+    handshake_bad_mac: AtomicU64,
 }
 
 /// The values of [`HostDrops`] at one moment, as `status` shows them.
@@ -139,6 +143,9 @@ pub struct HostDropCounts {
     /// See [`HostDrop::HandshakeUnderLoad`].
     #[serde(default)]
     pub handshake_under_load: u64,
+    /// See [`HostDrop::HandshakeBadMac`].
+    #[serde(default)]
+    pub handshake_bad_mac: u64,
 }
 
 impl HostDrops {
@@ -152,6 +159,7 @@ impl HostDrops {
             HostDrop::HandshakeRateLimited => &self.handshake_rate_limited,
             HostDrop::HandshakeQueueFull => &self.handshake_queue_full,
             HostDrop::HandshakeUnderLoad => &self.handshake_under_load,
+            HostDrop::HandshakeBadMac => &self.handshake_bad_mac,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -165,6 +173,7 @@ impl HostDrops {
             handshake_rate_limited: self.handshake_rate_limited.load(Ordering::Relaxed),
             handshake_queue_full: self.handshake_queue_full.load(Ordering::Relaxed),
             handshake_under_load: self.handshake_under_load.load(Ordering::Relaxed),
+            handshake_bad_mac: self.handshake_bad_mac.load(Ordering::Relaxed),
         }
     }
 }
@@ -216,6 +225,7 @@ mod tests {
         h.bump(HostDrop::HandshakeQueueFull);
         h.bump(HostDrop::HandshakeQueueFull);
         h.bump(HostDrop::HandshakeUnderLoad);
+        h.bump(HostDrop::HandshakeBadMac);
         let expected = HostDropCounts {
             no_route: 2,
             unknown_peer: 0,
@@ -223,6 +233,7 @@ mod tests {
             handshake_rate_limited: 1,
             handshake_queue_full: 2,
             handshake_under_load: 1,
+            handshake_bad_mac: 1,
         };
         assert_eq!(h.counts(), expected);
     }
@@ -256,7 +267,8 @@ mod tests {
                 "malformed": 0,
                 "handshake_rate_limited": 0,
                 "handshake_queue_full": 0,
-                "handshake_under_load": 0
+                "handshake_under_load": 0,
+                "handshake_bad_mac": 0
             })
         );
     }

@@ -1,0 +1,198 @@
+//! The responder's half of WireGuard's cookie mechanism (WireGuard paper, section 5.4.7; kernel
+//! WireGuard's `cookie.c`): checking the two MACs every handshake initiation and response ends
+//! with, and writing the cookie reply that makes a sender prove it owns its source address.
+//!
+//! - mac1 = MAC(HASH("mac1----" ‖ our public key), message up to mac1). Anyone who knows our
+//!   public key can make it; it only stops stray datagrams cheaply, before any Diffie-Hellman.
+//! - cookie = MAC(secret, source IP ‖ port), the secret changing every two minutes; mac2 =
+//!   MAC(cookie, message up to mac2). A sender can have a cookie only by receiving it at its
+//!   source address, so a valid mac2 proves the address is the sender's: only such messages may
+//!   be charged to that address's share ([`limiter`](super::limiter)), and under load only they
+//!   are handled.
+//! - The cookie reply carries the cookie sealed with XChaCha20-Poly1305 under HASH("cookie--" ‖
+//!   our public key), with a fresh 24-byte nonce and the message's mac1 as associated data.
+//!
+//! Pure: no clock (`now` is passed in), no randomness (the caller's 32 random bytes seed both
+//! the two-minute secrets and the nonces), no allocation.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use blake2::digest::consts::{U16, U24, U32};
+use blake2::digest::{Digest, FixedOutput, KeyInit, Mac};
+use blake2::{Blake2s256, Blake2sMac};
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use super::wire::COOKIE_REPLY_LEN;
+
+/// How long one secret (and so every cookie made from it) is valid (the protocol's two
+/// minutes).
+pub const SECRET_LIFETIME: Duration = Duration::from_secs(120);
+
+const LABEL_MAC1: &[u8] = b"mac1----";
+const LABEL_COOKIE: &[u8] = b"cookie--";
+/// Both MACs are 16 bytes, at the end of the message: mac1 then mac2.
+const MAC_LEN: usize = 16;
+
+/// What the MACs of a handshake message showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Macs {
+    /// mac1 is wrong: not a message for us (or not a handshake message at all). Drop it before
+    /// any other work.
+    BadMac1,
+    /// mac1 is right, mac2 is not (no cookie, a stale one, or one for another address).
+    Mac1,
+    /// Both are right: the sender holds a current cookie for its source address and port.
+    Mac2,
+}
+
+/// Checks handshake messages' MACs for one identity (our public key) and writes cookie
+/// replies. Owned by the receive thread.
+pub struct CookieChecker {
+    public: [u8; 32],
+    mac1_key: [u8; 32],
+    cookie_key: [u8; 32],
+    seed: [u8; 32],
+    start: Instant,
+    /// The secret of period `period` (a period is [`SECRET_LIFETIME`] long, from `start`).
+    secret: [u8; 32],
+    period: u64,
+    nonces: u64,
+}
+
+impl CookieChecker {
+    /// A checker for the identity with `public` key. `seed` must be 32 random bytes: the
+    /// secrets and the reply nonces derive from it (a fresh seed per checker, so a restart never
+    /// reuses a nonce). `now` starts the first secret's two minutes.
+    pub fn new(public: &[u8; 32], seed: [u8; 32], now: Instant) -> Self {
+        Self {
+            public: *public,
+            mac1_key: hash(LABEL_MAC1, public),
+            cookie_key: hash(LABEL_COOKIE, public),
+            seed,
+            start: now,
+            secret: derive(&seed, b"secret--", 0),
+            period: 0,
+            nonces: 0,
+        }
+    }
+
+    /// The public key this checker checks for.
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// Checks the MACs of a handshake initiation or response that `from` sent at `now`.
+    pub fn check(&mut self, now: Instant, from: SocketAddr, message: &[u8]) -> Macs {
+        let Some(mac1_at) = message.len().checked_sub(2 * MAC_LEN) else {
+            return Macs::BadMac1;
+        };
+        let mac2_at = mac1_at + MAC_LEN;
+        if !verify(
+            &self.mac1_key,
+            &[&message[..mac1_at]],
+            &message[mac1_at..mac2_at],
+        ) {
+            return Macs::BadMac1;
+        }
+        let cookie = self.cookie(now, from);
+        if verify(&cookie, &[&message[..mac2_at]], &message[mac2_at..]) {
+            Macs::Mac2
+        } else {
+            Macs::Mac1
+        }
+    }
+
+    /// Writes into `out` the cookie reply to a handshake message (whose mac1 was valid) that
+    /// `from` sent at `now`; returns its length, or `None` if `out` is too short.
+    pub fn reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        message: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let out = out.get_mut(..COOKIE_REPLY_LEN)?;
+        let mac1_at = message.len().checked_sub(2 * MAC_LEN)?;
+        let mac1 = &message[mac1_at..mac1_at + MAC_LEN];
+        let sender = message.get(4..8)?;
+        let cookie = self.cookie(now, from);
+        let nonce: [u8; 24] = mac::<U24>(
+            &derive(&self.seed, b"nonce---", 0),
+            &[&self.nonces.to_le_bytes()],
+        )
+        .into();
+        self.nonces += 1;
+
+        let (head, rest) = out.split_at_mut(8);
+        head.copy_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
+        head[4..].copy_from_slice(sender);
+        let (nonce_out, sealed) = rest.split_at_mut(24);
+        nonce_out.copy_from_slice(&nonce);
+        let (text, tag) = sealed.split_at_mut(MAC_LEN);
+        text.copy_from_slice(&cookie);
+        let cipher = XChaCha20Poly1305::new((&self.cookie_key).into());
+        let t = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), mac1, text)
+            .ok()?;
+        tag.copy_from_slice(&t);
+        Some(COOKIE_REPLY_LEN)
+    }
+
+    /// The cookie for `from` at `now`: MAC(secret of the current period, IP ‖ port).
+    fn cookie(&mut self, now: Instant, from: SocketAddr) -> [u8; 16] {
+        let period =
+            now.saturating_duration_since(self.start).as_secs() / SECRET_LIFETIME.as_secs();
+        if period != self.period {
+            self.secret = derive(&self.seed, b"secret--", period);
+            self.period = period;
+        }
+        let port = from.port().to_be_bytes();
+        match from.ip().to_canonical() {
+            std::net::IpAddr::V4(ip) => mac::<U16>(&self.secret, &[&ip.octets(), &port]),
+            std::net::IpAddr::V6(ip) => mac::<U16>(&self.secret, &[&ip.octets(), &port]),
+        }
+        .into()
+    }
+}
+
+/// HASH(label ‖ key): BLAKE2s-256.
+fn hash(label: &[u8], key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Blake2s256::new();
+    Digest::update(&mut h, label);
+    Digest::update(&mut h, key);
+    h.finalize().into()
+}
+
+/// Keyed BLAKE2s over `parts`, of `N` bytes.
+fn mac<N>(key: &[u8], parts: &[&[u8]]) -> blake2::digest::Output<Blake2sMac<N>>
+where
+    N: blake2::digest::generic_array::ArrayLength<u8>
+        + blake2::digest::typenum::IsLessOrEqual<U32>
+        + 'static,
+    blake2::digest::typenum::LeEq<N, U32>: blake2::digest::typenum::NonZero,
+{
+    let mut m = <Blake2sMac<N> as KeyInit>::new_from_slice(key).expect("a key of 1 to 32 bytes");
+    for p in parts {
+        Mac::update(&mut m, p);
+    }
+    m.finalize_fixed()
+}
+
+/// Whether `tag` is the 16-byte keyed BLAKE2s of `parts` (compared in constant time).
+fn verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+    let mut m = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("a key of 1 to 32 bytes");
+    for p in parts {
+        Mac::update(&mut m, p);
+    }
+    m.verify_slice(tag).is_ok()
+}
+
+/// A 32-byte value derived from the seed: MAC(seed, label ‖ counter).
+fn derive(seed: &[u8; 32], label: &[u8; 8], counter: u64) -> [u8; 32] {
+    mac::<U32>(seed, &[label, &counter.to_le_bytes()]).into()
+}
+
+#[cfg(test)]
+mod tests;
