@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::flood::{initiations, ping_run, Flood};
 use common::scenario::{assert_pings, two_hosts, workload, HostDef};
+use common::spoof::SpoofFlood;
 use common::*;
 
 /// The per-source share (overlay/src/peers/limiter.rs): burst and rate.
@@ -250,3 +251,97 @@ fn iperf3_with_mss_88_completes_without_stalling_a_parallel_ping() {
         "host a dropped TUN reads: {st}"
     );
 }
+
+/// A flood of valid-MAC1 initiations (random keys) faked to come from a real peer's own address
+/// and port, at a few thousand a second, while that peer restarts and handshakes again: its
+/// handshake completes within seconds and its traffic flows, because nothing unproven (no mac2)
+/// is charged to the peer's share — under load the flood only gets cookie replies, which go to
+/// the real peer and are dropped there as for no index of its.
+///
+/// How the old design shows here: every faked initiation spent the peer's share (20 a second),
+/// so the real peer's initiations were dropped as "rate limited" about 249 times in 250 and it
+/// stayed cut off after its restart.
+#[test]
+fn spoofed_flood_from_a_real_peers_address_does_not_stop_its_handshakes() {
+    let _alone = one_at_a_time();
+    let Some(c) = Cluster::new("spoofed_flood_from_a_real_peer") else {
+        return;
+    };
+    let defs = [
+        HostDef {
+            tag: "a",
+            subnet: "10.42.1.0/24",
+            port: 51820,
+        },
+        HostDef {
+            tag: "b",
+            subnet: "10.42.2.0/24",
+            port: 51821,
+        },
+        // The flooder: a namespace on the same underlay, with no agent.
+        HostDef {
+            tag: "f",
+            subnet: "10.42.4.0/24",
+            port: 51823,
+        },
+    ];
+    let hs = hosts_without_last_agent(&c, &defs);
+    let (a, b, f) = (&hs[0], &hs[1], &hs[2]);
+    let (wa, ipa) = workload(&c, a, "wa");
+    let (wb, ipb) = workload(&c, b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+
+    let target: SocketAddr = a.endpoint().parse().unwrap();
+    let (SocketAddr::V4(target), SocketAddr::V4(victim)) =
+        (target, b.endpoint().parse::<SocketAddr>().unwrap())
+    else {
+        panic!("IPv4 underlay expected");
+    };
+    let flood = SpoofFlood::start(
+        &f.ns,
+        victim,
+        target,
+        initiations(a.agent.public_key(), 64),
+        SPOOFED_PER_SECOND,
+    );
+    let flood_start = Instant::now();
+    assert_eventually(Duration::from_secs(5), "the spoofed flood going", || {
+        flood.sent() > SPOOFED_PER_SECOND
+    });
+
+    // The real peer starts over (new session, new handshake with a) under the flood.
+    b.agent.kill9();
+    b.agent.restart();
+    let started = Instant::now();
+    assert_eventually(
+        Duration::from_secs(10),
+        "b handshaking with a under a flood faked from b's address",
+        || ping(&wa, &ipb) && ping(&wb, &ipa),
+    );
+    eprintln!("b back {:?} after its restart", started.elapsed());
+    let r = ping_run(&wa, &ipb, 40, "0.1");
+    assert!(
+        r.received + 2 >= r.transmitted,
+        "ping wa -> {ipb} under the spoofed flood lost too much: {}",
+        r.summary()
+    );
+
+    let seconds = flood_start.elapsed().as_secs_f64();
+    let sent = flood.stop();
+    let dropped = a.agent.status()["dropped"].clone();
+    eprintln!("spoofed flood: {sent} initiations in {seconds:.1} s; host a dropped: {dropped}");
+    assert!(
+        sent as f64 >= SPOOFED_PER_SECOND as f64 * seconds / 2.0,
+        "the flood sent only {sent} in {seconds:.1} s"
+    );
+    // Nothing the flood sent was charged to b's address: it carried no cookie.
+    let limited = counter(&dropped, "handshake_rate_limited");
+    assert!(
+        limited <= BURST + PER_SECOND,
+        "{limited} handshake messages charged to a source's share: {dropped}"
+    );
+}
+
+/// The spoofed flood's rate: far over a source's share (20 a second), within what the receive
+/// thread answers with cookies (10,000 a second).
+const SPOOFED_PER_SECOND: u64 = 3_000;

@@ -3,8 +3,9 @@
 //! opened to TUN and sends the replies; the decisions are [`open`](super::open)'s.
 //!
 //! Handshake messages are judged here before they are queued, as kernel WireGuard does: a wrong
-//! mac1 is dropped at once; while the handshake queue is short (not under load) the rest is
-//! queued, charged to no one; under load only a message with a valid cookie (mac2, which proves
+//! mac1 is dropped at once; while the handshake queue is short and the host's budget of
+//! [`HANDSHAKES_PER_SECOND`] lasts (not under load) the rest is queued, charged to no source;
+//! under load only a message with a valid cookie (mac2, which proves
 //! its source address) is queued, charged to its source's share ([`SourceLimiter`]), and one
 //! without gets a cookie reply ([`CookieChecker`]; the host sends [`COOKIE_REPLIES_PER_SECOND`]
 //! at most). So a sender faking a real peer's address can neither spend that peer's share nor
@@ -42,6 +43,12 @@ const RECV_BUF: usize = 65_536;
 /// The handshake queue holding this many messages is "under load" (the kernel's threshold: an
 /// eighth of its queue).
 const UNDER_LOAD: usize = QUEUE / 8;
+/// Handshake messages a second the host queues without a cookie; past that it is under load
+/// (the kernel has only the queue's fill, with a handshake worker per CPU; this host has one
+/// handshake thread, each initiation costs it two Diffie-Hellman operations, and a flood of
+/// initiations it cannot identify must not take a core). Messages with a valid cookie are
+/// queued beyond it, within their source's share.
+pub(super) const HANDSHAKES_PER_SECOND: u64 = 100;
 /// Cookie replies the host sends a second at most, and at once. Each is smaller than the message
 /// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
 /// work for a flood, not the network's.
@@ -67,6 +74,7 @@ pub(super) fn run(
             secret(),
             now,
         ),
+        budget: Bucket::new(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND, now),
         replies: Bucket::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST, now),
     };
 
@@ -99,6 +107,8 @@ struct Handshakes {
     queue: Sender<HandshakeMessage>,
     limiter: SourceLimiter,
     cookies: CookieChecker,
+    /// The host's budget of messages handled without a cookie.
+    budget: Bucket,
     replies: Bucket,
 }
 
@@ -114,8 +124,9 @@ enum Verdict {
 }
 
 impl Handshakes {
-    /// Judges a handshake message of `kind` from `from` at `now`; `under_load` is whether the
-    /// handshake queue is long.
+    /// Judges a handshake message of `kind` from `from` at `now`; `queue_long` is whether the
+    /// handshake queue holds [`UNDER_LOAD`] messages. Under load means the queue is long or the
+    /// host's budget of unproven messages ([`HANDSHAKES_PER_SECOND`]) is spent.
     fn judge(
         &mut self,
         table: &PeerTable,
@@ -123,7 +134,7 @@ impl Handshakes {
         from: SocketAddr,
         kind: MessageKind,
         bytes: &[u8],
-        under_load: bool,
+        queue_long: bool,
     ) -> Verdict {
         if kind == MessageKind::CookieReply {
             // Cheap to check, and only worth it for an index one of our peers has.
@@ -138,17 +149,23 @@ impl Handshakes {
             // A new identity: a new checker, with a new seed (never a nonce again under a key).
             self.cookies = CookieChecker::new(public.as_bytes(), secret(), now);
         }
-        match (self.cookies.check(now, from, bytes), under_load) {
-            (Macs::BadMac1, _) => Verdict::Drop(HostDrop::HandshakeBadMac),
-            (_, false) => Verdict::Queue,
-            (Macs::Mac2, true) => match self.limiter.allow(now, source_ip(from)) {
+        let macs = self.cookies.check(now, from, bytes);
+        if macs == Macs::BadMac1 {
+            return Verdict::Drop(HostDrop::HandshakeBadMac);
+        }
+        // Not under load: queued, charged to no source (only to the host's budget).
+        if !queue_long && self.budget.allow(now) == Limit::Pass {
+            return Verdict::Queue;
+        }
+        if macs == Macs::Mac2 {
+            return match self.limiter.allow(now, source_ip(from)) {
                 Limit::Pass => Verdict::Queue,
                 Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
-            },
-            (Macs::Mac1, true) => match self.replies.allow(now) {
-                Limit::Pass => Verdict::Cookie,
-                Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
-            },
+            };
+        }
+        match self.replies.allow(now) {
+            Limit::Pass => Verdict::Cookie,
+            Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
         }
     }
 }
