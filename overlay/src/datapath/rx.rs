@@ -52,8 +52,8 @@ pub(super) const HANDSHAKES_PER_SECOND: u64 = 100;
 /// Cookie replies the host sends a second at most, and at once. Each is smaller than the message
 /// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
 /// work for a flood, not the network's.
-pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 10_000;
-const COOKIE_REPLY_BURST: u64 = 1_000;
+pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 4_000;
+const COOKIE_REPLY_BURST: u64 = 400;
 
 pub(super) fn run(
     shared: &Shared,

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use blake2::digest::consts::{U16, U24, U32};
+use blake2::digest::consts::{U16, U32};
 use blake2::digest::{Digest, FixedOutput, KeyInit, Mac};
 use blake2::{Blake2s256, Blake2sMac};
 use chacha20poly1305::aead::AeadInPlace;
@@ -51,13 +51,17 @@ pub enum Macs {
 /// replies. Owned by the receive thread.
 pub struct CookieChecker {
     public: [u8; 32],
-    mac1_key: [u8; 32],
+    /// Keyed with HASH("mac1----" ‖ public): cloned for each message (the key's block is done).
+    mac1: Blake2sMac<U16>,
     cookie_key: [u8; 32],
     seed: [u8; 32],
     start: Instant,
-    /// The secret of period `period` (a period is [`SECRET_LIFETIME`] long, from `start`).
-    secret: [u8; 32],
+    /// Keyed with the secret of period `period` (a period is [`SECRET_LIFETIME`] long, from
+    /// `start`).
+    secret: Blake2sMac<U16>,
     period: u64,
+    /// Nonces are this random prefix and a counter: never the same twice for one checker.
+    nonce_prefix: [u8; 16],
     nonces: u64,
 }
 
@@ -66,14 +70,17 @@ impl CookieChecker {
     /// secrets and the reply nonces derive from it (a fresh seed per checker, so a restart never
     /// reuses a nonce). `now` starts the first secret's two minutes.
     pub fn new(public: &[u8; 32], seed: [u8; 32], now: Instant) -> Self {
+        let mut nonce_prefix = [0u8; 16];
+        nonce_prefix.copy_from_slice(&derive(&seed, b"nonce---", 0)[..16]);
         Self {
             public: *public,
-            mac1_key: hash(LABEL_MAC1, public),
+            mac1: keyed(&hash(LABEL_MAC1, public)),
             cookie_key: hash(LABEL_COOKIE, public),
             seed,
             start: now,
-            secret: derive(&seed, b"secret--", 0),
+            secret: keyed(&derive(&seed, b"secret--", 0)),
             period: 0,
+            nonce_prefix,
             nonces: 0,
         }
     }
@@ -89,15 +96,18 @@ impl CookieChecker {
             return Macs::BadMac1;
         };
         let mac2_at = mac1_at + MAC_LEN;
-        if !verify(
-            &self.mac1_key,
-            &[&message[..mac1_at]],
-            &message[mac1_at..mac2_at],
-        ) {
+        let mut mac1 = self.mac1.clone();
+        Mac::update(&mut mac1, &message[..mac1_at]);
+        if mac1.verify_slice(&message[mac1_at..mac2_at]).is_err() {
             return Macs::BadMac1;
         }
-        let cookie = self.cookie(now, from);
-        if verify(&cookie, &[&message[..mac2_at]], &message[mac2_at..]) {
+        // A sender without a cookie sends zeros: no need to compute one to refuse it.
+        if message[mac2_at..].iter().all(|&b| b == 0) {
+            return Macs::Mac1;
+        }
+        let mut mac2 = keyed(&self.cookie(now, from));
+        Mac::update(&mut mac2, &message[..mac2_at]);
+        if mac2.verify_slice(&message[mac2_at..]).is_ok() {
             Macs::Mac2
         } else {
             Macs::Mac1
@@ -118,11 +128,9 @@ impl CookieChecker {
         let mac1 = &message[mac1_at..mac1_at + MAC_LEN];
         let sender = message.get(4..8)?;
         let cookie = self.cookie(now, from);
-        let nonce: [u8; 24] = mac::<U24>(
-            &derive(&self.seed, b"nonce---", 0),
-            &[&self.nonces.to_le_bytes()],
-        )
-        .into();
+        let mut nonce = [0u8; 24];
+        nonce[..16].copy_from_slice(&self.nonce_prefix);
+        nonce[16..].copy_from_slice(&self.nonces.to_le_bytes());
         self.nonces += 1;
 
         let (head, rest) = out.split_at_mut(8);
@@ -145,15 +153,16 @@ impl CookieChecker {
         let period =
             now.saturating_duration_since(self.start).as_secs() / SECRET_LIFETIME.as_secs();
         if period != self.period {
-            self.secret = derive(&self.seed, b"secret--", period);
+            self.secret = keyed(&derive(&self.seed, b"secret--", period));
             self.period = period;
         }
-        let port = from.port().to_be_bytes();
+        let mut m = self.secret.clone();
         match from.ip().to_canonical() {
-            std::net::IpAddr::V4(ip) => mac::<U16>(&self.secret, &[&ip.octets(), &port]),
-            std::net::IpAddr::V6(ip) => mac::<U16>(&self.secret, &[&ip.octets(), &port]),
+            std::net::IpAddr::V4(ip) => Mac::update(&mut m, &ip.octets()),
+            std::net::IpAddr::V6(ip) => Mac::update(&mut m, &ip.octets()),
         }
-        .into()
+        Mac::update(&mut m, &from.port().to_be_bytes());
+        m.finalize_fixed().into()
     }
 }
 
@@ -180,13 +189,9 @@ where
     m.finalize_fixed()
 }
 
-/// Whether `tag` is the 16-byte keyed BLAKE2s of `parts` (compared in constant time).
-fn verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-    let mut m = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("a key of 1 to 32 bytes");
-    for p in parts {
-        Mac::update(&mut m, p);
-    }
-    m.verify_slice(tag).is_ok()
+/// A 16-byte keyed BLAKE2s, its key taken in (`verify_slice` compares in constant time).
+fn keyed(key: &[u8]) -> Blake2sMac<U16> {
+    <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("a key of 1 to 32 bytes")
 }
 
 /// A 32-byte value derived from the seed: MAC(seed, label ‖ counter).
