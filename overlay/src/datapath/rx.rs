@@ -7,8 +7,8 @@
 //! [`HANDSHAKES_PER_SECOND`] lasts (not under load) the rest is queued, charged to no source;
 //! under load only a message with a valid cookie (mac2, which proves
 //! its source address) is queued, charged to its source's share ([`SourceLimiter`]), and one
-//! without gets a cookie reply ([`CookieChecker`]; the host sends [`COOKIE_REPLIES_PER_SECOND`]
-//! at most). So a sender faking a real peer's address can neither spend that peer's share nor
+//! without gets a cookie reply ([`CookieChecker`]; within its source's share of cookies, or
+//! from the host's pool of [`COOKIE_REPLIES_PER_SECOND`]). So a sender faking a real peer's address can neither spend that peer's share nor
 //! keep its handshakes out. The checker and limiters are this thread's alone (no lock).
 
 use std::hash::BuildHasher;
@@ -49,10 +49,14 @@ const UNDER_LOAD: usize = QUEUE / 8;
 /// initiations it cannot identify must not take a core). Messages with a valid cookie are
 /// queued beyond it, within their source's share.
 pub(super) const HANDSHAKES_PER_SECOND: u64 = 100;
-/// Cookie replies the host sends a second at most, and at once. Each is smaller than the message
+/// Cookie replies a second the host sends from its pool, beyond the sources' own shares, and
+/// at once. Each is smaller than the message
 /// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
 /// work for a flood, not the network's.
 pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 4_000;
+/// Cookie replies a second at most within the sources' own shares (each a
+/// [`SourceLimiter`] share: 20 a second), beside the pool above.
+const COOKIE_REPLY_CEILING: u64 = 20_000;
 const COOKIE_REPLY_BURST: u64 = 400;
 
 pub(super) fn run(
@@ -75,6 +79,8 @@ pub(super) fn run(
             now,
         ),
         budget: Bucket::new(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND, now),
+        cookie_shares: SourceLimiter::new(random_seed(), now),
+        reply_ceiling: Bucket::new(COOKIE_REPLY_CEILING, COOKIE_REPLY_BURST, now),
         replies: Bucket::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST, now),
     };
 
@@ -109,6 +115,10 @@ struct Handshakes {
     cookies: CookieChecker,
     /// The host's budget of messages handled without a cookie.
     budget: Bucket,
+    /// Each source's share of cookie replies, and the ceiling on all of those.
+    cookie_shares: SourceLimiter,
+    reply_ceiling: Bucket,
+    /// The host's pool of cookie replies beyond the sources' shares.
     replies: Bucket,
 }
 
@@ -163,9 +173,15 @@ impl Handshakes {
                 Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
             };
         }
-        match self.replies.allow(now) {
-            Limit::Pass => Verdict::Cookie,
-            Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
+        // A cookie within the source's own share of cookies (so a flood from other addresses
+        // does not keep a real peer from getting one), else from the host's pool (so a flood
+        // faked from a real peer's address does not either, while the pool lasts).
+        let own = self.cookie_shares.allow(now, source_ip(from)) == Limit::Pass
+            && self.reply_ceiling.allow(now) == Limit::Pass;
+        if own || self.replies.allow(now) == Limit::Pass {
+            Verdict::Cookie
+        } else {
+            Verdict::Drop(HostDrop::HandshakeRateLimited)
         }
     }
 }
