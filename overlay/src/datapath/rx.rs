@@ -21,7 +21,7 @@ use crossbeam_channel::Sender;
 use quinn_udp::RecvMeta;
 use rand_core::RngCore;
 
-use crate::peers::cookie::{CookieChecker, Macs};
+use crate::peers::cookie::{self, CookieChecker, Macs};
 use crate::peers::counters::HostDrop;
 use crate::peers::limiter::{Bucket, Limit, SourceLimiter};
 use crate::peers::noise::source_ip;
@@ -159,12 +159,24 @@ impl Handshakes {
             // A new identity: a new checker, with a new seed (never a nonce again under a key).
             self.cookies = CookieChecker::new(public.as_bytes(), secret(), now);
         }
+        let under_load = queue_long || !self.budget.has_credit(now);
+        if under_load && cookie::without_cookie(bytes) {
+            // The common flood: no cookie, under load. Only a cookie reply could come of it, so
+            // with none left to send it is dropped before any MAC is computed.
+            if !self.cookie_credit(now, from) {
+                return Verdict::Drop(HostDrop::HandshakeRateLimited);
+            }
+            return match self.cookies.check(now, from, bytes) {
+                Macs::BadMac1 => Verdict::Drop(HostDrop::HandshakeBadMac),
+                _ => Verdict::Cookie,
+            };
+        }
         let macs = self.cookies.check(now, from, bytes);
         if macs == Macs::BadMac1 {
             return Verdict::Drop(HostDrop::HandshakeBadMac);
         }
         // Not under load: queued, charged to no source (only to the host's budget).
-        if !queue_long && self.budget.allow(now) == Limit::Pass {
+        if !under_load && self.budget.allow(now) == Limit::Pass {
             return Verdict::Queue;
         }
         if macs == Macs::Mac2 {
@@ -173,16 +185,19 @@ impl Handshakes {
                 Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
             };
         }
-        // A cookie within the source's own share of cookies (so a flood from other addresses
-        // does not keep a real peer from getting one), else from the host's pool (so a flood
-        // faked from a real peer's address does not either, while the pool lasts).
+        match self.cookie_credit(now, from) {
+            true => Verdict::Cookie,
+            false => Verdict::Drop(HostDrop::HandshakeRateLimited),
+        }
+    }
+
+    /// Takes one cookie reply's credit: from the source's own share of cookies (so a flood from
+    /// other addresses does not keep a real peer from getting one), else from the host's pool
+    /// (so a flood faked from a real peer's address does not either, while the pool lasts).
+    fn cookie_credit(&mut self, now: Instant, from: SocketAddr) -> bool {
         let own = self.cookie_shares.allow(now, source_ip(from)) == Limit::Pass
             && self.reply_ceiling.allow(now) == Limit::Pass;
-        if own || self.replies.allow(now) == Limit::Pass {
-            Verdict::Cookie
-        } else {
-            Verdict::Drop(HostDrop::HandshakeRateLimited)
-        }
+        own || self.replies.allow(now) == Limit::Pass
     }
 }
 

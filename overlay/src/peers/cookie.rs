@@ -102,7 +102,7 @@ impl CookieChecker {
             return Macs::BadMac1;
         }
         // A sender without a cookie sends zeros: no need to compute one to refuse it.
-        if message[mac2_at..].iter().all(|&b| b == 0) {
+        if without_cookie(message) {
             return Macs::Mac1;
         }
         let mut mac2 = keyed(&self.cookie(now, from));
@@ -164,6 +164,16 @@ impl CookieChecker {
         Mac::update(&mut m, &from.port().to_be_bytes());
         m.finalize_fixed().into()
     }
+}
+
+/// Whether a handshake message carries no cookie at all (mac2 all zeros, as senders without a
+/// cookie send it): cheap, no MAC computed. A message too short for its MACs counts as without.
+pub fn without_cookie(message: &[u8]) -> bool {
+    let mac2 = message
+        .len()
+        .checked_sub(MAC_LEN)
+        .map_or(&[][..], |at| &message[at..]);
+    mac2.iter().all(|&b| b == 0)
 }
 
 /// HASH(label ‖ key): BLAKE2s-256.

@@ -147,15 +147,20 @@ impl Bucket {
     /// Takes one token at `now`: [`Limit::Pass`] while there is one. Time going backwards adds
     /// no credit.
     pub fn allow(&mut self, now: Instant) -> Limit {
-        let earned = nanos(now.saturating_duration_since(self.last));
-        self.credit = self.credit.saturating_add(earned).min(self.capacity);
-        self.last = self.last.max(now);
-        if self.credit >= self.cost {
+        if self.has_credit(now) {
             self.credit -= self.cost;
             Limit::Pass
         } else {
             Limit::Drop
         }
+    }
+
+    /// Whether a token is there at `now`, taking none.
+    pub fn has_credit(&mut self, now: Instant) -> bool {
+        let earned = nanos(now.saturating_duration_since(self.last));
+        self.credit = self.credit.saturating_add(earned).min(self.capacity);
+        self.last = self.last.max(now);
+        self.credit >= self.cost
     }
 }
 

@@ -36,6 +36,7 @@ fn first_initiation(tunnel: &mut Tunnel) -> Vec<u8> {
 /// The cookie dance: our reply to `init`, boringtun's next initiation (sent at once).
 fn with_cookie(checker: &mut CookieChecker, tunnel: &mut Tunnel, now: Instant) -> Vec<u8> {
     let init = first_initiation(tunnel);
+    assert!(without_cookie(&init));
     assert_eq!(checker.check(now, addr(FROM), &init), Macs::Mac1);
     let mut reply = [0u8; 128];
     let len = checker
@@ -158,4 +159,14 @@ fn nonces_differ_between_replies_and_seeds() {
     assert!(checker
         .reply(now, addr(FROM), &init, &mut [0u8; 63])
         .is_none());
+}
+
+#[test]
+fn a_message_without_a_cookie_is_seen_without_computing_one() {
+    let now = Instant::now();
+    let (_responder, mut checker, mut tunnel) = setup(now);
+    // `with_cookie` sees the first initiation without one.
+    let again = with_cookie(&mut checker, &mut tunnel, now);
+    assert!(!without_cookie(&again));
+    assert!(without_cookie(&[]));
 }

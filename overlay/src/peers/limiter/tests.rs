@@ -121,3 +121,13 @@ fn the_host_bucket_passes_its_burst_then_its_rate() {
     // Time going backwards earns nothing.
     assert_eq!(b.allow(t0), Limit::Drop);
 }
+
+#[test]
+fn looking_at_the_host_bucket_takes_nothing() {
+    let t0 = Instant::now();
+    let mut b = Bucket::new(1_000, 2, t0);
+    assert!(b.has_credit(t0) && b.has_credit(t0));
+    assert_eq!(b.allow(t0), Limit::Pass);
+    assert_eq!(b.allow(t0), Limit::Pass);
+    assert!(!b.has_credit(t0));
+}
