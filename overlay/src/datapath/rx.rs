@@ -53,11 +53,11 @@ pub(super) const HANDSHAKES_PER_SECOND: u64 = 100;
 /// at once. Each is smaller than the message
 /// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
 /// work for a flood, not the network's.
-pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 4_000;
+pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 2_000;
 /// Cookie replies a second at most within the sources' own shares (each a
 /// [`SourceLimiter`] share: 20 a second), beside the pool above.
 const COOKIE_REPLY_CEILING: u64 = 20_000;
-const COOKIE_REPLY_BURST: u64 = 400;
+const COOKIE_REPLY_BURST: u64 = 200;
 
 pub(super) fn run(
     shared: &Shared,
