@@ -50,9 +50,8 @@ const UNDER_LOAD: usize = QUEUE / 8;
 /// queued beyond it, within their source's share.
 pub(super) const HANDSHAKES_PER_SECOND: u64 = 100;
 /// Cookie replies a second the host sends from its pool, beyond the sources' own shares, and
-/// at once. Each is smaller than the message
-/// it answers and costs two BLAKE2s and one XChaCha20-Poly1305: this bounds the receive thread's
-/// work for a flood, not the network's.
+/// at once. Each is smaller than the message it answers and costs two BLAKE2s and one
+/// XChaCha20-Poly1305: this bounds the receive thread's work for a flood, not the network's.
 pub(super) const COOKIE_REPLIES_PER_SECOND: u64 = 2_000;
 /// Cookie replies a second at most within the sources' own shares (each a
 /// [`SourceLimiter`] share: 20 a second), beside the pool above.
@@ -70,19 +69,8 @@ pub(super) fn run(
     let mut meta = [RecvMeta::default(); RECV_BATCH];
     let mut out = Opened::new(IDEAL_BATCH_SIZE, RECV_BATCH);
     let now = Instant::now();
-    let mut handshakes = Handshakes {
-        queue: handshakes,
-        limiter: SourceLimiter::new(random_seed(), now),
-        cookies: CookieChecker::new(
-            shared.table.load().identity().public_key().as_bytes(),
-            secret(),
-            now,
-        ),
-        budget: Bucket::new(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND, now),
-        cookie_shares: SourceLimiter::new(random_seed(), now),
-        reply_ceiling: Bucket::new(COOKIE_REPLY_CEILING, COOKIE_REPLY_BURST, now),
-        replies: Bucket::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST, now),
-    };
+    let public = *shared.table.load().identity().public_key().as_bytes();
+    let mut handshakes = Handshakes::new(handshakes, &public, secret(), now);
 
     while !shared.stopping() {
         // Drain what is ready, then block (reading first saves a poll per busy batch).
@@ -134,6 +122,23 @@ enum Verdict {
 }
 
 impl Handshakes {
+    fn new(
+        queue: Sender<HandshakeMessage>,
+        public: &[u8; 32],
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Self {
+        Self {
+            queue,
+            limiter: SourceLimiter::new(random_seed(), now),
+            cookies: CookieChecker::new(public, seed, now),
+            budget: Bucket::new(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND, now),
+            cookie_shares: SourceLimiter::new(random_seed(), now),
+            reply_ceiling: Bucket::new(COOKIE_REPLY_CEILING, COOKIE_REPLY_BURST, now),
+            replies: Bucket::new(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST, now),
+        }
+    }
+
     /// Judges a handshake message of `kind` from `from` at `now`; `queue_long` is whether the
     /// handshake queue holds [`UNDER_LOAD`] messages. Under load means the queue is long or the
     /// host's budget of unproven messages ([`HANDSHAKES_PER_SECOND`]) is spent.
@@ -185,9 +190,10 @@ impl Handshakes {
                 Limit::Drop => Verdict::Drop(HostDrop::HandshakeRateLimited),
             };
         }
-        match self.cookie_credit(now, from) {
-            true => Verdict::Cookie,
-            false => Verdict::Drop(HostDrop::HandshakeRateLimited),
+        if self.cookie_credit(now, from) {
+            Verdict::Cookie
+        } else {
+            Verdict::Drop(HostDrop::HandshakeRateLimited)
         }
     }
 
@@ -264,25 +270,48 @@ fn open_batch(
             if let Some(kind) = out.open(&table, &mut run, &shared.drops, m.addr, datagram) {
                 run.release(); // handing over may wake the handshake thread: a syscall
                 let now = *now.get_or_insert_with(Instant::now);
-                let verdict = handshakes.judge(&table, now, m.addr, kind, datagram, {
-                    handshakes.queue.len() >= UNDER_LOAD
-                });
-                let done = match verdict {
-                    Verdict::Queue => hand_over(handshakes, m.addr, kind, datagram),
-                    Verdict::Cookie => {
-                        let replies = &mut out.replies;
-                        if !replies.has_room(COOKIE_REPLY_LEN) {
-                            super::tx::flush(udp, replies);
-                        }
-                        cookie_reply(&mut handshakes.cookies, now, m.addr, datagram, replies)
-                    }
-                    Verdict::Drop(why) => Err(why),
+                let received = Incoming {
+                    from: m.addr,
+                    kind,
+                    bytes: datagram,
                 };
-                if let Err(why) = done {
+                let replies = &mut out.replies;
+                if let Err(why) = on_handshake(handshakes, &table, udp, replies, now, received) {
                     shared.drops.bump(why);
                 }
             }
         }
+    }
+}
+
+/// One handshake message as received.
+#[derive(Clone, Copy)]
+struct Incoming<'a> {
+    from: SocketAddr,
+    kind: MessageKind,
+    bytes: &'a [u8],
+}
+
+/// A handshake message judged, then queued, answered with a cookie reply (into `replies`,
+/// flushed first when full) or dropped. Returns why it was not queued.
+fn on_handshake(
+    handshakes: &mut Handshakes,
+    table: &PeerTable,
+    udp: &Udp,
+    replies: &mut TxBatch,
+    now: Instant,
+    m: Incoming<'_>,
+) -> Result<(), HostDrop> {
+    let queue_long = handshakes.queue.len() >= UNDER_LOAD;
+    match handshakes.judge(table, now, m.from, m.kind, m.bytes, queue_long) {
+        Verdict::Queue => hand_over(handshakes, m.from, m.kind, m.bytes),
+        Verdict::Cookie => {
+            if !replies.has_room(COOKIE_REPLY_LEN) {
+                super::tx::flush(udp, replies);
+            }
+            cookie_reply(&mut handshakes.cookies, now, m.from, m.bytes, replies)
+        }
+        Verdict::Drop(why) => Err(why),
     }
 }
 
@@ -324,3 +353,6 @@ fn write_tun(tun: &Tun, out: &mut Opened) -> bool {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
