@@ -88,7 +88,6 @@ pub fn run(data: &[u8]) {
         .parse()
         .expect("sender");
     let table = &fixture().table;
-    table.identity().reset_rate_limiter();
     let mut out = vec![0u8; datagram.len() + 256];
     receive(table, from, datagram, &mut out);
     send(table, datagram);

@@ -20,6 +20,7 @@ pub mod pcap;
 pub mod scenario;
 pub mod scripted_control;
 pub mod sniffer;
+pub mod spoof;
 pub mod sweep;
 pub mod traffic;
 pub mod wggo;

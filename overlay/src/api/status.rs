@@ -195,6 +195,9 @@ impl Status {
                 d.handshake_rate_limited, d.handshake_queue_full, d.handshake_under_load
             );
         }
+        if d.handshake_bad_mac > 0 {
+            let _ = writeln!(s, "  handshakes dropped: {} bad mac1", d.handshake_bad_mac);
+        }
         for p in &self.peers {
             p.render(&mut s, now);
         }

@@ -56,6 +56,11 @@ impl TxBatch {
         &mut self.buf[self.used..]
     }
 
+    /// Whether one more datagram of `len` bytes fits (bytes and items both).
+    pub fn has_room(&self, len: usize) -> bool {
+        self.free() >= len && self.items.len() < self.items.capacity()
+    }
+
     /// Free bytes left.
     pub fn free(&self) -> usize {
         self.buf.len() - self.used

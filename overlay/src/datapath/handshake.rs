@@ -1,7 +1,8 @@
 //! The `handshake` thread: handshake messages handed over by `rx` (who sent one is
 //! [`PeerTable::handshake_from`](crate::peers::table::PeerTable::handshake_from)'s decision,
-//! what to answer is the peer's), every peer's protocol timers, and the rate limiter's reset —
-//! off the data threads.
+//! what to answer is the peer's) and every peer's protocol timers, off the data threads. What
+//! reaches this queue passed the receive thread's checks (mac1; under load, mac2 and its source's
+//! share): see [`rx`](super::rx).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,8 +22,6 @@ use super::Shared;
 pub(super) const QUEUE: usize = 1024;
 /// How often every peer's protocol timers run (boringtun's own device uses 250 ms).
 const TICK: Duration = Duration::from_millis(100);
-/// How often the handshake rate limiter's count resets.
-const RATE_LIMIT_PERIOD: Duration = Duration::from_secs(1);
 
 /// A handshake initiation, response or cookie reply handed over by the receive thread.
 pub(super) struct HandshakeMessage {
@@ -54,7 +53,6 @@ impl HandshakeMessage {
 pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>) {
     let mut buf = vec![0u8; 65_536];
     let mut next_tick = Instant::now() + TICK;
-    let mut next_reset = Instant::now() + RATE_LIMIT_PERIOD;
     while !shared.stopping() {
         let timeout = next_tick.saturating_duration_since(Instant::now());
         match inbox.recv_timeout(timeout) {
@@ -69,10 +67,6 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
         if now >= next_tick {
             tick_all(shared, udp, &mut buf);
             next_tick = now + TICK;
-        }
-        if now >= next_reset {
-            shared.table.load().identity().reset_rate_limiter();
-            next_reset = now + RATE_LIMIT_PERIOD;
         }
     }
 }

@@ -109,6 +109,9 @@ pub enum HostDrop {
     /// handshake state, no answer to it), but a cookie reply goes back in its place, with which
     /// a real sender retries. Shown as `dropped.handshake_under_load`.
     HandshakeAnsweredWithCookie,
+    /// A handshake initiation or response whose mac1 is not for this host's key: dropped on
+    /// receipt, charged to no one.
+    HandshakeBadMac,
 }
 
 /// Packets dropped before any peer was identified, counted from every data thread.
@@ -120,6 +123,7 @@ pub struct HostDrops {
     handshake_rate_limited: AtomicU64,
     handshake_queue_full: AtomicU64,
     handshake_under_load: AtomicU64,
+    handshake_bad_mac: AtomicU64,
 }
 
 /// The values of [`HostDrops`] at one moment, as `status` shows them.
@@ -140,6 +144,9 @@ pub struct HostDropCounts {
     /// See [`HostDrop::HandshakeAnsweredWithCookie`].
     #[serde(default)]
     pub handshake_under_load: u64,
+    /// See [`HostDrop::HandshakeBadMac`].
+    #[serde(default)]
+    pub handshake_bad_mac: u64,
 }
 
 impl HostDrops {
@@ -153,6 +160,7 @@ impl HostDrops {
             HostDrop::HandshakeRateLimited => &self.handshake_rate_limited,
             HostDrop::HandshakeQueueFull => &self.handshake_queue_full,
             HostDrop::HandshakeAnsweredWithCookie => &self.handshake_under_load,
+            HostDrop::HandshakeBadMac => &self.handshake_bad_mac,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,6 +174,7 @@ impl HostDrops {
             handshake_rate_limited: self.handshake_rate_limited.load(Ordering::Relaxed),
             handshake_queue_full: self.handshake_queue_full.load(Ordering::Relaxed),
             handshake_under_load: self.handshake_under_load.load(Ordering::Relaxed),
+            handshake_bad_mac: self.handshake_bad_mac.load(Ordering::Relaxed),
         }
     }
 }
@@ -217,6 +226,7 @@ mod tests {
         h.bump(HostDrop::HandshakeQueueFull);
         h.bump(HostDrop::HandshakeQueueFull);
         h.bump(HostDrop::HandshakeAnsweredWithCookie);
+        h.bump(HostDrop::HandshakeBadMac);
         let expected = HostDropCounts {
             no_route: 2,
             unknown_peer: 0,
@@ -224,6 +234,7 @@ mod tests {
             handshake_rate_limited: 1,
             handshake_queue_full: 2,
             handshake_under_load: 1,
+            handshake_bad_mac: 1,
         };
         assert_eq!(h.counts(), expected);
     }
@@ -257,7 +268,8 @@ mod tests {
                 "malformed": 0,
                 "handshake_rate_limited": 0,
                 "handshake_queue_full": 0,
-                "handshake_under_load": 0
+                "handshake_under_load": 0,
+                "handshake_bad_mac": 0
             })
         );
     }

@@ -1,9 +1,9 @@
 //! Handshake limiting per source address, as kernel WireGuard does (its `ratelimiter.c`): a
 //! token bucket for each source — an IPv4 address, or an IPv6 /64 (one host usually holds a whole
 //! /64) — so that one address, or a few, get only their share of the handshake thread however
-//! fast they send, even when they hold valid cookies. Cookies themselves (mac2 under load) are
-//! [`noise`](super::noise)'s; this comes before them, on the receive thread, before a message is
-//! queued.
+//! fast they send. As in the kernel, only messages that prove their source address — a valid
+//! cookie (mac2, [`cookie`](super::cookie)) — are charged, and only under load: charging
+//! anything else would let a sender faking a real peer's address spend that peer's share.
 //!
 //! The table has a fixed size and allocates nothing after [`SourceLimiter::new`]: it is
 //! set-associative, the source's set is chosen by a keyed hash (the key is the caller's seed, so
@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 /// Handshake messages a second one source may have handled (kernel WireGuard: 20).
 pub const PACKETS_PER_SECOND: u64 = 20;
 /// How many a source may send at once after a quiet time (kernel WireGuard: 5; a little more
-/// here, for several hosts behind one NAT address or in one IPv6 /64 starting together). Unlike
-/// the kernel, which limits only under load, the bucket always applies: a real host sends a
-/// handful of handshake messages a minute, far below it.
+/// here, for several hosts behind one NAT address or in one IPv6 /64 starting together).
 pub const BURST: u64 = 10;
 /// Sources tracked at once: sets × ways.
 pub const SETS: usize = 1024;
@@ -121,6 +119,48 @@ pub fn source_key(source: IpAddr) -> u128 {
     match source.to_canonical() {
         IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6) & !u128::from(u64::MAX),
+    }
+}
+
+/// One token bucket for the whole host (the receive thread's cookie replies): `per_second`
+/// a second, `burst` at once.
+pub struct Bucket {
+    cost: u64,
+    capacity: u64,
+    credit: u64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    pub fn new(per_second: u64, burst: u64, now: Instant) -> Self {
+        let cost = 1_000_000_000 / per_second.max(1);
+        let capacity = cost.saturating_mul(burst.max(1));
+        Self {
+            cost,
+            capacity,
+            credit: capacity,
+            last: now,
+        }
+    }
+
+    /// Takes one token at `now`: [`Limit::Pass`] while there is one. Time going backwards adds
+    /// no credit.
+    pub fn allow(&mut self, now: Instant) -> Limit {
+        if self.has_credit(now) {
+            self.credit -= self.cost;
+            Limit::Pass
+        } else {
+            Limit::Drop
+        }
+    }
+
+    /// Whether a token is there at `now`, taking none.
+    pub fn has_credit(&mut self, now: Instant) -> bool {
+        let earned = nanos(now.saturating_duration_since(self.last));
+        self.credit = self.credit.saturating_add(earned).min(self.capacity);
+        self.last = self.last.max(now);
+        self.credit >= self.cost
     }
 }
 

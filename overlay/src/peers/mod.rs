@@ -4,6 +4,7 @@
 //! [`noise`]; see docs/adr/001-boringtun-clock.md). The data path's threads call it and do the
 //! I/O it asks for.
 
+pub mod cookie;
 pub mod counters;
 #[cfg(test)]
 pub(crate) mod fixture;

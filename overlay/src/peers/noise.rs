@@ -16,12 +16,14 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use wgmesh_config::{PresharedKey, PrivateKey, PublicKey};
 
-/// Handshake checks per second before a host demands cookies (WireGuard paper, section 5.3). Each
-/// initiation is checked twice — once to identify the initiator, once inside `Tunn` — so this
-/// allows about 100 initiations a second.
-const HANDSHAKES_PER_SECOND: u64 = 200;
+/// boringtun's rate limiter demands cookies after this many handshake messages between resets:
+/// never. The receive thread's own [`CookieChecker`](super::cookie::CookieChecker) decides when
+/// to demand cookies (one secret, one decision: two limiters would each refuse the other's
+/// cookies); boringtun's then only checks mac1 again.
+const NEVER_UNDER_LOAD: u64 = u64::MAX;
 
-/// The host's own identity, shared by all tunnels: its static key and the handshake rate limiter.
+/// The host's own identity, shared by all tunnels: its static key and boringtun's rate limiter
+/// (which only checks mac1: see [`NEVER_UNDER_LOAD`]).
 pub struct LocalIdentity {
     secret: x25519::StaticSecret,
     public: x25519::PublicKey,
@@ -33,7 +35,7 @@ impl LocalIdentity {
     pub fn new(key: &PrivateKey) -> Self {
         let secret = x25519::StaticSecret::from(*key.as_bytes());
         let public = x25519::PublicKey::from(&secret);
-        let rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SECOND));
+        let rate_limiter = Arc::new(RateLimiter::new(&public, NEVER_UNDER_LOAD));
         Self {
             secret,
             public,
@@ -46,14 +48,9 @@ impl LocalIdentity {
         PublicKey::from_bytes(self.public.to_bytes())
     }
 
-    /// Resets the handshake rate limiter's count; call about once a second.
-    pub fn reset_rate_limiter(&self) {
-        self.rate_limiter.reset_count();
-    }
-
-    /// Checks a handshake initiation (mac1, and mac2 under load) and decrypts the initiator's static
-    /// public key, which identifies the peer. Under load the answer may be a cookie reply to send
-    /// back instead, written to `out`.
+    /// Checks a handshake initiation's mac1 and decrypts the initiator's static public key, which
+    /// identifies the peer. (Cookies are the receive thread's; a cookie reply from boringtun,
+    /// never produced with [`NEVER_UNDER_LOAD`], would be written to `out`.)
     pub fn identify_initiator(&self, from: IpAddr, datagram: &[u8], out: &mut [u8]) -> Identify {
         match self.rate_limiter.verify_packet(Some(from), datagram, out) {
             Ok(Packet::HandshakeInit(init)) => {
@@ -187,6 +184,14 @@ impl Tunnel {
             // sender: it must not move the endpoint or release queued packets.
             TunnResult::WriteToNetwork(b) if b.first() == Some(&3) => Decapsulated::Cookie(b.len()),
             TunnResult::WriteToNetwork(b) => Decapsulated::Reply(b.len()),
+            // A valid cookie reply (it matched our last message's mac1): the peer is under load
+            // and dropped that message. Send it again now, with mac2, rather than in 5 s.
+            TunnResult::Done if datagram.first() == Some(&3) => {
+                match self.tunn.format_handshake_initiation(out, true) {
+                    TunnResult::WriteToNetwork(b) => Decapsulated::Reply(b.len()),
+                    _ => Decapsulated::Nothing,
+                }
+            }
             TunnResult::Done => Decapsulated::Nothing,
             TunnResult::Err(e) => Decapsulated::Error(ProtocolError(e)),
         }
@@ -326,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn under_load_an_initiation_gets_a_cookie_not_a_session() {
+    fn boringtun_never_demands_cookies_itself() {
         let (_a, b, mut ta, mut tb) = pair();
         let from = "198.18.0.1".parse().unwrap();
         let mut init = vec![0u8; 256];
@@ -334,13 +339,16 @@ mod tests {
             panic!("expected initiation");
         };
         let mut out = vec![0u8; 256];
-        for _ in 0..=HANDSHAKES_PER_SECOND {
-            b.identify_initiator(from, &init[..n], &mut out);
+        // Far more than the 200 a second the old limit allowed, with no reset.
+        for _ in 0..2_000 {
+            assert!(matches!(
+                b.identify_initiator(from, &init[..n], &mut out),
+                Identify::Peer(_)
+            ));
         }
-        // A cookie reply is type 3 and proves nothing about the sender.
         match tb.decapsulate(from, &init[..n], &mut out) {
-            Decapsulated::Cookie(len) => assert_eq!((len, out[0]), (64, 3)),
-            other => panic!("expected a cookie reply, got {other:?}"),
+            Decapsulated::Reply(len) => assert_eq!((len, out[0]), (92, 2)),
+            other => panic!("expected a response, got {other:?}"),
         }
     }
 

@@ -104,3 +104,30 @@ fn sources_spread_over_the_sets_with_the_seed() {
         distinct.len()
     );
 }
+
+#[test]
+fn the_host_bucket_passes_its_burst_then_its_rate() {
+    let t0 = Instant::now();
+    let mut b = Bucket::new(1_000, 5, t0);
+    let passed = (0..20).filter(|_| b.allow(t0) == Limit::Pass).count();
+    assert_eq!(passed, 5);
+    // 10 ms earn 10 more (capped at the burst of 5).
+    let t1 = t0 + Duration::from_millis(10);
+    let passed = (0..20).filter(|_| b.allow(t1) == Limit::Pass).count();
+    assert_eq!(passed, 5);
+    let t2 = t1 + Duration::from_millis(2);
+    let passed = (0..20).filter(|_| b.allow(t2) == Limit::Pass).count();
+    assert_eq!(passed, 2);
+    // Time going backwards earns nothing.
+    assert_eq!(b.allow(t0), Limit::Drop);
+}
+
+#[test]
+fn looking_at_the_host_bucket_takes_nothing() {
+    let t0 = Instant::now();
+    let mut b = Bucket::new(1_000, 2, t0);
+    assert!(b.has_credit(t0) && b.has_credit(t0));
+    assert_eq!(b.allow(t0), Limit::Pass);
+    assert_eq!(b.allow(t0), Limit::Pass);
+    assert!(!b.has_credit(t0));
+}
