@@ -499,14 +499,23 @@ fn a_hostile_control_plane_cannot_route_outside_the_pinned_cluster() {
     assert_pings(&wa, &ip_b, Duration::from_secs(5));
 }
 
-#[test]
-fn a_join_reply_without_a_cluster_cidr_is_refused() {
+/// What a host that joined a scripted control plane, whose first netmap named `cluster_cidr`
+/// (none when `None`), left behind when it stopped: its log, its routes before and after, and
+/// its credential file.
+struct RefusedJoin {
+    out: String,
+    routes_before: Vec<String>,
+    routes_after: Vec<String>,
+    credential: Value,
+}
+
+/// Joins host-a to a scripted control plane serving a netmap with `cluster_cidr`, and expects
+/// the agent to stop with an error. `None` when the test cannot run here.
+fn join_refused(test: &str, cluster_cidr: Option<&str>) -> Option<RefusedJoin> {
     use common::control::{host_ip, CONTROL_IP};
     use common::scripted_control::ScriptedControl;
 
-    let Some(c) = Cluster::new("a_join_reply_without_a_cluster_cidr_is_refused") else {
-        return;
-    };
+    let c = Cluster::new(test)?;
     let bridge = c.bridge();
     let cp_ns = c.netns("cp");
     bridge.plug(&cp_ns, CONTROL_IP);
@@ -523,25 +532,73 @@ fn a_join_reply_without_a_cluster_cidr_is_refused() {
             ControlRef::new(&cp.url, &cp.token),
         ),
     );
-    // An older (or hostile) control plane: a netmap with nothing to pin.
-    cp.serve(serde_json::json!({
+    let mut netmap = serde_json::json!({
         "revision": 1, "epoch": 7,
         "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24"},
         "peers": [],
-    }));
+    });
+    if let Some(cidr) = cluster_cidr {
+        netmap["cluster_cidr"] = cidr.into();
+    }
+    cp.serve(netmap);
     let (status, out) = a.run_expect_exit(Duration::from_secs(20));
     assert!(
         !status.success() && status.code().is_some(),
         "{status}:\n{out}"
     );
+    Some(RefusedJoin {
+        out,
+        routes_before,
+        routes_after: routes(&ns),
+        credential: read_json(&a.state_dir.join("control.json")),
+    })
+}
+
+#[test]
+fn a_join_reply_without_a_cluster_cidr_is_refused() {
+    // An older (or hostile) control plane: a netmap with nothing to pin.
+    let Some(r) = join_refused("a_join_reply_without_a_cluster_cidr_is_refused", None) else {
+        return;
+    };
     assert!(
-        out.contains("sent a netmap without a cluster CIDR"),
-        "the agent does not say why it stopped:\n{out}"
+        r.out.contains("sent a netmap without a cluster CIDR"),
+        "the agent does not say why it stopped:\n{}",
+        r.out
     );
-    assert_eq!(routes(&ns), routes_before, "routes after a refused join");
-    let credential = read_json(&a.state_dir.join("control.json"));
-    assert_eq!(credential["joined"], false, "control.json: {credential}");
-    assert!(credential.get("cluster_cidr").is_none(), "{credential}");
+    assert_eq!(
+        r.routes_after, r.routes_before,
+        "routes after a refused join"
+    );
+    assert_eq!(
+        r.credential["joined"], false,
+        "control.json: {}",
+        r.credential
+    );
+    assert!(
+        r.credential.get("cluster_cidr").is_none(),
+        "{}",
+        r.credential
+    );
+}
+
+/// A control plane that pins a cluster CIDR wide enough to swallow the host's own traffic
+/// (`0.0.0.0/1`, which holds the control plane's address) is refused before any route is made.
+#[test]
+fn a_pinned_cluster_that_would_cut_the_host_off_is_refused() {
+    let test = "a_pinned_cluster_that_would_cut_the_host_off_is_refused";
+    let Some(r) = join_refused(test, Some("0.0.0.0/1")) else {
+        return;
+    };
+    assert!(
+        r.out
+            .contains("refusing to close the cluster CIDR 0.0.0.0/1"),
+        "the agent does not say why it stopped:\n{}",
+        r.out
+    );
+    assert_eq!(
+        r.routes_after, r.routes_before,
+        "routes after a refused cluster"
+    );
 }
 
 #[test]
@@ -615,47 +672,4 @@ fn a_netmap_reply_that_breaks_off_is_an_outage_not_a_refused_netmap() {
         || control("revision") == 2 && control("connected") == true,
     );
     assert_eq!(control("netmaps_refused"), 0);
-}
-
-/// A control plane that pins a cluster CIDR wide enough to swallow the host's own traffic
-/// (`0.0.0.0/1`, which holds the control plane's address) is refused before any route is made.
-#[test]
-fn a_pinned_cluster_that_would_cut_the_host_off_is_refused() {
-    use common::control::{host_ip, CONTROL_IP};
-    use common::scripted_control::ScriptedControl;
-
-    let Some(c) = Cluster::new("a_pinned_cluster_that_would_cut_the_host_off_is_refused") else {
-        return;
-    };
-    let bridge = c.bridge();
-    let cp_ns = c.netns("cp");
-    bridge.plug(&cp_ns, CONTROL_IP);
-    let cp = ScriptedControl::start(&cp_ns, CONTROL_IP, 7443);
-    let ns = c.netns("a");
-    bridge.plug(&ns, host_ip(1));
-    let routes_before = routes(&ns);
-    let a = c.agent_prepared(
-        &ns,
-        AgentSpec::joined(
-            "host-a",
-            51820,
-            "198.18.0.1:51820",
-            ControlRef::new(&cp.url, &cp.token),
-        ),
-    );
-    cp.serve(serde_json::json!({
-        "revision": 1, "epoch": 7, "cluster_cidr": "0.0.0.0/1",
-        "host": {"name": "host-a", "public_key": a.public_key(), "subnet": "10.42.0.0/24"},
-        "peers": [],
-    }));
-    let (status, out) = a.run_expect_exit(Duration::from_secs(20));
-    assert!(
-        !status.success() && status.code().is_some(),
-        "{status}:\n{out}"
-    );
-    assert!(
-        out.contains("refusing to close the cluster CIDR 0.0.0.0/1"),
-        "the agent does not say why it stopped:\n{out}"
-    );
-    assert_eq!(routes(&ns), routes_before, "routes after a refused cluster");
 }
