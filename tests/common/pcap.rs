@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::netns::{Netns, Proc};
 use super::wait_until;
 
-/// A running `tcpdump -i IFACE -w FILE -U --immediate-mode` inside a namespace: every packet is
+/// A running `tcpdump -i IFACE -w FILE -U --immediate-mode -B 65536` inside a namespace: every packet is
 /// handed to tcpdump and written as it arrives (no capture-ring block waiting for its buffer
 /// timeout), so what was sent before [`Capture::stop`] is in the file.
 pub struct Capture {
@@ -37,6 +37,10 @@ impl Capture {
                 &f,
                 "-U",
                 "--immediate-mode",
+                // 64 MiB of capture buffer: with every packet handed over at once, the default
+                // 2 MiB overflows under a bulk transfer and the kernel drops frames.
+                "-B",
+                "65536",
                 "-n",
                 "-s",
                 "0",
