@@ -330,3 +330,46 @@ fn the_stream_check_reads_iperf3_intervals() {
                 [  5]   0.00-1.00   sec  0.00 Bytes  0.00 bits/sec  0.000 ms  0/0 (0%)\n";
     assert!(!received_some(none));
 }
+
+/// After a kill -9, a start with a changed `cluster_cidr` that then fails (its UDP port is
+/// taken) leaves the old cluster's route in place, so the killed run's bridge stays closed;
+/// the next start that succeeds removes it.
+#[test]
+fn a_failed_start_with_a_new_cluster_cidr_keeps_the_old_one_closed() {
+    let Some(c) = Cluster::new("a_failed_start_with_a_new_cluster_cidr_keeps_the_old_one_closed")
+    else {
+        return;
+    };
+    let (_bridge, a, b) = static_pair_on_bridge(&c);
+    a.agent.start();
+    b.agent.start();
+    let (_wa, _ipa) = workload(&c, &a, "wa");
+    a.agent.kill9();
+    assert!(cluster_routes(&a).contains("unreachable 10.0.0.0/8"));
+
+    let mut spec = a.agent.spec();
+    spec.cluster_cidr = Some("10.42.0.0/16".into());
+    let port = spec.listen_port;
+    a.agent.set_spec(spec);
+    let log = a.agent.dir().join("socat.log");
+    let holder = a.ns.spawn(
+        &["socat", &format!("UDP4-RECVFROM:{port},fork"), "/dev/null"],
+        &[],
+        &log,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, out) = a.agent.run_expect_exit(Duration::from_secs(20));
+    assert!(!status.success(), "the start should fail on the taken port:\n{out}");
+    let routes = cluster_routes(&a);
+    assert!(
+        routes.contains("unreachable 10.0.0.0/8"),
+        "a failed start removed the killed run's cluster route:\n{routes}\n{out}"
+    );
+    drop(holder);
+
+    a.agent.restart();
+    assert_eventually(Duration::from_secs(10), "only the new cluster route", || {
+        cluster_routes(&a).trim() == "unreachable 10.42.0.0/16 proto 119"
+            || cluster_routes(&a).trim() == "unreachable 10.42.0.0/16"
+    });
+}

@@ -34,7 +34,7 @@ use crate::datapath::udp::Udp;
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::forwarding::ForwardingTargets;
-use crate::host::{self, HostNet};
+use crate::host::{self, HostNet, RouteKind};
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
 use crate::peers::settings::PeerSettings;
@@ -115,6 +115,7 @@ impl Agent {
             api_task,
         };
         agent.restore_workloads().await;
+        remove_stale_cluster_routes(&agent.host, agent.route_guard.cluster).await;
         agent.log_running(&identity);
         Ok(agent)
     }
@@ -165,9 +166,9 @@ impl Agent {
 /// Closes the cluster on the host before anything else is set up: screens the peers' prefixes
 /// against the host's routes (in static mode a refused one is an error at its line in
 /// agent.toml; in control mode it is logged, counted and left out), then creates or takes over
-/// the cluster's `unreachable` route and removes cluster routes an earlier run left for other
-/// prefixes. Returns the guard, the peers to apply, and whether the cluster route was created
-/// now (false: taken over from an earlier run, which a failed start leaves in place, so a host
+/// the cluster's `unreachable` route. Returns the guard, the peers to apply, and whether a
+/// failed start may remove the cluster route again: only when it created it now and no
+/// earlier run left one (taken over, or left for another prefix, the routes stay, so a host
 /// whose bridge a killed run left behind stays closed).
 async fn close_host(
     config_path: &Path,
@@ -185,10 +186,29 @@ async fn close_host(
     }
     guard.record(refused);
     let created = routes::close_cluster(host, source.cluster, &guard.guarded, &present).await?;
-    for stale in host.remove_cluster_routes(Some(source.cluster)).await? {
-        tracing::info!(%stale, "removed the cluster route of an earlier run");
+    // Cluster routes of an earlier run for another prefix stay until this start has succeeded
+    // (`remove_stale_cluster_routes`): if it fails, the host stays closed for that prefix too,
+    // and then this start's own route stays as well (undo removes every cluster route).
+    let stale = present
+        .iter()
+        .any(|r| r.is_ours() && r.kind == RouteKind::Unreachable && r.dst != source.cluster);
+    Ok((guard, settings, created && !stale))
+}
+
+/// Removes the cluster routes an earlier run left for prefixes other than `cluster`, once this
+/// start has closed `cluster` and is up.
+async fn remove_stale_cluster_routes(host: &HostNet, cluster: IpNet) {
+    match host.remove_cluster_routes(Some(cluster)).await {
+        Ok(stale) => {
+            for stale in stale {
+                tracing::info!(%stale, "removed the cluster route of an earlier run");
+            }
+        }
+        Err(e) => tracing::warn!(
+            "cannot remove an earlier run's cluster route: {}",
+            Chain(&e)
+        ),
     }
-    Ok((guard, settings, created))
 }
 
 /// What start-up takes before it changes the host's links.
