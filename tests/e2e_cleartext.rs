@@ -359,7 +359,10 @@ fn a_failed_start_with_a_new_cluster_cidr_keeps_the_old_one_closed() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let (status, out) = a.agent.run_expect_exit(Duration::from_secs(20));
-    assert!(!status.success(), "the start should fail on the taken port:\n{out}");
+    assert!(
+        !status.success(),
+        "the start should fail on the taken port:\n{out}"
+    );
     let routes = cluster_routes(&a);
     assert!(
         routes.contains("unreachable 10.0.0.0/8"),
@@ -368,8 +371,12 @@ fn a_failed_start_with_a_new_cluster_cidr_keeps_the_old_one_closed() {
     drop(holder);
 
     a.agent.restart();
-    assert_eventually(Duration::from_secs(10), "only the new cluster route", || {
-        cluster_routes(&a).trim() == "unreachable 10.42.0.0/16 proto 119"
-            || cluster_routes(&a).trim() == "unreachable 10.42.0.0/16"
-    });
+    assert_eventually(
+        Duration::from_secs(10),
+        "only the new cluster route",
+        || {
+            cluster_routes(&a).trim() == "unreachable 10.42.0.0/16 proto 119"
+                || cluster_routes(&a).trim() == "unreachable 10.42.0.0/16"
+        },
+    );
 }
