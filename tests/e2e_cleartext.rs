@@ -64,6 +64,39 @@ fn cluster_routes(host: &Host) -> String {
         .run(&["ip", "route", "show", "type", "unreachable", "proto", "119"])
 }
 
+/// Two static hosts on a bridge, both agents running, the sniffer as their default gateway, and
+/// a workload on each that already reaches the other.
+struct Running {
+    _bridge: Bridge,
+    a: Host,
+    b: Host,
+    sniffer: Sniffer,
+    wa: Netns,
+    wb: Netns,
+    ipa: String,
+    ipb: String,
+}
+
+fn running_pair(c: &Cluster) -> Running {
+    let (bridge, a, b) = static_pair_on_bridge(c);
+    a.agent.start();
+    b.agent.start();
+    let sniffer = Sniffer::plug(c, &bridge, &[&a, &b]);
+    let (wa, ipa) = workload(c, &a, "wa");
+    let (wb, ipb) = workload(c, &b, "wb");
+    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    Running {
+        _bridge: bridge,
+        a,
+        b,
+        sniffer,
+        wa,
+        wb,
+        ipa,
+        ipb,
+    }
+}
+
 #[test]
 fn node_remove_of_the_peer_leaks_nothing() {
     let Some(c) = Cluster::new("node_remove_of_the_peer_leaks_nothing") else {
@@ -97,13 +130,16 @@ fn a_sighup_that_drops_the_peer_leaks_nothing() {
     let Some(c) = Cluster::new("a_sighup_that_drops_the_peer_leaks_nothing") else {
         return;
     };
-    let (bridge, a, b) = static_pair_on_bridge(&c);
-    a.agent.start();
-    b.agent.start();
-    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
-    let (wa, _ipa) = workload(&c, &a, "wa");
-    let (wb, ipb) = workload(&c, &b, "wb");
-    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    let Running {
+        a,
+        b,
+        sniffer,
+        wa,
+        wb,
+        ipa: _,
+        ipb,
+        ..
+    } = running_pair(&c);
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
     let load = Load::stream(&wa, &wb, &ipb);
@@ -168,13 +204,16 @@ fn kill9_of_the_agent_leaks_nothing_and_leaves_the_host_closed() {
     else {
         return;
     };
-    let (bridge, a, b) = static_pair_on_bridge(&c);
-    a.agent.start();
-    b.agent.start();
-    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
-    let (wa, ipa) = workload(&c, &a, "wa");
-    let (wb, ipb) = workload(&c, &b, "wb");
-    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    let Running {
+        a,
+        b,
+        sniffer,
+        wa,
+        wb,
+        ipa,
+        ipb,
+        ..
+    } = running_pair(&c);
     let running = cluster_routes(&a);
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
@@ -287,13 +326,16 @@ fn a_reload_that_moves_the_cluster_cidr_leaves_no_window() {
     let Some(c) = Cluster::new("a_reload_that_moves_the_cluster_cidr_leaves_no_window") else {
         return;
     };
-    let (bridge, a, b) = static_pair_on_bridge(&c);
-    a.agent.start();
-    b.agent.start();
-    let sniffer = Sniffer::plug(&c, &bridge, &[&a, &b]);
-    let (wa, _ipa) = workload(&c, &a, "wa");
-    let (wb, ipb) = workload(&c, &b, "wb");
-    assert_pings(&wa, &ipb, Duration::from_secs(15));
+    let Running {
+        a,
+        b,
+        sniffer,
+        wa,
+        wb,
+        ipa: _,
+        ipb,
+        ..
+    } = running_pair(&c);
 
     let watch = Watch::start(&c, &sniffer, &[&a, &b]);
     let load = Load::stream(&wa, &wb, &ipb);

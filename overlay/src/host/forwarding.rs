@@ -333,6 +333,17 @@ mod tests {
         assert!(plan(&T4, &[], |_| None).is_empty());
     }
 
+    /// Each planned change as (family, interface, knob, old, new).
+    fn touched(changes: &[SysctlChange]) -> Vec<(Family, &str, Knob, i64, i64)> {
+        changes
+            .iter()
+            .map(|c| {
+                let s = &c.sysctl;
+                (s.family, s.iface.as_str(), s.knob, c.old, c.new)
+            })
+            .collect()
+    }
+
     #[test]
     fn ipv6_forwards_on_the_bridge_and_the_tun_only_where_the_kernel_can() {
         use Family::{Ipv4, Ipv6};
@@ -353,13 +364,7 @@ mod tests {
         let targets = ForwardingTargets { v6: true, ..T4 };
         assert!(has_force_forwarding(&targets, |s| now.get(s).copied()));
         let changes = plan(&targets, &ifaces, |s| now.get(s).copied());
-        let touched: Vec<(Family, &str, Knob, i64, i64)> = changes
-            .iter()
-            .map(|c| {
-                let s = &c.sysctl;
-                (s.family, s.iface.as_str(), s.knob, c.old, c.new)
-            })
-            .collect();
+        let touched = touched(&changes);
         // Neither `all` nor the underlay (nor its accept_ra) is touched.
         assert_eq!(
             touched,
@@ -395,13 +400,7 @@ mod tests {
         let ifaces: Vec<String> = ["eth0", "eth1", "lo", "all"].map(String::from).into();
         let targets = ForwardingTargets { v6: true, ..T4 };
         let changes = plan(&targets, &ifaces, |s| now.get(s).copied());
-        let touched: Vec<(Family, &str, Knob, i64, i64)> = changes
-            .iter()
-            .map(|c| {
-                let s = &c.sysctl;
-                (s.family, s.iface.as_str(), s.knob, c.old, c.new)
-            })
-            .collect();
+        let touched = touched(&changes);
         assert_eq!(
             touched,
             [
