@@ -109,8 +109,15 @@ pub fn curl_many(
         args.push(url.clone());
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_answers(ns, &refs, n, "curl")
+}
+
+/// Runs one curl `args` (written with `-w "%{http_code} %header{retry-after}\n"` per request)
+/// in `ns` and returns each request's answer; asserts it answered all `expected`. `who` names
+/// the caller in the failure message.
+pub fn run_answers(ns: &Netns, args: &[&str], expected: usize, who: &str) -> Vec<Answer> {
     let out = ns
-        .command(&refs)
+        .command(args)
         .stdin(Stdio::null())
         .output()
         .expect("run curl");
@@ -127,8 +134,8 @@ pub fn curl_many(
         .collect();
     assert_eq!(
         answers.len(),
-        n,
-        "curl answered {} of {n} requests: {text}\n{}",
+        expected,
+        "{who} answered {} of {expected} requests: {text}\n{}",
         answers.len(),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -4,11 +4,10 @@
 //! checked for its IPv4 name (`curl --connect-to`).
 
 use std::fs;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use super::control::{ControlPlane, CONTROL_IP};
-use super::control_limits::Answer;
+use super::control_limits::{run_answers, Answer};
 use super::netns::Netns;
 use super::{Bridge, Cluster, ControlSpec, UNDERLAY_IF};
 
@@ -68,28 +67,5 @@ pub fn curl_from(
         }
         args.push(&url);
     }
-    let out = ns
-        .command(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let answers: Vec<Answer> = text
-        .lines()
-        .map(|l| {
-            let (code, retry) = l.split_once(' ').unwrap_or((l, ""));
-            Answer {
-                status: code.trim().parse().unwrap_or(0),
-                retry_after: retry.trim().to_string(),
-            }
-        })
-        .collect();
-    assert_eq!(
-        answers.len(),
-        count,
-        "curl from {from} answered {} of {count} requests: {text}\n{}",
-        answers.len(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    answers
+    run_answers(ns, &args, count, &format!("curl from {from}"))
 }
