@@ -30,6 +30,7 @@ mod locate;
 pub mod name;
 pub mod netmap;
 mod path;
+pub mod policy;
 pub mod token;
 
 pub use agent::*;

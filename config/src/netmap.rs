@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
 use crate::key::PublicKey;
 
+mod filter;
+pub use filter::{FilterError, FilterRule, HostFilter, MAX_FILTER_NETS, MAX_FILTER_RULES};
+
 /// The map of peers one host should have, as the control plane computed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Netmap {
@@ -46,6 +49,10 @@ pub struct Netmap {
     /// plane knows for certain.
     #[serde(default)]
     pub epoch: u64,
+    /// The policy compiled for this host; `None` when no policy was applied (everything is
+    /// allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<HostFilter>,
 }
 
 /// The identity the control plane holds for the host a netmap is addressed to.
@@ -164,6 +171,9 @@ pub enum NetmapError {
         /// The cluster CIDR pinned at join.
         pinned: IpNet,
     },
+    /// The compiled policy filter is malformed.
+    #[error("the netmap's filter is invalid: {0}")]
+    Filter(FilterError),
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -213,6 +223,9 @@ impl Netmap {
     pub fn check(&self) -> Result<(), NetmapError> {
         self.check_subnet_size()?;
         self.check_prefixes()?;
+        if let Some(filter) = &self.filter {
+            filter.check().map_err(NetmapError::Filter)?;
+        }
         // Parsing refuses a low-order key already; a netmap built in-process is checked too,
         // the host's own key as much as the peers'.
         if self.host.public_key.is_low_order() {
@@ -353,6 +366,10 @@ impl Netmap {
             peers: peers.into_values().cloned().collect(),
             cluster_cidr: delta.cluster_cidr,
             epoch: delta.epoch,
+            filter: match &delta.filter {
+                Some(update) => update.filter.clone(),
+                None => self.filter.clone(),
+            },
         };
         next.normalize();
         next.check().map_err(DeltaError::Invalid)?;
@@ -386,6 +403,17 @@ pub struct NetmapDelta {
     /// The control plane's run, as in [`Netmap::epoch`].
     #[serde(default)]
     pub epoch: u64,
+    /// The host's new filter, when it changed since `from`; absent when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterUpdate>,
+}
+
+/// A changed filter in a [`NetmapDelta`]: the whole new one, or `None` when the policy was
+/// removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterUpdate {
+    /// The filter from the delta's revision on.
+    pub filter: Option<HostFilter>,
 }
 
 /// A host's netmap update: the whole netmap, or what changed since the revision it holds.

@@ -48,6 +48,7 @@ pub fn netmap(registry: &Registry, policy: &Policy, id: HostId) -> Option<Netmap
             .collect(),
         cluster_cidr: registry.ipam().map(|i| i.cidr()),
         epoch: 0,
+        filter: None,
     };
     map.normalize();
     Some(map)
@@ -98,6 +99,7 @@ pub fn delta<'a>(
         peer_count,
         cluster_cidr: registry.ipam().map(|i| i.cidr()),
         epoch: 0,
+        filter: None,
     })
 }
 

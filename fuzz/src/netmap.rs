@@ -244,6 +244,7 @@ fn built(input: &mut Input<'_>) -> Netmap {
         peers: (0..input.below(6)).map(|_| peer(input)).collect(),
         cluster_cidr: cluster(input),
         epoch: u64::from(input.u8() % 2),
+        filter: None,
     };
     if input.below(2) == 0 {
         netmap.normalize();
@@ -288,6 +289,7 @@ fn delta(input: &mut Input<'_>, base: &Netmap) -> NetmapDelta {
             base.cluster_cidr
         },
         epoch: base.epoch,
+        filter: None,
     }
 }
 
@@ -311,6 +313,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         }],
         cluster_cidr: Some("10.42.0.0/16".parse().expect("prefix")),
         epoch: 9,
+        filter: None,
     };
     let delta = NetmapDelta {
         from: 3,
@@ -327,6 +330,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         peer_count: 1,
         cluster_cidr: netmap.cluster_cidr,
         epoch: 9,
+        filter: None,
     };
     let json = |v: &dyn Fn() -> Vec<u8>| [&[0u8][..], &v()].concat();
     vec![

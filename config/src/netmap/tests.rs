@@ -35,6 +35,7 @@ fn sample() -> Netmap {
         ],
         cluster_cidr: None,
         epoch: 0,
+        filter: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn delta(from: u64, upsert: Vec<NetmapPeer>, remove: &[&str], peer_count: usize)
         peer_count,
         cluster_cidr: None,
         epoch: 0,
+        filter: None,
     }
 }
 

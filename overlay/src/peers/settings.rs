@@ -177,6 +177,7 @@ pub(crate) mod tests {
             ],
             cluster_cidr: Some(cluster()),
             epoch: 0,
+            filter: None,
         }
     }
 

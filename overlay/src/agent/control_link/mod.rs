@@ -449,6 +449,7 @@ mod tests {
             peers: vec![],
             cluster_cidr: None,
             epoch: 0,
+            filter: None,
         };
         assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
         let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();
