@@ -70,7 +70,7 @@ impl HostNets {
     /// what a peer may reach here.
     #[inline]
     pub fn delivers(&self, dst: IpAddr) -> bool {
-        self.subnet.contains(&dst)
+        super::route::net_contains(&self.subnet, dst)
     }
 
     /// Why a peer's endpoint must not move to `ip`; `None` if it may.
