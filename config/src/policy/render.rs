@@ -12,7 +12,8 @@
 use std::fmt::{self, Write as _};
 
 use super::selector::ShowLabels;
-use super::{Decision, PolicyTest, TestOutcome};
+use super::{Decision, Flow, PolicyTest, TestOutcome};
+use crate::labels::Labels;
 
 impl fmt::Display for Decision<'_> {
     /// `allow (rule "frontend-to-app")`, `deny (the default)`.
@@ -21,20 +22,33 @@ impl fmt::Display for Decision<'_> {
     }
 }
 
-/// A test's flow: `{role=frontend} -> {app=secure-app} tcp/80`.
+/// A flow between two endpoints, as reports show it: `{role=frontend} -> {app=secure-app}
+/// tcp/80`.
 #[derive(Debug, Clone, Copy)]
-pub struct ShowFlow<'a>(pub &'a PolicyTest);
+pub struct ShowFlow<'a> {
+    /// The labels of the endpoint that starts the flow.
+    pub from: &'a Labels,
+    /// The labels of the endpoint it goes to.
+    pub to: &'a Labels,
+    /// Its protocol and port.
+    pub flow: Flow,
+}
+
+impl<'a> ShowFlow<'a> {
+    /// A test's flow.
+    pub fn of(test: &'a PolicyTest) -> Self {
+        Self {
+            from: &test.from,
+            to: &test.to,
+            flow: test.port,
+        }
+    }
+}
 
 impl fmt::Display for ShowFlow<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
-        write!(
-            f,
-            "{} -> {} {}",
-            ShowLabels(&t.from),
-            ShowLabels(&t.to),
-            t.port
-        )
+        let (from, to) = (ShowLabels(self.from), ShowLabels(self.to));
+        write!(f, "{from} -> {to} {}", self.flow)
     }
 }
 
@@ -47,7 +61,7 @@ impl fmt::Display for TestOutcome<'_> {
             f,
             "{mark} line {}: {}: ",
             self.test.line,
-            ShowFlow(self.test)
+            ShowFlow::of(self.test)
         )?;
         if !self.passed {
             write!(f, "expected {}, got ", self.test.expect)?;

@@ -58,7 +58,7 @@ impl Policy {
             format!(
                 "the test fails: {}: expected {}, but the policy decides {}; change the rules \
                  or the test",
-                ShowFlow(test),
+                ShowFlow::of(test),
                 test.expect,
                 failed.decision,
             ),
