@@ -12,6 +12,8 @@ use wgmesh_control::clock::unix_now;
 use wgmesh_overlay::api::status::Status;
 use wgmesh_overlay::api::{self, Request};
 
+mod policy;
+
 /// Encrypted overlay network for containers on many hosts, over userspace WireGuard.
 #[derive(Parser)]
 #[command(name = "wgmesh", version, about)]
@@ -43,6 +45,11 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         command: NodeCmd,
+    },
+    /// The network policy: who may talk to whom, by labels, protocols and ports.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCmd,
     },
     /// Print a new private key (base64, as `wg genkey`).
     Genkey,
@@ -184,6 +191,7 @@ fn run(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Token { command } => admin::token(command)?,
         Cmd::Node { command } => admin::node(command)?,
+        Cmd::Policy { command } => policy::run(command)?,
         Cmd::Genkey => println!("{}", PrivateKey::generate().to_base64()),
         Cmd::Pubkey => {
             let mut input = String::new();

@@ -7,6 +7,9 @@
 //! - [`control`]: the control plane's `control.toml` and the admin CLI's `admin.toml`.
 //! - [`token`]: join tokens, the admin token, host credentials and the hashes kept of them.
 //! - [`netmap`]: what the control plane sends each agent ([`netmap::Netmap`], and deltas).
+//! - [`policy`]: the network policy file ([`policy::Policy`]): who may talk to whom by labels,
+//!   protocols and ports, the one statement of its meaning ([`policy::Policy::decide`]), and its
+//!   tests.
 //! - [`labels`]: host labels (`zone = "a"`) and their rules, shared by agent.toml, the admin
 //!   CLI and the control plane.
 //! - [`name`]: the host-name rule and [`HostName`]; [`ifname`]: the Linux interface-name rule.

@@ -37,6 +37,14 @@
 //! a host's own traffic carries its host's labels and `host=<name>`. The compiler
 //! (`wgmesh-control`) turns labels into addresses; this module knows only labels.
 //!
+//! Beside the types and [`Policy::decide`] (this file):
+//! - `parse`: the file's serde shape and its checks ([`Policy::from_toml`], [`Policy::load`]);
+//! - `port`: the text forms of port entries and flows;
+//! - `selector`: the label rule of selectors and tests' endpoints, and the text form of a
+//!   [`Selector`] (`role=frontend,zone=a`);
+//! - `run`: running the tests ([`Policy::run_tests`], [`Policy::check_tests`]);
+//! - `render`: how decisions and test results read ([`render_test_report`]).
+//!
 //! Pure: no I/O except [`Policy::load`], which reads the one file it is given.
 
 use std::fmt;
@@ -45,8 +53,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
 
+mod parse;
 mod port;
+mod render;
+mod run;
+mod selector;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{
+    check_rule_name, ActionError, RuleNameError, MAX_RULES, MAX_RULE_NAME_LEN, MAX_TESTS,
+    RULE_NAME_RULE,
+};
 pub use port::{PortError, FLOW_RULE, PORT_RULE};
+pub use render::{render_test_report, ShowFlow};
+pub use run::TestOutcome;
+pub use selector::{SelectorError, SelectorParseError, ShowLabels, SELECTOR_RULE};
 
 /// The label every endpoint carries with its host's name; reserved (a workload cannot set it).
 pub const HOST_LABEL: &str = "host";
