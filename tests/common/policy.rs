@@ -170,37 +170,5 @@ pub fn policy_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// The seed policy of the issue, with its tests.
-pub const SEED_POLICY: &str = r#"default = "deny"
-
-[[rule]]
-name = "frontend-to-app"
-from = { role = "frontend" }
-to   = { app = "secure-app" }
-ports = ["tcp/80"]
-
-[[rule]]
-name = "app-to-db"
-from = { app = "secure-app" }
-to   = { role = "backend" }
-ports = ["tcp/5432"]
-
-[[rule]]
-name = "no-ssh"
-action = "deny"
-from = {}
-to   = { role = "backend" }
-ports = ["tcp/22"]
-
-[[test]]
-from = { role = "frontend" }
-to   = { app = "secure-app" }
-port = "tcp/80"
-expect = "allow"
-
-[[test]]
-from = { role = "frontend" }
-to   = { app = "secure-app" }
-port = "tcp/8080"
-expect = "deny"
-"#;
+/// The seed policy of the issue, with its tests (the one README and the unit tests use).
+pub const SEED_POLICY: &str = include_str!("../../docs/policy/seed.toml");
