@@ -17,7 +17,6 @@ pub mod forwarding;
 pub mod keys;
 pub mod netns;
 pub mod pcap;
-pub mod policy;
 pub mod scenario;
 pub mod scripted_control;
 pub mod sniffer;
