@@ -327,5 +327,5 @@ fn token_rules_refuse_revoked_then_used_then_expired() {
     assert_eq!(token.check_usable(None), Err(revoked));
 }
 
-mod policy;
-mod workloads;
+pub(crate) mod policy;
+pub(crate) mod workloads;

@@ -187,3 +187,6 @@ fn registry_setup() -> Vec<Mutation> {
     );
     vec![init, token]
 }
+
+mod gen;
+mod policy;
