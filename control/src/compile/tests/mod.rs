@@ -190,3 +190,5 @@ fn registry_setup() -> Vec<Mutation> {
 
 mod gen;
 mod policy;
+mod scale;
+mod seed;
