@@ -20,7 +20,7 @@ use wgmesh_client::api::{EndpointBody, JoinBody, TokenBody};
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secret};
 use wgmesh_config::PrivateKey;
 use wgmesh_control::audit::AuditLog;
-use wgmesh_control::compile::{self, Policy};
+use wgmesh_control::compile;
 use wgmesh_control::fuzzing::{mutation_record, replay_store};
 use wgmesh_control::registry::Mutation;
 use wgmesh_control::registry::Registry;
@@ -223,7 +223,8 @@ fn calls(data: &[u8]) -> Control {
         "a restart would find other hosts or tokens"
     );
     for (id, host) in registry.hosts() {
-        let netmap = compile::netmap(registry, &Policy::AllowAll, *id).expect("a host's netmap");
+        let netmap = compile::netmap(registry, registry.policy().map(|p| &p.policy), *id)
+            .expect("a host's netmap");
         if let Err(e) = netmap.check() {
             panic!("the netmap of {} fails the agent's check: {e}", host.name);
         }

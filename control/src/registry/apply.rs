@@ -6,7 +6,7 @@ use wgmesh_config::{HostName, PublicKey};
 
 use super::error::RegistryError;
 use super::mutation::Mutation;
-use super::records::{Host, Token};
+use super::records::{Host, StoredPolicy, Token};
 use super::Registry;
 use crate::ids::HostId;
 use crate::ipam::Ipam;
@@ -75,6 +75,15 @@ impl Registry {
                     return Err(RegistryError::NoSuchHost(id.to_string()));
                 }
             }
+            Mutation::WorkloadsReported { host, workloads } => {
+                self.check_workloads(*host, workloads)?;
+            }
+            Mutation::PolicyApplied { .. } => {}
+            Mutation::PolicyRemoved => {
+                if self.policy.is_none() {
+                    return Err(RegistryError::NoPolicy);
+                }
+            }
         }
         Ok(())
     }
@@ -83,6 +92,7 @@ impl Registry {
     /// the revision. A refused mutation changes nothing.
     pub fn apply(&mut self, m: &Mutation) -> Result<(), RegistryError> {
         self.check(m)?;
+        let changes_netmaps = self.changes_netmaps(m);
         match m.clone() {
             Mutation::Initialized {
                 cluster_cidr,
@@ -146,12 +156,46 @@ impl Registry {
                     host.endpoint = endpoint;
                 }
             }
+            Mutation::WorkloadsReported {
+                host,
+                mut workloads,
+            } => {
+                workloads.sort_by_key(|w| w.ip);
+                if workloads.is_empty() {
+                    self.workloads.remove(&host);
+                } else {
+                    self.workloads.insert(host, workloads);
+                }
+            }
+            Mutation::PolicyApplied {
+                text,
+                origin,
+                policy,
+            } => {
+                self.policy = Some(StoredPolicy {
+                    text,
+                    origin,
+                    policy,
+                    revision: self.revision + 1,
+                });
+            }
+            Mutation::PolicyRemoved => self.policy = None,
         }
         self.revision += 1;
-        if m.changes_netmaps() {
+        if changes_netmaps {
             self.netmap_revision = self.revision;
         }
         Ok(())
+    }
+
+    /// Whether applying `m` to the current state can change some host's netmap
+    /// ([`Mutation::changes_netmaps`]): workloads matter to netmaps only while a policy is
+    /// applied (without one, netmaps have no filter and every host is every other's peer).
+    pub fn changes_netmaps(&self, m: &Mutation) -> bool {
+        match m {
+            Mutation::WorkloadsReported { .. } => self.policy.is_some(),
+            _ => m.changes_netmaps(),
+        }
     }
 
     /// The change of a checked [`Mutation::HostJoined`]: its token is used once more, its subnet
@@ -184,7 +228,7 @@ impl Registry {
             if let Some(ipam) = self.ipam.as_mut() {
                 ipam.release(&host.subnet);
             }
-            self.workloads.retain(|_, w| w.host != id);
+            self.workloads.remove(&id);
         }
     }
 

@@ -1,8 +1,17 @@
-//! Why the registry refuses: [`RegistryError`], and [`TokenRefused`] for a join token that
-//! cannot be used.
+//! Why the registry refuses: [`RegistryError`], [`TokenRefused`] for a join token that cannot be
+//! used, [`WorkloadRefused`] for a host's workload report, [`PolicyTestFailed`] for a policy
+//! whose own tests fail.
+
+use std::fmt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
+use wgmesh_config::labels::{LabelError, Labels};
+use wgmesh_config::netmap::MAX_FILTER_RULES;
+use wgmesh_config::policy::{Action, Flow, HOST_LABEL};
 use wgmesh_config::{HostName, PublicKey};
+
+use super::workloads::MAX_WORKLOADS_PER_HOST;
 
 use crate::ids::{HostId, TokenId};
 use crate::ipam::IpamError;
@@ -99,4 +108,148 @@ pub enum RegistryError {
     /// a copied state directory or a bug, never a coincidence).
     #[error("this credential is already host {0}'s; the agent must make a new one")]
     CredentialInUse(HostId),
+    /// A host's workload report is refused (nothing of it is kept).
+    #[error("host {host}'s workload report: {reason}")]
+    Workloads {
+        /// The reporting host.
+        host: HostName,
+        /// What is wrong with the report.
+        reason: WorkloadRefused,
+    },
+    /// A policy's own `[[test]]` fails: the policy is not applied.
+    #[error(transparent)]
+    PolicyTest(#[from] Box<PolicyTestFailed>),
+    /// A policy has more rules than an agent's filter accepts.
+    #[error("the policy has {rules} rules; at most {MAX_FILTER_RULES} are accepted")]
+    PolicyTooLarge {
+        /// Rules given.
+        rules: usize,
+    },
+    /// There is no policy to remove.
+    #[error("no policy is applied")]
+    NoPolicy,
+}
+
+/// Why a host's workload report is refused; the message names the workload and what would be
+/// valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadRefused {
+    /// An address outside the host's own subnet, or a reserved one: a host can never label
+    /// another host's addresses.
+    #[error(
+        "workload {name:?}: {ip} is not a usable address of the host's subnet {subnet} (a host \
+         reports only its own workloads; the network address, the gateway{} and the broadcast \
+         address are reserved)",
+        gateway.map(|g| format!(" {g}")).unwrap_or_default()
+    )]
+    NotAssignable {
+        /// The workload.
+        name: String,
+        /// Its address.
+        ip: IpAddr,
+        /// The host's subnet.
+        subnet: IpNet,
+        /// The host's gateway.
+        gateway: Option<IpAddr>,
+    },
+    /// Two workloads with one address.
+    #[error("workloads {first:?} and {second:?} both have the address {ip}")]
+    DuplicateAddress {
+        /// The address.
+        ip: IpAddr,
+        /// One workload.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// Two workloads with one name.
+    #[error("two workloads are named {name:?}; a workload is named by its network namespace")]
+    DuplicateName {
+        /// The name.
+        name: String,
+    },
+    /// A name that is no network namespace's.
+    #[error(
+        "workload name {name:?} is {reason}; a workload is named by its network namespace: 1 to \
+         255 bytes, not \".\" or \"..\", without '/', NUL or control characters"
+    )]
+    Name {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A workload sets the reserved `host` label.
+    #[error(
+        "workload {name:?}: the label {HOST_LABEL:?} is reserved (every endpoint carries \
+         {HOST_LABEL}=<its host's name>); use another key"
+    )]
+    ReservedLabel {
+        /// The workload.
+        name: String,
+    },
+    /// A workload's labels break the label rules.
+    #[error("workload {name:?}: {source}")]
+    Label {
+        /// The workload.
+        name: String,
+        /// What is wrong with its labels.
+        source: LabelError,
+    },
+    /// More workloads than a host may report.
+    #[error("{count} workloads is too many; a host reports at most {MAX_WORKLOADS_PER_HOST}")]
+    TooMany {
+        /// How many were reported.
+        count: usize,
+    },
+}
+
+/// A policy's `[[test]]` that its rules contradict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{origin}:{line}: test failed: {port} from {} to {} is expected to be {}, but it is {} by \
+     {by}",
+    LabelText(from), LabelText(to), past(*expect), past(*got)
+)]
+pub struct PolicyTestFailed {
+    /// The policy file's name.
+    pub origin: String,
+    /// The test's line in it.
+    pub line: usize,
+    /// The test's `from` labels.
+    pub from: Labels,
+    /// The test's `to` labels.
+    pub to: Labels,
+    /// The test's flow.
+    pub port: Flow,
+    /// What the test expects.
+    pub expect: Action,
+    /// What the policy decides.
+    pub got: Action,
+    /// What decided it: `rule "NAME"` or `the default`.
+    pub by: String,
+}
+
+fn past(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allowed",
+        Action::Deny => "denied",
+    }
+}
+
+/// Labels as a selector is written: `{ k = "v", ... }`.
+pub(crate) struct LabelText<'a>(pub(crate) &'a Labels);
+
+impl fmt::Display for LabelText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("{}");
+        }
+        f.write_str("{ ")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{k} = {v:?}")?;
+        }
+        f.write_str(" }")
+    }
 }

@@ -1,5 +1,5 @@
-//! The control plane's state: [`Registry`] of hosts, join tokens and (later) workloads, and the
-//! [`Mutation`]s that change it.
+//! The control plane's state: [`Registry`] of hosts, join tokens, workloads and the policy, and
+//! the [`Mutation`]s that change it.
 //!
 //! Pure, no I/O, no clock: every time is a `now` in unix seconds passed in by the caller.
 //!
@@ -11,14 +11,17 @@
 //! [`Registry::apply`] checks everything before it changes anything, so a refused mutation
 //! leaves the registry as it was.
 //!
-//! - `records`: what it holds ([`Host`], [`Token`] and the token rules, [`Workload`]);
+//! - `records`: what it holds ([`Host`], [`Token`] and the token rules, [`Workload`],
+//!   [`StoredPolicy`]);
 //! - `mutation`: the [`Mutation`]s, as the store keeps them;
-//! - `error`: why a request or mutation is refused ([`RegistryError`], [`TokenRefused`]);
-//! - `plan`: the `plan_*` methods; `apply`: [`Registry::check`] and [`Registry::apply`];
+//! - `error`: why a request or mutation is refused ([`RegistryError`], [`TokenRefused`],
+//!   [`WorkloadRefused`], [`PolicyTestFailed`]);
+//! - `plan`: the `plan_*` methods of hosts and tokens, `workloads`: a host's workload report,
+//!   `policy`: applying and removing the policy; `apply`: [`Registry::check`] and
+//!   [`Registry::apply`];
 //! - this module: [`Registry`] itself, its lookups, and its snapshot (the store's compacted form).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -28,26 +31,32 @@ mod apply;
 mod error;
 mod mutation;
 mod plan;
+mod policy;
 mod records;
+mod workloads;
 
-pub use error::{RegistryError, TokenRefused};
+pub use error::{PolicyTestFailed, RegistryError, TokenRefused, WorkloadRefused};
 pub use mutation::Mutation;
-pub use records::{Host, JoinRequest, Labels, Token, Workload};
+pub use records::{assignable, gateway, Host, JoinRequest, Labels, StoredPolicy, Token, Workload};
 /// The hash of a secret (a join token's, a host credential's): the registry and the store hold
 /// only these, never the secrets.
 pub use wgmesh_config::token::SecretHash;
+pub use workloads::MAX_WORKLOADS_PER_HOST;
 
 pub use crate::ids::{HostId, TokenId};
 use crate::ipam::Ipam;
 
-/// The registry: every host, token and workload, and a revision that grows with every change.
+/// The registry: every host, token and workload, the policy, and a revision that grows with
+/// every change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Snapshot", into = "Snapshot")]
 pub struct Registry {
     ipam: Option<Ipam>,
     hosts: BTreeMap<HostId, Host>,
     tokens: BTreeMap<TokenId, Token>,
-    workloads: BTreeMap<IpAddr, Workload>,
+    /// Each host's workloads, sorted by address; a host without any has no entry.
+    workloads: BTreeMap<HostId, Vec<Workload>>,
+    policy: Option<StoredPolicy>,
     next_host_id: u64,
     next_token_id: u64,
     revision: u64,
@@ -65,14 +74,26 @@ struct Snapshot {
     network: Option<Network>,
     hosts: Vec<Host>,
     tokens: Vec<Token>,
+    /// Absent in snapshots written before workloads were reported.
     #[serde(default)]
-    workloads: Vec<Workload>,
+    workloads: Vec<HostWorkloads>,
+    /// Absent in snapshots written before policies existed, and when none is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<StoredPolicy>,
     next_host_id: u64,
     next_token_id: u64,
     revision: u64,
     /// Absent in snapshots written before it existed: then the revision.
     #[serde(default)]
     netmap_revision: Option<u64>,
+}
+
+/// One host's workloads in a [`Snapshot`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostWorkloads {
+    host: HostId,
+    workloads: Vec<Workload>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,7 +112,12 @@ impl From<Registry> for Snapshot {
             }),
             hosts: r.hosts.into_values().collect(),
             tokens: r.tokens.into_values().collect(),
-            workloads: r.workloads.into_values().collect(),
+            workloads: r
+                .workloads
+                .into_iter()
+                .map(|(host, workloads)| HostWorkloads { host, workloads })
+                .collect(),
+            policy: r.policy,
             next_host_id: r.next_host_id,
             next_token_id: r.next_token_id,
             revision: r.revision,
@@ -111,6 +137,7 @@ impl TryFrom<Snapshot> for Registry {
             next_token_id: s.next_token_id,
             revision: s.revision,
             netmap_revision: s.netmap_revision.unwrap_or(s.revision),
+            policy: s.policy,
             ..Self::default()
         };
         if let Some(n) = s.network {
@@ -140,8 +167,22 @@ impl TryFrom<Snapshot> for Registry {
                 .reserve(host.subnet, host.id)?;
             r.insert_host(host);
         }
-        for w in s.workloads {
-            r.workloads.insert(w.ip, w);
+        for HostWorkloads {
+            host,
+            mut workloads,
+        } in s.workloads
+        {
+            r.check_workloads(host, &workloads)?;
+            if r.workloads.contains_key(&host) {
+                return Err(RegistryError::IdInUse {
+                    what: "workloads of host",
+                    id: host.0,
+                });
+            }
+            workloads.sort_by_key(|w| w.ip);
+            if !workloads.is_empty() {
+                r.workloads.insert(host, workloads);
+            }
         }
         Ok(r)
     }
@@ -175,9 +216,26 @@ impl Registry {
         &self.tokens
     }
 
-    /// Every workload, by address (empty until workloads are registered).
-    pub fn workloads(&self) -> &BTreeMap<IpAddr, Workload> {
+    /// Every host's workloads, each host's sorted by address (hosts without any are absent).
+    pub fn workloads(&self) -> &BTreeMap<HostId, Vec<Workload>> {
         &self.workloads
+    }
+
+    /// Host `id`'s workloads, sorted by address.
+    pub fn workloads_of(&self, id: HostId) -> &[Workload] {
+        self.workloads.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The workload called `name` on the host called `host` (`HOST/NAME`), with its host.
+    pub fn workload(&self, host: &str, name: &str) -> Option<(&Host, &Workload)> {
+        let h = self.host_by_name(host)?;
+        let w = self.workloads_of(h.id).iter().find(|w| w.name == name)?;
+        Some((h, w))
+    }
+
+    /// The policy in force, if one was applied.
+    pub fn policy(&self) -> Option<&StoredPolicy> {
+        self.policy.as_ref()
     }
 
     /// A host by id.

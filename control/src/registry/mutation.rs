@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use wgmesh_config::token::SecretHash;
 use wgmesh_config::{HostName, PublicKey};
 
-use super::records::Labels;
+use wgmesh_config::policy::Policy;
+
+use super::records::{Labels, Workload};
 use crate::ids::{HostId, TokenId};
 
 /// A change to the registry, as committed to the store and replayed at start.
@@ -79,16 +81,39 @@ pub enum Mutation {
         /// The new endpoint.
         endpoint: Option<SocketAddr>,
     },
+    /// A host reported its workloads: the whole list, which replaces the one it had.
+    WorkloadsReported {
+        /// The host.
+        host: HostId,
+        /// Its workloads, sorted by address.
+        workloads: Vec<Workload>,
+    },
+    /// An admin applied a policy (it replaces the one in force).
+    PolicyApplied {
+        /// The policy file's text, for `policy show`.
+        text: String,
+        /// The name of the file.
+        origin: String,
+        /// The parsed policy: what replay and the compiler use.
+        policy: Policy,
+    },
+    /// An admin removed the policy: everything is allowed again, as before the first.
+    PolicyRemoved,
 }
 
 impl Mutation {
-    /// Whether applying it can change some host's netmap.
+    /// Whether applying it can change some host's netmap. Workloads change netmaps only while
+    /// a policy is applied, which only the registry knows (it asks
+    /// [`Registry::changes_netmaps`](super::Registry::changes_netmaps)).
     pub fn changes_netmaps(&self) -> bool {
         match self {
             Self::Initialized { .. }
             | Self::HostJoined { .. }
             | Self::HostRemoved { .. }
-            | Self::EndpointChanged { .. } => true,
+            | Self::EndpointChanged { .. }
+            | Self::WorkloadsReported { .. }
+            | Self::PolicyApplied { .. }
+            | Self::PolicyRemoved => true,
             Self::TokenCreated { .. } | Self::TokenRevoked { .. } => false,
         }
     }

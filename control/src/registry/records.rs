@@ -1,10 +1,12 @@
 //! The registry's records: a [`Host`], a join [`Token`] (and the rules for using one,
-//! [`Token::check_usable`]), a [`Workload`], and the [`JoinRequest`] a host joins with.
+//! [`Token::check_usable`]), a [`Workload`], the [`StoredPolicy`], and the [`JoinRequest`] a
+//! host joins with.
 
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use wgmesh_config::policy::Policy;
 use wgmesh_config::token::SecretHash;
 use wgmesh_config::{HostName, PublicKey};
 
@@ -86,16 +88,55 @@ impl Token {
     }
 }
 
-/// A workload (container) on a host. A placeholder: workloads are registered by a later issue.
+/// A workload (a container's network namespace) on a host, as its agent reports it. The registry
+/// keeps each host's workloads (see [`Registry::workloads_of`](super::Registry::workloads_of)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// The host it runs on.
-    pub host: HostId,
-    /// Its overlay address, inside the host's subnet.
+    /// Its name on its host: the network namespace's, as `ip netns` names it (`HOST/NAME`
+    /// names it in the cluster).
+    pub name: String,
+    /// Its overlay address, a usable address of its host's subnet.
     pub ip: IpAddr,
-    /// Its labels, for policy.
+    /// Its own labels, for policy (its host's labels and `host=<name>` are added to them).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+}
+
+/// The policy in force, as `policy apply` stored it.
+///
+/// The parsed [`Policy`] is what counts: replay and compilation use it, never `text`, so a
+/// parser of a later version cannot change what a stored policy means. `text` and `origin` are
+/// kept for `policy show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredPolicy {
+    /// The policy file's text, as applied.
+    pub text: String,
+    /// The name of the file it came from.
+    pub origin: String,
+    /// The policy.
+    pub policy: Policy,
+    /// The registry revision that applied it.
+    pub revision: u64,
+}
+
+/// The first host address of `subnet`, the gateway: held by the host's bridge, the address of
+/// the host's own traffic, never a workload's (as the agent's `workloads::gateway`).
+pub fn gateway(subnet: IpNet) -> Option<IpAddr> {
+    // IPv4's `hosts()` leave out the network and broadcast addresses; IPv6's begin with the
+    // network address, the subnet-router anycast address, which no host may use as its own.
+    let skip = usize::from(subnet.addr().is_ipv6());
+    subnet.hosts().nth(skip)
+}
+
+/// Whether `ip` may be a workload's address on a host with `subnet`: inside it, not the
+/// network address, the gateway or (IPv4) the broadcast address.
+pub fn assignable(subnet: IpNet, ip: IpAddr) -> bool {
+    subnet.contains(&ip)
+        && ip != subnet.network()
+        && Some(ip) != gateway(subnet)
+        && !(matches!(subnet, IpNet::V4(_)) && ip == subnet.broadcast())
 }
 
 /// What a host sends to join, once its token is checked (see [`Registry::plan_join`](super::Registry::plan_join)).

@@ -326,3 +326,6 @@ fn token_rules_refuse_revoked_then_used_then_expired() {
     assert_eq!(token.check_usable(Some(100)), Err(revoked.clone()));
     assert_eq!(token.check_usable(None), Err(revoked));
 }
+
+pub(crate) mod policy;
+pub(crate) mod workloads;

@@ -46,7 +46,7 @@ impl Control {
         let id = self.authorize_netmap_read(caller, name, now, from_ip)?;
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
-                compile::delta(&self.registry, &self.policy, id, from, changed)
+                compile::delta(&self.registry, self.policy(), id, from, &changed)
             }
             _ => None,
         };

@@ -32,8 +32,8 @@ pub use caller::Caller;
 pub use refusal::{unauthenticated, ApiError};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
-use crate::changelog::{touched_name, ChangeLog};
-use crate::compile::{self, Policy};
+use crate::changelog::{touched, ChangeLog};
+use crate::compile;
 use crate::ids::HostId;
 use crate::registry::{Mutation, Registry};
 use crate::store::{Store, StoreError};
@@ -61,7 +61,6 @@ pub struct Control {
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
-    policy: Policy,
 }
 
 impl std::fmt::Debug for Control {
@@ -93,7 +92,6 @@ impl Control {
             audit,
             admin_hash,
             ca_der,
-            policy: Policy::AllowAll,
         }
     }
 
@@ -155,11 +153,16 @@ impl Control {
     }
 
     fn netmap_of(&self, id: HostId) -> Netmap {
-        let netmap = compile::netmap(&self.registry, &self.policy, id).expect("an existing host");
+        let netmap = compile::netmap(&self.registry, self.policy(), id).expect("an existing host");
         Netmap {
             epoch: self.epoch,
             ..netmap
         }
+    }
+
+    /// The policy in force, if any.
+    fn policy(&self) -> Option<&compile::Policy> {
+        self.registry.policy().map(|p| &p.policy)
     }
 
     /// The cluster CIDR, once the registry is initialised.
@@ -180,16 +183,12 @@ impl Control {
                 store_unusable()
             }
         })?;
-        let touched = touched_name(&self.registry, m);
+        let touched = touched(&self.registry, m);
         self.registry
             .apply(m)
             .expect("the store accepted it, so it applies");
-        let revision = self.registry.netmap_revision();
-        match touched {
-            Some(name) => self.changes.record(revision, &name),
-            None if m.changes_netmaps() => self.changes.reset(revision),
-            None => {}
-        }
+        self.changes
+            .record(self.registry.netmap_revision(), touched);
         Ok(())
     }
 

@@ -1,0 +1,171 @@
+//! `policy explain`: what a policy decides for a flow between two endpoints named as the admin
+//! names them ([`EndpointRef`]): `HOST/NETNS` (a known workload), `HOST` (a host's own traffic)
+//! or `k=v,k=v` (a hypothetical endpoint carrying exactly those labels).
+
+use std::fmt;
+use std::str::FromStr;
+
+use wgmesh_config::labels::{self, LabelError, Labels};
+use wgmesh_config::policy::{Action, DecidedBy, Decision, Flow, Policy};
+
+use super::endpoints::endpoint_labels;
+use crate::registry::Registry;
+
+/// An endpoint as `policy explain` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointRef {
+    /// `HOST/NETNS`: a workload the registry knows.
+    Workload {
+        /// Its host's name.
+        host: String,
+        /// Its name on that host.
+        name: String,
+    },
+    /// `HOST`: a host's own traffic.
+    Host(String),
+    /// `k=v,k=v` (or the empty text): an endpoint carrying exactly these labels.
+    Labels(Labels),
+}
+
+/// Why an endpoint cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    /// `k=v,...` text with a bad label.
+    #[error("{text:?}: {source}; an endpoint is HOST/NETNS, HOST or k=v,k=v")]
+    Label {
+        /// The text as given.
+        text: String,
+        /// What is wrong.
+        source: LabelError,
+    },
+    /// A label given twice.
+    #[error("{text:?}: the label {key:?} is given twice")]
+    DuplicateKey {
+        /// The text as given.
+        text: String,
+        /// The key.
+        key: String,
+    },
+    /// No host of this name.
+    #[error("no host {0}")]
+    NoSuchHost(String),
+    /// No workload of this name on the host.
+    #[error("host {host} has no workload {name:?}")]
+    NoSuchWorkload {
+        /// The host.
+        host: String,
+        /// The name asked for.
+        name: String,
+    },
+}
+
+/// What a policy decides for one flow, and the label sets it decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation<'p> {
+    /// The labels the source carries.
+    pub from: Labels,
+    /// The labels the destination carries.
+    pub to: Labels,
+    /// The verdict and what decided it.
+    pub decision: Decision<'p>,
+}
+
+impl FromStr for EndpointRef {
+    type Err = ExplainError;
+
+    /// Text with `=` is labels (keys may hold a `/`, as in `example.com/zone=a`); else
+    /// `HOST/NETNS` or `HOST`. The empty text is the endpoint without labels.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.contains('=') || text.trim().is_empty() {
+            return parse_labels(text).map(Self::Labels);
+        }
+        Ok(match text.split_once('/') {
+            Some((host, name)) => Self::Workload {
+                host: host.to_owned(),
+                name: name.to_owned(),
+            },
+            None => Self::Host(text.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for EndpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Workload { host, name } => write!(f, "{host}/{name}"),
+            Self::Host(host) => f.write_str(host),
+            Self::Labels(labels) => {
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "," };
+                    write!(f, "{sep}{k}={v}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_labels(text: &str) -> Result<Labels, ExplainError> {
+    let mut out = Labels::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let invalid = |source| ExplainError::Label {
+            text: text.to_owned(),
+            source,
+        };
+        let (k, v) = labels::parse_assignment(part).map_err(invalid)?;
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ExplainError::DuplicateKey {
+                text: text.to_owned(),
+                key: k,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl EndpointRef {
+    /// The labels this endpoint carries in `registry`.
+    pub fn labels(&self, registry: &Registry) -> Result<Labels, ExplainError> {
+        match self {
+            Self::Labels(labels) => Ok(labels.clone()),
+            Self::Host(host) => registry
+                .host_by_name(host)
+                .map(|h| endpoint_labels(h, None))
+                .ok_or_else(|| ExplainError::NoSuchHost(host.clone())),
+            Self::Workload { host, name } => {
+                if registry.host_by_name(host).is_none() {
+                    return Err(ExplainError::NoSuchHost(host.clone()));
+                }
+                let (h, w) =
+                    registry
+                        .workload(host, name)
+                        .ok_or_else(|| ExplainError::NoSuchWorkload {
+                            host: host.clone(),
+                            name: name.clone(),
+                        })?;
+                Ok(endpoint_labels(h, Some(w)))
+            }
+        }
+    }
+}
+
+/// What `policy` (`None`: no policy, everything allowed) decides for `flow` from `from` to
+/// `to`, resolved in `registry`.
+pub fn explain<'p>(
+    registry: &Registry,
+    policy: Option<&'p Policy>,
+    from: &EndpointRef,
+    to: &EndpointRef,
+    flow: Flow,
+) -> Result<Explanation<'p>, ExplainError> {
+    let from = from.labels(registry)?;
+    let to = to.labels(registry)?;
+    let decision = match policy {
+        Some(p) => p.decide(&from, &to, flow),
+        None => Decision {
+            action: Action::Allow,
+            by: DecidedBy::Default,
+        },
+    };
+    Ok(Explanation { from, to, decision })
+}

@@ -1,0 +1,210 @@
+//! The netmap compiler: [`netmap`], [`netmaps`] and [`delta`] turn the [`Registry`] and the
+//! [`Policy`] in force into the [`Netmap`] each host should have: its peers, and its filter.
+//!
+//! Pure, no I/O, deterministic and total: the same registry and policy always give equal
+//! netmaps (peers sorted by name, keys and allowed IPs sorted, filter rules in policy order with
+//! sorted prefixes), and every registry gives one. A host never appears in its own netmap, and
+//! every allowed IP belongs to exactly one peer (host subnets are unique in the registry).
+//!
+//! With no policy (`None`), every host is every other's peer and netmaps have no filter. With a
+//! policy (the meaning is [`Policy::decide`]'s; how labels become addresses is
+//! `endpoints`'s):
+//! - a host's filter holds every rule one of whose sides holds one of its addresses, with each
+//!   selector turned into the merged prefixes of the endpoints it matches (`{}`: the whole
+//!   cluster CIDR), in policy order (`rules`, `prefixes`);
+//! - hosts A and B are peers iff some allow rule matches a flow from an address of one to an
+//!   address of the other, or the default allows, so unrelated hosts never learn each other's
+//!   keys.
+//!
+//! [`Compiled`] does the work once for every host (the free functions build one per call);
+//! `explain` answers `policy explain`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use wgmesh_config::netmap::{
+    FilterUpdate, HostFilter, HostIdentity, Netmap, NetmapDelta, NetmapPeer,
+};
+pub use wgmesh_config::policy::Policy;
+
+use crate::changelog::Changes;
+use crate::registry::{Host, HostId, Registry};
+
+mod endpoints;
+mod explain;
+mod prefixes;
+mod rules;
+
+pub use endpoints::endpoint_labels;
+use endpoints::Endpoints;
+pub use explain::{explain, EndpointRef, ExplainError, Explanation};
+use rules::CompiledRules;
+
+/// The registry and a policy compiled together: every host's peers and filter.
+#[derive(Debug)]
+pub struct Compiled<'a> {
+    registry: &'a Registry,
+    /// The hosts' ids, in registry order: a host's position is its index here.
+    ids: Vec<HostId>,
+    rules: Option<CompiledRules<'a>>,
+}
+
+impl<'a> Compiled<'a> {
+    /// Compiles `policy` (`None`: no policy, everything allowed) against `registry`.
+    pub fn new(registry: &'a Registry, policy: Option<&'a Policy>) -> Self {
+        let ids: Vec<HostId> = registry.hosts().keys().copied().collect();
+        let rules = policy.map(|p| {
+            let endpoints = Endpoints::new(registry);
+            CompiledRules::new(p, &endpoints, ids.len(), registry.ipam().map(|i| i.cidr()))
+        });
+        Self {
+            registry,
+            ids,
+            rules,
+        }
+    }
+
+    /// The netmap of host `id`, or `None` when there is no such host.
+    pub fn netmap(&self, id: HostId) -> Option<Netmap> {
+        let (at, host) = self.position(id)?;
+        let mut map = Netmap {
+            revision: self.registry.netmap_revision(),
+            host: identity(host),
+            peers: self
+                .registry
+                .hosts()
+                .values()
+                .enumerate()
+                .filter(|&(j, _)| self.connects(at, j))
+                .map(|(_, p)| peer(p))
+                .collect(),
+            cluster_cidr: self.registry.ipam().map(|i| i.cidr()),
+            epoch: 0,
+            filter: self.filter(at),
+        };
+        map.normalize();
+        Some(map)
+    }
+
+    /// The netmap of every host.
+    pub fn netmaps(&self) -> BTreeMap<HostId, Netmap> {
+        self.ids
+            .iter()
+            .filter_map(|&id| Some((id, self.netmap(id)?)))
+            .collect()
+    }
+
+    /// What changed in host `id`'s netmap since revision `from`, given what changed since
+    /// then (from a [`ChangeLog`](crate::changelog::ChangeLog)); `None` when there is no such
+    /// host. Equal, once applied, to [`Compiled::netmap`].
+    ///
+    /// Each host whose entry changed is sent again (or removed, if it left or is no longer a
+    /// peer). Every peer is looked at again when the policy changed, or when this host's own
+    /// addresses did under a policy (whom it may reach depends on them). The filter is sent
+    /// when the policy changed or an endpoint changed under it.
+    pub fn delta(&self, id: HostId, from: u64, changes: &Changes<'_>) -> Option<NetmapDelta> {
+        let (at, host) = self.position(id)?;
+        let mut names: BTreeSet<&str> = changes.hosts.clone();
+        let own_changed = self.rules.is_some() && changes.hosts.contains(host.name.as_str());
+        if changes.policy || own_changed {
+            names.extend(self.registry.hosts().values().map(|h| h.name.as_str()));
+        }
+        let mut upsert = Vec::new();
+        let mut remove = Vec::new();
+        for name in names {
+            if name == host.name.as_str() {
+                continue;
+            }
+            match self.registry.host_by_name(name) {
+                Some(p)
+                    if self
+                        .position(p.id)
+                        .is_some_and(|(j, _)| self.connects(at, j)) =>
+                {
+                    upsert.push(peer(p));
+                }
+                _ => remove.push(name.to_owned()),
+            }
+        }
+        let filter = (changes.policy || changes.filters).then(|| FilterUpdate {
+            filter: self.filter(at),
+        });
+        Some(NetmapDelta {
+            from,
+            revision: self.registry.netmap_revision(),
+            host: identity(host),
+            upsert,
+            remove,
+            peer_count: self.peer_count(at),
+            cluster_cidr: self.registry.ipam().map(|i| i.cidr()),
+            epoch: 0,
+            filter,
+        })
+    }
+
+    fn position(&self, id: HostId) -> Option<(usize, &'a Host)> {
+        let at = self.ids.binary_search(&id).ok()?;
+        Some((at, self.registry.host(id)?))
+    }
+
+    fn connects(&self, a: usize, b: usize) -> bool {
+        match &self.rules {
+            None => a != b,
+            Some(rules) => rules.connects(a, b),
+        }
+    }
+
+    fn peer_count(&self, a: usize) -> usize {
+        match &self.rules {
+            None => self.ids.len().saturating_sub(1),
+            Some(rules) => rules.peer_count(a),
+        }
+    }
+
+    fn filter(&self, a: usize) -> Option<HostFilter> {
+        self.rules.as_ref().map(|rules| rules.filter(a))
+    }
+}
+
+/// The netmap of host `id` under `policy` (`None`: no policy), or `None` when there is no such
+/// host.
+pub fn netmap(registry: &Registry, policy: Option<&Policy>, id: HostId) -> Option<Netmap> {
+    Compiled::new(registry, policy).netmap(id)
+}
+
+/// The netmap of every host under `policy`.
+pub fn netmaps(registry: &Registry, policy: Option<&Policy>) -> BTreeMap<HostId, Netmap> {
+    Compiled::new(registry, policy).netmaps()
+}
+
+/// What changed in host `id`'s netmap since revision `from` ([`Compiled::delta`]).
+pub fn delta(
+    registry: &Registry,
+    policy: Option<&Policy>,
+    id: HostId,
+    from: u64,
+    changes: &Changes<'_>,
+) -> Option<NetmapDelta> {
+    Compiled::new(registry, policy).delta(id, from, changes)
+}
+
+fn identity(host: &Host) -> HostIdentity {
+    HostIdentity {
+        name: host.name.to_string(),
+        public_key: host.public_key,
+        subnet: host.subnet,
+        endpoint: host.endpoint,
+    }
+}
+
+fn peer(host: &Host) -> NetmapPeer {
+    NetmapPeer {
+        name: host.name.to_string(),
+        public_keys: vec![host.public_key],
+        endpoint: host.endpoint,
+        allowed_ips: vec![host.subnet],
+        labels: host.labels.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

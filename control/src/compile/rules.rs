@@ -1,0 +1,135 @@
+//! A policy's rules with their selectors turned into addresses ([`CompiledRules`]): for each
+//! rule, the prefixes each side stands for and the hosts holding them; from these, each host's
+//! [`HostFilter`] and the hosts it must have as peers.
+
+use ipnet::IpNet;
+use wgmesh_config::netmap::{FilterRule, HostFilter};
+use wgmesh_config::policy::{Action, Policy, Rule, Selector};
+
+use super::endpoints::{Endpoints, HostSet};
+use super::prefixes::merge;
+
+/// One side (`from` or `to`) of a rule, as addresses.
+#[derive(Debug)]
+struct Side {
+    /// The prefixes it stands for: sorted, disjoint, merged.
+    nets: Vec<IpNet>,
+    /// The hosts one of whose addresses it holds.
+    hosts: HostSet,
+}
+
+#[derive(Debug)]
+struct CompiledRule<'p> {
+    rule: &'p Rule,
+    from: Side,
+    to: Side,
+}
+
+/// A policy compiled against the registry's endpoints.
+#[derive(Debug)]
+pub(crate) struct CompiledRules<'p> {
+    policy: &'p Policy,
+    rules: Vec<CompiledRule<'p>>,
+    /// Each host's peers, by host position.
+    peers: Vec<HostSet>,
+}
+
+impl<'p> CompiledRules<'p> {
+    /// Compiles `policy` for `hosts` hosts whose endpoints are `endpoints`, in a cluster of
+    /// `cluster` (what `{}` stands for; `None` before the registry is initialised, when there
+    /// are no hosts).
+    pub(crate) fn new(
+        policy: &'p Policy,
+        endpoints: &Endpoints<'_>,
+        hosts: usize,
+        cluster: Option<IpNet>,
+    ) -> Self {
+        let side = |selector: &Selector| -> Side {
+            if selector.is_all() {
+                return Side {
+                    nets: cluster.into_iter().collect(),
+                    hosts: HostSet::all(hosts),
+                };
+            }
+            let selected = endpoints.select(selector);
+            let mut set = HostSet::empty(hosts);
+            for &(_, host) in &selected {
+                set.insert(host);
+            }
+            Side {
+                nets: merge(selected.iter().map(|&(addr, _)| addr)),
+                hosts: set,
+            }
+        };
+        let rules: Vec<CompiledRule<'p>> = policy
+            .rules
+            .iter()
+            .map(|rule| CompiledRule {
+                rule,
+                from: side(&rule.from),
+                to: side(&rule.to),
+            })
+            .collect();
+        let peers = peers(policy, &rules, hosts);
+        Self {
+            policy,
+            rules,
+            peers,
+        }
+    }
+
+    /// Whether the hosts at positions `a` and `b` must be peers: some allow rule matches a
+    /// flow from an address of one to an address of the other (or the default allows).
+    pub(crate) fn connects(&self, a: usize, b: usize) -> bool {
+        a != b && self.peers[a].contains(b)
+    }
+
+    /// How many peers the host at position `a` has.
+    pub(crate) fn peer_count(&self, a: usize) -> usize {
+        self.peers[a].len()
+    }
+
+    /// The filter of the host at position `host`: every rule one of whose sides holds one of
+    /// its addresses, in policy order.
+    pub(crate) fn filter(&self, host: usize) -> HostFilter {
+        HostFilter {
+            default: self.policy.default,
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| r.from.hosts.contains(host) || r.to.hosts.contains(host))
+                .map(|r| FilterRule {
+                    name: r.rule.name.clone(),
+                    action: r.rule.action,
+                    from: r.from.nets.clone(),
+                    to: r.to.nets.clone(),
+                    ports: r.rule.ports.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Each host's peers: with default allow, every other host; else the hosts an allow rule
+/// connects it with, in either direction. Never the host itself.
+fn peers(policy: &Policy, rules: &[CompiledRule<'_>], hosts: usize) -> Vec<HostSet> {
+    let mut peers = if policy.default == Action::Allow {
+        vec![HostSet::all(hosts); hosts]
+    } else {
+        vec![HostSet::empty(hosts); hosts]
+    };
+    if policy.default == Action::Deny {
+        for r in rules.iter().filter(|r| r.rule.action == Action::Allow) {
+            for a in r.from.hosts.iter() {
+                peers[a].union_with(&r.to.hosts);
+            }
+            for b in r.to.hosts.iter() {
+                peers[b].union_with(&r.from.hosts);
+            }
+        }
+    }
+    for (i, set) in peers.iter_mut().enumerate() {
+        set.remove(i);
+    }
+    peers
+}
