@@ -1,5 +1,8 @@
+use std::time::Instant;
+
 use super::*;
 use crate::peers::counters::PeerCounters;
+use crate::peers::fixture::no_policy;
 use crate::peers::peer::{Outbound, Received};
 use crate::peers::settings::PeerKeys;
 use wgmesh_config::PrivateKey;
@@ -50,7 +53,7 @@ fn count_traffic(s: &PeerSet, key: &PublicKey) -> PeerCounters {
     let mut st = peer.lock();
     let mut out = [0u8; 256];
     assert!(matches!(
-        st.handle_outbound(&[0x45; 20], &mut out),
+        st.handle_outbound(Instant::now(), &no_policy(), &[0x45; 20], &mut out),
         Outbound::Send(_)
     ));
     // A junk data message counts as a failed decryption.
@@ -58,7 +61,7 @@ fn count_traffic(s: &PeerSet, key: &PublicKey) -> PeerCounters {
     junk[0] = 4;
     let from = "198.18.0.9:1".parse().unwrap();
     assert!(matches!(
-        st.handle_data(from, &junk, &mut out),
+        st.handle_data(Instant::now(), &no_policy(), from, &junk, &mut out),
         Received::Drop(_)
     ));
     *st.counters()
