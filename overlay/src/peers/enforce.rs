@@ -22,8 +22,8 @@
 //! packet) keeps a flow's later packets from repeating it.
 //!
 //! One guard per peer lives in the peer's state (under the lock the data path holds anyway); the
-//! TUN-reading role can hold one more for flows between two local addresses. Pure: no I/O, no
-//! clock, no allocation per packet.
+//! TUN-reading role can hold one more for flows between two local addresses
+//! ([`FlowGuard::check_local`]). Pure: no I/O, no clock, no allocation per packet.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use super::conntrack::{Conntrack, Direction, FlowKey, FlowRef, FragmentOf};
 use super::counters::PeerDrop;
 use super::filter::{Filter, RuleRef, Verdict};
 use super::packet::{self, Packet, Quoted, QuotedL4, ICMP, ICMPV6, L4};
+use super::wire;
 
 /// Refused flows remembered, so that each is audited once.
 pub const MEMO: usize = 256;
@@ -198,6 +199,24 @@ impl FlowGuard {
         if let (Checked::Pass, Some(id)) = (&checked, p.first_fragment) {
             let of = fragment_of(&p, id);
             self.conntrack.note_fragment(now, of, filter.generation());
+        }
+        checked
+    }
+
+    /// Applies `filter` to `packet` between two local addresses (a workload to another on this
+    /// host): both ends are local, so the flow's key is oriented by the lower address, which
+    /// makes a reply find its flow. A refused flow is reported as egress.
+    pub fn check_local(&mut self, filter: &Arc<Filter>, now: Instant, packet: &[u8]) -> Checked {
+        let dir = match (wire::inner_source(packet), wire::inner_destination(packet)) {
+            (Some(src), Some(dst)) if dst < src => Direction::Ingress,
+            _ => Direction::Egress,
+        };
+        let mut checked = self.check(filter, now, dir, packet);
+        if let Checked::Drop {
+            denial: Some(d), ..
+        } = &mut checked
+        {
+            d.direction = Direction::Egress;
         }
         checked
     }

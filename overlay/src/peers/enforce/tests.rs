@@ -245,3 +245,49 @@ fn without_a_policy_nothing_is_parsed_or_tracked() {
     );
     assert_eq!(g.conntrack().live(t0), 0);
 }
+
+#[test]
+fn local_flows_find_their_replies_whichever_end_starts() {
+    let t0 = Instant::now();
+    let local = |from: &str, to: &str| {
+        let rule = |f: &str, t: &str| FilterRule {
+            name: format!("{f}-{t}"),
+            action: Action::Allow,
+            from: vec![format!("{f}/32").parse().unwrap()],
+            to: vec![format!("{t}/32").parse().unwrap()],
+            ports: vec!["tcp/80".parse().unwrap()],
+        };
+        let host = HostFilter {
+            default: Action::Deny,
+            rules: vec![rule(from, to)],
+        };
+        Arc::new(Filter::new(&host, 1, None))
+    };
+    let (low, high) = ("10.42.1.2", "10.42.1.9");
+    for (client, server) in [(low, high), (high, low)] {
+        let f = local(client, server);
+        let mut g = guard(t0);
+        let syn = ip(client, server, TCP, &tcp(40000, 80, TCP_SYN));
+        let syn_ack = ip(server, client, TCP, &tcp(80, 40000, TCP_SYN | TCP_ACK));
+        assert_eq!(
+            g.check_local(&f, t0, &syn),
+            Checked::Pass,
+            "{client} -> {server}"
+        );
+        assert_eq!(
+            g.check_local(&f, t0, &syn_ack),
+            Checked::Pass,
+            "{server} -> {client}"
+        );
+        let reverse = ip(server, client, TCP, &tcp(40001, 80, TCP_SYN));
+        let c = g.check_local(&f, t0, &reverse);
+        assert_eq!(why(&c), Some(PeerDrop::PolicyDenied));
+        let Checked::Drop {
+            denial: Some(d), ..
+        } = c
+        else {
+            panic!("audited");
+        };
+        assert_eq!(d.direction, Egress);
+    }
+}

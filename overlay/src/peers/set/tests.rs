@@ -295,3 +295,52 @@ fn a_new_host_identity_keeps_peers_routes_and_counters() {
         .unwrap_err();
     assert!(matches!(err, PeerSetError::OwnKey { .. }));
 }
+
+#[test]
+fn a_policy_reaches_every_table_with_a_guard_for_every_peer_and_a_generation_per_change() {
+    use wgmesh_config::netmap::{FilterRule, HostFilter};
+    use wgmesh_config::policy::Action;
+    let policy = |port: &str| HostFilter {
+        default: Action::Deny,
+        rules: vec![FilterRule {
+            name: "web".into(),
+            action: Action::Allow,
+            from: vec!["10.42.0.0/16".parse().unwrap()],
+            to: vec!["10.42.1.0/24".parse().unwrap()],
+            ports: vec![port.parse().unwrap()],
+        }],
+    };
+    let mut s = set();
+    let (b, c) = (key(), key());
+    s.apply(&[settings(b, &["10.42.2.0/24"])]).unwrap();
+    let t0 = Instant::now();
+    // No policy: nothing enforced, no guard allocated.
+    assert!(!s.apply_policy(t0, None));
+    assert!(!s.table().filter().enforces());
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_none());
+
+    assert!(s.apply_policy(t0, Some(&policy("tcp/80"))));
+    let g1 = s.filter().generation();
+    assert!(s.table().filter().enforces());
+    assert_eq!(s.table().filter().generation(), g1);
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_some());
+    // The same policy again changes nothing; a peer added later gets a guard too.
+    assert!(!s.apply_policy(t0, Some(&policy("tcp/80"))));
+    assert_eq!(s.filter().generation(), g1);
+    s.apply(&[
+        settings(b, &["10.42.2.0/24"]),
+        settings(c, &["10.42.3.0/24"]),
+    ])
+    .unwrap();
+    assert!(s.table().by_key(&c).unwrap().lock().guard().is_some());
+    // Every change is a new generation, back to no policy included; guards stay allocated.
+    assert!(s.apply_policy(t0, Some(&policy("tcp/81"))));
+    let g2 = s.filter().generation();
+    assert_ne!(g1, g2);
+    assert!(s.apply_policy(t0, None));
+    assert!(!s.table().filter().enforces());
+    assert!(s.policy().is_none());
+    assert!(s.apply_policy(t0, Some(&policy("tcp/80"))));
+    assert!(![g1, g2].contains(&s.filter().generation()));
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_some());
+}
