@@ -2,18 +2,27 @@
 //! path with a packet from TUN — classification ([`wire::classify`], [`wire::peer_index`]),
 //! peer lookup ([`PeerTable::inbound`], [`PeerTable::handshake_from`]), the peer's handling of
 //! a data or handshake message, and routing by inner destination
-//! ([`PeerTable::route_packet`]).
+//! ([`PeerTable::route_packet`]), and the policy's verdict on it as an inner packet in both
+//! directions ([`FlowGuard::check`]: header parsing, filter, conntrack).
 //!
 //! Input: one byte choosing the sender's address, then the datagram (also read as an inner
 //! packet). Invariants: a message handed to a peer carries that peer's index; a packet routed
-//! to a peer has its destination inside that peer's allowed IPs; a dropped one has no route.
+//! to a peer has its destination inside that peer's allowed IPs; a dropped one has no route;
+//! a packet the policy passes parses.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
+use wgmesh_config::netmap::{FilterRule, HostFilter};
+use wgmesh_config::policy::Action;
 use wgmesh_config::PrivateKey;
+use wgmesh_overlay::peers::conntrack::Direction;
+use wgmesh_overlay::peers::enforce::{Checked, FlowGuard};
+use wgmesh_overlay::peers::filter::Filter;
 use wgmesh_overlay::peers::local::HostNets;
 use wgmesh_overlay::peers::noise::LocalIdentity;
+use wgmesh_overlay::peers::packet;
 use wgmesh_overlay::peers::peer::Transmit;
 use wgmesh_overlay::peers::set::PeerSet;
 use wgmesh_overlay::peers::settings::{PeerKeys, PeerSettings};
@@ -27,9 +36,12 @@ const SENDERS: [&str; 4] = [
     "[::ffff:198.18.0.4]:51820",
 ];
 
-/// The host (key 1) and its three peers (keys 2, 3, 4).
+/// The host (key 1) and its three peers (keys 2, 3, 4), and a policy with its guard.
 struct Fixture {
     table: PeerTable,
+    filter: Arc<Filter>,
+    guard: Mutex<FlowGuard>,
+    now: Instant,
 }
 
 fn key(n: u8) -> PrivateKey {
@@ -75,7 +87,33 @@ fn fixture() -> &'static Fixture {
             peer("host-d", 4, &["10.42.4.0/24", "10.99.0.0/16"], None),
         ])
         .expect("fixture peers");
-        Fixture { table: set.table() }
+        let now = Instant::now();
+        let rule = |name: &str, action, ports: &[&str]| FilterRule {
+            name: name.into(),
+            action,
+            from: vec![
+                "10.42.0.0/16".parse().expect("from"),
+                "fd42::/16".parse().expect("from"),
+            ],
+            to: vec![
+                "10.42.1.0/24".parse().expect("to"),
+                "fd42:1::/64".parse().expect("to"),
+            ],
+            ports: ports.iter().map(|p| p.parse().expect("port")).collect(),
+        };
+        let policy = HostFilter {
+            default: Action::Deny,
+            rules: vec![
+                rule("web", Action::Allow, &["tcp/80", "udp/53", "icmp"]),
+                rule("no-ssh", Action::Deny, &["tcp/22"]),
+            ],
+        };
+        Fixture {
+            table: set.table(),
+            filter: Arc::new(Filter::new(&policy, 1, None)),
+            guard: Mutex::new(FlowGuard::new(64, [1, 2], now)),
+            now,
+        }
     })
 }
 
@@ -91,6 +129,20 @@ pub fn run(data: &[u8]) {
     let mut out = vec![0u8; datagram.len() + 256];
     receive(table, from, datagram, &mut out);
     send(table, datagram);
+    police(datagram);
+}
+
+fn police(packet: &[u8]) {
+    let f = fixture();
+    let mut guard = f.guard.lock().expect("guard lock");
+    for dir in [Direction::Ingress, Direction::Egress] {
+        if guard.check(&f.filter, f.now, dir, packet) == Checked::Pass {
+            assert!(
+                packet::parse(packet).is_ok(),
+                "a packet that does not parse passed"
+            );
+        }
+    }
 }
 
 fn receive(table: &PeerTable, from: SocketAddr, datagram: &[u8], out: &mut [u8]) {
@@ -102,7 +154,10 @@ fn receive(table: &PeerTable, from: SocketAddr, datagram: &[u8], out: &mut [u8])
                 wire::peer_index(MessageKind::Data, datagram),
                 Some(peer.index())
             );
-            let _ = peer.lock().handle_data(from, datagram, out);
+            let now = fixture().now;
+            let _ = peer
+                .lock()
+                .handle_data(now, table.filter(), from, datagram, out);
         }
         Inbound::Handshake(k) => {
             assert_eq!(kind, Some(k));

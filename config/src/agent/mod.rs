@@ -19,6 +19,7 @@
 //! mtu = 1420
 //! socket = "/run/wgmesh/agent.sock"
 //! state_dir = "/var/lib/wgmesh"
+//! audit_log = "/var/lib/wgmesh/audit.jsonl"  # refused flows, one JSON line each
 //! offload = true
 //!
 //! [[peer]]
@@ -102,6 +103,8 @@ pub const DEFAULT_SOCKET: &str = "/run/wgmesh/agent.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wgmesh";
 /// File name of the private key inside `state_dir` when `private_key_file` is not set.
 pub const DEFAULT_PRIVATE_KEY_NAME: &str = "private.key";
+/// File name of the audit log of refused flows inside `state_dir` when `audit_log` is not set.
+pub const DEFAULT_AUDIT_LOG_NAME: &str = "audit.jsonl";
 pub use crate::ifname::MAX_IFNAME_LEN;
 pub use crate::name::MAX_NAME_LEN;
 
@@ -177,6 +180,9 @@ pub struct AgentSection {
     pub socket: PathBuf,
     /// Directory for the agent's state; default `/var/lib/wgmesh`.
     pub state_dir: PathBuf,
+    /// The audit log of the flows the policy refused (one JSON line each, mode 0600); default
+    /// `{state_dir}/audit.jsonl`.
+    pub audit_log: PathBuf,
     /// Whether to use TUN/UDP offloads (GSO/GRO); default true. False forces plain per-packet
     /// I/O, for kernels or NICs where offloads misbehave.
     pub offload: bool,

@@ -46,6 +46,8 @@ pub(super) struct RawAgentSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) state_dir: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) audit_log: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) offload: Option<Spanned<bool>>,
     /// Last, so `to_toml` can write it as an `[agent.labels]` table after the plain values.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +104,7 @@ impl From<&AgentConfig> for RawAgentConfig {
             endpoint: a.endpoint.map(|e| unspanned(e.to_string())),
             socket: Some(path_string(&a.socket)),
             state_dir: Some(path_string(&a.state_dir)),
+            audit_log: Some(path_string(&a.audit_log)),
             offload: Some(unspanned(a.offload)),
             labels: (!a.labels.is_empty()).then(|| {
                 unspanned(

@@ -18,9 +18,9 @@ use super::value::{
     Invalid, CLUSTER_EXPECTED, SUBNET_EXPECTED,
 };
 use super::{
-    AgentConfig, AgentSection, ControlSection, JoinTokenSource, DEFAULT_BRIDGE, DEFAULT_INTERFACE,
-    DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_PRIVATE_KEY_NAME, DEFAULT_SOCKET, DEFAULT_STATE_DIR,
-    MAX_MTU, MIN_IPV6_MTU, MIN_MTU,
+    AgentConfig, AgentSection, ControlSection, JoinTokenSource, DEFAULT_AUDIT_LOG_NAME,
+    DEFAULT_BRIDGE, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_PRIVATE_KEY_NAME,
+    DEFAULT_SOCKET, DEFAULT_STATE_DIR, MAX_MTU, MIN_IPV6_MTU, MIN_MTU,
 };
 use crate::control::ControlUrl;
 use crate::document::Document;
@@ -42,6 +42,7 @@ struct Locations {
     socket: PathBuf,
     state_dir: PathBuf,
     private_key_file: PathBuf,
+    audit_log: PathBuf,
 }
 
 impl Document<'_> {
@@ -82,6 +83,7 @@ impl Document<'_> {
             labels,
             socket: locations.socket,
             state_dir: locations.state_dir,
+            audit_log: locations.audit_log,
             offload,
         };
         if control.is_some() {
@@ -238,7 +240,7 @@ impl Document<'_> {
         }
     }
 
-    /// `endpoint`, `socket`, `state_dir` and `private_key_file`, or their defaults.
+    /// `endpoint`, `socket`, `state_dir`, `private_key_file` and `audit_log`, or their defaults.
     fn validate_locations(&self, a: &RawAgentSection) -> Result<Locations, ConfigError> {
         let endpoint = match &a.endpoint {
             Some(v) => Some(self.check(v, "agent.endpoint", |s| check_endpoint(s))?),
@@ -256,11 +258,16 @@ impl Document<'_> {
             Some(v) => self.check(v, "agent.private_key_file", |s| check_path(s))?,
             None => state_dir.join(DEFAULT_PRIVATE_KEY_NAME),
         };
+        let audit_log = match &a.audit_log {
+            Some(v) => self.check(v, "agent.audit_log", |s| check_path(s))?,
+            None => state_dir.join(DEFAULT_AUDIT_LOG_NAME),
+        };
         Ok(Locations {
             endpoint,
             socket,
             state_dir,
             private_key_file,
+            audit_log,
         })
     }
 

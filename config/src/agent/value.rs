@@ -87,7 +87,9 @@ pub(super) fn expected_for(path: &str) -> Option<&'static str> {
         ("peer", false) => "[[peer]] tables",
         ("peer", true) => "a [[peer]] table",
         ("name", _) => NAME_EXPECTED,
-        ("private_key_file" | "preshared_key_file" | "socket", _) => "a file path string",
+        ("private_key_file" | "preshared_key_file" | "socket" | "audit_log", _) => {
+            "a file path string"
+        }
         ("state_dir", _) => "a directory path string",
         ("listen_port", _) => "a UDP port number from 0 to 65535",
         ("interface" | "bridge", _) => "a Linux interface name string of 1 to 15 bytes",

@@ -49,6 +49,7 @@ impl Agent {
             self.workloads.remove(netns).ok();
             return Err(e.into());
         }
+        self.share_workload_names();
         tracing::info!(netns, ip = %workload.ip, "workload attached");
         Ok(workload)
     }
@@ -64,9 +65,19 @@ impl Agent {
                 })?;
         self.host.detach(&workload.host_ifname).await?;
         self.workloads.remove(netns).ok();
+        self.share_workload_names();
         self.store.save(&self.workloads)?;
         tracing::info!(netns, ip = %workload.ip, "workload detached");
         Ok(workload)
+    }
+
+    /// Tells the audit log which namespace each workload address is.
+    pub(super) fn share_workload_names(&self) {
+        self.names.set(
+            self.workloads
+                .iter()
+                .map(|w| (w.ip.addr(), w.netns.clone())),
+        );
     }
 
     async fn wire(&self, w: &Workload) -> Result<(), HostError> {

@@ -11,6 +11,7 @@ use wgmesh_config::ConfigError;
 use super::control_link::LinkError;
 use super::statefile::{StateDirError, StateFileError};
 use crate::api::ApiError;
+use crate::datapath::audit::AuditLogError;
 use crate::host::HostError;
 use crate::peers::set::PeerSetError;
 use crate::peers::settings::NetmapApplyError;
@@ -127,4 +128,7 @@ pub enum AgentError {
     /// The data-path threads could not start.
     #[error("cannot start the data path")]
     Threads(#[source] io::Error),
+    /// The audit log of refused flows cannot be opened.
+    #[error("agent.audit_log: cannot open it")]
+    AuditLog(#[source] AuditLogError),
 }

@@ -48,6 +48,7 @@ pub use statefile::{StateDirError, StateFileError};
 
 use crate::api::status::OffloadStatus;
 use crate::api::{Command, Request, Response};
+use crate::datapath::audit::{AuditLog, WorkloadNames};
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::HostNet;
@@ -118,6 +119,10 @@ struct Agent {
     store: WorkloadStore,
     /// The forwarding sysctls changed, restored at shutdown.
     sysctls: SavedSysctls,
+    /// The writer of the audit log of refused flows, stopped at shutdown.
+    audit: Option<AuditLog>,
+    /// The workloads' namespaces by address, for the audit log.
+    names: Arc<WorkloadNames>,
     commands: mpsc::Receiver<Command>,
     api_task: tokio::task::JoinHandle<()>,
 }

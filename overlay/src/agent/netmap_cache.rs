@@ -77,6 +77,28 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_keeps_the_policy_filter() {
+        use wgmesh_config::netmap::{FilterRule, HostFilter};
+        use wgmesh_config::policy::Action;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NetmapCache::new(dir.path());
+        let mut map = sample();
+        map.filter = Some(HostFilter {
+            default: Action::Deny,
+            rules: vec![FilterRule {
+                name: "web".into(),
+                action: Action::Allow,
+                from: vec!["10.42.1.0/24".parse().unwrap()],
+                to: vec!["10.42.0.1/32".parse().unwrap()],
+                ports: vec!["tcp/80".parse().unwrap()],
+            }],
+        });
+        cache.save(&map).unwrap();
+        // A restart during an outage enforces the cached policy from the first packet.
+        assert_eq!(cache.load().unwrap().unwrap().filter, map.filter);
+    }
+
+    #[test]
     fn cache_absent_is_none() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(NetmapCache::new(dir.path()).load().unwrap(), None);

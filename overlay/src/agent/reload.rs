@@ -6,8 +6,9 @@
 //! out, logged and counted, and the rest applies.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{HostFilter, Netmap};
 use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::check_ours;
@@ -76,7 +77,8 @@ impl Agent {
         }
         let running = std::mem::replace(&mut self.route_guard, next);
         self.refresh_host_nets().await;
-        let summary = match self.apply_peers(&settings).await {
+        // Static mode has no policy: everything is allowed.
+        let summary = match self.apply_peers(&settings, None).await {
             Ok(summary) => summary,
             Err(e) => {
                 self.route_guard = running;
@@ -125,7 +127,7 @@ impl Agent {
         self.refresh_host_nets().await;
         let present = self.host_routes().await?;
         let (settings, refused) = self.route_guard.screen(&settings, &present);
-        let mut summary = self.apply_peers(&settings).await?;
+        let mut summary = self.apply_peers(&settings, netmap.filter.as_ref()).await?;
         if !refused.is_empty() {
             summary = format!("{summary}, {} prefixes refused", refused.len());
         }
@@ -140,12 +142,19 @@ impl Agent {
         ))
     }
 
-    /// Replaces the running peers with `settings` (already screened by the route guard) and
-    /// routes their new prefixes (never replacing a route) and unroutes the old ones (only the
-    /// agent's own).
-    async fn apply_peers(&mut self, settings: &[PeerSettings]) -> Result<String, AgentError> {
+    /// Replaces the running peers with `settings` (already screened by the route guard) and the
+    /// policy with `policy`, and routes their new prefixes (never replacing a route) and
+    /// unroutes the old ones (only the agent's own).
+    async fn apply_peers(
+        &mut self,
+        settings: &[PeerSettings],
+        policy: Option<&HostFilter>,
+    ) -> Result<String, AgentError> {
         let changes = self.peers.apply(settings)?;
-        // The data path learns the new peers before the kernel routes anything to them.
+        let policy_changed = self.peers.apply_policy(Instant::now(), policy);
+        // The data path learns the new peers and policy together, in one snapshot, before the
+        // kernel routes anything to them; flows the new policy forbids stop at their next
+        // packet.
         self.shared.table.store(Arc::new(self.peers.table()));
         let gateway = workloads::gateway(self.subnet);
         for net in &changes.routes_added {
@@ -166,10 +175,15 @@ impl Agent {
             dp.initiate_all();
         }
         Ok(format!(
-            "{} peers added, {} removed, {} changed",
+            "{} peers added, {} removed, {} changed{}",
             changes.added.len(),
             changes.removed.len(),
-            changes.changed.len()
+            changes.changed.len(),
+            if policy_changed {
+                format!(", policy generation {}", self.peers.filter().generation())
+            } else {
+                String::new()
+            }
         ))
     }
 }
@@ -193,6 +207,7 @@ fn fixed_fields_changed(old: &AgentSection, new: &AgentSection) -> Vec<&'static 
     check(old.subnet != new.subnet, "agent.subnet");
     check(old.socket != new.socket, "agent.socket");
     check(old.state_dir != new.state_dir, "agent.state_dir");
+    check(old.audit_log != new.audit_log, "agent.audit_log");
     check(old.offload != new.offload, "agent.offload");
     out
 }

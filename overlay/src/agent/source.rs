@@ -2,7 +2,7 @@
 //! first netmap of a control plane (control mode), which is checked and cached here.
 
 use ipnet::IpNet;
-use wgmesh_config::netmap::Netmap;
+use wgmesh_config::netmap::{HostFilter, Netmap};
 use wgmesh_config::{AgentConfig, PresharedKey};
 
 use super::control_link::{self, Origin};
@@ -22,6 +22,13 @@ pub(super) struct PeerSource {
 }
 
 impl PeerSource {
+    /// The policy of the first netmap; none in static mode.
+    pub(super) fn policy(&self) -> Option<&HostFilter> {
+        self.control
+            .as_ref()
+            .and_then(|(_, netmap, _)| netmap.filter.as_ref())
+    }
+
     pub(super) async fn of(
         config: &AgentConfig,
         public_key: wgmesh_config::PublicKey,

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipnet::IpNet;
 use tokio::net::UnixListener;
@@ -21,7 +22,7 @@ use wgmesh_config::{AgentConfig, AgentSection};
 
 use super::control_link::{self, Link, Offer, Origin};
 use super::local_nets;
-use super::random::random_u32;
+use super::random::{random_seed, random_u32};
 use super::routes::{self, RouteGuard};
 use super::source::PeerSource;
 use super::sysctls::SavedSysctls;
@@ -29,6 +30,7 @@ use super::workloads::{self, WorkloadStore, Workloads};
 use super::{Agent, AgentError};
 use crate::api;
 use crate::api::status::OffloadStatus;
+use crate::datapath::audit::{AuditLog, AuditTap, WorkloadNames};
 use crate::datapath::tun::Tun;
 use crate::datapath::udp::Udp;
 use crate::datapath::{DataPath, Shared};
@@ -68,11 +70,30 @@ impl Agent {
         // From here on, undo everything on failure.
         undo.socket_bound = true;
         let mut sysctls = p.sysctls;
-        let up = match bring_up(a, &host, &mut undo, &mut sysctls, subnet, &p.peers, p.udp).await {
+        let names = Arc::new(WorkloadNames::default());
+        let (audit, tap) = match AuditLog::start(&a.audit_log, Arc::clone(&names)) {
+            Ok(started) => started,
+            Err(e) => {
+                undo.run(&host).await;
+                return Err(AgentError::AuditLog(e));
+            }
+        };
+        let up = bring_up(
+            a,
+            &host,
+            &mut undo,
+            &mut sysctls,
+            subnet,
+            &p.peers,
+            p.udp,
+            tap,
+        );
+        let up = match up.await {
             Ok(up) => up,
             Err(e) => {
                 undo.run(&host).await;
                 sysctls.restore();
+                audit.stop();
                 return Err(e);
             }
         };
@@ -111,10 +132,13 @@ impl Agent {
             workloads: p.workloads,
             store: p.store,
             sysctls,
+            audit: Some(audit),
+            names,
             commands,
             api_task,
         };
         agent.restore_workloads().await;
+        agent.share_workload_names();
         remove_stale_cluster_routes(&agent.host, agent.route_guard.cluster).await;
         agent.log_running(&identity);
         Ok(agent)
@@ -147,6 +171,9 @@ impl Agent {
         }
         if let Some(dp) = self.datapath.take() {
             dp.stop();
+        }
+        if let Some(audit) = self.audit.take() {
+            audit.stop();
         }
         for w in self.workloads.iter() {
             if let Err(e) = self.host.detach(&w.host_ifname).await {
@@ -230,7 +257,11 @@ async fn prepare(
 ) -> Result<Prepared, AgentError> {
     let nets = local_nets::read(host, source.subnet, source.cluster).await?;
     let mut peers = PeerSet::new(identity.clone(), random_u32(), nets);
+    peers.seed_flows(random_seed());
     peers.apply(settings)?;
+    // The policy of the first netmap (the control plane's, or the cached one during an
+    // outage) is in the first table the data path gets: enforced from the first packet.
+    peers.apply_policy(Instant::now(), source.policy());
     let store = WorkloadStore::new(&a.state_dir);
     let workloads = store.load(source.subnet)?;
     let mut sysctls = SavedSysctls::load(&a.state_dir)?;
@@ -313,8 +344,10 @@ fn bind_udp(a: &AgentSection) -> Result<Udp, AgentError> {
 }
 
 /// Creates the TUN device and the bridge (its MAC pinned, forwarding on for both, the sysctls
-/// recorded in `sysctls`), routes the peers' prefixes and starts the data-path threads. What it
-/// created is marked in `undo` and `sysctls`, which the caller runs on failure.
+/// recorded in `sysctls`), routes the peers' prefixes and starts the data-path threads (auditing
+/// into `audit`). What it created is marked in `undo` and `sysctls`, which the caller runs on
+/// failure.
+#[allow(clippy::too_many_arguments)]
 async fn bring_up(
     a: &AgentSection,
     host: &HostNet,
@@ -323,6 +356,7 @@ async fn bring_up(
     subnet: IpNet,
     peers: &PeerSet,
     udp: Udp,
+    audit: AuditTap,
 ) -> Result<Up, AgentError> {
     let tun = Tun::create(&a.interface, a.mtu, a.offload).map_err(|source| AgentError::Tun {
         name: a.interface.clone(),
@@ -355,7 +389,7 @@ async fn bring_up(
         udp_gro: udp.gro_segments() > 1,
     };
     let port = udp.local_port().unwrap_or(a.listen_port);
-    let shared = Shared::new(peers.table());
+    let shared = Shared::new(peers.table(), audit);
     let datapath = DataPath::start(shared.clone(), tun, udp, a.mtu).map_err(AgentError::Threads)?;
     Ok(Up {
         tun_index,

@@ -1,20 +1,34 @@
 //! The agent's [`Status`], as `wgmesh status` shows it: read from the running peer table, the
 //! data path's counters and the agent's own state.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Agent;
-use crate::api::status::{ControlStatus, PeerStatus, Status, WorkloadStatus};
+use crate::api::status::{
+    ConntrackStatus, ControlStatus, PeerStatus, PolicyStatus, Status, WorkloadStatus,
+};
+use crate::peers::counters::PeerDrops;
 
 impl Agent {
     pub(super) fn status(&self) -> Status {
         let a = &self.config.agent;
         let now = SystemTime::now();
         let table = self.shared.table.load();
+        let (instant, mut drops, mut conntrack) = (
+            Instant::now(),
+            PeerDrops::default(),
+            ConntrackStatus::default(),
+        );
         let mut peers: Vec<PeerStatus> = table
             .peers()
             .map(|peer| {
                 let st = peer.lock();
+                add_drops(&mut drops, &st.counters().dropped);
+                if let Some(ct) = st.guard().map(|g| g.conntrack()) {
+                    conntrack.entries += ct.live(instant) as u64;
+                    conntrack.capacity += ct.capacity() as u64;
+                    conntrack.refused += ct.refused();
+                }
                 let latest_handshake = st.since_last_handshake().and_then(|ago| {
                     now.checked_sub(ago)
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -61,8 +75,19 @@ impl Agent {
             }),
             routes: self.route_guard.status(),
             dumpable: dumpable(),
+            policy: self.peers.policy().map(|_| {
+                PolicyStatus::of(table.filter(), &drops, conntrack, self.shared.audit.lost())
+            }),
         }
     }
+}
+
+/// Adds the policy's drops of one peer to `sum`.
+fn add_drops(sum: &mut PeerDrops, d: &PeerDrops) {
+    sum.policy_denied += d.policy_denied;
+    sum.conntrack_full += d.conntrack_full;
+    sum.policy_untracked += d.policy_untracked;
+    sum.policy_malformed += d.policy_malformed;
 }
 
 /// Whether this process is dumpable (`PR_GET_DUMPABLE`): whether it may dump core or have its

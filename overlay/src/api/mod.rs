@@ -6,6 +6,7 @@
 //! is the blocking client the command line uses.
 
 pub mod status;
+mod status_policy;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;

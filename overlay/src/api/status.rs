@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::peers::counters::{HostDropCounts, PeerCounters};
 
+pub use super::status_policy::{ConntrackStatus, DeniedCount, PolicyStatus};
+
 /// The agent's state, as `status` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -41,6 +43,9 @@ pub struct Status {
     /// its user (`PR_GET_DUMPABLE`); the agent turns it off at start, as it holds keys.
     #[serde(default)]
     pub dumpable: bool,
+    /// The policy enforced; absent when none was applied (static mode, or no policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyStatus>,
 }
 
 /// What the agent enforces about routes.
@@ -198,6 +203,9 @@ impl Status {
         if d.handshake_bad_mac > 0 {
             let _ = writeln!(s, "  handshakes dropped: {} bad mac1", d.handshake_bad_mac);
         }
+        if let Some(p) = &self.policy {
+            p.render(&mut s);
+        }
         for p in &self.peers {
             p.render(&mut s, now);
         }
@@ -260,6 +268,13 @@ impl PeerStatus {
                 s,
                 "  dropped: {} addressed outside this host's subnet",
                 d.destination_not_local
+            );
+        }
+        if d.policy_denied + d.conntrack_full + d.policy_untracked + d.policy_malformed > 0 {
+            let _ = writeln!(
+                s,
+                "  policy dropped: {} denied, {} conntrack full, {} untracked, {} malformed",
+                d.policy_denied, d.conntrack_full, d.policy_untracked, d.policy_malformed
             );
         }
         if self.counters.roams_refused > 0 {
@@ -360,6 +375,7 @@ mod tests {
                 }],
             },
             dumpable: false,
+            policy: None,
         };
         let out = st.render(1065);
         assert!(out.contains("cluster: 10.42.0.0/16"), "{out}");

@@ -23,6 +23,7 @@
 //! them. Per-packet work allocates nothing; a peer's lock is taken once per run of its packets in
 //! a batch ([`PeerRun`](crate::peers::peer::PeerRun)) and never held across a syscall.
 
+pub mod audit;
 pub mod batch;
 pub mod gro;
 mod handshake;
@@ -40,7 +41,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -48,6 +49,7 @@ use crate::peers::counters::HostDrops;
 use crate::peers::noise::LocalIdentity;
 use crate::peers::peer::Transmit;
 use crate::peers::table::PeerTable;
+use audit::AuditTap;
 use tun::Tun;
 use udp::Udp;
 
@@ -61,17 +63,35 @@ pub struct Shared {
     pub table: ArcSwap<PeerTable>,
     /// Host-wide drops.
     pub drops: HostDrops,
+    /// Where the flows the policy refused go, for the audit log.
+    pub audit: AuditTap,
+    /// When the data path started: the time of batches that need none.
+    started: Instant,
     shutdown: AtomicBool,
 }
 
 impl Shared {
-    /// Shared state with an initial table.
-    pub fn new(table: PeerTable) -> Arc<Self> {
+    /// Shared state with an initial table (which already carries the policy: it is enforced
+    /// from the first packet), auditing into `audit`.
+    pub fn new(table: PeerTable, audit: AuditTap) -> Arc<Self> {
         Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             drops: HostDrops::default(),
+            audit,
+            started: Instant::now(),
             shutdown: AtomicBool::new(false),
         })
+    }
+
+    /// The time for the policy's flows in a batch under `table`: read from the clock only when
+    /// a policy is enforced.
+    #[inline]
+    fn flows_now(&self, table: &PeerTable) -> Instant {
+        if table.filter().enforces() {
+            Instant::now()
+        } else {
+            self.started
+        }
     }
 
     /// The host's identity now.

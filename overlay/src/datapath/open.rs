@@ -8,12 +8,14 @@
 //! No I/O: the `rx` thread receives before, and writes to TUN and sends the replies after.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::peers::counters::HostDrops;
 use crate::peers::peer::{PeerRun, Received};
 use crate::peers::table::{Inbound, PeerTable};
 use crate::peers::wire::MessageKind;
 
+use super::audit::AuditTap;
 use super::batch::TxBatch;
 use super::gro::{Gro, VNET_HDR_LEN};
 
@@ -27,12 +29,14 @@ pub struct Opened {
     gro: Gro,
     /// Replies (cookie replies, keepalives) made while a peer was locked, to send after.
     pub replies: TxBatch,
+    /// Where the flows the policy refused go.
+    audit: AuditTap,
 }
 
 impl Opened {
     /// Room for `packets` decrypted packets (each buffer can grow into a 64 KB super-packet,
-    /// touched only when used) and `replies` replies.
-    pub fn new(packets: usize, replies: usize) -> Self {
+    /// touched only when used) and `replies` replies; refused flows go to `audit`.
+    pub fn new(packets: usize, replies: usize, audit: AuditTap) -> Self {
         Self {
             bufs: (0..packets)
                 .map(|_| Vec::with_capacity(2 * OFFSET + 65_535))
@@ -40,6 +44,7 @@ impl Opened {
             len: 0,
             gro: Gro::new(packets),
             replies: TxBatch::new(replies * 256, replies * 2),
+            audit,
         }
     }
 
@@ -48,14 +53,16 @@ impl Opened {
         self.len == self.bufs.len()
     }
 
-    /// Opens one datagram from `from`. A handshake message is not handled here: its kind is
-    /// returned, for the handshake thread. Call only when not [`Opened::is_full`].
+    /// Opens one datagram from `from` at `now` (read once per batch), under the table's policy.
+    /// A handshake message is not handled here: its kind is returned, for the handshake thread.
+    /// Call only when not [`Opened::is_full`].
     #[inline]
     pub fn open<'t>(
         &mut self,
         table: &'t PeerTable,
         run: &mut PeerRun<'t>,
         drops: &HostDrops,
+        now: Instant,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Option<MessageKind> {
@@ -69,10 +76,8 @@ impl Opened {
         };
         let buf = &mut self.bufs[self.len];
         buf.resize(OFFSET + datagram.len(), 0);
-        match run
-            .lock(peer)
-            .handle_data(from, datagram, &mut buf[OFFSET..])
-        {
+        let state = run.lock(peer);
+        match state.handle_data(now, table.filter(), from, datagram, &mut buf[OFFSET..]) {
             Received::Deliver(len) => {
                 buf.truncate(OFFSET + len);
                 self.len += 1;
@@ -82,6 +87,11 @@ impl Opened {
                 if space.len() >= len {
                     space[..len].copy_from_slice(&buf[OFFSET..OFFSET + len]);
                     self.replies.commit(from, len);
+                }
+            }
+            Received::Drop(why) if why.is_policy() => {
+                if let Some(denial) = state.poll_denial() {
+                    self.audit.offer(denial);
                 }
             }
             Received::Nothing | Received::Drop(_) => {}

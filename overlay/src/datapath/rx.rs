@@ -67,7 +67,7 @@ pub(super) fn run(
 ) {
     let mut recv = vec![0u8; RECV_BATCH * RECV_BUF];
     let mut meta = [RecvMeta::default(); RECV_BATCH];
-    let mut out = Opened::new(IDEAL_BATCH_SIZE, RECV_BATCH);
+    let mut out = Opened::new(IDEAL_BATCH_SIZE, RECV_BATCH, shared.audit.clone());
     let now = Instant::now();
     let public = *shared.table.load().identity().public_key().as_bytes();
     let mut handshakes = Handshakes::new(handshakes, &public, secret(), now);
@@ -251,6 +251,7 @@ fn open_batch(
     handshakes: &mut Handshakes,
 ) {
     let table = shared.table.load();
+    let flows_now = shared.flows_now(&table);
     let mut run = PeerRun::new();
     // Read once per batch, and only when a handshake message is in it.
     let mut now = None;
@@ -267,7 +268,8 @@ fn open_batch(
                 run.release();
                 write_tun(tun, out);
             }
-            if let Some(kind) = out.open(&table, &mut run, &shared.drops, m.addr, datagram) {
+            let opened = out.open(&table, &mut run, &shared.drops, flows_now, m.addr, datagram);
+            if let Some(kind) = opened {
                 run.release(); // handing over may wake the handshake thread: a syscall
                 let now = *now.get_or_insert_with(Instant::now);
                 let received = Incoming {

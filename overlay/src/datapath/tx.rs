@@ -125,6 +125,8 @@ fn send_batch(shared: &Shared, udp: &Udp, st: &mut TxState, n: usize) {
     seal(
         &table,
         &shared.drops,
+        &shared.audit,
+        shared.flows_now(&table),
         &st.bufs[..n],
         &st.sizes[..n],
         &mut st.batch,

@@ -45,6 +45,20 @@ pub struct PeerDrops {
     /// (the host's underlay address, a network it routes, another peer's subnet).
     #[serde(default)]
     pub destination_not_local: u64,
+    /// A new flow the policy denies (by a rule or the default; counted per rule in the filter),
+    /// or a tracked flow a new policy no longer allows.
+    #[serde(default)]
+    pub policy_denied: u64,
+    /// A new flow the policy allows, but the peer's conntrack table had no room for it.
+    #[serde(default)]
+    pub conntrack_full: u64,
+    /// An ICMP echo reply or error that belongs to no tracked flow.
+    #[serde(default)]
+    pub policy_untracked: u64,
+    /// Under a policy, a packet whose headers do not parse, or a later fragment whose first
+    /// fragment did not pass.
+    #[serde(default)]
+    pub policy_malformed: u64,
 }
 
 /// Why a packet to or from a peer was dropped: one [`PeerDrops`] field each.
@@ -60,6 +74,29 @@ pub enum PeerDrop {
     NoSession,
     /// See [`PeerDrops::destination_not_local`].
     DestinationNotLocal,
+    /// See [`PeerDrops::policy_denied`].
+    PolicyDenied,
+    /// See [`PeerDrops::conntrack_full`].
+    ConntrackFull,
+    /// See [`PeerDrops::policy_untracked`].
+    PolicyUntracked,
+    /// See [`PeerDrops::policy_malformed`].
+    PolicyMalformed,
+}
+
+impl PeerDrop {
+    /// Whether the policy refused the packet (and its flow may be waiting for the audit log:
+    /// [`PeerState::poll_denial`](super::peer::PeerState::poll_denial)).
+    #[inline]
+    pub fn is_policy(self) -> bool {
+        matches!(
+            self,
+            Self::PolicyDenied
+                | Self::ConntrackFull
+                | Self::PolicyUntracked
+                | Self::PolicyMalformed
+        )
+    }
 }
 
 impl PeerCounters {
@@ -87,6 +124,10 @@ impl PeerCounters {
             PeerDrop::NoEndpoint => d.no_endpoint += 1,
             PeerDrop::NoSession => d.no_session += 1,
             PeerDrop::DestinationNotLocal => d.destination_not_local += 1,
+            PeerDrop::PolicyDenied => d.policy_denied += 1,
+            PeerDrop::ConntrackFull => d.conntrack_full += 1,
+            PeerDrop::PolicyUntracked => d.policy_untracked += 1,
+            PeerDrop::PolicyMalformed => d.policy_malformed += 1,
         }
     }
 }
@@ -196,6 +237,11 @@ mod tests {
             PeerDrop::NoEndpoint,
             PeerDrop::NoSession,
             PeerDrop::DestinationNotLocal,
+            PeerDrop::PolicyDenied,
+            PeerDrop::PolicyDenied,
+            PeerDrop::ConntrackFull,
+            PeerDrop::PolicyUntracked,
+            PeerDrop::PolicyMalformed,
         ] {
             c.count_drop(why);
         }
@@ -205,6 +251,10 @@ mod tests {
             no_endpoint: 1,
             no_session: 1,
             destination_not_local: 1,
+            policy_denied: 2,
+            conntrack_full: 1,
+            policy_untracked: 1,
+            policy_malformed: 1,
         };
         assert_eq!(
             c,

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wgmesh_config::{PrivateKey, PublicKey};
 
+use super::filter::Filter;
 use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{HandshakeReceived, Outbound, Peer, Received};
@@ -15,6 +17,11 @@ use super::wire::MessageKind;
 
 pub(crate) const A_ADDR: &str = "198.18.0.1:51820";
 pub(crate) const B_ADDR: &str = "198.18.0.2:51820";
+
+/// No policy: everything passes.
+pub(crate) fn no_policy() -> Arc<Filter> {
+    Arc::new(Filter::allow_all())
+}
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -80,7 +87,10 @@ impl Pair {
         let (ta, tb) = (self.a.table(), self.b.table());
         let (pa, pb) = (Self::only(&ta), Self::only(&tb));
         let mut init = [0u8; 256];
-        let Outbound::Send(t) = pa.lock().handle_outbound(packet, &mut init) else {
+        let Outbound::Send(t) =
+            pa.lock()
+                .handle_outbound(Instant::now(), &no_policy(), packet, &mut init)
+        else {
             panic!("expected an initiation");
         };
         assert_eq!((t.dst, t.len), (addr(B_ADDR), 148));
@@ -115,10 +125,22 @@ impl Pair {
         assert!(pa.lock().poll_queued(&mut out).is_none());
         let mut plain = [0u8; 2048];
         assert_eq!(
-            pb.lock().handle_data(from_a, &keepalive[..k], &mut plain),
+            pb.lock().handle_data(
+                Instant::now(),
+                &no_policy(),
+                from_a,
+                &keepalive[..k],
+                &mut plain
+            ),
             Received::Nothing
         );
-        let received = pb.lock().handle_data(from_a, &queued[..q], &mut plain);
+        let received = pb.lock().handle_data(
+            Instant::now(),
+            &no_policy(),
+            from_a,
+            &queued[..q],
+            &mut plain,
+        );
         received
     }
 }
@@ -132,4 +154,64 @@ pub(crate) fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
     p
+}
+
+/// Inner packets for the policy's tests: an IP header (the family of `src`) carrying `l4`.
+pub(crate) fn ip(src: &str, dst: &str, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    match (src, dst) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            let total = 20 + l4.len();
+            let mut p = vec![0u8; 20];
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[8] = 64;
+            p[9] = proto;
+            p[12..16].copy_from_slice(&s.octets());
+            p[16..20].copy_from_slice(&d.octets());
+            p.extend_from_slice(l4);
+            p
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            let mut p = vec![0u8; 40];
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+            p[6] = proto;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&s.octets());
+            p[24..40].copy_from_slice(&d.octets());
+            p.extend_from_slice(l4);
+            p
+        }
+        _ => panic!("addresses of one family"),
+    }
+}
+
+/// A TCP header with these ports and flags.
+pub(crate) fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[12] = 5 << 4;
+    h[13] = flags;
+    h
+}
+
+/// A UDP header with these ports and 4 bytes of payload.
+pub(crate) fn udp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 12];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..6].copy_from_slice(&12u16.to_be_bytes());
+    h
+}
+
+/// An ICMP (or ICMPv6) header of `kind` with identifier `id`, then `rest` (a quoted packet).
+pub(crate) fn icmp(kind: u8, id: u16, rest: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    h[0] = kind;
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(rest);
+    h
 }

@@ -4,13 +4,17 @@
 //! [`noise`]; see docs/adr/001-boringtun-clock.md). The data path's threads call it and do the
 //! I/O it asks for.
 
+pub mod conntrack;
 pub mod cookie;
 pub mod counters;
+pub mod enforce;
+pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod limiter;
 pub mod local;
 pub mod noise;
+pub mod packet;
 pub mod peer;
 pub mod route;
 pub mod set;

@@ -10,16 +10,24 @@
 //! path hands it a datagram or a packet and an output buffer, and gets back a small decision
 //! ([`Received`], [`Outbound`], [`HandshakeReceived`], [`Transmit`]) saying what to write where.
 //! The decision has already been counted and any state change (roaming) made; the caller only
-//! does the I/O. Nothing here reads the clock (boringtun reads its own, ADR 001).
+//! does the I/O. Nothing here reads the clock (boringtun reads its own, ADR 001): the policy's
+//! flow timeouts run on the `now` the data path passes in.
+//!
+//! Under a policy, a packet passes the peer's [`FlowGuard`] too: egress before it is sealed,
+//! ingress after the cryptokey and destination checks. A flow the guard refuses is counted and
+//! handed out once through [`PeerState::poll_denial`], for the audit log.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use parking_lot::{Mutex, MutexGuard};
 
+use super::conntrack::Direction;
 use super::counters::{PeerCounters, PeerDrop};
+use super::enforce::{Checked, Denial, FlowGuard};
+use super::filter::Filter;
 use super::local::HostNets;
 use super::noise::{
     source_ip, Decapsulated, Encapsulated, LocalIdentity, ProtocolError, Tick, Tunnel,
@@ -65,6 +73,12 @@ pub struct PeerState {
     /// What the peer's packets may reach and where it may roam; the same snapshot for every
     /// peer, replaced by the peer set when the host's networks or the routed prefixes change.
     nets: Arc<HostNets>,
+    /// The policy's flows with this peer; given by the peer set once a policy is in force (and
+    /// kept after, so that a table is allocated once per peer). Per peer, so that one peer's
+    /// flood of new flows cannot fill another's table.
+    guard: Option<Box<FlowGuard>>,
+    /// The last flow refused and not yet polled.
+    denial: Option<Denial>,
 }
 
 /// A message for the network: `len` bytes at the start of the output buffer, to `dst`.
@@ -136,6 +150,8 @@ impl Peer {
                 persistent_keepalive: settings.persistent_keepalive,
                 counters: PeerCounters::default(),
                 nets,
+                guard: None,
+                denial: None,
             }),
         }
     }
@@ -184,15 +200,23 @@ impl PeerState {
     ///
     /// An authenticated message moves the peer's endpoint to `from` (roaming), unless `from` is
     /// an address a peer may not roam to ([`HostNets::roam_refusal`]). A decrypted inner packet is
-    /// delivered only if its source lies in the peer's allowed IPs (cryptokey routing) and its
-    /// destination in this host's subnet ([`HostNets::delivers`]).
+    /// delivered only if its source lies in the peer's allowed IPs (cryptokey routing), its
+    /// destination in this host's subnet ([`HostNets::delivers`]), and `filter` lets it in
+    /// (with the peer's tracked flows at `now`).
     #[inline]
-    pub fn handle_data(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Received {
+    pub fn handle_data(
+        &mut self,
+        now: Instant,
+        filter: &Arc<Filter>,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Received {
         match self.tunnel.decapsulate(source_ip(from), datagram, out) {
             Decapsulated::Packet { len, source } => {
                 self.roam(from);
-                let destination = out.get(..len).and_then(wire::inner_destination);
-                self.accept(len, source, destination)
+                let packet = out.get(..len).unwrap_or_default();
+                self.accept(now, filter, packet, source)
             }
             Decapsulated::Nothing => {
                 self.roam(from);
@@ -208,13 +232,22 @@ impl PeerState {
     }
 
     /// An inner packet for this peer, sealed into `out` (at least `packet.len() + 32` bytes and
-    /// at least 148).
+    /// at least 148) if `filter` lets it out (with the peer's tracked flows at `now`).
     #[inline]
-    pub fn handle_outbound(&mut self, packet: &[u8], out: &mut [u8]) -> Outbound {
+    pub fn handle_outbound(
+        &mut self,
+        now: Instant,
+        filter: &Arc<Filter>,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Outbound {
         let Some(dst) = self.endpoint else {
             self.counters.count_drop(PeerDrop::NoEndpoint);
             return Outbound::Drop(PeerDrop::NoEndpoint);
         };
+        if let Err(why) = self.police(now, filter, Direction::Egress, packet) {
+            return Outbound::Drop(why);
+        }
         match self.tunnel.encapsulate(packet, out) {
             Encapsulated::Data(len) => {
                 self.counters.sent(packet.len());
@@ -321,18 +354,78 @@ impl PeerState {
         self.nets = nets;
     }
 
-    /// Cryptokey routing: an inner packet is delivered only from an allowed source, and only to
-    /// this host's subnet.
+    /// Gives the peer a flow guard made by `make`, unless it has one.
+    pub fn ensure_guard(&mut self, make: impl FnOnce() -> FlowGuard) {
+        if self.guard.is_none() {
+            self.guard = Some(Box::new(make()));
+        }
+    }
+
+    /// The peer's flow guard, once a policy gave it one.
+    pub fn guard(&self) -> Option<&FlowGuard> {
+        self.guard.as_deref()
+    }
+
+    /// The flow refused last, once: for the audit log. Poll it after a
+    /// [`PeerDrop::PolicyDenied`], [`PeerDrop::ConntrackFull`] or [`PeerDrop::PolicyUntracked`].
     #[inline]
-    fn accept(&mut self, len: usize, source: IpAddr, destination: Option<IpAddr>) -> Received {
+    pub fn poll_denial(&mut self) -> Option<Denial> {
+        self.denial.take()
+    }
+
+    /// Cryptokey routing: an inner packet is delivered only from an allowed source, only to
+    /// this host's subnet, and only as the policy allows.
+    #[inline]
+    fn accept(
+        &mut self,
+        now: Instant,
+        filter: &Arc<Filter>,
+        packet: &[u8],
+        source: IpAddr,
+    ) -> Received {
         if !contains_any(&self.allowed_ips, source) {
             return self.drop_counted(PeerDrop::SourceNotAllowed);
         }
+        let destination = wire::inner_destination(packet);
         if !destination.is_some_and(|dst| self.nets.delivers(dst)) {
             return self.drop_counted(PeerDrop::DestinationNotLocal);
         }
-        self.counters.received(len);
-        Received::Deliver(len)
+        if let Err(why) = self.police(now, filter, Direction::Ingress, packet) {
+            return Received::Drop(why);
+        }
+        self.counters.received(packet.len());
+        Received::Deliver(packet.len())
+    }
+
+    /// The policy's verdict on `packet` going `dir`; a refusal is counted (and its flow kept for
+    /// [`PeerState::poll_denial`]).
+    #[inline]
+    fn police(
+        &mut self,
+        now: Instant,
+        filter: &Arc<Filter>,
+        dir: Direction,
+        packet: &[u8],
+    ) -> Result<(), PeerDrop> {
+        if !filter.enforces() {
+            return Ok(());
+        }
+        let Some(guard) = self.guard.as_deref_mut() else {
+            // The peer set gives every peer a guard before a policy reaches the data path;
+            // without one, nothing passes.
+            self.counters.count_drop(PeerDrop::PolicyDenied);
+            return Err(PeerDrop::PolicyDenied);
+        };
+        match guard.check(filter, now, dir, packet) {
+            Checked::Pass => Ok(()),
+            Checked::Drop { why, denial } => {
+                self.counters.count_drop(why);
+                if denial.is_some() {
+                    self.denial = denial;
+                }
+                Err(why)
+            }
+        }
     }
 
     fn drop_counted(&mut self, why: PeerDrop) -> Received {

@@ -9,14 +9,23 @@
 //! a removed host that joins again under its old name with a new key is a new peer, and inherits
 //! nothing (endpoint, session, counters) from the old one.
 //!
-//! No I/O, no clock.
+//! The set also holds the policy in force ([`PeerSet::apply_policy`]): its [`Filter`] goes into
+//! every table snapshot, and every peer gets a [`FlowGuard`] (its conntrack table, allocated
+//! once) before the first snapshot that enforces a policy.
+//!
+//! No I/O, no clock (`now` is passed in).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipnet::IpNet;
+use wgmesh_config::netmap::HostFilter;
 use wgmesh_config::PublicKey;
 
+use super::conntrack::ENTRIES_PER_PEER;
+use super::enforce::FlowGuard;
+use super::filter::Filter;
 use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{Peer, PeerId};
@@ -88,6 +97,17 @@ pub struct PeerSet {
     free_slots: BTreeSet<u32>,
     next_slot: u32,
     generation: u32,
+    /// The policy in force, as the netmap gave it (`None`: no policy).
+    policy: Option<HostFilter>,
+    /// The filter built from it, shared by every table snapshot.
+    filter: Arc<Filter>,
+    /// Bumped whenever the policy changes, so that flows tracked under the old one are decided
+    /// again.
+    policy_generation: u32,
+    /// The epoch of the peers' flow guards: set when a policy is first applied.
+    guard_epoch: Option<Instant>,
+    /// Keys the guards' hashes.
+    flow_seed: [u64; 2],
 }
 
 impl PeerSet {
@@ -103,7 +123,70 @@ impl PeerSet {
             free_slots: BTreeSet::new(),
             next_slot: 0,
             generation: seed & GENERATION_MASK,
+            policy: None,
+            filter: Arc::new(Filter::allow_all()),
+            policy_generation: 0,
+            guard_epoch: None,
+            flow_seed: [u64::from(seed), u64::from(seed).rotate_left(32)],
         }
+    }
+
+    /// Keys the hash of the peers' conntrack tables (pass 128 random bits before applying a
+    /// policy), so that a peer cannot aim its flows at one place of a table.
+    pub fn seed_flows(&mut self, seed: [u64; 2]) {
+        self.flow_seed = seed;
+    }
+
+    /// Makes `policy` the one in force (`None`: none, everything is allowed): the next
+    /// [`PeerSet::table`] carries its filter, of a new generation when it changed, and every
+    /// peer has a flow guard by then if it enforces anything. `now` is the guards' epoch, the
+    /// first time. Returns whether the policy changed.
+    pub fn apply_policy(&mut self, now: Instant, policy: Option<&HostFilter>) -> bool {
+        if self.policy.as_ref() == policy {
+            return false;
+        }
+        self.policy_generation = self.policy_generation.wrapping_add(1);
+        let allow_all = HostFilter {
+            default: wgmesh_config::policy::Action::Allow,
+            rules: Vec::new(),
+        };
+        let filter = Filter::new(
+            policy.unwrap_or(&allow_all),
+            self.policy_generation,
+            Some(&self.filter),
+        );
+        self.filter = Arc::new(filter);
+        self.policy = policy.cloned();
+        if self.filter.enforces() {
+            self.guard_epoch.get_or_insert(now);
+            for entry in self.entries.values() {
+                self.guard(&entry.peer);
+            }
+        }
+        true
+    }
+
+    /// The filter in force.
+    pub fn filter(&self) -> &Arc<Filter> {
+        &self.filter
+    }
+
+    /// The policy in force, as applied; `None` when there is none.
+    pub fn policy(&self) -> Option<&HostFilter> {
+        self.policy.as_ref()
+    }
+
+    /// Gives `peer` a flow guard, once a policy has set the guards' epoch.
+    fn guard(&self, peer: &Peer) {
+        let Some(epoch) = self.guard_epoch else {
+            return;
+        };
+        let seed = [
+            self.flow_seed[0] ^ u64::from(peer.index()),
+            self.flow_seed[1],
+        ];
+        peer.lock()
+            .ensure_guard(|| FlowGuard::new(ENTRIES_PER_PEER, seed, epoch));
     }
 
     /// The host's identity.
@@ -220,6 +303,7 @@ impl PeerSet {
             slots,
             by_key,
             routes,
+            filter: self.filter.clone(),
         }
     }
 
@@ -303,6 +387,9 @@ impl PeerSet {
             settings,
             self.peer_nets.clone(),
         ));
+        if self.filter.enforces() {
+            self.guard(&peer);
+        }
         self.entries.insert(
             id,
             Entry {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use wgmesh_config::PublicKey;
 
 use super::counters::HostDrop;
+use super::filter::Filter;
 use super::noise::{Identify, LocalIdentity, ProtocolError};
 use super::peer::Peer;
 use super::route::AllowedIps;
@@ -35,6 +36,9 @@ pub struct PeerTable {
     /// Every key of every peer (a rotating peer holds more than one).
     pub(super) by_key: HashMap<PublicKey, Arc<Peer>>,
     pub(super) routes: AllowedIps<Arc<Peer>>,
+    /// The policy in force, with these peers: one snapshot, so that a thread never sees the
+    /// new peers with the old policy.
+    pub(super) filter: Arc<Filter>,
 }
 
 /// Who an inbound datagram is for, decided by [`PeerTable::inbound`].
@@ -80,6 +84,12 @@ impl PeerTable {
     /// The host's identity these peers' tunnels speak for.
     pub fn identity(&self) -> &Arc<LocalIdentity> {
         &self.identity
+    }
+
+    /// The policy in force: pass it to the peers' packet decisions.
+    #[inline]
+    pub fn filter(&self) -> &Arc<Filter> {
+        &self.filter
     }
 
     /// The peer a receiver index (already shifted right by 8) belongs to.

@@ -112,8 +112,20 @@ fn minimal_config_gets_every_default() {
     assert_eq!(a.socket, Path::new(DEFAULT_SOCKET));
     assert_eq!(a.state_dir, Path::new(DEFAULT_STATE_DIR));
     assert_eq!(a.private_key_file, Path::new("/var/lib/wgmesh/private.key"));
+    assert_eq!(a.audit_log, Path::new("/var/lib/wgmesh/audit.jsonl"));
     assert!(a.offload);
     assert!(cfg.peers.is_empty());
+
+    // The audit log can be put anywhere; a bad value is an error at its place.
+    let cfg = parse(&minimal("audit_log = \"/var/log/wgm-audit.jsonl\"", "")).unwrap();
+    assert_eq!(cfg.agent.audit_log, Path::new("/var/log/wgm-audit.jsonl"));
+    let err = parse(&minimal("audit_log = 7", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("agent.audit_log") && err.contains("a file path string"),
+        "{err}"
+    );
 
     // The key file follows a custom state_dir; offload and bridge can be set.
     let cfg = parse(&minimal(
@@ -125,6 +137,7 @@ fn minimal_config_gets_every_default() {
         cfg.agent.private_key_file,
         Path::new("/srv/wgm/private.key")
     );
+    assert_eq!(cfg.agent.audit_log, Path::new("/srv/wgm/audit.jsonl"));
     assert!(!cfg.agent.offload);
     assert_eq!(cfg.agent.bridge, "br9");
     assert_eq!(cfg.agent.listen_port, 0);

@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wgmesh_config::PrivateKey;
 
 use super::*;
 use crate::peers::counters::PeerDrop;
-use crate::peers::fixture::{addr, ipv4, settings, Pair, A_ADDR, B_ADDR};
+use crate::peers::fixture::{addr, ipv4, no_policy, settings, Pair, A_ADDR, B_ADDR};
 use crate::peers::noise::{LocalIdentity, Tunnel};
 use crate::peers::settings::{PeerKeys, PeerSettings};
 
@@ -27,7 +28,10 @@ fn handshake_then_data_is_delivered_and_counted() {
     // And back: B seals for A's learned endpoint.
     let back = ipv4([10, 42, 2, 2], [10, 42, 1, 2]);
     let mut out = [0u8; 256];
-    let Outbound::Send(t) = pb.lock().handle_outbound(&back, &mut out) else {
+    let Outbound::Send(t) =
+        pb.lock()
+            .handle_outbound(Instant::now(), &no_policy(), &back, &mut out)
+    else {
         panic!("expected data");
     };
     assert_eq!((t.dst, t.len), (addr(A_ADDR), back.len() + 32));
@@ -36,14 +40,24 @@ fn handshake_then_data_is_delivered_and_counted() {
     let pa = Pair::only(&ta);
     let mut plain = [0u8; 256];
     assert_eq!(
-        pa.lock()
-            .handle_data(addr(B_ADDR), &out[..t.len], &mut plain),
+        pa.lock().handle_data(
+            Instant::now(),
+            &no_policy(),
+            addr(B_ADDR),
+            &out[..t.len],
+            &mut plain
+        ),
         Received::Deliver(back.len())
     );
     // A replay is rejected and counted.
     assert_eq!(
-        pa.lock()
-            .handle_data(addr(B_ADDR), &out[..t.len], &mut plain),
+        pa.lock().handle_data(
+            Instant::now(),
+            &no_policy(),
+            addr(B_ADDR),
+            &out[..t.len],
+            &mut plain
+        ),
         Received::Drop(PeerDrop::DecryptFailed)
     );
     assert_eq!(pa.lock().counters().dropped.decrypt_failed, 1);
@@ -77,18 +91,28 @@ fn authenticated_data_roams_junk_does_not() {
     let mut junk = [0u8; 64];
     junk[0] = 4;
     assert_eq!(
-        pb.lock().handle_data(moved, &junk, &mut plain),
+        pb.lock()
+            .handle_data(Instant::now(), &no_policy(), moved, &junk, &mut plain),
         Received::Drop(PeerDrop::DecryptFailed)
     );
     assert_eq!(pb.lock().endpoint(), Some(addr(A_ADDR)));
 
     // A genuine packet from the new address moves the endpoint there.
     let packet = ipv4([10, 42, 1, 2], [10, 42, 2, 2]);
-    let Outbound::Send(t) = pa.lock().handle_outbound(&packet, &mut out) else {
+    let Outbound::Send(t) =
+        pa.lock()
+            .handle_outbound(Instant::now(), &no_policy(), &packet, &mut out)
+    else {
         panic!("expected data");
     };
     assert_eq!(
-        pb.lock().handle_data(moved, &out[..t.len], &mut plain),
+        pb.lock().handle_data(
+            Instant::now(),
+            &no_policy(),
+            moved,
+            &out[..t.len],
+            &mut plain
+        ),
         Received::Deliver(packet.len())
     );
     assert_eq!(pb.lock().endpoint(), Some(moved));
@@ -101,8 +125,12 @@ fn without_an_endpoint_nothing_is_sent_and_the_drop_is_counted() {
     let pb = Pair::only(&tb);
     let mut out = [0u8; 256];
     assert_eq!(
-        pb.lock()
-            .handle_outbound(&ipv4([10, 42, 2, 2], [10, 42, 1, 2]), &mut out),
+        pb.lock().handle_outbound(
+            Instant::now(),
+            &no_policy(),
+            &ipv4([10, 42, 2, 2], [10, 42, 1, 2]),
+            &mut out
+        ),
         Outbound::Drop(PeerDrop::NoEndpoint)
     );
     assert_eq!(pb.lock().counters().dropped.no_endpoint, 1);
@@ -232,13 +260,21 @@ fn after_the_host_identity_is_replaced_handshakes_use_the_new_key() {
 fn a_to_b(pair: &Pair, packet: &[u8], from: SocketAddr) -> Received {
     let (ta, tb) = (pair.a.table(), pair.b.table());
     let mut out = [0u8; 256];
-    let Outbound::Send(t) = Pair::only(&ta).lock().handle_outbound(packet, &mut out) else {
+    let Outbound::Send(t) =
+        Pair::only(&ta)
+            .lock()
+            .handle_outbound(Instant::now(), &no_policy(), packet, &mut out)
+    else {
         panic!("expected data");
     };
     let mut plain = [0u8; 256];
-    let received = Pair::only(&tb)
-        .lock()
-        .handle_data(from, &out[..t.len], &mut plain);
+    let received = Pair::only(&tb).lock().handle_data(
+        Instant::now(),
+        &no_policy(),
+        from,
+        &out[..t.len],
+        &mut plain,
+    );
     received
 }
 
@@ -323,10 +359,12 @@ fn a_completed_handshake_from_a_refused_address_does_not_set_the_endpoint() {
     let (ta, tb) = (pair.a.table(), pair.b.table());
     let (pa, pb) = (Pair::only(&ta), Pair::only(&tb));
     let mut init = [0u8; 256];
-    let Outbound::Send(t) = pa
-        .lock()
-        .handle_outbound(&ipv4([10, 42, 1, 2], [10, 42, 2, 2]), &mut init)
-    else {
+    let Outbound::Send(t) = pa.lock().handle_outbound(
+        Instant::now(),
+        &no_policy(),
+        &ipv4([10, 42, 1, 2], [10, 42, 2, 2]),
+        &mut init,
+    ) else {
         panic!("expected an initiation");
     };
     let mut out = [0u8; 256];

@@ -1,5 +1,8 @@
+use std::time::Instant;
+
 use super::*;
 use crate::peers::counters::PeerCounters;
+use crate::peers::fixture::no_policy;
 use crate::peers::peer::{Outbound, Received};
 use crate::peers::settings::PeerKeys;
 use wgmesh_config::PrivateKey;
@@ -50,7 +53,7 @@ fn count_traffic(s: &PeerSet, key: &PublicKey) -> PeerCounters {
     let mut st = peer.lock();
     let mut out = [0u8; 256];
     assert!(matches!(
-        st.handle_outbound(&[0x45; 20], &mut out),
+        st.handle_outbound(Instant::now(), &no_policy(), &[0x45; 20], &mut out),
         Outbound::Send(_)
     ));
     // A junk data message counts as a failed decryption.
@@ -58,7 +61,7 @@ fn count_traffic(s: &PeerSet, key: &PublicKey) -> PeerCounters {
     junk[0] = 4;
     let from = "198.18.0.9:1".parse().unwrap();
     assert!(matches!(
-        st.handle_data(from, &junk, &mut out),
+        st.handle_data(Instant::now(), &no_policy(), from, &junk, &mut out),
         Received::Drop(_)
     ));
     *st.counters()
@@ -291,4 +294,53 @@ fn a_new_host_identity_keeps_peers_routes_and_counters() {
         .apply(&[settings(new_identity.public_key(), &[])])
         .unwrap_err();
     assert!(matches!(err, PeerSetError::OwnKey { .. }));
+}
+
+#[test]
+fn a_policy_reaches_every_table_with_a_guard_for_every_peer_and_a_generation_per_change() {
+    use wgmesh_config::netmap::{FilterRule, HostFilter};
+    use wgmesh_config::policy::Action;
+    let policy = |port: &str| HostFilter {
+        default: Action::Deny,
+        rules: vec![FilterRule {
+            name: "web".into(),
+            action: Action::Allow,
+            from: vec!["10.42.0.0/16".parse().unwrap()],
+            to: vec!["10.42.1.0/24".parse().unwrap()],
+            ports: vec![port.parse().unwrap()],
+        }],
+    };
+    let mut s = set();
+    let (b, c) = (key(), key());
+    s.apply(&[settings(b, &["10.42.2.0/24"])]).unwrap();
+    let t0 = Instant::now();
+    // No policy: nothing enforced, no guard allocated.
+    assert!(!s.apply_policy(t0, None));
+    assert!(!s.table().filter().enforces());
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_none());
+
+    assert!(s.apply_policy(t0, Some(&policy("tcp/80"))));
+    let g1 = s.filter().generation();
+    assert!(s.table().filter().enforces());
+    assert_eq!(s.table().filter().generation(), g1);
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_some());
+    // The same policy again changes nothing; a peer added later gets a guard too.
+    assert!(!s.apply_policy(t0, Some(&policy("tcp/80"))));
+    assert_eq!(s.filter().generation(), g1);
+    s.apply(&[
+        settings(b, &["10.42.2.0/24"]),
+        settings(c, &["10.42.3.0/24"]),
+    ])
+    .unwrap();
+    assert!(s.table().by_key(&c).unwrap().lock().guard().is_some());
+    // Every change is a new generation, back to no policy included; guards stay allocated.
+    assert!(s.apply_policy(t0, Some(&policy("tcp/81"))));
+    let g2 = s.filter().generation();
+    assert_ne!(g1, g2);
+    assert!(s.apply_policy(t0, None));
+    assert!(!s.table().filter().enforces());
+    assert!(s.policy().is_none());
+    assert!(s.apply_policy(t0, Some(&policy("tcp/80"))));
+    assert!(![g1, g2].contains(&s.filter().generation()));
+    assert!(s.table().by_key(&b).unwrap().lock().guard().is_some());
 }
