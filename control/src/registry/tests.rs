@@ -24,6 +24,17 @@ pub(crate) fn request(n: &str, k: u8) -> JoinRequest {
 }
 
 /// An initialised registry with one reusable token (secret "t") valid until 1000.
+/// `r`'s snapshot (its JSON) loads back equal; with `edit.0` replaced by `edit.1` it is
+/// refused with an error containing `refusal`.
+pub(crate) fn assert_snapshot_round_trips(r: &Registry, edit: (&str, &str), refusal: &str) {
+    let json = serde_json::to_string(r).unwrap();
+    let back: Registry = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, r);
+    let broken = json.replace(edit.0, edit.1);
+    let err = serde_json::from_str::<Registry>(&broken).unwrap_err();
+    assert!(err.to_string().contains(refusal), "{err}");
+}
+
 pub(crate) fn registry() -> Registry {
     let mut r = Registry::default();
     let m = r
@@ -266,13 +277,8 @@ fn snapshot_round_trips_and_is_checked() {
         .unwrap()
         .unwrap();
     r.apply(&m).unwrap();
-    let json = serde_json::to_string(&r).unwrap();
-    let back: Registry = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, r);
     // A snapshot with two hosts on one subnet is refused.
-    let broken = json.replace("10.42.1.0/24", "10.42.0.0/24");
-    let err = serde_json::from_str::<Registry>(&broken).unwrap_err();
-    assert!(err.to_string().contains("already allocated"), "{err}");
+    assert_snapshot_round_trips(&r, ("10.42.1.0/24", "10.42.0.0/24"), "already allocated");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::peers::counters::{HostDropCounts, HostDrops};
 use crate::peers::fixture::{addr, ipv4, Pair, A_ADDR, B_ADDR};
 use crate::peers::peer::PeerRun;
+use crate::peers::table::PeerTable;
 use crate::peers::wire::MessageKind;
 
 use super::audit::AuditTap;
@@ -29,6 +30,44 @@ fn datagrams(batch: &TxBatch) -> Vec<(SocketAddr, Vec<u8>)> {
     all
 }
 
+/// `bufs` sealed on `table` into a new batch with room for `slots` packets.
+fn sealed(
+    table: &PeerTable,
+    drops: &HostDrops,
+    audit: &AuditTap,
+    bufs: &[Vec<u8>],
+    slots: usize,
+) -> TxBatch {
+    let mut batch = TxBatch::new(slots * 1600, slots);
+    seal(
+        table,
+        drops,
+        audit,
+        Instant::now(),
+        bufs,
+        &sizes(bufs),
+        &mut batch,
+    );
+    batch
+}
+
+/// Opens every datagram of `batch` from `from` on `table`; none is a handshake message.
+fn open_all<'t>(
+    opened: &mut Opened,
+    table: &'t PeerTable,
+    run: &mut PeerRun<'t>,
+    drops: &HostDrops,
+    from: SocketAddr,
+    batch: &TxBatch,
+) {
+    for (_, d) in datagrams(batch) {
+        assert_eq!(
+            opened.open(table, run, drops, Instant::now(), from, &d),
+            None
+        );
+    }
+}
+
 #[test]
 fn seal_routes_counts_what_has_no_peer_and_ignores_multicast() {
     let pair = Pair::new();
@@ -43,16 +82,7 @@ fn seal_routes_counts_what_has_no_peer_and_ignores_multicast() {
         vec![0x00; 10],                       // not IP
         ipv4([10, 42, 1, 3], [10, 42, 2, 7]), // to B
     ];
-    let mut batch = TxBatch::new(16 * 1600, 16);
-    seal(
-        &ta,
-        &drops,
-        &AuditTap::disabled(),
-        Instant::now(),
-        &bufs,
-        &sizes(&bufs),
-        &mut batch,
-    );
+    let batch = sealed(&ta, &drops, &AuditTap::disabled(), &bufs, 16);
     let sent = datagrams(&batch);
     assert_eq!(sent.len(), 2);
     assert!(sent
@@ -78,26 +108,12 @@ fn open_delivers_hands_over_handshakes_and_counts_strangers() {
         ipv4([10, 42, 1, 2], [10, 42, 2, 2]),
         ipv4([10, 42, 1, 2], [10, 42, 2, 3]),
     ];
-    let mut batch = TxBatch::new(16 * 1600, 16);
-    seal(
-        &ta,
-        &drops,
-        &AuditTap::disabled(),
-        Instant::now(),
-        &bufs,
-        &sizes(&bufs),
-        &mut batch,
-    );
+    let batch = sealed(&ta, &drops, &AuditTap::disabled(), &bufs, 16);
 
     let mut opened = Opened::new(8, 4, AuditTap::disabled());
     let mut run = PeerRun::new();
     let from = addr(A_ADDR);
-    for (_, d) in datagrams(&batch) {
-        assert_eq!(
-            opened.open(&tb, &mut run, &drops, Instant::now(), from, &d),
-            None
-        );
-    }
+    open_all(&mut opened, &tb, &mut run, &drops, from, &batch);
     // A data message for an index nobody has, junk, and a handshake initiation.
     let mut stranger = [0u8; 64];
     stranger[0] = 4;
@@ -140,24 +156,10 @@ fn open_with_offload_writes_behind_a_virtio_net_header() {
     let (ta, tb) = (pair.a.table(), pair.b.table());
     let drops = HostDrops::default();
     let bufs = vec![packet.clone()];
-    let mut batch = TxBatch::new(4 * 1600, 4);
-    seal(
-        &ta,
-        &drops,
-        &AuditTap::disabled(),
-        Instant::now(),
-        &bufs,
-        &sizes(&bufs),
-        &mut batch,
-    );
+    let batch = sealed(&ta, &drops, &AuditTap::disabled(), &bufs, 4);
     let mut opened = Opened::new(4, 4, AuditTap::disabled());
     let mut run = PeerRun::new();
-    for (_, d) in datagrams(&batch) {
-        assert_eq!(
-            opened.open(&tb, &mut run, &drops, Instant::now(), addr(A_ADDR), &d),
-            None
-        );
-    }
+    open_all(&mut opened, &tb, &mut run, &drops, addr(A_ADDR), &batch);
     run.release();
     let mut written = Vec::new();
     assert!(opened.drain(true, |p| written.push(p.to_vec())));
@@ -185,31 +187,17 @@ fn policy() -> wgmesh_config::netmap::HostFilter {
 
 /// Seals `bufs` on `from_table` and opens what was sent on `to_table`: the packets delivered.
 fn across(
-    from_table: &crate::peers::table::PeerTable,
-    to_table: &crate::peers::table::PeerTable,
+    from_table: &PeerTable,
+    to_table: &PeerTable,
     from: SocketAddr,
     audit: &AuditTap,
     bufs: &[Vec<u8>],
 ) -> Vec<Vec<u8>> {
     let drops = HostDrops::default();
-    let mut batch = TxBatch::new(16 * 1600, 16);
-    seal(
-        from_table,
-        &drops,
-        audit,
-        Instant::now(),
-        bufs,
-        &sizes(bufs),
-        &mut batch,
-    );
+    let batch = sealed(from_table, &drops, audit, bufs, 16);
     let mut opened = Opened::new(16, 4, audit.clone());
     let mut run = PeerRun::new();
-    for (_, d) in datagrams(&batch) {
-        assert_eq!(
-            opened.open(to_table, &mut run, &drops, Instant::now(), from, &d),
-            None
-        );
-    }
+    open_all(&mut opened, to_table, &mut run, &drops, from, &batch);
     run.release();
     let mut delivered = Vec::new();
     opened.drain(false, |p| delivered.push(p.to_vec()));

@@ -159,13 +159,8 @@ fn removing_a_host_removes_its_workloads_and_snapshots_keep_them() {
             .unwrap();
         r.apply(&m).unwrap();
     }
-    let json = serde_json::to_string(&r).unwrap();
-    let back: Registry = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, r);
     // A snapshot giving a host another host's address is refused.
-    let broken = json.replace("10.42.1.5", "10.42.0.6");
-    let err = serde_json::from_str::<Registry>(&broken).unwrap_err();
-    assert!(err.to_string().contains("not a usable address"), "{err}");
+    assert_snapshot_round_trips(&r, ("10.42.1.5", "10.42.0.6"), "not a usable address");
     let m = r.plan_remove("a").unwrap();
     r.apply(&m).unwrap();
     assert!(r.workloads_of(HostId(0)).is_empty());

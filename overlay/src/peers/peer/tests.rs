@@ -12,6 +12,12 @@ use crate::peers::fixture::{addr, ipv4, no_policy, settings, Pair, A_ADDR, B_ADD
 use crate::peers::noise::{LocalIdentity, Tunnel};
 use crate::peers::settings::{PeerKeys, PeerSettings};
 
+/// `datagram` from `from` handled by `peer` as a data message, with no policy.
+fn receive(peer: &Peer, from: SocketAddr, datagram: &[u8], plain: &mut [u8]) -> Received {
+    peer.lock()
+        .handle_data(Instant::now(), &no_policy(), from, datagram, plain)
+}
+
 #[test]
 fn handshake_then_data_is_delivered_and_counted() {
     let pair = Pair::new();
@@ -40,24 +46,12 @@ fn handshake_then_data_is_delivered_and_counted() {
     let pa = Pair::only(&ta);
     let mut plain = [0u8; 256];
     assert_eq!(
-        pa.lock().handle_data(
-            Instant::now(),
-            &no_policy(),
-            addr(B_ADDR),
-            &out[..t.len],
-            &mut plain
-        ),
+        receive(&pa, addr(B_ADDR), &out[..t.len], &mut plain),
         Received::Deliver(back.len())
     );
     // A replay is rejected and counted.
     assert_eq!(
-        pa.lock().handle_data(
-            Instant::now(),
-            &no_policy(),
-            addr(B_ADDR),
-            &out[..t.len],
-            &mut plain
-        ),
+        receive(&pa, addr(B_ADDR), &out[..t.len], &mut plain),
         Received::Drop(PeerDrop::DecryptFailed)
     );
     assert_eq!(pa.lock().counters().dropped.decrypt_failed, 1);
@@ -91,8 +85,7 @@ fn authenticated_data_roams_junk_does_not() {
     let mut junk = [0u8; 64];
     junk[0] = 4;
     assert_eq!(
-        pb.lock()
-            .handle_data(Instant::now(), &no_policy(), moved, &junk, &mut plain),
+        receive(&pb, moved, &junk, &mut plain),
         Received::Drop(PeerDrop::DecryptFailed)
     );
     assert_eq!(pb.lock().endpoint(), Some(addr(A_ADDR)));
@@ -106,13 +99,7 @@ fn authenticated_data_roams_junk_does_not() {
         panic!("expected data");
     };
     assert_eq!(
-        pb.lock().handle_data(
-            Instant::now(),
-            &no_policy(),
-            moved,
-            &out[..t.len],
-            &mut plain
-        ),
+        receive(&pb, moved, &out[..t.len], &mut plain),
         Received::Deliver(packet.len())
     );
     assert_eq!(pb.lock().endpoint(), Some(moved));
@@ -268,14 +255,7 @@ fn a_to_b(pair: &Pair, packet: &[u8], from: SocketAddr) -> Received {
         panic!("expected data");
     };
     let mut plain = [0u8; 256];
-    let received = Pair::only(&tb).lock().handle_data(
-        Instant::now(),
-        &no_policy(),
-        from,
-        &out[..t.len],
-        &mut plain,
-    );
-    received
+    receive(&Pair::only(&tb), from, &out[..t.len], &mut plain)
 }
 
 #[test]
