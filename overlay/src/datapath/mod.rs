@@ -26,6 +26,7 @@
 pub mod batch;
 pub mod gro;
 mod handshake;
+mod local;
 pub mod open;
 pub(crate) mod poll;
 mod rx;

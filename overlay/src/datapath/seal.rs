@@ -28,7 +28,8 @@ pub fn seal(
                 drops.bump(why);
                 continue;
             }
-            Route::Discard => continue,
+            // Same-host packets are `datapath::local`'s.
+            Route::Discard | Route::Local => continue,
         };
         match run.lock(peer).handle_outbound(packet, batch.space()) {
             Outbound::Send(t) => batch.commit(t.dst, t.len),

@@ -220,6 +220,7 @@ impl PeerSet {
             slots,
             by_key,
             routes,
+            subnet: self.host_nets.subnet(),
         }
     }
 
