@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::forwarding::{icmp_in_echos, mac, neighbour};
 use common::same_host::*;
-use common::scenario::{assert_pings, hosts, two_hosts, workload, HostDef};
+use common::scenario::{assert_pings, hosts, two_hosts, two_hosts_offload, workload, HostDef};
 use common::traffic::{udp_send, UdpSink};
 use common::*;
 
@@ -67,6 +67,22 @@ fn same_host_workloads_reach_each_other_through_the_agent() {
     assert!(ping(&w1, "10.42.1.1"), "the gateway");
     assert_pings(&w1, &ip3, Duration::from_secs(15));
     assert_pings(&w3, &ip2, Duration::from_secs(15));
+}
+
+/// Without TUN offloads the agent writes same-host packets back without a virtio-net header.
+#[test]
+fn same_host_traffic_passes_without_offloads() {
+    let Some(c) = Cluster::new("same_host_traffic_passes_without_offloads") else {
+        return;
+    };
+    let (a, _b) = two_hosts_offload(&c, 51820, 51820, Some(false));
+    let (w1, _) = workload(&c, &a, "w1");
+    let (w2, ip2) = workload(&c, &a, "w2");
+    assert_pings(&w1, &ip2, Duration::from_secs(10));
+    TcpTransfer::new(&w1, &w2, &ip2, 5201, 1 << 20)
+        .run()
+        .expect("TCP between two workloads of one host, offloads off")
+        .assert_intact("same-host TCP without offloads");
 }
 
 #[test]
