@@ -13,7 +13,7 @@ fi
 
 need=()
 for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools \
-            tcpdump:tcpdump socat:socat sysctl:procps curl:curl g++:g++; do
+            tcpdump:tcpdump arping:arping socat:socat sysctl:procps curl:curl g++:g++; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

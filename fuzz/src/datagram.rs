@@ -195,6 +195,7 @@ fn send(table: &PeerTable, packet: &[u8]) {
             );
         }
         Route::Discard => assert!(dst.is_some_and(|d| d.is_multicast())),
+        Route::Local => assert!(table.is_local(packet)),
         Route::Drop(_) => assert!(dst.is_none_or(|d| table.route(d).is_none())),
     }
 }

@@ -1,7 +1,8 @@
 //! Putting workloads on the running host: `attach` gives a network namespace an address of the
-//! host's subnet and a veth on the bridge, `detach` takes them away, and at start-up the
-//! workloads of the state file are put back. The address list is [`super::workloads`]; the
-//! netlink work is [`crate::host`].
+//! host's subnet and a veth on the bridge (its port guarded against spoofing and isolated, the
+//! bridge's neighbour entry for it pinned), `detach` takes them away, and at start-up the
+//! workloads of the state file are put back, guarded again. The address list is
+//! [`super::workloads`]; the netlink work is [`crate::host`].
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -46,6 +47,7 @@ impl Agent {
         if let Err(e) = self.store.save(&self.workloads) {
             // Without the record the address could be handed out twice: undo.
             let _ = self.host.detach(&workload.host_ifname).await;
+            self.unpin(&workload).await;
             self.workloads.remove(netns).ok();
             return Err(e.into());
         }
@@ -64,6 +66,7 @@ impl Agent {
                     netns: netns.into(),
                 })?;
         self.host.detach(&workload.host_ifname).await?;
+        self.unpin(&workload).await;
         self.workloads.remove(netns).ok();
         self.share_workload_names();
         self.store.save(&self.workloads)?;
@@ -80,6 +83,8 @@ impl Agent {
         );
     }
 
+    /// Creates the workload's veth pair and pins the bridge's neighbour entry for it; undoes
+    /// both on failure.
     async fn wire(&self, w: &Workload) -> Result<(), HostError> {
         self.host
             .attach_netns(
@@ -90,24 +95,61 @@ impl Agent {
                 self.workloads.gateway(),
                 self.config.agent.mtu,
             )
+            .await?;
+        let addr = w.ip.addr();
+        if let Err(e) = self
+            .host
+            .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
+            .await
+        {
+            let _ = self.host.detach(&w.host_ifname).await;
+            self.unpin(w).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Guards a workload whose veth a killed agent left: its MAC as the agent sets it, its
+    /// port's filters and isolation, the bridge's neighbour entry.
+    async fn rewire(&self, w: &Workload, index: u32) -> Result<(), HostError> {
+        let addr = w.ip.addr();
+        self.host.reset_workload_mac(&w.netns, addr).await?;
+        self.host
+            .secure_port(index, &w.host_ifname, self.bridge_index, addr)
+            .await?;
+        self.host
+            .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
             .await
     }
 
+    /// Removes the bridge's neighbour entries for a workload that is gone (best effort: a
+    /// stale entry only matters until its address is given out again, which replaces it).
+    async fn unpin(&self, w: &Workload) {
+        if let Err(e) = self
+            .host
+            .unpin_neighbour(self.bridge_index, w.ip.addr())
+            .await
+        {
+            tracing::warn!(netns = %w.netns, "cannot remove the workload's neighbour entry: {}", Chain(&e));
+        }
+    }
+
     /// Puts the workloads of the state file back on the bridge: after kill -9 their veths still
-    /// exist and only need the (possibly new) bridge; after a clean stop they are wired anew.
-    /// Namespaces that no longer exist are forgotten.
+    /// exist and are guarded again on the (possibly new) bridge; after a clean stop they are
+    /// wired anew. Namespaces that no longer exist are forgotten.
     pub(super) async fn restore_workloads(&mut self) {
         let saved: Vec<Workload> = self.workloads.iter().cloned().collect();
         let mut changed = false;
         for w in saved {
             if !Path::new(NETNS_DIR).join(&w.netns).exists() {
                 tracing::warn!(netns = %w.netns, ip = %w.ip, "namespace is gone; forgetting its workload");
+                self.unpin(&w).await;
                 self.workloads.remove(&w.netns).ok();
                 changed = true;
                 continue;
             }
             let result = match self.host.link_index(&w.host_ifname).await {
-                Ok(Some(index)) => self.host.enslave(index, self.bridge_index).await,
+                Ok(Some(index)) => self.rewire(&w, index).await,
                 Ok(None) => self.wire(&w).await,
                 Err(e) => Err(e),
             };

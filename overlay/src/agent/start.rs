@@ -161,8 +161,8 @@ impl Agent {
     }
 
     /// Removes everything the agent created: the threads stop and the TUN device closes (taking
-    /// its routes along), the workloads' veths and the bridge are deleted, the socket removed,
-    /// and last the cluster's `unreachable` route.
+    /// its routes along), the workloads' veths, the same-host rule and table and the bridge are
+    /// deleted, the socket removed, and last the cluster's `unreachable` route.
     /// The workloads stay in the state file and are wired again at the next start.
     pub(super) async fn shutdown(&mut self) {
         self.api_task.abort();
@@ -182,6 +182,7 @@ impl Agent {
         }
         let mut undo = Undo::new(&self.config.agent);
         undo.bridge = true;
+        undo.same_host = true;
         undo.socket_bound = true;
         undo.cluster = true;
         undo.run(&self.host).await;
@@ -285,6 +286,8 @@ struct Undo {
     socket: PathBuf,
     /// The bridge was made (or reused).
     bridge: bool,
+    /// The same-host rule and table may be ours to remove.
+    same_host: bool,
     /// The API socket is ours to remove.
     socket_bound: bool,
     /// The cluster route to remove, last.
@@ -297,12 +300,18 @@ impl Undo {
             bridge_name: a.bridge.clone(),
             socket: a.socket.clone(),
             bridge: false,
+            same_host: false,
             socket_bound: false,
             cluster: false,
         }
     }
 
     async fn run(&mut self, host: &HostNet) {
+        if self.same_host {
+            if let Err(e) = host.unroute_same_host().await {
+                tracing::warn!("cannot remove the same-host rule and table: {}", Chain(&e));
+            }
+        }
         if self.bridge {
             if let Err(e) = host.delete_link(&self.bridge_name).await {
                 tracing::warn!(bridge = %self.bridge_name, "cannot remove bridge: {}", Chain(&e));
@@ -343,10 +352,10 @@ fn bind_udp(a: &AgentSection) -> Result<Udp, AgentError> {
     })
 }
 
-/// Creates the TUN device and the bridge (its MAC pinned, forwarding on for both, the sysctls
-/// recorded in `sysctls`), routes the peers' prefixes and starts the data-path threads (auditing
-/// into `audit`). What it created is marked in `undo` and `sysctls`, which the caller runs on
-/// failure.
+/// Creates the TUN device and the bridge (its MAC pinned, forwarding and same-host proxying on,
+/// the sysctls recorded in `sysctls`), routes same-host traffic and the peers' prefixes into the
+/// TUN device and starts the data-path threads (auditing into `audit`). What it created is marked in `undo` and
+/// `sysctls`, which the caller runs on failure.
 #[allow(clippy::too_many_arguments)]
 async fn bring_up(
     a: &AgentSection,
@@ -375,11 +384,15 @@ async fn bring_up(
     let bridge_index = host.ensure_bridge(&a.bridge, gateway, a.mtu).await?;
     host.pin_mac(bridge_index, &a.bridge, host::bridge_mac(a.name.as_str()))
         .await?;
-    sysctls.enable_forwarding(&ForwardingTargets {
+    let targets = ForwardingTargets {
         bridge: &a.bridge,
         tun: &a.interface,
         v6: subnet.addr().is_ipv6(),
-    })?;
+    };
+    sysctls.enable_forwarding(&targets)?;
+    sysctls.enable_proxy(&targets)?;
+    undo.same_host = true;
+    host.route_same_host(&a.bridge, subnet, tun_index).await?;
     for net in peers.routed_prefixes() {
         host.add_route(net, tun_index, Some(gateway.addr())).await?;
     }

@@ -1,9 +1,10 @@
-//! The forwarding sysctls the agent changed, saved in the state directory (`sysctls.json`, mode
-//! 0600) before each change, so that a clean stop restores them and the next start restores
-//! what a killed agent (`kill -9`, a crash) left changed.
+//! The sysctls the agent changed (forwarding, and the proxy and reverse-path settings of
+//! same-host routing), saved in the state directory (`sysctls.json`, mode 0600) before each
+//! change, so that a clean stop restores them and the next start restores what a killed agent
+//! (`kill -9`, a crash) left changed.
 //!
-//! Which settings change and in which order is `host::forwarding`'s (pure, unit-tested); this
-//! file only keeps the record and applies it. Performs I/O.
+//! Which settings change and in which order is `host::forwarding`'s and `host::proxy`'s (pure,
+//! unit-tested); this file only keeps the record and applies it. Performs I/O.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use super::statefile::JsonFile;
 use super::AgentError;
 use crate::error::Chain;
 use crate::host::forwarding::{self, ForwardingTargets, SysctlChange};
+use crate::host::proxy;
 
 /// The file name in the state directory.
 const FILE: &str = "sysctls.json";
@@ -48,7 +50,21 @@ impl SavedSysctls {
         &mut self,
         targets: &ForwardingTargets<'_>,
     ) -> Result<(), AgentError> {
-        for change in forwarding::plan_forwarding(targets)? {
+        self.enable(forwarding::plan_forwarding(targets)?)
+    }
+
+    /// Lets the targets' workloads reach each other through the host (proxy ARP or NDP on the
+    /// bridge, loose reverse-path filtering on the TUN device): each change is saved before it
+    /// is made.
+    pub(super) fn enable_proxy(
+        &mut self,
+        targets: &ForwardingTargets<'_>,
+    ) -> Result<(), AgentError> {
+        self.enable(proxy::plan_proxy(targets)?)
+    }
+
+    fn enable(&mut self, changes: Vec<SysctlChange>) -> Result<(), AgentError> {
+        for change in changes {
             // A setting already recorded keeps its first old value: the one before any agent.
             if !self.changes.iter().any(|c| c.sysctl == change.sysctl) {
                 self.changes.push(change.clone());

@@ -27,6 +27,7 @@ pub mod audit;
 pub mod batch;
 pub mod gro;
 mod handshake;
+mod local;
 pub mod open;
 pub(crate) mod poll;
 mod rx;

@@ -35,7 +35,8 @@ pub fn seal(
                 drops.bump(why);
                 continue;
             }
-            Route::Discard => continue,
+            // Same-host packets are `datapath::local`'s.
+            Route::Discard | Route::Local => continue,
         };
         let state = run.lock(peer);
         match state.handle_outbound(now, filter, packet, batch.space()) {

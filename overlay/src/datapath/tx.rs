@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use crate::peers::counters::HostDrop;
 
 use super::batch::TxBatch;
+use super::local::Local;
 use super::seal::seal;
 use super::tso::Split;
 use super::tun::{Tun, IDEAL_BATCH_SIZE};
@@ -32,6 +33,8 @@ pub(super) struct TxState {
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     batch: TxBatch,
+    /// Same-host packets go back to TUN from here.
+    local: Local,
 }
 
 impl TxState {
@@ -45,6 +48,7 @@ impl TxState {
             sizes: vec![0usize; slots],
             // Each sealed packet is at most its plaintext + 32; a handshake initiation is 148.
             batch: TxBatch::new(slots * (packet_max + 148), slots),
+            local: Local::new(packet_max),
         }
     }
 }
@@ -71,7 +75,7 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
                 .fill(&st.scratch, &mut st.bufs[n..], &mut st.sizes[n..]);
             if n == slots {
                 // Full: send, and go on splitting into the freed buffers.
-                send_batch(shared, udp, st, n);
+                send_batch(shared, tun, udp, st, n);
                 (sent, n) = (sent + n, 0);
             }
             continue;
@@ -95,7 +99,7 @@ pub(super) fn pump(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState) -> u
         }
     }
     if n > 0 {
-        send_batch(shared, udp, st, n);
+        send_batch(shared, tun, udp, st, n);
     }
     sent + n
 }
@@ -119,9 +123,11 @@ fn read(shared: &Shared, tun: &Tun, st: &mut TxState, n: usize) -> io::Result<us
     Ok(0)
 }
 
-/// Seals the first `n` packets and sends them.
-fn send_batch(shared: &Shared, udp: &Udp, st: &mut TxState, n: usize) {
+/// Writes the same-host packets among the first `n` back to TUN, seals the others and sends
+/// them.
+fn send_batch(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState, n: usize) {
     let table = shared.table.load();
+    st.local.forward(&table, tun, &st.bufs[..n], &st.sizes[..n]);
     seal(
         &table,
         &shared.drops,

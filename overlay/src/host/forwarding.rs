@@ -49,6 +49,16 @@ pub enum Knob {
     /// `force_forwarding` (IPv6, Linux 6.17 and later): forward what arrives on this interface
     /// whatever `all.forwarding` says.
     ForceForwarding,
+    /// `rp_filter` (IPv4): reverse-path filtering, 1 strict, 2 loose.
+    RpFilter,
+    /// `proxy_arp` (IPv4): answer ARP for addresses routed elsewhere.
+    ProxyArp,
+    /// `proxy_arp_pvlan` (IPv4): answer ARP also for addresses behind the asking interface.
+    ProxyArpPvlan,
+    /// `proxy_ndp` (IPv6): answer neighbour solicitations for the proxy entries.
+    ProxyNdp,
+    /// `net.<family>.neigh.<iface>.proxy_delay`: how long proxied answers wait (1/100 s).
+    ProxyDelay,
 }
 
 /// One setting `net.<family>.conf.<iface>.<knob>`; `iface` may be `all` or `default`.
@@ -107,10 +117,20 @@ impl Sysctl {
             Knob::Forwarding => "forwarding",
             Knob::AcceptRa => "accept_ra",
             Knob::ForceForwarding => "force_forwarding",
+            Knob::RpFilter => "rp_filter",
+            Knob::ProxyArp => "proxy_arp",
+            Knob::ProxyArpPvlan => "proxy_arp_pvlan",
+            Knob::ProxyNdp => "proxy_ndp",
+            Knob::ProxyDelay => "proxy_delay",
+        };
+        let section = if self.knob == Knob::ProxyDelay {
+            "neigh"
+        } else {
+            "conf"
         };
         Ok(Path::new("/proc/sys/net")
             .join(family)
-            .join("conf")
+            .join(section)
             .join(&self.iface)
             .join(knob))
     }
@@ -241,7 +261,7 @@ pub fn restore(change: &SysctlChange) -> Result<bool, HostError> {
 }
 
 /// The value of `sysctl`; `None` when there is no such file (an interface that is gone).
-fn read(sysctl: &Sysctl) -> Result<Option<i64>, HostError> {
+pub(super) fn read(sysctl: &Sysctl) -> Result<Option<i64>, HostError> {
     let path = sysctl.path()?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -431,6 +451,11 @@ mod tests {
             s.path().unwrap(),
             Path::new("/proc/sys/net/ipv6/conf/eth0/accept_ra")
         );
+        let s = key(Family::Ipv4, "wgmbr0", Knob::ProxyDelay);
+        assert_eq!(
+            s.path().unwrap(),
+            Path::new("/proc/sys/net/ipv4/neigh/wgmbr0/proxy_delay")
+        );
         for bad in ["..", "a/b", "", "x".repeat(16).as_str()] {
             assert!(
                 key(Family::Ipv4, bad, Knob::Forwarding).path().is_err(),
@@ -448,7 +473,7 @@ mod tests {
             json,
             serde_json::json!({"family": "ipv4", "iface": "wgmbr0", "knob": "forwarding", "old": 0, "new": 1})
         );
-        let bad = r#"{"family": "ipv4", "iface": "x", "knob": "rp_filter", "old": 0, "new": 1}"#;
+        let bad = r#"{"family": "ipv4", "iface": "x", "knob": "accept_local", "old": 0, "new": 1}"#;
         assert!(serde_json::from_str::<SysctlChange>(bad).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Host networking through rtnetlink: the container bridge, routes towards the TUN device, veth
-//! pairs that put network namespaces on the bridge, and the forwarding sysctls.
+//! pairs that put network namespaces on the bridge (isolated and guarded against spoofing),
+//! same-host routing through the TUN device, and the forwarding and proxy sysctls.
 //!
 //! This module performs I/O: every [`HostNet`] method sends requests to the kernel over a netlink
 //! socket, and `forwarding` reads and writes `/proc/sys`. It never runs `ip`. It does not decide
@@ -17,18 +18,28 @@
 //! `unreachable` route) and the main table's dump; `conflict`: which routes are ours and whether
 //! a prefix would override one that is not (pure); `workload`: namespaces on the
 //! bridge ([`HostNet::attach_netns`]) and their veth names; `netns`: opening a namespace and
-//! working inside it; `forwarding`: the sysctls (which to change, applying and restoring them).
+//! working inside it; `forwarding`: the sysctls (which to change, applying and restoring them);
+//! `proxy`: the proxy ARP/NDP and reverse-path sysctls of same-host routing (pure plan);
+//! `same_host`: the policy routing rule and table that send same-host traffic through the TUN
+//! device; `isolation`: isolated bridge ports and the bridge's permanent neighbour entries for
+//! workloads; `antispoof`: the tc filters on each workload's port.
 
 use rtnetlink::Handle;
 
+mod antispoof;
 mod conflict;
 mod error;
 pub mod forwarding;
+mod isolation;
 mod link;
 mod netns;
+pub mod proxy;
 mod route;
+mod same_host;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_same_host;
 mod workload;
 
 pub use conflict::{
@@ -38,7 +49,8 @@ pub use conflict::{
 pub use error::HostError;
 pub use link::bridge_mac;
 pub use netns::NETNS_DIR;
-pub use workload::{host_ifname_for, peer_ifname, WORKLOAD_IFNAME};
+pub use same_host::{CLOSED_METRIC, OPEN_METRIC, SAME_HOST_PRIORITY, SAME_HOST_TABLE};
+pub use workload::{host_ifname_for, peer_ifname, workload_mac, WORKLOAD_IFNAME};
 
 /// A netlink connection to one network namespace: the namespace of the thread that called
 /// [`HostNet::connect`]. Cheap to clone; clones share the connection.

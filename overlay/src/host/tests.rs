@@ -28,7 +28,7 @@ use wgmesh_config::ifname::MAX_IFNAME_LEN;
 static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether this test may run; panics instead of skipping under `CI=true`.
-fn privileged(test: &str) -> bool {
+pub(super) fn privileged(test: &str) -> bool {
     let problem = if !nix::unistd::geteuid().is_root() {
         Some("not running as root")
     } else if !Path::new("/dev/net/tun").exists() {
@@ -61,12 +61,12 @@ fn unique_netns_name() -> String {
 /// Owns the namespaces a test made; deletes them on drop, after dumping their state if the test
 /// is failing.
 #[derive(Default)]
-struct Namespaces {
+pub(super) struct Namespaces {
     names: Vec<String>,
 }
 
 impl Namespaces {
-    fn create(&mut self) -> String {
+    pub(super) fn create(&mut self) -> String {
         let name = unique_netns_name();
         ip(&["netns", "add", &name]);
         self.names.push(name.clone());
@@ -98,7 +98,7 @@ impl Drop for Namespaces {
 }
 
 /// Runs `ip ARGS`, asserts success and returns stdout.
-fn ip(args: &[&str]) -> String {
+pub(super) fn ip(args: &[&str]) -> String {
     let output = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         output.status.success(),
@@ -121,7 +121,7 @@ fn ip_ok(args: &[&str]) -> bool {
 
 /// Runs `body` on a thread inside the namespace `netns`, on a current-thread runtime, and
 /// re-raises its panic here so the caller's guards still run.
-fn in_netns<F, Fut>(netns: &str, body: F)
+pub(super) fn in_netns<F, Fut>(netns: &str, body: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -142,7 +142,7 @@ where
     }
 }
 
-fn net(s: &str) -> IpNet {
+pub(super) fn net(s: &str) -> IpNet {
     s.parse().expect("valid prefix")
 }
 

@@ -1,6 +1,7 @@
 //! Workloads' network namespaces on the bridge: a veth pair per namespace, its host end on the
-//! bridge, its other end `eth0` inside with the workload's address and default route; and the
-//! stable names of those veths.
+//! bridge (guarded against spoofing and isolated from the other workloads' ports), its other
+//! end `eth0` inside with the workload's MAC ([`workload_mac`]), address and default route; and
+//! the stable names and MACs of those veths.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -22,9 +23,10 @@ impl HostNet {
     /// it) to the bridge `bridge_index`:
     ///
     /// 1. creates a veth pair whose host end is `host_ifname` and whose other end is created
-    ///    directly inside the namespace under a temporary name (see [`peer_ifname`]), both with
-    ///    MTU `mtu`;
-    /// 2. puts `host_ifname` on the bridge and sets it up;
+    ///    directly inside the namespace under a temporary name (see [`peer_ifname`]) with the
+    ///    MAC [`workload_mac`] of `addr`, both with MTU `mtu`;
+    /// 2. guards `host_ifname` ([`HostNet::guard_port`]), puts it on the bridge, sets it up and
+    ///    isolates it ([`HostNet::isolate_port`]), all before the workload's end is up;
     /// 3. inside the namespace, renames the peer to [`WORKLOAD_IFNAME`] (`eth0`), adds `addr`
     ///    (for example `10.42.1.2/24`), sets `lo` and `eth0` up and adds (or replaces) the
     ///    default route via `gateway`.
@@ -51,9 +53,11 @@ impl HostNet {
         }
         let ns = open_netns(netns)?;
         let peer = peer_ifname(host_ifname);
+        let mac = workload_mac(addr.addr());
 
         let peer_message = LinkUnspec::new_with_name(&peer)
             .mtu(mtu.into())
+            .address(mac.to_vec())
             .setns_by_fd(ns.as_raw_fd())
             .build();
         let message = LinkVeth::new(host_ifname, &peer)
@@ -83,7 +87,8 @@ impl HostNet {
                     .ok_or_else(|| HostError::LinkVanished {
                         name: host_ifname.to_owned(),
                     })?;
-            self.enslave(index, bridge_index).await?;
+            self.secure_port(index, host_ifname, bridge_index, addr.addr())
+                .await?;
             netns::run_in(netns, ns, move |inner| async move {
                 inner.configure_workload(&peer, addr, gateway, mtu).await
             })
@@ -163,6 +168,38 @@ impl HostNet {
             })
     }
 
+    /// Guards the workload port `index` (called `host_ifname`) of the workload with `addr`,
+    /// puts it on the bridge `bridge_index`, sets it up and isolates it. Idempotent.
+    pub async fn secure_port(
+        &self,
+        index: u32,
+        host_ifname: &str,
+        bridge_index: u32,
+        addr: IpAddr,
+    ) -> Result<(), HostError> {
+        self.guard_port(index, host_ifname, workload_mac(addr), addr)
+            .await?;
+        self.enslave(index, bridge_index).await?;
+        self.isolate_port(index, host_ifname).await
+    }
+
+    /// Gives the workload end (`eth0`) of the veth pair in `netns` the MAC [`workload_mac`] of
+    /// `addr` again: a port is guarded for that MAC, whatever the workload set (or an agent
+    /// before this one chose).
+    pub async fn reset_workload_mac(&self, netns: &str, addr: IpAddr) -> Result<(), HostError> {
+        let ns = open_netns(netns)?;
+        let mac = workload_mac(addr);
+        netns::run_in(netns, ns, move |inner| async move {
+            let index = inner.link_index(WORKLOAD_IFNAME).await?.ok_or_else(|| {
+                HostError::LinkVanished {
+                    name: WORKLOAD_IFNAME.to_owned(),
+                }
+            })?;
+            inner.pin_mac(index, WORKLOAD_IFNAME, mac).await
+        })
+        .await
+    }
+
     /// Removes a namespace's veth pair by its host end `host_ifname` (deleting one end deletes
     /// the other, wherever it is). Returns `Ok(false)` if there was no such link.
     pub async fn detach(&self, host_ifname: &str) -> Result<bool, HostError> {
@@ -180,6 +217,26 @@ pub fn host_ifname_for(netns: &str) -> String {
         (hash ^ u32::from(byte)).wrapping_mul(FNV_PRIME)
     });
     format!("wgmv{hash:08x}")
+}
+
+/// The MAC of the workload with `addr`: locally administered and unicast (first byte `0a`),
+/// then `58` and the IPv4 address itself, or for IPv6 `59` and 32 bits of the address's FNV-1a
+/// hash. The same address always gives the same MAC, so a restarted agent guards a port for
+/// the MAC its workload has.
+pub fn workload_mac(addr: IpAddr) -> [u8; 6] {
+    match addr {
+        IpAddr::V4(ip) => {
+            let [a, b, c, d] = ip.octets();
+            [0x0a, 0x58, a, b, c, d]
+        }
+        IpAddr::V6(ip) => {
+            let hash = ip.octets().iter().fold(0x811c_9dc5u32, |hash, byte| {
+                (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+            });
+            let [a, b, c, d] = hash.to_be_bytes();
+            [0x0a, 0x59, a, b, c, d]
+        }
+    }
 }
 
 /// The temporary name of the namespace end of `host_ifname`'s veth pair: `host_ifname` cut to

@@ -304,6 +304,7 @@ impl PeerSet {
             by_key,
             routes,
             filter: self.filter.clone(),
+            subnet: self.host_nets.subnet(),
         }
     }
 

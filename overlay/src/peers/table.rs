@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use wgmesh_config::PublicKey;
 
 use super::counters::HostDrop;
@@ -39,6 +40,8 @@ pub struct PeerTable {
     /// The policy in force, with these peers: one snapshot, so that a thread never sees the
     /// new peers with the old policy.
     pub(super) filter: Arc<Filter>,
+    /// This host's overlay subnet: a packet from and to it stays on the host ([`Route::Local`]).
+    pub(super) subnet: IpNet,
 }
 
 /// Who an inbound datagram is for, decided by [`PeerTable::inbound`].
@@ -62,6 +65,9 @@ pub enum Route<'t> {
     /// Dropped without counting: multicast (the kernel's IPv6 router solicitations, MLD) has no
     /// peer by design.
     Discard,
+    /// From one workload of this host to another (the policy routing rule sends same-host
+    /// traffic through the TUN device): `datapath::local` decides it and writes it back to TUN.
+    Local,
 }
 
 /// Who sent a handshake message, decided by [`PeerTable::handshake_from`].
@@ -130,17 +136,28 @@ impl PeerTable {
         }
     }
 
-    /// Which peer an IP packet read from TUN goes to, by its destination.
+    /// Which peer an IP packet read from TUN goes to, by its destination; [`Route::Local`] when
+    /// its source and destination are both in this host's subnet.
     #[inline]
     pub fn route_packet(&self, packet: &[u8]) -> Route<'_> {
         let Some(dst) = wire::inner_destination(packet) else {
             return Route::Drop(HostDrop::Malformed);
         };
+        if self.is_local(packet) {
+            return Route::Local;
+        }
         match self.route(dst) {
             Some(peer) => Route::Seal(peer),
             None if dst.is_multicast() => Route::Discard,
             None => Route::Drop(HostDrop::NoRoute),
         }
+    }
+
+    /// Whether `packet` goes from this host's subnet to this host's subnet (same-host traffic).
+    #[inline]
+    pub fn is_local(&self, packet: &[u8]) -> bool {
+        let inside = |addr: Option<IpAddr>| addr.is_some_and(|a| self.subnet.contains(&a));
+        inside(wire::inner_destination(packet)) && inside(wire::inner_source(packet))
     }
 
     /// Who sent a handshake message of `kind` from `from`: an initiation names its sender's
