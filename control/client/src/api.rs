@@ -3,7 +3,7 @@
 //! fields ignored), so an older client can read a newer server.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,29 @@ impl std::fmt::Debug for JoinReply {
 pub struct EndpointBody {
     /// The host's new endpoint; `None` when peers should wait for it.
     pub endpoint: Option<SocketAddr>,
+}
+
+/// `PUT /v1/hosts/{name}/workloads`: the host's whole list of workloads, which replaces the
+/// one the control plane holds (the agent sends it at start, after every attach and detach,
+/// and after it reconnects).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadsBody {
+    /// Every workload of the host.
+    pub workloads: Vec<WorkloadReport>,
+}
+
+/// One workload in a [`WorkloadsBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadReport {
+    /// Its name on its host (the network namespace's).
+    pub name: String,
+    /// Its overlay address, one of the host's subnet.
+    pub ip: IpAddr,
+    /// Its own labels (not `host`, which the control plane sets).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The reply to a change: the registry revision that holds it.

@@ -28,7 +28,7 @@ use wgmesh_config::HostName;
 
 use crate::api::{
     ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
-    TokenBody, TokenInfo, TokenReply, TokenRevokedReply,
+    TokenBody, TokenInfo, TokenReply, TokenRevokedReply, WorkloadsBody,
 };
 use crate::pin::{self, CaDigestMismatch};
 
@@ -244,6 +244,23 @@ impl Client {
         let body = json(&EndpointBody { endpoint });
         self.call(Method::PUT, &path, Some(credential.expose()), Some(body))
             .await
+    }
+
+    /// `PUT /v1/hosts/{name}/workloads`.
+    pub async fn report_workloads(
+        &self,
+        name: &str,
+        credential: &HostCredential,
+        body: &WorkloadsBody,
+    ) -> Result<RevisionReply, ClientError> {
+        let path = format!("/v1/hosts/{}/workloads", host_segment(name)?);
+        self.call(
+            Method::PUT,
+            &path,
+            Some(credential.expose()),
+            Some(json(body)),
+        )
+        .await
     }
 
     /// `POST /v1/tokens`.

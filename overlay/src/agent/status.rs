@@ -46,6 +46,7 @@ impl Agent {
             })
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        self.shared.local_drops.add_to(&mut drops);
         Status {
             name: a.name.clone(),
             interface: a.interface.clone(),

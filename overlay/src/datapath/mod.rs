@@ -27,7 +27,7 @@ pub mod audit;
 pub mod batch;
 pub mod gro;
 mod handshake;
-mod local;
+pub mod local;
 pub mod open;
 pub(crate) mod poll;
 mod rx;
@@ -66,6 +66,8 @@ pub struct Shared {
     pub drops: HostDrops,
     /// Where the flows the policy refused go, for the audit log.
     pub audit: AuditTap,
+    /// Same-host packets the policy dropped.
+    pub local_drops: local::LocalDrops,
     /// When the data path started: the time of batches that need none.
     started: Instant,
     shutdown: AtomicBool,
@@ -79,6 +81,7 @@ impl Shared {
             table: ArcSwap::from_pointee(table),
             drops: HostDrops::default(),
             audit,
+            local_drops: local::LocalDrops::default(),
             started: Instant::now(),
             shutdown: AtomicBool::new(false),
         })

@@ -127,12 +127,21 @@ fn read(shared: &Shared, tun: &Tun, st: &mut TxState, n: usize) -> io::Result<us
 /// them.
 fn send_batch(shared: &Shared, tun: &Tun, udp: &Udp, st: &mut TxState, n: usize) {
     let table = shared.table.load();
-    st.local.forward(&table, tun, &st.bufs[..n], &st.sizes[..n]);
+    let now = shared.flows_now(&table);
+    st.local.forward(
+        &table,
+        tun,
+        &shared.local_drops,
+        &shared.audit,
+        now,
+        &st.bufs[..n],
+        &st.sizes[..n],
+    );
     seal(
         &table,
         &shared.drops,
         &shared.audit,
-        shared.flows_now(&table),
+        now,
         &st.bufs[..n],
         &st.sizes[..n],
         &mut st.batch,
