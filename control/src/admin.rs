@@ -1,10 +1,14 @@
 //! What the admin CLI needs besides the [`client`](wgmesh_client::client): reading `--ttl` and
-//! rendering `token list` and `node list`. Pure.
+//! rendering `token list`, `node list`, `policy apply`, `policy show` and `policy explain`.
+//! Pure.
 
 use std::fmt::Write as _;
 use std::num::ParseIntError;
 
-use wgmesh_client::api::{NodeInfo, TokenInfo};
+use wgmesh_client::api::{
+    ExplainEndpoint, ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo,
+};
+use wgmesh_config::policy::ShowLabels;
 
 /// Why `--ttl` is not a duration. `Display` is the message the CLI prints after `--ttl: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,9 +161,88 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
     )
 }
 
+/// What `policy apply` prints once the control plane stored the policy:
+/// `applied seed.toml at revision 12 (3 rules, 7 tests passed)`.
+pub fn render_applied(origin: &str, reply: &PolicyAppliedReply) -> String {
+    format!(
+        "applied {origin} at revision {} ({} {}, {} {} passed)\n",
+        reply.revision,
+        reply.rules,
+        plural(reply.rules, "rule", "rules"),
+        reply.tests,
+        plural(reply.tests, "test", "tests"),
+    )
+}
+
+/// `policy show`: a header line (a TOML comment, so the output is itself a policy file that
+/// `policy apply` takes) with the origin, revision, default and counts, then the text as
+/// applied; or a line saying that no policy is applied.
+pub fn render_policy(reply: &PolicyReply) -> String {
+    let Some(p) = &reply.policy else {
+        return "no policy applied: everything is allowed\n".to_owned();
+    };
+    let mut out = format!(
+        "# policy from {}, applied at revision {}: default {}, {} {}, {} {}\n",
+        p.origin,
+        p.revision,
+        p.default,
+        p.rules,
+        plural(p.rules, "rule", "rules"),
+        p.tests,
+        plural(p.tests, "test", "tests"),
+    );
+    out.push_str(&p.text);
+    if !p.text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `policy explain`: the verdict and what decided it, then each side's labels and the flow:
+///
+/// ```text
+/// allow: rule "frontend-to-app" (policy revision 12)
+/// from host-b/web {host=host-b,role=frontend}
+/// to   host-a/app {app=secure-app,host=host-a}
+/// port tcp/80
+/// ```
+pub fn render_explain(reply: &ExplainReply) -> String {
+    let why = match (&reply.rule, reply.revision) {
+        (Some(rule), Some(r)) => format!("rule {rule:?} (policy revision {r})"),
+        (None, Some(r)) => format!("the default (policy revision {r})"),
+        (_, None) => "no policy is applied: everything is allowed".to_owned(),
+    };
+    let side = |e: &ExplainEndpoint| {
+        let endpoint = if e.endpoint.is_empty() {
+            "{}"
+        } else {
+            &e.endpoint
+        };
+        format!("{endpoint} {}", ShowLabels(&e.labels))
+    };
+    format!(
+        "{}: {why}\nfrom {}\nto   {}\nport {}\n",
+        reply.verdict,
+        side(&reply.from),
+        side(&reply.to),
+        reply.port
+    )
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::IntErrorKind;
+
+    use wgmesh_client::api::PolicyInfo;
+    use wgmesh_config::policy::Action;
 
     use super::*;
 
@@ -260,5 +343,75 @@ mod tests {
         ] {
             assert!(lines[1].contains(cell), "{cell} missing: {table}");
         }
+    }
+
+    #[test]
+    fn policy_show_is_a_commented_header_and_the_text() {
+        assert_eq!(
+            render_policy(&PolicyReply { policy: None }),
+            "no policy applied: everything is allowed\n"
+        );
+        let reply = PolicyReply {
+            policy: Some(PolicyInfo {
+                origin: "seed.toml".into(),
+                revision: 12,
+                default: Action::Deny,
+                rules: 1,
+                tests: 2,
+                text: "default = \"deny\"".into(),
+            }),
+        };
+        assert_eq!(
+            render_policy(&reply),
+            "# policy from seed.toml, applied at revision 12: default deny, 1 rule, 2 tests\n\
+             default = \"deny\"\n"
+        );
+        let applied = PolicyAppliedReply {
+            revision: 12,
+            rules: 3,
+            tests: 1,
+        };
+        assert_eq!(
+            render_applied("seed.toml", &applied),
+            "applied seed.toml at revision 12 (3 rules, 1 test passed)\n"
+        );
+    }
+
+    #[test]
+    fn policy_explain_names_the_rule_or_the_default_and_both_sides_labels() {
+        let side = |endpoint: &str, labels: &[(&str, &str)]| ExplainEndpoint {
+            endpoint: endpoint.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let mut reply = ExplainReply {
+            verdict: Action::Allow,
+            rule: Some("frontend-to-app".into()),
+            from: side("host-b/web", &[("role", "frontend"), ("host", "host-b")]),
+            to: side("app=secure-app", &[("app", "secure-app")]),
+            port: "tcp/80".parse().unwrap(),
+            revision: Some(12),
+        };
+        assert_eq!(
+            render_explain(&reply),
+            "allow: rule \"frontend-to-app\" (policy revision 12)\n\
+             from host-b/web {host=host-b,role=frontend}\n\
+             to   app=secure-app {app=secure-app}\n\
+             port tcp/80\n"
+        );
+        reply.verdict = Action::Deny;
+        reply.rule = None;
+        reply.to = side("", &[]);
+        let shown = render_explain(&reply);
+        assert!(
+            shown.starts_with("deny: the default (policy revision 12)\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("\nto   {} {}\n"), "{shown}");
+        (reply.verdict, reply.revision) = (Action::Allow, None);
+        assert!(render_explain(&reply)
+            .starts_with("allow: no policy is applied: everything is allowed\n"));
     }
 }

@@ -6,10 +6,10 @@
 //! to `keep` old files; the oldest is deleted) and a new file is started. The files take at
 //! most `(keep + 1) * max_bytes` bytes (plus one line). Every file is created with mode 0600.
 //!
-//! The event type cannot hold a secret: every field is an id, a validated [`HostName`], an
-//! address, a time or a closed enum; there is no free-form string or map, so a token, a
-//! credential or a request body cannot end up in the log by accident. The types are pure;
-//! only [`AuditLog`] performs I/O.
+//! The event type cannot hold a secret: every field is an id, a validated [`HostName`] or
+//! policy [`Origin`] (a file name), an address, a time or a closed enum; there is no free-form
+//! string or map, so a token, a credential or a request body cannot end up in the log by
+//! accident. The types are pure; only [`AuditLog`] performs I/O.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use wgmesh_client::api::ApiReason as Reason;
 use wgmesh_client::private_dir;
+use wgmesh_config::policy::Origin;
 use wgmesh_config::HostName;
 
 use crate::ids::{HostId, TokenId};
@@ -91,6 +92,14 @@ pub enum Action {
     KeyChange,
     /// A host read a netmap.
     NetmapRead,
+    /// An admin applied a policy (or tried to).
+    PolicyApply,
+    /// An admin removed the policy.
+    PolicyRemove,
+    /// An admin read the policy.
+    PolicyShow,
+    /// An admin asked what the policy decides for a flow.
+    PolicyExplain,
 }
 
 /// What an action was on.
@@ -109,6 +118,15 @@ pub enum Target {
     Token {
         /// The token's id.
         id: TokenId,
+    },
+    /// A policy, by the file it came from (and the registry revision that applied it, once
+    /// it was).
+    Policy {
+        /// The policy file's name.
+        origin: Origin,
+        /// The registry revision that applied it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
     },
 }
 

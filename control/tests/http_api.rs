@@ -475,3 +475,97 @@ async fn a_request_without_a_bearer_is_refused_401_without_an_audit_line() {
         "no audit line for requests without any credential"
     );
 }
+
+/// A policy of `n` allow rules, `rule-I` from `tier=tI` to `app=aI` on `tcp/(1000 + I)`, and
+/// one test.
+fn policy_of(n: usize) -> String {
+    let mut text = String::from("default = \"deny\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[rule]]\nname = \"rule-{i}\"\nfrom = {{ tier = \"t{i}\" }}\nto = {{ app = \"a{i}\" \
+             }}\nports = [\"tcp/{}\"]\n",
+            1000 + i
+        ));
+    }
+    text.push_str(
+        "\n[[test]]\nfrom = { tier = \"t7\" }\nto = { app = \"a7\" }\nport = \"tcp/1007\"\n\
+         expect = \"allow\"\n",
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_of_a_thousand_rules_fits_its_route_and_explain_takes_encoded_selectors() {
+    use wgmesh_client::api::{ExplainQuery, PolicyBody, MAX_BODY, MAX_POLICY_BODY};
+    use wgmesh_config::policy::Action;
+
+    let server = start().await;
+    let admin = Client::with_ca(&server.url, server.pki.ca_der()).unwrap();
+    let text = policy_of(1000);
+    assert!(text.len() > MAX_BODY, "{} bytes", text.len());
+    let body = PolicyBody {
+        text: text.clone(),
+        origin: "big policy.toml".into(),
+    };
+    let applied = admin.apply_policy(&server.admin, &body).await.unwrap();
+    assert_eq!((applied.rules, applied.tests), (1000, 1));
+    let shown = admin.policy(&server.admin).await.unwrap().policy.unwrap();
+    assert_eq!((shown.text, shown.revision), (text, applied.revision));
+    let query = |from: &str, to: &str, port: &str| ExplainQuery {
+        from: from.into(),
+        to: to.into(),
+        port: port.into(),
+    };
+    let e = admin
+        .explain_policy(
+            &server.admin,
+            &query("tier=t999,x=y", "app=a999", "tcp/1999"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.verdict, e.rule.as_deref()),
+        (Action::Allow, Some("rule-999"))
+    );
+    assert_eq!(e.from.labels.len(), 2);
+    let e = admin
+        .explain_policy(&server.admin, &query("tier=t999", "app=a999", "icmp"))
+        .await
+        .unwrap();
+    assert_eq!((e.verdict, e.rule), (Action::Deny, None));
+    let err = admin
+        .explain_policy(&server.admin, &query("host-x/web", "app=a1", "tcp/1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::NotFound), "{err}");
+    // A query without a port names the forms.
+    let (status, body) = raw(&server, "GET", "/v1/policy/explain?from=a%3Db&to=", b"").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("?from=SEL&to=SEL&port=PROTO/PORT"),
+        "{body}"
+    );
+    // Bodies past the route's limit are refused, and the policy in force stays.
+    let huge = serde_json::json!({"text": " ".repeat(MAX_POLICY_BODY), "origin": "x"});
+    let (status, body) = raw(&server, "PUT", "/v1/policy", huge.to_string().as_bytes()).await;
+    assert_eq!((status, body["reason"].as_str()), (413, Some("too_large")));
+    let bad = serde_json::json!({"text": "default = \"deny\"\nrules = 1\n", "origin": "x.toml"});
+    let (status, body) = raw(&server, "PUT", "/v1/policy", bad.to_string().as_bytes()).await;
+    assert_eq!((status, body["reason"].as_str()), (400, Some("bad_policy")));
+    assert!(
+        body["error"].as_str().unwrap().starts_with("x.toml:2:1: "),
+        "{body}"
+    );
+    let still = admin.policy(&server.admin).await.unwrap().policy.unwrap();
+    assert_eq!(still.revision, applied.revision);
+    // Other routes keep their 64 KiB.
+    let tokens = serde_json::json!({"labels": {"k": "v".repeat(MAX_BODY)}});
+    let (status, body) = raw(&server, "POST", "/v1/tokens", tokens.to_string().as_bytes()).await;
+    assert_eq!((status, body["reason"].as_str()), (413, Some("too_large")));
+    let removed = admin.remove_policy(&server.admin).await.unwrap();
+    assert!(removed.removed);
+    assert_eq!(admin.policy(&server.admin).await.unwrap().policy, None);
+}

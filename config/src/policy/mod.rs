@@ -43,9 +43,11 @@
 //! - `selector`: the label rule of selectors and tests' endpoints, and the text form of a
 //!   [`Selector`] (`role=frontend,zone=a`);
 //! - `run`: running the tests ([`Policy::run_tests`], [`Policy::check_tests`]);
-//! - `render`: how decisions and test results read ([`render_test_report`]).
+//! - `render`: how decisions and test results read ([`render_test_report`]);
+//! - `origin`: the name of the file a policy came from ([`Origin`]).
 //!
-//! Pure: no I/O except [`Policy::load`], which reads the one file it is given.
+//! Pure: no I/O except [`Policy::load`] and [`Policy::load_with_text`], which read the one file
+//! they are given.
 
 use std::fmt;
 
@@ -53,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
 
+mod origin;
 mod parse;
 mod port;
 mod render;
@@ -61,6 +64,7 @@ mod selector;
 #[cfg(test)]
 mod tests;
 
+pub use origin::{Origin, OriginError, MAX_ORIGIN_LEN, ORIGIN_RULE};
 pub use parse::{
     check_rule_name, ActionError, RuleNameError, MAX_RULES, MAX_RULE_NAME_LEN, MAX_TESTS,
     RULE_NAME_RULE,

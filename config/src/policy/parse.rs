@@ -3,7 +3,8 @@
 //! `rule[1].ports[0]`) and what would be valid.
 //!
 //! Problems are found in file order, table by table, and the first one is reported. Pure,
-//! except [`Policy::load`], which reads the one file it is given.
+//! except [`Policy::load`] and [`Policy::load_with_text`], which read the one file they are
+//! given.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -120,6 +121,13 @@ impl Policy {
     /// An unreadable file gives an error naming `path` and the operating system's reason.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_toml(&read(path)?, path)
+    }
+
+    /// [`Policy::load`], also returning the file's text (read once), for `policy apply`,
+    /// which checks the file and then sends the very text it checked.
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), ConfigError> {
+        let text = read(path)?;
+        Ok((Self::from_toml(&text, path)?, text))
     }
 }
 

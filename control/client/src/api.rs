@@ -8,10 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::Netmap;
+use wgmesh_config::policy::{Action, Flow};
 use wgmesh_config::PublicKey;
 
 /// The largest request body the server reads.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The largest `PUT /v1/policy` body the server reads: a policy of thousands of rules fits.
+pub const MAX_POLICY_BODY: usize = 4 * 1024 * 1024;
 /// How long a netmap long poll waits by default (seconds).
 pub const DEFAULT_WAIT_SECS: u64 = 25;
 /// The longest a netmap long poll may wait (seconds).
@@ -234,6 +237,101 @@ pub struct RemovedReply {
     pub revision: u64,
 }
 
+/// `PUT /v1/policy`: a policy file as written. The control plane parses it (errors name
+/// `origin`, the line, column and field), runs its `[[test]]`s, and only then stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    /// The policy file's text (TOML).
+    pub text: String,
+    /// The file's name, for errors and `policy show` (see
+    /// [`Origin`](wgmesh_config::policy::Origin) for the rule).
+    pub origin: String,
+}
+
+/// The reply to `PUT /v1/policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyAppliedReply {
+    /// The registry revision that applied it (the one `GET /v1/policy` shows); every host's
+    /// netmap at this revision or later holds its filter.
+    pub revision: u64,
+    /// How many rules it has.
+    pub rules: usize,
+    /// How many of its tests passed (all of them: it would be refused otherwise).
+    pub tests: usize,
+}
+
+/// The reply to `GET /v1/policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReply {
+    /// The policy in force; `None` when none is applied (everything is allowed).
+    pub policy: Option<PolicyInfo>,
+}
+
+/// The policy in force, as `GET /v1/policy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// The name of the file it was applied from.
+    pub origin: String,
+    /// The registry revision that applied it.
+    pub revision: u64,
+    /// What a flow that no rule matches gets.
+    pub default: Action,
+    /// How many rules it has.
+    pub rules: usize,
+    /// How many tests it has.
+    pub tests: usize,
+    /// The file's text, as applied.
+    pub text: String,
+}
+
+/// The reply to `DELETE /v1/policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRemovedReply {
+    /// Whether a policy was removed (false: none was applied, nothing changed).
+    pub removed: bool,
+    /// The registry revision now.
+    pub revision: u64,
+}
+
+/// The query of `GET /v1/policy/explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    /// The endpoint that starts the flow: `HOST/NETNS`, `HOST` or `k=v,k=v`.
+    pub from: String,
+    /// The endpoint it goes to, in the same forms.
+    pub to: String,
+    /// The flow: `tcp/PORT`, `udp/PORT` or `icmp`.
+    pub port: String,
+}
+
+/// The reply to `GET /v1/policy/explain`: what the policy in force decides for one flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    /// Allow or deny.
+    pub verdict: Action,
+    /// The rule that decided; `None` when the default did (or no policy is applied).
+    pub rule: Option<String>,
+    /// The endpoint that starts the flow, and the labels it carries.
+    pub from: ExplainEndpoint,
+    /// The endpoint it goes to, and the labels it carries.
+    pub to: ExplainEndpoint,
+    /// The flow.
+    pub port: Flow,
+    /// The revision of the policy that decided; `None` when no policy is applied.
+    pub revision: Option<u64>,
+}
+
+/// One side of an [`ExplainReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainEndpoint {
+    /// The endpoint as asked for (`host-b/web`, `host-c`, `role=frontend`).
+    pub endpoint: String,
+    /// Every label it carries (a workload's with its host's and `host`).
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The body of every refusal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -274,6 +372,9 @@ pub enum ApiReason {
     SubnetsExhausted,
     /// The request was malformed.
     BadRequest,
+    /// A policy was refused: its text does not parse (the message names the file, line,
+    /// column and field), one of its tests fails, or it has too many rules.
+    BadPolicy,
     /// The endpoint given is one no host can be reached at (loopback, multicast, unspecified,
     /// link-local, broadcast, port 0, or inside the cluster CIDR).
     BadEndpoint,
@@ -293,7 +394,7 @@ impl ApiReason {
     /// The HTTP status this reason is sent with.
     pub fn status(self) -> u16 {
         match self {
-            Self::BadRequest | Self::BadEndpoint => 400,
+            Self::BadRequest | Self::BadEndpoint | Self::BadPolicy => 400,
             Self::Unauthenticated
             | Self::TokenUnknown
             | Self::TokenExpired

@@ -27,7 +27,8 @@ use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 use wgmesh_config::HostName;
 
 use crate::api::{
-    ApiReason, EndpointBody, ErrorBody, JoinBody, JoinReply, NodeInfo, RemovedReply, RevisionReply,
+    ApiReason, EndpointBody, ErrorBody, ExplainQuery, ExplainReply, JoinBody, JoinReply, NodeInfo,
+    PolicyAppliedReply, PolicyBody, PolicyRemovedReply, PolicyReply, RemovedReply, RevisionReply,
     TokenBody, TokenInfo, TokenReply, TokenRevokedReply, WorkloadsBody,
 };
 use crate::pin::{self, CaDigestMismatch};
@@ -312,6 +313,52 @@ impl Client {
             .await
     }
 
+    /// `PUT /v1/policy`.
+    pub async fn apply_policy(
+        &self,
+        admin: &AdminToken,
+        body: &PolicyBody,
+    ) -> Result<PolicyAppliedReply, ClientError> {
+        self.call(
+            Method::PUT,
+            "/v1/policy",
+            Some(admin.expose()),
+            Some(json(body)),
+        )
+        .await
+    }
+
+    /// `GET /v1/policy`.
+    pub async fn policy(&self, admin: &AdminToken) -> Result<PolicyReply, ClientError> {
+        self.call(Method::GET, "/v1/policy", Some(admin.expose()), None)
+            .await
+    }
+
+    /// `DELETE /v1/policy`.
+    pub async fn remove_policy(
+        &self,
+        admin: &AdminToken,
+    ) -> Result<PolicyRemovedReply, ClientError> {
+        self.call(Method::DELETE, "/v1/policy", Some(admin.expose()), None)
+            .await
+    }
+
+    /// `GET /v1/policy/explain?from=..&to=..&port=..`.
+    pub async fn explain_policy(
+        &self,
+        admin: &AdminToken,
+        query: &ExplainQuery,
+    ) -> Result<ExplainReply, ClientError> {
+        let path = format!(
+            "/v1/policy/explain?from={}&to={}&port={}",
+            query_value(&query.from),
+            query_value(&query.to),
+            query_value(&query.port)
+        );
+        self.call(Method::GET, &path, Some(admin.expose()), None)
+            .await
+    }
+
     /// A call other than a long poll: the 2xx reply decoded, or the refusal.
     async fn call<T: DeserializeOwned>(
         &self,
@@ -457,6 +504,20 @@ fn host_segment(name: &str) -> Result<&str, ClientError> {
         .map_err(|e| ClientError::Invalid(format!("{name:?} is not a host name: {e}")))
 }
 
+/// `text` percent-encoded for a query string: every byte but the unreserved ones (RFC 3986:
+/// `A-Z a-z 0-9 - . _ ~`) as `%XX`.
+fn query_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn json<T: Serialize>(body: &T) -> Vec<u8> {
     serde_json::to_vec(body).expect("API bodies serialise")
 }
@@ -482,4 +543,20 @@ fn check(status: StatusCode, body: Bytes) -> Result<Bytes, ClientError> {
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|source| ClientError::Decode { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_value;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_value("host-b/web_1.x~"), "host-b%2Fweb_1.x~");
+        assert_eq!(
+            query_value("role=frontend,zone=a b&c"),
+            "role%3Dfrontend%2Czone%3Da%20b%26c"
+        );
+        assert_eq!(query_value("é"), "%C3%A9");
+        assert_eq!(query_value(""), "");
+    }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use wgmesh_config::labels::{self, LabelError, Labels};
+use wgmesh_config::name::{check_host_name, NameFault};
 use wgmesh_config::policy::{Action, DecidedBy, Decision, Flow, Policy};
 
 use super::endpoints::endpoint_labels;
@@ -46,6 +47,19 @@ pub enum ExplainError {
         /// The key.
         key: String,
     },
+    /// `HOST` or `HOST/NETNS` whose host part is no host name.
+    #[error(
+        "{text:?}: {host:?} is not a host name ({fault}); an endpoint is HOST/NETNS, HOST or \
+         k=v,k=v"
+    )]
+    HostName {
+        /// The text as given.
+        text: String,
+        /// Its host part.
+        host: String,
+        /// Which part of the host-name rule it breaks.
+        fault: NameFault,
+    },
     /// No host of this name.
     #[error("no host {0}")]
     NoSuchHost(String),
@@ -79,12 +93,22 @@ impl FromStr for EndpointRef {
         if text.contains('=') || text.trim().is_empty() {
             return parse_labels(text).map(Self::Labels);
         }
-        Ok(match text.split_once('/') {
-            Some((host, name)) => Self::Workload {
-                host: host.to_owned(),
+        let (host, name) = match text.split_once('/') {
+            Some((host, name)) => (host, Some(name)),
+            None => (text, None),
+        };
+        check_host_name(host).map_err(|fault| ExplainError::HostName {
+            text: text.to_owned(),
+            host: host.to_owned(),
+            fault,
+        })?;
+        let host = host.to_owned();
+        Ok(match name {
+            Some(name) => Self::Workload {
+                host,
                 name: name.to_owned(),
             },
-            None => Self::Host(text.to_owned()),
+            None => Self::Host(host),
         })
     }
 }
@@ -160,12 +184,23 @@ pub fn explain<'p>(
 ) -> Result<Explanation<'p>, ExplainError> {
     let from = from.labels(registry)?;
     let to = to.labels(registry)?;
-    let decision = match policy {
-        Some(p) => p.decide(&from, &to, flow),
+    let decision = decide(policy, &from, &to, flow);
+    Ok(Explanation { from, to, decision })
+}
+
+/// What `policy` (`None`: no policy, everything allowed by default) decides for `flow` from an
+/// endpoint labelled `from` to one labelled `to`.
+pub fn decide<'p>(
+    policy: Option<&'p Policy>,
+    from: &Labels,
+    to: &Labels,
+    flow: Flow,
+) -> Decision<'p> {
+    match policy {
+        Some(p) => p.decide(from, to, flow),
         None => Decision {
             action: Action::Allow,
             by: DecidedBy::Default,
         },
-    };
-    Ok(Explanation { from, to, decision })
+    }
 }

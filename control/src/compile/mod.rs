@@ -36,7 +36,7 @@ mod rules;
 
 pub use endpoints::endpoint_labels;
 use endpoints::Endpoints;
-pub use explain::{explain, EndpointRef, ExplainError, Explanation};
+pub use explain::{decide, explain, EndpointRef, ExplainError, Explanation};
 use rules::CompiledRules;
 
 /// The registry and a policy compiled together: every host's peers and filter.

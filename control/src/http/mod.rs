@@ -41,6 +41,7 @@ use wgmesh_client::api::{
 
 mod accept;
 mod known;
+mod policy;
 
 pub use accept::{serve, ServeLimits};
 
@@ -144,6 +145,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
+        .route(
+            "/v1/policy",
+            put(policy::apply).get(policy::show).delete(policy::remove),
+        )
+        .route("/v1/policy/explain", get(policy::explain))
         .fallback(|| async {
             refusal(
                 ApiReason::NotFound,
@@ -289,16 +295,20 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// A JSON body of type `T`, or the 400/408/413 refusal for it. At most [`MAX_BODY`] bytes are
+/// A JSON body of type `T`, or the 400/408/413 refusal for it. At most `limit` bytes are
 /// read, and the whole body must arrive within `timeout` (no trickling).
-async fn parse_body<T: DeserializeOwned>(body: Body, timeout: Duration) -> Result<T, ApiError> {
+async fn parse_body<T: DeserializeOwned>(
+    body: Body,
+    timeout: Duration,
+    limit: usize,
+) -> Result<T, ApiError> {
     let too_large = || {
         ApiError::new(
             ApiReason::TooLarge,
-            format!("the body is larger than {MAX_BODY} bytes"),
+            format!("the body is larger than {limit} bytes"),
         )
     };
-    let read = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect());
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
     let bytes = match read.await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
@@ -332,7 +342,7 @@ async fn parse_body<T: DeserializeOwned>(body: Body, timeout: Duration) -> Resul
     serde_json::from_value(value).map_err(bad)
 }
 
-/// Parses the body, or audits and returns the refusal.
+/// Parses the body (at most [`MAX_BODY`] bytes), or audits and returns the refusal.
 async fn body_or_refuse<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     token: Option<&str>,
@@ -340,7 +350,19 @@ async fn body_or_refuse<T: DeserializeOwned>(
     remote: IpAddr,
     body: Body,
 ) -> Result<T, Response> {
-    match parse_body::<T>(body, shared.limits.handshake_timeout).await {
+    body_or_refuse_within(shared, token, action, remote, body, MAX_BODY).await
+}
+
+/// [`body_or_refuse`] for a route that takes bodies of up to `limit` bytes.
+async fn body_or_refuse_within<T: DeserializeOwned>(
+    shared: &Arc<Shared>,
+    token: Option<&str>,
+    action: Action,
+    remote: IpAddr,
+    body: Body,
+    limit: usize,
+) -> Result<T, Response> {
+    match parse_body::<T>(body, shared.limits.handshake_timeout, limit).await {
         Ok(v) => Ok(v),
         Err(e) => {
             let token = token.map(str::to_owned);

@@ -54,10 +54,8 @@ impl From<&RegistryError> for ApiReason {
             RegistryError::NameTaken { .. } => Self::NameTaken,
             RegistryError::KeyTaken { .. } => Self::KeyTaken,
             RegistryError::NoSuchHost(_) | RegistryError::NoSuchToken(_) => Self::NotFound,
-            RegistryError::CredentialInUse(_)
-            | RegistryError::Workloads { .. }
-            | RegistryError::PolicyTest(_)
-            | RegistryError::PolicyTooLarge { .. } => Self::BadRequest,
+            RegistryError::CredentialInUse(_) | RegistryError::Workloads { .. } => Self::BadRequest,
+            RegistryError::PolicyTest(_) | RegistryError::PolicyTooLarge { .. } => Self::BadPolicy,
             RegistryError::NoPolicy => Self::NotFound,
             RegistryError::Ipam(IpamError::Exhausted { .. }) => Self::SubnetsExhausted,
             RegistryError::Ipam(_)

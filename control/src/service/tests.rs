@@ -623,3 +623,5 @@ fn a_low_order_public_key_cannot_join() {
     let err = serde_json::from_value::<JoinBody>(json).unwrap_err();
     assert!(err.to_string().contains("low-order"), "{err}");
 }
+
+mod policy;

@@ -177,6 +177,12 @@ fn explain_resolves_workloads_hosts_and_labels() {
     let bad = "role=a,bad key=b".parse::<EndpointRef>().unwrap_err();
     assert!(bad.to_string().contains("HOST/NETNS"), "{bad}");
     assert_eq!(ep("example.com/zone=a").to_string(), "example.com/zone=a");
+    // A host part that is no host name is a bad endpoint, not an unknown host.
+    for bad in ["a b", "a b/app", "/app", "host!/x"] {
+        let e = bad.parse::<EndpointRef>().unwrap_err();
+        assert!(matches!(e, ExplainError::HostName { .. }), "{bad}: {e:?}");
+        assert!(e.to_string().contains("HOST/NETNS, HOST or k=v,k=v"), "{e}");
+    }
     // Without a policy everything is allowed.
     let e = explain(&r, None, &ep("b/plain"), &ep("c/db"), flow("tcp/22")).unwrap();
     assert_eq!(e.decision.action, Action::Allow);

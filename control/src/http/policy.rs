@@ -1,0 +1,87 @@
+//! The policy routes (`/v1/policy`, `/v1/policy/explain`): thin handlers that parse the
+//! request and make one call on [`Control`](crate::service::Control), as every other route.
+//! `PUT /v1/policy` alone reads bodies of up to [`MAX_POLICY_BODY`] bytes: a policy of
+//! thousands of rules is far larger than any other request.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use wgmesh_client::api::{ApiReason, ExplainQuery, MAX_POLICY_BODY};
+
+use super::{as_caller, bearer, body_or_refuse_within, refusal, Handled, Remote, Shared};
+use crate::audit::Action;
+use crate::service::unauthenticated;
+
+/// `PUT /v1/policy`.
+pub(super) async fn apply(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    body: Body,
+) -> Handled {
+    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
+    let action = Action::PolicyApply;
+    let body = body_or_refuse_within(
+        &shared,
+        Some(&token),
+        action,
+        remote.ip(),
+        body,
+        MAX_POLICY_BODY,
+    )
+    .await?;
+    Ok(as_caller(&shared, Some(token), move |c, caller, now| {
+        c.apply_policy(caller, body, now, Some(remote.ip()))
+    })
+    .await)
+}
+
+/// `GET /v1/policy`.
+pub(super) async fn show(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.show_policy(caller, now, Some(remote.ip()))
+    })
+    .await
+}
+
+/// `DELETE /v1/policy`.
+pub(super) async fn remove(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.remove_policy(caller, now, Some(remote.ip()))
+    })
+    .await
+}
+
+/// `GET /v1/policy/explain?from=SEL&to=SEL&port=PROTO/PORT`.
+pub(super) async fn explain(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    query: Result<Query<ExplainQuery>, QueryRejection>,
+) -> Handled {
+    let Query(query) = query.map_err(|e| {
+        refusal(
+            ApiReason::BadRequest,
+            format!(
+                "bad query: {e}; use ?from=SEL&to=SEL&port=PROTO/PORT, where SEL is HOST/NETNS, \
+                 HOST or k=v,k=v and PROTO/PORT is tcp/PORT, udp/PORT or icmp"
+            ),
+        )
+    })?;
+    Ok(as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.explain_policy(caller, &query, now, Some(remote.ip()))
+    })
+    .await)
+}
