@@ -234,7 +234,9 @@ mod admin {
 
     use super::{AdminArg, NodeCmd, TokenCmd};
 
-    fn connect(arg: &AdminArg) -> anyhow::Result<(Client, AdminFile, tokio::runtime::Runtime)> {
+    pub(super) fn connect(
+        arg: &AdminArg,
+    ) -> anyhow::Result<(Client, AdminFile, tokio::runtime::Runtime)> {
         let file = AdminFile::load(&arg.path)?;
         let client = Client::with_ca(&file.url, file.ca_cert.der())?;
         let runtime = tokio::runtime::Builder::new_current_thread()
