@@ -87,12 +87,21 @@ fn api_refuses_every_route_to_the_wrong_caller() {
         ("GET", "/v1/hosts/host-x/netmap", None),
         ("PUT", "/v1/hosts/host-x/endpoint", Some(ep)),
     ];
-    let admin_routes: [Route<'_>; 5] = [
+    let policy = r#"{"text": "default = \"deny\"\n", "origin": "p.toml"}"#;
+    let admin_routes: [Route<'_>; 9] = [
         ("POST", "/v1/tokens", Some("{}")),
         ("GET", "/v1/tokens", None),
         ("DELETE", "/v1/tokens/0", None),
         ("GET", "/v1/nodes", None),
         ("DELETE", "/v1/nodes/host-y", None),
+        ("PUT", "/v1/policy", Some(policy)),
+        ("GET", "/v1/policy", None),
+        ("DELETE", "/v1/policy", None),
+        (
+            "GET",
+            "/v1/policy/explain?from=host-x&to=host-y&port=tcp/80",
+            None,
+        ),
     ];
     let bogus_host = format!("WGMH1-{}", "A".repeat(43));
     let bogus_admin = format!("WGMA1-{}", "A".repeat(43));
@@ -140,6 +149,10 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     }
     // Nothing changed through all that.
     assert_eq!(cp.node_names(), ["host-x", "host-y", "host-z"]);
+    assert_eq!(
+        cp.cli_ok(&["policy", "show", "--json"]),
+        "{\n  \"policy\": null\n}\n"
+    );
     assert_eq!(cp.node("host-x").unwrap()["endpoint"], Value::Null);
 
     // The right callers succeed.
