@@ -58,12 +58,13 @@ fn explain(cp: &ControlPlane, from: &str, to: &str, port: &str) -> Run {
     run(cp, &args)
 }
 
-/// The first line of a successful `policy explain`.
+/// The line a successful `policy explain` prints (its only one), without the newline.
 #[track_caller]
 fn verdict(cp: &ControlPlane, from: &str, to: &str, port: &str) -> String {
     let r = explain(cp, from, to, port);
     assert!(r.ok, "explain {from} -> {to} {port}: {}", r.stderr);
-    r.stdout.lines().next().unwrap_or_default().to_owned()
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    r.stdout.trim_end().to_owned()
 }
 
 /// `policy apply` of a bad file: non-zero, `wgmesh: {path}:{at}` first on stderr, with
@@ -115,7 +116,11 @@ fn policy_apply_show_explain_and_remove_against_a_real_control_plane() {
     assert_eq!(r.stdout, "no policy applied: everything is allowed\n");
     assert_eq!(show_json(&cp), serde_json::json!({"policy": null}));
     let first = verdict(&cp, "host-b", "host-a", "tcp/22");
-    assert_eq!(first, "allow: no policy is applied: everything is allowed");
+    let hosts = "{host=host-b,role=frontend} -> {app=secure-app,host=host-a}";
+    assert_eq!(
+        first,
+        format!("{hosts} tcp/22: allow (no policy is applied)")
+    );
 
     // The seed: every test printed, then the revision.
     let seed = write(dir.path(), "seed.toml", SEED);
@@ -153,27 +158,21 @@ fn policy_apply_show_explain_and_remove_against_a_real_control_plane() {
     assert_eq!(text, format!("{header}{SEED}"));
 
     // Explain: hosts carry their labels and host=<name>; the rule or the default decides.
-    let r = explain(&cp, "host-b", "host-a", "tcp/80");
-    assert!(r.ok, "{}", r.stderr);
     assert_eq!(
-        r.stdout,
-        format!(
-            "allow: rule \"frontend-to-app\" (policy revision {revision})\n\
-             from host-b {{host=host-b,role=frontend}}\n\
-             to   host-a {{app=secure-app,host=host-a}}\nport tcp/80\n"
-        )
+        verdict(&cp, "host-b", "host-a", "tcp/80"),
+        format!("{hosts} tcp/80: allow (rule \"frontend-to-app\")")
     );
     assert_eq!(
         verdict(&cp, "app=secure-app", "role=backend", "tcp/22"),
-        format!("deny: rule \"no-ssh\" (policy revision {revision})")
+        "{app=secure-app} -> {role=backend} tcp/22: deny (rule \"no-ssh\")"
     );
     assert_eq!(
         verdict(&cp, "host-a", "role=backend", "tcp/5432"),
-        format!("allow: rule \"app-to-db\" (policy revision {revision})")
+        "{app=secure-app,host=host-a} -> {role=backend} tcp/5432: allow (rule \"app-to-db\")"
     );
     assert_eq!(
         verdict(&cp, "host-b", "host-a", "icmp"),
-        format!("deny: the default (policy revision {revision})")
+        format!("{hosts} icmp: deny (the default)")
     );
     let r = run(
         &cp,
@@ -188,6 +187,11 @@ fn policy_apply_show_explain_and_remove_against_a_real_control_plane() {
         (&"allow".into(), &"frontend-to-app".into())
     );
     assert_eq!(json["to"]["labels"]["app"], "secure-app");
+    assert_eq!(
+        (&json["from"]["endpoint"], &json["port"]),
+        (&"host-b".into(), &"tcp/80".into())
+    );
+    assert_eq!(json["revision"], revision);
     // Unknown endpoints and bad forms: non-zero, saying what is wrong.
     let r = explain(&cp, "host-q", "host-a", "tcp/80");
     assert!(
@@ -301,7 +305,7 @@ fn policy_apply_show_explain_and_remove_against_a_real_control_plane() {
     assert!(big_revision > revision);
     assert_eq!(
         verdict(&cp, "tier=t999", "app=a999", "tcp/1999"),
-        format!("allow: rule \"rule-999\" (policy revision {big_revision})")
+        "{tier=t999} -> {app=a999} tcp/1999: allow (rule \"rule-999\")"
     );
 
     // Remove: back to allow-all; removing again changes nothing.

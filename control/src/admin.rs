@@ -5,10 +5,8 @@
 use std::fmt::Write as _;
 use std::num::ParseIntError;
 
-use wgmesh_client::api::{
-    ExplainEndpoint, ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo,
-};
-use wgmesh_config::policy::ShowLabels;
+use wgmesh_client::api::{ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo};
+use wgmesh_config::policy::{DecidedBy, Decision, ShowFlow};
 
 /// Why `--ttl` is not a duration. `Display` is the message the CLI prints after `--ttl: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,35 +196,29 @@ pub fn render_policy(reply: &PolicyReply) -> String {
     out
 }
 
-/// `policy explain`: the verdict and what decided it, then each side's labels and the flow:
+/// `policy explain`: one line, as `policy test` prints a test: the labels each side carries,
+/// the flow, the verdict and what decided it (the rule, the default, or that no policy is
+/// applied):
 ///
 /// ```text
-/// allow: rule "frontend-to-app" (policy revision 12)
-/// from host-b/web {host=host-b,role=frontend}
-/// to   host-a/app {app=secure-app,host=host-a}
-/// port tcp/80
+/// {host=host-b,role=frontend} -> {app=secure-app,host=host-a} tcp/80: allow (rule "frontend-to-app")
 /// ```
 pub fn render_explain(reply: &ExplainReply) -> String {
-    let why = match (&reply.rule, reply.revision) {
-        (Some(rule), Some(r)) => format!("rule {rule:?} (policy revision {r})"),
-        (None, Some(r)) => format!("the default (policy revision {r})"),
-        (_, None) => "no policy is applied: everything is allowed".to_owned(),
+    let flow = ShowFlow {
+        from: &reply.from.labels,
+        to: &reply.to.labels,
+        flow: reply.port,
     };
-    let side = |e: &ExplainEndpoint| {
-        let endpoint = if e.endpoint.is_empty() {
-            "{}"
-        } else {
-            &e.endpoint
-        };
-        format!("{endpoint} {}", ShowLabels(&e.labels))
+    let by = match (&reply.rule, reply.revision) {
+        (_, None) => return format!("{flow}: {} (no policy is applied)\n", reply.verdict),
+        (Some(rule), Some(_)) => DecidedBy::Rule(rule),
+        (None, Some(_)) => DecidedBy::Default,
     };
-    format!(
-        "{}: {why}\nfrom {}\nto   {}\nport {}\n",
-        reply.verdict,
-        side(&reply.from),
-        side(&reply.to),
-        reply.port
-    )
+    let decision = Decision {
+        action: reply.verdict,
+        by,
+    };
+    format!("{flow}: {decision}\n")
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -241,7 +233,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 mod tests {
     use std::num::IntErrorKind;
 
-    use wgmesh_client::api::PolicyInfo;
+    use wgmesh_client::api::{ExplainEndpoint, PolicyInfo};
     use wgmesh_config::policy::Action;
 
     use super::*;
@@ -396,22 +388,19 @@ mod tests {
         };
         assert_eq!(
             render_explain(&reply),
-            "allow: rule \"frontend-to-app\" (policy revision 12)\n\
-             from host-b/web {host=host-b,role=frontend}\n\
-             to   app=secure-app {app=secure-app}\n\
-             port tcp/80\n"
+            "{host=host-b,role=frontend} -> {app=secure-app} tcp/80: allow (rule \"frontend-to-app\")\n"
         );
         reply.verdict = Action::Deny;
         reply.rule = None;
         reply.to = side("", &[]);
-        let shown = render_explain(&reply);
-        assert!(
-            shown.starts_with("deny: the default (policy revision 12)\n"),
-            "{shown}"
+        assert_eq!(
+            render_explain(&reply),
+            "{host=host-b,role=frontend} -> {} tcp/80: deny (the default)\n"
         );
-        assert!(shown.contains("\nto   {} {}\n"), "{shown}");
         (reply.verdict, reply.revision) = (Action::Allow, None);
-        assert!(render_explain(&reply)
-            .starts_with("allow: no policy is applied: everything is allowed\n"));
+        assert_eq!(
+            render_explain(&reply),
+            "{host=host-b,role=frontend} -> {} tcp/80: allow (no policy is applied)\n"
+        );
     }
 }
