@@ -16,9 +16,11 @@
 //!   address of the other, or the default allows, so unrelated hosts never learn each other's
 //!   keys.
 //!
-//! [`Compiled`] does the work once for every host (the free functions build one per call);
-//! `explain` answers `policy explain`.
+//! [`Compiled`] does the work once for every host (the free functions build one per call); its
+//! costly part, [`CompiledPolicy`], can be kept while the registry's netmap revision stays
+//! ([`Compiled::with`]); `explain` answers `policy explain`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use wgmesh_config::netmap::{
@@ -43,23 +45,77 @@ use rules::CompiledRules;
 #[derive(Debug)]
 pub struct Compiled<'a> {
     registry: &'a Registry,
-    /// The hosts' ids, in registry order: a host's position is its index here.
-    ids: Vec<HostId>,
-    rules: Option<CompiledRules<'a>>,
+    policy: Option<&'a Policy>,
+    compiled: Cow<'a, CompiledPolicy>,
 }
 
-impl<'a> Compiled<'a> {
+/// What compiling spends its time on: the policy's selectors turned into addresses, and each
+/// host's peers. Owned, so a caller may keep it for as long as the registry's netmap revision
+/// does not move (every change that can alter a netmap moves it) and build [`Compiled`]s from it
+/// ([`Compiled::with`]) without compiling again.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// The registry's netmap revision it was compiled at.
+    netmap_revision: u64,
+    /// The hosts' ids, in registry order: a host's position is its index here.
+    ids: Vec<HostId>,
+    rules: Option<CompiledRules>,
+}
+
+impl CompiledPolicy {
     /// Compiles `policy` (`None`: no policy, everything allowed) against `registry`.
-    pub fn new(registry: &'a Registry, policy: Option<&'a Policy>) -> Self {
+    pub fn new(registry: &Registry, policy: Option<&Policy>) -> Self {
         let ids: Vec<HostId> = registry.hosts().keys().copied().collect();
         let rules = policy.map(|p| {
             let endpoints = Endpoints::new(registry);
             CompiledRules::new(p, &endpoints, ids.len(), registry.ipam().map(|i| i.cidr()))
         });
         Self {
-            registry,
+            netmap_revision: registry.netmap_revision(),
             ids,
             rules,
+        }
+    }
+
+    /// The registry's netmap revision it was compiled at.
+    pub fn netmap_revision(&self) -> u64 {
+        self.netmap_revision
+    }
+
+    /// Whether it was compiled from `registry` as it is now (at its netmap revision, with its
+    /// hosts) and with a policy exactly when `policy` is one.
+    fn fits(&self, registry: &Registry, policy: Option<&Policy>) -> bool {
+        self.netmap_revision == registry.netmap_revision()
+            && self.ids.len() == registry.hosts().len()
+            && self.rules.is_some() == policy.is_some()
+    }
+}
+
+impl<'a> Compiled<'a> {
+    /// Compiles `policy` (`None`: no policy, everything allowed) against `registry`.
+    pub fn new(registry: &'a Registry, policy: Option<&'a Policy>) -> Self {
+        Self {
+            registry,
+            policy,
+            compiled: Cow::Owned(CompiledPolicy::new(registry, policy)),
+        }
+    }
+
+    /// [`Compiled::new`] from `compiled`, kept from an earlier call. It must be of this
+    /// registry's current netmap revision and of `policy` (the one in force at that revision);
+    /// one of another revision is not used, and the registry is compiled anew.
+    pub fn with(
+        registry: &'a Registry,
+        policy: Option<&'a Policy>,
+        compiled: &'a CompiledPolicy,
+    ) -> Self {
+        if !compiled.fits(registry, policy) {
+            return Self::new(registry, policy);
+        }
+        Self {
+            registry,
+            policy,
+            compiled: Cow::Borrowed(compiled),
         }
     }
 
@@ -87,7 +143,8 @@ impl<'a> Compiled<'a> {
 
     /// The netmap of every host.
     pub fn netmaps(&self) -> BTreeMap<HostId, Netmap> {
-        self.ids
+        self.compiled
+            .ids
             .iter()
             .filter_map(|&id| Some((id, self.netmap(id)?)))
             .collect()
@@ -104,7 +161,7 @@ impl<'a> Compiled<'a> {
     pub fn delta(&self, id: HostId, from: u64, changes: &Changes<'_>) -> Option<NetmapDelta> {
         let (at, host) = self.position(id)?;
         let mut names: BTreeSet<&str> = changes.hosts.clone();
-        let own_changed = self.rules.is_some() && changes.hosts.contains(host.name.as_str());
+        let own_changed = self.policy.is_some() && changes.hosts.contains(host.name.as_str());
         if changes.policy || own_changed {
             names.extend(self.registry.hosts().values().map(|h| h.name.as_str()));
         }
@@ -142,26 +199,27 @@ impl<'a> Compiled<'a> {
     }
 
     fn position(&self, id: HostId) -> Option<(usize, &'a Host)> {
-        let at = self.ids.binary_search(&id).ok()?;
+        let at = self.compiled.ids.binary_search(&id).ok()?;
         Some((at, self.registry.host(id)?))
     }
 
     fn connects(&self, a: usize, b: usize) -> bool {
-        match &self.rules {
+        match &self.compiled.rules {
             None => a != b,
             Some(rules) => rules.connects(a, b),
         }
     }
 
     fn peer_count(&self, a: usize) -> usize {
-        match &self.rules {
-            None => self.ids.len().saturating_sub(1),
+        match &self.compiled.rules {
+            None => self.compiled.ids.len().saturating_sub(1),
             Some(rules) => rules.peer_count(a),
         }
     }
 
     fn filter(&self, a: usize) -> Option<HostFilter> {
-        self.rules.as_ref().map(|rules| rules.filter(a))
+        let (rules, policy) = self.compiled.rules.as_ref().zip(self.policy)?;
+        Some(rules.filter(policy, a))
     }
 }
 

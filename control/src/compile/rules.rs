@@ -1,6 +1,8 @@
 //! A policy's rules with their selectors turned into addresses ([`CompiledRules`]): for each
 //! rule, the prefixes each side stands for and the hosts holding them; from these, each host's
-//! [`HostFilter`] and the hosts it must have as peers.
+//! [`HostFilter`] and the hosts it must have as peers. It owns what it computed and names the
+//! policy's rules by index, so it can be kept beside the registry (see
+//! [`CompiledPolicy`](super::CompiledPolicy)) and asked with the policy it was compiled from.
 
 use ipnet::IpNet;
 use wgmesh_config::netmap::{FilterRule, HostFilter};
@@ -10,7 +12,7 @@ use super::endpoints::{Endpoints, HostSet};
 use super::prefixes::merge;
 
 /// One side (`from` or `to`) of a rule, as addresses.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Side {
     /// The prefixes it stands for: sorted, disjoint, merged.
     nets: Vec<IpNet>,
@@ -18,28 +20,28 @@ struct Side {
     hosts: HostSet,
 }
 
-#[derive(Debug)]
-struct CompiledRule<'p> {
-    rule: &'p Rule,
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    /// The rule's index in the policy.
+    rule: usize,
     from: Side,
     to: Side,
 }
 
 /// A policy compiled against the registry's endpoints.
-#[derive(Debug)]
-pub(crate) struct CompiledRules<'p> {
-    policy: &'p Policy,
-    rules: Vec<CompiledRule<'p>>,
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRules {
+    rules: Vec<CompiledRule>,
     /// Each host's peers, by host position.
     peers: Vec<HostSet>,
 }
 
-impl<'p> CompiledRules<'p> {
+impl CompiledRules {
     /// Compiles `policy` for `hosts` hosts whose endpoints are `endpoints`, in a cluster of
     /// `cluster` (what `{}` stands for; `None` before the registry is initialised, when there
     /// are no hosts).
     pub(crate) fn new(
-        policy: &'p Policy,
+        policy: &Policy,
         endpoints: &Endpoints<'_>,
         hosts: usize,
         cluster: Option<IpNet>,
@@ -61,21 +63,18 @@ impl<'p> CompiledRules<'p> {
                 hosts: set,
             }
         };
-        let rules: Vec<CompiledRule<'p>> = policy
+        let rules: Vec<CompiledRule> = policy
             .rules
             .iter()
-            .map(|rule| CompiledRule {
-                rule,
+            .enumerate()
+            .map(|(i, rule)| CompiledRule {
+                rule: i,
                 from: side(&rule.from),
                 to: side(&rule.to),
             })
             .collect();
         let peers = peers(policy, &rules, hosts);
-        Self {
-            policy,
-            rules,
-            peers,
-        }
+        Self { rules, peers }
     }
 
     /// Whether the hosts at positions `a` and `b` must be peers: some allow rule matches a
@@ -90,20 +89,23 @@ impl<'p> CompiledRules<'p> {
     }
 
     /// The filter of the host at position `host`: every rule one of whose sides holds one of
-    /// its addresses, in policy order.
-    pub(crate) fn filter(&self, host: usize) -> HostFilter {
+    /// its addresses, in policy order. `policy` is the one these rules were compiled from.
+    pub(crate) fn filter(&self, policy: &Policy, host: usize) -> HostFilter {
         HostFilter {
-            default: self.policy.default,
+            default: policy.default,
             rules: self
                 .rules
                 .iter()
                 .filter(|r| r.from.hosts.contains(host) || r.to.hosts.contains(host))
-                .map(|r| FilterRule {
-                    name: r.rule.name.clone(),
-                    action: r.rule.action,
-                    from: r.from.nets.clone(),
-                    to: r.to.nets.clone(),
-                    ports: r.rule.ports.clone(),
+                .map(|r| {
+                    let rule: &Rule = &policy.rules[r.rule];
+                    FilterRule {
+                        name: rule.name.clone(),
+                        action: rule.action,
+                        from: r.from.nets.clone(),
+                        to: r.to.nets.clone(),
+                        ports: rule.ports.clone(),
+                    }
                 })
                 .collect(),
         }
@@ -112,14 +114,17 @@ impl<'p> CompiledRules<'p> {
 
 /// Each host's peers: with default allow, every other host; else the hosts an allow rule
 /// connects it with, in either direction. Never the host itself.
-fn peers(policy: &Policy, rules: &[CompiledRule<'_>], hosts: usize) -> Vec<HostSet> {
+fn peers(policy: &Policy, rules: &[CompiledRule], hosts: usize) -> Vec<HostSet> {
     let mut peers = if policy.default == Action::Allow {
         vec![HostSet::all(hosts); hosts]
     } else {
         vec![HostSet::empty(hosts); hosts]
     };
     if policy.default == Action::Deny {
-        for r in rules.iter().filter(|r| r.rule.action == Action::Allow) {
+        for r in rules
+            .iter()
+            .filter(|r| policy.rules[r.rule].action == Action::Allow)
+        {
             for a in r.from.hosts.iter() {
                 peers[a].union_with(&r.to.hosts);
             }

@@ -11,7 +11,6 @@ use super::endpoint::check_endpoint;
 use super::refusal::{registry_error, ApiError};
 use super::Control;
 use crate::audit::{Action, Outcome};
-use crate::compile;
 use crate::ids::HostId;
 
 impl Control {
@@ -44,9 +43,10 @@ impl Control {
         // What the host holds (`from`, the revision it applied) was recorded when its poll
         // began (`check_netmap_access`), not what it is about to be sent.
         let id = self.authorize_netmap_read(caller, name, now, from_ip)?;
+        self.cache_compiled();
         let delta = match self.changes.since(from, current) {
             Some(changed) if from != 0 && epoch == self.epoch => {
-                compile::delta(&self.registry, self.policy(), id, from, &changed)
+                self.compiled().delta(id, from, &changed)
             }
             _ => None,
         };

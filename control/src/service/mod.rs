@@ -34,7 +34,7 @@ pub use refusal::{unauthenticated, ApiError};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched, ChangeLog};
-use crate::compile;
+use crate::compile::{self, Compiled, CompiledPolicy};
 use crate::ids::HostId;
 use crate::registry::{Mutation, Registry};
 use crate::store::{Store, StoreError};
@@ -62,6 +62,12 @@ pub struct Control {
     audit: AuditLog,
     admin_hash: SecretHash,
     ca_der: Vec<u8>,
+    /// The registry and policy compiled for netmaps, kept while the netmap revision stays:
+    /// after one change every host polls, and all of them are answered from one compile.
+    /// Dropped by every commit and recovery.
+    compiled: Option<CompiledPolicy>,
+    /// How many times this run compiled for netmaps ([`Control::compiles`]).
+    compiles: u64,
 }
 
 impl std::fmt::Debug for Control {
@@ -93,6 +99,8 @@ impl Control {
             audit,
             admin_hash,
             ca_der,
+            compiled: None,
+            compiles: 0,
         }
     }
 
@@ -109,6 +117,7 @@ impl Control {
                     state.touch(host.id, host.last_seen);
                 }
                 self.registry = state;
+                self.compiled = None;
                 self.changes.reset(self.registry.netmap_revision());
                 self.store_failed = false;
             }
@@ -153,11 +162,42 @@ impl Control {
         Caller::Anonymous
     }
 
-    fn netmap_of(&self, id: HostId) -> Netmap {
-        let netmap = compile::netmap(&self.registry, self.policy(), id).expect("an existing host");
+    /// How many times this run compiled the registry and policy for netmaps: once per netmap
+    /// revision that some host asked for, however many hosts ask.
+    pub fn compiles(&self) -> u64 {
+        self.compiles
+    }
+
+    fn netmap_of(&mut self, id: HostId) -> Netmap {
+        self.cache_compiled();
+        let netmap = self.compiled().netmap(id).expect("an existing host");
         Netmap {
             epoch: self.epoch,
             ..netmap
+        }
+    }
+
+    /// Compiles the registry and policy, unless what is kept is of the current netmap
+    /// revision.
+    fn cache_compiled(&mut self) {
+        let revision = self.registry.netmap_revision();
+        if self
+            .compiled
+            .as_ref()
+            .is_some_and(|c| c.netmap_revision() == revision)
+        {
+            return;
+        }
+        self.compiled = Some(CompiledPolicy::new(&self.registry, self.policy()));
+        self.compiles += 1;
+    }
+
+    /// The registry and policy compiled: from what [`Control::cache_compiled`] kept (a kept
+    /// compile of another revision is never used).
+    fn compiled(&self) -> Compiled<'_> {
+        match &self.compiled {
+            Some(kept) => Compiled::with(&self.registry, self.policy(), kept),
+            None => Compiled::new(&self.registry, self.policy()),
         }
     }
 
@@ -185,6 +225,7 @@ impl Control {
             }
         })?;
         let touched = touched(&self.registry, m);
+        self.compiled = None;
         self.registry
             .apply(m)
             .expect("the store accepted it, so it applies");

@@ -624,4 +624,5 @@ fn a_low_order_public_key_cannot_join() {
     assert!(err.to_string().contains("low-order"), "{err}");
 }
 
+mod compiled;
 mod policy;
