@@ -467,6 +467,8 @@ fn a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver() {
     );
     wg.addr_add(&format!("{}/32", s.front.1));
     wg.addr_add(&format!("{}/32", s.unlabelled.1));
+    // And an address of host C's range, which B's key does not hold.
+    wg.addr_add(&format!("{}/32", s.back.1));
     wg.up();
     wg.route_add(&a_subnet);
     // `socat` from a chosen source address: the answer comes back only if A let the flow in.
@@ -498,6 +500,21 @@ fn a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver() {
         denied(a, "default") > 0,
         "host a counted no default-denied packet: {}",
         a.agent.status()["policy"]
+    );
+    // Another host's workload address through B's tunnel: the cryptokey check drops it first.
+    let spoofed_before = a.agent.peer_status(b.agent.public_key())["dropped"]["source_not_allowed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        !talks(&s.back.1, 80),
+        "host c's workload address got through B's tunnel"
+    );
+    let spoofed = a.agent.peer_status(b.agent.public_key())["dropped"]["source_not_allowed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        spoofed > spoofed_before,
+        "host a did not count the packets from C's range as source_not_allowed"
     );
     drop(wg);
 }
