@@ -87,6 +87,8 @@ fn the_writer_keeps_to_its_rate_and_says_what_it_left_out() {
         path: path.clone(),
         names: Arc::new(WorkloadNames::default()),
         lost: Arc::clone(&lost),
+        unwritten: Arc::default(),
+        failing: false,
         reported_lost: 0,
         window: start,
         written: 0,
