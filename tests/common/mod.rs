@@ -17,6 +17,7 @@ pub mod forwarding;
 pub mod keys;
 pub mod netns;
 pub mod pcap;
+pub mod policy;
 pub mod same_host;
 pub mod scenario;
 pub mod scripted_control;

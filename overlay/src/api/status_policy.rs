@@ -34,7 +34,8 @@ pub struct PolicyStatus {
     pub denied: Vec<DeniedCount>,
     /// The flows tracked, over all peers.
     pub conntrack: ConntrackStatus,
-    /// Refused flows not written to the audit log because its queue was full.
+    /// Refused flows missing from the audit log: its queue was full, or its file could not be
+    /// written.
     #[serde(default)]
     pub audit_lost: u64,
 }

@@ -46,6 +46,8 @@ pub const LINES_PER_SECOND: u64 = 100;
 pub struct AuditTap {
     queue: Option<Sender<Denial>>,
     lost: Arc<AtomicU64>,
+    /// Lines the writer could not write (a full disk, an I/O error).
+    unwritten: Arc<AtomicU64>,
 }
 
 impl AuditTap {
@@ -55,6 +57,7 @@ impl AuditTap {
         let tap = Self {
             queue: Some(tx),
             lost: Arc::new(AtomicU64::new(0)),
+            unwritten: Arc::new(AtomicU64::new(0)),
         };
         (tap, rx)
     }
@@ -64,6 +67,7 @@ impl AuditTap {
         Self {
             queue: None,
             lost: Arc::new(AtomicU64::new(0)),
+            unwritten: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -77,9 +81,10 @@ impl AuditTap {
         }
     }
 
-    /// Events dropped because the queue was full.
+    /// Refused flows missing from the log: dropped because the queue was full, or not written
+    /// because the file could not be.
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed) + self.unwritten.load(Ordering::Relaxed)
     }
 }
 
@@ -147,6 +152,8 @@ impl AuditLog {
             path: path.to_owned(),
             names,
             lost: Arc::clone(&tap.lost),
+            unwritten: Arc::clone(&tap.unwritten),
+            failing: false,
             reported_lost: 0,
             window: Instant::now(),
             written: 0,
@@ -180,6 +187,9 @@ struct Writer {
     path: PathBuf,
     names: Arc<WorkloadNames>,
     lost: Arc<AtomicU64>,
+    unwritten: Arc<AtomicU64>,
+    /// The last write failed: said once, then counted until a write succeeds again.
+    failing: bool,
     reported_lost: u64,
     /// The current second's start, and what it wrote and left out.
     window: Instant,
@@ -239,8 +249,24 @@ impl Writer {
     fn write(&mut self, line: &impl Serialize) {
         let mut text = serde_json::to_string(line).expect("audit lines serialize");
         text.push('\n');
-        if let Err(e) = self.file.write_all(text.as_bytes()) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the audit log");
+        match self.file.write_all(text.as_bytes()) {
+            Err(e) => {
+                self.unwritten.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "cannot write the audit log; lines are counted in status policy.audit_lost \
+                         until it can be written again"
+                    );
+                    self.failing = true;
+                }
+            }
+            Ok(()) if self.failing => {
+                tracing::info!(path = %self.path.display(), "the audit log is written again");
+                self.failing = false;
+            }
+            Ok(()) => {}
         }
     }
 }

@@ -87,6 +87,8 @@ fn the_writer_keeps_to_its_rate_and_says_what_it_left_out() {
         path: path.clone(),
         names: Arc::new(WorkloadNames::default()),
         lost: Arc::clone(&lost),
+        unwritten: Arc::default(),
+        failing: false,
         reported_lost: 0,
         window: start,
         written: 0,
@@ -142,4 +144,28 @@ fn the_log_is_private_and_gets_what_the_tap_offers() {
             .starts_with("audit log /proc/no/such/audit.jsonl"),
         "{err}"
     );
+}
+
+#[test]
+fn lines_that_cannot_be_written_are_counted_as_lost() {
+    let (tap, _rx) = AuditTap::bounded(4);
+    // /dev/full refuses every write with ENOSPC: a full disk.
+    let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut w = Writer {
+        file,
+        path: "/dev/full".into(),
+        names: Arc::default(),
+        lost: Arc::clone(&tap.lost),
+        unwritten: Arc::clone(&tap.unwritten),
+        failing: false,
+        reported_lost: 0,
+        window: Instant::now(),
+        written: 0,
+        suppressed: 0,
+    };
+    let d = denial(Direction::Egress, DenialReason::Untracked);
+    w.event(&d);
+    w.event(&d);
+    assert!(w.failing);
+    assert_eq!(tap.lost(), 2, "both lines are counted");
 }
