@@ -91,6 +91,8 @@ pub enum Action {
     KeyChange,
     /// A host read a netmap.
     NetmapRead,
+    /// A host reported its workloads (a changed list; a repeat of the list held leaves no line).
+    WorkloadsReport,
 }
 
 /// What an action was on.

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::PublicKey;
 
-/// The largest request body the server reads.
+/// The largest request body the server reads (but see [`MAX_WORKLOADS_BODY`]).
 pub const MAX_BODY: usize = 64 * 1024;
+/// The largest workload report the server reads: a host's whole list, up to 4096 workloads
+/// with their labels.
+pub const MAX_WORKLOADS_BODY: usize = 1024 * 1024;
 /// How long a netmap long poll waits by default (seconds).
 pub const DEFAULT_WAIT_SECS: u64 = 25;
 /// The longest a netmap long poll may wait (seconds).
@@ -223,6 +226,9 @@ pub struct NodeInfo {
     /// Whether that is the current netmap revision.
     #[serde(default)]
     pub in_sync: bool,
+    /// Its workloads as it last reported them, sorted by address.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadReport>,
 }
 
 /// The reply to `DELETE /v1/nodes/{name}`.
