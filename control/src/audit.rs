@@ -87,12 +87,12 @@ pub enum Action {
     NodeRemove,
     /// A host changed its endpoint.
     EndpointChange,
+    /// A host reported its workloads (a changed list; a repeat of the list held leaves no line).
+    WorkloadsReport,
     /// A host changed its key.
     KeyChange,
     /// A host read a netmap.
     NetmapRead,
-    /// A host reported its workloads (a changed list; a repeat of the list held leaves no line).
-    WorkloadsReport,
 }
 
 /// What an action was on.

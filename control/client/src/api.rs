@@ -10,11 +10,8 @@ use serde::{Deserialize, Serialize};
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::PublicKey;
 
-/// The largest request body the server reads (but see [`MAX_WORKLOADS_BODY`]).
+/// The largest request body the server reads.
 pub const MAX_BODY: usize = 64 * 1024;
-/// The largest workload report the server reads: a host's whole list, up to 4096 workloads
-/// with their labels.
-pub const MAX_WORKLOADS_BODY: usize = 1024 * 1024;
 /// How long a netmap long poll waits by default (seconds).
 pub const DEFAULT_WAIT_SECS: u64 = 25;
 /// The longest a netmap long poll may wait (seconds).
@@ -101,6 +98,10 @@ pub struct WorkloadsBody {
     /// Every workload of the host.
     pub workloads: Vec<WorkloadReport>,
 }
+
+/// The largest [`WorkloadsBody`] the server reads (other bodies: [`MAX_BODY`]): a host's whole
+/// list, thousands of workloads with their labels.
+pub const MAX_WORKLOADS_BODY: usize = 1024 * 1024;
 
 /// One workload in a [`WorkloadsBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

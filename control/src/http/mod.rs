@@ -297,25 +297,20 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-/// A JSON body of type `T`, or the 400/408/413 refusal for it. At most [`MAX_BODY`] bytes are
+/// A JSON body of type `T`, or the 400/408/413 refusal for it. At most `limit` bytes are
 /// read, and the whole body must arrive within `timeout` (no trickling).
-async fn parse_body<T: DeserializeOwned>(body: Body, timeout: Duration) -> Result<T, ApiError> {
-    parse_body_within(body, timeout, MAX_BODY).await
-}
-
-/// [`parse_body`], reading at most `max` bytes.
-async fn parse_body_within<T: DeserializeOwned>(
+async fn parse_body<T: DeserializeOwned>(
     body: Body,
     timeout: Duration,
-    max: usize,
+    limit: usize,
 ) -> Result<T, ApiError> {
     let too_large = || {
         ApiError::new(
             ApiReason::TooLarge,
-            format!("the body is larger than {max} bytes"),
+            format!("the body is larger than {limit} bytes"),
         )
     };
-    let read = tokio::time::timeout(timeout, Limited::new(body, max).collect());
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
     let bytes = match read.await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
@@ -349,7 +344,7 @@ async fn parse_body_within<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(bad)
 }
 
-/// Parses the body, or audits and returns the refusal.
+/// Parses the body (at most [`MAX_BODY`] bytes), or audits and returns the refusal.
 async fn body_or_refuse<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     token: Option<&str>,
@@ -357,18 +352,19 @@ async fn body_or_refuse<T: DeserializeOwned>(
     remote: IpAddr,
     body: Body,
 ) -> Result<T, Response> {
-    body_or_refuse_within(shared, token, (action, remote), body, MAX_BODY).await
+    body_or_refuse_within(shared, token, action, remote, body, MAX_BODY).await
 }
 
-/// [`body_or_refuse`], reading at most `max` bytes.
+/// [`body_or_refuse`] for a route that takes bodies of up to `limit` bytes.
 async fn body_or_refuse_within<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     token: Option<&str>,
-    (action, remote): (Action, IpAddr),
+    action: Action,
+    remote: IpAddr,
     body: Body,
-    max: usize,
+    limit: usize,
 ) -> Result<T, Response> {
-    match parse_body_within::<T>(body, shared.limits.handshake_timeout, max).await {
+    match parse_body::<T>(body, shared.limits.handshake_timeout, limit).await {
         Ok(v) => Ok(v),
         Err(e) => {
             let token = token.map(str::to_owned);
@@ -528,7 +524,7 @@ async fn workloads(
     let action = Action::WorkloadsReport;
     let within = MAX_WORKLOADS_BODY;
     let body =
-        body_or_refuse_within(&shared, Some(&token), (action, remote.ip()), body, within).await?;
+        body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, within).await?;
     let limits = Arc::clone(&shared);
     let result = shared
         .call(move |c| {

@@ -10,8 +10,8 @@
 //! - this module: [`Control`], authentication, the commit, and the audit line of each call;
 //! - `caller`: [`Caller`] and what each caller may do; `refusal`: [`ApiError`] and the
 //!   refusals calls share;
-//! - the calls: `join` (`POST /v1/join`), `hosts` (a host's netmap and endpoint), `workloads`
-//!   (a host's workload report), `tokens` and `nodes` (the admin's).
+//! - the calls: `join` (`POST /v1/join`), `hosts` (a host's netmap and endpoint), `tokens` and
+//!   `nodes` (the admin's).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
