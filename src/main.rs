@@ -55,14 +55,20 @@ enum Cmd {
     Genkey,
     /// Read a private key on stdin and print its public key (as `wg pubkey`).
     Pubkey,
-    /// Put a network namespace on the overlay through the local agent.
+    /// Put a network namespace on the overlay through the local agent, or give an attached one
+    /// new labels (it keeps its address).
     Attach {
         /// The network namespace (as `ip netns` names it).
         #[arg(long)]
         netns: String,
-        /// The address to give it (default: the next free one of the host's subnet).
+        /// The address to give it (default: the next free one of the host's subnet). An
+        /// attached namespace keeps its address: another one is refused (detach first).
         #[arg(long)]
         ip: Option<IpAddr>,
+        /// A label (key=value) for the policy; repeatable. These are all its labels: attaching
+        /// an attached namespace again replaces them. `host` is reserved.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -201,8 +207,15 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             let key: PrivateKey = input.trim().parse().context("stdin")?;
             println!("{}", key.public_key());
         }
-        Cmd::Attach { netns, ip, socket } => {
-            let result = api::call(&socket.path, &Request::Attach { netns, ip })?;
+        Cmd::Attach {
+            netns,
+            ip,
+            labels,
+            socket,
+        } => {
+            let labels = workload_labels(&labels).context("--label")?;
+            let request = Request::Attach { netns, ip, labels };
+            let result = api::call(&socket.path, &request)?;
             println!("{}", result["ip"].as_str().unwrap_or_default());
         }
         Cmd::Detach { netns, socket } => {
@@ -308,6 +321,19 @@ mod admin {
         }
         Ok(())
     }
+}
+
+/// The labels of `attach --label k=v ...`, checked as the agent checks them (a repeated key
+/// keeps its last value).
+fn workload_labels(assignments: &[String]) -> anyhow::Result<wgmesh_config::labels::Labels> {
+    use wgmesh_config::labels;
+    let mut out = labels::Labels::new();
+    for a in assignments {
+        let (k, v) = labels::parse_assignment(a)?;
+        out.insert(k, v);
+    }
+    labels::check_workload_labels(&out)?;
+    Ok(out)
 }
 
 /// Makes this process non-dumpable before it reads any key or token: no core dump (which

@@ -82,10 +82,12 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     let (cy, _) = cp.join_ok(&token, "host-y", &ky);
     let (cz, _) = cp.join_ok(&token, "host-z", &kz);
 
+    let wl = r#"{"workloads": [{"name": "web", "ip": "10.42.0.2", "labels": {"role": "a"}}]}"#;
     let ep = r#"{"endpoint": "198.18.0.77:51820"}"#;
-    let host_routes: [Route<'_>; 2] = [
+    let host_routes: [Route<'_>; 3] = [
         ("GET", "/v1/hosts/host-x/netmap", None),
         ("PUT", "/v1/hosts/host-x/endpoint", Some(ep)),
+        ("PUT", "/v1/hosts/host-x/workloads", Some(wl)),
     ];
     let policy = r#"{"text": "default = \"deny\"\n", "origin": "p.toml"}"#;
     let admin_routes: [Route<'_>; 9] = [
@@ -154,6 +156,10 @@ fn api_refuses_every_route_to_the_wrong_caller() {
         "{\n  \"policy\": null\n}\n"
     );
     assert_eq!(cp.node("host-x").unwrap()["endpoint"], Value::Null);
+    assert_eq!(
+        cp.node("host-x").unwrap()["workloads"],
+        serde_json::json!([])
+    );
 
     // The right callers succeed.
     let nm = expect_ok(
@@ -176,6 +182,14 @@ fn api_refuses_every_route_to_the_wrong_caller() {
     );
     assert!(r["revision"].as_u64().expect("revision") > rev, "{r}");
     assert_eq!(cp.node("host-x").unwrap()["endpoint"], "198.18.0.77:51820");
+    expect_ok(
+        cp.curl("PUT", "/v1/hosts/host-x/workloads", Some(&cx), Some(wl)),
+        "host-x reports its workloads",
+    );
+    assert_eq!(
+        cp.node("host-x").unwrap()["workloads"],
+        serde_json::json!([{"name": "web", "ip": "10.42.0.2", "labels": {"role": "a"}}])
+    );
     let nm_y = expect_ok(
         cp.curl("GET", "/v1/hosts/host-y/netmap", Some(&cy), None),
         "host-y's netmap",

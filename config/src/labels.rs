@@ -74,13 +74,22 @@ pub enum LabelError {
         /// The text as given.
         text: String,
     },
+    /// A workload sets a key only the control plane sets ([`crate::policy::HOST_LABEL`]).
+    #[error(
+        "the label key {key:?} is reserved: every workload carries {key}=<its host's name>, set \
+         by the control plane; use another key"
+    )]
+    Reserved {
+        /// The key.
+        key: String,
+    },
 }
 
 impl LabelError {
     /// The key the error is about, if it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Self::Key { key, .. } => Some(key),
+            Self::Key { key, .. } | Self::Reserved { key } => Some(key),
             Self::Value { key, .. } => key.as_deref(),
             Self::TooMany { .. } | Self::Assignment { .. } => None,
         }
@@ -213,6 +222,20 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError>
     Ok(())
 }
 
+/// Checks a workload's own labels: the label rules ([`check_labels`]), and no
+/// [`HOST_LABEL`](crate::policy::HOST_LABEL), which its host's name fills. The one statement of
+/// what `attach --label` may give, asked by the CLI, the agent's local API and the control
+/// plane.
+pub fn check_workload_labels(labels: &BTreeMap<String, String>) -> Result<(), LabelError> {
+    let reserved = crate::policy::HOST_LABEL;
+    if labels.contains_key(reserved) {
+        return Err(LabelError::Reserved {
+            key: reserved.to_owned(),
+        });
+    }
+    check_labels(labels)
+}
+
 /// Parses and checks `key=value` (as given to `--label`); the value may be empty (`key=`).
 pub fn parse_assignment(s: &str) -> Result<(String, String), LabelError> {
     let Some((key, value)) = s.split_once('=') else {
@@ -343,5 +366,28 @@ mod tests {
         let err = parse_assignment("zone=a=b").unwrap_err();
         assert_eq!(err.key(), Some("zone"));
         assert!(err.to_string().contains("contains '='"), "{err}");
+    }
+
+    #[test]
+    fn workload_labels_follow_the_rules_and_leave_host_to_the_control_plane() {
+        let ok = Labels::from([
+            ("role".into(), "frontend".into()),
+            ("tier".into(), String::new()),
+        ]);
+        assert_eq!(check_workload_labels(&ok), Ok(()));
+        assert_eq!(check_workload_labels(&Labels::new()), Ok(()));
+        let host = Labels::from([("host".into(), "host-b".into())]);
+        let err = check_workload_labels(&host).unwrap_err();
+        assert_eq!(err.key(), Some("host"));
+        assert!(
+            err.to_string()
+                .starts_with("the label key \"host\" is reserved: every workload carries host="),
+            "{err}"
+        );
+        // A prefixed key is another key: only the bare one is reserved.
+        let prefixed = Labels::from([("example.com/host".into(), "x".into())]);
+        assert_eq!(check_workload_labels(&prefixed), Ok(()));
+        let bad = Labels::from([("role".into(), "a b".into())]);
+        assert_eq!(check_workload_labels(&bad).unwrap_err().key(), Some("role"));
     }
 }

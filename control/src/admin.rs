@@ -118,8 +118,9 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state, and
-/// whether the host holds the current netmap.
+/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state,
+/// whether the host holds the current netmap, and how many workloads it reported (`--json`
+/// lists them).
 pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -141,6 +142,7 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
                     (Some(_), true) => "in sync".to_owned(),
                     (Some(r), false) => format!("behind (has {r})"),
                 },
+                n.workloads.len().to_string(),
             ]
         })
         .collect();
@@ -154,6 +156,7 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
             "LAST SEEN",
             "STATE",
             "NETMAP",
+            "WORKLOADS",
         ],
         &rows,
     )
@@ -319,6 +322,11 @@ mod tests {
             online: true,
             netmap_revision: Some(7),
             in_sync: false,
+            workloads: vec![wgmesh_client::api::WorkloadReport {
+                name: "web".into(),
+                ip: "10.42.0.2".parse().unwrap(),
+                labels: Default::default(),
+            }],
         }];
         let table = render_nodes(&nodes, 200);
         let lines: Vec<&str> = table.lines().collect();
@@ -335,6 +343,8 @@ mod tests {
         ] {
             assert!(lines[1].contains(cell), "{cell} missing: {table}");
         }
+        assert!(lines[0].ends_with("WORKLOADS"), "{table}");
+        assert!(lines[1].trim_end().ends_with(" 1"), "{table}");
     }
 
     #[test]

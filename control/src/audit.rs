@@ -88,6 +88,8 @@ pub enum Action {
     NodeRemove,
     /// A host changed its endpoint.
     EndpointChange,
+    /// A host reported its workloads (a changed list; a repeat of the list held leaves no line).
+    WorkloadsReport,
     /// A host changed its key.
     KeyChange,
     /// A host read a netmap.

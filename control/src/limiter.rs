@@ -7,9 +7,10 @@
 //!   lock out the hosts behind it; joins from it wait until the window ends.
 //! - [`ConnectionCounts`]: how many connections each source address holds, counted before the
 //!   TLS handshake, so that one address cannot take every connection slot.
-//! - [`HostBudget`]: a token bucket per host: for endpoint reports ([`ENDPOINT_RATE`]), the one
-//!   call of a joined host that changes every agent's netmap, and for its calls refused `400`
-//!   or `403` ([`HOST_REFUSAL_RATE`]), which an agent hardly ever makes.
+//! - [`HostBudget`]: a token bucket per host: for endpoint reports ([`ENDPOINT_RATE`]) and
+//!   workload reports ([`WORKLOADS_RATE`]), the calls of a joined host that commit to the store
+//!   and change other agents' netmaps, and for its calls refused `400` or `403`
+//!   ([`HOST_REFUSAL_RATE`]), which an agent hardly ever makes.
 //! - [`NetmapPacer`]: a minimum interval between the netmaps long polls hand one host, so a
 //!   burst of changes costs each agent one netmap per interval (the latest state), and a host
 //!   polling in a loop costs at most one compiled netmap per interval.
@@ -217,6 +218,17 @@ pub const ENDPOINT_RATE: Rate = Rate {
     burst: ENDPOINT_BURST,
     refill: ENDPOINT_REFILL,
 };
+/// Workload reports a host may make at once before it is limited. An agent reports its whole
+/// list after each attach, detach or relabel, and coalesces what changes while it waits.
+pub const WORKLOADS_BURST: u32 = 20;
+/// After the burst, one workload report per this interval.
+pub const WORKLOADS_REFILL: Duration = Duration::from_secs(2);
+/// The workload reports' budget of each host: each changed report is a store commit (an
+/// fsync) and, under a policy, a new netmap for every host.
+pub const WORKLOADS_RATE: Rate = Rate {
+    burst: WORKLOADS_BURST,
+    refill: WORKLOADS_REFILL,
+};
 /// Calls of a host that may be refused `403` (another host's records, an admin route) or `400`
 /// (a malformed request) before its calls are answered `429`. An agent makes next to none.
 pub const HOST_REFUSAL_BURST: u32 = 20;
@@ -240,7 +252,8 @@ pub struct Rate {
 }
 
 /// A token bucket per host: `burst` at once, then one per `refill`. [`ENDPOINT_RATE`] budgets
-/// endpoint reports; [`HOST_REFUSAL_RATE`] the calls refused `400` or `403`.
+/// endpoint reports, [`WORKLOADS_RATE`] workload reports; [`HOST_REFUSAL_RATE`] the calls
+/// refused `400` or `403`.
 #[derive(Debug)]
 pub struct HostBudget {
     rate: Rate,

@@ -352,6 +352,76 @@ async fn endpoint_reports_over_budget_get_a_retryable_429_and_bad_endpoints_a_40
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_reports_are_kept_listed_budgeted_and_may_exceed_64_kib() {
+    use wgmesh_client::api::{WorkloadReport, WorkloadsBody, MAX_BODY};
+    use wgmesh_control::limiter::{WORKLOADS_BURST, WORKLOADS_REFILL};
+    let server = start().await;
+    let (admin, agent, _, a, credential) = host_a_joined(&server).await;
+    assert_eq!(a.netmap.host.subnet.to_string(), "10.42.0.0/24");
+    // Every usable address of the /24, with long names and labels: over the 64 KiB of other
+    // calls, within a workload report's limit.
+    let body = WorkloadsBody {
+        workloads: (2..=254u8)
+            .map(|i| WorkloadReport {
+                name: format!("{i:03}-{}", "n".repeat(200)),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 42, 0, i)),
+                labels: [
+                    ("role".to_owned(), format!("r{i}")),
+                    ("example.com/team".to_owned(), "t".repeat(60)),
+                ]
+                .into(),
+            })
+            .collect(),
+    };
+    assert!(serde_json::to_vec(&body).unwrap().len() > MAX_BODY);
+    agent
+        .report_workloads("host-a", &credential, &body)
+        .await
+        .unwrap();
+    let nodes = admin.list_nodes(&server.admin).await.unwrap();
+    assert_eq!(nodes[0].workloads, body.workloads, "node list shows them");
+
+    // A refused report is a 400 that names what is wrong.
+    let stolen = WorkloadsBody {
+        workloads: vec![WorkloadReport {
+            name: "x".into(),
+            ip: "10.42.7.2".parse().unwrap(),
+            labels: Default::default(),
+        }],
+    };
+    let err = agent
+        .report_workloads("host-a", &credential, &stolen)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::BadRequest), "{err}");
+    assert!(err.to_string().contains("10.42.7.2"), "{err}");
+    assert!(err.is_permanent());
+    // Two of the burst are spent; the rest go through, then 429 until the bucket refills.
+    for _ in 2..WORKLOADS_BURST {
+        agent
+            .report_workloads("host-a", &credential, &WorkloadsBody::default())
+            .await
+            .unwrap();
+    }
+    let err = agent
+        .report_workloads("host-a", &credential, &WorkloadsBody::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(ApiReason::TooManyRequests), "{err}");
+    assert!(!err.is_permanent(), "a 429 is worth retrying later");
+    let secs = WORKLOADS_REFILL.as_secs();
+    assert!(
+        err.to_string().contains(&format!("retry after {secs} s")),
+        "{err}"
+    );
+    let nodes = admin.list_nodes(&server.admin).await.unwrap();
+    assert!(
+        nodes[0].workloads.is_empty(),
+        "the last accepted list was empty"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_looping_forbidden_calls_gets_429_while_other_hosts_go_on() {
     use wgmesh_control::limiter::{HOST_REFUSAL_BURST, HOST_REFUSAL_REFILL};
     let server = Arc::new(start().await);

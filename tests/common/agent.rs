@@ -413,20 +413,32 @@ impl Agent {
     /// `wgmesh attach --netns NAME --socket S` (run in the host namespace). Returns the
     /// printed address, e.g. "10.42.1.2/24".
     pub fn try_attach(&self, workload: &Netns) -> Result<String, String> {
-        let out = self.ns.exec(&[
-            BIN,
-            "attach",
-            "--netns",
-            workload.name(),
-            "--socket",
-            self.socket.to_str().unwrap(),
-        ]);
+        self.try_attach_with(workload, None, &[])
+    }
+
+    /// `wgmesh attach --netns NAME [--ip IP] [--label K=V]... --socket S` (run in the host
+    /// namespace). Returns the printed address, or the exit status and output.
+    pub fn try_attach_with(
+        &self,
+        workload: &Netns,
+        ip: Option<&str>,
+        labels: &[&str],
+    ) -> Result<String, String> {
+        let mut args = vec![BIN, "attach", "--netns", workload.name()];
+        if let Some(ip) = ip {
+            args.extend(["--ip", ip]);
+        }
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.extend(["--socket", self.socket.to_str().unwrap()]);
+        let out = self.ns.exec(&args);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
             Err(format!(
-                "wgmesh attach --netns {}: {}: {}{}",
-                workload.name(),
+                "wgmesh {}: {}: {}{}",
+                args[1..].join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)

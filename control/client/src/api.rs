@@ -102,6 +102,10 @@ pub struct WorkloadsBody {
     pub workloads: Vec<WorkloadReport>,
 }
 
+/// The largest [`WorkloadsBody`] the server reads (other bodies: [`MAX_BODY`]): a host's whole
+/// list, thousands of workloads with their labels.
+pub const MAX_WORKLOADS_BODY: usize = 1024 * 1024;
+
 /// One workload in a [`WorkloadsBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +230,9 @@ pub struct NodeInfo {
     /// Whether that is the current netmap revision.
     #[serde(default)]
     pub in_sync: bool,
+    /// Its workloads as it last reported them, sorted by address.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadReport>,
 }
 
 /// The reply to `DELETE /v1/nodes/{name}`.

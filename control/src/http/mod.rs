@@ -10,9 +10,9 @@
 //! once; the handshake and the request headers must arrive within a timeout; an address (an
 //! IPv6 /64) whose requests keep being refused is answered 429 without its requests reaching
 //! the lock, unless they carry a credential someone holds ([`known`]); a request without a
-//! bearer token is refused 401 without the lock; a host's endpoint reports and its refused
-//! calls are limited by token buckets (429 with `Retry-After`); and the netmaps a host's long
-//! polls get are paced, at most one per interval.
+//! bearer token is refused 401 without the lock; a host's endpoint reports, its workload
+//! reports and its refused calls are limited by token buckets (429 with `Retry-After`); and
+//! the netmaps a host's long polls get are paced, at most one per interval.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,10 +33,12 @@ use crate::audit::Action;
 use crate::clock::unix_now;
 use crate::limiter::{
     ConnectionCounts, HostBudget, NetmapPacer, RefusalLimiter, ENDPOINT_RATE, HOST_REFUSAL_RATE,
+    WORKLOADS_RATE,
 };
 use crate::service::{unauthenticated, ApiError, Caller, Control};
 use wgmesh_client::api::{
     ApiReason, ErrorBody, NetmapQuery, DEFAULT_WAIT_SECS, MAX_BODY, MAX_WAIT_SECS,
+    MAX_WORKLOADS_BODY,
 };
 
 mod accept;
@@ -61,6 +63,8 @@ pub struct Shared {
     limiter: Mutex<RefusalLimiter>,
     connections: Mutex<ConnectionCounts>,
     endpoints: Mutex<HostBudget>,
+    /// Each host's budget of workload reports.
+    workloads: Mutex<HostBudget>,
     /// Each host's budget of calls refused 400 or 403.
     host_refusals: Mutex<HostBudget>,
     /// The credentials someone holds, for letting hosts behind a limited address go on.
@@ -87,6 +91,7 @@ impl Shared {
             limiter: Mutex::new(RefusalLimiter::default()),
             connections: Mutex::new(ConnectionCounts::new(limits.max_connections_per_address)),
             endpoints: Mutex::new(HostBudget::new(ENDPOINT_RATE)),
+            workloads: Mutex::new(HostBudget::new(WORKLOADS_RATE)),
             host_refusals: Mutex::new(HostBudget::new(HOST_REFUSAL_RATE)),
             known,
             pacer: Mutex::new(NetmapPacer::new(limits.netmap_interval)),
@@ -141,6 +146,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/join", post(join))
         .route("/v1/hosts/{name}/netmap", get(netmap))
         .route("/v1/hosts/{name}/endpoint", put(endpoint))
+        .route("/v1/hosts/{name}/workloads", put(workloads))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
@@ -214,6 +220,8 @@ const HOST_REFUSALS: &str = "too many refused calls from this host (403 or 400);
      calls only its own routes";
 const ENDPOINT_REPORTS: &str = "too many endpoint reports from this host; an agent reports \
      only when its endpoint changes";
+const WORKLOAD_REPORTS: &str = "too many workload reports from this host; an agent reports its \
+     whole list when it changes, and what changes while it waits goes in its next report";
 
 /// Makes `call` for `caller`, unless it is a host over its budget of refused calls (then
 /// [`OverBudget`], and the call is neither made nor audited). A host's call refused 400 or 403
@@ -507,6 +515,43 @@ async fn endpoint(
         .await;
     if result.is_err() {
         tracing::debug!(%remote, "endpoint report over a budget (its host's endpoint reports or refused calls)");
+    }
+    Ok(answer(result))
+}
+
+async fn workloads(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Handled {
+    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
+    let action = Action::WorkloadsReport;
+    let within = MAX_WORKLOADS_BODY;
+    let body =
+        body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, within).await?;
+    let limits = Arc::clone(&shared);
+    let result = shared
+        .call(move |c| {
+            let caller = c.authenticate(Some(&token));
+            // A changed list is a store commit, and under a policy a netmap for every host:
+            // a host's reports are budgeted, and one over budget is not audited.
+            if let Caller::Host(id) = caller {
+                lock_limiter(&limits.workloads)
+                    .take(id, Instant::now())
+                    .map_err(|wait| OverBudget {
+                        wait,
+                        why: WORKLOAD_REPORTS,
+                    })?;
+            }
+            budgeted(&limits, &caller, || {
+                c.report_workloads(&caller, &name, body, unix_now(), Some(remote.ip()))
+            })
+        })
+        .await;
+    if result.is_err() {
+        tracing::debug!(%remote, "workload report over a budget (its host's workload reports or refused calls)");
     }
     Ok(answer(result))
 }

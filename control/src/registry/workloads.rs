@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wgmesh_config::labels;
-use wgmesh_config::policy::HOST_LABEL;
+use wgmesh_config::labels::{self, LabelError};
 
 use super::error::{RegistryError, WorkloadRefused};
 use super::mutation::Mutation;
@@ -128,13 +127,13 @@ fn check_name(name: &str) -> Result<(), WorkloadRefused> {
 }
 
 fn check_labels(w: &Workload) -> Result<(), WorkloadRefused> {
-    if w.labels.contains_key(HOST_LABEL) {
-        return Err(WorkloadRefused::ReservedLabel {
+    labels::check_workload_labels(&w.labels).map_err(|source| match source {
+        LabelError::Reserved { .. } => WorkloadRefused::ReservedLabel {
             name: w.name.clone(),
-        });
-    }
-    labels::check_labels(&w.labels).map_err(|source| WorkloadRefused::Label {
-        name: w.name.clone(),
-        source,
+        },
+        source => WorkloadRefused::Label {
+            name: w.name.clone(),
+            source,
+        },
     })
 }

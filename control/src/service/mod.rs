@@ -28,6 +28,7 @@ mod nodes;
 mod policy;
 mod refusal;
 mod tokens;
+mod workloads;
 
 pub use caller::Caller;
 pub use refusal::{unauthenticated, ApiError};

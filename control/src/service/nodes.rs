@@ -1,5 +1,5 @@
 //! The admin's host calls: list the hosts (with whether each is online and holds the current
-//! netmap), remove one.
+//! netmap, and the workloads it reported), remove one.
 
 use std::net::IpAddr;
 
@@ -7,6 +7,7 @@ use wgmesh_client::api::{NodeInfo, RemovedReply, ONLINE_WITHIN_SECS};
 
 use super::caller::{host_target, require_admin, Caller};
 use super::refusal::{registry_error, ApiError};
+use super::workloads::report_of;
 use super::Control;
 use crate::audit::Action;
 
@@ -34,6 +35,12 @@ impl Control {
                 online: h.last_seen != 0 && now.saturating_sub(h.last_seen) <= ONLINE_WITHIN_SECS,
                 netmap_revision: self.held.get(&h.id).copied(),
                 in_sync: self.held.get(&h.id) == Some(&self.registry.netmap_revision()),
+                workloads: self
+                    .registry
+                    .workloads_of(h.id)
+                    .iter()
+                    .map(report_of)
+                    .collect(),
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

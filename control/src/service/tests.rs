@@ -11,10 +11,10 @@ use crate::store::MemStore;
 
 const CA: &[u8] = b"pretend CA certificate";
 
-struct Fixture {
-    control: Control,
-    admin: AdminToken,
-    audit: PathBuf,
+pub(super) struct Fixture {
+    pub(super) control: Control,
+    pub(super) admin: AdminToken,
+    pub(super) audit: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -44,11 +44,11 @@ fn fixture_with(store: Box<dyn Store + Send>) -> Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(Box::new(MemStore::new()))
 }
 
-fn token(f: &mut Fixture, ttl: u64, reusable: bool) -> String {
+pub(super) fn token(f: &mut Fixture, ttl: u64, reusable: bool) -> String {
     let admin = f.control.authenticate(Some(&f.admin.expose()));
     let body = TokenBody {
         ttl_secs: Some(ttl),
@@ -61,7 +61,12 @@ fn token(f: &mut Fixture, ttl: u64, reusable: bool) -> String {
         .token
 }
 
-fn join(f: &mut Fixture, token: &str, name: &str, key: u8) -> Result<JoinReply, ApiError> {
+pub(super) fn join(
+    f: &mut Fixture,
+    token: &str,
+    name: &str,
+    key: u8,
+) -> Result<JoinReply, ApiError> {
     let body = JoinBody {
         token: token.to_owned(),
         name: name.to_owned(),
@@ -73,7 +78,7 @@ fn join(f: &mut Fixture, token: &str, name: &str, key: u8) -> Result<JoinReply, 
     f.control.join(body, 1001, None)
 }
 
-fn reason<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ApiReason {
+pub(super) fn reason<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ApiReason {
     r.unwrap_err().reason
 }
 

@@ -1,14 +1,21 @@
 //! Putting workloads on the running host: `attach` gives a network namespace an address of the
 //! host's subnet and a veth on the bridge (its port guarded against spoofing and isolated, the
-//! bridge's neighbour entry for it pinned), `detach` takes them away, and at start-up the
-//! workloads of the state file are put back, guarded again. The address list is
+//! bridge's neighbour entry for it pinned) and its labels, `detach` takes them away, and at
+//! start-up the workloads of the state file are put back, guarded again. An attach of an
+//! attached namespace only replaces its labels (same address, same veth). The address list is
 //! [`super::workloads`]; the netlink work is [`crate::host`].
+//!
+//! Local first: every change is made and saved here, then the whole list is published for the
+//! control plane ([`Agent::publish_workloads`]), which a background task reports; an attach or
+//! detach never waits for the control plane, nor fails because it is down.
 
 use std::net::IpAddr;
 use std::path::Path;
 
+use wgmesh_config::labels::{self, LabelError, Labels};
+
 use super::statefile::StateFileError;
-use super::workloads::{Workload, WorkloadError};
+use super::workloads::{AttachPlan, Workload, WorkloadError};
 use super::Agent;
 use crate::error::Chain;
 use crate::host::{self, HostError, NETNS_DIR};
@@ -17,6 +24,9 @@ use crate::host::{self, HostError, NETNS_DIR};
 /// ([`Chain`]), so each variant shows exactly what its cause shows.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum AttachError {
+    /// The labels asked for break the label rules, or set the reserved `host` label.
+    #[error("labels")]
+    Labels(#[from] LabelError),
     /// No address for the namespace, or it is not attached.
     #[error(transparent)]
     Address(#[from] WorkloadError),
@@ -30,17 +40,28 @@ pub(super) enum AttachError {
 
 impl Agent {
     /// Puts the network namespace `netns` on the bridge with `ip`, or the lowest free address,
-    /// and records it.
+    /// and `labels`, and records it; for an attached namespace, only replaces its labels. The
+    /// labels are checked first (the local API is input too): a refused attach changes nothing.
     pub(super) async fn attach(
         &mut self,
         netns: &str,
         ip: Option<IpAddr>,
+        labels: Labels,
     ) -> Result<Workload, AttachError> {
-        let addr = self.workloads.allocate(netns, ip)?;
+        labels::check_workload_labels(&labels)?;
+        let addr = match self.workloads.plan_attach(netns, ip, &labels)? {
+            AttachPlan::Wire(addr) => addr,
+            AttachPlan::Relabel => return self.relabel(netns, labels),
+            AttachPlan::Unchanged => {
+                let w = self.workloads.get(netns).cloned();
+                return w.ok_or_else(|| not_attached(netns));
+            }
+        };
         let workload = Workload {
             netns: netns.to_owned(),
             ip: addr,
             host_ifname: host::host_ifname_for(netns),
+            labels,
         };
         self.wire(&workload).await?;
         self.workloads.insert(workload.clone());
@@ -52,23 +73,52 @@ impl Agent {
             return Err(e.into());
         }
         self.share_workload_names();
-        tracing::info!(netns, ip = %workload.ip, "workload attached");
+        self.publish_workloads();
+        tracing::info!(netns, ip = %workload.ip, labels = ?workload.labels, "workload attached");
         Ok(workload)
+    }
+
+    /// Gives the attached workload in `netns` new labels and saves them; its address and veth
+    /// stay.
+    fn relabel(&mut self, netns: &str, labels: Labels) -> Result<Workload, AttachError> {
+        let old = self.workloads.relabel(netns, labels)?;
+        if let Err(e) = self.store.save(&self.workloads) {
+            // Refused whole: the labels it had stay, in memory as on disk.
+            self.workloads.relabel(netns, old)?;
+            return Err(e.into());
+        }
+        self.publish_workloads();
+        let w = self
+            .workloads
+            .get(netns)
+            .cloned()
+            .ok_or_else(|| not_attached(netns))?;
+        tracing::info!(netns, ip = %w.ip, labels = ?w.labels, previous = ?old, "workload relabelled");
+        Ok(w)
+    }
+
+    /// Publishes the whole workload list for the control plane (control mode); returns at
+    /// once, the report goes in the background.
+    pub(super) fn publish_workloads(&mut self) {
+        if let Some(reports) = self.reports.as_mut() {
+            reports.publish(self.workloads.report());
+        }
     }
 
     /// Takes the network namespace `netns` off the bridge and forgets its address.
     pub(super) async fn detach(&mut self, netns: &str) -> Result<Workload, AttachError> {
-        let workload =
-            self.workloads
-                .get(netns)
-                .cloned()
-                .ok_or_else(|| WorkloadError::NotAttached {
-                    netns: netns.into(),
-                })?;
+        let workload = self
+            .workloads
+            .get(netns)
+            .cloned()
+            .ok_or_else(|| not_attached(netns))?;
         self.host.detach(&workload.host_ifname).await?;
         self.unpin(&workload).await;
         self.workloads.remove(netns).ok();
         self.share_workload_names();
+        // The workload is gone from the host whether or not the file can be written: the
+        // control plane is told so either way.
+        self.publish_workloads();
         self.store.save(&self.workloads)?;
         tracing::info!(netns, ip = %workload.ip, "workload detached");
         Ok(workload)
@@ -168,6 +218,13 @@ impl Agent {
     }
 }
 
+fn not_attached(netns: &str) -> AttachError {
+    WorkloadError::NotAttached {
+        netns: netns.into(),
+    }
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -181,6 +238,15 @@ mod tests {
         assert_eq!(
             Chain(&e).to_string(),
             "network namespace \"w1\" is not attached"
+        );
+        let host = Labels::from([("host".to_owned(), "x".to_owned())]);
+        let e = AttachError::from(labels::check_workload_labels(&host).unwrap_err());
+        assert!(
+            Chain(&e)
+                .to_string()
+                .starts_with("labels: the label key \"host\" is reserved"),
+            "{}",
+            Chain(&e)
         );
         let e = AttachError::from(StateFileError::Io {
             what: "state file",

@@ -14,7 +14,8 @@
 //!   agent did not create);
 //! - `reload`: SIGHUP and new netmaps; [`control_link`]: join, long-poll, report the endpoint;
 //!   [`netmap_cache`]: the last netmap applied, for fail-static restarts.
-//! - `attach`: attach, detach and restore workloads; [`workloads`]: their addresses and file.
+//! - `attach`: attach (or relabel), detach and restore workloads, and publish their list for
+//!   the control plane; [`workloads`]: their addresses, labels and file.
 //! - `status`: what `wgmesh status` shows; `signals`; `random`; `error`: [`AgentError`].
 
 mod attach;
@@ -113,6 +114,8 @@ struct Agent {
     /// Whether the control plane answered the last call (control mode).
     connected: Arc<AtomicBool>,
     link_task: Option<tokio::task::JoinHandle<()>>,
+    /// Where the workload list is published for the control plane (control mode).
+    reports: Option<control_link::WorkloadReports>,
     tun_index: u32,
     bridge_index: u32,
     workloads: Workloads,
@@ -173,10 +176,13 @@ impl Agent {
             Request::Status {} => {
                 Response::ok(serde_json::to_value(self.status()).expect("status serializes"))
             }
-            Request::Attach { netns, ip } => match self.attach(&netns, ip).await {
-                Ok(w) => Response::ok(
-                    serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string(), "host_ifname": w.host_ifname }),
-                ),
+            Request::Attach { netns, ip, labels } => match self.attach(&netns, ip, labels).await {
+                Ok(w) => Response::ok(serde_json::json!({
+                    "netns": w.netns,
+                    "ip": w.ip.to_string(),
+                    "host_ifname": w.host_ifname,
+                    "labels": w.labels,
+                })),
                 Err(e) => Response::err(Chain(&e)),
             },
             Request::Detach { netns } => match self.detach(&netns).await {

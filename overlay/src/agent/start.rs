@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
-use super::control_link::{self, Link, Offer, Origin};
+use super::control_link::{self, Connection, Link, Offer, Origin, WorkloadReports};
 use super::local_nets;
 use super::random::{random_seed, random_u32};
 use super::routes::{self, RouteGuard};
@@ -101,15 +101,8 @@ impl Agent {
         let (tx, commands) = mpsc::channel(16);
         let api_task = tokio::spawn(api::serve(p.listener, tx));
         let (netmap_tx, netmaps) = mpsc::channel(4);
-        let connected = Arc::new(AtomicBool::new(false));
         let netmaps_refused = Arc::new(AtomicU64::new(0));
-        let following = follow_control(
-            source.control,
-            a.endpoint,
-            netmap_tx,
-            &connected,
-            &netmaps_refused,
-        );
+        let following = follow_control(source.control, a.endpoint, netmap_tx, &netmaps_refused);
         let mut agent = Self {
             config_path: config_path.to_owned(),
             config,
@@ -125,8 +118,9 @@ impl Agent {
             netmaps_refused,
             endpoint: following.endpoint,
             revision: following.revision,
-            connected,
+            connected: following.connected,
             link_task: following.link_task,
+            reports: following.reports,
             tun_index: up.tun_index,
             bridge_index: up.bridge_index,
             workloads: p.workloads,
@@ -139,6 +133,8 @@ impl Agent {
         };
         agent.restore_workloads().await;
         agent.share_workload_names();
+        // The list as restored (namespaces gone are forgotten) is the first report.
+        agent.publish_workloads();
         remove_stale_cluster_routes(&agent.host, agent.route_guard.cluster).await;
         agent.log_running(&identity);
         Ok(agent)
@@ -169,6 +165,9 @@ impl Agent {
         if let Some(task) = self.link_task.take() {
             task.abort();
         }
+        // Stops the workload reports: the control plane keeps the last list it got, as it
+        // keeps the host's netmap (the workloads are wired again at the next start).
+        self.reports = None;
         if let Some(dp) = self.datapath.take() {
             dp.stop();
         }
@@ -414,46 +413,55 @@ async fn bring_up(
     })
 }
 
-/// What [`follow_control`] started; all `None` in static mode.
+/// What [`follow_control`] started; all `None` (and never connected) in static mode.
 struct Following {
     /// The endpoint to report to the control plane.
     endpoint: Option<watch::Sender<Option<SocketAddr>>>,
     /// The revision of the first netmap.
     revision: Option<u64>,
+    /// Whether the control plane answered the last call.
+    connected: Arc<AtomicBool>,
     /// The task that follows the control plane.
     link_task: Option<JoinHandle<()>>,
+    /// The workload reports (their own task).
+    reports: Option<WorkloadReports>,
 }
 
-/// In control mode, starts following the control plane from the first netmap, and sets
-/// `connected` when that netmap came from the control plane itself.
+/// In control mode, starts following the control plane from the first netmap (connected when
+/// that netmap came from the control plane itself) and reporting the workloads.
 fn follow_control(
     control: Option<(Link, Netmap, Origin)>,
     endpoint: Option<SocketAddr>,
     netmaps: mpsc::Sender<Offer>,
-    connected: &Arc<AtomicBool>,
     refused: &Arc<AtomicU64>,
 ) -> Following {
     let Some((link, netmap, origin)) = control else {
         return Following {
             endpoint: None,
             revision: None,
+            connected: Arc::new(AtomicBool::new(false)),
             link_task: None,
+            reports: None,
         };
     };
-    connected.store(origin == Origin::Control, Ordering::Relaxed);
+    let connection = Connection::new(origin == Origin::Control);
+    let reports = WorkloadReports::start(link.clone(), connection.reconnects.subscribe());
     let (endpoint_tx, endpoint_rx) = watch::channel(endpoint);
     let revision = netmap.revision;
+    let connected = Arc::clone(&connection.connected);
     let task = tokio::spawn(control_link::follow(
         link,
         netmap,
         netmaps,
         endpoint_rx,
-        Arc::clone(connected),
+        connection,
         Arc::clone(refused),
     ));
     Following {
         endpoint: Some(endpoint_tx),
         revision: Some(revision),
+        connected,
         link_task: Some(task),
+        reports: Some(reports),
     }
 }

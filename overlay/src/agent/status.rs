@@ -63,6 +63,7 @@ impl Agent {
                     netns: w.netns.clone(),
                     ip: w.ip.to_string(),
                     host_ifname: w.host_ifname.clone(),
+                    labels: w.labels.clone(),
                 })
                 .collect(),
             control: self.config.control.as_ref().map(|c| ControlStatus {
@@ -73,6 +74,7 @@ impl Agent {
                 netmaps_refused: self
                     .netmaps_refused
                     .load(std::sync::atomic::Ordering::Relaxed),
+                workloads_reported: self.reports.as_ref().is_some_and(|r| r.reported()),
             }),
             routes: self.route_guard.status(),
             dumpable: dumpable(),

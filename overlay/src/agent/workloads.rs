@@ -1,9 +1,15 @@
 //! The workloads attached to this host: which network namespace holds which address of the host's
-//! subnet. Addresses come from the subnet, lowest free first, never the network address, the
-//! gateway (first host address) or the IPv4 broadcast address, and never to two workloads.
+//! subnet, and the labels it was attached with. Addresses come from the subnet, lowest free
+//! first, never the network address, the gateway (first host address) or the IPv4 broadcast
+//! address, and never to two workloads.
+//!
+//! An attach of a namespace that is attached already is a relabel ([`Workloads::plan_attach`]):
+//! it keeps its address and veth and takes the labels given; one that asks for another address
+//! is refused (detach first).
 //!
 //! [`Workloads`] is pure; [`WorkloadStore`] keeps it in the state directory (write to a temporary
-//! file, fsync, rename), versioned, so attachments survive agent restarts.
+//! file, fsync, rename), versioned, so attachments survive agent restarts. Files written before
+//! labels existed load with no labels.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,6 +17,8 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use wgmesh_client::api::{WorkloadReport, WorkloadsBody};
+use wgmesh_config::labels::Labels;
 
 use super::statefile::{JsonFile, StateFileError};
 
@@ -23,13 +31,32 @@ pub struct Workload {
     pub ip: IpNet,
     /// The host-side veth.
     pub host_ifname: String,
+    /// Its labels, for the policy (checked by `wgmesh_config::labels::check_workload_labels`).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// What an attach does ([`Workloads::plan_attach`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachPlan {
+    /// A namespace not attached yet: wire it with this address.
+    Wire(IpNet),
+    /// Attached already, with other labels: it keeps its address and veth, and takes the new
+    /// labels.
+    Relabel,
+    /// Attached already, with these labels: nothing to do.
+    Unchanged,
 }
 
 /// Errors from address allocation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WorkloadError {
-    /// The namespace is attached already.
-    #[error("network namespace {netns:?} is already attached with {ip}")]
+    /// The namespace is attached already, with another address than the one asked for.
+    #[error(
+        "network namespace {netns:?} is already attached with {ip}; attach it again without \
+         --ip (or with this address) to change its labels, or detach it first to give it \
+         another address"
+    )]
     AlreadyAttached {
         /// The namespace.
         netns: String,
@@ -87,6 +114,57 @@ impl Workloads {
     /// The gateway: the subnet's first host address, held by the bridge.
     pub fn gateway(&self) -> IpAddr {
         gateway(self.subnet)
+    }
+
+    /// What attaching `netns` with `wanted` and `labels` does: a namespace attached already
+    /// keeps its address (asking for another one is refused) and its labels are replaced, so
+    /// that an attach says the whole state wanted; a new one gets an address
+    /// ([`Self::allocate`]). Changes nothing.
+    pub fn plan_attach(
+        &self,
+        netns: &str,
+        wanted: Option<IpAddr>,
+        labels: &Labels,
+    ) -> Result<AttachPlan, WorkloadError> {
+        let Some(w) = self.by_netns.get(netns) else {
+            return self.allocate(netns, wanted).map(AttachPlan::Wire);
+        };
+        if wanted.is_some_and(|ip| ip != w.ip.addr()) {
+            return Err(WorkloadError::AlreadyAttached {
+                netns: netns.into(),
+                ip: w.ip,
+            });
+        }
+        Ok(if w.labels == *labels {
+            AttachPlan::Unchanged
+        } else {
+            AttachPlan::Relabel
+        })
+    }
+
+    /// Gives the attached workload in `netns` these labels; returns the ones it had.
+    pub fn relabel(&mut self, netns: &str, labels: Labels) -> Result<Labels, WorkloadError> {
+        let w = self
+            .by_netns
+            .get_mut(netns)
+            .ok_or_else(|| WorkloadError::NotAttached {
+                netns: netns.into(),
+            })?;
+        Ok(std::mem::replace(&mut w.labels, labels))
+    }
+
+    /// The whole list, as the control plane is told it (name, address, labels; by namespace).
+    pub fn report(&self) -> WorkloadsBody {
+        WorkloadsBody {
+            workloads: self
+                .iter()
+                .map(|w| WorkloadReport {
+                    name: w.netns.clone(),
+                    ip: w.ip.addr(),
+                    labels: w.labels.clone(),
+                })
+                .collect(),
+        }
     }
 
     /// Allocates an address for `netns`: `wanted` if given and free, else the lowest free one.
@@ -226,7 +304,15 @@ mod tests {
             netns: netns.into(),
             ip,
             host_ifname: format!("v-{netns}"),
+            labels: Labels::new(),
         }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -317,5 +403,76 @@ mod tests {
         std::fs::write(dir.path().join("workloads.json"), "{nope").unwrap();
         let err = store.load(subnet).unwrap_err().to_string();
         assert!(err.contains("workloads.json"), "{err}");
+    }
+
+    #[test]
+    fn attaching_again_relabels_in_place_and_refuses_another_address() {
+        let mut w = Workloads::new("10.42.1.0/24".parse().unwrap());
+        let front = labels(&[("role", "frontend")]);
+        let a = match w.plan_attach("a", None, &front).unwrap() {
+            AttachPlan::Wire(a) => a,
+            other => panic!("a new namespace is wired: {other:?}"),
+        };
+        w.insert(Workload {
+            labels: front.clone(),
+            ..wl("a", a)
+        });
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(w.plan_attach("a", None, &front), Ok(AttachPlan::Unchanged));
+        assert_eq!(
+            w.plan_attach("a", ip("10.42.1.2"), &front),
+            Ok(AttachPlan::Unchanged),
+            "its own address is no change"
+        );
+        let back = labels(&[("role", "backend")]);
+        assert_eq!(w.plan_attach("a", None, &back), Ok(AttachPlan::Relabel));
+        assert_eq!(
+            w.plan_attach("a", None, &Labels::new()),
+            Ok(AttachPlan::Relabel),
+            "an attach without labels leaves it without labels"
+        );
+        let err = w.plan_attach("a", ip("10.42.1.9"), &back).unwrap_err();
+        assert_eq!(
+            err,
+            WorkloadError::AlreadyAttached {
+                netns: "a".into(),
+                ip: a
+            }
+        );
+        assert!(err.to_string().contains("detach it first"), "{err}");
+        assert_eq!(w.relabel("a", back.clone()), Ok(front));
+        assert_eq!(w.get("a").unwrap().labels, back);
+        assert_eq!(w.get("a").unwrap().ip, a, "the address stays");
+        assert!(w.relabel("zz", Labels::new()).is_err());
+        assert_eq!(
+            w.report(),
+            WorkloadsBody {
+                workloads: vec![WorkloadReport {
+                    name: "a".into(),
+                    ip: a.addr(),
+                    labels: back,
+                }]
+            }
+        );
+    }
+
+    #[test]
+    fn labels_persist_and_files_without_labels_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = WorkloadStore::new(dir.path());
+        let subnet: IpNet = "10.42.1.0/24".parse().unwrap();
+        // A file an agent wrote before workloads had labels.
+        std::fs::write(
+            dir.path().join("workloads.json"),
+            r#"{"version":"1","workloads":[{"netns":"old","ip":"10.42.1.2/24","host_ifname":"v-old"}]}"#,
+        )
+        .unwrap();
+        let mut w = store.load(subnet).unwrap();
+        assert_eq!(w.get("old").unwrap().labels, Labels::new());
+        w.relabel("old", labels(&[("app", "secure-app")])).unwrap();
+        store.save(&w).unwrap();
+        let again = store.load(subnet).unwrap();
+        assert_eq!(again, w);
+        assert_eq!(again.get("old").unwrap().labels["app"], "secure-app");
     }
 }

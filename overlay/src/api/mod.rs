@@ -1,5 +1,5 @@
 //! The agent's local API: newline-delimited JSON over a Unix socket (mode 0600), used by
-//! `wgmesh status`, `attach` and `detach`. Only root or the agent's own user may call it: the
+//! `wgmesh status`, `attach` (with labels) and `detach`. Only root or the agent's own user may call it: the
 //! socket's mode keeps others out, and every connection's peer credentials are checked as well.
 //!
 //! [`serve`] accepts connections and hands each request to the agent as a [`Command`]; [`call`]
@@ -8,6 +8,7 @@
 pub mod status;
 mod status_policy;
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -27,13 +28,17 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// The agent's status.
     Status {},
-    /// Put a network namespace on the overlay.
+    /// Put a network namespace on the overlay, or give an attached one new labels.
     Attach {
         /// Namespace name, as under /run/netns.
         netns: String,
-        /// Address wanted; the next free one when `None`.
+        /// Address wanted; the next free one when `None` (an attached namespace keeps its own).
         #[serde(default)]
         ip: Option<IpAddr>,
+        /// Its labels, for the policy: all of them (an attach replaces the labels an attached
+        /// namespace had). Checked by the agent as by the CLI; `host` is reserved.
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
     },
     /// Take a network namespace off the overlay.
     Detach {
@@ -237,9 +242,14 @@ mod tests {
             r,
             Request::Attach {
                 netns: "w1".into(),
-                ip: None
+                ip: None,
+                labels: BTreeMap::new(),
             }
         );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"attach","netns":"w1","labels":{"role":"frontend"}}"#)
+                .unwrap();
+        assert!(matches!(r, Request::Attach { labels, .. } if labels["role"] == "frontend"));
         let r: Request =
             serde_json::from_str(r#"{"op":"attach","netns":"w1","ip":"10.42.1.9"}"#).unwrap();
         assert!(matches!(r, Request::Attach { ip: Some(_), .. }));

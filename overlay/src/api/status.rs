@@ -4,6 +4,7 @@
 //!
 //! Pure: building a [`Status`] takes already-read values, rendering it returns a string.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,10 @@ pub struct ControlStatus {
     /// Netmaps refused since the agent started (each kept the running peers).
     #[serde(default)]
     pub netmaps_refused: u64,
+    /// Whether the control plane acknowledged the agent's current list of workloads (false
+    /// while a report is due or being retried).
+    #[serde(default)]
+    pub workloads_reported: bool,
 }
 
 /// Offloads in use.
@@ -132,6 +137,9 @@ pub struct WorkloadStatus {
     pub ip: String,
     /// Host-side veth.
     pub host_ifname: String,
+    /// Its labels, as attached (the policy also gives it `host=<name>` and the host's labels).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Status {
@@ -162,6 +170,12 @@ impl Status {
                     s,
                     "  netmaps refused: {} (the agent's log says why)",
                     c.netmaps_refused
+                );
+            }
+            if !c.workloads_reported {
+                let _ = writeln!(
+                    s,
+                    "  workloads: not yet reported to the control plane (retrying)"
                 );
             }
         }
@@ -213,7 +227,16 @@ impl Status {
             let _ = writeln!(s);
             let _ = writeln!(s, "workloads:");
             for w in &self.workloads {
-                let _ = writeln!(s, "  {:<20} {:<18} {}", w.netns, w.ip, w.host_ifname);
+                let labels: Vec<String> =
+                    w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let line = format!(
+                    "  {:<20} {:<18} {:<16} {}",
+                    w.netns,
+                    w.ip,
+                    w.host_ifname,
+                    labels.join(",")
+                );
+                let _ = writeln!(s, "{}", line.trim_end());
             }
         }
         s
@@ -356,13 +379,23 @@ mod tests {
                 },
             }],
             dropped: HostDropCounts::default(),
-            workloads: vec![],
+            workloads: vec![WorkloadStatus {
+                netns: "web".into(),
+                ip: "10.42.1.2/24".into(),
+                host_ifname: "wgm-web".into(),
+                labels: [
+                    ("role".to_owned(), "frontend".to_owned()),
+                    ("tier".to_owned(), "a".to_owned()),
+                ]
+                .into(),
+            }],
             control: Some(ControlStatus {
                 url: "https://198.18.0.10:7443".into(),
                 revision: 7,
                 connected: false,
                 cluster_cidr: Some("10.42.0.0/16".into()),
                 netmaps_refused: 2,
+                workloads_reported: false,
             }),
             routes: RouteStatus {
                 cluster: "10.42.0.0/16".into(),
@@ -393,6 +426,13 @@ mod tests {
         assert!(out.contains("3 source not allowed"), "{out}");
         assert!(out.contains("udp gro off"), "{out}");
         assert!(out.contains("netmaps refused: 2"), "{out}");
+        assert!(out.contains("workloads: not yet reported"), "{out}");
+        assert!(
+            out.contains(
+                "web                  10.42.1.2/24       wgm-web          role=frontend,tier=a"
+            ),
+            "{out}"
+        );
         assert!(
             out.contains("control: https://198.18.0.10:7443 (netmap revision 7, unreachable"),
             "{out}"
@@ -407,5 +447,7 @@ mod tests {
         assert_eq!(value["peers"][0]["roams_refused"], 0);
         assert_eq!(value["dropped"]["no_route"], 0);
         assert_eq!(value["routes"]["refused_total"], 2);
+        assert_eq!(value["workloads"][0]["labels"]["role"], "frontend");
+        assert_eq!(value["control"]["workloads_reported"], false);
     }
 }

@@ -1,6 +1,7 @@
 //! Following the control plane for the agent's life, from the first netmap on: long polls
 //! (deltas applied here, so the agent gets whole netmaps), endpoint reports, and whether the
-//! control plane answers (`connected`, shown by status).
+//! control plane answers (`connected`, shown by status; [`Connection::reconnects`], which the
+//! workload reports follow).
 //!
 //! A netmap is held only once the agent applied it: each one is offered to the agent
 //! ([`Offer`]), and the revision the next poll reports (which is all the control plane's
@@ -24,6 +25,27 @@ use crate::error::Chain;
 /// How long one long poll waits for a change.
 const POLL_WAIT: Duration = Duration::from_secs(25);
 
+/// Whether the control plane answers, shared by the link's tasks: `connected` for status, and
+/// `reconnects`, moved each time a poll is answered again after failing (the workload reports
+/// are sent again then).
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Whether the last call succeeded.
+    pub connected: Arc<AtomicBool>,
+    /// How many times the link came back.
+    pub reconnects: Arc<watch::Sender<u64>>,
+}
+
+impl Connection {
+    /// A link that is `up` (its first netmap came from the control plane) or not.
+    pub fn new(up: bool) -> Self {
+        Self {
+            connected: Arc::new(AtomicBool::new(up)),
+            reconnects: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
 /// A new netmap for the agent, which says through `verdict` whether it applied it.
 #[derive(Debug)]
 pub struct Offer {
@@ -35,8 +57,8 @@ pub struct Offer {
 
 /// Long-polls for changes to `current` (the netmap the agent runs) and offers every new netmap
 /// on `netmaps`; reports the endpoint in `endpoint` whenever it differs from what the control
-/// plane holds. Ends when `netmaps` is closed. `connected` says whether the last call
-/// succeeded. `current` only moves to a netmap the agent applied. A netmap that does not parse
+/// plane holds. Ends when `netmaps` is closed. `connection` says whether the last call
+/// succeeded, and counts the reconnections. `current` only moves to a netmap the agent applied. A netmap that does not parse
 /// (a low-order key, a bad prefix) is refused here and counted in `refused`, like the ones the
 /// agent refuses; the control plane answered, so it is not counted as down.
 ///
@@ -48,13 +70,13 @@ pub async fn follow(
     current: Netmap,
     netmaps: mpsc::Sender<Offer>,
     mut endpoint: watch::Receiver<Option<SocketAddr>>,
-    connected: Arc<AtomicBool>,
+    connection: Connection,
     refused: Arc<AtomicU64>,
 ) {
     let mut state = Following {
         reported: current.host.endpoint,
         current,
-        health: Health::new(connected),
+        health: Health::new(connection),
         backoff: Backoff::new(),
         refusals: Backoff::new(),
         refused,
@@ -208,14 +230,14 @@ async fn report_endpoint(link: &Link, wanted: Option<SocketAddr>, health: &mut H
 /// status through `connected`.
 struct Health {
     down: bool,
-    connected: Arc<AtomicBool>,
+    connection: Connection,
 }
 
 impl Health {
-    fn new(connected: Arc<AtomicBool>) -> Self {
+    fn new(connection: Connection) -> Self {
         Self {
-            down: !connected.load(Ordering::Relaxed),
-            connected,
+            down: !connection.connected.load(Ordering::Relaxed),
+            connection,
         }
     }
 
@@ -224,14 +246,15 @@ impl Health {
         if self.down {
             tracing::info!("{message}");
             self.down = false;
-            self.connected.store(true, Ordering::Relaxed);
+            self.connection.connected.store(true, Ordering::Relaxed);
+            self.connection.reconnects.send_modify(|n| *n += 1);
         }
     }
 
     /// A call failed.
     fn unreachable(&mut self) {
         self.down = true;
-        self.connected.store(false, Ordering::Relaxed);
+        self.connection.connected.store(false, Ordering::Relaxed);
     }
 }
 

@@ -11,13 +11,18 @@
 //! - [`follow()`] runs for the agent's life: it long-polls and hands each new netmap to the agent,
 //!   reports endpoint changes, and backs off (0.5 s doubling to 10 s) while the control plane
 //!   is down.
+//! - [`WorkloadReports`] runs beside it: the agent publishes its whole workload list (names,
+//!   addresses, labels) at start and after every attach, detach and relabel, without waiting;
+//!   a task sends it, retries with backoff, and sends it again after each reconnection.
 //!
 //! Here: [`establish`], [`LinkError`] and the check that a netmap is addressed to this host;
-//! `follow`: [`follow()`]; `credential`: the credential and token files; `backoff`: the waits.
+//! `follow`: [`follow()`]; `report`: [`WorkloadReports`]; `credential`: the credential and token
+//! files; `backoff`: the waits.
 
 mod backoff;
 mod credential;
 mod follow;
+mod report;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,7 +39,8 @@ use super::netmap_cache::NetmapCache;
 use crate::error::Chain;
 use backoff::Backoff;
 use credential::{load_link, read_token, save_link};
-pub use follow::{follow, Offer};
+pub use follow::{follow, Connection, Offer};
+pub use report::WorkloadReports;
 
 /// The file in the state directory that holds the host's credential.
 pub const CREDENTIAL_FILE: &str = "control.json";
