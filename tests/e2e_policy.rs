@@ -299,6 +299,17 @@ fn an_agent_restarted_during_an_outage_enforces_the_cached_policy_at_once() {
     let a = &s.hosts[0].agent;
     a.kill9();
     a.restart();
+    // The first status it answers already has the cached policy: the data path starts with it.
+    assert!(
+        a.wait_ready(Duration::from_secs(20)),
+        "the agent did not come back"
+    );
+    let first = a.status();
+    assert!(
+        first["policy"]["rules"].as_u64().unwrap_or(0) > 0,
+        "the restarted agent's first status has no policy: {}",
+        first["policy"]
+    );
     // From its first packet: the denied flow never gets through, the allowed one does.
     assert!(
         !tcp_talks(&s.unlabelled.0, &s.app.1, 80),

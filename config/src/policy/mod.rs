@@ -104,8 +104,9 @@ pub enum Proto {
     Tcp,
     /// UDP (IP protocol 17).
     Udp,
-    /// ICMP echo requests (ICMP for IPv4, ICMPv6 for IPv6); other ICMP types pass only as
-    /// errors related to a tracked flow.
+    /// ICMP (ICMP for IPv4, ICMPv6 for IPv6): echo requests, tracked so that their replies
+    /// pass, and the other informational types, untracked. Errors pass only when they are
+    /// about a tracked flow, whatever the rules.
     Icmp,
 }
 

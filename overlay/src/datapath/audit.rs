@@ -14,7 +14,8 @@
 //! (a bounded channel's `try_send`; a full channel drops the event and counts it), and the
 //! writer thread turns them into lines, at most [`LINES_PER_SECOND`] a second. Past that, and
 //! for the events the channel dropped, it writes one line a second saying how many were left
-//! out: `{"time":...,"suppressed":12,"lost":0}`.
+//! out: `{"time":...,"suppressed":12,"lost":0}`. Lines the file refuses are counted with the
+//! events lost; the file is rotated at [`MAX_BYTES`], keeping [`KEEP`] old ones.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -40,6 +41,11 @@ use crate::peers::packet::{ICMP, ICMPV6, TCP, UDP};
 pub const QUEUE: usize = 1024;
 /// Lines written a second at most.
 pub const LINES_PER_SECOND: u64 = 100;
+/// The log is rotated when a line would take it past this size: `audit.jsonl` becomes
+/// `audit.jsonl.1`, and so on up to [`KEEP`] old files (the oldest goes).
+pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Rotated files kept.
+pub const KEEP: u32 = 3;
 
 /// Where the data threads hand refused flows: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
@@ -147,8 +153,11 @@ impl AuditLog {
             .map_err(error)?;
         let (tap, rx) = AuditTap::bounded(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let writer = Writer {
             file,
+            size,
+            max_bytes: MAX_BYTES,
             path: path.to_owned(),
             names,
             lost: Arc::clone(&tap.lost),
@@ -184,6 +193,9 @@ impl AuditLog {
 
 struct Writer {
     file: File,
+    /// Bytes in `file`, and where it is rotated.
+    size: u64,
+    max_bytes: u64,
     path: PathBuf,
     names: Arc<WorkloadNames>,
     lost: Arc<AtomicU64>,
@@ -249,6 +261,9 @@ impl Writer {
     fn write(&mut self, line: &impl Serialize) {
         let mut text = serde_json::to_string(line).expect("audit lines serialize");
         text.push('\n');
+        if self.size > 0 && self.size + text.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
         match self.file.write_all(text.as_bytes()) {
             Err(e) => {
                 self.unwritten.fetch_add(1, Ordering::Relaxed);
@@ -262,11 +277,43 @@ impl Writer {
                     self.failing = true;
                 }
             }
-            Ok(()) if self.failing => {
-                tracing::info!(path = %self.path.display(), "the audit log is written again");
-                self.failing = false;
+            Ok(()) => {
+                self.size += text.len() as u64;
+                if self.failing {
+                    tracing::info!(path = %self.path.display(), "the audit log is written again");
+                    self.failing = false;
+                }
             }
-            Ok(()) => {}
+        }
+    }
+
+    /// Moves `audit.jsonl.N` to `.N+1` (the oldest, `.KEEP`, goes), the log to `.1`, and starts
+    /// a new log. On failure the log grows on (the lines matter more than the bound), and the
+    /// next line tries again.
+    fn rotate(&mut self) {
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        for n in (1..KEEP).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let reopened = std::fs::rename(&self.path, numbered(1)).and_then(|()| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+        });
+        match reopened {
+            Ok(file) => {
+                self.file = file;
+                self.size = 0;
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate the audit log")
+            }
         }
     }
 }
@@ -297,7 +344,6 @@ impl Line {
             DenialReason::ConntrackFull => (None, "conntrack_full"),
             DenialReason::Untracked => (None, "untracked"),
         };
-        let local = |addr, dir| (d.direction == dir).then(|| names.get(addr)).flatten();
         Self {
             time,
             direction: match d.direction {
@@ -306,8 +352,9 @@ impl Line {
             },
             src: d.src,
             dst: d.dst,
-            src_netns: local(d.src, Direction::Egress),
-            dst_netns: local(d.dst, Direction::Ingress),
+            // Only this host's workloads have names: a same-host flow names both ends.
+            src_netns: names.get(d.src),
+            dst_netns: names.get(d.dst),
             proto: match d.proto {
                 TCP => "tcp".into(),
                 UDP => "udp".into(),

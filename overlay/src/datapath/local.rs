@@ -9,8 +9,8 @@
 //! own ([`FlowGuard::check_local`]): both ends are this host's, so both ends' rules are the same
 //! filter. Refused flows are counted in [`LocalDrops`] and audited like a peer's.
 //!
-//! Performs I/O (the TUN writes); allocates nothing per packet (the guard is made once, when a
-//! policy first enforces).
+//! Performs I/O (the TUN writes); allocates nothing per packet (the guard is made with the
+//! thread's state, before the first packet).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -60,8 +60,8 @@ impl LocalDrops {
 /// way in) followed by the packet, for a TUN device with offloads on.
 pub(super) struct Local {
     frame: Vec<u8>,
-    /// The flows between this host's workloads; made when a policy first enforces.
-    guard: Option<FlowGuard>,
+    /// The flows between this host's workloads.
+    guard: FlowGuard,
 }
 
 impl Local {
@@ -69,7 +69,11 @@ impl Local {
     pub(super) fn new(packet_max: usize) -> Self {
         Self {
             frame: vec![0u8; VNET_HDR_LEN + packet_max],
-            guard: None,
+            guard: FlowGuard::new(
+                ENTRIES_PER_PEER,
+                [rand_core::OsRng.next_u64(), rand_core::OsRng.next_u64()],
+                Instant::now(),
+            ),
         }
     }
 
@@ -94,11 +98,7 @@ impl Local {
                 continue;
             }
             if filter.enforces() {
-                let guard = self.guard.get_or_insert_with(|| {
-                    let seed = [rand_core::OsRng.next_u64(), rand_core::OsRng.next_u64()];
-                    FlowGuard::new(ENTRIES_PER_PEER, seed, now)
-                });
-                if let Checked::Drop { why, denial } = guard.check_local(filter, now, packet) {
+                if let Checked::Drop { why, denial } = self.guard.check_local(filter, now, packet) {
                     drops.bump(why);
                     if let Some(d) = denial {
                         audit.offer(d);

@@ -5,7 +5,8 @@
 //! - IPv4 from its own address, or ARP whose sender address and sender MAC are its own (an
 //!   IPv4 workload);
 //! - IPv6 from its own address, from a link-local address, or from `::` (duplicate address
-//!   detection), except router advertisements and redirects (an IPv6 workload);
+//!   detection), except router advertisements and redirects, and with an extension header
+//!   first only from its own address (an IPv6 workload);
 //!
 //! and drops everything else (another source address, another MAC, VLAN tags, the other IP
 //! family). A workload therefore cannot send with a neighbour's address, nor claim it by ARP;
@@ -44,6 +45,9 @@ const ETH_P_IPV6: u32 = 0x86dd;
 const IPPROTO_ICMPV6: u32 = 58;
 const ND_ROUTER_ADVERT: u32 = 134;
 const ND_REDIRECT: u32 = 137;
+/// IPv6 extension headers that may stand before an ICMPv6 message: hop-by-hop options,
+/// routing, fragment, destination options.
+const IPV6_EXTENSIONS: [u32; 4] = [0, 43, 44, 60];
 /// The verdicts (`TC_ACT_OK`, `TC_ACT_SHOT`).
 const PASS: u32 = 0;
 const DROP: u32 = 2;
@@ -218,16 +222,24 @@ fn ipv4(asm: &mut Asm, mac: [u8; 6], ip: Ipv4Addr) {
 }
 
 /// With the EtherType in A: IPv6 that is no router advertisement or redirect, from `ip`, a
-/// link-local address or `::`.
+/// link-local address or `::`. A packet with an extension header first (hop-by-hop, routing,
+/// fragment, destination options) must come from `ip` itself: a router advertisement or
+/// redirect hidden behind one (RFC 7113's evasion) would otherwise pass from a link-local
+/// address, and the only such packets a link-local source sends legitimately are MLD reports,
+/// which the overlay, isolating every port, has no use for.
 fn ipv6(asm: &mut Asm, ip: Ipv6Addr) {
     asm.jeq(ETH_P_IPV6, To::Next, To::Drop);
     asm.expect_len(14 + 40);
     asm.load(LD_B_ABS, IPV6_NEXT);
-    asm.jeq(IPPROTO_ICMPV6, To::Next, To::Label("source"));
+    asm.jeq(IPPROTO_ICMPV6, To::Next, To::Label("extension"));
     asm.expect_len(ICMPV6_TYPE + 1);
     asm.load(LD_B_ABS, ICMPV6_TYPE);
     asm.jeq(ND_ROUTER_ADVERT, To::Drop, To::Next);
-    asm.jeq(ND_REDIRECT, To::Drop, To::Next);
+    asm.jeq(ND_REDIRECT, To::Drop, To::Label("source"));
+    asm.label("extension");
+    for header in IPV6_EXTENSIONS {
+        asm.jeq(header, To::Label("own only"), To::Next);
+    }
     asm.label("source");
     let words = |a: Ipv6Addr| {
         let o = a.octets();
@@ -239,6 +251,9 @@ fn ipv6(asm: &mut Asm, ip: Ipv6Addr) {
     asm.jeq(0, To::Label("unspecified"), To::Next);
     asm.and(0xffc0_0000);
     asm.jeq(0xfe80_0000, To::Pass, To::Drop);
+    asm.label("own only");
+    asm.load(LD_W_ABS, IPV6_SRC);
+    asm.jeq(own[0], To::Label("own"), To::Drop);
     asm.label("own");
     rest_of_source(asm, own);
     asm.label("unspecified");

@@ -69,6 +69,18 @@ fn a_line_names_the_rule_or_reason_and_the_local_workload() {
         (&"47".into(), &"default".into())
     );
     assert!(line.get("rule").is_none());
+    // A same-host flow (reported as egress) names both workloads.
+    names.set([
+        ("10.42.1.2".parse().unwrap(), "web".to_owned()),
+        ("10.42.1.3".parse().unwrap(), "db".to_owned()),
+    ]);
+    let d = Denial {
+        src: "10.42.1.2".parse().unwrap(),
+        dst: "10.42.1.3".parse().unwrap(),
+        ..denial(Direction::Egress, DenialReason::Policy(RuleRef::Default))
+    };
+    let line = serde_json::to_value(Line::of(&d, 5, &names)).unwrap();
+    assert_eq!((&line["src_netns"], &line["dst_netns"]), (&"web".into(), &"db".into()));
     let d = denial(Direction::Ingress, DenialReason::ConntrackFull);
     assert_eq!(
         serde_json::to_value(Line::of(&d, 5, &names)).unwrap()["reason"],
@@ -84,6 +96,8 @@ fn the_writer_keeps_to_its_rate_and_says_what_it_left_out() {
     let start = Instant::now();
     let mut w = Writer {
         file: File::create(&path).unwrap(),
+        size: 0,
+        max_bytes: MAX_BYTES,
         path: path.clone(),
         names: Arc::new(WorkloadNames::default()),
         lost: Arc::clone(&lost),
@@ -153,6 +167,8 @@ fn lines_that_cannot_be_written_are_counted_as_lost() {
     let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
     let mut w = Writer {
         file,
+        size: 0,
+        max_bytes: MAX_BYTES,
         path: "/dev/full".into(),
         names: Arc::default(),
         lost: Arc::clone(&tap.lost),
@@ -168,4 +184,40 @@ fn lines_that_cannot_be_written_are_counted_as_lost() {
     w.event(&d);
     assert!(w.failing);
     assert_eq!(tap.lost(), 2, "both lines are counted");
+}
+
+#[test]
+fn the_log_is_rotated_at_its_size_keeping_a_few_old_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (tap, _rx) = AuditTap::bounded(4);
+    let mut w = Writer {
+        file: OpenOptions::new().create(true).append(true).open(&path).unwrap(),
+        size: 0,
+        max_bytes: 1000,
+        path: path.clone(),
+        names: Arc::default(),
+        lost: Arc::clone(&tap.lost),
+        unwritten: Arc::clone(&tap.unwritten),
+        failing: false,
+        reported_lost: 0,
+        window: Instant::now(),
+        written: 0,
+        suppressed: 0,
+    };
+    let d = denial(Direction::Egress, DenialReason::Untracked);
+    for _ in 0..100 {
+        // Past the rate limit nothing is written: write the lines themselves.
+        w.write(&Line::of(&d, 5, &WorkloadNames::default()));
+    }
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(size(&path) <= 1000, "the log is {} bytes", size(&path));
+    for n in 1..=KEEP {
+        let old = dir.path().join(format!("audit.jsonl.{n}"));
+        assert!(size(&old) > 0 && size(&old) <= 1000, "{}", old.display());
+        let mode = std::fs::metadata(&old).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", old.display());
+    }
+    assert!(!dir.path().join(format!("audit.jsonl.{}", KEEP + 1)).exists());
+    assert_eq!(tap.lost(), 0);
 }
