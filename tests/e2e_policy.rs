@@ -80,10 +80,14 @@ fn apply_everywhere(s: &Scene, name: &str, text: &str) {
     let before: Vec<_> = s.hosts.iter().map(generation).collect();
     apply_ok(&s.cp, name, text);
     for (h, was) in s.hosts.iter().zip(before) {
-        assert_eventually(PROPAGATION, &format!("{} enforces {name}", h.agent.ns.name()), || {
-            let now = generation(h);
-            !now.is_null() && now != was
-        });
+        assert_eventually(
+            PROPAGATION,
+            &format!("{} enforces {name}", h.agent.ns.name()),
+            || {
+                let now = generation(h);
+                !now.is_null() && now != was
+            },
+        );
     }
 }
 
@@ -331,9 +335,12 @@ fn bad_policy_files_change_nothing_and_say_what_is_wrong() {
     };
     let s = scene(&c);
     apply_ok(&s.cp, "seed.toml", SEED_POLICY);
-    assert_flow("unlabelled -> app tcp/80 under the seed", false, PROPAGATION, || {
-        tcp_talks(&s.unlabelled.0, &s.app.1, 80)
-    });
+    assert_flow(
+        "unlabelled -> app tcp/80 under the seed",
+        false,
+        PROPAGATION,
+        || tcp_talks(&s.unlabelled.0, &s.app.1, 80),
+    );
     let before = s.cp.cli_ok(&["policy", "show", "--json"]);
     let cases: [(&str, String, &str); 4] = [
         (
@@ -407,7 +414,8 @@ fn denied(h: &Host, reason: &str) -> u64 {
 
 #[test]
 fn a_flood_of_new_flows_fills_one_peers_table_and_nothing_else() {
-    let Some(c) = Cluster::new("a_flood_of_new_flows_fills_one_peers_table_and_nothing_else") else {
+    let Some(c) = Cluster::new("a_flood_of_new_flows_fills_one_peers_table_and_nothing_else")
+    else {
         return;
     };
     let s = scene(&c);
@@ -426,9 +434,11 @@ fn a_flood_of_new_flows_fills_one_peers_table_and_nothing_else() {
         let mut sent = 0;
         for (i, port) in (20_000u16..26_000).enumerate() {
             let sock = std::net::UdpSocket::bind((src.as_str(), port));
-            match sock.and_then(|sock| sock.send_to(b"x", (dst.as_str(), 9000))) {
-                Ok(_) => sent += 1,
-                Err(_) => {}
+            if sock
+                .and_then(|sock| sock.send_to(b"x", (dst.as_str(), 9000)))
+                .is_ok()
+            {
+                sent += 1;
             }
             if i % 100 == 99 {
                 std::thread::sleep(Duration::from_millis(2));
@@ -436,7 +446,10 @@ fn a_flood_of_new_flows_fills_one_peers_table_and_nothing_else() {
         }
         sent
     });
-    assert!(sent > 5_000, "only {sent} of 6000 flood datagrams were sent");
+    assert!(
+        sent > 5_000,
+        "only {sent} of 6000 flood datagrams were sent"
+    );
 
     let flooded = Instant::now();
     let b = &s.hosts[1];
@@ -480,8 +493,7 @@ fn a_flood_of_new_flows_fills_one_peers_table_and_nothing_else() {
 
 #[test]
 fn a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver() {
-    let Some(c) =
-        Cluster::new("a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver")
+    let Some(c) = Cluster::new("a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver")
     else {
         return;
     };

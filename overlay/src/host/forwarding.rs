@@ -159,7 +159,7 @@ pub fn plan(
                 }
             }
         } else {
-            wanted.extend(host_wide_v6(v6_ifaces, &mut current));
+            wanted.extend(host_wide_v6(targets, v6_ifaces, &mut current));
         }
     }
     for iface in [targets.bridge, targets.tun] {
@@ -184,9 +184,12 @@ pub fn has_force_forwarding(
         .all(|iface| current(&Sysctl::new(Family::Ipv6, iface, Knob::ForceForwarding)).is_some())
 }
 
-/// The fallback without `force_forwarding`: `accept_ra` 1 becomes 2 on every interface, then
-/// every interface's `forwarding`, `default`'s and `all`'s become 1.
+/// The fallback without `force_forwarding`: `accept_ra` 1 becomes 2 on every interface but the
+/// bridge and the TUN device, whose `accept_ra` becomes 0 (a router advertisement from a
+/// workload must never give the host a route), then every interface's `forwarding`,
+/// `default`'s and `all`'s become 1.
 fn host_wide_v6(
+    targets: &ForwardingTargets<'_>,
     v6_ifaces: &[String],
     current: &mut impl FnMut(&Sysctl) -> Option<i64>,
 ) -> Vec<(Sysctl, i64)> {
@@ -194,7 +197,13 @@ fn host_wide_v6(
     let real = v6_ifaces
         .iter()
         .filter(|i| i.as_str() != "all" && i.as_str() != "default");
+    for iface in [targets.bridge, targets.tun] {
+        wanted.push((Sysctl::new(Family::Ipv6, iface, Knob::AcceptRa), 0));
+    }
     for iface in real.clone() {
+        if iface == targets.bridge || iface == targets.tun {
+            continue;
+        }
         let accept_ra = Sysctl::new(Family::Ipv6, iface, Knob::AcceptRa);
         if current(&accept_ra) == Some(1) {
             wanted.push((accept_ra, 2));
@@ -411,23 +420,34 @@ mod tests {
             (Ipv6, "eth0", AcceptRa, 1),
             (Ipv6, "eth1", AcceptRa, 0),
             (Ipv6, "lo", AcceptRa, 2),
+            (Ipv6, "wgmbr0", AcceptRa, 1),
+            (Ipv6, "wgm0", AcceptRa, 1),
+            (Ipv6, "wgmbr0", Forwarding, 0),
+            (Ipv6, "wgm0", Forwarding, 0),
             (Ipv6, "eth0", Forwarding, 0),
             (Ipv6, "eth1", Forwarding, 1),
             (Ipv6, "lo", Forwarding, 0),
             (Ipv6, "default", Forwarding, 0),
             (Ipv6, "all", Forwarding, 0),
         ]);
-        let ifaces: Vec<String> = ["eth0", "eth1", "lo", "all"].map(String::from).into();
+        let ifaces: Vec<String> = ["eth0", "eth1", "lo", "wgmbr0", "wgm0", "all"]
+            .map(String::from)
+            .into();
         let targets = ForwardingTargets { v6: true, ..T4 };
         let changes = plan(&targets, &ifaces, |s| now.get(s).copied());
         let touched = touched(&changes);
         assert_eq!(
             touched,
             [
+                // No router advertisement from a workload gives the host a route.
+                (Ipv6, "wgmbr0", AcceptRa, 1, 0),
+                (Ipv6, "wgm0", AcceptRa, 1, 0),
                 // accept_ra first: forwarding switched on purges RA routes where it is not 2.
                 (Ipv6, "eth0", AcceptRa, 1, 2),
                 (Ipv6, "eth0", Forwarding, 0, 1),
                 (Ipv6, "lo", Forwarding, 0, 1),
+                (Ipv6, "wgmbr0", Forwarding, 0, 1),
+                (Ipv6, "wgm0", Forwarding, 0, 1),
                 (Ipv6, "default", Forwarding, 0, 1),
                 (Ipv6, "all", Forwarding, 0, 1),
                 (Ipv4, "wgmbr0", Forwarding, 0, 1),
@@ -437,7 +457,13 @@ mod tests {
         let order: Vec<&str> = restore_order(&changes)
             .map(|c| c.sysctl.iface.as_str())
             .collect();
-        assert_eq!(order, ["wgmbr0", "all", "default", "lo", "eth0", "eth0"]);
+        assert_eq!(
+            order,
+            [
+                "wgmbr0", "all", "default", "wgm0", "wgmbr0", "lo", "eth0", "eth0", "wgm0",
+                "wgmbr0"
+            ]
+        );
         assert_eq!(
             restore_order(&changes).last().unwrap().sysctl.knob,
             AcceptRa

@@ -80,7 +80,10 @@ fn a_line_names_the_rule_or_reason_and_the_local_workload() {
         ..denial(Direction::Egress, DenialReason::Policy(RuleRef::Default))
     };
     let line = serde_json::to_value(Line::of(&d, 5, &names)).unwrap();
-    assert_eq!((&line["src_netns"], &line["dst_netns"]), (&"web".into(), &"db".into()));
+    assert_eq!(
+        (&line["src_netns"], &line["dst_netns"]),
+        (&"web".into(), &"db".into())
+    );
     let d = denial(Direction::Ingress, DenialReason::ConntrackFull);
     assert_eq!(
         serde_json::to_value(Line::of(&d, 5, &names)).unwrap()["reason"],
@@ -192,7 +195,11 @@ fn the_log_is_rotated_at_its_size_keeping_a_few_old_files() {
     let path = dir.path().join("audit.jsonl");
     let (tap, _rx) = AuditTap::bounded(4);
     let mut w = Writer {
-        file: OpenOptions::new().create(true).append(true).open(&path).unwrap(),
+        file: OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap(),
         size: 0,
         max_bytes: 1000,
         path: path.clone(),
@@ -218,6 +225,9 @@ fn the_log_is_rotated_at_its_size_keeping_a_few_old_files() {
         let mode = std::fs::metadata(&old).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", old.display());
     }
-    assert!(!dir.path().join(format!("audit.jsonl.{}", KEEP + 1)).exists());
+    assert!(!dir
+        .path()
+        .join(format!("audit.jsonl.{}", KEEP + 1))
+        .exists());
     assert_eq!(tap.lost(), 0);
 }

@@ -148,10 +148,22 @@ fn an_ipv6_port_passes_its_own_link_local_and_unspecified_sources_but_no_router_
     }
     // Behind an extension header, only from its own address: no RA hidden behind one.
     for next in [0, 43, 44, 60] {
-        assert_eq!(verdict("fe80::1", next, 134), DROP, "link-local, header {next}");
+        assert_eq!(
+            verdict("fe80::1", next, 134),
+            DROP,
+            "link-local, header {next}"
+        );
         assert_eq!(verdict("::", next, 134), DROP, "unspecified, header {next}");
-        assert_eq!(verdict("fd42:1::3", next, 0), DROP, "another address, header {next}");
-        assert_eq!(verdict("fd42:1::2", next, 0), PASS, "its own address, header {next}");
+        assert_eq!(
+            verdict("fd42:1::3", next, 0),
+            DROP,
+            "another address, header {next}"
+        );
+        assert_eq!(
+            verdict("fd42:1::2", next, 0),
+            PASS,
+            "its own address, header {next}"
+        );
     }
     let other_mac = eth(OTHER_MAC, 0x86dd, &ipv6("fd42:1::2", 17, 0));
     assert_eq!(run(&prog, &other_mac, false), DROP);
