@@ -9,8 +9,8 @@
 //!
 //! | flow | lives after its last packet |
 //! |---|---|
-//! | TCP, no reply yet (a SYN alone, or a flow picked up mid-way) | [`TCP_UNREPLIED`] |
-//! | TCP with a reply | [`TCP_ESTABLISHED`] |
+//! | TCP, no reply yet (a SYN alone, or a flow picked up mid-way), or a reply its origin has not acknowledged (half-open) | [`TCP_UNREPLIED`] |
+//! | TCP with a reply its origin acknowledged | [`TCP_ESTABLISHED`] |
 //! | TCP after a FIN / an RST | [`TCP_CLOSING`] / [`TCP_RESET`] |
 //! | UDP and other protocols, no reply / with a reply | [`UDP_UNREPLIED`] / [`UDP_REPLIED`] |
 //! | ICMP echo | [`ICMP_ECHO`] |
@@ -39,10 +39,11 @@ pub const PROBE: usize = 16;
 /// Fragmented packets remembered at once.
 pub const FRAGMENTS: usize = 32;
 
-/// Seconds a TCP flow without a reply lives (kernel conntrack: SYN_SENT, 2 minutes; short here,
-/// so that a SYN flood frees its slots fast).
+/// Seconds a TCP flow without a reply, or with a reply its origin has not acknowledged, lives
+/// (kernel conntrack: SYN_SENT 2 minutes, SYN_RECV 60 s; short here, so that a SYN flood, or a
+/// flood of half-open connections, frees its slots fast).
 pub const TCP_UNREPLIED: u32 = 30;
-/// Seconds an idle TCP flow with a reply lives.
+/// Seconds an idle TCP flow with an acknowledged reply lives.
 pub const TCP_ESTABLISHED: u32 = 300;
 /// Seconds a TCP flow lives after a FIN.
 pub const TCP_CLOSING: u32 = 30;
@@ -144,6 +145,8 @@ pub struct Tracked {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Unreplied,
+    /// TCP: answered (a SYN-ACK), but the origin has not acknowledged the answer yet.
+    Answered,
     Replied,
     Closing,
     Reset,
@@ -317,6 +320,14 @@ impl Conntrack {
             }
         }
         if dir != s.origin && s.state == State::Unreplied {
+            // A TCP answer alone is a half-open connection: it keeps the short life until the
+            // origin acknowledges it, so half-open floods free their slots fast.
+            s.state = if s.key.proto == TCP {
+                State::Answered
+            } else {
+                State::Replied
+            };
+        } else if dir == s.origin && s.state == State::Answered && tcp_flags & TCP_ACK != 0 {
             s.state = State::Replied;
         }
     }
@@ -424,7 +435,7 @@ fn mix(x: u64, y: u64) -> u64 {
 #[inline]
 fn alive(s: &Slot, t: u32) -> bool {
     let timeout = match (s.key.proto, s.state) {
-        (TCP, State::Unreplied) => TCP_UNREPLIED,
+        (TCP, State::Unreplied | State::Answered) => TCP_UNREPLIED,
         (TCP, State::Replied) => TCP_ESTABLISHED,
         (TCP, State::Closing) => TCP_CLOSING,
         (TCP, State::Reset) => TCP_RESET,

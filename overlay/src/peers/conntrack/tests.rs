@@ -67,10 +67,23 @@ fn tcp_timeouts_follow_the_flows_state() {
         .find(secs(t0, u64::from(TCP_UNREPLIED) + 1), &k)
         .is_none());
 
-    // Answered, it lives TCP_ESTABLISHED after its last packet.
+    // Answered but never acknowledged (half-open), it lives TCP_UNREPLIED too.
     let f = ct.insert(t0, k, Direction::Egress, 1).unwrap();
     ct.touch(t0, f, Direction::Egress, TCP_SYN);
     ct.touch(t0, f, Direction::Ingress, TCP_SYN | TCP_ACK);
+    ct.touch(t0, f, Direction::Egress, TCP_SYN);
+    assert!(ct.find(secs(t0, TCP_UNREPLIED.into()), &k).is_some());
+    assert!(
+        ct.find(secs(t0, u64::from(TCP_UNREPLIED) + 1), &k)
+            .is_none(),
+        "a half-open flow outlived TCP_UNREPLIED"
+    );
+
+    // Answered and acknowledged, it lives TCP_ESTABLISHED after its last packet.
+    let f = ct.insert(t0, k, Direction::Egress, 1).unwrap();
+    ct.touch(t0, f, Direction::Egress, TCP_SYN);
+    ct.touch(t0, f, Direction::Ingress, TCP_SYN | TCP_ACK);
+    ct.touch(t0, f, Direction::Egress, TCP_ACK);
     let t = secs(t0, 200);
     let (f, _) = ct.find(t, &k).unwrap();
     ct.touch(t, f, Direction::Egress, TCP_ACK);
