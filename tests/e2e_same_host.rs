@@ -246,6 +246,24 @@ fn rule_table_and_filters_follow_the_agent_and_its_workloads() {
         "{filters}"
     );
     assert_eq!(neighbour(&a.ns, &ip2), Some(mac(&w2, "eth0")));
+    // The port learns nothing and gets no flooded frames: a static entry forwards to it.
+    let flags = a.ns.run(&["bridge", "-d", "link", "show", "dev", &port2]);
+    for off in [
+        "learning off",
+        "flood off",
+        "mcast_flood off",
+        "isolated on",
+    ] {
+        assert!(flags.contains(off), "port {port2}: no {off:?} in {flags}");
+    }
+    let fdb = a.ns.run(&["bridge", "fdb", "show", "dev", &port2]);
+    assert!(
+        fdb.lines().any(|l| l.starts_with(&mac(&w2, "eth0"))
+            && l.contains("master")
+            && l.contains("static")),
+        "no static forwarding entry for {} on {port2}: {fdb}",
+        mac(&w2, "eth0")
+    );
 
     // Detach: the veth (and with it its filters) and the neighbour entry go.
     let sock = a.agent.socket.to_str().unwrap().to_owned();

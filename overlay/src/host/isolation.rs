@@ -1,6 +1,6 @@
 //! Workloads reach each other only through the host: each workload's bridge port is isolated
 //! (`IFLA_BRPORT_ISOLATED`: isolated ports exchange no frames with each other, only with the
-//! bridge itself), the host answers their address resolution for one another (proxy ARP, the
+//! bridge itself; no learning and no flooding to it, a static forwarding entry for its MAC), the host answers their address resolution for one another (proxy ARP, the
 //! sysctls of `proxy`; for IPv6 a proxy entry per workload), and the host's own neighbour entry
 //! for each workload is permanent, so no ARP or neighbour advertisement can move it.
 //!
@@ -18,9 +18,23 @@ use super::error::errno;
 use super::{HostError, HostNet};
 
 impl HostNet {
-    /// Isolates the bridge port `index` (called `name`, for errors): it must be on a bridge.
-    pub async fn isolate_port(&self, index: u32, name: &str) -> Result<(), HostError> {
-        let message = LinkBridgePort::new(index).isolated(true).build();
+    /// Isolates the bridge port `index` (called `name`, for errors; it must be on a bridge) of
+    /// the workload with `mac`: no frames to other ports, no learning, and no flooding to it
+    /// (unknown unicast and multicast), with a static forwarding entry for `mac` instead. So the
+    /// bridge sends the port only what is for its workload, even when the workload is quiet
+    /// (a learnt entry would age out, and the host's frames to it be flooded to every port).
+    pub async fn isolate_port(
+        &self,
+        index: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<(), HostError> {
+        let message = LinkBridgePort::new(index)
+            .isolated(true)
+            .learning(false)
+            .flood(false)
+            .mcast_flood(false)
+            .build();
         self.handle
             .link()
             .change(message)
@@ -28,6 +42,22 @@ impl HostNet {
             .await
             .map_err(|source| {
                 HostError::netlink("isolate", format!("bridge port {name:?}"), source)
+            })?;
+        // `bridge fdb replace MAC dev PORT master static`.
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Controller)
+            .state(NeighbourState::Noarp)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink(
+                    "add",
+                    format!("forwarding entry on bridge port {name:?}"),
+                    source,
+                )
             })
     }
 

@@ -180,7 +180,8 @@ impl HostNet {
         self.guard_port(index, host_ifname, workload_mac(addr), addr)
             .await?;
         self.enslave(index, bridge_index).await?;
-        self.isolate_port(index, host_ifname).await
+        self.isolate_port(index, host_ifname, workload_mac(addr))
+            .await
     }
 
     /// Gives the workload end (`eth0`) of the veth pair in `netns` the MAC [`workload_mac`] of
