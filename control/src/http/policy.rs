@@ -15,7 +15,7 @@ use wgmesh_client::api::{ApiReason, ExplainQuery, MAX_BODY, MAX_POLICY_BODY};
 
 use super::{as_caller, bearer, body_or_refuse_within, refusal, Handled, Remote, Shared};
 use crate::audit::Action;
-use crate::service::unauthenticated;
+use crate::service::{unauthenticated, PreparedPolicy};
 
 /// `PUT /v1/policy`.
 pub(super) async fn apply(
@@ -36,8 +36,13 @@ pub(super) async fn apply(
     };
     let body =
         body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, limit).await?;
+    // Parsing and testing a policy of thousands of rules takes a while: on a blocking thread,
+    // outside the control plane's lock, which only the commit needs.
+    let prepared = tokio::task::spawn_blocking(move || PreparedPolicy::prepare(body))
+        .await
+        .expect("preparing a policy panicked");
     Ok(as_caller(&shared, Some(token), move |c, caller, now| {
-        c.apply_policy(caller, body, now, Some(remote.ip()))
+        c.apply_policy(caller, prepared, now, Some(remote.ip()))
     })
     .await)
 }

@@ -31,6 +31,7 @@ mod tokens;
 mod workloads;
 
 pub use caller::Caller;
+pub use policy::PreparedPolicy;
 pub use refusal::{unauthenticated, ApiError};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};

@@ -8,6 +8,7 @@ use crate::compile::{explain, EndpointRef, ExplainError};
 use crate::registry::tests::policy::seed;
 use crate::registry::tests::workloads::workload;
 use crate::registry::tests::{join, registry};
+use crate::registry::CheckedPolicy;
 
 /// a (10.42.0.0/24) runs the app, b (10.42.1.0/24) a frontend and an unlabelled workload,
 /// c (10.42.2.0/24) a backend; the seed policy is applied.
@@ -28,9 +29,7 @@ fn cluster() -> Registry {
         let m = r.plan_workloads(HostId(id as u64), list).unwrap().unwrap();
         r.apply(&m).unwrap();
     }
-    let m = r
-        .plan_policy(seed(), String::new(), "seed.toml".into())
-        .unwrap();
+    let m = r.plan_policy(CheckedPolicy::new(seed(), String::new(), "seed.toml".into()).unwrap());
     r.apply(&m).unwrap();
     r
 }
