@@ -381,7 +381,8 @@ pub enum ApiReason {
     /// The request was malformed.
     BadRequest,
     /// A policy was refused: its text does not parse (the message names the file, line,
-    /// column and field), one of its tests fails, or it has too many rules.
+    /// column and field), one of its tests fails, it has too many rules, or some host's filter
+    /// under it would be too large for its agent.
     BadPolicy,
     /// The endpoint given is one no host can be reached at (loopback, multicast, unspecified,
     /// link-local, broadcast, port 0, or inside the cluster CIDR).

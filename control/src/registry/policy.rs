@@ -66,7 +66,9 @@ impl CheckedPolicy {
 
 impl Registry {
     /// Plans applying `policy`. Applying the policy in force again is a change like any other
-    /// (it is audited, and every host is sent its filter again).
+    /// (it is audited, and every host is sent its filter again). Whether every host's filter
+    /// stays within what its agent accepts depends on the registry's endpoints, so it is
+    /// checked on the compiled result ([`crate::compile::Compiled::check_filters`]).
     pub fn plan_policy(&self, policy: CheckedPolicy) -> Mutation {
         let CheckedPolicy {
             policy,

@@ -84,7 +84,15 @@ impl Control {
         let (rules, tests) = (checked.policy().rules.len(), checked.policy().tests.len());
         let origin = checked.origin().to_owned();
         let m = self.registry.plan_policy(checked);
-        self.commit(&m)?;
+        self.commit_within_filters(&m, |e| {
+            ApiError::new(
+                ApiReason::BadPolicy,
+                format!(
+                    "{e}; the policy is not applied (fewer rules, or selectors matching fewer \
+                     or adjacent addresses, make smaller filters)"
+                ),
+            )
+        })?;
         let revision = self.registry.revision();
         tracing::info!(%origin, revision, rules, tests, "policy applied");
         Ok(PolicyAppliedReply {
