@@ -200,9 +200,9 @@ impl Control {
                 ExplainError::NoSuchHost(_) | ExplainError::NoSuchWorkload { .. } => {
                     ApiReason::NotFound
                 }
-                ExplainError::Label { .. }
-                | ExplainError::DuplicateKey { .. }
-                | ExplainError::HostName { .. } => ApiReason::BadRequest,
+                ExplainError::Selector { .. } | ExplainError::HostName { .. } => {
+                    ApiReason::BadRequest
+                }
             };
             ApiError::new(reason, format!("{field}: {e}"))
         };

@@ -327,6 +327,18 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
     );
     let e = explain(c, "host-c", "host-a", "icmp").unwrap();
     assert_eq!((e.verdict, e.rule), (Verdict::Deny, None));
+    // Selectors as `policy test` and `explain` print them, and with spaces.
+    for (from, to) in [
+        ("{role=frontend}", "{app=secure-app}"),
+        (" role = frontend ", "app = secure-app"),
+    ] {
+        let e = explain(c, from, to, "tcp/80").unwrap();
+        assert_eq!(e.rule.as_deref(), Some("frontend-to-app"), "{from} -> {to}");
+        assert_eq!(e.from.labels["role"], "frontend");
+    }
+    let e = explain(c, "{}", "host-a/db", "tcp/22").unwrap();
+    assert_eq!(e.rule.as_deref(), Some("no-ssh"));
+    assert!(e.from.labels.is_empty());
     // Unknown endpoints are 404, bad forms 400; each names its field.
     for (from, to, port, want, needle) in [
         (
@@ -355,7 +367,14 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
             "role=a,role=b",
             "tcp/80",
             ApiReason::BadRequest,
-            "to: \"role=a,role=b\"",
+            "to: selector \"role=a,role=b\": names the label \"role\" twice",
+        ),
+        (
+            "role=frontend,",
+            "host-a",
+            "tcp/80",
+            ApiReason::BadRequest,
+            "from: selector \"role=frontend,\"",
         ),
         (
             "host-b",
@@ -384,7 +403,7 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
         .into_iter()
         .filter(|(a, r, _)| a == "policy_explain" && r.contains("refused"))
         .count();
-    assert_eq!(refused, 6);
+    assert_eq!(refused, 7);
 }
 
 #[test]
