@@ -730,10 +730,22 @@ async fn only_the_admin_and_hosts_get_their_larger_body_limits() {
         ("/v1/policy", &host, "a host's credential"),
         ("/v1/policy", &unknown_admin, "an admin token not held"),
         ("/v1/policy", &unknown_host, "a host credential not held"),
-        ("/v1/policy", &"nonsense".to_owned(), "a bearer of no known form"),
+        (
+            "/v1/policy",
+            &"nonsense".to_owned(),
+            "a bearer of no known form",
+        ),
         ("/v1/hosts/host-a/workloads", &admin, "the admin token"),
-        ("/v1/hosts/host-a/workloads", &unknown_host, "a host credential not held"),
-        ("/v1/hosts/host-a/workloads", &unknown_admin, "an admin token not held"),
+        (
+            "/v1/hosts/host-a/workloads",
+            &unknown_host,
+            "a host credential not held",
+        ),
+        (
+            "/v1/hosts/host-a/workloads",
+            &unknown_admin,
+            "an admin token not held",
+        ),
     ];
     for (path, bearer, who) in cases {
         let started = Instant::now();
@@ -749,7 +761,10 @@ async fn only_the_admin_and_hosts_get_their_larger_body_limits() {
             "{path} with {who}: {body}"
         );
         assert!(
-            body["error"].as_str().unwrap().contains(&MAX_BODY.to_string()),
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&MAX_BODY.to_string()),
             "{path} with {who}: {body}"
         );
         assert!(
@@ -760,7 +775,10 @@ async fn only_the_admin_and_hosts_get_their_larger_body_limits() {
     }
     // The callers who hold the limit are read further: they wait for the rest of the body,
     // until the handshake timeout gives up on it (400), rather than a 413 at once.
-    for (path, bearer) in [("/v1/policy", &admin), ("/v1/hosts/host-a/workloads", &host)] {
+    for (path, bearer) in [
+        ("/v1/policy", &admin),
+        ("/v1/hosts/host-a/workloads", &host),
+    ] {
         let (status, body) =
             stalled_put(&server, path, bearer, MAX_WORKLOADS_BODY, MAX_BODY + 1).await;
         assert_eq!(

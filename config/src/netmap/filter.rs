@@ -229,13 +229,19 @@ mod tests {
                 nets: MAX_FILTER_NETS + 1
             }
         );
-        assert!(e.to_string().contains("at most 1000000 (MAX_FILTER_NETS)"), "{e}");
+        assert!(
+            e.to_string().contains("at most 1000000 (MAX_FILTER_NETS)"),
+            "{e}"
+        );
         let f = HostFilter {
             default: Action::Deny,
             rules: vec![rule(&[], &[]); MAX_FILTER_RULES + 1],
         };
         let e = f.check().unwrap_err();
-        assert!(e.to_string().contains("at most 10000 (MAX_FILTER_RULES)"), "{e}");
+        assert!(
+            e.to_string().contains("at most 10000 (MAX_FILTER_RULES)"),
+            "{e}"
+        );
         let f = HostFilter {
             default: Action::Deny,
             rules: vec![rule(&[], &[]); MAX_FILTER_RULES],

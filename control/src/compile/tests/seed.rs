@@ -174,7 +174,10 @@ fn explain_resolves_workloads_hosts_and_labels() {
     for bad in ["a b", "a b/app", "/app", "host!/x", " a b "] {
         let e = bad.parse::<EndpointRef>().unwrap_err();
         assert!(matches!(e, ExplainError::HostName { .. }), "{bad}: {e:?}");
-        assert!(e.to_string().contains("HOST/NETNS, HOST or a selector"), "{e}");
+        assert!(
+            e.to_string().contains("HOST/NETNS, HOST or a selector"),
+            "{e}"
+        );
     }
     // Without a policy everything is allowed.
     let e = explain(&r, None, &ep("b/plain"), &ep("c/db"), flow("tcp/22")).unwrap();
@@ -245,7 +248,9 @@ fn explain_reads_selectors_as_every_selector_text_is_read() {
         // Exactly what config's selector parser reads.
         assert_eq!(text.parse::<Selector>().unwrap().0, want, "{text:?}");
     }
-    let two = "{app=secure-app, role=frontend}".parse::<EndpointRef>().unwrap();
+    let two = "{app=secure-app, role=frontend}"
+        .parse::<EndpointRef>()
+        .unwrap();
     let EndpointRef::Labels(two) = two else {
         panic!("{two:?} is no selector")
     };

@@ -84,9 +84,17 @@ fn a_policy_whose_filter_an_agent_would_refuse_is_refused_naming_host_and_limit(
         format!("at most {MAX_FILTER_NETS} (MAX_FILTER_NETS)"),
         "the policy is not applied".to_owned(),
     ] {
-        assert!(e.message.contains(&needle), "{:?} lacks {needle:?}", e.message);
+        assert!(
+            e.message.contains(&needle),
+            "{:?} lacks {needle:?}",
+            e.message
+        );
     }
-    assert_eq!(f.control.revision(), before, "a refused apply changes nothing");
+    assert_eq!(
+        f.control.revision(),
+        before,
+        "a refused apply changes nothing"
+    );
     assert!(f.control.registry().policy().is_none());
     // One rule fewer fits, and every host's netmap is one its agent accepts.
     f.control
@@ -120,9 +128,17 @@ fn a_workload_report_that_would_overfill_a_filter_is_refused_naming_the_limit() 
         format!("at most {MAX_FILTER_NETS} (MAX_FILTER_NETS)"),
         "the report is refused".to_owned(),
     ] {
-        assert!(e.message.contains(&needle), "{:?} lacks {needle:?}", e.message);
+        assert!(
+            e.message.contains(&needle),
+            "{:?} lacks {needle:?}",
+            e.message
+        );
     }
-    assert_eq!(f.control.revision(), before, "a refused report changes nothing");
+    assert_eq!(
+        f.control.revision(),
+        before,
+        "a refused report changes nothing"
+    );
     let b = f.control.registry().host_by_name("host-b").unwrap().id;
     assert!(f.control.registry().workloads_of(b).is_empty());
     // Workloads no rule selects grow no filter: that report is taken.

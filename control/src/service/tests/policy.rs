@@ -433,7 +433,11 @@ fn a_policy_is_parsed_and_tested_before_the_control_plane_is_asked() {
         "{}",
         e.message
     );
-    assert_eq!(f.control.revision(), before, "a refused apply changes nothing");
+    assert_eq!(
+        f.control.revision(),
+        before,
+        "a refused apply changes nothing"
+    );
     // A policy prepared before the registry changed is compiled against the registry as it
     // is at the commit: preparing reads nothing of it.
     let t = token(&mut f, 3600, true);
