@@ -43,8 +43,8 @@ pub(crate) enum PolicyCmd {
     /// Say whether the policy in force allows one flow, and which rule (or the default)
     /// decided.
     Explain {
-        /// Who starts the flow: HOST/NETNS (a workload), HOST (the host's own traffic) or
-        /// k=v,k=v (an endpoint with exactly these labels).
+        /// Who starts the flow: HOST/NETNS (a workload), HOST (the host's own traffic) or a
+        /// selector, k=v,k=v or {k=v,k=v} (an endpoint with exactly these labels; {} for none).
         #[arg(long, value_name = "SEL")]
         from: String,
         /// Who it goes to, in the same forms.

@@ -28,6 +28,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(http::ServeLimits::default()).await
+}
+
+async fn start_with(limits: http::ServeLimits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let localhost = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let pki = Pki::load_or_create(dir.path(), std::slice::from_ref(&localhost)).unwrap();
@@ -53,7 +57,7 @@ async fn start() -> Server {
     tokio::spawn(http::serve(
         listener,
         pki.server_config(),
-        Shared::new(control),
+        Shared::with_limits(control, limits),
         async {
             let _ = stopped.await;
         },
@@ -638,4 +642,153 @@ async fn a_policy_of_a_thousand_rules_fits_its_route_and_explain_takes_encoded_s
     let removed = admin.remove_policy(&server.admin).await.unwrap();
     assert!(removed.removed);
     assert_eq!(admin.policy(&server.admin).await.unwrap().policy, None);
+}
+
+/// A request body that sends `first`, then nothing more while the request stays open: a
+/// server that reads past `first` waits for the rest (until its timeout), one that stops at
+/// its limit answers at once.
+struct Stalled(Option<hyper::body::Bytes>);
+
+impl hyper::body::Body for Stalled {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.take() {
+            Some(bytes) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes)))),
+            // Never woken: the rest never comes.
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// `PUT path` with `bearer`, declaring a body of `declared` bytes and sending only `sent` of
+/// them: the status and JSON body the server answers while the rest is still missing.
+async fn stalled_put(
+    server: &Server,
+    path: &str,
+    bearer: &str,
+    declared: usize,
+    sent: usize,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
+        .await
+        .unwrap();
+    let config = wgmesh_client::pin::client_config_with_ca(server.pki.ca_der()).unwrap();
+    let name = wgmesh_client::pin::server_name(server.url.host());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut first = b"{\"text\": \"".to_vec();
+    first.resize(sent, b' ');
+    let request = hyper::Request::builder()
+        .method("PUT")
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .header("content-length", declared.to_string())
+        .body(Stalled(Some(first.into())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_and_hosts_get_their_larger_body_limits() {
+    use wgmesh_client::api::{MAX_BODY, MAX_WORKLOADS_BODY};
+
+    // A body must arrive within the handshake timeout: 3 s here, so a server waiting for the
+    // rest of one is told apart from one answering at once.
+    let timeout = Duration::from_secs(3);
+    let server = start_with(http::ServeLimits {
+        handshake_timeout: timeout,
+        ..http::ServeLimits::default()
+    })
+    .await;
+    let (_, _, _, _, credential) = host_a_joined(&server).await;
+    let admin = server.admin.expose().to_string();
+    let host = credential.expose().to_string();
+    let unknown_admin = AdminToken::generate().expose().to_string();
+    let unknown_host = HostCredential::generate().expose().to_string();
+    // Each caller declares 1 MiB and sends a little more than 64 KiB: only a caller given the
+    // larger limit would wait for the rest; everyone else is answered 413 at once, after the
+    // server read at most MAX_BODY bytes (one that waited would answer 400 after `timeout`).
+    let cases = [
+        ("/v1/policy", &host, "a host's credential"),
+        ("/v1/policy", &unknown_admin, "an admin token not held"),
+        ("/v1/policy", &unknown_host, "a host credential not held"),
+        (
+            "/v1/policy",
+            &"nonsense".to_owned(),
+            "a bearer of no known form",
+        ),
+        ("/v1/hosts/host-a/workloads", &admin, "the admin token"),
+        (
+            "/v1/hosts/host-a/workloads",
+            &unknown_host,
+            "a host credential not held",
+        ),
+        (
+            "/v1/hosts/host-a/workloads",
+            &unknown_admin,
+            "an admin token not held",
+        ),
+    ];
+    for (path, bearer, who) in cases {
+        let started = Instant::now();
+        let (status, body) = tokio::time::timeout(
+            Duration::from_secs(30),
+            stalled_put(&server, path, bearer, MAX_WORKLOADS_BODY, MAX_BODY + 1),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} with {who}: no answer"));
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (413, Some("too_large")),
+            "{path} with {who}: {body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&MAX_BODY.to_string()),
+            "{path} with {who}: {body}"
+        );
+        assert!(
+            started.elapsed() < timeout,
+            "{path} with {who}: answered after {:?}",
+            started.elapsed()
+        );
+    }
+    // The callers who hold the limit are read further: they wait for the rest of the body,
+    // until the handshake timeout gives up on it (400), rather than a 413 at once.
+    for (path, bearer) in [
+        ("/v1/policy", &admin),
+        ("/v1/hosts/host-a/workloads", &host),
+    ] {
+        let (status, body) =
+            stalled_put(&server, path, bearer, MAX_WORKLOADS_BODY, MAX_BODY + 1).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (400, Some("bad_request")),
+            "{path}: {body}"
+        );
+        assert!(
+            body["error"].as_str().unwrap().contains("did not arrive"),
+            "{path}: {body}"
+        );
+    }
 }

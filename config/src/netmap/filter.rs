@@ -49,11 +49,20 @@ pub struct FilterRule {
 /// Why a filter breaks an invariant the agent relies on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    /// More rules or prefixes than an agent accepts.
-    #[error("the filter has {rules} rules and {nets} prefixes; at most {MAX_FILTER_RULES} rules and {MAX_FILTER_NETS} prefixes are accepted")]
-    TooLarge {
+    /// More rules than an agent accepts.
+    #[error(
+        "the filter has {rules} rules; at most {MAX_FILTER_RULES} (MAX_FILTER_RULES) are accepted"
+    )]
+    TooManyRules {
         /// Rules given.
         rules: usize,
+    },
+    /// More prefixes, over all rules' `from` and `to`, than an agent accepts.
+    #[error(
+        "the filter's rules name {nets} prefixes in all (their from and to); at most \
+         {MAX_FILTER_NETS} (MAX_FILTER_NETS) are accepted"
+    )]
+    TooManyNets {
         /// Prefixes given.
         nets: usize,
     },
@@ -87,14 +96,19 @@ pub enum FilterError {
 
 impl HostFilter {
     /// Checks the invariants an agent relies on: bounded size, each side's prefixes sorted,
-    /// disjoint and without host bits, port ranges not empty.
+    /// disjoint and without host bits, port ranges not empty. Agents run it on every netmap
+    /// (through [`Netmap::check`](super::Netmap::check)), and the control plane on every
+    /// host's filter before it commits a policy or a workload report, so that it never
+    /// stores a state some agent would refuse.
     pub fn check(&self) -> Result<(), FilterError> {
-        let nets: usize = self.rules.iter().map(|r| r.from.len() + r.to.len()).sum();
-        if self.rules.len() > MAX_FILTER_RULES || nets > MAX_FILTER_NETS {
-            return Err(FilterError::TooLarge {
+        if self.rules.len() > MAX_FILTER_RULES {
+            return Err(FilterError::TooManyRules {
                 rules: self.rules.len(),
-                nets,
             });
+        }
+        let nets: usize = self.rules.iter().map(|r| r.from.len() + r.to.len()).sum();
+        if nets > MAX_FILTER_NETS {
+            return Err(FilterError::TooManyNets { nets });
         }
         for rule in &self.rules {
             check_side(rule, "from", &rule.from)?;
@@ -194,5 +208,44 @@ mod tests {
             let e = f.check().unwrap_err().to_string();
             assert!(e.contains(want), "{from:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_filter_past_either_limit_is_refused_naming_that_limit() {
+        let wide = FilterRule {
+            from: (0..MAX_FILTER_NETS as u32)
+                .map(|i| IpNet::from(IpAddr::from((0x0a00_0000 + 2 * i).to_be_bytes())))
+                .collect(),
+            ..rule(&[], &["10.0.0.0/8"])
+        };
+        let f = HostFilter {
+            default: Action::Deny,
+            rules: vec![wide],
+        };
+        let e = f.check().unwrap_err();
+        assert_eq!(
+            e,
+            FilterError::TooManyNets {
+                nets: MAX_FILTER_NETS + 1
+            }
+        );
+        assert!(
+            e.to_string().contains("at most 1000000 (MAX_FILTER_NETS)"),
+            "{e}"
+        );
+        let f = HostFilter {
+            default: Action::Deny,
+            rules: vec![rule(&[], &[]); MAX_FILTER_RULES + 1],
+        };
+        let e = f.check().unwrap_err();
+        assert!(
+            e.to_string().contains("at most 10000 (MAX_FILTER_RULES)"),
+            "{e}"
+        );
+        let f = HostFilter {
+            default: Action::Deny,
+            rules: vec![rule(&[], &[]); MAX_FILTER_RULES],
+        };
+        f.check().unwrap();
     }
 }

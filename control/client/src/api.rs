@@ -13,7 +13,8 @@ use wgmesh_config::PublicKey;
 
 /// The largest request body the server reads.
 pub const MAX_BODY: usize = 64 * 1024;
-/// The largest `PUT /v1/policy` body the server reads: a policy of thousands of rules fits.
+/// The largest `PUT /v1/policy` body the server reads from the admin (anyone else's:
+/// [`MAX_BODY`]): a policy of thousands of rules fits.
 pub const MAX_POLICY_BODY: usize = 4 * 1024 * 1024;
 /// How long a netmap long poll waits by default (seconds).
 pub const DEFAULT_WAIT_SECS: u64 = 25;
@@ -102,8 +103,8 @@ pub struct WorkloadsBody {
     pub workloads: Vec<WorkloadReport>,
 }
 
-/// The largest [`WorkloadsBody`] the server reads (other bodies: [`MAX_BODY`]): a host's whole
-/// list, thousands of workloads with their labels.
+/// The largest [`WorkloadsBody`] the server reads from a host's credential (other callers' and
+/// other bodies: [`MAX_BODY`]): a host's whole list, thousands of workloads with their labels.
 pub const MAX_WORKLOADS_BODY: usize = 1024 * 1024;
 
 /// One workload in a [`WorkloadsBody`].
@@ -380,7 +381,8 @@ pub enum ApiReason {
     /// The request was malformed.
     BadRequest,
     /// A policy was refused: its text does not parse (the message names the file, line,
-    /// column and field), one of its tests fails, or it has too many rules.
+    /// column and field), one of its tests fails, it has too many rules, or some host's filter
+    /// under it would be too large for its agent.
     BadPolicy,
     /// The endpoint given is one no host can be reached at (loopback, multicast, unspecified,
     /// link-local, broadcast, port 0, or inside the cluster CIDR).

@@ -1,13 +1,16 @@
 //! `policy explain`: what a policy decides for a flow between two endpoints named as the admin
 //! names them ([`EndpointRef`]): `HOST/NETNS` (a known workload), `HOST` (a host's own traffic)
-//! or `k=v,k=v` (a hypothetical endpoint carrying exactly those labels).
+//! or a selector's text, `k=v,k=v`, `{k=v}` or `{}` (a hypothetical endpoint carrying exactly
+//! those labels), read by config's one selector parser.
 
 use std::fmt;
 use std::str::FromStr;
 
-use wgmesh_config::labels::{self, LabelError, Labels};
+use wgmesh_config::labels::Labels;
 use wgmesh_config::name::{check_host_name, NameFault};
-use wgmesh_config::policy::{Action, DecidedBy, Decision, Flow, Policy};
+use wgmesh_config::policy::{
+    Action, DecidedBy, Decision, Flow, Policy, Selector, SelectorParseError,
+};
 
 use super::endpoints::endpoint_labels;
 use crate::registry::Registry;
@@ -24,33 +27,25 @@ pub enum EndpointRef {
     },
     /// `HOST`: a host's own traffic.
     Host(String),
-    /// `k=v,k=v` (or the empty text): an endpoint carrying exactly these labels.
+    /// A selector's text (`k=v,k=v`, `{k=v}`, `{}` or the empty text): an endpoint carrying
+    /// exactly these labels.
     Labels(Labels),
 }
 
 /// Why an endpoint cannot be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExplainError {
-    /// `k=v,...` text with a bad label.
-    #[error("{text:?}: {source}; an endpoint is HOST/NETNS, HOST or k=v,k=v")]
-    Label {
-        /// The text as given.
-        text: String,
-        /// What is wrong.
-        source: LabelError,
-    },
-    /// A label given twice.
-    #[error("{text:?}: the label {key:?} is given twice")]
-    DuplicateKey {
-        /// The text as given.
-        text: String,
-        /// The key.
-        key: String,
+    /// Selector text (`k=v,k=v`, `{...}`) that is no selector.
+    #[error("{source}; or name a known endpoint: HOST/NETNS (a workload) or HOST")]
+    Selector {
+        /// What is wrong with it (its message quotes the text and the selector form).
+        #[from]
+        source: SelectorParseError,
     },
     /// `HOST` or `HOST/NETNS` whose host part is no host name.
     #[error(
-        "{text:?}: {host:?} is not a host name ({fault}); an endpoint is HOST/NETNS, HOST or \
-         k=v,k=v"
+        "{text:?}: {host:?} is not a host name ({fault}); an endpoint is HOST/NETNS, HOST or a \
+         selector (k=v,k=v, {{k=v}} or {{}})"
     )]
     HostName {
         /// The text as given.
@@ -87,15 +82,19 @@ pub struct Explanation<'p> {
 impl FromStr for EndpointRef {
     type Err = ExplainError;
 
-    /// Text with `=` is labels (keys may hold a `/`, as in `example.com/zone=a`); else
-    /// `HOST/NETNS` or `HOST`. The empty text is the endpoint without labels.
+    /// Text with `=` or braces, or the empty text, is a selector, read by
+    /// [`Selector::from_str`] exactly as every selector text is (`k=v,k=v`, `{k=v}`, `{}` or
+    /// `""`, spaces around keys and values ignored; keys may hold a `/`, as in
+    /// `example.com/zone=a`); else `HOST/NETNS` or `HOST`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.contains('=') || text.trim().is_empty() {
-            return parse_labels(text).map(Self::Labels);
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.contains('=') || trimmed.starts_with('{') {
+            let Selector(labels) = text.parse()?;
+            return Ok(Self::Labels(labels));
         }
-        let (host, name) = match text.split_once('/') {
+        let (host, name) = match trimmed.split_once('/') {
             Some((host, name)) => (host, Some(name)),
-            None => (text, None),
+            None => (trimmed, None),
         };
         check_host_name(host).map_err(|fault| ExplainError::HostName {
             text: text.to_owned(),
@@ -127,24 +126,6 @@ impl fmt::Display for EndpointRef {
             }
         }
     }
-}
-
-fn parse_labels(text: &str) -> Result<Labels, ExplainError> {
-    let mut out = Labels::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let invalid = |source| ExplainError::Label {
-            text: text.to_owned(),
-            source,
-        };
-        let (k, v) = labels::parse_assignment(part).map_err(invalid)?;
-        if out.insert(k.clone(), v).is_some() {
-            return Err(ExplainError::DuplicateKey {
-                text: text.to_owned(),
-                key: k,
-            });
-        }
-    }
-    Ok(out)
 }
 
 impl EndpointRef {

@@ -16,6 +16,9 @@
 //!   address of the other, or the default allows, so unrelated hosts never learn each other's
 //!   keys.
 //!
+//! [`Compiled::check_filters`] runs each host's filter through the agent's own check, so the
+//! control plane never commits a state some agent would refuse.
+//!
 //! [`Compiled`] does the work once for every host (the free functions build one per call); its
 //! costly part, [`CompiledPolicy`], can be kept while the registry's netmap revision stays
 //! ([`Compiled::with`]); `explain` answers `policy explain`.
@@ -24,7 +27,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use wgmesh_config::netmap::{
-    FilterUpdate, HostFilter, HostIdentity, Netmap, NetmapDelta, NetmapPeer,
+    FilterError, FilterUpdate, HostFilter, HostIdentity, Netmap, NetmapDelta, NetmapPeer,
 };
 pub use wgmesh_config::policy::Policy;
 
@@ -40,6 +43,16 @@ pub use endpoints::endpoint_labels;
 use endpoints::Endpoints;
 pub use explain::{decide, explain, EndpointRef, ExplainError, Explanation};
 use rules::CompiledRules;
+
+/// A host whose compiled filter its agent would refuse ([`Compiled::check_filters`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("host {host}'s filter would be refused by its agent: {source}")]
+pub struct FilterRefused {
+    /// The host's name.
+    pub host: String,
+    /// What its agent's check says.
+    pub source: FilterError,
+}
 
 /// The registry and a policy compiled together: every host's peers and filter.
 #[derive(Debug)]
@@ -196,6 +209,23 @@ impl<'a> Compiled<'a> {
             epoch: 0,
             filter,
         })
+    }
+
+    /// Checks every host's filter as its agent will ([`HostFilter::check`]: its size limits
+    /// and its invariants): the first host whose filter its agent would refuse, in registry
+    /// order, and why. `Ok` without a policy (there are no filters). Builds one filter at a
+    /// time, so it costs what compiling every host's netmap does, and holds one filter at most.
+    pub fn check_filters(&self) -> Result<(), FilterRefused> {
+        for (at, host) in self.registry.hosts().values().enumerate() {
+            let Some(filter) = self.filter(at) else {
+                return Ok(());
+            };
+            filter.check().map_err(|source| FilterRefused {
+                host: host.name.to_string(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     fn position(&self, id: HostId) -> Option<(usize, &'a Host)> {

@@ -1,7 +1,9 @@
 //! The credentials someone holds, kept beside the control plane's lock: a request from an
 //! address the refusal limiter limits goes on only if its bearer token is one of them, decided
-//! without taking that lock, so a limited flood never reaches it. Only that choice is made
-//! here: every request that goes on is still authenticated under the lock.
+//! without taking that lock, so a limited flood never reaches it. The same lookups decide, before
+//! a body is read, whether a route's larger body limit applies (only to the admin for a policy,
+//! only to a host for a workload report). Only those choices are made here: every request that
+//! goes on is still authenticated under the lock.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -60,9 +62,20 @@ impl KnownCredentials {
 
     /// Whether `bearer` is the admin token or a host's credential (a hash and a set lookup).
     pub(super) fn holds(&self, bearer: &str) -> bool {
-        if let Ok(admin) = AdminToken::from_str(bearer) {
-            return admin.hash().ct_eq(&self.admin);
-        }
+        self.is_admin(bearer) || self.is_host(bearer)
+    }
+
+    /// Whether `bearer` is the admin token (a hash): the one caller whose policy bodies may
+    /// exceed [`MAX_BODY`](wgmesh_client::api::MAX_BODY).
+    pub(super) fn is_admin(&self, bearer: &str) -> bool {
+        AdminToken::from_str(bearer).is_ok_and(|admin| admin.hash().ct_eq(&self.admin))
+    }
+
+    /// Whether `bearer` is some host's credential (a hash and a set lookup), as of the last
+    /// call: the only callers whose workload reports may exceed
+    /// [`MAX_BODY`](wgmesh_client::api::MAX_BODY). Which host it is, and whether it may report
+    /// for the route's host, is decided under the lock.
+    pub(super) fn is_host(&self, bearer: &str) -> bool {
         HostCredential::from_str(bearer)
             .is_ok_and(|c| self.lock().hashes.contains(c.hash().as_bytes()))
     }

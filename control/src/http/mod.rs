@@ -361,7 +361,9 @@ async fn body_or_refuse<T: DeserializeOwned>(
     body_or_refuse_within(shared, token, action, remote, body, MAX_BODY).await
 }
 
-/// [`body_or_refuse`] for a route that takes bodies of up to `limit` bytes.
+/// [`body_or_refuse`] for a route that takes bodies of up to `limit` bytes. The caller picks
+/// `limit` from the bearer before calling ([`known`]): a limit above [`MAX_BODY`] is only for a
+/// bearer someone holds, so an unknown one never makes the server read more than that.
 async fn body_or_refuse_within<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     token: Option<&str>,
@@ -528,7 +530,13 @@ async fn workloads(
 ) -> Handled {
     let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
     let action = Action::WorkloadsReport;
-    let within = MAX_WORKLOADS_BODY;
+    // Only a host's credential earns the large limit (decided before the body is read, without
+    // the lock); whether it is this route's host is checked under the lock.
+    let within = if shared.known.is_host(&token) {
+        MAX_WORKLOADS_BODY
+    } else {
+        MAX_BODY
+    };
     let body =
         body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, within).await?;
     let limits = Arc::clone(&shared);

@@ -17,7 +17,8 @@
 //! - `error`: why a request or mutation is refused ([`RegistryError`], [`TokenRefused`],
 //!   [`WorkloadRefused`], [`PolicyTestFailed`]);
 //! - `plan`: the `plan_*` methods of hosts and tokens, `workloads`: a host's workload report,
-//!   `policy`: applying and removing the policy; `apply`: [`Registry::check`] and
+//!   `policy`: applying ([`CheckedPolicy`], the checks a policy passes on its own) and removing
+//!   the policy; `apply`: [`Registry::check`] and
 //!   [`Registry::apply`];
 //! - this module: [`Registry`] itself, its lookups, and its snapshot (the store's compacted form).
 
@@ -37,6 +38,7 @@ mod workloads;
 
 pub use error::{PolicyTestFailed, RegistryError, TokenRefused, WorkloadRefused};
 pub use mutation::Mutation;
+pub use policy::CheckedPolicy;
 pub use records::{assignable, gateway, Host, JoinRequest, Labels, StoredPolicy, Token, Workload};
 /// The hash of a secret (a join token's, a host credential's): the registry and the store hold
 /// only these, never the secrets.

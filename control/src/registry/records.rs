@@ -105,9 +105,18 @@ pub struct Workload {
 
 /// The policy in force, as `policy apply` stored it.
 ///
-/// The parsed [`Policy`] is what counts: replay and compilation use it, never `text`, so a
-/// parser of a later version cannot change what a stored policy means. `text` and `origin` are
-/// kept for `policy show`.
+/// The parsed [`Policy`] is what counts: replay and compilation use it, never `text`. The TOML
+/// is not read again, so a later version's policy-file syntax (its keys, its defaults, how
+/// selectors and tests are written there) cannot change what a stored policy means. Its
+/// stored JSON is still read through parsers, though: port entries and test flows are stored
+/// as their text (`"tcp/8000-8100"`, `"icmp"`) and read back by [`PortSpec`]'s and
+/// [`Flow`]'s `FromStr` (selectors' labels, actions and the default are plain JSON); a later
+/// version that read those texts differently would read the stored policy differently. Those texts are part of the store's
+/// format (the registry's tests pin them), to be changed only with a store migration. `text`
+/// and `origin` are kept for `policy show`.
+///
+/// [`PortSpec`]: wgmesh_config::policy::PortSpec
+/// [`Flow`]: wgmesh_config::policy::Flow
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredPolicy {

@@ -31,11 +31,12 @@ mod tokens;
 mod workloads;
 
 pub use caller::Caller;
+pub use policy::PreparedPolicy;
 pub use refusal::{unauthenticated, ApiError};
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched, ChangeLog};
-use crate::compile::{self, Compiled, CompiledPolicy};
+use crate::compile::{self, Compiled, CompiledPolicy, FilterRefused};
 use crate::ids::HostId;
 use crate::registry::{Mutation, Registry};
 use crate::store::{Store, StoreError};
@@ -232,6 +233,43 @@ impl Control {
             .expect("the store accepted it, so it applies");
         self.changes
             .record(self.registry.netmap_revision(), touched);
+        Ok(())
+    }
+
+    /// [`Control::commit`]s `m` unless, under the policy in force after it, some host's
+    /// filter is one its agent would refuse ([`Compiled::check_filters`]: too many rules or
+    /// prefixes); then `refused` says how the call refuses, and nothing changes. Used by the
+    /// calls that can grow a filter: applying a policy and reporting workloads.
+    ///
+    /// The check compiles the registry as it will be after `m`, and that compile is kept for
+    /// the netmaps that follow (the hosts' polls), so it costs no compile more than the change
+    /// does anyway. Without a policy before or after, there are no filters and no check.
+    fn commit_within_filters(
+        &mut self,
+        m: &Mutation,
+        refused: impl FnOnce(FilterRefused) -> ApiError,
+    ) -> Result<(), ApiError> {
+        if self.registry.policy().is_none() && !matches!(m, Mutation::PolicyApplied { .. }) {
+            return self.commit(m);
+        }
+        let mut after = self.registry.clone();
+        after.apply(m).map_err(registry_error)?;
+        let kept = match after.policy().map(|p| &p.policy) {
+            None => None,
+            Some(policy) => {
+                let compiled = CompiledPolicy::new(&after, Some(policy));
+                Compiled::with(&after, Some(policy), &compiled)
+                    .check_filters()
+                    .map_err(refused)?;
+                Some(compiled)
+            }
+        };
+        self.commit(m)?;
+        if kept.is_some() {
+            // Of the registry as it is now: `commit` applied `m` as `after` did.
+            self.compiled = kept;
+            self.compiles += 1;
+        }
         Ok(())
     }
 

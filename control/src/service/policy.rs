@@ -1,8 +1,8 @@
 //! The admin's policy calls: apply (the control plane parses the file's text and runs its tests
 //! itself), show, remove, and explain what the policy in force decides for one flow.
 //!
-//! A refused apply changes nothing: the text is parsed, checked and tested before the one
-//! commit that stores it.
+//! A refused apply changes nothing: the text is parsed, checked and tested
+//! ([`PreparedPolicy`], outside the control plane's lock) before the one commit that stores it.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -18,20 +18,56 @@ use super::refusal::{registry_error, ApiError};
 use super::Control;
 use crate::audit::{Action, Target};
 use crate::compile::{self, EndpointRef, ExplainError};
-use crate::registry::StoredPolicy;
+use crate::registry::{CheckedPolicy, StoredPolicy};
+
+/// A `PUT /v1/policy` body made ready for [`Control::apply_policy`]: its text parsed and its
+/// tests run ([`PreparedPolicy::prepare`]). Pure and independent of the registry, so the HTTP
+/// layer prepares it before taking the control plane's lock, which only the commit needs.
+#[derive(Debug, Clone)]
+pub struct PreparedPolicy {
+    /// The file name the body gives, when it is one (the audit line's target).
+    origin: Option<Origin>,
+    /// The policy, or why it is refused.
+    checked: Result<CheckedPolicy, ApiError>,
+}
+
+impl PreparedPolicy {
+    /// Parses `body`'s origin and text and runs the policy's tests. A refusal is kept, to be
+    /// answered (and audited) by [`Control::apply_policy`] once the caller is known to be the
+    /// admin: anyone else is told only that.
+    pub fn prepare(body: PolicyBody) -> Self {
+        let origin = body.origin.parse::<Origin>();
+        let checked = match &origin {
+            Ok(origin) => check(origin, body.text),
+            Err(e) => Err(ApiError::bad_request(format!("origin: {e}"))),
+        };
+        Self {
+            origin: origin.ok(),
+            checked,
+        }
+    }
+}
+
+/// The policy `text` from the file `origin`, parsed and tested.
+fn check(origin: &Origin, text: String) -> Result<CheckedPolicy, ApiError> {
+    let policy = Policy::from_toml(&text, Path::new(origin.as_str()))
+        .map_err(|e| ApiError::new(ApiReason::BadPolicy, e.to_string()))?;
+    CheckedPolicy::new(policy, text, origin.to_string()).map_err(registry_error)
+}
 
 impl Control {
-    /// `PUT /v1/policy`.
+    /// `PUT /v1/policy`, with the body already [prepared](PreparedPolicy::prepare): only the
+    /// admin may apply, then a refused body is answered, else the policy is committed.
     pub fn apply_policy(
         &mut self,
         caller: &Caller,
-        body: PolicyBody,
+        prepared: PreparedPolicy,
         now: u64,
         from: Option<IpAddr>,
     ) -> Result<PolicyAppliedReply, ApiError> {
-        let origin = body.origin.parse::<Origin>().ok();
-        let result = self.try_apply_policy(caller, body);
-        let target = origin.map(|origin| Target::Policy {
+        let target = prepared.origin.clone();
+        let result = self.try_apply_policy(caller, prepared);
+        let target = target.map(|origin| Target::Policy {
             origin,
             revision: result.as_ref().ok().map(|r| r.revision),
         });
@@ -41,21 +77,22 @@ impl Control {
     fn try_apply_policy(
         &mut self,
         caller: &Caller,
-        body: PolicyBody,
+        prepared: PreparedPolicy,
     ) -> Result<PolicyAppliedReply, ApiError> {
         require_admin(caller)?;
-        let origin: Origin = body
-            .origin
-            .parse()
-            .map_err(|e| ApiError::bad_request(format!("origin: {e}")))?;
-        let policy = Policy::from_toml(&body.text, Path::new(origin.as_str()))
-            .map_err(|e| ApiError::new(ApiReason::BadPolicy, e.to_string()))?;
-        let (rules, tests) = (policy.rules.len(), policy.tests.len());
-        let m = self
-            .registry
-            .plan_policy(policy, body.text, origin.to_string())
-            .map_err(registry_error)?;
-        self.commit(&m)?;
+        let checked = prepared.checked?;
+        let (rules, tests) = (checked.policy().rules.len(), checked.policy().tests.len());
+        let origin = checked.origin().to_owned();
+        let m = self.registry.plan_policy(checked);
+        self.commit_within_filters(&m, |e| {
+            ApiError::new(
+                ApiReason::BadPolicy,
+                format!(
+                    "{e}; the policy is not applied (fewer rules, or selectors matching fewer \
+                     or adjacent addresses, make smaller filters)"
+                ),
+            )
+        })?;
         let revision = self.registry.revision();
         tracing::info!(%origin, revision, rules, tests, "policy applied");
         Ok(PolicyAppliedReply {
@@ -163,9 +200,9 @@ impl Control {
                 ExplainError::NoSuchHost(_) | ExplainError::NoSuchWorkload { .. } => {
                     ApiReason::NotFound
                 }
-                ExplainError::Label { .. }
-                | ExplainError::DuplicateKey { .. }
-                | ExplainError::HostName { .. } => ApiReason::BadRequest,
+                ExplainError::Selector { .. } | ExplainError::HostName { .. } => {
+                    ApiReason::BadRequest
+                }
             };
             ApiError::new(reason, format!("{field}: {e}"))
         };

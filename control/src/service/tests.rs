@@ -19,11 +19,16 @@ pub(super) struct Fixture {
 }
 
 fn fixture_with(store: Box<dyn Store + Send>) -> Fixture {
+    fixture_in(store, "10.42.0.0/16", 24)
+}
+
+/// A control plane over `store` for the cluster `cidr`, giving hosts subnets of `subnet_len`.
+pub(super) fn fixture_in(store: Box<dyn Store + Send>, cidr: &str, subnet_len: u8) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let mut registry = Registry::default();
     let m = registry
-        .plan_initialize("10.42.0.0/16".parse().unwrap(), 24)
+        .plan_initialize(cidr.parse().unwrap(), subnet_len)
         .unwrap();
     registry.apply(&m).unwrap();
     let mut store = store;
@@ -630,4 +635,5 @@ fn a_low_order_public_key_cannot_join() {
 }
 
 mod compiled;
+mod filters;
 mod policy;

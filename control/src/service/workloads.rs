@@ -1,7 +1,8 @@
 //! `PUT /v1/hosts/{name}/workloads`: a host's report of its workloads (names, addresses,
 //! labels), its whole list, which replaces the one the registry holds. Only the host itself may
 //! report, only addresses of its own subnet ([`Registry::plan_workloads`](crate::registry::Registry::plan_workloads)),
-//! and a refused report changes nothing. A repeated report of the list held commits nothing and
+//! and a refused report changes nothing. Under a policy, a report that would make some host's
+//! filter larger than its agent accepts is refused too. A repeated report of the list held commits nothing and
 //! leaves no audit line (agents report again after every reconnect).
 
 use std::net::IpAddr;
@@ -59,7 +60,13 @@ impl Control {
             .map_err(registry_error)?
         {
             Some(m) => {
-                self.commit(&m)?;
+                self.commit_within_filters(&m, |e| {
+                    ApiError::bad_request(format!(
+                        "{e} under the policy in force with these workloads; the report is \
+                         refused (the admin can apply a policy whose selectors match fewer of \
+                         them)"
+                    ))
+                })?;
                 tracing::info!(%name, workloads = count, "host workloads changed");
                 true
             }

@@ -12,7 +12,7 @@ use wgmesh_config::policy::{Action, Flow, Policy, Rule, Selector};
 use crate::registry::tests::policy::labels;
 use crate::registry::tests::workloads::workload;
 use crate::registry::tests::{key, registry};
-use crate::registry::{Host, JoinRequest, Labels, Mutation, Registry, SecretHash};
+use crate::registry::{CheckedPolicy, Host, JoinRequest, Labels, Mutation, Registry, SecretHash};
 
 /// Host names are `h0` to `h{HOSTS - 1}`.
 pub(super) const HOSTS: u8 = 5;
@@ -147,9 +147,9 @@ pub(super) fn plan(r: &Registry, op: &Op) -> Option<Mutation> {
             let list = workloads_on(h, list);
             r.plan_workloads(h.id, list).ok().flatten()
         }),
-        Op::Policy(p) => r
-            .plan_policy(p.clone(), String::new(), "p.toml".into())
-            .ok(),
+        Op::Policy(p) => CheckedPolicy::new(p.clone(), String::new(), "p.toml".into())
+            .ok()
+            .map(|p| r.plan_policy(p)),
         Op::RemovePolicy => r.plan_remove_policy().ok(),
     }
 }

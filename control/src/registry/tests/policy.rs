@@ -69,9 +69,8 @@ pub(crate) fn seed() -> Policy {
 fn a_policy_is_stored_with_its_text_and_replaced_or_removed() {
     let mut r = registry();
     assert_eq!(r.plan_remove_policy(), Err(RegistryError::NoPolicy));
-    let m = r
-        .plan_policy(seed(), "default = \"deny\"\n".into(), "seed.toml".into())
-        .unwrap();
+    let checked = CheckedPolicy::new(seed(), "default = \"deny\"\n".into(), "seed.toml".into());
+    let m = r.plan_policy(checked.unwrap());
     r.apply(&m).unwrap();
     let stored = r.policy().unwrap();
     assert_eq!(
@@ -96,8 +95,33 @@ fn a_policy_is_stored_with_its_text_and_replaced_or_removed() {
 }
 
 #[test]
+fn a_stored_policy_keeps_its_port_entries_and_flows_as_their_text() {
+    // The store's form of a policy: what replay reads back through `PortSpec`'s and `Flow`'s
+    // parsers (see `StoredPolicy`). A change here is a change of the store's format.
+    let mut r = registry();
+    let mut p = seed();
+    p.rules[0].ports = ["tcp/80", "tcp/8000-8100", "udp", "icmp"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let m = r.plan_policy(CheckedPolicy::new(p, String::new(), "p.toml".into()).unwrap());
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(
+        json["policy"]["rules"][0]["ports"],
+        serde_json::json!(["tcp/80", "tcp/8000-8100", "udp", "icmp"])
+    );
+    assert_eq!(
+        json["policy"]["rules"][0]["from"],
+        serde_json::json!({"role": "frontend"})
+    );
+    assert_eq!(json["policy"]["tests"][0]["port"], "tcp/80");
+    r.apply(&serde_json::from_value(json).unwrap()).unwrap();
+    let ports = &r.policy().unwrap().policy.rules[0].ports;
+    assert_eq!((ports[1].first, ports[1].last), (8000, 8100));
+}
+
+#[test]
 fn a_policy_whose_test_fails_is_refused_naming_the_file_line_and_verdict() {
-    let r = registry();
     let mut p = seed();
     p.tests.push(PolicyTest {
         from: labels(&[("app", "secure-app")]),
@@ -109,9 +133,7 @@ fn a_policy_whose_test_fails_is_refused_naming_the_file_line_and_verdict() {
         expect: Action::Allow,
         line: 31,
     });
-    let err = r
-        .plan_policy(p, String::new(), "/etc/p.toml".into())
-        .unwrap_err();
+    let err = CheckedPolicy::new(p, String::new(), "/etc/p.toml".into()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "/etc/p.toml:31: test failed: tcp/22 from { app = \"secure-app\" } to { role = \
@@ -120,7 +142,7 @@ fn a_policy_whose_test_fails_is_refused_naming_the_file_line_and_verdict() {
     let mut big = seed();
     big.rules = vec![big.rules[0].clone(); wgmesh_config::netmap::MAX_FILTER_RULES + 1];
     assert!(matches!(
-        r.plan_policy(big, String::new(), "big.toml".into()),
+        CheckedPolicy::new(big, String::new(), "big.toml".into()),
         Err(RegistryError::PolicyTooLarge { .. })
     ));
 }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::registry::{Workload, WorkloadRefused, MAX_WORKLOADS_PER_HOST};
+use crate::registry::{CheckedPolicy, Workload, WorkloadRefused, MAX_WORKLOADS_PER_HOST};
 
 pub(crate) fn workload(name: &str, ip: &str, labels: &[(&str, &str)]) -> Workload {
     Workload {
@@ -178,9 +178,9 @@ fn workloads_change_netmaps_only_under_a_policy() {
     assert!(m.changes_netmaps() && !r.changes_netmaps(&m));
     r.apply(&m).unwrap();
     assert_eq!(r.netmap_revision(), before);
-    let p = r
-        .plan_policy(Default::default(), String::new(), "p.toml".into())
-        .unwrap();
+    let p = r.plan_policy(
+        CheckedPolicy::new(Default::default(), String::new(), "p.toml".into()).unwrap(),
+    );
     r.apply(&p).unwrap();
     let m = r.plan_workloads(HostId(0), Vec::new()).unwrap().unwrap();
     assert!(r.changes_netmaps(&m));

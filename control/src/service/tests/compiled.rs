@@ -61,7 +61,7 @@ fn hosts_polling_after_a_change_share_one_compile_and_a_commit_drops_it() {
         origin: "seed.toml".to_owned(),
     };
     f.control
-        .apply_policy(&Caller::Admin, body, 11, None)
+        .apply_policy(&Caller::Admin, PreparedPolicy::prepare(body), 11, None)
         .unwrap();
     for (polled, fresh) in polled_and_fresh(&mut f, &callers) {
         assert_eq!(polled, fresh);

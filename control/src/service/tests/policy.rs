@@ -10,11 +10,12 @@ use crate::registry::Workload;
 
 const SEED: &str = include_str!("../../../../docs/policy/seed.toml");
 
-fn body(text: &str, origin: &str) -> PolicyBody {
-    PolicyBody {
+/// A `PUT /v1/policy` body of `text` from the file `origin`, prepared as the HTTP layer does.
+fn body(text: &str, origin: &str) -> PreparedPolicy {
+    PreparedPolicy::prepare(PolicyBody {
         text: text.to_owned(),
         origin: origin.to_owned(),
-    }
+    })
 }
 
 fn query(from: &str, to: &str, port: &str) -> ExplainQuery {
@@ -326,6 +327,18 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
     );
     let e = explain(c, "host-c", "host-a", "icmp").unwrap();
     assert_eq!((e.verdict, e.rule), (Verdict::Deny, None));
+    // Selectors as `policy test` and `explain` print them, and with spaces.
+    for (from, to) in [
+        ("{role=frontend}", "{app=secure-app}"),
+        (" role = frontend ", "app = secure-app"),
+    ] {
+        let e = explain(c, from, to, "tcp/80").unwrap();
+        assert_eq!(e.rule.as_deref(), Some("frontend-to-app"), "{from} -> {to}");
+        assert_eq!(e.from.labels["role"], "frontend");
+    }
+    let e = explain(c, "{}", "host-a/db", "tcp/22").unwrap();
+    assert_eq!(e.rule.as_deref(), Some("no-ssh"));
+    assert!(e.from.labels.is_empty());
     // Unknown endpoints are 404, bad forms 400; each names its field.
     for (from, to, port, want, needle) in [
         (
@@ -354,7 +367,14 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
             "role=a,role=b",
             "tcp/80",
             ApiReason::BadRequest,
-            "to: \"role=a,role=b\"",
+            "to: selector \"role=a,role=b\": names the label \"role\" twice",
+        ),
+        (
+            "role=frontend,",
+            "host-a",
+            "tcp/80",
+            ApiReason::BadRequest,
+            "from: selector \"role=frontend,\"",
         ),
         (
             "host-b",
@@ -383,5 +403,51 @@ fn explain_names_the_rule_or_the_default_and_the_labels_of_each_side() {
         .into_iter()
         .filter(|(a, r, _)| a == "policy_explain" && r.contains("refused"))
         .count();
-    assert_eq!(refused, 6);
+    assert_eq!(refused, 7);
+}
+
+#[test]
+fn a_policy_is_parsed_and_tested_before_the_control_plane_is_asked() {
+    // What the HTTP layer does before taking the lock: no `Control` is needed to prepare.
+    let failing = body(
+        "default = \"deny\"\n\n[[test]]\nfrom = {}\nto = {}\nport = \"tcp/1\"\nexpect = \"allow\"\n",
+        "p.toml",
+    );
+    let seed = body(SEED, "seed.toml");
+    let (mut f, credential) = cluster();
+    let host = f.control.authenticate(Some(&credential));
+    let before = f.control.revision();
+    // Only the admin is told why a prepared policy is refused: anyone else hears who they are.
+    let e = f
+        .control
+        .apply_policy(&host, failing.clone(), 2, None)
+        .unwrap_err();
+    assert_eq!(e.reason, ApiReason::Forbidden, "{}", e.message);
+    let e = f
+        .control
+        .apply_policy(&Caller::Admin, failing, 2, None)
+        .unwrap_err();
+    assert_eq!(e.reason, ApiReason::BadPolicy, "{}", e.message);
+    assert!(
+        e.message.starts_with("p.toml:3: test failed: tcp/1"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        f.control.revision(),
+        before,
+        "a refused apply changes nothing"
+    );
+    // A policy prepared before the registry changed is compiled against the registry as it
+    // is at the commit: preparing reads nothing of it.
+    let t = token(&mut f, 3600, true);
+    join(&mut f, &t, "host-d", 4).unwrap();
+    let applied = f
+        .control
+        .apply_policy(&Caller::Admin, seed, 3, None)
+        .unwrap();
+    assert_eq!((applied.rules, applied.tests), (3, 7));
+    let d = f.control.registry().host_by_name("host-d").unwrap().id;
+    let netmap = f.control.netmap_of(d);
+    assert!(netmap.filter.is_some(), "host-d gets the policy's filter");
 }
