@@ -198,8 +198,9 @@ pub(super) fn reference_labels(r: &Registry, addr: IpAddr, action: Action) -> La
     for h in r.hosts().values() {
         let workload = r.workloads_of(h.id).iter().find(|w| w.ip == addr);
         let known = at(h, 1) == addr || workload.is_some();
-        let unregistered = !known && h.subnet.contains(&addr);
-        if !known && !(unregistered && action == Action::Deny) {
+        // An unregistered address is its host's for deny rules only.
+        let carries = known || (action == Action::Deny && h.subnet.contains(&addr));
+        if !carries {
             continue;
         }
         let mut labels = h.labels.clone();
