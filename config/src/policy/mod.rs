@@ -35,7 +35,10 @@
 //! An endpoint is a workload or a host. A workload's labels are its own, plus its host's labels
 //! and `host=<name>` (its own win on a clash; `host` is reserved and always the host's name);
 //! a host's own traffic carries its host's labels and `host=<name>`. The compiler
-//! (`wgmesh-control`) turns labels into addresses; this module knows only labels.
+//! (`wgmesh-control`) turns labels into addresses; this module knows only labels. An address of
+//! a host's subnet that is no endpoint (no registered workload, not the gateway) carries, there,
+//! its host's labels and `host=<name>` for deny rules and no labels for allow rules: fail closed
+//! both ways.
 //!
 //! Beside the types and [`Policy::decide`] (this file):
 //! - `parse`: the file's serde shape and its checks ([`Policy::from_toml`], [`Policy::load`]);

@@ -12,6 +12,13 @@
 //! - a host's filter holds every rule one of whose sides holds one of its addresses, with each
 //!   selector turned into the merged prefixes of the endpoints it matches (`{}`: the whole
 //!   cluster CIDR), in policy order (`rules`, `prefixes`);
+//! - an address of a host's subnet that is neither its gateway nor a registered workload (an
+//!   unregistered address: a workload not reported yet, or a tampered host sending from an
+//!   address it was never given) carries its host's labels and `host=<name>` for deny rules and
+//!   none for allow rules, so both fail closed: a deny rule's side holds, for each host whose
+//!   host labels its selector matches, the host's whole subnet but its registered workloads
+//!   the selector does not match (their own labels may override the host's); an allow rule's
+//!   side holds only the endpoints it matches, and only `{}` allows an unregistered address;
 //! - hosts A and B are peers iff some allow rule matches a flow from an address of one to an
 //!   address of the other, or the default allows, so unrelated hosts never learn each other's
 //!   keys.

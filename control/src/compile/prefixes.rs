@@ -1,29 +1,97 @@
-//! [`merge`]: sorted addresses into the fewest sorted, disjoint prefixes that hold exactly them,
-//! the form a [`FilterRule`](wgmesh_config::netmap::FilterRule)'s sides take.
+//! Addresses into prefixes, the form a [`FilterRule`](wgmesh_config::netmap::FilterRule)'s sides
+//! take: [`merge`] turns sorted addresses, [`merge_spans`] ranges of addresses ([`Span`]), into
+//! the fewest sorted, disjoint prefixes that hold exactly them; [`without`] is a subnet minus
+//! some of its addresses, as ranges.
+//!
+//! Pure, no I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+/// An inclusive range of addresses of one family. Orders IPv4 before IPv6, then by first
+/// address, as `IpAddr` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Span {
+    v6: bool,
+    lo: u128,
+    hi: u128,
+}
+
+impl Span {
+    /// The one address `addr`.
+    pub(crate) fn addr(addr: IpAddr) -> Self {
+        let (v6, n) = number(addr);
+        Self { v6, lo: n, hi: n }
+    }
+
+    /// Every address of `net`.
+    pub(crate) fn net(net: IpNet) -> Self {
+        let (v6, lo) = number(net.network());
+        let (_, hi) = number(net.broadcast());
+        Self { v6, lo, hi }
+    }
+}
+
 /// The fewest prefixes holding exactly `addrs` (sorted ascending, without repeats), sorted and
 /// disjoint. Runs of consecutive addresses become aligned blocks: 10.0.0.4 to 10.0.0.7 is
 /// 10.0.0.4/30.
 pub(crate) fn merge(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpNet> {
+    merge_spans(addrs.into_iter().map(Span::addr).collect())
+}
+
+/// The fewest prefixes holding exactly the addresses of `spans` (in any order; they may overlap
+/// or touch), sorted and disjoint.
+pub(crate) fn merge_spans(mut spans: Vec<Span>) -> Vec<IpNet> {
+    spans.sort_unstable();
     let mut out = Vec::new();
-    let mut run: Option<(bool, u128, u128)> = None;
-    for addr in addrs {
-        let (v6, n) = number(addr);
+    let mut run: Option<Span> = None;
+    for s in spans {
         run = match run {
-            Some((rv6, lo, hi)) if rv6 == v6 && hi.checked_add(1) == Some(n) => Some((v6, lo, n)),
-            Some((rv6, lo, hi)) => {
-                push_range(&mut out, rv6, lo, hi);
-                Some((v6, n, n))
+            // Overlapping or touching (`hi + 1 >= s.lo`) spans of one family join.
+            Some(r) if r.v6 == s.v6 && r.hi.checked_add(1).is_none_or(|next| next >= s.lo) => {
+                Some(Span {
+                    hi: r.hi.max(s.hi),
+                    ..r
+                })
             }
-            None => Some((v6, n, n)),
+            Some(r) => {
+                push_range(&mut out, r.v6, r.lo, r.hi);
+                Some(s)
+            }
+            None => Some(s),
         };
     }
-    if let Some((v6, lo, hi)) = run {
-        push_range(&mut out, v6, lo, hi);
+    if let Some(r) = run {
+        push_range(&mut out, r.v6, r.lo, r.hi);
+    }
+    out
+}
+
+/// The addresses of `net` but `holes` (ascending; those outside `net` are ignored), as the
+/// ranges between them, ascending.
+pub(crate) fn without(net: IpNet, holes: impl IntoIterator<Item = IpAddr>) -> Vec<Span> {
+    let whole = Span::net(net);
+    let mut out = Vec::new();
+    // The first address not yet given or removed; `None` once past the end of `net`.
+    let mut next = Some(whole.lo);
+    for hole in holes {
+        let (v6, n) = number(hole);
+        let Some(from) = next else { break };
+        if v6 != whole.v6 || n < from || n > whole.hi {
+            continue;
+        }
+        if n > from {
+            out.push(Span {
+                hi: n - 1,
+                lo: from,
+                ..whole
+            });
+        }
+        next = n.checked_add(1).filter(|&m| m <= whole.hi);
+    }
+    if let Some(from) = next {
+        out.push(Span { lo: from, ..whole });
     }
     out
 }
@@ -108,7 +176,96 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_subnet_without_some_addresses() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let show = |spans: Vec<Span>| -> Vec<String> {
+            merge_spans(spans).iter().map(ToString::to_string).collect()
+        };
+        let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(show(without(net("10.0.0.0/30"), [])), ["10.0.0.0/30"]);
+        assert_eq!(
+            show(without(
+                net("10.0.0.0/24"),
+                [a("10.0.0.0"), a("10.0.0.255")]
+            )),
+            [
+                "10.0.0.1/32",
+                "10.0.0.2/31",
+                "10.0.0.4/30",
+                "10.0.0.8/29",
+                "10.0.0.16/28",
+                "10.0.0.32/27",
+                "10.0.0.64/26",
+                "10.0.0.128/26",
+                "10.0.0.192/27",
+                "10.0.0.224/28",
+                "10.0.0.240/29",
+                "10.0.0.248/30",
+                "10.0.0.252/31",
+                "10.0.0.254/32"
+            ]
+        );
+        // Holes outside the subnet, or of the other family, are ignored.
+        assert_eq!(
+            show(without(
+                net("10.0.1.0/31"),
+                [a("10.0.0.9"), a("10.0.1.1"), a("::1")]
+            )),
+            ["10.0.1.0/32"]
+        );
+        assert_eq!(
+            show(without(net("10.0.1.0/32"), [a("10.0.1.0")])),
+            Vec::<String>::new()
+        );
+        // The very last address of the family.
+        assert_eq!(
+            show(without(net("255.255.255.254/31"), [a("255.255.255.254")])),
+            ["255.255.255.255/32"]
+        );
+        assert_eq!(
+            show(without(net("fd00::/126"), [a("fd00::1")])),
+            ["fd00::/128", "fd00::2/127"]
+        );
+        assert_eq!(show(without(net("::/0"), [a("::")])).len(), 128);
+        // Spans that overlap or touch join.
+        let spans = vec![
+            Span::net(net("10.0.0.4/30")),
+            Span::addr(a("10.0.0.3")),
+            Span::net(net("10.0.0.0/29")),
+            Span::addr(a("10.0.0.8")),
+        ];
+        assert_eq!(show(spans), ["10.0.0.0/29", "10.0.0.8/32"]);
+    }
+
     proptest! {
+        #[test]
+        fn a_subnet_without_holes_holds_exactly_the_rest(
+            holes in prop::collection::btree_set(0u32..64, 0..20),
+            extra in prop::collection::btree_set(64u32..128, 0..10),
+        ) {
+            let addr = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+            let net: IpNet = "10.0.0.0/26".parse().unwrap();
+            // Spans of the subnet's rest, and single addresses beyond it, merged together.
+            let mut spans = without(net, holes.iter().map(|&n| addr(n)));
+            spans.extend(extra.iter().map(|&n| Span::addr(addr(n))));
+            let merged = merge_spans(spans);
+            for n in 0u32..130 {
+                let inside = if n < 64 { !holes.contains(&n) } else { extra.contains(&n) };
+                prop_assert_eq!(
+                    wgmesh_config::netmap::FilterRule::side_holds(&merged, addr(n)),
+                    inside,
+                    "{}", n
+                );
+            }
+            for w in merged.windows(2) {
+                prop_assert!(w[0] < w[1] && !w[0].contains(&w[1].network()));
+                let siblings =
+                    w[0].prefix_len() == w[1].prefix_len() && w[0].supernet() == w[1].supernet();
+                prop_assert!(!siblings, "{} and {} could merge", w[0], w[1]);
+            }
+        }
+
         #[test]
         fn merged_prefixes_hold_exactly_the_addresses_and_are_fewest(
             set in prop::collection::btree_set(0u32..64, 0..40),

@@ -8,24 +8,16 @@ use ipnet::IpNet;
 use wgmesh_config::netmap::{FilterRule, HostFilter};
 use wgmesh_config::policy::{Action, Policy, Rule, Selector};
 
-use super::endpoints::{Endpoints, HostSet};
-use super::prefixes::merge;
-
-/// One side (`from` or `to`) of a rule, as addresses.
-#[derive(Debug, Clone)]
-struct Side {
-    /// The prefixes it stands for: sorted, disjoint, merged.
-    nets: Vec<IpNet>,
-    /// The hosts one of whose addresses it holds.
-    hosts: HostSet,
-}
+use super::endpoints::{Endpoints, HostSet, Selected};
 
 #[derive(Debug, Clone)]
 struct CompiledRule {
     /// The rule's index in the policy.
     rule: usize,
-    from: Side,
-    to: Side,
+    /// What its `from` side stands for.
+    from: Selected,
+    /// What its `to` side stands for.
+    to: Selected,
 }
 
 /// A policy compiled against the registry's endpoints.
@@ -46,21 +38,18 @@ impl CompiledRules {
         hosts: usize,
         cluster: Option<IpNet>,
     ) -> Self {
-        let side = |selector: &Selector| -> Side {
+        // An unregistered address of a host is the host's on a deny rule's side and no one's
+        // on an allow rule's (`endpoints`): both fail closed.
+        let side = |selector: &Selector, action: Action| -> Selected {
             if selector.is_all() {
-                return Side {
+                return Selected {
                     nets: cluster.into_iter().collect(),
                     hosts: HostSet::all(hosts),
                 };
             }
-            let selected = endpoints.select(selector);
-            let mut set = HostSet::empty(hosts);
-            for &(_, host) in &selected {
-                set.insert(host);
-            }
-            Side {
-                nets: merge(selected.iter().map(|&(addr, _)| addr)),
-                hosts: set,
+            match action {
+                Action::Allow => endpoints.allowed(selector),
+                Action::Deny => endpoints.denied(selector),
             }
         };
         let rules: Vec<CompiledRule> = policy
@@ -69,8 +58,8 @@ impl CompiledRules {
             .enumerate()
             .map(|(i, rule)| CompiledRule {
                 rule: i,
-                from: side(&rule.from),
-                to: side(&rule.to),
+                from: side(&rule.from, rule.action),
+                to: side(&rule.to, rule.action),
             })
             .collect();
         let peers = peers(policy, &rules, hosts);

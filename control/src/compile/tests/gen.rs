@@ -189,13 +189,18 @@ pub(super) fn history(ops: &[Op]) -> (Registry, Vec<Mutation>) {
     (r, applied)
 }
 
-/// The labels the address `addr` carries, as the brief defines them: a host's gateway (its
-/// first address) its host's labels and `host=<name>`; a workload its own labels over its
-/// host's, and `host=<name>`; any other address none.
-pub(super) fn reference_labels(r: &Registry, addr: IpAddr) -> Labels {
+/// The labels the address `addr` carries for rules of `action`, as the policy's meaning has
+/// them: a host's gateway (its first address) its host's labels and `host=<name>`; a workload
+/// its own labels over its host's, and `host=<name>`; any other address of a host's subnet (an
+/// unregistered address) its host's labels and `host=<name>` for deny rules and none for allow
+/// rules; an address outside every host's subnet none.
+pub(super) fn reference_labels(r: &Registry, addr: IpAddr, action: Action) -> Labels {
     for h in r.hosts().values() {
         let workload = r.workloads_of(h.id).iter().find(|w| w.ip == addr);
-        if at(h, 1) != addr && workload.is_none() {
+        let known = at(h, 1) == addr || workload.is_some();
+        // An unregistered address is its host's for deny rules only.
+        let carries = known || (action == Action::Deny && h.subnet.contains(&addr));
+        if !carries {
             continue;
         }
         let mut labels = h.labels.clone();
@@ -206,6 +211,34 @@ pub(super) fn reference_labels(r: &Registry, addr: IpAddr) -> Labels {
         return labels;
     }
     Labels::new()
+}
+
+/// What `policy` decides for a flow from `src` to `dst`, and the rule that decided (`None`: the
+/// default), naively: the first deny rule matching the addresses' labels for deny rules, else
+/// the first allow rule matching their labels for allow rules, else the default. Where the
+/// two label sets agree (every endpoint) this is `Policy::decide`.
+pub(super) fn reference_decide<'p>(
+    r: &Registry,
+    policy: &'p Policy,
+    src: IpAddr,
+    dst: IpAddr,
+    flow: Flow,
+) -> (Action, Option<&'p str>) {
+    for action in [Action::Deny, Action::Allow] {
+        let (from, to) = (
+            reference_labels(r, src, action),
+            reference_labels(r, dst, action),
+        );
+        let decided = policy
+            .rules
+            .iter()
+            .filter(|rule| rule.action == action)
+            .find(|rule| rule.matches(&from, &to, flow));
+        if let Some(rule) = decided {
+            return (action, Some(&rule.name));
+        }
+    }
+    (policy.default, None)
 }
 
 /// What `filter` decides for a flow from `src` to `dst`, and the rule that decided (`None`:
@@ -245,7 +278,7 @@ pub(super) fn reference_connected(r: &Registry, policy: &Policy, a: &Host, b: &H
     let endpoints = |h: &Host| -> Vec<Labels> {
         std::iter::once(at(h, 1))
             .chain(r.workloads_of(h.id).iter().map(|w| w.ip))
-            .map(|addr| reference_labels(r, addr))
+            .map(|addr| reference_labels(r, addr, Action::Allow))
             .collect()
     };
     let (ea, eb) = (endpoints(a), endpoints(b));

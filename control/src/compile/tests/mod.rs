@@ -192,3 +192,4 @@ mod gen;
 mod policy;
 mod scale;
 mod seed;
+mod unregistered;

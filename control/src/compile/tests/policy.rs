@@ -1,5 +1,7 @@
 //! The compiler under random registries and policies: the compiled filters decide every flow as
-//! `Policy::decide` does on the endpoints' labels, at both ends; hosts are peers exactly when an
+//! `Policy::decide` does on the endpoints' labels, at both ends, and as the naive reference
+//! (`gen::reference_decide`) does for unregistered addresses (their host's labels for deny
+//! rules, none for allow rules); hosts are peers exactly when an
 //! allow rule connects them; deltas give the new netmap, filter included; output is
 //! deterministic.
 
@@ -9,26 +11,36 @@ use proptest::prelude::*;
 use wgmesh_config::policy::{Action, DecidedBy, Flow};
 
 use super::gen::{
-    at, evaluate, history, op, plan, policy, reference_connected, reference_labels, Op, FLOWS,
+    at, evaluate, history, op, plan, policy, reference_connected, reference_decide,
+    reference_labels, Op, FLOWS,
 };
 use super::*;
 use crate::changelog::{touched, ChangeLog};
 
 /// An address picked among a registry's: (host, kind, index). Kind 0 is the host's gateway, 1
 /// one of its workloads (the gateway if it has none), 2 an address of its subnet that is no
-/// endpoint.
+/// endpoint (an unregistered address), 3 any address of its subnet: its network or broadcast
+/// address, an unregistered one between its workloads, a workload's or the gateway.
 type Pick = (u8, u8, u8);
 
 fn resolve(r: &Registry, (h, kind, i): Pick) -> Option<(HostId, IpAddr)> {
     let hosts: Vec<&Host> = r.hosts().values().collect();
     let host = *hosts.get(usize::from(h) % hosts.len().max(1))?;
     let workloads = r.workloads_of(host.id);
-    let addr = match kind % 3 {
+    let addr = match kind % 4 {
         1 if !workloads.is_empty() => workloads[usize::from(i) % workloads.len()].ip,
         2 => at(host, 200 + i % 50),
+        3 => at(host, i),
         _ => at(host, 1),
     };
     Some((host.id, addr))
+}
+
+/// Whether `addr` is an endpoint of `r`: a host's gateway or a registered workload.
+fn endpoint(r: &Registry, addr: IpAddr) -> bool {
+    r.hosts()
+        .values()
+        .any(|h| at(h, 1) == addr || r.workloads_of(h.id).iter().any(|w| w.ip == addr))
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -64,17 +76,23 @@ proptest! {
                 continue;
             };
             let flow: Flow = flow.parse().unwrap();
-            let want = policy.decide(&reference_labels(&r, src), &reference_labels(&r, dst), flow);
-            let want_by = match want.by {
-                DecidedBy::Rule(name) => Some(name),
-                DecidedBy::Default => None,
-            };
+            let want = reference_decide(&r, &policy, src, dst, flow);
+            // At an endpoint (both label sets agree) the reference is the policy's own meaning.
+            if endpoint(&r, src) && endpoint(&r, dst) {
+                let labels = |a| reference_labels(&r, a, Action::Allow);
+                let decided = policy.decide(&labels(src), &labels(dst), flow);
+                let by = match decided.by {
+                    DecidedBy::Rule(name) => Some(name),
+                    DecidedBy::Default => None,
+                };
+                prop_assert_eq!((decided.action, by), want);
+            }
             let egress = evaluate(maps[&sh].filter.as_ref(), src, dst, flow);
             let ingress = evaluate(maps[&dh].filter.as_ref(), src, dst, flow);
-            prop_assert_eq!(egress, (want.action, want_by), "egress {} -> {} {}", src, dst, flow);
+            prop_assert_eq!(egress, want, "egress {} -> {} {}", src, dst, flow);
             prop_assert_eq!(ingress, egress, "ingress {} -> {} {}", src, dst, flow);
             // A flow allowed between two hosts needs them to be peers, both ways.
-            if want.action == Action::Allow && sh != dh {
+            if want.0 == Action::Allow && sh != dh {
                 let (a, b) = (&r.hosts()[&sh], &r.hosts()[&dh]);
                 prop_assert!(maps[&sh].peers.iter().any(|p| p.name == b.name.as_str()));
                 prop_assert!(maps[&dh].peers.iter().any(|p| p.name == a.name.as_str()));
