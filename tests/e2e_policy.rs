@@ -570,5 +570,22 @@ fn a_tampered_sender_with_its_hosts_key_is_stopped_by_the_receiver() {
         spoofed > spoofed_before,
         "host a did not count the packets from C's range as source_not_allowed"
     );
+    // An address of B's own subnet that no workload holds: a rule denying host b covers it,
+    // even where everything else is allowed.
+    let unused = format!("{}.200", s.front.1.rsplit_once('.').unwrap().0);
+    wg.addr_add(&format!("{unused}/32"));
+    let deny_b = "default = \"allow\"\n\n[[rule]]\nname = \"no-b\"\naction = \"deny\"\n\
+                  from = { host = \"host-b\" }\nto = {}\n";
+    apply_ok(&s.cp, "deny-b.toml", deny_b);
+    assert_flow(
+        "backend -> app tcp/80 under default allow",
+        true,
+        PROPAGATION,
+        || tcp_talks(&s.back.0, &s.app.1, 80),
+    );
+    assert!(
+        !talks(&unused, 80),
+        "B's unregistered address {unused} got through a rule denying host b"
+    );
     drop(wg);
 }
