@@ -36,6 +36,8 @@ set -u -o pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-2}
 PINGS=${BENCH_PINGS:-300}
@@ -63,26 +65,7 @@ D=$ROOT/target/bench-policy-run
 rm -rf "$D"; mkdir -p "$D"; chmod 700 "$D"
 PIDS=()
 
-proc_alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [[ -n $st && $st != Z && $st != X ]]
-}
 
-kill_started() {
-    local p i alive
-    ((${#PIDS[@]})) || return 0
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for i in $(seq 50); do
-        alive=0
-        for p in "${PIDS[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${PIDS[@]}"; do proc_alive "$p" && kill -KILL "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    PIDS=()
-}
 
 teardown() {
     kill_started
@@ -131,19 +114,6 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- helpers
-wait_for() {  # wait_for SECONDS CMD...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do ((SECONDS < end)) || return 1; sleep 0.1; done
-}
-cpu_ticks() {
-    local p t=0 x
-    for p in "$@"; do
-        x=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}') || x=0
-        t=$((t + ${x:-0}))
-    done
-    echo "$t"
-}
-calc() { awk "BEGIN{ printf \"$1\", $2 }"; }
 mkns() { ip netns add "$1" && ip -n "$1" link set lo up; }
 
 declare -A R=()   # R[metric|variant] = space-separated values, one per round

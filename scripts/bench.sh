@@ -35,6 +35,8 @@ set -u -o pipefail
 umask 077
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 SECS=${BENCH_SECONDS:-10}
 PINGS=${BENCH_PINGS:-500}
 PING_IVL=${BENCH_PING_INTERVAL:-0.005}
@@ -71,26 +73,7 @@ D=$ROOT/target/bench-run
 rm -rf "$D"; mkdir -p "$D"; chmod 700 "$D"
 PIDS=()                         # live processes we started (only these are ever killed)
 
-proc_alive() {  # running and not a zombie
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [[ -n $st && $st != Z && $st != X ]]
-}
 
-kill_started() {
-    local p i alive
-    ((${#PIDS[@]})) || return 0
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for i in $(seq 50); do
-        alive=0
-        for p in "${PIDS[@]}"; do proc_alive "$p" && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${PIDS[@]}"; do proc_alive "$p" && kill -KILL "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    PIDS=()
-}
 
 teardown_topology() {
     kill_started
@@ -180,22 +163,9 @@ setup_topology() {
     ip -n "$NSA" link set "$NSA" up && ip -n "$NSB" link set "$NSB" up
 }
 
-cpu_ticks() {   # utime+stime of the given PIDs (all threads)
-    local p t=0 x
-    for p in "$@"; do
-        x=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}') || x=0
-        t=$((t + ${x:-0}))
-    done
-    echo "$t"
-}
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
 hwm_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null; }
-calc() { awk "BEGIN{ printf \"$1\", $2 }"; }
 
-wait_for() {  # wait_for SECONDS CMD...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do ((SECONDS < end)) || return 1; sleep 0.1; done
-}
 
 wait_reachable() {  # handshake + route up
     local end=$((SECONDS + 20))
