@@ -496,29 +496,43 @@ async fn endpoint(
     let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
     let action = Action::EndpointChange;
     let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
-    let limits = Arc::clone(&shared);
-    let result = shared
-        .call(move |c| {
-            let caller = c.authenticate(Some(&token));
-            // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
-            // A report over budget is not audited (that would cost a line each).
-            if let Caller::Host(id) = caller {
-                lock_limiter(&limits.endpoints)
-                    .take(id, Instant::now())
-                    .map_err(|wait| OverBudget {
-                        wait,
-                        why: ENDPOINT_REPORTS,
-                    })?;
-            }
-            budgeted(&limits, &caller, || {
-                c.set_endpoint(&caller, &name, body, unix_now(), Some(remote.ip()))
-            })
-        })
-        .await;
+    // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
+    let result = host_report(
+        &shared,
+        token,
+        |s| &s.endpoints,
+        ENDPOINT_REPORTS,
+        move |c, caller| c.set_endpoint(caller, &name, body, unix_now(), Some(remote.ip())),
+    )
+    .await;
     if result.is_err() {
         tracing::debug!(%remote, "endpoint report over a budget (its host's endpoint reports or refused calls)");
     }
     Ok(answer(result))
+}
+
+/// Runs a host's report `call` under the lock, charged first to the host's budget in `budget`
+/// (one over it is answered 429 and not audited: that would cost a line each), then, as every
+/// host call, to its budget of refused calls.
+async fn host_report<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    token: String,
+    budget: fn(&Shared) -> &Mutex<HostBudget>,
+    why: &'static str,
+    call: impl FnOnce(&mut Control, &Caller) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Result<T, ApiError>, OverBudget> {
+    let limits = Arc::clone(shared);
+    shared
+        .call(move |c| {
+            let caller = c.authenticate(Some(&token));
+            if let Caller::Host(id) = caller {
+                lock_limiter(budget(&limits))
+                    .take(id, Instant::now())
+                    .map_err(|wait| OverBudget { wait, why })?;
+            }
+            budgeted(&limits, &caller, || call(c, &caller))
+        })
+        .await
 }
 
 async fn workloads(
@@ -539,25 +553,16 @@ async fn workloads(
     };
     let body =
         body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, within).await?;
-    let limits = Arc::clone(&shared);
-    let result = shared
-        .call(move |c| {
-            let caller = c.authenticate(Some(&token));
-            // A changed list is a store commit, and under a policy a netmap for every host:
-            // a host's reports are budgeted, and one over budget is not audited.
-            if let Caller::Host(id) = caller {
-                lock_limiter(&limits.workloads)
-                    .take(id, Instant::now())
-                    .map_err(|wait| OverBudget {
-                        wait,
-                        why: WORKLOAD_REPORTS,
-                    })?;
-            }
-            budgeted(&limits, &caller, || {
-                c.report_workloads(&caller, &name, body, unix_now(), Some(remote.ip()))
-            })
-        })
-        .await;
+    // A changed list is a store commit, and under a policy a netmap for every host: a host's
+    // reports are budgeted.
+    let result = host_report(
+        &shared,
+        token,
+        |s| &s.workloads,
+        WORKLOAD_REPORTS,
+        move |c, caller| c.report_workloads(caller, &name, body, unix_now(), Some(remote.ip())),
+    )
+    .await;
     if result.is_err() {
         tracing::debug!(%remote, "workload report over a budget (its host's workload reports or refused calls)");
     }
