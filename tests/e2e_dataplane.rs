@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::scenario::{
-    assert_pings, hosts_prepared, two_hosts, two_hosts_offload, workload, HostDef,
+    assert_pings, hosts_prepared, two_hosts, two_hosts_offload, workload, IPV6_PAIR,
+    IPV6_PAIR_LINKS,
 };
 use common::*;
 
@@ -141,22 +142,7 @@ fn an_ipv6_overlay_with_static_peers_carries_traffic() {
     let Some(c) = Cluster::new("an_ipv6_overlay_with_static_peers_carries_traffic") else {
         return;
     };
-    let hosts = hosts_prepared(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "fd42:1::/64",
-                port: 51820,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "fd42:2::/64",
-                port: 51820,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
+    let hosts = hosts_prepared(&c, &IPV6_PAIR, &IPV6_PAIR_LINKS);
     for h in &hosts {
         h.agent.start();
     }

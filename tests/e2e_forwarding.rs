@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::forwarding::{bridge_ports, changed, icmp_in_echos, mac, neighbour, sysctl, sysctls};
-use common::scenario::{self, assert_pings, hosts_prepared, two_hosts, workload, HostDef};
+use common::scenario::{
+    self, assert_pings, hosts_prepared, two_hosts, workload, IPV6_PAIR, IPV6_PAIR_LINKS,
+};
 use common::*;
 
 const BRIDGE: &str = "wgmbr0";
@@ -71,22 +73,7 @@ fn ipv6_forwarding_is_per_interface_and_restored_after_kill9() {
     let Some(c) = Cluster::new("ipv6_forwarding_is_per_interface_and_restored_after_kill9") else {
         return;
     };
-    let hosts = hosts_prepared(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "fd42:1::/64",
-                port: 51820,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "fd42:2::/64",
-                port: 51820,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
+    let hosts = hosts_prepared(&c, &IPV6_PAIR, &IPV6_PAIR_LINKS);
     let (a, b) = (&hosts[0], &hosts[1]);
     let ul_ra = "/proc/sys/net/ipv6/conf/ul0/accept_ra";
     let all = "/proc/sys/net/ipv6/conf/all/forwarding";

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::forwarding::{icmp_in_echos, mac, neighbour};
 use common::same_host::*;
-use common::scenario::{assert_pings, hosts, two_hosts, two_hosts_offload, workload, HostDef};
+use common::scenario::{
+    assert_pings, hosts, two_hosts, two_hosts_offload, workload, IPV6_PAIR, IPV6_PAIR_LINKS,
+};
 use common::traffic::{udp_send, UdpSink};
 use common::*;
 
@@ -195,22 +197,7 @@ fn ipv6_same_host_workloads_reach_each_other_through_the_agent() {
     else {
         return;
     };
-    let hs = hosts(
-        &c,
-        &[
-            HostDef {
-                tag: "a",
-                subnet: "fd42:1::/64",
-                port: 51820,
-            },
-            HostDef {
-                tag: "b",
-                subnet: "fd42:2::/64",
-                port: 51820,
-            },
-        ],
-        &[(0, 1), (1, 0)],
-    );
+    let hs = hosts(&c, &IPV6_PAIR, &IPV6_PAIR_LINKS);
     let (w1, _ip1) = workload(&c, &hs[0], "w1");
     let (_w2, ip2) = workload(&c, &hs[0], "w2");
     let (w3, ip3) = workload(&c, &hs[1], "w3");

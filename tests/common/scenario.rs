@@ -38,6 +38,24 @@ pub struct HostDef<'a> {
     pub port: u16,
 }
 
+/// Two IPv6 hosts, `a` (fd42:1::/64) and `b` (fd42:2::/64), both on port 51820; with
+/// [`IPV6_PAIR_LINKS`], each has the other as its peer.
+pub const IPV6_PAIR: [HostDef<'static>; 2] = [
+    HostDef {
+        tag: "a",
+        subnet: "fd42:1::/64",
+        port: 51820,
+    },
+    HostDef {
+        tag: "b",
+        subnet: "fd42:2::/64",
+        port: 51820,
+    },
+];
+
+/// The links of [`IPV6_PAIR`]: each host has the other as its peer.
+pub const IPV6_PAIR_LINKS: [(usize, usize); 2] = [(0, 1), (1, 0)];
+
 /// Builds hosts on a veth underlay (2 hosts) or a bridge (more), with agents whose
 /// configs list the peers in `links`: `(i, j)` gives host i a `[[peer]]` for host j
 /// (with j's endpoint). Agents are started in order and are ready on return.
