@@ -56,6 +56,16 @@ fn scene(c: &Cluster) -> Scene {
     }
 }
 
+/// The seed scene with the seed policy applied and its frontend -> app flow working.
+fn seeded_scene(c: &Cluster) -> Scene {
+    let s = scene(c);
+    apply_ok(&s.cp, "seed.toml", SEED_POLICY);
+    assert_flow("frontend -> app tcp/80", true, PROPAGATION, || {
+        tcp_talks(&s.front.0, &s.app.1, 80)
+    });
+    s
+}
+
 /// `wgmesh policy apply` of `text`; returns (success, stdout + stderr).
 fn apply(cp: &ControlPlane, name: &str, text: &str) -> (bool, String) {
     let path = policy_file(cp.dir(), name, text);
@@ -247,11 +257,7 @@ fn a_stricter_policy_stops_a_running_flow_and_the_old_one_restores_it() {
     else {
         return;
     };
-    let s = scene(&c);
-    apply_ok(&s.cp, "seed.toml", SEED_POLICY);
-    assert_flow("frontend -> app tcp/80", true, PROPAGATION, || {
-        tcp_talks(&s.front.0, &s.app.1, 80)
-    });
+    let s = seeded_scene(&c);
     let flow = RunningFlow::start(&s.front.0, &s.app.1, 80);
     assert_eventually(PROPAGATION, "the running flow's first round trip", || {
         flow.last_ok().is_some()
@@ -291,11 +297,7 @@ fn an_agent_restarted_during_an_outage_enforces_the_cached_policy_at_once() {
     else {
         return;
     };
-    let s = scene(&c);
-    apply_ok(&s.cp, "seed.toml", SEED_POLICY);
-    assert_flow("frontend -> app tcp/80", true, PROPAGATION, || {
-        tcp_talks(&s.front.0, &s.app.1, 80)
-    });
+    let s = seeded_scene(&c);
     assert_flow("unlabelled -> app tcp/80", false, PROPAGATION, || {
         tcp_talks(&s.unlabelled.0, &s.app.1, 80)
     });
