@@ -314,7 +314,7 @@ fn ipv6_interfaces() -> Result<Vec<String>, HostError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashMap;
 
     use super::*;
@@ -323,13 +323,14 @@ mod tests {
         Sysctl::new(family, iface, knob)
     }
 
-    fn values(list: &[(Family, &str, Knob, i64)]) -> HashMap<Sysctl, i64> {
+    /// The settings `list` gives, as the `current` a plan reads (also `proxy`'s tests').
+    pub(in crate::host) fn values(list: &[(Family, &str, Knob, i64)]) -> HashMap<Sysctl, i64> {
         list.iter()
             .map(|(f, i, k, v)| (key(*f, i, *k), *v))
             .collect()
     }
 
-    const T4: ForwardingTargets<'static> = ForwardingTargets {
+    pub(in crate::host) const T4: ForwardingTargets<'static> = ForwardingTargets {
         bridge: "wgmbr0",
         tun: "wgm0",
         v6: false,
@@ -363,7 +364,9 @@ mod tests {
     }
 
     /// Each planned change as (family, interface, knob, old, new).
-    fn touched(changes: &[SysctlChange]) -> Vec<(Family, &str, Knob, i64, i64)> {
+    pub(in crate::host) fn touched(
+        changes: &[SysctlChange],
+    ) -> Vec<(Family, &str, Knob, i64, i64)> {
         changes
             .iter()
             .map(|c| {

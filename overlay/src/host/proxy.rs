@@ -74,31 +74,8 @@ pub fn plan_proxy(targets: &ForwardingTargets<'_>) -> Result<Vec<SysctlChange>, 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    const T4: ForwardingTargets<'static> = ForwardingTargets {
-        bridge: "wgmbr0",
-        tun: "wgm0",
-        v6: false,
-    };
-
-    fn touched(changes: &[SysctlChange]) -> Vec<(Family, &str, Knob, i64, i64)> {
-        changes
-            .iter()
-            .map(|c| {
-                let s = &c.sysctl;
-                (s.family, s.iface.as_str(), s.knob, c.old, c.new)
-            })
-            .collect()
-    }
-
-    fn values(list: &[(Family, &str, Knob, i64)]) -> HashMap<Sysctl, i64> {
-        list.iter()
-            .map(|(f, i, k, v)| (Sysctl::new(*f, i, *k), *v))
-            .collect()
-    }
+    use crate::host::forwarding::tests::{touched, values, T4};
 
     #[test]
     fn ipv4_proxies_arp_on_the_bridge_and_loosens_strict_rp_filter_on_the_tun() {
