@@ -126,20 +126,7 @@ async fn raw_as(
 ) -> (u16, serde_json::Value, Option<String>) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
-        .await
-        .unwrap();
-    let config = wgmesh_client::pin::client_config_with_ca(server.pki.ca_der()).unwrap();
-    let name = wgmesh_client::pin::server_name(server.url.host());
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect(server).await;
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -675,20 +662,7 @@ async fn stalled_put(
     sent: usize,
 ) -> (u16, serde_json::Value) {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
-        .await
-        .unwrap();
-    let config = wgmesh_client::pin::client_config_with_ca(server.pki.ca_der()).unwrap();
-    let name = wgmesh_client::pin::server_name(server.url.host());
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect(server).await;
     let mut first = b"{\"text\": \"".to_vec();
     first.resize(sent, b' ');
     let request = hyper::Request::builder()
@@ -791,4 +765,27 @@ async fn only_the_admin_and_hosts_get_their_larger_body_limits() {
             "{path}: {body}"
         );
     }
+}
+
+/// An HTTP/1 connection over TLS to `server` (trusting its CA), its driver spawned.
+async fn connect<B>(server: &Server) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.url.port()))
+        .await
+        .unwrap();
+    let config = wgmesh_client::pin::client_config_with_ca(server.pki.ca_der()).unwrap();
+    let name = wgmesh_client::pin::server_name(server.url.host());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
 }
