@@ -4,19 +4,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::netns::Netns;
 use common::scenario::{assert_pings, two_hosts, two_hosts_prepared, workload};
 use common::*;
-
-fn wgmesh(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wgmesh"))
-        .args(args)
-        .output()
-        .expect("run wgmesh")
-}
 
 #[test]
 fn sigterm_removes_everything_and_the_next_start_restores_workloads() {

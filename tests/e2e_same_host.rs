@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::forwarding::{icmp_in_echos, mac, neighbour};
@@ -17,13 +16,6 @@ use common::scenario::{
 };
 use common::traffic::{udp_send, UdpSink};
 use common::*;
-
-fn wgmesh(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wgmesh"))
-        .args(args)
-        .output()
-        .expect("run wgmesh")
-}
 
 #[test]
 fn same_host_workloads_reach_each_other_through_the_agent() {

@@ -38,6 +38,14 @@ pub use netns::{Netns, Proc};
 pub use traffic::{ping, ping_count, ping_from, Pattern, TcpTransfer, UdpSink};
 pub use wggo::WgGo;
 
+/// Runs the `wgmesh` binary under test with `args` in this process's namespace.
+pub fn wgmesh(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(agent::BIN)
+        .args(args)
+        .output()
+        .expect("run wgmesh")
+}
+
 /// The underlay interface name in every host namespace.
 pub const UNDERLAY_IF: &str = "ul0";
 
