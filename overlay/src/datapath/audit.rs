@@ -153,21 +153,7 @@ impl AuditLog {
             .map_err(error)?;
         let (tap, rx) = AuditTap::bounded(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let writer = Writer {
-            file,
-            size,
-            max_bytes: MAX_BYTES,
-            path: path.to_owned(),
-            names,
-            lost: Arc::clone(&tap.lost),
-            unwritten: Arc::clone(&tap.unwritten),
-            failing: false,
-            reported_lost: 0,
-            window: Instant::now(),
-            written: 0,
-            suppressed: 0,
-        };
+        let writer = Writer::new(file, path.to_owned(), names, &tap, MAX_BYTES);
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("wgm-audit".into())
@@ -210,6 +196,31 @@ struct Writer {
 }
 
 impl Writer {
+    /// A writer appending to `file` (at `path`), counting into `tap`'s counters, rotating at
+    /// `max_bytes`.
+    fn new(
+        file: File,
+        path: PathBuf,
+        names: Arc<WorkloadNames>,
+        tap: &AuditTap,
+        max_bytes: u64,
+    ) -> Self {
+        Self {
+            size: file.metadata().map(|m| m.len()).unwrap_or(0),
+            file,
+            max_bytes,
+            path,
+            names,
+            lost: Arc::clone(&tap.lost),
+            unwritten: Arc::clone(&tap.unwritten),
+            failing: false,
+            reported_lost: 0,
+            window: Instant::now(),
+            written: 0,
+            suppressed: 0,
+        }
+    }
+
     fn run(mut self, rx: &Receiver<Denial>, stop: &AtomicBool) {
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {

@@ -95,22 +95,12 @@ fn a_line_names_the_rule_or_reason_and_the_local_workload() {
 fn the_writer_keeps_to_its_rate_and_says_what_it_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let lost = Arc::new(AtomicU64::new(3));
+    let (tap, _rx) = AuditTap::bounded(1);
+    tap.lost.store(3, Ordering::Relaxed);
     let start = Instant::now();
-    let mut w = Writer {
-        file: File::create(&path).unwrap(),
-        size: 0,
-        max_bytes: MAX_BYTES,
-        path: path.clone(),
-        names: Arc::new(WorkloadNames::default()),
-        lost: Arc::clone(&lost),
-        unwritten: Arc::default(),
-        failing: false,
-        reported_lost: 0,
-        window: start,
-        written: 0,
-        suppressed: 0,
-    };
+    let file = File::create(&path).unwrap();
+    let mut w = Writer::new(file, path.clone(), Arc::default(), &tap, MAX_BYTES);
+    w.window = start;
     for _ in 0..150 {
         w.event(&denial(Direction::Ingress, DenialReason::Untracked));
     }
@@ -168,20 +158,7 @@ fn lines_that_cannot_be_written_are_counted_as_lost() {
     let (tap, _rx) = AuditTap::bounded(4);
     // /dev/full refuses every write with ENOSPC: a full disk.
     let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let mut w = Writer {
-        file,
-        size: 0,
-        max_bytes: MAX_BYTES,
-        path: "/dev/full".into(),
-        names: Arc::default(),
-        lost: Arc::clone(&tap.lost),
-        unwritten: Arc::clone(&tap.unwritten),
-        failing: false,
-        reported_lost: 0,
-        window: Instant::now(),
-        written: 0,
-        suppressed: 0,
-    };
+    let mut w = Writer::new(file, "/dev/full".into(), Arc::default(), &tap, MAX_BYTES);
     let d = denial(Direction::Egress, DenialReason::Untracked);
     w.event(&d);
     w.event(&d);
@@ -194,24 +171,12 @@ fn the_log_is_rotated_at_its_size_keeping_a_few_old_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let (tap, _rx) = AuditTap::bounded(4);
-    let mut w = Writer {
-        file: OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap(),
-        size: 0,
-        max_bytes: 1000,
-        path: path.clone(),
-        names: Arc::default(),
-        lost: Arc::clone(&tap.lost),
-        unwritten: Arc::clone(&tap.unwritten),
-        failing: false,
-        reported_lost: 0,
-        window: Instant::now(),
-        written: 0,
-        suppressed: 0,
-    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let mut w = Writer::new(file, path.clone(), Arc::default(), &tap, 1000);
     let d = denial(Direction::Egress, DenialReason::Untracked);
     for _ in 0..100 {
         // Past the rate limit nothing is written: write the lines themselves.
