@@ -118,6 +118,35 @@ pub struct AgentConfig {
     pub peers: Vec<PeerConfig>,
     /// The `[control]` table: `Some` in control mode, `None` in static mode.
     pub control: Option<ControlSection>,
+    /// The `[docker]` table: `Some` when the agent serves Docker's network and IPAM plugin.
+    pub docker: Option<DockerSection>,
+}
+
+/// Default folder Docker looks for plugin sockets in; the socket is `{plugin_dir}/wgmesh.sock`.
+pub const DEFAULT_DOCKER_PLUGIN_DIR: &str = "/run/docker/plugins";
+/// Default path of the Docker API socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// The plugin's name: Docker's driver name (`-d wgmesh`) and the socket's file stem.
+pub const DOCKER_PLUGIN_NAME: &str = "wgmesh";
+
+/// The `[docker]` table: the agent serves Docker's remote network and IPAM drivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSection {
+    /// Where the plugin socket goes (`{plugin_dir}/wgmesh.sock`); default `/run/docker/plugins`.
+    pub plugin_dir: PathBuf,
+    /// The Docker API socket, to read container labels and create `networks`; default
+    /// `/var/run/docker.sock`.
+    pub socket: PathBuf,
+    /// Networks the agent creates on its dockerd (driver and IPAM driver `wgmesh`): valid Docker
+    /// network names, distinct. May be empty.
+    pub networks: Vec<String>,
+}
+
+impl DockerSection {
+    /// The plugin socket: `{plugin_dir}/wgmesh.sock`.
+    pub fn plugin_socket(&self) -> PathBuf {
+        self.plugin_dir.join(format!("{DOCKER_PLUGIN_NAME}.sock"))
+    }
 }
 
 /// The `[control]` table: the control plane this agent joins.

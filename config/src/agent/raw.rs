@@ -18,6 +18,8 @@ pub(super) struct RawAgentConfig {
     pub(super) peer: Vec<Spanned<RawPeerConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) control: Option<Spanned<RawControlSection>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) docker: Option<Spanned<RawDockerSection>>,
 }
 
 /// Integers are read as `i64` so out-of-range values get our message, not serde's.
@@ -62,6 +64,17 @@ pub(super) struct RawControlSection {
     pub(super) join_token: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) join_token_file: Option<Spanned<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDockerSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) plugin_dir: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) socket: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) networks: Vec<Spanned<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,10 +158,18 @@ impl From<&AgentConfig> for RawAgentConfig {
                 })
             })
             .collect();
+        let docker = config.docker.as_ref().map(|d| {
+            unspanned(RawDockerSection {
+                plugin_dir: Some(path_string(&d.plugin_dir)),
+                socket: Some(path_string(&d.socket)),
+                networks: d.networks.iter().cloned().map(unspanned).collect(),
+            })
+        });
         Self {
             agent: unspanned(agent),
             peer,
             control,
+            docker,
         }
     }
 }

@@ -12,15 +12,18 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::raw::{RawAgentConfig, RawAgentSection, RawControlSection, RawPeerConfig};
+use super::raw::{
+    RawAgentConfig, RawAgentSection, RawControlSection, RawDockerSection, RawPeerConfig,
+};
 use super::value::{
     check_endpoint, check_ifname, check_name, check_path, check_prefix, check_subnet, to_u16,
     Invalid, CLUSTER_EXPECTED, SUBNET_EXPECTED,
 };
 use super::{
-    AgentConfig, AgentSection, ControlSection, JoinTokenSource, DEFAULT_AUDIT_LOG_NAME,
-    DEFAULT_BRIDGE, DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_PRIVATE_KEY_NAME,
-    DEFAULT_SOCKET, DEFAULT_STATE_DIR, MAX_MTU, MIN_IPV6_MTU, MIN_MTU,
+    AgentConfig, AgentSection, ControlSection, DockerSection, JoinTokenSource,
+    DEFAULT_AUDIT_LOG_NAME, DEFAULT_BRIDGE, DEFAULT_DOCKER_PLUGIN_DIR, DEFAULT_DOCKER_SOCKET,
+    DEFAULT_INTERFACE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, DEFAULT_PRIVATE_KEY_NAME, DEFAULT_SOCKET,
+    DEFAULT_STATE_DIR, MAX_MTU, MIN_IPV6_MTU, MIN_MTU,
 };
 use crate::control::ControlUrl;
 use crate::document::Document;
@@ -90,10 +93,15 @@ impl Document<'_> {
             self.refuse_peers(&raw.peer)?;
         }
         let peers = self.validate_peers(&raw.peer, subnet, cluster_cidr)?;
+        let docker = match &raw.docker {
+            Some(d) => Some(self.validate_docker_section(d.get_ref())?),
+            None => None,
+        };
         Ok(AgentConfig {
             agent,
             peers,
             control,
+            docker,
         })
     }
 
@@ -407,5 +415,55 @@ impl Document<'_> {
             (None, None) => None,
         };
         Ok(ControlSection { url, join_token })
+    }
+}
+
+impl Document<'_> {
+    /// The `[docker]` table: paths, and network names Docker accepts, each once.
+    fn validate_docker_section(&self, d: &RawDockerSection) -> Result<DockerSection, ConfigError> {
+        let plugin_dir = match &d.plugin_dir {
+            Some(v) => self.check(v, "docker.plugin_dir", |s| check_path(s))?,
+            None => PathBuf::from(DEFAULT_DOCKER_PLUGIN_DIR),
+        };
+        let socket = match &d.socket {
+            Some(v) => self.check(v, "docker.socket", |s| check_path(s))?,
+            None => PathBuf::from(DEFAULT_DOCKER_SOCKET),
+        };
+        let mut networks: Vec<String> = Vec::with_capacity(d.networks.len());
+        for (i, n) in d.networks.iter().enumerate() {
+            let field = format!("docker.networks[{i}]");
+            let name = self.check(n, &field, |s| check_docker_network_name(s))?;
+            if networks.contains(&name) {
+                return Err(self.error(
+                    &n.span(),
+                    &field,
+                    format!("the network {name:?} is listed twice; list each network once"),
+                ));
+            }
+            networks.push(name);
+        }
+        Ok(DockerSection {
+            plugin_dir,
+            socket,
+            networks,
+        })
+    }
+}
+
+/// A name `docker network create` accepts: a letter or digit, then letters, digits, `_`, `.` or
+/// `-`; at most 64 characters here (Docker itself has no limit, its users rarely go past that).
+fn check_docker_network_name(s: &str) -> Result<String, Invalid> {
+    const RULE: &str = "a Docker network name is 1 to 64 characters from A-Z a-z 0-9 _ . - \
+                        starting with a letter or digit, such as \"appnet\"";
+    let ok = s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(Invalid::new(format!(
+            "{s:?} is not a valid network name; {RULE}"
+        )))
     }
 }

@@ -75,6 +75,13 @@ pub(super) fn expected_for(path: &str) -> Option<&'static str> {
         "control.url" => return Some("a URL string such as \"https://198.18.0.10:7443\""),
         "control.join_token" => return Some("a join token string (WGM1-...)"),
         "control.join_token_file" => return Some("a file path string"),
+        "docker" => return Some("a [docker] table"),
+        "docker.plugin_dir" => return Some("a directory path string"),
+        "docker.socket" => return Some("a file path string such as \"/var/run/docker.sock\""),
+        "docker.networks" => return Some("an array of Docker network names such as [\"appnet\"]"),
+        _ if path.starts_with("docker.networks[") => {
+            return Some("a Docker network name string such as \"appnet\"")
+        }
         _ => {}
     }
     let last = path.rsplit('.').next().unwrap_or(path);

@@ -6,6 +6,7 @@ use crate::labels::MAX_LABELS;
 
 mod cluster;
 mod control_mode;
+mod docker;
 
 const ORIGIN: &str = "/etc/wgmesh/agent.toml";
 const KEY_B: &str = "3/p3fb4ZcxQHYwqHcetro79Do7qwCZun+9vYGxlRD10=";
