@@ -5,6 +5,7 @@
 //! [`serve`] accepts connections and hands each request to the agent as a [`Command`]; [`call`]
 //! is the blocking client the command line uses.
 
+pub mod docker;
 pub mod status;
 mod status_policy;
 

@@ -10,6 +10,11 @@
 //! [`Workloads`] is pure; [`WorkloadStore`] keeps it in the state directory (write to a temporary
 //! file, fsync, rename), versioned, so attachments survive agent restarts. Files written before
 //! labels existed load with no labels.
+//!
+//! Docker's containers share the same addresses ([`docker`]): the IPAM driver's reservations
+//! and the containers' endpoints are never given to an `attach`, and the other way round.
+
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -49,7 +54,7 @@ pub enum AttachPlan {
 }
 
 /// Errors from address allocation.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WorkloadError {
     /// The namespace is attached already, with another address than the one asked for.
     #[error(
@@ -70,7 +75,7 @@ pub enum WorkloadError {
         netns: String,
     },
     /// The requested address is outside the subnet or reserved.
-    #[error("{ip} is not a usable address of this host's subnet {subnet} (the network address, the gateway {gateway} and the broadcast address are reserved)")]
+    #[error("{ip} is not a usable address of {subnet} (the network address, the gateway {gateway} and the broadcast address are reserved)")]
     NotAssignable {
         /// The address asked for.
         ip: IpAddr,
@@ -80,12 +85,12 @@ pub enum WorkloadError {
         gateway: IpAddr,
     },
     /// The requested address belongs to another workload.
-    #[error("{ip} is already used by network namespace {netns:?}")]
+    #[error("{ip} is already used by {holder}")]
     InUse {
         /// The address.
         ip: IpAddr,
-        /// Who has it.
-        netns: String,
+        /// Who has it: `network namespace "w1"`, `container web1`, ...
+        holder: String,
     },
     /// No address is left.
     #[error("no free address left in {subnet}")]
@@ -95,11 +100,13 @@ pub enum WorkloadError {
     },
 }
 
-/// The attached workloads of one host.
+/// The attached workloads of one host, and its Docker networks, address reservations and
+/// containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workloads {
     subnet: IpNet,
     by_netns: BTreeMap<String, Workload>,
+    docker: docker::DockerState,
 }
 
 impl Workloads {
@@ -108,6 +115,7 @@ impl Workloads {
         Self {
             subnet,
             by_netns: BTreeMap::new(),
+            docker: docker::DockerState::default(),
         }
     }
 
@@ -155,15 +163,13 @@ impl Workloads {
 
     /// The whole list, as the control plane is told it (name, address, labels; by namespace).
     pub fn report(&self) -> WorkloadsBody {
+        let attached = self.iter().map(|w| WorkloadReport {
+            name: w.netns.clone(),
+            ip: w.ip.addr(),
+            labels: w.labels.clone(),
+        });
         WorkloadsBody {
-            workloads: self
-                .iter()
-                .map(|w| WorkloadReport {
-                    name: w.netns.clone(),
-                    ip: w.ip.addr(),
-                    labels: w.labels.clone(),
-                })
-                .collect(),
+            workloads: attached.chain(self.docker.report()).collect(),
         }
     }
 
@@ -176,33 +182,7 @@ impl Workloads {
                 ip: w.ip,
             });
         }
-        let addr = match wanted {
-            Some(ip) => {
-                if !self.assignable(ip) {
-                    return Err(WorkloadError::NotAssignable {
-                        ip,
-                        subnet: self.subnet,
-                        gateway: self.gateway(),
-                    });
-                }
-                if let Some(w) = self.by_netns.values().find(|w| w.ip.addr() == ip) {
-                    return Err(WorkloadError::InUse {
-                        ip,
-                        netns: w.netns.clone(),
-                    });
-                }
-                ip
-            }
-            None => self
-                .subnet
-                .hosts()
-                .find(|ip| {
-                    self.assignable(*ip) && !self.by_netns.values().any(|w| w.ip.addr() == *ip)
-                })
-                .ok_or(WorkloadError::Exhausted {
-                    subnet: self.subnet,
-                })?,
-        };
+        let addr = self.free_in(self.subnet, wanted)?;
         Ok(IpNet::new(addr, self.subnet.prefix_len()).expect("prefix length of a valid subnet"))
     }
 
@@ -230,6 +210,38 @@ impl Workloads {
         self.by_netns.values()
     }
 
+    /// `wanted` if it lies in `range`, is assignable and free, else the lowest free address of
+    /// `range`; `range` lies inside the subnet.
+    fn free_in(&self, range: IpNet, wanted: Option<IpAddr>) -> Result<IpAddr, WorkloadError> {
+        match wanted {
+            Some(ip) => {
+                if !self.assignable(ip) || !range.contains(&ip) {
+                    return Err(WorkloadError::NotAssignable {
+                        ip,
+                        subnet: range,
+                        gateway: self.gateway(),
+                    });
+                }
+                if let Some(holder) = self.holder(ip) {
+                    return Err(WorkloadError::InUse { ip, holder });
+                }
+                Ok(ip)
+            }
+            None => range
+                .hosts()
+                .find(|ip| self.assignable(*ip) && self.holder(*ip).is_none())
+                .ok_or(WorkloadError::Exhausted { subnet: range }),
+        }
+    }
+
+    /// Who holds `ip`: an attached namespace, a container or a reservation of Docker's IPAM.
+    fn holder(&self, ip: IpAddr) -> Option<String> {
+        if let Some(w) = self.by_netns.values().find(|w| w.ip.addr() == ip) {
+            return Some(format!("network namespace {:?}", w.netns));
+        }
+        self.docker.holder(ip)
+    }
+
     fn assignable(&self, ip: IpAddr) -> bool {
         self.subnet.contains(&ip)
             && ip != self.subnet.network()
@@ -249,12 +261,16 @@ pub fn gateway(subnet: IpNet) -> IpAddr {
         .expect("validated subnets have host addresses")
 }
 
-/// What the state file holds.
+/// What the state file holds. Files written before Docker's part existed load without it.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum StateFile {
     #[serde(rename = "1")]
-    V1 { workloads: Vec<Workload> },
+    V1 {
+        workloads: Vec<Workload>,
+        #[serde(default, skip_serializing_if = "docker::DockerState::is_empty")]
+        docker: docker::DockerState,
+    },
 }
 
 /// The workloads' file in the agent's state directory.
@@ -274,8 +290,12 @@ impl WorkloadStore {
     /// subnet changed) are dropped with a warning.
     pub fn load(&self, subnet: IpNet) -> Result<Workloads, StateFileError> {
         let file = self.file.load::<StateFile>()?;
-        let workloads = file.map_or_else(Vec::new, |StateFile::V1 { workloads }| workloads);
+        let (workloads, docker) = file
+            .map_or_else(Default::default, |StateFile::V1 { workloads, docker }| {
+                (workloads, docker)
+            });
         let mut out = Workloads::new(subnet);
+        out.docker = docker.within(subnet);
         for w in workloads {
             if subnet.contains(&w.ip.addr()) {
                 out.insert(w);
@@ -290,6 +310,7 @@ impl WorkloadStore {
     pub fn save(&self, workloads: &Workloads) -> Result<(), StateFileError> {
         let file = StateFile::V1 {
             workloads: workloads.iter().cloned().collect(),
+            docker: workloads.docker.clone(),
         };
         self.file.save(&file)
     }
