@@ -88,6 +88,21 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Check what the local agent needs; exits 1 and prints one line per problem found.
+    Doctor {
+        #[command(subcommand)]
+        what: DoctorCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoctorCmd {
+    /// The Docker plugin: dockerd reachable, the plugin socket present, the networks of
+    /// `[docker] networks` there with the wgmesh driver.
+    Docker {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -229,6 +244,32 @@ fn run(command: Cmd) -> anyhow::Result<()> {
                 let status: Status =
                     serde_json::from_value(result).context("reading the agent's status")?;
                 print!("{}", status.render(unix_now()));
+            }
+        }
+        Cmd::Doctor {
+            what: DoctorCmd::Docker { socket },
+        } => {
+            let result = api::call(&socket.path, &Request::Status {})?;
+            let status: Status =
+                serde_json::from_value(result).context("reading the agent's status")?;
+            let Some(docker) = status.docker else {
+                anyhow::bail!(
+                    "the agent has no [docker] table in its agent.toml: the Docker plugin is off"
+                );
+            };
+            if docker.problems.is_empty() {
+                println!(
+                    "docker: ok (plugin {}, dockerd {}, {} network(s) ready, {} container(s))",
+                    docker.plugin_socket,
+                    docker.engine.socket,
+                    docker.networks.len(),
+                    status.containers.len()
+                );
+            } else {
+                for p in &docker.problems {
+                    println!("problem: {p}");
+                }
+                std::process::exit(1);
             }
         }
     }

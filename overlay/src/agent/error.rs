@@ -84,6 +84,12 @@ pub enum AgentError {
     /// The local API socket could not be bound.
     #[error("agent.socket: {0}")]
     Api(#[from] ApiError),
+    /// The Docker plugin socket could not be bound.
+    #[error(transparent)]
+    DockerPlugin(#[from] crate::api::docker::PluginSocketError),
+    /// A signal ended the start-up before the host was set up (not a failure).
+    #[error("stopped by a signal while starting")]
+    Stopped,
     /// The control plane cannot be used.
     #[error(transparent)]
     Link(#[from] LinkError),

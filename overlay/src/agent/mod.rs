@@ -19,6 +19,7 @@
 //! - `status`: what `wgmesh status` shows; `signals`; `random`; `error`: [`AgentError`].
 
 mod attach;
+mod docker;
 pub mod control_link;
 mod error;
 mod keys;
@@ -73,15 +74,32 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     create_state_dir(&a.state_dir)?;
     // Held until the agent exits.
     let _lock = lock_state_dir(&a.state_dir)?;
+    let plugin = config.docker.as_ref().map(docker::Plugin::bind).transpose()?;
     let key = load_or_create_key(&a.private_key_file)?;
     let identity = Arc::new(LocalIdentity::new(&key));
     drop(key);
     // Waiting for a control plane creates nothing yet, so a signal can simply end the wait.
     let source = tokio::select! {
-        source = PeerSource::of(&config, identity.public_key()) => source?,
-        () = signals.stop_while_starting() => return Ok(()),
+        source = PeerSource::of(&config, identity.public_key()) => source,
+        () = signals.stop_while_starting() => Err(AgentError::Stopped),
     };
-    let mut agent = Agent::start(path, &config_text, config, identity, source).await?;
+    let source = match source {
+        Ok(source) => source,
+        Err(e) => {
+            plugin.map(docker::Plugin::close);
+            return if matches!(e, AgentError::Stopped) { Ok(()) } else { Err(e) };
+        }
+    };
+    let plugin_socket = plugin.as_ref().map(|p| p.socket.clone());
+    let mut agent = match Agent::start(path, &config_text, config, identity, source, plugin).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            if let Some(socket) = plugin_socket {
+                let _ = std::fs::remove_file(socket);
+            }
+            return Err(e);
+        }
+    };
     let result = agent.serve(&mut signals).await;
     agent.shutdown().await;
     result
@@ -128,7 +146,11 @@ struct Agent {
     names: Arc<WorkloadNames>,
     commands: mpsc::Receiver<Command>,
     api_task: tokio::task::JoinHandle<()>,
+    /// The Docker plugin (a `[docker]` table): its calls, and its socket's task.
+    plugin: Option<docker::Plugin>,
 }
+
+
 
 impl Agent {
     async fn serve(&mut self, signals: &mut Signals) -> Result<(), AgentError> {
@@ -144,6 +166,13 @@ impl Agent {
                 Some(cmd) = self.commands.recv() => {
                     let response = self.handle(cmd.request).await;
                     let _ = cmd.reply.send(response);
+                }
+                Some(call) = docker::next_call(&mut self.plugin) => {
+                    // A caller that gave up waiting gets no answer, and nothing is done.
+                    if !call.reply.is_closed() {
+                        let answer = self.plugin_call(call.call).await;
+                        let _ = call.reply.send(answer);
+                    }
                 }
             }
         }

@@ -50,6 +50,7 @@ impl Agent {
         config: AgentConfig,
         identity: Arc<LocalIdentity>,
         source: PeerSource,
+        plugin: Option<super::docker::Plugin>,
     ) -> Result<Self, AgentError> {
         let a = &config.agent;
         let subnet = source.subnet;
@@ -130,8 +131,10 @@ impl Agent {
             names,
             commands,
             api_task,
+            plugin,
         };
         agent.restore_workloads().await;
+        agent.restore_containers().await;
         agent.share_workload_names();
         // The list as restored (namespaces gone are forgotten) is the first report.
         agent.publish_workloads();
@@ -162,6 +165,11 @@ impl Agent {
     /// The workloads stay in the state file and are wired again at the next start.
     pub(super) async fn shutdown(&mut self) {
         self.api_task.abort();
+        // The containers' veths stay (their other ends are the containers' interfaces): off
+        // the bridge, which goes, they reach nothing until the next start guards them again.
+        if let Some(plugin) = self.plugin.take() {
+            plugin.close();
+        }
         if let Some(task) = self.link_task.take() {
             task.abort();
         }

@@ -81,6 +81,8 @@ impl Agent {
             policy: self.peers.policy().map(|_| {
                 PolicyStatus::of(table.filter(), &drops, conntrack, self.shared.audit.lost())
             }),
+            containers: self.container_status(),
+            docker: self.plugin.as_ref().map(|p| p.status()),
         }
     }
 }

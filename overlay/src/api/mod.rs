@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod status;
+mod status_docker;
 mod status_policy;
 
 use std::collections::BTreeMap;

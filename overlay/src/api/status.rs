@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::peers::counters::{HostDropCounts, PeerCounters};
 
+pub use super::status_docker::{
+    ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus,
+};
 pub use super::status_policy::{ConntrackStatus, DeniedCount, PolicyStatus};
 
 /// The agent's state, as `status` reports it.
@@ -47,6 +50,12 @@ pub struct Status {
     /// The policy enforced; absent when none was applied (static mode, or no policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyStatus>,
+    /// Docker containers on this host's wgmesh networks, by endpoint.
+    #[serde(default)]
+    pub containers: Vec<ContainerStatus>,
+    /// The Docker plugin; absent without a `[docker]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerStatus>,
 }
 
 /// What the agent enforces about routes.
@@ -238,6 +247,9 @@ impl Status {
                 );
                 let _ = writeln!(s, "{}", line.trim_end());
             }
+        }
+        if let Some(d) = &self.docker {
+            d.render(&mut s, &self.containers);
         }
         s
     }

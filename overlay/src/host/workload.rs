@@ -106,6 +106,59 @@ impl HostNet {
         result
     }
 
+    /// Makes a Docker container's veth pair: the host end `host_ifname` guarded, on the bridge
+    /// `bridge_index`, up and isolated (as [`HostNet::attach_netns`] does), and the other end
+    /// [`peer_ifname`] left down in the host's namespace with the MAC [`workload_mac`] of
+    /// `addr`, for Docker to move into the container, name, address and bring up. Both ends
+    /// get MTU `mtu`. On failure the pair is deleted again. Returns the container end's name.
+    pub async fn create_container_veth(
+        &self,
+        host_ifname: &str,
+        bridge_index: u32,
+        addr: IpAddr,
+        mtu: u16,
+    ) -> Result<String, HostError> {
+        check_ifname(host_ifname)?;
+        let peer = peer_ifname(host_ifname);
+        let peer_message = LinkUnspec::new_with_name(&peer)
+            .mtu(mtu.into())
+            .address(workload_mac(addr).to_vec())
+            .build();
+        let message = LinkVeth::new(host_ifname, &peer)
+            .mtu(mtu.into())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|source| {
+                HostError::netlink(
+                    "create",
+                    format!("veth {host_ifname:?} with peer {peer:?}"),
+                    source,
+                )
+            })?;
+        let result = async {
+            let index =
+                self.link_index(host_ifname)
+                    .await?
+                    .ok_or_else(|| HostError::LinkVanished {
+                        name: host_ifname.to_owned(),
+                    })?;
+            self.secure_port(index, host_ifname, bridge_index, addr).await
+        }
+        .await;
+        if let Err(error) = &result {
+            if let Err(cleanup) = self.delete_link(host_ifname).await {
+                tracing::warn!(link = host_ifname, error = %error, cleanup_error = %cleanup,
+                    "container veth failed and could not be removed");
+            }
+        }
+        result.map(|()| peer)
+    }
+
     /// The in-namespace half of [`HostNet::attach_netns`]; `self` is connected inside it.
     async fn configure_workload(
         &self,

@@ -1,0 +1,357 @@
+//! The agent's side of the Docker plugin: each [`Call`] the plugin socket hands over is decided
+//! by [`super::workloads::docker`] and carried out here (veths, the bridge's neighbour entries,
+//! the state file, the report to the control plane), one at a time in the agent's loop, so calls
+//! for different containers never race.
+//!
+//! Every change is saved before it is answered, and a call that fails part-way undoes what it
+//! did: no veth, reservation or endpoint is left behind. Deletes of things the agent does not
+//! know succeed (Docker repeats them, and cannot be refused a delete anyway).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::workloads::docker::{
+    self as state, format_mac, Container, DockerError, EndpointOwner, EndpointPlan,
+};
+use super::{Agent, AgentError};
+use crate::api::docker::{self as docker_api, PluginCall};
+use crate::api::status::{ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus};
+use crate::api::docker::protocol::{self, Call, CreateEndpoint, InterfaceName, Joined, StaticRoute};
+use crate::error::Chain;
+use crate::host;
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The Docker plugin's socket, bound before start-up so Docker finds it while the agent waits
+/// for its control plane ([`crate::api::docker`]).
+pub(super) struct Plugin {
+    pub(super) socket: PathBuf,
+    /// The plugin's health, for status.
+    pub(super) health: DockerStatus,
+    calls: mpsc::Receiver<PluginCall>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Plugin {
+    /// Binds and serves the plugin socket of `docker`.
+    pub(super) fn bind(docker: &wgmesh_config::agent::DockerSection) -> Result<Self, AgentError> {
+        let socket = docker.plugin_socket();
+        let listener = docker_api::bind(&socket)?;
+        let (tx, calls) = mpsc::channel(64);
+        let task = tokio::spawn(docker_api::serve(listener, tx));
+        tracing::info!(socket = %socket.display(), "Docker plugin socket ready");
+        let health = DockerStatus {
+            plugin_socket: socket.display().to_string(),
+            plugin_socket_present: true,
+            engine: EngineStatus {
+                socket: docker.socket.display().to_string(),
+                reachable: None,
+                error: None,
+            },
+            networks: docker
+                .networks
+                .iter()
+                .map(|name| DockerNetworkStatus {
+                    name: name.clone(),
+                    state: "waiting".to_owned(),
+                    detail: None,
+                })
+                .collect(),
+            problems: Vec::new(),
+        };
+        Ok(Self {
+            socket,
+            health,
+            calls,
+            task,
+        })
+    }
+
+    /// Stops serving and removes the socket file.
+    pub(super) fn close(self) {
+        self.task.abort();
+        if let Err(e) = std::fs::remove_file(&self.socket) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(socket = %self.socket.display(), "cannot remove the Docker plugin socket: {e}");
+            }
+        }
+    }
+}
+
+/// The next plugin call, or never when there is no plugin.
+pub(super) async fn next_call(plugin: &mut Option<Plugin>) -> Option<PluginCall> {
+    match plugin {
+        Some(p) => p.calls.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Plugin {
+    /// The plugin's status, its problems found now.
+    pub(super) fn status(&self) -> DockerStatus {
+        let mut s = self.health.clone();
+        s.plugin_socket_present = self.socket.exists();
+        s.find_problems();
+        s
+    }
+}
+
+fn refused(e: DockerError) -> String {
+    e.to_string()
+}
+
+impl Agent {
+    /// Carries out one plugin call; the answer's body, or the error the user sees.
+    pub(super) async fn plugin_call(&mut self, call: Call) -> Result<Value, String> {
+        let now = unix_now();
+        match call {
+            Call::RequestPool(r) => {
+                let p = self.workloads.request_pool(&r).map_err(refused)?;
+                Ok(protocol::pool(&p.id, &p.pool, &p.gateway))
+            }
+            Call::ReleasePool(_) => Ok(json!({})),
+            Call::RequestAddress(r) => {
+                let ip = self.workloads.request_address(&r, now).map_err(refused)?;
+                if !r.for_gateway() {
+                    if let Err(e) = self.store.save(&self.workloads) {
+                        // Unrecorded, it could be handed out again after a restart: refuse.
+                        self.workloads.release_address(&ip.addr().to_string());
+                        return Err(Chain(&e).to_string());
+                    }
+                    tracing::debug!(%ip, "address reserved for Docker");
+                }
+                Ok(protocol::address(&ip.to_string()))
+            }
+            Call::ReleaseAddress(r) => {
+                if self.workloads.release_address(&r.address) {
+                    self.save_logged();
+                    tracing::debug!(ip = %r.address, "Docker released an address");
+                }
+                Ok(json!({}))
+            }
+            Call::CreateNetwork(r) => {
+                let network = self
+                    .workloads
+                    .plan_network(&r, self.config.agent.mtu)
+                    .map_err(refused)?;
+                let before = self.workloads.clone();
+                self.workloads.insert_network(&r.network_id, network.clone());
+                if let Err(e) = self.store.save(&self.workloads) {
+                    self.workloads = before;
+                    return Err(Chain(&e).to_string());
+                }
+                tracing::info!(network = state::short(&r.network_id), mtu = network.mtu,
+                    pool = ?network.pool, "Docker network created");
+                Ok(json!({}))
+            }
+            Call::DeleteNetwork(r) => {
+                if self.workloads.remove_network(&r.network_id).is_some() {
+                    self.save_logged();
+                    tracing::info!(network = state::short(&r.network_id), "Docker network removed");
+                }
+                Ok(json!({}))
+            }
+            Call::CreateEndpoint(r) => self.create_endpoint(&r, now).await,
+            Call::DeleteEndpoint(r) => {
+                self.delete_endpoint(&r.endpoint_id).await;
+                Ok(json!({}))
+            }
+            Call::Join(r) => self.join(&r.endpoint_id),
+            Call::Leave(_) => Ok(json!({})),
+        }
+    }
+
+    /// `CreateEndpoint`: the container's veth pair, guarded on the bridge, and its record.
+    async fn create_endpoint(&mut self, r: &CreateEndpoint, now: u64) -> Result<Value, String> {
+        let (c, mtu) = match self.workloads.plan_endpoint(r, now).map_err(refused)? {
+            EndpointPlan::Exists(c) => return Ok(self.endpoint_answer(r, &c)),
+            EndpointPlan::Create(c, mtu) => (c, mtu),
+        };
+        let addr = c.ip.addr();
+        self.host
+            .create_container_veth(&c.host_ifname, self.bridge_index, addr, mtu)
+            .await
+            .map_err(|e| Chain(&e).to_string())?;
+        if let Err(e) = self
+            .host
+            .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
+            .await
+        {
+            let _ = self.host.detach(&c.host_ifname).await;
+            self.unpin_addr(addr).await;
+            return Err(Chain(&e).to_string());
+        }
+        self.workloads.insert_container(c.clone());
+        if let Err(e) = self.store.save(&self.workloads) {
+            self.workloads.remove_container(&c.endpoint);
+            let _ = self.host.detach(&c.host_ifname).await;
+            self.unpin_addr(addr).await;
+            return Err(Chain(&e).to_string());
+        }
+        self.share_workload_names();
+        self.publish_workloads();
+        tracing::info!(endpoint = state::short(&c.endpoint), ip = %c.ip, veth = %c.host_ifname,
+            "Docker endpoint created");
+        Ok(self.endpoint_answer(r, &c))
+    }
+
+    /// The MAC the container gets, told to Docker unless it set one itself.
+    fn endpoint_answer(&self, r: &CreateEndpoint, c: &Container) -> Value {
+        let mac = format_mac(host::workload_mac(c.ip.addr()));
+        protocol::endpoint_created(r.interface.mac_address.is_empty().then_some(mac.as_str()))
+    }
+
+    /// `Join`: the container end of the veth, and routes to the whole cluster through the
+    /// bridge. No default route: Docker gives the container its `docker_gwbridge` for the rest
+    /// of the world (and `-p`), so only cluster traffic takes the overlay.
+    fn join(&self, endpoint: &str) -> Result<Value, String> {
+        let c = self
+            .workloads
+            .container(endpoint)
+            .ok_or_else(|| refused(DockerError::UnknownEndpoint { id: endpoint.to_owned() }))?;
+        let gateway = self.workloads.gateway();
+        let joined = Joined {
+            interface_name: InterfaceName {
+                src_name: host::peer_ifname(&c.host_ifname),
+                dst_prefix: "eth".to_owned(),
+            },
+            static_routes: vec![
+                // On-link even when the network's --subnet leaves the gateway out.
+                StaticRoute {
+                    destination: format!("{gateway}/32"),
+                    route_type: 1,
+                    next_hop: String::new(),
+                },
+                StaticRoute {
+                    destination: self.route_guard.cluster.to_string(),
+                    route_type: 0,
+                    next_hop: gateway.to_string(),
+                },
+            ],
+        };
+        Ok(serde_json::to_value(joined).expect("joins serialize"))
+    }
+
+    /// `DeleteEndpoint`, and endpoints Docker no longer shows: the veth pair (both ends), the
+    /// bridge's neighbour entry and the record go. The address stays reserved until Docker
+    /// releases it (or, for an endpoint Docker forgot, until the reservation expires).
+    async fn delete_endpoint(&mut self, endpoint: &str) {
+        let Some(c) = self.workloads.remove_container(endpoint) else {
+            // Never recorded (a create that failed, or a repeat): a veth of that name is
+            // still ours to remove.
+            if let Ok(name) = state::host_ifname_for_endpoint(endpoint) {
+                let _ = self.host.detach(&name).await;
+            }
+            return;
+        };
+        if let Err(e) = self.host.detach(&c.host_ifname).await {
+            tracing::warn!(veth = %c.host_ifname, "cannot remove a container's veth: {}", Chain(&e));
+        }
+        self.unpin_addr(c.ip.addr()).await;
+        self.save_logged();
+        self.share_workload_names();
+        self.publish_workloads();
+        tracing::info!(endpoint = state::short(endpoint), ip = %c.ip, name = %c.name,
+            "Docker endpoint removed");
+    }
+
+    /// What the Docker API lists (`owners`: every endpoint of a running or created
+    /// container): containers learn their labels; endpoints it no longer lists, and
+    /// reservations nobody uses, go after the grace period.
+    pub(super) async fn docker_listed(&mut self, owners: &BTreeMap<String, EndpointOwner>) {
+        let now = unix_now();
+        let mut changed = self.workloads.learn_owners(owners);
+        for c in self.workloads.stale_containers(owners, now) {
+            tracing::warn!(endpoint = state::short(&c.endpoint), ip = %c.ip,
+                "Docker no longer lists this container endpoint; removing it");
+            self.delete_endpoint(&c.endpoint).await;
+        }
+        let freed = self.workloads.expire_reservations(&[], now);
+        if !freed.is_empty() {
+            tracing::info!(addresses = ?freed, "freed addresses Docker asked for but never used");
+            changed = true;
+        }
+        if changed {
+            self.save_logged();
+            self.share_workload_names();
+            self.publish_workloads();
+        }
+    }
+
+    /// Guards the containers' veths again after a restart (a clean stop keeps them: their
+    /// other ends are the containers' interfaces); forgets those whose veth is gone.
+    pub(super) async fn restore_containers(&mut self) {
+        let saved: Vec<Container> = self.workloads.containers().cloned().collect();
+        for c in saved {
+            let addr = c.ip.addr();
+            let result = match self.host.link_index(&c.host_ifname).await {
+                Ok(Some(index)) => {
+                    let secured = self
+                        .host
+                        .secure_port(index, &c.host_ifname, self.bridge_index, addr)
+                        .await;
+                    match secured {
+                        Ok(()) => self
+                            .host
+                            .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
+                            .await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(endpoint = state::short(&c.endpoint), ip = %c.ip,
+                        "the container's veth is gone; forgetting its endpoint");
+                    self.workloads.remove_container(&c.endpoint);
+                    self.save_logged();
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => tracing::info!(endpoint = state::short(&c.endpoint), ip = %c.ip, "container restored"),
+                Err(e) => tracing::error!(endpoint = state::short(&c.endpoint), "cannot restore a container: {}", Chain(&e)),
+            }
+        }
+    }
+
+    /// The containers, as status shows them.
+    pub(super) fn container_status(&self) -> Vec<ContainerStatus> {
+        self.workloads
+            .containers()
+            .map(|c| ContainerStatus {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                endpoint: c.endpoint.clone(),
+                network: c.network.clone(),
+                ip: c.ip.to_string(),
+                host_ifname: c.host_ifname.clone(),
+                labels: c.labels.clone(),
+                labels_known: c.labels_known,
+            })
+            .collect()
+    }
+
+    async fn unpin_addr(&self, addr: std::net::IpAddr) {
+        if let Err(e) = self.host.unpin_neighbour(self.bridge_index, addr).await {
+            tracing::warn!(%addr, "cannot remove a neighbour entry: {}", Chain(&e));
+        }
+    }
+
+    /// Saves the state file after a change that has happened whatever the file says (a
+    /// release, a removal): a failure is logged, not answered.
+    fn save_logged(&self) {
+        if let Err(e) = self.store.save(&self.workloads) {
+            tracing::error!("{}", Chain(&e));
+        }
+    }
+}
