@@ -15,6 +15,7 @@ use std::path::Path;
 use wgmesh_config::labels::{self, LabelError, Labels};
 
 use super::statefile::StateFileError;
+use super::workloads::docker::CONTAINER_PREFIX;
 use super::workloads::{AttachPlan, Workload, WorkloadError};
 use super::Agent;
 use crate::error::Chain;
@@ -36,6 +37,12 @@ pub(super) enum AttachError {
     /// The workloads' state file could not be written.
     #[error(transparent)]
     Store(#[from] StateFileError),
+    /// A namespace name that Docker containers' names begin with.
+    #[error("network namespace {netns:?}: names beginning with {CONTAINER_PREFIX:?} are reserved for Docker containers; rename the namespace")]
+    ReservedName {
+        /// The namespace.
+        netns: String,
+    },
 }
 
 impl Agent {
@@ -49,6 +56,12 @@ impl Agent {
         labels: Labels,
     ) -> Result<Workload, AttachError> {
         labels::check_workload_labels(&labels)?;
+        if netns.starts_with(CONTAINER_PREFIX) {
+            // The control plane knows containers by such names: an attach must not shadow one.
+            return Err(AttachError::ReservedName {
+                netns: netns.to_owned(),
+            });
+        }
         let addr = match self.workloads.plan_attach(netns, ip, &labels)? {
             AttachPlan::Wire(addr) => addr,
             AttachPlan::Relabel => return self.relabel(netns, labels),

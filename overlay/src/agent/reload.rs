@@ -24,6 +24,7 @@ impl Agent {
         let (new, text) = AgentConfig::load_with_text(&self.config_path)?;
         let mut fixed = fixed_fields_changed(&self.config.agent, &new.agent);
         fixed.extend(mode_changed(&self.config, &new));
+        fixed.extend((self.config.docker != new.docker).then_some("[docker]"));
         if !fixed.is_empty() {
             return Err(AgentError::NeedsRestart {
                 fields: fixed.join(", "),

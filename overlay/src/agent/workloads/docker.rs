@@ -28,6 +28,8 @@ const HOST_POOL: &str = "wgmesh:host";
 /// would find that on the bridge's routes, release it and ask again, forever. `0.0.0.0/0` is
 /// one dockerd does not check (Calico's plugin answers the same).
 pub const ANY_POOL: &str = "0.0.0.0/0";
+/// What the names of containers begin with, as the control plane knows them.
+pub const CONTAINER_PREFIX: &str = "docker:";
 /// The label that carries a container's name.
 pub const CONTAINER_LABEL: &str = "container";
 /// The smallest MTU a network may ask for (IPv4's minimum datagram).
@@ -102,7 +104,7 @@ pub struct Container {
 impl Container {
     /// The name the control plane knows it by: unique on its host, stable for its life.
     pub fn report_name(&self) -> String {
-        format!("docker:{}", short(&self.endpoint))
+        format!("{CONTAINER_PREFIX}{}", short(&self.endpoint))
     }
 }
 
