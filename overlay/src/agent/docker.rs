@@ -19,9 +19,11 @@ use super::workloads::docker::{
     self as state, format_mac, Container, DockerError, EndpointOwner, EndpointPlan,
 };
 use super::{Agent, AgentError};
+use crate::api::docker::protocol::{
+    self, Call, CreateEndpoint, InterfaceName, Joined, StaticRoute,
+};
 use crate::api::docker::{self as docker_api, PluginCall};
 use crate::api::status::{ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus};
-use crate::api::docker::protocol::{self, Call, CreateEndpoint, InterfaceName, Joined, StaticRoute};
 use crate::error::Chain;
 use crate::host;
 
@@ -145,7 +147,8 @@ impl Agent {
                     .plan_network(&r, self.config.agent.mtu)
                     .map_err(refused)?;
                 let before = self.workloads.clone();
-                self.workloads.insert_network(&r.network_id, network.clone());
+                self.workloads
+                    .insert_network(&r.network_id, network.clone());
                 if let Err(e) = self.store.save(&self.workloads) {
                     self.workloads = before;
                     return Err(Chain(&e).to_string());
@@ -157,7 +160,10 @@ impl Agent {
             Call::DeleteNetwork(r) => {
                 if self.workloads.remove_network(&r.network_id).is_some() {
                     self.save_logged();
-                    tracing::info!(network = state::short(&r.network_id), "Docker network removed");
+                    tracing::info!(
+                        network = state::short(&r.network_id),
+                        "Docker network removed"
+                    );
                 }
                 Ok(json!({}))
             }
@@ -215,10 +221,11 @@ impl Agent {
     /// bridge. No default route: Docker gives the container its `docker_gwbridge` for the rest
     /// of the world (and `-p`), so only cluster traffic takes the overlay.
     fn join(&self, endpoint: &str) -> Result<Value, String> {
-        let c = self
-            .workloads
-            .container(endpoint)
-            .ok_or_else(|| refused(DockerError::UnknownEndpoint { id: endpoint.to_owned() }))?;
+        let c = self.workloads.container(endpoint).ok_or_else(|| {
+            refused(DockerError::UnknownEndpoint {
+                id: endpoint.to_owned(),
+            })
+        })?;
         let gateway = self.workloads.gateway();
         let joined = Joined {
             interface_name: InterfaceName {
@@ -301,10 +308,11 @@ impl Agent {
                         .secure_port(index, &c.host_ifname, self.bridge_index, addr)
                         .await;
                     match secured {
-                        Ok(()) => self
-                            .host
-                            .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
-                            .await,
+                        Ok(()) => {
+                            self.host
+                                .pin_neighbour(self.bridge_index, addr, host::workload_mac(addr))
+                                .await
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -318,8 +326,14 @@ impl Agent {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => tracing::info!(endpoint = state::short(&c.endpoint), ip = %c.ip, "container restored"),
-                Err(e) => tracing::error!(endpoint = state::short(&c.endpoint), "cannot restore a container: {}", Chain(&e)),
+                Ok(()) => {
+                    tracing::info!(endpoint = state::short(&c.endpoint), ip = %c.ip, "container restored")
+                }
+                Err(e) => tracing::error!(
+                    endpoint = state::short(&c.endpoint),
+                    "cannot restore a container: {}",
+                    Chain(&e)
+                ),
             }
         }
     }

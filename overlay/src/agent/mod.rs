@@ -19,8 +19,8 @@
 //! - `status`: what `wgmesh status` shows; `signals`; `random`; `error`: [`AgentError`].
 
 mod attach;
-mod docker;
 pub mod control_link;
+mod docker;
 mod error;
 mod keys;
 mod local_nets;
@@ -74,7 +74,11 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     create_state_dir(&a.state_dir)?;
     // Held until the agent exits.
     let _lock = lock_state_dir(&a.state_dir)?;
-    let plugin = config.docker.as_ref().map(docker::Plugin::bind).transpose()?;
+    let plugin = config
+        .docker
+        .as_ref()
+        .map(docker::Plugin::bind)
+        .transpose()?;
     let key = load_or_create_key(&a.private_key_file)?;
     let identity = Arc::new(LocalIdentity::new(&key));
     drop(key);
@@ -87,7 +91,11 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         Ok(source) => source,
         Err(e) => {
             plugin.map(docker::Plugin::close);
-            return if matches!(e, AgentError::Stopped) { Ok(()) } else { Err(e) };
+            return if matches!(e, AgentError::Stopped) {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
     };
     let plugin_socket = plugin.as_ref().map(|p| p.socket.clone());
@@ -149,8 +157,6 @@ struct Agent {
     /// The Docker plugin (a `[docker]` table): its calls, and its socket's task.
     plugin: Option<docker::Plugin>,
 }
-
-
 
 impl Agent {
     async fn serve(&mut self, signals: &mut Signals) -> Result<(), AgentError> {

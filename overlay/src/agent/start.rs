@@ -135,6 +135,7 @@ impl Agent {
         };
         agent.restore_workloads().await;
         agent.restore_containers().await;
+        agent.open_firewall().await;
         agent.share_workload_names();
         // The list as restored (namespaces gone are forgotten) is the first report.
         agent.publish_workloads();
@@ -194,7 +195,43 @@ impl Agent {
         undo.cluster = true;
         undo.run(&self.host).await;
         self.sysctls.restore();
+        let (bridge, tun) = (
+            self.config.agent.bridge.clone(),
+            self.config.agent.interface.clone(),
+        );
+        let closed =
+            tokio::task::spawn_blocking(move || host::firewall::close_forwarding(&bridge, &tun))
+                .await;
+        if let Ok(Err(e)) = closed {
+            tracing::warn!("cannot remove the forwarding rules: {}", Chain(&e));
+        }
         tracing::info!("agent stopped; host networking removed");
+    }
+
+    /// Lets the overlay's forwarding past the host's packet filter ([`host::firewall`]); run at
+    /// start and again whenever dockerd is seen (it may have set a `DROP` policy since).
+    pub(super) async fn open_firewall(&self) {
+        let (bridge, tun) = (
+            self.config.agent.bridge.clone(),
+            self.config.agent.interface.clone(),
+        );
+        let opened =
+            tokio::task::spawn_blocking(move || host::firewall::open_forwarding(&bridge, &tun))
+                .await;
+        match opened {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                rules = n,
+                "FORWARD rules inserted for the overlay's forwarding"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                "cannot open the overlay's forwarding in the packet filter: {}",
+                Chain(&e)
+            ),
+            Err(e) => {
+                tracing::warn!("cannot open the overlay's forwarding in the packet filter: {e}")
+            }
+        }
     }
 }
 

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::peers::counters::{HostDropCounts, PeerCounters};
 
-pub use super::status_docker::{
-    ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus,
-};
+pub use super::status_docker::{ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus};
 pub use super::status_policy::{ConntrackStatus, DeniedCount, PolicyStatus};
 
 /// The agent's state, as `status` reports it.

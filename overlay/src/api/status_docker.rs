@@ -127,7 +127,11 @@ impl DockerStatus {
             s,
             "docker: plugin {} ({}), dockerd {} ({engine})",
             self.plugin_socket,
-            if self.plugin_socket_present { "present" } else { "missing" },
+            if self.plugin_socket_present {
+                "present"
+            } else {
+                "missing"
+            },
             self.engine.socket
         );
         for n in &self.networks {

@@ -22,13 +22,16 @@
 //! `proxy`: the proxy ARP/NDP and reverse-path sysctls of same-host routing (pure plan);
 //! `same_host`: the policy routing rule and table that send same-host traffic through the TUN
 //! device; `isolation`: isolated bridge ports and the bridge's permanent neighbour entries for
-//! workloads; `antispoof`: the tc filters on each workload's port.
+//! workloads; `antispoof`: the tc filters on each workload's port; `firewall`: the `FORWARD`
+//! rules that let the overlay's forwarding past a `DROP` policy such as dockerd's (it runs
+//! `iptables`, the one exception to "never runs a binary").
 
 use rtnetlink::Handle;
 
 mod antispoof;
 mod conflict;
 mod error;
+pub mod firewall;
 pub mod forwarding;
 mod isolation;
 mod link;

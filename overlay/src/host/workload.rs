@@ -147,7 +147,8 @@ impl HostNet {
                     .ok_or_else(|| HostError::LinkVanished {
                         name: host_ifname.to_owned(),
                     })?;
-            self.secure_port(index, host_ifname, bridge_index, addr).await
+            self.secure_port(index, host_ifname, bridge_index, addr)
+                .await
         }
         .await;
         if let Err(error) = &result {
