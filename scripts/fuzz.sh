@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(datagram gro tso netmap token api store)
+  targets=(datagram gro tso netmap token api store plugin)
 fi
 
 # The instrumented build has its own target directory: its RUSTFLAGS differ from every other

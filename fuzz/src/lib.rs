@@ -21,6 +21,7 @@ pub mod gro;
 mod input;
 pub mod netmap;
 mod packet;
+pub mod plugin;
 pub mod store;
 pub mod token;
 pub mod tso;
@@ -83,6 +84,12 @@ pub const TARGETS: &[Target] = &[
         run: store::run,
         seeds: store::seeds,
         max_len: 8192,
+    },
+    Target {
+        name: "plugin",
+        run: plugin::run,
+        seeds: plugin::seeds,
+        max_len: 4096,
     },
 ];
 
