@@ -419,6 +419,8 @@ mod tests {
             },
             dumpable: false,
             policy: None,
+            containers: Vec::new(),
+            docker: None,
         };
         let out = st.render(1065);
         assert!(out.contains("cluster: 10.42.0.0/16"), "{out}");

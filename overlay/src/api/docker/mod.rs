@@ -77,16 +77,28 @@ pub fn bind(path: &Path) -> Result<UnixListener, PluginSocketError> {
 
 /// Serves the plugin on `listener` until the task is dropped, sending calls to `agent`.
 pub async fn serve(listener: UnixListener, agent: mpsc::Sender<PluginCall>) {
+    serve_waiting(listener, agent, AGENT_WAIT).await;
+}
+
+/// [`serve`], with calls waiting up to `wait` for the agent.
+async fn serve_waiting(listener: UnixListener, agent: mpsc::Sender<PluginCall>, wait: Duration) {
     let app = Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(agent);
+        .with_state(Handler { agent, wait });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("the Docker plugin socket stopped serving: {e}");
     }
 }
 
-async fn handle(State(agent): State<mpsc::Sender<PluginCall>>, uri: Uri, body: Bytes) -> Response {
+/// What every request is handled with.
+#[derive(Clone)]
+struct Handler {
+    agent: mpsc::Sender<PluginCall>,
+    wait: Duration,
+}
+
+async fn handle(State(h): State<Handler>, uri: Uri, body: Bytes) -> Response {
     let path = uri.path();
     let method = match protocol::route(path) {
         Route::Static(v) => return answer(StatusCode::OK, &v),
@@ -109,7 +121,7 @@ async fn handle(State(agent): State<mpsc::Sender<PluginCall>>, uri: Uri, body: B
             );
         }
     };
-    match ask(&agent, call).await {
+    match ask(&h.agent, call, h.wait).await {
         Ok(v) => answer(StatusCode::OK, &v),
         Err(message) => {
             tracing::info!(method, "Docker plugin call refused: {message}");
@@ -121,8 +133,12 @@ async fn handle(State(agent): State<mpsc::Sender<PluginCall>>, uri: Uri, body: B
     }
 }
 
-/// Hands `call` to the agent and waits for its answer, at most [`AGENT_WAIT`].
-async fn ask(agent: &mpsc::Sender<PluginCall>, call: Call) -> Result<Value, String> {
+/// Hands `call` to the agent and waits for its answer, at most `wait`.
+async fn ask(
+    agent: &mpsc::Sender<PluginCall>,
+    call: Call,
+    wait: Duration,
+) -> Result<Value, String> {
     let (reply, answer) = oneshot::channel();
     let asked = async {
         agent
@@ -133,15 +149,13 @@ async fn ask(agent: &mpsc::Sender<PluginCall>, call: Call) -> Result<Value, Stri
             .await
             .map_err(|_| "the agent is shutting down".to_owned())?
     };
-    tokio::time::timeout(AGENT_WAIT, asked)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "the wgmesh agent did not answer within {} s: it is still starting (waiting for \
-             its control plane?) or stuck; see its log, then try again",
-                AGENT_WAIT.as_secs()
-            ))
-        })
+    tokio::time::timeout(wait, asked).await.unwrap_or_else(|_| {
+        Err(format!(
+            "the agent did not answer within {} s: it is still starting (waiting for its \
+             control plane?) or stuck; see its log, then try again",
+            wait.as_secs_f32()
+        ))
+    })
 }
 
 fn answer(status: StatusCode, body: &Value) -> Response {
@@ -152,3 +166,6 @@ fn answer(status: StatusCode, body: &Value) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;
