@@ -219,11 +219,8 @@ impl Agent {
             tokio::task::spawn_blocking(move || host::firewall::open_forwarding(&bridge, &tun))
                 .await;
         match opened {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(
-                rules = n,
-                "FORWARD rules inserted for the overlay's forwarding"
-            ),
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => tracing::info!("FORWARD rules set: bridge <-> TUN, nothing else"),
             Ok(Err(e)) => tracing::warn!(
                 "cannot open the overlay's forwarding in the packet filter: {}",
                 Chain(&e)

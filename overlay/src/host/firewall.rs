@@ -1,12 +1,19 @@
-//! The forwarding the overlay needs, let through the host's packet filter. dockerd sets the
-//! `FORWARD` chain's policy to `DROP` (and so do many host firewalls): the kernel would then drop
-//! what the overlay forwards between the bridge and the TUN device — containers' and
-//! namespaces' traffic to other hosts, and same-host flows, which go through the TUN device. The
-//! agent inserts two `ACCEPT` rules for exactly those two directions, tagged with a comment, with
-//! the `iptables` binary (the one dockerd uses, so the same backend), and removes them when it
-//! stops. Everything else keeps the host's verdict; rules in `DOCKER-USER` still come first.
+//! The overlay's forwarding in the host's packet filter: exactly bridge <-> TUN device, nothing
+//! else in or out of either.
 //!
-//! Without an `iptables` binary there is no such filter to open (and no dockerd): nothing to do.
+//! dockerd sets the `FORWARD` chain's policy to `DROP` (as do many host firewalls): the kernel
+//! would then drop what the overlay forwards between the bridge and the TUN device (workloads'
+//! traffic to other hosts, and same-host flows, which go through the TUN device). dockerd also
+//! sets `ip_forward=1`, which turns forwarding on for every interface, and its own rules accept
+//! anything from `docker_gwbridge`: a container could hand the host a packet for the cluster on
+//! `docker_gwbridge`, and the host would forward it into the tunnel (masqueraded as the host) or
+//! onto the bridge (past the agent and its same-host policy). So the agent puts six rules at the
+//! top of `FORWARD`, tagged with a comment: accept bridge -> TUN and TUN -> bridge, drop anything
+//! else into or out of either. It runs the `iptables` binary (the one dockerd uses, so the same
+//! backend) and removes the rules when it stops. Rules in `DOCKER-USER` still come first (dockerd
+//! puts its jump on top).
+//!
+//! Without an `iptables` binary there is no such filter (and no dockerd): nothing to do.
 
 use std::io;
 use std::process::Command;
@@ -30,34 +37,34 @@ pub enum FirewallError {
     },
 }
 
-/// The rule of one direction, as `iptables` arguments after the operation and chain.
-pub fn rule(from: &str, to: &str) -> Vec<String> {
+/// One rule, as `iptables` arguments after the operation and chain: `matches`, then the
+/// comment and the verdict.
+fn rule(matches: &[&str], verdict: &str) -> Vec<String> {
+    let tail = ["-m", "comment", "--comment", RULE_COMMENT, "-j", verdict];
+    matches.iter().chain(&tail).map(|s| (*s).to_owned()).collect()
+}
+
+/// The agent's rules, in the order they stand in the chain.
+pub fn rules(bridge: &str, tun: &str) -> [Vec<String>; 6] {
     [
-        "-i",
-        from,
-        "-o",
-        to,
-        "-m",
-        "comment",
-        "--comment",
-        RULE_COMMENT,
-        "-j",
-        "ACCEPT",
+        rule(&["-i", bridge, "-o", tun], "ACCEPT"),
+        rule(&["-i", tun, "-o", bridge], "ACCEPT"),
+        rule(&["-o", tun], "DROP"),
+        rule(&["-i", tun], "DROP"),
+        rule(&["-o", bridge], "DROP"),
+        rule(&["-i", bridge], "DROP"),
     ]
-    .map(str::to_owned)
-    .to_vec()
 }
 
-/// The agent's two rules: bridge → TUN and TUN → bridge.
-pub fn rules(bridge: &str, tun: &str) -> [Vec<String>; 2] {
-    [rule(bridge, tun), rule(tun, bridge)]
-}
-
-fn iptables(op: &str, rule: &[String]) -> Result<Option<bool>, FirewallError> {
+fn iptables(
+    op: &str,
+    position: Option<usize>,
+    rule: &[String],
+) -> Result<Option<bool>, FirewallError> {
     let mut cmd = Command::new("iptables");
     cmd.args(["-w", "5", op, "FORWARD"]);
-    if op == "-I" {
-        cmd.arg("1");
+    if let Some(p) = position {
+        cmd.arg(p.to_string());
     }
     cmd.args(rule);
     let out = match cmd.output() {
@@ -78,27 +85,32 @@ fn iptables(op: &str, rule: &[String]) -> Result<Option<bool>, FirewallError> {
     })
 }
 
-/// Inserts the rules that are missing (idempotent: a killed agent's rules are kept, not
-/// doubled). Returns how many it inserted; `Ok(0)` also when there is no `iptables`.
-pub fn open_forwarding(bridge: &str, tun: &str) -> Result<usize, FirewallError> {
-    let mut inserted = 0;
-    for rule in rules(bridge, tun) {
-        match iptables("-C", &rule)? {
-            None => return Ok(0),
-            Some(true) => {}
-            Some(false) => {
-                iptables("-I", &rule)?;
-                inserted += 1;
-            }
+/// Puts the rules at the top of `FORWARD` unless all are there already (a killed agent's rules
+/// are taken over, not doubled). Returns whether it (re)wrote them; `Ok(false)` also when there
+/// is no `iptables`.
+pub fn open_forwarding(bridge: &str, tun: &str) -> Result<bool, FirewallError> {
+    let rules = rules(bridge, tun);
+    let mut complete = true;
+    for rule in &rules {
+        match iptables("-C", None, rule)? {
+            None => return Ok(false),
+            Some(present) => complete &= present,
         }
     }
-    Ok(inserted)
+    if complete {
+        return Ok(false);
+    }
+    close_forwarding(bridge, tun)?;
+    for (i, rule) in rules.iter().enumerate() {
+        iptables("-I", Some(i + 1), rule)?;
+    }
+    Ok(true)
 }
 
 /// Removes the rules, every copy of them.
 pub fn close_forwarding(bridge: &str, tun: &str) -> Result<(), FirewallError> {
     for rule in rules(bridge, tun) {
-        while let Some(true) = iptables("-D", &rule)? {}
+        while let Some(true) = iptables("-D", None, &rule)? {}
     }
     Ok(())
 }
@@ -108,12 +120,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_cover_both_directions_and_only_them() {
-        let [out, back] = rules("wgmbr0", "wgm0");
+    fn bridge_and_tunnel_forward_to_each_other_and_nowhere_else() {
+        let r = rules("wgmbr0", "wgm0");
         assert_eq!(
-            out.join(" "),
+            r[0].join(" "),
             "-i wgmbr0 -o wgm0 -m comment --comment wgmesh: overlay forwarding -j ACCEPT"
         );
-        assert_eq!(&back[..4], ["-i", "wgm0", "-o", "wgmbr0"]);
+        assert_eq!(&r[1][..4], ["-i", "wgm0", "-o", "wgmbr0"]);
+        // The accepts come before every drop; each drop closes one side of one interface.
+        let verdicts: Vec<&str> = r.iter().map(|r| r.last().unwrap().as_str()).collect();
+        assert_eq!(
+            verdicts,
+            ["ACCEPT", "ACCEPT", "DROP", "DROP", "DROP", "DROP"]
+        );
+        let drops: Vec<String> = r[2..].iter().map(|r| r[..2].join(" ")).collect();
+        assert_eq!(drops, ["-o wgm0", "-i wgm0", "-o wgmbr0", "-i wgmbr0"]);
     }
 }
