@@ -70,8 +70,12 @@ async fn opens_the_stream_first_then_lists_after_each_burst() {
 
     // A relevant event with nothing changed: listed, but no snapshot sent.
     fake.event(START);
-    sleep(DEBOUNCE * 3).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listings(&fake) < 3 && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(listings(&fake), 3);
+    sleep(DEBOUNCE).await;
     assert!(rx.try_recv().is_err(), "an unchanged snapshot was sent");
 
     drop(rx);
