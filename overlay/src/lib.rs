@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod api;
 pub mod datapath;
+pub mod docker;
 pub mod error;
 pub mod host;
 pub mod peers;
