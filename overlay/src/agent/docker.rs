@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::workloads::docker::{
     self as state, format_mac, Container, DockerError, EndpointOwner, EndpointPlan,
@@ -24,6 +24,9 @@ use crate::api::docker::protocol::{
 };
 use crate::api::docker::{self as docker_api, PluginCall};
 use crate::api::status::{ContainerStatus, DockerNetworkStatus, DockerStatus, EngineStatus};
+use crate::docker::{
+    spawn_ensure_networks, spawn_watch, Engine, EngineEvent, NetworkReport, NetworkState,
+};
 use crate::error::Chain;
 use crate::host;
 
@@ -42,6 +45,25 @@ pub(super) struct Plugin {
     pub(super) health: DockerStatus,
     calls: mpsc::Receiver<PluginCall>,
     task: tokio::task::JoinHandle<()>,
+    /// The Docker API's tasks, once started ([`Plugin::follow_docker`]).
+    engine: Option<EngineTasks>,
+}
+
+/// The background tasks that talk to dockerd, and what they send.
+struct EngineTasks {
+    events: mpsc::Receiver<EngineEvent>,
+    networks: watch::Receiver<Vec<NetworkReport>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+/// What the Docker side of the agent's loop waits for.
+pub(super) enum DockerInput {
+    /// A plugin call.
+    Call(PluginCall),
+    /// What the Docker API showed.
+    Engine(EngineEvent),
+    /// The configured networks' states.
+    Networks(Vec<NetworkReport>),
 }
 
 impl Plugin {
@@ -76,12 +98,36 @@ impl Plugin {
             health,
             calls,
             task,
+            engine: None,
         })
+    }
+
+    /// Starts following dockerd at `docker.socket`: its containers (for their labels) and the
+    /// networks of `docker.networks`. Called once the agent serves plugin calls, since creating
+    /// a network makes dockerd call the plugin.
+    pub(super) fn follow_docker(&mut self, docker: &wgmesh_config::agent::DockerSection) {
+        let engine = Engine::new(docker.socket.clone());
+        let (events_tx, events) = mpsc::channel(8);
+        let (networks_tx, networks) = watch::channel(Vec::new());
+        let tasks = [
+            spawn_watch(engine.clone(), events_tx),
+            spawn_ensure_networks(engine, docker.networks.clone(), networks_tx),
+        ];
+        self.engine = Some(EngineTasks {
+            events,
+            networks,
+            tasks,
+        });
     }
 
     /// Stops serving and removes the socket file.
     pub(super) fn close(self) {
         self.task.abort();
+        if let Some(engine) = &self.engine {
+            for t in &engine.tasks {
+                t.abort();
+            }
+        }
         if let Err(e) = std::fs::remove_file(&self.socket) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(socket = %self.socket.display(), "cannot remove the Docker plugin socket: {e}");
@@ -91,10 +137,25 @@ impl Plugin {
 }
 
 /// The next plugin call, or never when there is no plugin.
-pub(super) async fn next_call(plugin: &mut Option<Plugin>) -> Option<PluginCall> {
-    match plugin {
-        Some(p) => p.calls.recv().await,
-        None => std::future::pending().await,
+/// The plugin's next input, or never without a plugin.
+pub(super) async fn next_input(plugin: &mut Option<Plugin>) -> DockerInput {
+    let Some(p) = plugin else {
+        return std::future::pending().await;
+    };
+    let Some(engine) = p.engine.as_mut() else {
+        return match p.calls.recv().await {
+            Some(call) => DockerInput::Call(call),
+            None => std::future::pending().await,
+        };
+    };
+    tokio::select! {
+        Some(call) = p.calls.recv() => DockerInput::Call(call),
+        Some(event) = engine.events.recv() => DockerInput::Engine(event),
+        Ok(()) = engine.networks.changed() => {
+            DockerInput::Networks(engine.networks.borrow_and_update().clone())
+        }
+        // Every source closed: nothing more will come.
+        else => std::future::pending().await,
     }
 }
 
@@ -105,6 +166,20 @@ impl Plugin {
         s.plugin_socket_present = self.socket.exists();
         s.find_problems();
         s
+    }
+}
+
+fn network_status(r: &NetworkReport) -> DockerNetworkStatus {
+    let (state, detail) = match &r.state {
+        NetworkState::Waiting => ("waiting", None),
+        NetworkState::Ready { id } => ("ready", Some(id.clone())),
+        NetworkState::WrongDriver { driver } => ("wrong_driver", Some(driver.clone())),
+        NetworkState::Failed { error } => ("failed", Some(error.clone())),
+    };
+    DockerNetworkStatus {
+        name: r.name.clone(),
+        state: state.to_owned(),
+        detail,
     }
 }
 
@@ -174,6 +249,54 @@ impl Agent {
             }
             Call::Join(r) => self.join(&r.endpoint_id),
             Call::Leave(_) => Ok(json!({})),
+        }
+    }
+
+    /// Handles one input of the plugin's side of the loop.
+    pub(super) async fn docker_input(&mut self, input: DockerInput) {
+        match input {
+            DockerInput::Call(call) => {
+                // A caller that gave up waiting gets no answer, and nothing is done.
+                if !call.reply.is_closed() {
+                    let answer = self.plugin_call(call.call).await;
+                    let _ = call.reply.send(answer);
+                }
+            }
+            DockerInput::Engine(EngineEvent::Snapshot(containers)) => {
+                self.set_engine(true, None);
+                let owners: BTreeMap<String, EndpointOwner> = containers
+                    .into_iter()
+                    .flat_map(|c| {
+                        c.endpoints.into_iter().map(move |e| {
+                            let owner = EndpointOwner {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                                labels: c.labels.clone(),
+                            };
+                            (e.endpoint_id, owner)
+                        })
+                    })
+                    .collect();
+                self.docker_listed(&owners).await;
+                // dockerd may have (re)set its FORWARD policy since the last look.
+                self.open_firewall().await;
+            }
+            DockerInput::Engine(EngineEvent::Unreachable(error)) => {
+                tracing::warn!("dockerd is unreachable: {error}");
+                self.set_engine(false, Some(error));
+            }
+            DockerInput::Networks(reports) => {
+                if let Some(p) = self.plugin.as_mut() {
+                    p.health.networks = reports.iter().map(network_status).collect();
+                }
+            }
+        }
+    }
+
+    fn set_engine(&mut self, reachable: bool, error: Option<String>) {
+        if let Some(p) = self.plugin.as_mut() {
+            p.health.engine.reachable = Some(reachable);
+            p.health.engine.error = error;
         }
     }
 

@@ -90,7 +90,9 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let source = match source {
         Ok(source) => source,
         Err(e) => {
-            plugin.map(docker::Plugin::close);
+            if let Some(plugin) = plugin {
+                plugin.close();
+            }
             return if matches!(e, AgentError::Stopped) {
                 Ok(())
             } else {
@@ -173,13 +175,7 @@ impl Agent {
                     let response = self.handle(cmd.request).await;
                     let _ = cmd.reply.send(response);
                 }
-                Some(call) = docker::next_call(&mut self.plugin) => {
-                    // A caller that gave up waiting gets no answer, and nothing is done.
-                    if !call.reply.is_closed() {
-                        let answer = self.plugin_call(call.call).await;
-                        let _ = call.reply.send(answer);
-                    }
-                }
+                input = docker::next_input(&mut self.plugin) => self.docker_input(input).await,
             }
         }
     }

@@ -136,6 +136,10 @@ impl Agent {
         agent.restore_workloads().await;
         agent.restore_containers().await;
         agent.open_firewall().await;
+        if let (Some(plugin), Some(docker)) = (agent.plugin.as_mut(), agent.config.docker.as_ref())
+        {
+            plugin.follow_docker(docker);
+        }
         agent.share_workload_names();
         // The list as restored (namespaces gone are forgotten) is the first report.
         agent.publish_workloads();

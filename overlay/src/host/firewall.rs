@@ -41,7 +41,11 @@ pub enum FirewallError {
 /// comment and the verdict.
 fn rule(matches: &[&str], verdict: &str) -> Vec<String> {
     let tail = ["-m", "comment", "--comment", RULE_COMMENT, "-j", verdict];
-    matches.iter().chain(&tail).map(|s| (*s).to_owned()).collect()
+    matches
+        .iter()
+        .chain(&tail)
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// The agent's rules, in the order they stand in the chain.

@@ -563,13 +563,10 @@ impl Workloads {
                 text: i.address_ipv6.clone(),
             });
         }
-        let ip = match i.address.parse::<IpNet>() {
-            Ok(ip @ IpNet::V4(_)) => ip,
-            _ => {
-                return Err(DockerError::EndpointAddress {
-                    text: i.address.chars().take(80).collect(),
-                })
-            }
+        let Ok(ip @ IpNet::V4(_)) = i.address.parse::<IpNet>() else {
+            return Err(DockerError::EndpointAddress {
+                text: i.address.chars().take(80).collect(),
+            });
         };
         if let Some(c) = self.docker.containers.get(&req.endpoint_id) {
             return if c.ip == ip {
