@@ -98,6 +98,16 @@ pub struct AgentSpec {
     pub labels: Vec<(String, String)>,
     /// `[control]`: join the control plane instead of using static peers.
     pub control: Option<ControlRef>,
+    /// `[docker]`: serve Docker's network and IPAM plugin.
+    pub docker: Option<DockerRef>,
+}
+
+/// The `[docker]` table.
+#[derive(Clone, Debug, Default)]
+pub struct DockerRef {
+    pub plugin_dir: PathBuf,
+    pub socket: PathBuf,
+    pub networks: Vec<String>,
 }
 
 impl AgentSpec {
@@ -112,6 +122,7 @@ impl AgentSpec {
             endpoint: None,
             labels: Vec::new(),
             control: None,
+            docker: None,
         }
     }
 
@@ -198,6 +209,13 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
             }
             _ => writeln!(t, "join_token = {}", q(&c.join_token)).unwrap(),
         }
+    }
+    if let Some(d) = &spec.docker {
+        writeln!(t, "\n[docker]").unwrap();
+        writeln!(t, "plugin_dir = {}", q(d.plugin_dir.to_str().unwrap())).unwrap();
+        writeln!(t, "socket = {}", q(d.socket.to_str().unwrap())).unwrap();
+        let nets: Vec<String> = d.networks.iter().map(|n| q(n)).collect();
+        writeln!(t, "networks = [{}]", nets.join(", ")).unwrap();
     }
     t
 }

@@ -11,6 +11,8 @@ pub mod control;
 pub mod control_limits;
 pub mod control_refusals;
 pub mod daemon;
+pub mod docker_scene;
+pub mod dockerd;
 pub mod files;
 pub mod flood;
 pub mod forwarding;

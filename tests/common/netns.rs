@@ -212,6 +212,16 @@ pub struct Proc {
 impl Proc {
     pub const GRACE: Duration = Duration::from_secs(5);
 
+    /// Owns `child`, a process this test started, called `what`, logging to `log`.
+    pub fn adopt(child: Child, what: String, log: &Path) -> Self {
+        Self {
+            child: Some(child),
+            what,
+            log: log.to_path_buf(),
+            status: None,
+        }
+    }
+
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
