@@ -240,9 +240,10 @@ fn the_policy_follows_docker_labels() {
     // Allowed once the labels reached the control plane and the filters the hosts.
     assert!(
         wait_until(Duration::from_secs(20), || b.fetches("front", &app, 80)),
-        "role=frontend on B does not reach app=secure-app on A on tcp/80\nA: {}\nB: {}",
-        a.host.agent.log(),
-        b.host.agent.log()
+        "role=frontend on B does not reach app=secure-app on A on tcp/80\nA: {:#}\nB: {:#}\nping: {}",
+        a.host.agent.status(),
+        b.host.agent.status(),
+        b.pings("front", &app)
     );
     assert!(
         !b.fetches("front", &app, 8080),

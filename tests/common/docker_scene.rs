@@ -27,7 +27,7 @@ pub struct DockerScene {
 
 impl DockerScene {
     /// Hosts `tags` joined with one token, each with its dockerd (started first) and an agent
-    /// with `[docker] networks = NETWORKS`; waits until every network is ready on every host.
+    /// with `[docker] networks = NETWORKS`; waits until every host knows how each network is (`ready`, unless a test made it otherwise).
     /// `before_agent` runs on each dockerd before its agent starts.
     pub fn new(
         c: &Cluster,
@@ -55,7 +55,7 @@ impl DockerScene {
         let s = Self { hosts, cp, bridge };
         for h in &s.hosts {
             for n in networks {
-                h.wait_network(n, "ready");
+                h.wait_network_settled(n);
             }
         }
         s
@@ -69,6 +69,15 @@ impl DockerHost {
             Duration::from_secs(30),
             &format!("network {name} {state} on {}", self.host.ns.name()),
             || self.network_state(name).as_deref() == Some(state),
+        );
+    }
+
+    /// Waits until the agent knows how network `name` is (not `waiting` any more).
+    pub fn wait_network_settled(&self, name: &str) {
+        assert_eventually(
+            Duration::from_secs(30),
+            &format!("network {name} settled on {}", self.host.ns.name()),
+            || self.network_state(name).is_some_and(|s| s != "waiting"),
         );
     }
 
@@ -122,9 +131,10 @@ impl DockerHost {
     /// Whether container `from` gets `/ok` from `ip:port` within 2 s.
     pub fn fetches(&self, from: &str, ip: &str, port: u16) -> bool {
         let url = format!("http://{ip}:{port}/ok");
+        // busybox's own `wget -T` crashes (SIGSEGV) in Debian's build: `timeout` instead.
         let out = self
             .dockerd
-            .exec(from, &["wget", "-q", "-T", "2", "-O", "-", &url]);
+            .exec(from, &["timeout", "2", "wget", "-q", "-O", "-", &url]);
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
     }
 }

@@ -137,12 +137,21 @@ impl Agent {
         Ok(workload)
     }
 
-    /// Tells the audit log which namespace each workload address is.
+    /// Tells the audit log which namespace (or container) each workload address is.
     pub(super) fn share_workload_names(&self) {
+        let containers = self.workloads.containers().map(|c| {
+            let name = if c.name.is_empty() {
+                c.report_name()
+            } else {
+                format!("container {}", c.name)
+            };
+            (c.ip.addr(), name)
+        });
         self.names.set(
             self.workloads
                 .iter()
-                .map(|w| (w.ip.addr(), w.netns.clone())),
+                .map(|w| (w.ip.addr(), w.netns.clone()))
+                .chain(containers),
         );
     }
 
