@@ -13,9 +13,12 @@ fi
 
 need=()
 for tool in ip:iproute2 ping:iputils-ping iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools \
-            tcpdump:tcpdump arping:arping socat:socat sysctl:procps curl:curl g++:g++; do
+            tcpdump:tcpdump arping:arping socat:socat sysctl:procps curl:curl g++:g++ \
+            dockerd:docker.io iptables:iptables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
+# The Docker tests' image is a static busybox (a dynamic one would not run alone in a container).
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
