@@ -16,23 +16,11 @@ use ipnet::IpNet;
 use wgmesh_config::labels::Labels;
 use wgmesh_overlay::agent::workloads::docker::EndpointPlan;
 use wgmesh_overlay::agent::workloads::{Workload, WorkloadStore, Workloads};
-use wgmesh_overlay::api::docker::protocol::{self, Call};
+use wgmesh_overlay::api::docker::protocol::{self, Call, AGENT_CALLS};
 
 use crate::Input;
 
 const SUBNET: &str = "10.42.1.0/28";
-const METHODS: [&str; 10] = [
-    "NetworkDriver.CreateNetwork",
-    "NetworkDriver.DeleteNetwork",
-    "NetworkDriver.CreateEndpoint",
-    "NetworkDriver.DeleteEndpoint",
-    "NetworkDriver.Join",
-    "NetworkDriver.Leave",
-    "IpamDriver.RequestPool",
-    "IpamDriver.ReleasePool",
-    "IpamDriver.RequestAddress",
-    "IpamDriver.ReleaseAddress",
-];
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
@@ -50,7 +38,7 @@ pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     let mut now = 1_000;
     while !input.is_empty() {
-        let method = METHODS[input.below(METHODS.len())];
+        let method = AGENT_CALLS[input.below(AGENT_CALLS.len())];
         let len = usize::from(input.u8());
         let body = input.bytes(len);
         now += 1;

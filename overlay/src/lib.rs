@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod api;
+mod backoff;
 pub mod datapath;
 pub mod docker;
 pub mod error;

@@ -6,7 +6,6 @@
 //! for the plugin while it handles a network or container call, so a handler asking dockerd
 //! something could deadlock both). [`types`] is pure; the rest performs I/O.
 
-mod backoff;
 mod engine;
 mod error;
 #[cfg(test)]
@@ -20,3 +19,11 @@ pub use error::EngineError;
 pub use networks::{spawn_ensure_networks, NetworkReport, NetworkState, RECHECK};
 pub use types::{Container, ContainerEndpoint, Event, Network};
 pub use watch::{spawn_watch, EngineEvent, DEBOUNCE, RESYNC};
+
+/// The Docker tasks' waits while dockerd does not answer: 0.5 s doubling to 5 s, no jitter.
+fn backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(5),
+    )
+}

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wgmesh_config::agent::DOCKER_PLUGIN_NAME;
 
-use super::backoff::Backoff;
 use super::engine::Engine;
 use super::error::EngineError;
 use super::types::Network;
@@ -116,7 +115,7 @@ async fn run(engine: Engine, names: Vec<String>, tx: watch::Sender<Vec<NetworkRe
     if names.is_empty() {
         return;
     }
-    let mut backoff = Backoff::new();
+    let mut backoff = super::backoff();
     let mut unreachable = false;
     loop {
         let (reports, wait) = match check_all(&engine, &names).await {

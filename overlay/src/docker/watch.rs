@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::backoff::Backoff;
 use super::engine::Engine;
 use super::error::EngineError;
 use super::types::Container;
+use crate::backoff::Backoff;
 use crate::error::Chain;
 
 /// What the watch tells the agent.
@@ -51,7 +51,7 @@ enum End {
 }
 
 async fn run(engine: Engine, tx: mpsc::Sender<EngineEvent>) {
-    let mut backoff = Backoff::new();
+    let mut backoff = super::backoff();
     let mut outage = Outage::default();
     loop {
         let error = match session(&engine, &tx, &mut backoff, &mut outage).await {

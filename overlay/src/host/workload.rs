@@ -52,42 +52,13 @@ impl HostNet {
             });
         }
         let ns = open_netns(netns)?;
-        let peer = peer_ifname(host_ifname);
-        let mac = workload_mac(addr.addr());
-
-        let peer_message = LinkUnspec::new_with_name(&peer)
-            .mtu(mtu.into())
-            .address(mac.to_vec())
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let message = LinkVeth::new(host_ifname, &peer)
-            .mtu(mtu.into())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
-            .build();
-        self.handle
-            .link()
-            .add(message)
-            .execute()
-            .await
-            .map_err(|source| {
-                HostError::netlink(
-                    "create",
-                    format!(
-                        "veth {host_ifname:?} with peer {peer:?} in network namespace {netns:?}"
-                    ),
-                    source,
-                )
-            })?;
+        let peer = self
+            .add_workload_veth(host_ifname, addr.addr(), mtu, Some((netns, &ns)))
+            .await?;
 
         // From here on the pair is ours: undo it if any later step fails.
         let result = async {
-            let index =
-                self.link_index(host_ifname)
-                    .await?
-                    .ok_or_else(|| HostError::LinkVanished {
-                        name: host_ifname.to_owned(),
-                    })?;
-            self.secure_port(index, host_ifname, bridge_index, addr.addr())
+            self.secure_new_port(host_ifname, bridge_index, addr.addr())
                 .await?;
             netns::run_in(netns, ns, move |inner| async move {
                 inner.configure_workload(&peer, addr, gateway, mtu).await
@@ -119,15 +90,41 @@ impl HostNet {
         mtu: u16,
     ) -> Result<String, HostError> {
         check_ifname(host_ifname)?;
+        let peer = self.add_workload_veth(host_ifname, addr, mtu, None).await?;
+        let result = self.secure_new_port(host_ifname, bridge_index, addr).await;
+        if let Err(error) = &result {
+            if let Err(cleanup) = self.delete_link(host_ifname).await {
+                tracing::warn!(link = host_ifname, error = %error, cleanup_error = %cleanup,
+                    "container veth failed and could not be removed");
+            }
+        }
+        result.map(|()| peer)
+    }
+
+    /// Creates a workload's veth pair: host end `host_ifname`, other end [`peer_ifname`] with
+    /// the MAC [`workload_mac`] of `addr`, both with MTU `mtu`, the other end created inside
+    /// `netns` (its name and open file) when given, else here. Returns the other end's name.
+    async fn add_workload_veth(
+        &self,
+        host_ifname: &str,
+        addr: IpAddr,
+        mtu: u16,
+        netns: Option<(&str, &std::fs::File)>,
+    ) -> Result<String, HostError> {
         let peer = peer_ifname(host_ifname);
-        let peer_message = LinkUnspec::new_with_name(&peer)
+        let mut peer_message = LinkUnspec::new_with_name(&peer)
             .mtu(mtu.into())
-            .address(workload_mac(addr).to_vec())
-            .build();
+            .address(workload_mac(addr).to_vec());
+        if let Some((_, ns)) = netns {
+            peer_message = peer_message.setns_by_fd(ns.as_raw_fd());
+        }
         let message = LinkVeth::new(host_ifname, &peer)
             .mtu(mtu.into())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message.build())))
             .build();
+        let inside = netns.map_or_else(String::new, |(name, _)| {
+            format!(" in network namespace {name:?}")
+        });
         self.handle
             .link()
             .add(message)
@@ -136,28 +133,29 @@ impl HostNet {
             .map_err(|source| {
                 HostError::netlink(
                     "create",
-                    format!("veth {host_ifname:?} with peer {peer:?}"),
+                    format!("veth {host_ifname:?} with peer {peer:?}{inside}"),
                     source,
                 )
             })?;
-        let result = async {
-            let index =
-                self.link_index(host_ifname)
-                    .await?
-                    .ok_or_else(|| HostError::LinkVanished {
-                        name: host_ifname.to_owned(),
-                    })?;
-            self.secure_port(index, host_ifname, bridge_index, addr)
-                .await
-        }
-        .await;
-        if let Err(error) = &result {
-            if let Err(cleanup) = self.delete_link(host_ifname).await {
-                tracing::warn!(link = host_ifname, error = %error, cleanup_error = %cleanup,
-                    "container veth failed and could not be removed");
-            }
-        }
-        result.map(|()| peer)
+        Ok(peer)
+    }
+
+    /// Guards the host end `host_ifname` of a new pair and puts it on the bridge
+    /// ([`HostNet::secure_port`]).
+    async fn secure_new_port(
+        &self,
+        host_ifname: &str,
+        bridge_index: u32,
+        addr: IpAddr,
+    ) -> Result<(), HostError> {
+        let index = self
+            .link_index(host_ifname)
+            .await?
+            .ok_or_else(|| HostError::LinkVanished {
+                name: host_ifname.to_owned(),
+            })?;
+        self.secure_port(index, host_ifname, bridge_index, addr)
+            .await
     }
 
     /// The in-namespace half of [`HostNet::attach_netns`]; `self` is connected inside it.

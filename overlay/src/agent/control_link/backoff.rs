@@ -5,23 +5,19 @@ use std::time::Duration;
 use crate::agent::random::random_u32;
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s, ... up to 10 s, each ±20 %.
-pub(super) struct Backoff {
-    next: Duration,
-}
+pub(super) struct Backoff(crate::backoff::Backoff);
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(10);
-
     pub(super) fn new() -> Self {
-        Self { next: Self::FIRST }
+        Self(crate::backoff::Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        ))
     }
 
     pub(super) fn next(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(Self::MAX);
         let jitter = f64::from(random_u32()) / f64::from(u32::MAX) * 0.4 + 0.8;
-        base.mul_f64(jitter)
+        self.0.next_wait().mul_f64(jitter)
     }
 }
 

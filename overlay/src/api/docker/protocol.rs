@@ -275,35 +275,26 @@ pub fn route(path: &str) -> Route {
         | "NetworkDriver.RevokeExternalConnectivity"
         | "NetworkDriver.DiscoverNew"
         | "NetworkDriver.DiscoverDelete" => Route::Static(serde_json::json!({})),
-        "NetworkDriver.CreateNetwork"
-        | "NetworkDriver.DeleteNetwork"
-        | "NetworkDriver.CreateEndpoint"
-        | "NetworkDriver.DeleteEndpoint"
-        | "NetworkDriver.Join"
-        | "NetworkDriver.Leave"
-        | "IpamDriver.RequestPool"
-        | "IpamDriver.ReleasePool"
-        | "IpamDriver.RequestAddress"
-        | "IpamDriver.ReleaseAddress" => Route::Agent(static_name(method)),
-        _ => Route::Unknown,
+        _ => AGENT_CALLS
+            .into_iter()
+            .find(|c| *c == method)
+            .map_or(Route::Unknown, Route::Agent),
     }
 }
 
-fn static_name(method: &str) -> &'static str {
-    const NAMES: [&str; 10] = [
-        "NetworkDriver.CreateNetwork",
-        "NetworkDriver.DeleteNetwork",
-        "NetworkDriver.CreateEndpoint",
-        "NetworkDriver.DeleteEndpoint",
-        "NetworkDriver.Join",
-        "NetworkDriver.Leave",
-        "IpamDriver.RequestPool",
-        "IpamDriver.ReleasePool",
-        "IpamDriver.RequestAddress",
-        "IpamDriver.ReleaseAddress",
-    ];
-    NAMES.into_iter().find(|n| *n == method).unwrap_or("?")
-}
+/// The calls that need the agent ([`Route::Agent`]), each once.
+pub const AGENT_CALLS: [&str; 10] = [
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+];
 
 /// Parses the body of the agent call `method` (a name [`route`] gave). An empty body reads as
 /// `{}`.
