@@ -94,6 +94,17 @@ fn containers_on_two_hosts_talk_over_wireguard_only() {
     assert_pings(a, "c1", &ip_b);
     assert_pings(b, "c2", &ip_a);
     assert_pings(a, "c1", &ip_h);
+    // A container that sends cluster traffic to the host through docker_gwbridge instead (it
+    // may: NET_ADMIN) reaches nothing: the host forwards into the tunnel only from the bridge.
+    b.sleeper("evil", NET, &[], &["--cap-add", "NET_ADMIN"]);
+    assert_pings(b, "evil", &ip_a);
+    let script = format!(
+        "gw=$(ip route | awk '/^default/ {{print $3}}'); ip route replace {ip_a}/32 via $gw dev eth1"
+    );
+    let out = b.dockerd.exec("evil", &["sh", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!b.pings("evil", &ip_a), "cluster traffic got in through docker_gwbridge");
+    b.dockerd.docker_ok(&["rm", "-f", "evil"]);
     // A transfer each way, checked end to end.
     let sum_a = blob(a, "c1", 8);
     let sum_b = blob(b, "c2", 8);
@@ -390,6 +401,53 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
         answer.contains("bad NetworkDriver.CreateEndpoint request"),
         "{answer}"
     );
+    // A refused endpoint (the MAC is the agent's) leaves no veth, reservation or record.
+    let links_before = a.host.ns.links();
+    let e = a.dockerd.docker_err(&[
+        "run",
+        "-d",
+        "--name",
+        "badmac",
+        "--network",
+        NET,
+        "--mac-address",
+        "02:42:ac:11:00:09",
+        common::dockerd::IMAGE,
+        "sleep",
+        "100",
+    ]);
+    assert!(e.contains("drop --mac-address"), "{e}");
+    let _ = a.dockerd.docker(&["rm", "-f", "badmac"]);
+    assert_eq!(
+        a.host.ns.links(),
+        links_before,
+        "a refused endpoint left a link"
+    );
+    assert_eq!(a.containers().len(), 1, "{:?}", a.containers());
+    let state = std::fs::read_to_string(a.host.agent.state_dir.join("workloads.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        state["docker"]["reserved"].as_object().map(|r| r.len()),
+        Some(1),
+        "{state}"
+    );
+    // The MTU option is honoured.
+    a.dockerd.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "wgmesh",
+        "--ipam-driver",
+        "wgmesh",
+        "-o",
+        "com.docker.network.driver.mtu=1300",
+        "mtunet",
+    ]);
+    a.sleeper("m1", "mtunet", &[], &[]);
+    let mtu = a.dockerd.exec("m1", &["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1300");
+    a.dockerd.docker_ok(&["rm", "-f", "m1"]);
+    a.dockerd.docker_ok(&["network", "rm", "mtunet"]);
     // Nothing else changed: the container keeps its address and its network works.
     assert_eq!(a.dockerd.ip_of("c1", NET), ip);
     assert_pings(a, "c1", &gateway);

@@ -119,7 +119,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     };
     let network = call(
         0,
-        r#"{"NetworkID":"n","IPv4Data":[{"Pool":"0.0.0.0/0"}]}"#.into(),
+        r#"{"NetworkID":"n","IPv4Data":[{"AddressSpace":"wgmesh","Pool":"0.0.0.0/0"}]}"#.into(),
     );
     let pool = call(6, "{}".into());
     let address = call(8, r#"{"PoolID":"wgmesh:host"}"#.into());

@@ -47,6 +47,8 @@ pub(super) struct Plugin {
     task: tokio::task::JoinHandle<()>,
     /// The Docker API's tasks, once started ([`Plugin::follow_docker`]).
     engine: Option<EngineTasks>,
+    /// Every endpoint dockerd listed last, by endpoint id; `None` while it does not answer.
+    owners: Option<BTreeMap<String, EndpointOwner>>,
 }
 
 /// The background tasks that talk to dockerd, and what they send.
@@ -54,6 +56,8 @@ struct EngineTasks {
     events: mpsc::Receiver<EngineEvent>,
     networks: watch::Receiver<Vec<NetworkReport>>,
     tasks: [tokio::task::JoinHandle<()>; 2],
+    /// The sweep of stale endpoints and reservations, also when no container changes.
+    sweep: tokio::time::Interval,
 }
 
 /// What the Docker side of the agent's loop waits for.
@@ -64,6 +68,8 @@ pub(super) enum DockerInput {
     Engine(EngineEvent),
     /// The configured networks' states.
     Networks(Vec<NetworkReport>),
+    /// Time to sweep stale endpoints and reservations against the last list.
+    Sweep,
 }
 
 impl Plugin {
@@ -99,6 +105,7 @@ impl Plugin {
             calls,
             task,
             engine: None,
+            owners: None,
         })
     }
 
@@ -113,15 +120,22 @@ impl Plugin {
             spawn_watch(engine.clone(), events_tx),
             spawn_ensure_networks(engine, docker.networks.clone(), networks_tx),
         ];
+        let mut sweep =
+            tokio::time::interval(std::time::Duration::from_secs(state::GRACE_SECS / 2));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.engine = Some(EngineTasks {
             events,
             networks,
             tasks,
+            sweep,
         });
     }
+}
 
-    /// Stops serving and removes the socket file.
-    pub(super) fn close(self) {
+/// Dropped (a stop, a failed start, an error before the start), it stops serving and removes
+/// the socket file: Docker finds no socket rather than one nobody answers.
+impl Drop for Plugin {
+    fn drop(&mut self) {
         self.task.abort();
         if let Some(engine) = &self.engine {
             for t in &engine.tasks {
@@ -136,7 +150,6 @@ impl Plugin {
     }
 }
 
-/// The next plugin call, or never when there is no plugin.
 /// The plugin's next input, or never without a plugin.
 pub(super) async fn next_input(plugin: &mut Option<Plugin>) -> DockerInput {
     let Some(p) = plugin else {
@@ -154,6 +167,7 @@ pub(super) async fn next_input(plugin: &mut Option<Plugin>) -> DockerInput {
         Ok(()) = engine.networks.changed() => {
             DockerInput::Networks(engine.networks.borrow_and_update().clone())
         }
+        _ = engine.sweep.tick() => DockerInput::Sweep,
         // Every source closed: nothing more will come.
         else => std::future::pending().await,
     }
@@ -166,6 +180,49 @@ impl Plugin {
         s.plugin_socket_present = self.socket.exists();
         s.find_problems();
         s
+    }
+}
+
+/// What to undo of a call whose caller gave up while it ran.
+enum Undo {
+    /// An endpoint created.
+    Endpoint(String),
+    /// An address reserved (its value is in the answer).
+    Address,
+    /// Nothing worth undoing (deletes, releases, pools, networks: Docker repeats or ignores).
+    Nothing,
+}
+
+impl Undo {
+    fn of(call: &Call) -> Self {
+        match call {
+            Call::CreateEndpoint(r) => Self::Endpoint(r.endpoint_id.clone()),
+            Call::RequestAddress(r) if !r.for_gateway() => Self::Address,
+            _ => Self::Nothing,
+        }
+    }
+}
+
+impl Agent {
+    /// Undoes a call Docker was told had failed (it timed out while it ran).
+    async fn undo_call(&mut self, undo: Undo, answer: &Value) {
+        match undo {
+            Undo::Endpoint(endpoint) => {
+                tracing::warn!(
+                    endpoint = state::short(&endpoint),
+                    "Docker gave up on this endpoint; removing it"
+                );
+                self.delete_endpoint(&endpoint).await;
+            }
+            Undo::Address => {
+                let cidr = answer["Address"].as_str().unwrap_or_default();
+                let ip = cidr.split('/').next().unwrap_or_default();
+                if self.workloads.release_address(ip) {
+                    self.save_logged();
+                }
+            }
+            Undo::Nothing => {}
+        }
     }
 }
 
@@ -233,6 +290,16 @@ impl Agent {
                 Ok(json!({}))
             }
             Call::DeleteNetwork(r) => {
+                // Docker removes a network's endpoints first; any it left go with it.
+                let left: Vec<String> = self
+                    .workloads
+                    .containers()
+                    .filter(|c| c.network == r.network_id)
+                    .map(|c| c.endpoint.clone())
+                    .collect();
+                for endpoint in left {
+                    self.delete_endpoint(&endpoint).await;
+                }
                 if self.workloads.remove_network(&r.network_id).is_some() {
                     self.save_logged();
                     tracing::info!(
@@ -256,10 +323,24 @@ impl Agent {
     pub(super) async fn docker_input(&mut self, input: DockerInput) {
         match input {
             DockerInput::Call(call) => {
-                // A caller that gave up waiting gets no answer, and nothing is done.
-                if !call.reply.is_closed() {
-                    let answer = self.plugin_call(call.call).await;
-                    let _ = call.reply.send(answer);
+                // A caller that gave up waiting gets no answer, and nothing is done; one that
+                // gave up while the call ran is told it failed, so what it did is undone.
+                if call.reply.is_closed() {
+                    return;
+                }
+                let undo = Undo::of(&call.call);
+                let answer = self.plugin_call(call.call).await;
+                if call.reply.is_closed() {
+                    if let Ok(value) = &answer {
+                        self.undo_call(undo, value).await;
+                    }
+                    return;
+                }
+                let _ = call.reply.send(answer);
+            }
+            DockerInput::Sweep => {
+                if let Some(owners) = self.plugin.as_ref().and_then(|p| p.owners.clone()) {
+                    self.docker_listed(&owners).await;
                 }
             }
             DockerInput::Engine(EngineEvent::Snapshot(containers)) => {
@@ -278,12 +359,19 @@ impl Agent {
                     })
                     .collect();
                 self.docker_listed(&owners).await;
-                // dockerd may have (re)set its FORWARD policy since the last look.
-                self.open_firewall().await;
+                if let Some(p) = self.plugin.as_mut() {
+                    p.owners = Some(owners);
+                }
+                // dockerd may have put its own FORWARD rules above ours since the last look.
+                self.spawn_open_firewall();
             }
             DockerInput::Engine(EngineEvent::Unreachable(error)) => {
                 tracing::warn!("dockerd is unreachable: {error}");
                 self.set_engine(false, Some(error));
+                // Nothing is stale while dockerd cannot say what it has.
+                if let Some(p) = self.plugin.as_mut() {
+                    p.owners = None;
+                }
             }
             DockerInput::Networks(reports) => {
                 if let Some(p) = self.plugin.as_mut() {
@@ -304,9 +392,13 @@ impl Agent {
     async fn create_endpoint(&mut self, r: &CreateEndpoint, now: u64) -> Result<Value, String> {
         let (c, mtu) = match self.workloads.plan_endpoint(r, now).map_err(refused)? {
             EndpointPlan::Exists(c) => return Ok(self.endpoint_answer(r, &c)),
-            EndpointPlan::Create(c, mtu) => (c, mtu),
+            // Never above the overlay's (lowered since the network was created?).
+            EndpointPlan::Create(c, mtu) => (c, mtu.min(self.config.agent.mtu)),
         };
         let addr = c.ip.addr();
+        // A veth of this name is a leftover of this very endpoint (an agent killed between
+        // creating it and saving its record, and Docker retrying): the name is ours.
+        let _ = self.host.detach(&c.host_ifname).await;
         self.host
             .create_container_veth(&c.host_ifname, self.bridge_index, addr, mtu)
             .await

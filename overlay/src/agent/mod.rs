@@ -90,9 +90,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let source = match source {
         Ok(source) => source,
         Err(e) => {
-            if let Some(plugin) = plugin {
-                plugin.close();
-            }
+            drop(plugin);
             return if matches!(e, AgentError::Stopped) {
                 Ok(())
             } else {
@@ -100,16 +98,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
             };
         }
     };
-    let plugin_socket = plugin.as_ref().map(|p| p.socket.clone());
-    let mut agent = match Agent::start(path, &config_text, config, identity, source, plugin).await {
-        Ok(agent) => agent,
-        Err(e) => {
-            if let Some(socket) = plugin_socket {
-                let _ = std::fs::remove_file(socket);
-            }
-            return Err(e);
-        }
-    };
+    let mut agent = Agent::start(path, &config_text, config, identity, source, plugin).await?;
     let result = agent.serve(&mut signals).await;
     agent.shutdown().await;
     result

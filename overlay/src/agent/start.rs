@@ -172,9 +172,7 @@ impl Agent {
         self.api_task.abort();
         // The containers' veths stay (their other ends are the containers' interfaces): off
         // the bridge, which goes, they reach nothing until the next start guards them again.
-        if let Some(plugin) = self.plugin.take() {
-            plugin.close();
-        }
+        drop(self.plugin.take());
         if let Some(task) = self.link_task.take() {
             task.abort();
         }
@@ -212,8 +210,20 @@ impl Agent {
         tracing::info!("agent stopped; host networking removed");
     }
 
+    /// [`Self::open_firewall`] in the background: the loop does not wait for `iptables` (which
+    /// may wait for dockerd's lock while it starts containers).
+    pub(super) fn spawn_open_firewall(&self) {
+        let (bridge, tun) = (
+            self.config.agent.bridge.clone(),
+            self.config.agent.interface.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            log_opened(host::firewall::open_forwarding(&bridge, &tun))
+        });
+    }
+
     /// Lets the overlay's forwarding past the host's packet filter ([`host::firewall`]); run at
-    /// start and again whenever dockerd is seen (it may have set a `DROP` policy since).
+    /// start and again whenever dockerd is seen (it may have put its rules above ours since).
     pub(super) async fn open_firewall(&self) {
         let (bridge, tun) = (
             self.config.agent.bridge.clone(),
@@ -223,15 +233,8 @@ impl Agent {
             tokio::task::spawn_blocking(move || host::firewall::open_forwarding(&bridge, &tun))
                 .await;
         match opened {
-            Ok(Ok(false)) => {}
-            Ok(Ok(true)) => tracing::info!("FORWARD rules set: bridge <-> TUN, nothing else"),
-            Ok(Err(e)) => tracing::warn!(
-                "cannot open the overlay's forwarding in the packet filter: {}",
-                Chain(&e)
-            ),
-            Err(e) => {
-                tracing::warn!("cannot open the overlay's forwarding in the packet filter: {e}")
-            }
+            Ok(result) => log_opened(result),
+            Err(e) => tracing::warn!("cannot set the overlay's forwarding rules: {e}"),
         }
     }
 }
@@ -509,5 +512,13 @@ fn follow_control(
         connected,
         link_task: Some(task),
         reports: Some(reports),
+    }
+}
+
+fn log_opened(result: Result<bool, host::firewall::FirewallError>) {
+    match result {
+        Ok(false) => {}
+        Ok(true) => tracing::info!("FORWARD rules set on top: bridge <-> TUN, nothing else"),
+        Err(e) => tracing::warn!("cannot set the overlay's forwarding rules: {}", Chain(&e)),
     }
 }

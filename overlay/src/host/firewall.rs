@@ -10,8 +10,8 @@
 //! onto the bridge (past the agent and its same-host policy). So the agent puts six rules at the
 //! top of `FORWARD`, tagged with a comment: accept bridge -> TUN and TUN -> bridge, drop anything
 //! else into or out of either. It runs the `iptables` binary (the one dockerd uses, so the same
-//! backend) and removes the rules when it stops. Rules in `DOCKER-USER` still come first (dockerd
-//! puts its jump on top).
+//! backend), keeps them on top of the chain (above dockerd's, which it inserts at the top too),
+//! and removes them when it stops.
 //!
 //! Without an `iptables` binary there is no such filter (and no dockerd): nothing to do.
 
@@ -89,26 +89,73 @@ fn iptables(
     })
 }
 
-/// Puts the rules at the top of `FORWARD` unless all are there already (a killed agent's rules
-/// are taken over, not doubled). Returns whether it (re)wrote them; `Ok(false)` also when there
-/// is no `iptables`.
+/// Puts the rules at the top of `FORWARD` unless they are there already, in order (a killed
+/// agent's rules are taken over, not doubled). dockerd inserts its own rules at the top when it
+/// creates a bridge (`docker_gwbridge` at the first container), so this runs again whenever
+/// dockerd's containers change: the new copies go on top first, then the old ones below are
+/// deleted, so the chain is never without them. Returns whether it changed the chain;
+/// `Ok(false)` also when there is no `iptables`.
 pub fn open_forwarding(bridge: &str, tun: &str) -> Result<bool, FirewallError> {
     let rules = rules(bridge, tun);
-    let mut complete = true;
-    for rule in &rules {
-        match iptables("-C", None, rule)? {
-            None => return Ok(false),
-            Some(present) => complete &= present,
-        }
-    }
-    if complete {
+    let Some(listed) = list()? else {
+        return Ok(false);
+    };
+    if on_top(&listed, rules.len()) {
         return Ok(false);
     }
-    close_forwarding(bridge, tun)?;
     for (i, rule) in rules.iter().enumerate() {
         iptables("-I", Some(i + 1), rule)?;
     }
+    let listed = list()?.unwrap_or_default();
+    let below: Vec<usize> = ours(&listed)
+        .into_iter()
+        .filter(|&n| n > rules.len())
+        .collect();
+    for n in below.into_iter().rev() {
+        iptables("-D", Some(n), &[])?;
+    }
     Ok(true)
+}
+
+/// `FORWARD`'s rules as `iptables -S` prints them (`-A FORWARD ...`), without the policy line;
+/// `None` without `iptables`.
+fn list() -> Result<Option<Vec<String>>, FirewallError> {
+    let out = match Command::new("iptables")
+        .args(["-w", "5", "-S", "FORWARD"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FirewallError::Run(e)),
+    };
+    if !out.status.success() {
+        return Err(FirewallError::Refused {
+            args: "-S FORWARD".to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+/// The rule numbers (1-based) of the agent's rules in `listed`.
+fn ours(listed: &[String]) -> Vec<usize> {
+    listed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains(RULE_COMMENT))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Whether the agent's `count` rules, and no other copies, are the first of the chain.
+fn on_top(listed: &[String], count: usize) -> bool {
+    ours(listed) == (1..=count).collect::<Vec<_>>()
 }
 
 /// Removes the rules, every copy of them.
@@ -122,6 +169,24 @@ pub fn close_forwarding(bridge: &str, tun: &str) -> Result<(), FirewallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ours_must_be_the_first_rules_and_only_once() {
+        let ours_line =
+            |m: &str| format!("-A FORWARD {m} -m comment --comment \"{RULE_COMMENT}\" -j ACCEPT");
+        let docker = "-A FORWARD -i docker_gwbridge ! -o docker_gwbridge -j ACCEPT".to_owned();
+        let top: Vec<String> = (0..6).map(|i| ours_line(&format!("-i x{i}"))).collect();
+        assert!(on_top(&top, 6));
+        let mut below = vec![docker.clone()];
+        below.extend(top.clone());
+        assert!(!on_top(&below, 6), "dockerd's rule above ours");
+        assert_eq!(ours(&below), [2, 3, 4, 5, 6, 7]);
+        let mut twice = top.clone();
+        twice.push(docker);
+        twice.push(ours_line("-i x0"));
+        assert!(!on_top(&twice, 6), "a second copy lower down");
+        assert!(!on_top(&top[..5], 6));
+    }
 
     #[test]
     fn bridge_and_tunnel_forward_to_each_other_and_nowhere_else() {

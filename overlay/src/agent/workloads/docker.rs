@@ -18,7 +18,7 @@ use wgmesh_config::policy::HOST_LABEL;
 
 use super::{WorkloadError, Workloads};
 use crate::api::docker::protocol::{
-    AddressRequest, CreateEndpoint, CreateNetwork, RequestPool, MTU_OPTION,
+    AddressRequest, CreateEndpoint, CreateNetwork, RequestPool, ADDRESS_SPACE, MTU_OPTION,
 };
 use crate::host;
 
@@ -215,6 +215,12 @@ pub enum DockerError {
         value: String,
         /// The overlay's MTU.
         max: u16,
+    },
+    /// `--aux-address`.
+    #[error("--aux-address {name:?} is not supported by wgmesh: every address of the host's subnet is for its containers and namespaces")]
+    AuxAddress {
+        /// The name given to it.
+        name: String,
     },
     /// The network's pool is not ours.
     #[error("the network's pool {pool} is not from wgmesh's IPAM driver: create the network with --ipam-driver wgmesh")]
@@ -518,6 +524,15 @@ impl Workloads {
         }
         let mut pool = None;
         for data in &req.ipv4_data {
+            if data.address_space != ADDRESS_SPACE {
+                return Err(DockerError::NotOurIpam {
+                    pool: data.pool.clone(),
+                });
+            }
+            if let Some(name) = data.aux_addresses.keys().next() {
+                // Docker reserves them with plain address requests, which nothing would hold.
+                return Err(DockerError::AuxAddress { name: name.clone() });
+            }
             if data.pool == ANY_POOL {
                 continue;
             }

@@ -24,6 +24,9 @@ where
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct IpamData {
+    /// The IPAM driver's address space ([`ADDRESS_SPACE`] for ours).
+    #[serde(deserialize_with = "nullable")]
+    pub address_space: String,
     /// The pool, a CIDR.
     #[serde(deserialize_with = "nullable")]
     pub pool: String,

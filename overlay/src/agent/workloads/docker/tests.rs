@@ -294,6 +294,7 @@ fn network_options_are_checked() {
     assert!(e.to_string().contains("--ipam-driver wgmesh"), "{e}");
     let part = CreateNetwork {
         ipv4_data: vec![IpamData {
+            address_space: "wgmesh".into(),
             pool: "10.42.1.128/25".into(),
             ..IpamData::default()
         }],
@@ -303,6 +304,21 @@ fn network_options_are_checked() {
         w.plan_network(&part, 1420).unwrap().pool,
         Some("10.42.1.128/25".parse().unwrap())
     );
+    // Docker's default IPAM with a --subnet inside ours: still not ours.
+    let mut other_space = part.clone();
+    other_space.ipv4_data[0].address_space = "LocalDefault".into();
+    assert!(matches!(
+        w.plan_network(&other_space, 1420),
+        Err(DockerError::NotOurIpam { .. })
+    ));
+    let mut aux = part.clone();
+    aux.ipv4_data[0]
+        .aux_addresses
+        .insert("router".into(), "10.42.1.130/25".into());
+    assert!(matches!(
+        w.plan_network(&aux, 1420),
+        Err(DockerError::AuxAddress { .. })
+    ));
 }
 
 #[test]
