@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::docker_scene::{assert_pings, DockerHost, DockerScene};
-use common::dockerd::can_run_docker;
+use common::dockerd::{self, can_run_docker};
 use common::policy::{policy_file, SEED_POLICY};
 use common::sniffer::{Sniffer, Watch};
 use common::*;
@@ -102,8 +102,15 @@ fn containers_on_two_hosts_talk_over_wireguard_only() {
         "gw=$(ip route | awk '/^default/ {{print $3}}'); ip route replace {ip_a}/32 via $gw dev eth1"
     );
     let out = b.dockerd.exec("evil", &["sh", "-c", &script]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!b.pings("evil", &ip_a), "cluster traffic got in through docker_gwbridge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !b.pings("evil", &ip_a),
+        "cluster traffic got in through docker_gwbridge"
+    );
     b.dockerd.docker_ok(&["rm", "-f", "evil"]);
     // A transfer each way, checked end to end.
     let sum_a = blob(a, "c1", 8);
@@ -412,7 +419,7 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
         NET,
         "--mac-address",
         "02:42:ac:11:00:09",
-        common::dockerd::IMAGE,
+        dockerd::IMAGE,
         "sleep",
         "100",
     ]);
