@@ -56,30 +56,5 @@ fn demo_runs_and_cleans_up() {
     subnets.dedup();
     assert_eq!(subnets.len(), 3, "hosts share a subnet:\n{stdout}");
     // Its directory (state, configs, logs) is gone, and no process of it is left.
-    let dir = stdout
-        .split("admin.toml in ")
-        .nth(1)
-        .and_then(|r| r.split("/control)").next())
-        .unwrap_or_else(|| panic!("the demo did not say where its files are:\n{stdout}"));
-    assert!(
-        dir.starts_with("/tmp/") && !std::path::Path::new(dir).exists(),
-        "the demo left {dir} behind"
-    );
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            assert!(!cmd.contains(dir), "the demo left a process running: {cmd}");
-        }
-    }
-    // The demo's namespaces are named after its PID; none may be left.
-    let after = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let after = String::from_utf8_lossy(&after.stdout);
-    let before = String::from_utf8_lossy(&before.stdout);
-    for line in after.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        assert!(
-            !name.starts_with("wgd") || before.contains(name),
-            "the demo left namespace {name} behind"
-        );
-    }
+    common::demo::assert_left_nothing(&stdout, &before, "wgd");
 }

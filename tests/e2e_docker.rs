@@ -26,39 +26,40 @@ fn cluster(test: &str) -> Option<Cluster> {
     Cluster::new(test)
 }
 
-/// `wget` of `path` served by `server` (on `ip`) from `client`: the md5 of what arrived.
-fn fetched_md5(client: &DockerHost, from: &str, ip: &str, file: &str) -> String {
-    let script = format!("wget -q -O - http://{ip}:8000{file} | md5sum");
-    let out = client.dockerd.exec(from, &["sh", "-c", &script]);
+/// The md5 sum that `sh -c SCRIPT` prints in container `name` (its first word); the script
+/// must succeed.
+fn md5_of(h: &DockerHost, name: &str, script: &str) -> String {
+    let out = h.dockerd.exec(name, &["sh", "-c", script]);
     assert!(
         out.status.success(),
-        "wget: {}",
+        "{script} in {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let sum = stdout.split_whitespace().next().unwrap_or("").to_owned();
+    assert_eq!(sum.len(), 32, "no md5 sum from {script}: {stdout}");
+    sum
+}
+
+/// `wget` of `file` from `ip`'s port 8000, in container `from`: the md5 of what arrived.
+fn fetched_md5(client: &DockerHost, from: &str, ip: &str, file: &str) -> String {
+    md5_of(
+        client,
+        from,
+        &format!("wget -q -O - http://{ip}:8000{file} | md5sum"),
+    )
 }
 
 /// Writes `MIB` MiB of random bytes to /tmp/blob in container `name`, serves /tmp on port
 /// 8000, and returns the file's md5.
 fn blob(h: &DockerHost, name: &str, mib: u32) -> String {
-    let script = format!(
-        "dd if=/dev/urandom of=/tmp/blob bs=1048576 count={mib} 2>/dev/null && httpd -p 8000 -h /tmp && md5sum /tmp/blob"
-    );
-    let out = h.dockerd.exec(name, &["sh", "-c", &script]);
-    assert!(
-        out.status.success(),
-        "blob in {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    md5_of(
+        h,
+        name,
+        &format!(
+            "dd if=/dev/urandom of=/tmp/blob bs=1048576 count={mib} 2>/dev/null && httpd -p 8000 -h /tmp && md5sum /tmp/blob"
+        ),
+    )
 }
 
 #[test]

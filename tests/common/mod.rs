@@ -11,6 +11,7 @@ pub mod control;
 pub mod control_limits;
 pub mod control_refusals;
 pub mod daemon;
+pub mod demo;
 pub mod docker_scene;
 pub mod dockerd;
 pub mod files;
