@@ -499,3 +499,54 @@ fn bad_input_gets_clear_errors_and_disturbs_nothing() {
         },
     );
 }
+
+#[test]
+fn a_container_whose_labels_are_unknown_is_unlabelled_for_the_policy() {
+    let Some(c) = cluster("a_container_whose_labels_are_unknown_is_unlabelled_for_the_policy")
+    else {
+        return;
+    };
+    let s = DockerScene::new(&c, &["a", "b"], &[NET], |_| {});
+    let (a, b) = (&s.hosts[0], &s.hosts[1]);
+    let path = policy_file(s.cp.dir(), "seed.toml", SEED_POLICY);
+    let out = s.cp.cli(&["policy", "apply", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = a.sleeper("app", NET, &["app=secure-app"], &[]);
+    a.serve("app", &[80]);
+    // B's agent cannot read the Docker API: its containers' labels stay unknown.
+    let mut spec = b.host.agent.spec();
+    let good = spec.docker.clone().unwrap();
+    let mut blind = good.clone();
+    blind.socket = b.host.agent.dir().join("no-docker.sock");
+    spec.docker = Some(blind);
+    b.host.agent.set_spec(spec.clone());
+    b.host.agent.stop();
+    b.host.agent.start();
+    b.sleeper("front", NET, &["role=frontend"], &[]);
+    assert_eventually(
+        Duration::from_secs(10),
+        "front listed, labels unknown",
+        || {
+            b.containers()
+                .iter()
+                .any(|k| k["labels_known"] == false && k["labels"] == serde_json::json!({}))
+        },
+    );
+    assert!(
+        !wait_until(Duration::from_secs(6), || b.fetches("front", &app, 80)),
+        "a container with unknown labels reached the app as role=frontend"
+    );
+    // Once the agent can read them, the same container is allowed.
+    spec.docker = Some(good);
+    b.host.agent.set_spec(spec);
+    b.host.agent.stop();
+    b.host.agent.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || b.fetches("front", &app, 80)),
+        "role=frontend does not reach the app once its labels are known"
+    );
+}
