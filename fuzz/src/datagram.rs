@@ -20,6 +20,7 @@ use wgmesh_config::PrivateKey;
 use wgmesh_overlay::peers::conntrack::Direction;
 use wgmesh_overlay::peers::enforce::{Checked, FlowGuard};
 use wgmesh_overlay::peers::filter::Filter;
+use wgmesh_overlay::peers::lanes::{LaneSlot, LANE_BIT};
 use wgmesh_overlay::peers::local::HostNets;
 use wgmesh_overlay::peers::noise::LocalIdentity;
 use wgmesh_overlay::peers::packet;
@@ -151,7 +152,7 @@ fn receive(table: &PeerTable, from: SocketAddr, datagram: &[u8], out: &mut [u8])
         Inbound::Open(peer) => {
             assert_eq!(kind, Some(MessageKind::Data));
             assert_eq!(
-                wire::peer_index(MessageKind::Data, datagram),
+                wire::peer_index(MessageKind::Data, datagram).map(|i| i & !LANE_BIT),
                 Some(peer.index())
             );
             let now = fixture().now;
@@ -163,11 +164,13 @@ fn receive(table: &PeerTable, from: SocketAddr, datagram: &[u8], out: &mut [u8])
             assert_eq!(kind, Some(k));
             assert_ne!(k, MessageKind::Data);
             match table.handshake_from(from.ip(), k, datagram, out) {
-                HandshakeFrom::Peer(peer) => {
+                HandshakeFrom::Peer(peer, slot) => {
                     if k != MessageKind::HandshakeInit {
-                        assert_eq!(wire::peer_index(k, datagram), Some(peer.index()));
+                        let index = wire::peer_index(k, datagram).expect("an index");
+                        assert_eq!(index & !LANE_BIT, peer.index());
+                        assert_eq!(LaneSlot::of_index(index), slot);
                     }
-                    let _ = peer.lock().handle_handshake(from, datagram, out);
+                    let _ = peer.lock().handle_handshake(slot, from, datagram, out);
                 }
                 HandshakeFrom::CookieReply(len) => assert!(len <= out.len()),
                 HandshakeFrom::Drop { .. } => {}
@@ -278,7 +281,7 @@ mod tests {
         let mut out = [0u8; 256];
         let from = SENDERS[0].parse::<SocketAddr>().expect("sender");
         let who = table.handshake_from(from.ip(), MessageKind::HandshakeInit, &seed[1..], &mut out);
-        let HandshakeFrom::Peer(peer) = who else {
+        let HandshakeFrom::Peer(peer, _) = who else {
             panic!("the seed initiation is not identified");
         };
         assert_eq!(peer.lock().name(), Some("host-b"));

@@ -20,6 +20,7 @@ use wgmesh_overlay::datapath::open::Opened;
 use wgmesh_overlay::datapath::seal::seal;
 use wgmesh_overlay::peers::counters::HostDrops;
 use wgmesh_overlay::peers::filter::Filter;
+use wgmesh_overlay::peers::lanes::LaneSlot;
 use wgmesh_overlay::peers::local::HostNets;
 use wgmesh_overlay::peers::noise::LocalIdentity;
 use wgmesh_overlay::peers::peer::{HandshakeReceived, Outbound, PeerRun};
@@ -98,6 +99,8 @@ fn two_hosts() -> (PeerSet, PeerSet) {
     b.apply(&[peer(ia.public_key(), "10.42.1.0/24", A)])
         .unwrap();
 
+    // New peers have one lane: the current one, lane bit clear.
+    const LANE: LaneSlot = LaneSlot::FIRST;
     let (ta, tb) = (a.table(), b.table());
     let (pa, pb) = (ta.peers().next().unwrap(), tb.peers().next().unwrap());
     let (mut m1, mut m2) = ([0u8; 256], [0u8; 256]);
@@ -111,20 +114,20 @@ fn two_hosts() -> (PeerSet, PeerSet) {
     };
     let HandshakeReceived::Reply(r) =
         pb.lock()
-            .handle_handshake(A.parse().unwrap(), &m1[..init.len], &mut m2)
+            .handle_handshake(LANE, A.parse().unwrap(), &m1[..init.len], &mut m2)
     else {
         panic!("expected a response");
     };
     let HandshakeReceived::Reply(k) =
         pa.lock()
-            .handle_handshake(B.parse().unwrap(), &m2[..r], &mut m1)
+            .handle_handshake(LANE, B.parse().unwrap(), &m2[..r], &mut m1)
     else {
         panic!("expected a keepalive");
     };
     let mut plain = [0u8; 256];
     pb.lock()
         .handle_data(now, &open, A.parse().unwrap(), &m1[..k], &mut plain);
-    while pa.lock().poll_queued(&mut m1).is_some() {}
+    while pa.lock().poll_queued(LANE, &mut m1).is_some() {}
     (a, b)
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::peers::counters::HostDrop;
+use crate::peers::lanes::LaneRole;
 use crate::peers::noise::source_ip;
 use crate::peers::peer::{HandshakeReceived, Transmit};
 use crate::peers::table::HandshakeFrom;
@@ -74,8 +75,8 @@ pub(super) fn run(shared: &Shared, udp: &Udp, inbox: Receiver<HandshakeMessage>)
 fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let table = shared.table.load();
     let ip = source_ip(msg.from);
-    let peer = match table.handshake_from(ip, msg.kind, msg.bytes(), buf) {
-        HandshakeFrom::Peer(peer) => peer,
+    let (peer, slot) = match table.handshake_from(ip, msg.kind, msg.bytes(), buf) {
+        HandshakeFrom::Peer(peer, slot) => (peer, slot),
         HandshakeFrom::CookieReply(len) => {
             shared.drops.bump(HostDrop::HandshakeAnsweredWithCookie);
             return send(udp, msg.from, &buf[..len]);
@@ -91,10 +92,10 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     {
         let mut state = peer.lock();
-        match state.handle_handshake(msg.from, msg.bytes(), buf) {
+        match state.handle_handshake(slot, msg.from, msg.bytes(), buf) {
             HandshakeReceived::Reply(len) => {
                 outgoing.push(buf[..len].to_vec());
-                while let Some(len) = state.poll_queued(buf) {
+                while let Some(len) = state.poll_queued(slot, buf) {
                     outgoing.push(buf[..len].to_vec());
                 }
                 let key = state.keys().current();
@@ -119,9 +120,11 @@ fn handle(shared: &Shared, udp: &Udp, msg: &HandshakeMessage, buf: &mut [u8]) {
 fn tick_all(shared: &Shared, udp: &Udp, buf: &mut [u8]) {
     let table = shared.table.load();
     for peer in table.peers() {
-        let due = peer.lock().handle_timeout(buf);
-        if let Some(Transmit { dst, len }) = due {
-            send(udp, dst, &buf[..len]);
+        for role in [LaneRole::Current, LaneRole::Other] {
+            let due = peer.lock().handle_timeout(role, buf);
+            if let Some(Transmit { dst, len }) = due {
+                send(udp, dst, &buf[..len]);
+            }
         }
     }
 }

@@ -101,6 +101,9 @@ struct Handshakes {
     queue: Sender<HandshakeMessage>,
     limiter: SourceLimiter,
     cookies: CookieChecker,
+    /// The checker of the key being retired, while a rotation's grace window lasts: an
+    /// initiation for either key has a valid mac1.
+    retiring: Option<CookieChecker>,
     /// The host's budget of messages handled without a cookie.
     budget: Bucket,
     /// Each source's share of cookie replies, and the ceiling on all of those.
@@ -115,8 +118,12 @@ struct Handshakes {
 enum Verdict {
     /// Hand it to the handshake thread.
     Queue,
-    /// Answer it with a cookie reply.
-    Cookie,
+    /// Answer it with a cookie reply (from the retiring key's checker, when its mac1 was made
+    /// for that key).
+    Cookie {
+        /// Whether it was addressed to the retiring key.
+        retiring: bool,
+    },
     /// Drop it, counting why.
     Drop(HostDrop),
 }
@@ -132,6 +139,7 @@ impl Handshakes {
             queue,
             limiter: SourceLimiter::new(random_seed(), now),
             cookies: CookieChecker::new(public, seed, now),
+            retiring: None,
             budget: Bucket::new(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND, now),
             cookie_shares: SourceLimiter::new(random_seed(), now),
             reply_ceiling: Bucket::new(COOKIE_REPLY_CEILING, COOKIE_REPLY_BURST, now),
@@ -159,11 +167,7 @@ impl Handshakes {
                 None => Verdict::Drop(HostDrop::UnknownPeer),
             };
         }
-        let public = table.identity().public_key();
-        if self.cookies.public() != public.as_bytes() {
-            // A new identity: a new checker, with a new seed (never a nonce again under a key).
-            self.cookies = CookieChecker::new(public.as_bytes(), secret(), now);
-        }
+        self.follow_keys(table, now);
         let under_load = queue_long || !self.budget.has_credit(now);
         if under_load && cookie::without_cookie(bytes) {
             // The common flood: no cookie, under load. Only a cookie reply could come of it, so
@@ -171,12 +175,12 @@ impl Handshakes {
             if !self.cookie_credit(now, from) {
                 return Verdict::Drop(HostDrop::HandshakeRateLimited);
             }
-            return match self.cookies.check(now, from, bytes) {
-                Macs::BadMac1 => Verdict::Drop(HostDrop::HandshakeBadMac),
-                _ => Verdict::Cookie,
+            return match self.check(now, from, bytes) {
+                (Macs::BadMac1, _) => Verdict::Drop(HostDrop::HandshakeBadMac),
+                (_, retiring) => Verdict::Cookie { retiring },
             };
         }
-        let macs = self.cookies.check(now, from, bytes);
+        let (macs, retiring) = self.check(now, from, bytes);
         if macs == Macs::BadMac1 {
             return Verdict::Drop(HostDrop::HandshakeBadMac);
         }
@@ -191,9 +195,53 @@ impl Handshakes {
             };
         }
         if self.cookie_credit(now, from) {
-            Verdict::Cookie
+            Verdict::Cookie { retiring }
         } else {
             Verdict::Drop(HostDrop::HandshakeRateLimited)
+        }
+    }
+
+    /// Keeps a checker for each of the table's keys. A new key gets a new checker with a new
+    /// seed (never a nonce again under a key); the one that was current stays while its key is
+    /// the retiring one, so cookies it handed out keep working.
+    fn follow_keys(&mut self, table: &PeerTable, now: Instant) {
+        let keys = table.host_keys();
+        let current = keys.current.public_key();
+        if self.cookies.public() != current.as_bytes() {
+            let fresh = match self.retiring.take() {
+                Some(r) if r.public() == current.as_bytes() => r,
+                _ => CookieChecker::new(current.as_bytes(), secret(), now),
+            };
+            self.retiring = Some(std::mem::replace(&mut self.cookies, fresh));
+        }
+        match &keys.retiring {
+            None => self.retiring = None,
+            Some(r) => {
+                let public = r.public_key();
+                if self
+                    .retiring
+                    .as_ref()
+                    .is_none_or(|c| c.public() != public.as_bytes())
+                {
+                    self.retiring = Some(CookieChecker::new(public.as_bytes(), secret(), now));
+                }
+            }
+        }
+    }
+
+    /// The message's MACs, checked for the current key, then for the retiring one: whether it
+    /// was for the retiring key.
+    fn check(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> (Macs, bool) {
+        let macs = self.cookies.check(now, from, bytes);
+        if macs != Macs::BadMac1 {
+            return (macs, false);
+        }
+        match self.retiring.as_mut() {
+            Some(r) => match r.check(now, from, bytes) {
+                Macs::BadMac1 => (Macs::BadMac1, false),
+                macs => (macs, true),
+            },
+            None => (macs, false),
         }
     }
 
@@ -307,11 +355,15 @@ fn on_handshake(
     let queue_long = handshakes.queue.len() >= UNDER_LOAD;
     match handshakes.judge(table, now, m.from, m.kind, m.bytes, queue_long) {
         Verdict::Queue => hand_over(handshakes, m.from, m.kind, m.bytes),
-        Verdict::Cookie => {
+        Verdict::Cookie { retiring } => {
             if !replies.has_room(COOKIE_REPLY_LEN) {
                 super::tx::flush(udp, replies);
             }
-            cookie_reply(&mut handshakes.cookies, now, m.from, m.bytes, replies)
+            let checker = match handshakes.retiring.as_mut() {
+                Some(r) if retiring => r,
+                _ => &mut handshakes.cookies,
+            };
+            cookie_reply(checker, now, m.from, m.bytes, replies)
         }
         Verdict::Drop(why) => Err(why),
     }

@@ -6,14 +6,16 @@ use std::time::Instant;
 
 use wgmesh_config::{PrivateKey, PublicKey};
 
+use super::counters::HostDrop;
 use super::filter::Filter;
+use super::lanes::{LaneRole, LaneSlot};
 use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{HandshakeReceived, Outbound, Peer, Received};
 use super::set::PeerSet;
 use super::settings::{PeerKeys, PeerSettings};
-use super::table::{HandshakeFrom, PeerTable};
-use super::wire::MessageKind;
+use super::table::{HandshakeFrom, Inbound, PeerTable};
+use super::wire::{self, MessageKind};
 
 pub(crate) const A_ADDR: &str = "198.18.0.1:51820";
 pub(crate) const B_ADDR: &str = "198.18.0.2:51820";
@@ -102,9 +104,13 @@ impl Pair {
             &init[..t.len],
             &mut out,
         );
-        assert!(matches!(sender, HandshakeFrom::Peer(p) if Arc::ptr_eq(p, &pb)));
+        let HandshakeFrom::Peer(p, slot) = sender else {
+            panic!("expected host A");
+        };
+        assert!(Arc::ptr_eq(p, &pb));
         let HandshakeReceived::Reply(r) =
-            pb.lock().handle_handshake(from_a, &init[..t.len], &mut out)
+            pb.lock()
+                .handle_handshake(slot, from_a, &init[..t.len], &mut out)
         else {
             panic!("expected a response");
         };
@@ -113,16 +119,16 @@ impl Pair {
         let mut keepalive = [0u8; 256];
         let HandshakeReceived::Reply(k) =
             pa.lock()
-                .handle_handshake(addr(B_ADDR), &out[..r], &mut keepalive)
+                .handle_handshake(LaneSlot::FIRST, addr(B_ADDR), &out[..r], &mut keepalive)
         else {
             panic!("expected a keepalive");
         };
         let mut queued = [0u8; 2048];
         let q = pa
             .lock()
-            .poll_queued(&mut queued)
+            .poll_queued(LaneSlot::FIRST, &mut queued)
             .expect("the queued packet");
-        assert!(pa.lock().poll_queued(&mut out).is_none());
+        assert!(pa.lock().poll_queued(LaneSlot::FIRST, &mut out).is_none());
         let mut plain = [0u8; 2048];
         assert_eq!(
             pb.lock().handle_data(
@@ -143,6 +149,140 @@ impl Pair {
         );
         received
     }
+}
+
+/// One of the pair's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    fn addr(self) -> SocketAddr {
+        addr(match self {
+            Self::A => A_ADDR,
+            Self::B => B_ADDR,
+        })
+    }
+}
+
+/// What one side's data path made of the datagrams it received in [`Pair::deliver`].
+#[derive(Debug, Default)]
+pub(crate) struct Arrived {
+    /// Inner packets written to TUN.
+    pub(crate) delivered: Vec<Vec<u8>>,
+    /// Host-level drops (unknown peer, …).
+    pub(crate) host_drops: Vec<HostDrop>,
+    /// Per-peer drops (decrypt failures, …).
+    pub(crate) peer_drops: usize,
+}
+
+/// The pair driven as a network: datagrams one side sends are delivered to the other, as the
+/// data path and the handshake thread would handle them.
+impl Pair {
+    pub(crate) fn set(&mut self, side: Side) -> &mut PeerSet {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// `side` seals `packet` for its one peer: the datagrams to send (data, or an initiation).
+    pub(crate) fn send(&mut self, side: Side, packet: &[u8]) -> Vec<Vec<u8>> {
+        let table = self.set(side).table();
+        let peer = Self::only(&table);
+        let mut out = vec![0u8; packet.len() + 256];
+        let sealed = peer
+            .lock()
+            .handle_outbound(Instant::now(), &no_policy(), packet, &mut out);
+        match sealed {
+            Outbound::Send(t) => vec![out[..t.len].to_vec()],
+            Outbound::Queued | Outbound::Drop(_) => Vec::new(),
+        }
+    }
+
+    /// One round of `side`'s timers (both lanes of every peer): the datagrams they send.
+    pub(crate) fn tick(&mut self, side: Side) -> Vec<Vec<u8>> {
+        let table = self.set(side).table();
+        let mut sent = Vec::new();
+        let mut out = vec![0u8; 2048];
+        for peer in table.peers() {
+            for role in [LaneRole::Current, LaneRole::Other] {
+                if let Some(t) = peer.lock().handle_timeout(role, &mut out) {
+                    sent.push(out[..t.len].to_vec());
+                }
+            }
+        }
+        sent
+    }
+
+    /// Delivers `datagrams` (sent by the other side) to `side`, and everything sent in answer
+    /// back and forth until the wire is quiet: what each side made of what it received.
+    pub(crate) fn deliver(&mut self, side: Side, datagrams: Vec<Vec<u8>>) -> [Arrived; 2] {
+        let mut arrived = [Arrived::default(), Arrived::default()];
+        let mut wire: std::collections::VecDeque<(Side, Vec<u8>)> =
+            datagrams.into_iter().map(|d| (side, d)).collect();
+        while let Some((to, datagram)) = wire.pop_front() {
+            let got = &mut arrived[to as usize];
+            for answer in self.receive(to, &datagram, got) {
+                wire.push_back((to.other(), answer));
+            }
+        }
+        arrived
+    }
+
+    /// `side` receives one datagram from the other side: what it sends back.
+    fn receive(&mut self, side: Side, datagram: &[u8], got: &mut Arrived) -> Vec<Vec<u8>> {
+        let from = side.other().addr();
+        let table = self.set(side).table();
+        let mut out = vec![0u8; datagram.len().max(256)];
+        let mut answers = Vec::new();
+        match table.inbound(datagram) {
+            Inbound::Drop(why) => got.host_drops.push(why),
+            Inbound::Open(peer) => {
+                let received =
+                    peer.lock()
+                        .handle_data(Instant::now(), &no_policy(), from, datagram, &mut out);
+                match received {
+                    Received::Deliver(len) => got.delivered.push(out[..len].to_vec()),
+                    Received::Reply(len) => answers.push(out[..len].to_vec()),
+                    Received::Nothing => {}
+                    Received::Drop(_) => got.peer_drops += 1,
+                }
+            }
+            Inbound::Handshake(kind) => {
+                match table.handshake_from(from.ip(), kind, datagram, &mut out) {
+                    HandshakeFrom::Peer(peer, slot) => {
+                        let mut state = peer.lock();
+                        if let HandshakeReceived::Reply(len) | HandshakeReceived::Cookie(len) =
+                            state.handle_handshake(slot, from, datagram, &mut out)
+                        {
+                            answers.push(out[..len].to_vec());
+                        }
+                        while let Some(len) = state.poll_queued(slot, &mut out) {
+                            answers.push(out[..len].to_vec());
+                        }
+                    }
+                    HandshakeFrom::CookieReply(len) => answers.push(out[..len].to_vec()),
+                    HandshakeFrom::Drop { why, .. } => got.host_drops.push(why),
+                }
+            }
+        }
+        answers
+    }
+}
+
+/// The receiver index's lane bit of a data message, to tell which lane sealed it.
+pub(crate) fn lane_of(datagram: &[u8]) -> Option<LaneSlot> {
+    wire::peer_index(MessageKind::Data, datagram).map(LaneSlot::of_index)
 }
 
 pub(crate) fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {

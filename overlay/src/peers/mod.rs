@@ -11,6 +11,8 @@ pub mod enforce;
 pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixture;
+pub mod identity;
+pub mod lanes;
 pub mod limiter;
 pub mod local;
 pub mod noise;

@@ -23,18 +23,19 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use parking_lot::{Mutex, MutexGuard};
+use wgmesh_config::PublicKey;
 
 use super::conntrack::Direction;
 use super::counters::{PeerCounters, PeerDrop};
 use super::enforce::{Checked, Denial, FlowGuard};
 use super::filter::Filter;
+use super::identity::HostKeys;
+use super::lanes::{Lane, LaneRole, LaneSlot, Lanes, LANE_BIT};
 use super::local::HostNets;
-use super::noise::{
-    source_ip, Decapsulated, Encapsulated, LocalIdentity, ProtocolError, Tick, Tunnel,
-};
+use super::noise::{source_ip, Decapsulated, Encapsulated, ProtocolError, Tick};
 use super::route::contains_any;
 use super::settings::{PeerKeys, PeerSettings};
-use super::wire;
+use super::wire::{self, MessageKind};
 
 /// A peer's identity inside this agent: assigned when the peer is added, kept while it stays
 /// (through changes of its keys, endpoint or allowed IPs), never reused.
@@ -63,7 +64,8 @@ pub struct Peer {
 
 /// The mutable part of a peer, reached through [`Peer::lock`].
 pub struct PeerState {
-    tunnel: Tunnel,
+    /// Its tunnels: one per pair of keys while a rotation runs on either side.
+    lanes: Lanes,
     keys: PeerKeys,
     endpoint: Option<SocketAddr>,
     allowed_ips: Vec<IpNet>,
@@ -130,19 +132,21 @@ pub enum HandshakeReceived {
 }
 
 impl Peer {
-    /// Creates a peer with a fresh tunnel to its current key.
+    /// Creates a peer with a fresh tunnel to its current key (and one for our retiring key or
+    /// its second key, if any). `index` has the lane bit clear.
     pub fn new(
-        local: &LocalIdentity,
+        keys: &HostKeys,
         id: PeerId,
         index: u32,
         settings: &PeerSettings,
         nets: Arc<HostNets>,
     ) -> Self {
+        debug_assert_eq!(index & LANE_BIT, 0);
         Self {
             id,
             index,
             state: Mutex::new(PeerState {
-                tunnel: new_tunnel(local, index, settings),
+                lanes: Lanes::new(keys, settings, index),
                 keys: settings.keys.clone(),
                 endpoint: settings.endpoint,
                 allowed_ips: settings.allowed_ips.clone(),
@@ -161,7 +165,8 @@ impl Peer {
         self.id
     }
 
-    /// The 24-bit local index carried in receiver indexes addressed to this peer.
+    /// The 24-bit local index carried in receiver indexes addressed to this peer (the lane
+    /// bit clear; each lane sets it or not).
     pub fn index(&self) -> u32 {
         self.index
     }
@@ -172,20 +177,18 @@ impl Peer {
         self.state.lock()
     }
 
-    /// Applies changed settings in place. The session is kept unless a tunnel parameter changed:
-    /// the current key, the preshared key or the keepalive. Counters and routes are always kept.
-    /// The learned endpoint is kept unless a new one is configured, or the current key changed:
-    /// an address learned from the old key's packets says nothing about the new key's holder.
-    pub fn update(&self, local: &LocalIdentity, old: &PeerSettings, new: &PeerSettings) {
+    /// Applies changed settings in place. Sessions are kept unless the preshared key or the
+    /// keepalive changed; a new current key gets a new lane while the old one carries traffic
+    /// ([`Lanes::relane`]). Counters and routes are always kept. The learned endpoint is kept
+    /// unless a new one is configured, or none of the old keys is left: an address learned from
+    /// those keys' packets says nothing about another key's holder.
+    pub fn update(&self, keys: &HostKeys, old: &PeerSettings, new: &PeerSettings) {
         let mut state = self.lock();
-        let new_key = old.keys.current() != new.keys.current();
-        if new_key
-            || old.preshared_key != new.preshared_key
-            || old.persistent_keepalive != new.persistent_keepalive
-        {
-            state.tunnel = new_tunnel(local, self.index, new);
-        }
-        if new_key || (new.endpoint.is_some() && old.endpoint != new.endpoint) {
+        let fresh = old.preshared_key != new.preshared_key
+            || old.persistent_keepalive != new.persistent_keepalive;
+        state.lanes.relane(keys, new, self.index, fresh);
+        let no_old_key = !old.keys.all().iter().any(|k| new.keys.contains(k));
+        if no_old_key || (new.endpoint.is_some() && old.endpoint != new.endpoint) {
             state.endpoint = new.endpoint;
         }
         state.keys.clone_from(&new.keys);
@@ -212,14 +215,23 @@ impl PeerState {
         datagram: &[u8],
         out: &mut [u8],
     ) -> Received {
-        match self.tunnel.decapsulate(source_ip(from), datagram, out) {
+        let slot = LaneSlot::of_index(wire::peer_index(MessageKind::Data, datagram).unwrap_or(0));
+        let Some(lane) = self.lanes.by_slot(slot) else {
+            return self.drop_counted(PeerDrop::DecryptFailed);
+        };
+        let roams = !lane.draining();
+        match lane.tunnel.decapsulate(source_ip(from), datagram, out) {
             Decapsulated::Packet { len, source } => {
-                self.roam(from);
+                if roams {
+                    self.roam(from);
+                }
                 let packet = out.get(..len).unwrap_or_default();
                 self.accept(now, filter, packet, source)
             }
             Decapsulated::Nothing => {
-                self.roam(from);
+                if roams {
+                    self.roam(from);
+                }
                 Received::Nothing
             }
             // A cookie reply proves nothing about the sender: no roaming.
@@ -248,7 +260,7 @@ impl PeerState {
         if let Err(why) = self.police(now, filter, Direction::Egress, packet) {
             return Outbound::Drop(why);
         }
-        match self.tunnel.encapsulate(packet, out) {
+        match self.lanes.outbound().tunnel.encapsulate(packet, out) {
             Encapsulated::Data(len) => {
                 self.counters.sent(packet.len());
                 Outbound::Send(Transmit { dst, len })
@@ -262,15 +274,20 @@ impl PeerState {
         }
     }
 
-    /// A handshake initiation, response or cookie reply from `from` (already identified as this
-    /// peer's), answered into `out`. A completed handshake moves the endpoint to `from`.
+    /// A handshake initiation, response or cookie reply from `from` for the lane `slot`
+    /// (already identified as this peer's), answered into `out`. A completed handshake moves the
+    /// endpoint to `from`.
     pub fn handle_handshake(
         &mut self,
+        slot: LaneSlot,
         from: SocketAddr,
         message: &[u8],
         out: &mut [u8],
     ) -> HandshakeReceived {
-        match self.tunnel.decapsulate(source_ip(from), message, out) {
+        let Some(lane) = self.lanes.by_slot(slot).filter(|l| !l.draining()) else {
+            return HandshakeReceived::Nothing;
+        };
+        match lane.tunnel.decapsulate(source_ip(from), message, out) {
             Decapsulated::Reply(len) => {
                 self.roam(from);
                 HandshakeReceived::Reply(len)
@@ -281,19 +298,25 @@ impl PeerState {
         }
     }
 
-    /// After [`HandshakeReceived::Reply`], the packets queued while there was no session, one
-    /// sealed message at a time into `out`; `None` when none is left.
-    pub fn poll_queued(&mut self, out: &mut [u8]) -> Option<usize> {
-        self.tunnel.flush_queued(out)
+    /// After [`HandshakeReceived::Reply`], the packets the lane `slot` queued while it had no
+    /// session, one sealed message at a time into `out`; `None` when none is left.
+    pub fn poll_queued(&mut self, slot: LaneSlot, out: &mut [u8]) -> Option<usize> {
+        self.lanes.by_slot(slot)?.tunnel.flush_queued(out)
     }
 
-    /// Runs the protocol's timers (rekey, handshake retry, keepalives, expiry): a message to
-    /// send into `out`, if any is due and the endpoint is known. Call every 100–250 ms.
-    pub fn handle_timeout(&mut self, out: &mut [u8]) -> Option<Transmit> {
-        match self.tunnel.tick(out) {
-            Tick::Send(len) => self.endpoint.map(|dst| Transmit { dst, len }),
+    /// Runs the protocol's timers (rekey, handshake retry, keepalives, expiry) of the lane
+    /// `role`: a message to send into `out`, if any is due and the endpoint is known. Call
+    /// every 100–250 ms for both roles, the current one first: its call also retires a drained
+    /// lane and starts the current lane's handshake while only the other lane carries traffic.
+    pub fn handle_timeout(&mut self, role: LaneRole, out: &mut [u8]) -> Option<Transmit> {
+        let kick = role == LaneRole::Current && self.lanes.tick();
+        let lane = self.lanes.by_role(role)?;
+        let len = match lane.tunnel.tick(out) {
+            Tick::Send(len) => Some(len),
+            Tick::Expired | Tick::Idle if kick => lane.tunnel.initiate(out),
             Tick::Expired | Tick::Idle => None,
-        }
+        }?;
+        self.endpoint.map(|dst| Transmit { dst, len })
     }
 
     /// A handshake initiation into `out` if the peer never completed one and none is in flight,
@@ -301,22 +324,36 @@ impl PeerState {
     /// an endpoint the handshake still starts, and the protocol's timers resend it once one is
     /// known.
     pub fn initiate_if_new(&mut self, out: &mut [u8]) -> Option<Transmit> {
-        if self.tunnel.since_last_handshake().is_some() {
+        let current = &mut self.lanes.by_role(LaneRole::Current)?.tunnel;
+        if current.since_last_handshake().is_some() {
             return None;
         }
-        let len = self.tunnel.initiate(out)?;
+        let len = current.initiate(out)?;
         self.endpoint.map(|dst| Transmit { dst, len })
     }
 
-    /// Makes the tunnel use the host's new identity; the peer keeps its endpoint, routes and
-    /// counters.
-    pub fn replace_local(&mut self, local: &LocalIdentity) {
-        self.tunnel.replace_local(local);
+    /// Follows the host's new keys (a rotation of this host, or its end) with the peer's
+    /// settings; the peer keeps its endpoint, routes and counters.
+    pub fn relane(&mut self, keys: &HostKeys, settings: &PeerSettings, base: u32) {
+        self.lanes.relane(keys, settings, base, false);
     }
 
-    /// Time since the last completed handshake.
+    /// The lane that takes an initiation from the peer's key `remote` to our key `local`.
+    pub fn lane_for_initiation(&self, local: &PublicKey, remote: &PublicKey) -> Option<LaneSlot> {
+        self.lanes.for_initiation(local, remote)
+    }
+
+    /// The peer's lanes, the current one first.
+    pub fn lanes(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.all()
+    }
+
+    /// Time since the last completed handshake, on any lane.
     pub fn since_last_handshake(&self) -> Option<Duration> {
-        self.tunnel.since_last_handshake()
+        self.lanes
+            .all()
+            .filter_map(|l| l.tunnel.since_last_handshake())
+            .min()
     }
 
     /// The peer's keys.
@@ -486,16 +523,6 @@ impl Default for PeerRun<'_> {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn new_tunnel(local: &LocalIdentity, index: u32, settings: &PeerSettings) -> Tunnel {
-    Tunnel::new(
-        local,
-        settings.keys.current(),
-        settings.preshared_key.as_ref().map(|k| &k.0),
-        settings.persistent_keepalive,
-        index,
-    )
 }
 
 #[cfg(test)]

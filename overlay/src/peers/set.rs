@@ -1,5 +1,5 @@
 //! [`PeerSet`]: the master copy of the peers, owned by the agent's control side and changed by
-//! configuration ([`PeerSet::apply`]) or by a new host identity ([`PeerSet::replace_identity`]).
+//! configuration ([`PeerSet::apply`]) or by the host's keys ([`PeerSet::set_host_keys`]).
 //! It hands the data path immutable [`PeerTable`] snapshots.
 //!
 //! Peers are identified by a stable [`PeerId`], not by their public key: a configured peer is the
@@ -26,14 +26,15 @@ use wgmesh_config::PublicKey;
 use super::conntrack::ENTRIES_PER_PEER;
 use super::enforce::FlowGuard;
 use super::filter::Filter;
+use super::identity::HostKeys;
 use super::local::HostNets;
 use super::noise::LocalIdentity;
 use super::peer::{Peer, PeerId};
 use super::route::AllowedIps;
 use super::settings::PeerSettings;
-use super::table::{PeerTable, MAX_PEERS, SLOT_BITS, SLOT_MASK};
+use super::table::{PeerTable, GENERATION_SHIFT, MAX_PEERS, SLOT_MASK};
 
-const GENERATION_MASK: u32 = (1 << (24 - SLOT_BITS)) - 1;
+const GENERATION_MASK: u32 = (1 << (24 - GENERATION_SHIFT)) - 1;
 
 /// What [`PeerSet::apply`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -87,7 +88,10 @@ struct Entry {
 
 /// The master copy of the peers.
 pub struct PeerSet {
-    identity: Arc<LocalIdentity>,
+    keys: HostKeys,
+    /// Static mode: a configured peer with the name and allowed IPs of a running one is that
+    /// peer, whatever its keys (its key was edited in place for a rotation).
+    match_names: bool,
     /// The host's networks as the agent gave them.
     host_nets: HostNets,
     /// `host_nets` with the routed prefixes: the snapshot every peer holds.
@@ -115,7 +119,8 @@ impl PeerSet {
     /// generation, so that indexes differ between restarts (pass a random value).
     pub fn new(identity: Arc<LocalIdentity>, seed: u32, nets: HostNets) -> Self {
         Self {
-            identity,
+            keys: HostKeys::one(identity),
+            match_names: false,
             peer_nets: Arc::new(nets.clone()),
             host_nets: nets,
             entries: BTreeMap::new(),
@@ -189,9 +194,20 @@ impl PeerSet {
             .ensure_guard(|| FlowGuard::new(ENTRIES_PER_PEER, seed, epoch));
     }
 
-    /// The host's identity.
+    /// The host's current identity.
     pub fn identity(&self) -> &Arc<LocalIdentity> {
-        &self.identity
+        &self.keys.current
+    }
+
+    /// The host's keys.
+    pub fn host_keys(&self) -> &HostKeys {
+        &self.keys
+    }
+
+    /// Static mode: match a configured peer to a running one by its name and allowed IPs too,
+    /// so that a peer whose key was edited in place keeps its session until the new key's is up.
+    pub fn match_names(&mut self, on: bool) {
+        self.match_names = on;
     }
 
     /// Makes the set match `desired`: adds new peers, removes missing ones, and updates changed
@@ -257,23 +273,29 @@ impl PeerSet {
         self.peer_nets = nets;
     }
 
-    /// Makes every peer's tunnel speak for the host's new identity (a key rotation of this
-    /// host). Peers keep their ids, routes, endpoints and counters; the next [`PeerSet::table`]
-    /// carries the new identity to the data path together with the tunnels. Refused, changing
-    /// nothing, when a peer holds the new key.
-    pub fn replace_identity(&mut self, identity: Arc<LocalIdentity>) -> Result<(), PeerSetError> {
-        let key = identity.public_key();
-        if self
-            .entries
-            .values()
-            .any(|e| e.settings.keys.contains(&key))
-        {
-            return Err(PeerSetError::OwnKey { key });
+    /// Makes the host's keys `keys` (a rotation of this host starts, ends or rolls back): every
+    /// peer gets a lane for the new current key while the old one carries traffic, and loses
+    /// the lanes of a key no longer held. Peers keep their ids, routes, endpoints and counters;
+    /// the next [`PeerSet::table`] carries the keys to the data path together with the tunnels.
+    /// Refused, changing nothing, when a peer holds one of the keys.
+    pub fn set_host_keys(&mut self, keys: HostKeys) -> Result<(), PeerSetError> {
+        for id in keys.all() {
+            let key = id.public_key();
+            if self
+                .entries
+                .values()
+                .any(|e| e.settings.keys.contains(&key))
+            {
+                return Err(PeerSetError::OwnKey { key });
+            }
         }
         for entry in self.entries.values() {
-            entry.peer.lock().replace_local(&identity);
+            entry
+                .peer
+                .lock()
+                .relane(&keys, &entry.settings, entry.peer.index());
         }
-        self.identity = identity;
+        self.keys = keys;
         Ok(())
     }
 
@@ -299,7 +321,7 @@ impl PeerSet {
                 .map(move |net| (*net, e.peer.clone()))
         }));
         PeerTable {
-            identity: self.identity.clone(),
+            keys: self.keys.clone(),
             slots,
             by_key,
             routes,
@@ -327,10 +349,9 @@ impl PeerSet {
                 count: desired.len(),
             });
         }
-        let own = self.identity.public_key();
         let mut seen = BTreeSet::new();
         for key in desired.iter().flat_map(|p| p.keys.all()) {
-            if *key == own {
+            if self.keys.holds(key) {
                 return Err(PeerSetError::OwnKey { key: *key });
             }
             if !seen.insert(*key) {
@@ -341,7 +362,8 @@ impl PeerSet {
     }
 
     /// The running peer each desired one is, if any: the first not yet taken that holds one of
-    /// its keys. Linear in the number of peers and keys.
+    /// its keys; in static mode ([`PeerSet::match_names`]) else the one not yet taken with its
+    /// name and allowed IPs. Linear in the number of peers and keys.
     fn match_running(&self, desired: &[PeerSettings]) -> Vec<Option<PeerId>> {
         let running_keys: HashMap<PublicKey, PeerId> = self
             .entries
@@ -349,7 +371,7 @@ impl PeerSet {
             .flat_map(|(id, e)| e.settings.keys.all().iter().map(move |k| (*k, *id)))
             .collect();
         let mut taken = HashSet::new();
-        desired
+        let mut matched: Vec<Option<PeerId>> = desired
             .iter()
             .map(|d| {
                 let id = d
@@ -361,7 +383,27 @@ impl PeerSet {
                 taken.insert(*id);
                 Some(*id)
             })
-            .collect()
+            .collect();
+        if self.match_names {
+            for (d, m) in desired.iter().zip(matched.iter_mut()) {
+                if m.is_some() || d.name.is_none() {
+                    continue;
+                }
+                *m = self
+                    .entries
+                    .iter()
+                    .find(|(id, e)| {
+                        !taken.contains(*id)
+                            && e.settings.name == d.name
+                            && e.settings.allowed_ips == d.allowed_ips
+                    })
+                    .map(|(id, _)| *id);
+                if let Some(id) = *m {
+                    taken.insert(id);
+                }
+            }
+        }
+        matched
     }
 
     /// Applies `settings` to the running peer `id`; whether anything changed.
@@ -372,7 +414,7 @@ impl PeerSet {
         if entry.settings == *settings {
             return false;
         }
-        entry.peer.update(&self.identity, &entry.settings, settings);
+        entry.peer.update(&self.keys, &entry.settings, settings);
         entry.settings = settings.clone();
         true
     }
@@ -382,7 +424,7 @@ impl PeerSet {
         self.next_id += 1;
         let index = self.allocate_index();
         let peer = Arc::new(Peer::new(
-            &self.identity,
+            &self.keys,
             id,
             index,
             settings,
@@ -411,7 +453,7 @@ impl PeerSet {
             }
         };
         self.generation = (self.generation + 1) & GENERATION_MASK;
-        (self.generation << SLOT_BITS) | slot
+        (self.generation << GENERATION_SHIFT) | slot
     }
 }
 

@@ -17,14 +17,19 @@ use wgmesh_config::PublicKey;
 
 use super::counters::HostDrop;
 use super::filter::Filter;
-use super::noise::{Identify, LocalIdentity, ProtocolError};
+use super::identity::{HostKeys, Identified};
+use super::lanes::{LaneSlot, LANE_BIT};
+use super::noise::{LocalIdentity, ProtocolError};
 use super::peer::Peer;
 use super::route::AllowedIps;
 use super::wire::{self, MessageKind};
 
-/// Low bits of a peer index select a slot; the high bits are a generation, so that a message for
-/// a removed peer never reaches the peer that took its slot.
+/// Low bits of a peer index select a slot, the next bit a lane of the peer
+/// ([`LANE_BIT`](super::lanes::LANE_BIT)); the high bits are a generation, so that a message for a
+/// removed peer never reaches the peer that took its slot.
 pub(super) const SLOT_BITS: u32 = 14;
+/// Where the generation starts in a peer index.
+pub(super) const GENERATION_SHIFT: u32 = SLOT_BITS + 1;
 pub(super) const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
 /// Most peers one agent holds.
@@ -32,7 +37,9 @@ pub const MAX_PEERS: usize = 1 << SLOT_BITS;
 
 /// An immutable snapshot of the peers and the host's identity, for the data path.
 pub struct PeerTable {
-    pub(super) identity: Arc<LocalIdentity>,
+    /// The host's keys: the current one, and while a rotation's grace window lasts the
+    /// retiring one.
+    pub(super) keys: HostKeys,
     pub(super) slots: Vec<Option<Arc<Peer>>>,
     /// Every key of every peer (a rotating peer holds more than one).
     pub(super) by_key: HashMap<PublicKey, Arc<Peer>>,
@@ -72,9 +79,9 @@ pub enum Route<'t> {
 
 /// Who sent a handshake message, decided by [`PeerTable::handshake_from`].
 pub enum HandshakeFrom<'t> {
-    /// This peer: let it handle the message with
+    /// This peer's lane: let it handle the message with
     /// [`PeerState::handle_handshake`](super::peer::PeerState::handle_handshake).
-    Peer(&'t Arc<Peer>),
+    Peer(&'t Arc<Peer>, LaneSlot),
     /// Under load: send the cookie reply of this length (written to `out`) back to the sender.
     CookieReply(usize),
     /// Dropped: count it; `error` says why an initiation was invalid, for the log.
@@ -87,9 +94,14 @@ pub enum HandshakeFrom<'t> {
 }
 
 impl PeerTable {
-    /// The host's identity these peers' tunnels speak for.
+    /// The host's current identity, which new tunnels speak for.
     pub fn identity(&self) -> &Arc<LocalIdentity> {
-        &self.identity
+        &self.keys.current
+    }
+
+    /// The host's keys: the current one and the retiring one.
+    pub fn host_keys(&self) -> &HostKeys {
+        &self.keys
     }
 
     /// The policy in force: pass it to the peers' packet decisions.
@@ -98,11 +110,11 @@ impl PeerTable {
         &self.filter
     }
 
-    /// The peer a receiver index (already shifted right by 8) belongs to.
+    /// The peer a receiver index (already shifted right by 8) belongs to, whichever its lane.
     #[inline]
     pub fn by_index(&self, index: u32) -> Option<&Arc<Peer>> {
         let peer = self.slots.get((index & SLOT_MASK) as usize)?.as_ref()?;
-        (peer.index() == index).then_some(peer)
+        (peer.index() == index & !LANE_BIT).then_some(peer)
     }
 
     /// The peer holding this static public key among its keys.
@@ -160,11 +172,11 @@ impl PeerTable {
         inside(wire::inner_destination(packet)) && inside(wire::inner_source(packet))
     }
 
-    /// Who sent a handshake message of `kind` from `from`: an initiation names its sender's
-    /// static key (checked with this table's identity, which may answer with a cookie reply into
-    /// `out` under load), a response or cookie reply carries our index. An initiation from a
-    /// peer's key other than its current one is refused like a stranger's: the peer's tunnel
-    /// speaks only to its current key.
+    /// Who sent a handshake message of `kind` from `from`, and for which lane: an initiation
+    /// names its sender's static key and the one of ours it is for (checked with this table's
+    /// keys, which may answer with a cookie reply into `out` under load), a response or cookie
+    /// reply carries our index. An initiation for which the peer has no lane (a pair of keys
+    /// that is not, or no longer, valid) is refused like a stranger's.
     pub fn handshake_from(
         &self,
         from: IpAddr,
@@ -176,23 +188,23 @@ impl PeerTable {
             why: HostDrop::UnknownPeer,
             error: None,
         };
-        let peer = match kind {
-            MessageKind::HandshakeInit => {
-                match self.identity.identify_initiator(from, message, out) {
-                    Identify::Peer(key) => self
-                        .by_key(&key)
-                        .filter(|peer| peer.lock().keys().current() == &key),
-                    Identify::CookieReply(len) => return HandshakeFrom::CookieReply(len),
-                    Identify::Invalid(e) => {
-                        return HandshakeFrom::Drop {
-                            why: HostDrop::UnknownPeer,
-                            error: Some(e),
-                        }
+        let found = match kind {
+            MessageKind::HandshakeInit => match self.keys.identify_initiator(from, message, out) {
+                Identified::Peer { local, remote } => self.by_key(&remote).and_then(|peer| {
+                    let slot = peer.lock().lane_for_initiation(&local, &remote)?;
+                    Some((peer, slot))
+                }),
+                Identified::CookieReply(len) => return HandshakeFrom::CookieReply(len),
+                Identified::Invalid(e) => {
+                    return HandshakeFrom::Drop {
+                        why: HostDrop::UnknownPeer,
+                        error: Some(e),
                     }
                 }
-            }
-            kind => wire::peer_index(kind, message).and_then(|i| self.by_index(i)),
+            },
+            kind => wire::peer_index(kind, message)
+                .and_then(|i| Some((self.by_index(i)?, LaneSlot::of_index(i)))),
         };
-        peer.map_or(unknown, HandshakeFrom::Peer)
+        found.map_or(unknown, |(peer, slot)| HandshakeFrom::Peer(peer, slot))
     }
 }

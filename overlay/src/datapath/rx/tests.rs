@@ -72,7 +72,7 @@ fn not_under_load_messages_are_queued_charged_to_no_source_within_the_host_budge
     // The budget spent: under load, and this one has no cookie.
     assert_eq!(
         judge(&mut h, &pair, now, from, &init, false),
-        Verdict::Cookie
+        Verdict::Cookie { retiring: false }
     );
     // A wrong mac1 is dropped whatever the load.
     let mut bad = init.clone();
@@ -96,7 +96,7 @@ fn a_flood_faked_from_a_peers_address_does_not_spend_its_share() {
     let verdicts: Vec<Verdict> = (0..5_000)
         .map(|_| judge(&mut h, &pair, now, victim, &spoofed, true))
         .collect();
-    assert!(verdicts.contains(&Verdict::Cookie));
+    assert!(verdicts.contains(&Verdict::Cookie { retiring: false }));
     assert!(verdicts.contains(&Verdict::Drop(HostDrop::HandshakeRateLimited)));
     assert!(!verdicts.contains(&Verdict::Queue));
 
@@ -132,7 +132,7 @@ fn a_flood_faked_from_a_peers_address_does_not_spend_its_share() {
             with_cookie,
             true
         ),
-        Verdict::Cookie
+        Verdict::Cookie { retiring: false }
     );
 }
 
@@ -149,7 +149,7 @@ fn a_flood_from_other_addresses_leaves_a_peer_its_cookie() {
     let (_t, real) = initiation(&pair, 5);
     assert_eq!(
         judge(&mut h, &pair, now, addr(VICTIM), &real, true),
-        Verdict::Cookie
+        Verdict::Cookie { retiring: false }
     );
 }
 
@@ -175,4 +175,43 @@ fn cookie_replies_for_no_index_of_ours_are_dropped_uncharged() {
             Verdict::Drop(HostDrop::UnknownPeer)
         );
     }
+}
+
+#[test]
+fn while_a_key_is_retired_initiations_for_either_key_pass_and_cookies_come_from_its_checker() {
+    use crate::peers::identity::HostKeys;
+    use std::sync::Arc;
+
+    let mut pair = Pair::new();
+    let now = Instant::now();
+    let (mut h, _rx) = handshakes(&pair, now);
+    // An initiation made for B's key, which B then starts to retire.
+    let (_t, for_old) = initiation(&pair, 1);
+    let old = pair.b.identity().clone();
+    let new = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
+    let rotating = HostKeys {
+        current: new.clone(),
+        retiring: Some(old.clone()),
+    };
+    pair.b.set_host_keys(rotating).unwrap();
+    let (_t, for_new) = initiation(&pair, 2);
+    let from = addr(VICTIM);
+    for m in [&for_old, &for_new] {
+        assert_eq!(judge(&mut h, &pair, now, from, m, false), Verdict::Queue);
+    }
+    // Under load, each is answered by the checker of the key it was made for.
+    assert_eq!(
+        judge(&mut h, &pair, now, from, &for_old, true),
+        Verdict::Cookie { retiring: true }
+    );
+    assert_eq!(
+        judge(&mut h, &pair, now, from, &for_new, true),
+        Verdict::Cookie { retiring: false }
+    );
+    // Once retired, the old key's initiations have a bad mac1.
+    pair.b.set_host_keys(HostKeys::one(new)).unwrap();
+    assert_eq!(
+        judge(&mut h, &pair, now, from, &for_old, false),
+        Verdict::Drop(HostDrop::HandshakeBadMac)
+    );
 }

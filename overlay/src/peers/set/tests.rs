@@ -5,6 +5,7 @@ use crate::peers::counters::PeerCounters;
 use crate::peers::fixture::no_policy;
 use crate::peers::peer::{Outbound, Received};
 use crate::peers::settings::PeerKeys;
+use crate::peers::table::GENERATION_SHIFT;
 use wgmesh_config::PrivateKey;
 
 fn settings(key: PublicKey, nets: &[&str]) -> PeerSettings {
@@ -108,7 +109,13 @@ fn lookups_by_index_key_and_route() {
     let t = s.table();
     let peer = t.by_key(&b).unwrap();
     assert!(Arc::ptr_eq(t.by_index(peer.index()).unwrap(), peer));
-    assert!(t.by_index(peer.index() ^ (1 << SLOT_BITS)).is_none());
+    assert!(t.by_index(peer.index() ^ (1 << GENERATION_SHIFT)).is_none());
+    // Either lane of the peer's index is the peer's.
+    assert!(Arc::ptr_eq(
+        t.by_index(peer.index() | crate::peers::lanes::LANE_BIT)
+            .unwrap(),
+        peer
+    ));
     assert!(Arc::ptr_eq(
         t.route("10.42.2.9".parse().unwrap()).unwrap(),
         peer
@@ -273,13 +280,14 @@ fn a_new_host_identity_keeps_peers_routes_and_counters() {
     // An identity whose key a peer holds is refused, and nothing changes.
     let before = s.identity().public_key();
     assert_eq!(
-        s.replace_identity(Arc::new(LocalIdentity::new(&b_private))),
+        s.set_host_keys(HostKeys::one(Arc::new(LocalIdentity::new(&b_private)))),
         Err(PeerSetError::OwnKey { key: b })
     );
     assert_eq!(s.identity().public_key(), before);
 
     let new_identity = Arc::new(LocalIdentity::new(&PrivateKey::generate()));
-    s.replace_identity(new_identity.clone()).unwrap();
+    s.set_host_keys(HostKeys::one(new_identity.clone()))
+        .unwrap();
     assert_eq!(s.identity().public_key(), new_identity.public_key());
     let t = s.table();
     let peer = t.by_key(&b).unwrap();
