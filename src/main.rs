@@ -51,6 +51,11 @@ enum Cmd {
         #[command(subcommand)]
         command: policy::PolicyCmd,
     },
+    /// Host keys: rotate them.
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
     /// Print a new private key (base64, as `wg genkey`).
     Genkey,
     /// Read a private key on stdin and print its public key (as `wg pubkey`).
@@ -93,6 +98,37 @@ enum Cmd {
         #[command(subcommand)]
         what: DoctorCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Give a host a new key without losing a packet: the host generates it (the private key
+    /// never leaves it) and accepts its old key too until its peers have moved.
+    Rotate {
+        #[command(flatten)]
+        target: RotateTarget,
+        /// Static mode (with --socket): how long the old key is still accepted, while the
+        /// peers' config files are updated and reloaded. A number with s, m, h or d.
+        #[arg(long, default_value = "1h")]
+        grace: String,
+        #[command(flatten)]
+        admin: AdminArg,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RotateTarget {
+    /// Rotate this host's key (admin, through the control plane).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Rotate every host's key, one host at a time (admin, through the control plane).
+    #[arg(long)]
+    all: bool,
+    /// Static mode: rotate the key of the agent listening on this local API socket, and print
+    /// its new public key.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +249,29 @@ fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Token { command } => admin::token(command)?,
         Cmd::Node { command } => admin::node(command)?,
         Cmd::Policy { command } => policy::run(command)?,
+        Cmd::Key {
+            command:
+                KeyCmd::Rotate {
+                    target,
+                    grace,
+                    admin,
+                },
+        } => match target.socket {
+            Some(socket) => {
+                let grace_secs = wgmesh_control::admin::parse_ttl(&grace)
+                    .map_err(|e| anyhow::anyhow!("--grace: {e}"))?;
+                let result = api::call(&socket, &Request::RotateKey { grace_secs })?;
+                let reply: api::RotateKeyReply =
+                    serde_json::from_value(result).context("reading the agent's answer")?;
+                println!("{}", reply.public_key);
+                eprintln!(
+                    "the old key {} is accepted for {grace} more: put the new key into the peers' \
+                     configs and reload them (SIGHUP)",
+                    reply.retiring_public_key
+                );
+            }
+            None => admin::rotate(target.node, target.all, &admin)?,
+        },
         Cmd::Genkey => println!("{}", PrivateKey::generate().to_base64()),
         Cmd::Pubkey => {
             let mut input = String::new();
@@ -287,6 +346,16 @@ mod admin {
     use wgmesh_control::clock::unix_now;
 
     use super::{AdminArg, NodeCmd, TokenCmd};
+
+    /// `key rotate --node NAME` or `--all`: the control plane runs the rotation.
+    pub(super) fn rotate(
+        node: Option<String>,
+        _all: bool,
+        _admin: &AdminArg,
+    ) -> anyhow::Result<()> {
+        let what = node.map_or_else(|| "--all".to_owned(), |n| format!("--node {n}"));
+        anyhow::bail!("key rotate {what}: the control plane does not run key rotations yet; in static mode use --socket")
+    }
 
     pub(super) fn connect(
         arg: &AdminArg,

@@ -49,6 +49,32 @@ pub enum AgentError {
         #[source]
         source: KeyError,
     },
+    /// The rotation record cannot be removed.
+    #[error("{path}: cannot remove the key rotation record")]
+    KeyRecord {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The key file no longer holds the key the agent runs with.
+    #[error("{path} no longer holds the key the agent runs with; restart the agent to use the file's key, or put the running key back")]
+    KeyChangedOnDisk {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A rotation is already running.
+    #[error("a key rotation is in progress: {retiring} is accepted until {retire_at} (Unix time); rotate again after that")]
+    RotationInProgress {
+        /// The key being retired.
+        retiring: wgmesh_config::PublicKey,
+        /// When it is (0: when the control plane ends the rotation).
+        retire_at: u64,
+    },
+    /// `key rotate --socket` on an agent that has a control plane.
+    #[error("this agent has a control plane, which runs its key rotations: use `wgmesh key rotate --node NAME` (admin)")]
+    RotationByControlPlane,
     /// The state directory cannot be used.
     #[error(transparent)]
     StateDir(#[from] StateDirError),

@@ -47,12 +47,22 @@ pub(super) fn load_or_create_key(path: &Path) -> Result<PrivateKey, AgentError> 
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let key = PrivateKey::generate();
-    // Created 0600 from the start, synced, renamed into place and the directory synced: a crash
-    // leaves no key or the whole key, never a readable or half-written one.
-    let text = format!("{}\n", key.to_base64());
-    wgmesh_client::atomic_file::write(path, text.as_bytes(), 0o600).map_err(|e| err(e.source))?;
+    write_key(path, &key)?;
     tracing::info!(path = %path.display(), "created a new private key");
     Ok(key)
+}
+
+/// Replaces the key file at `path` with `key`. Created 0600 from the start, synced, renamed
+/// into place and the directory synced: a crash leaves the old key or the whole new one, never
+/// a readable or half-written one.
+pub(super) fn write_key(path: &Path, key: &PrivateKey) -> Result<(), AgentError> {
+    let text = zeroize::Zeroizing::new(format!("{}\n", key.to_base64()));
+    wgmesh_client::atomic_file::write(path, text.as_bytes(), 0o600).map_err(|e| {
+        AgentError::KeyCreate {
+            path: path.to_owned(),
+            source: e.source,
+        }
+    })
 }
 
 #[cfg(test)]

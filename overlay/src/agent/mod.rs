@@ -12,6 +12,7 @@
 //!   peers (what they may reach, where they may roam).
 //! - `routes`: the cluster CIDR and which peer prefixes may be routed (never over a route the
 //!   agent did not create);
+//! - `rotation`: the host's key rotation (the key file and its rotation record);
 //! - `reload`: SIGHUP and new netmaps; [`control_link`]: join, long-poll, report the endpoint;
 //!   [`netmap_cache`]: the last netmap applied, for fail-static restarts.
 //! - `attach`: attach (or relabel), detach and restore workloads, and publish their list for
@@ -27,6 +28,7 @@ mod local_nets;
 pub mod netmap_cache;
 mod random;
 mod reload;
+mod rotation;
 mod routes;
 mod signals;
 mod source;
@@ -54,10 +56,8 @@ use crate::datapath::audit::{AuditLog, WorkloadNames};
 use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::HostNet;
-use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
 use control_link::Offer;
-use keys::load_or_create_key;
 use signals::Signals;
 use source::PeerSource;
 use statefile::{create_state_dir, lock_state_dir};
@@ -79,9 +79,9 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         .as_ref()
         .map(docker::Plugin::bind)
         .transpose()?;
-    let key = load_or_create_key(&a.private_key_file)?;
-    let identity = Arc::new(LocalIdentity::new(&key));
-    drop(key);
+    let key_files = rotation::HostKeyFiles::new(&a.private_key_file, &a.state_dir);
+    let (keys, retiring) = key_files.load(std::time::SystemTime::now())?;
+    let identity = keys.current.clone();
     // Waiting for a control plane creates nothing yet, so a signal can simply end the wait.
     let source = tokio::select! {
         source = PeerSource::of(&config, identity.public_key()) => source,
@@ -98,7 +98,12 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
             };
         }
     };
-    let mut agent = Agent::start(path, &config_text, config, identity, source, plugin).await?;
+    let keys = rotation::StartKeys {
+        files: key_files,
+        keys,
+        retiring,
+    };
+    let mut agent = Agent::start(path, &config_text, config, keys, source, plugin).await?;
     let result = agent.serve(&mut signals).await;
     agent.shutdown().await;
     result
@@ -147,11 +152,16 @@ struct Agent {
     api_task: tokio::task::JoinHandle<()>,
     /// The Docker plugin (a `[docker]` table): its calls, and its socket's task.
     plugin: Option<docker::Plugin>,
+    /// The host's key file and rotation record.
+    key_files: rotation::HostKeyFiles,
+    /// The rotation in progress, if any.
+    retiring: Option<rotation::Retiring>,
 }
 
 impl Agent {
     async fn serve(&mut self, signals: &mut Signals) -> Result<(), AgentError> {
         loop {
+            let retire_due = self.retire_due();
             tokio::select! {
                 _ = signals.hup.recv() => match self.reload().await {
                     Ok(summary) => tracing::info!("{summary}"),
@@ -165,6 +175,11 @@ impl Agent {
                     let _ = cmd.reply.send(response);
                 }
                 input = docker::next_input(&mut self.plugin) => self.docker_input(input).await,
+                () = rotation::until(retire_due) => {
+                    if let Err(e) = self.retire_key() {
+                        tracing::error!("cannot retire the old key: {}", Chain(&e));
+                    }
+                }
             }
         }
     }
@@ -205,6 +220,14 @@ impl Agent {
                 })),
                 Err(e) => Response::err(Chain(&e)),
             },
+            Request::RotateKey { grace_secs } => {
+                match self.rotate_key(std::time::Duration::from_secs(grace_secs)) {
+                    Ok(reply) => {
+                        Response::ok(serde_json::to_value(reply).expect("reply serializes"))
+                    }
+                    Err(e) => Response::err(Chain(&e)),
+                }
+            }
             Request::Detach { netns } => match self.detach(&netns).await {
                 Ok(w) => {
                     Response::ok(serde_json::json!({ "netns": w.netns, "ip": w.ip.to_string() }))

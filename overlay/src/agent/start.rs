@@ -37,6 +37,7 @@ use crate::datapath::{DataPath, Shared};
 use crate::error::Chain;
 use crate::host::forwarding::ForwardingTargets;
 use crate::host::{self, HostNet, RouteKind};
+use crate::peers::identity::HostKeys;
 use crate::peers::noise::LocalIdentity;
 use crate::peers::set::PeerSet;
 use crate::peers::settings::PeerSettings;
@@ -48,7 +49,7 @@ impl Agent {
         config_path: &Path,
         config_text: &str,
         config: AgentConfig,
-        identity: Arc<LocalIdentity>,
+        keys: super::rotation::StartKeys,
         source: PeerSource,
         plugin: Option<super::docker::Plugin>,
     ) -> Result<Self, AgentError> {
@@ -61,7 +62,8 @@ impl Agent {
         // from a killed run stays (the host stays closed).
         let mut undo = Undo::new(a);
         undo.cluster = created;
-        let p = match prepare(a, &host, &identity, &settings, &source).await {
+        let identity = keys.keys.current.clone();
+        let p = match prepare(a, &host, &keys.keys, &settings, &source).await {
             Ok(p) => p,
             Err(e) => {
                 undo.run(&host).await;
@@ -132,6 +134,8 @@ impl Agent {
             commands,
             api_task,
             plugin,
+            key_files: keys.files,
+            retiring: keys.retiring,
         };
         agent.restore_workloads().await;
         agent.restore_containers().await;
@@ -300,12 +304,15 @@ struct Prepared {
 async fn prepare(
     a: &AgentSection,
     host: &HostNet,
-    identity: &Arc<LocalIdentity>,
+    keys: &HostKeys,
     settings: &[PeerSettings],
     source: &PeerSource,
 ) -> Result<Prepared, AgentError> {
     let nets = local_nets::read(host, source.subnet, source.cluster).await?;
-    let mut peers = PeerSet::new(identity.clone(), random_u32(), nets);
+    let mut peers = PeerSet::new(keys.current.clone(), random_u32(), nets);
+    peers.set_host_keys(keys.clone())?;
+    // Static mode: a peer whose key was edited in place (a rotation) is the same peer.
+    peers.match_names(source.control.is_none());
     peers.seed_flows(random_seed());
     peers.apply(settings)?;
     // The policy of the first netmap (the control plane's, or the cached one during an

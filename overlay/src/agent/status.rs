@@ -1,13 +1,17 @@
 //! The agent's [`Status`], as `wgmesh status` shows it: read from the running peer table, the
 //! data path's counters and the agent's own state.
 
+use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Agent;
 use crate::api::status::{
-    ConntrackStatus, ControlStatus, PeerStatus, PolicyStatus, Status, WorkloadStatus,
+    ConntrackStatus, ControlStatus, KeyRotationStatus, LaneStatus, PeerStatus, PolicyStatus,
+    Status, WorkloadStatus,
 };
 use crate::peers::counters::PeerDrops;
+use crate::peers::peer::{PeerId, PeerState};
+use crate::peers::set::PeerSet;
 
 impl Agent {
     pub(super) fn status(&self) -> Status {
@@ -19,6 +23,7 @@ impl Agent {
             PeerDrops::default(),
             ConntrackStatus::default(),
         );
+        let with_psk = with_psk(&self.peers);
         let mut peers: Vec<PeerStatus> = table
             .peers()
             .map(|peer| {
@@ -41,6 +46,8 @@ impl Agent {
                     allowed_ips: st.allowed_ips().iter().map(|n| n.to_string()).collect(),
                     persistent_keepalive: st.persistent_keepalive(),
                     latest_handshake,
+                    preshared_key: with_psk.contains(&peer.id()),
+                    lanes: lanes(&st),
                     counters: *st.counters(),
                 }
             })
@@ -83,8 +90,42 @@ impl Agent {
             }),
             containers: self.container_status(),
             docker: self.plugin.as_ref().map(|p| p.status()),
+            key_rotation: self.retiring.as_ref().map(|r| KeyRotationStatus {
+                retiring_public_key: r.public_key.to_string(),
+                retire_at: r
+                    .retire_at
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+            }),
         }
     }
+}
+
+/// The peers whose settings give their tunnels a preshared key.
+fn with_psk(peers: &PeerSet) -> HashSet<PeerId> {
+    peers
+        .settings()
+        .filter(|(_, s)| s.preshared_key.is_some())
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The peer's lanes, the current one first.
+fn lanes(st: &PeerState) -> Vec<LaneStatus> {
+    st.lanes()
+        .enumerate()
+        .map(|(i, l)| LaneStatus {
+            local_key: l.local().to_string(),
+            remote_key: l.remote().to_string(),
+            established: l.established(),
+            role: match (i, l.draining()) {
+                (0, _) => "current",
+                (_, true) => "draining",
+                (_, false) => "previous",
+            }
+            .to_owned(),
+        })
+        .collect()
 }
 
 /// Adds the policy's drops of one peer to `sum`.

@@ -47,6 +47,22 @@ pub enum Request {
         /// Namespace name.
         netns: String,
     },
+    /// Static mode: switch to a new key now, accepting the old one for `grace_secs` more.
+    RotateKey {
+        /// The grace window, seconds.
+        grace_secs: u64,
+    },
+}
+
+/// What `key rotate --socket` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotateKeyReply {
+    /// The new public key, to put into the peers' configs.
+    pub public_key: String,
+    /// The key still accepted until `retire_at`.
+    pub retiring_public_key: String,
+    /// When the old key stops working (Unix seconds).
+    pub retire_at: u64,
 }
 
 /// The answer to a request.

@@ -54,6 +54,33 @@ pub struct Status {
     /// The Docker plugin; absent without a `[docker]` table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerStatus>,
+    /// The host's key rotation in progress; absent when none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotationStatus>,
+}
+
+/// A rotation of this host's key: the old key is still accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRotationStatus {
+    /// The key being retired.
+    pub retiring_public_key: String,
+    /// When it is retired (Unix seconds); absent when the control plane ends the rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<u64>,
+}
+
+/// One of a peer's tunnels: one per pair of keys while either side rotates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LaneStatus {
+    /// Our key on it.
+    pub local_key: String,
+    /// The peer's key on it.
+    pub remote_key: String,
+    /// Whether it has a session.
+    pub established: bool,
+    /// `current` (both sides' current keys), `previous` (an older pair, still valid) or
+    /// `draining` (the peer's key on it is gone: it only opens what is in flight).
+    pub role: String,
 }
 
 /// What the agent enforces about routes.
@@ -130,6 +157,12 @@ pub struct PeerStatus {
     pub persistent_keepalive: Option<u16>,
     /// Unix time of the latest handshake.
     pub latest_handshake: Option<u64>,
+    /// Whether its tunnels use a preshared key.
+    #[serde(default)]
+    pub preshared_key: bool,
+    /// Its tunnels, the current one first.
+    #[serde(default)]
+    pub lanes: Vec<LaneStatus>,
     /// Traffic and drops, as the data path counts them (flattened into the peer's object).
     #[serde(flatten)]
     pub counters: PeerCounters,
@@ -157,6 +190,17 @@ impl Status {
         let _ = writeln!(s, "  public key: {}", self.public_key);
         let _ = writeln!(s, "  listening port: {}", self.listen_port);
         let _ = writeln!(s, "  subnet: {}", self.subnet);
+        if let Some(r) = &self.key_rotation {
+            let until = r.retire_at.map_or_else(
+                || "until the control plane ends the rotation".to_owned(),
+                |t| format!("for {} more", ago(t.saturating_sub(now))),
+            );
+            let _ = writeln!(
+                s,
+                "  key rotation: the old key {} is still accepted {until}",
+                r.retiring_public_key
+            );
+        }
         if let Some(c) = &self.control {
             let _ = writeln!(
                 s,
@@ -277,6 +321,21 @@ impl PeerStatus {
         if let Some(t) = self.latest_handshake {
             let _ = writeln!(s, "  latest handshake: {} ago", ago(now.saturating_sub(t)));
         }
+        if self.preshared_key {
+            let _ = writeln!(s, "  preshared key: in use");
+        }
+        if self.lanes.len() > 1 {
+            for l in &self.lanes {
+                let _ = writeln!(
+                    s,
+                    "  tunnel {} -> {}: {}, {}",
+                    l.local_key,
+                    l.remote_key,
+                    l.role,
+                    if l.established { "up" } else { "no session" }
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "  transfer: {} received ({} packets), {} sent ({} packets)",
@@ -376,6 +435,21 @@ mod tests {
                 allowed_ips: vec!["10.42.2.0/24".into()],
                 persistent_keepalive: Some(25),
                 latest_handshake: Some(1000),
+                preshared_key: true,
+                lanes: vec![
+                    LaneStatus {
+                        local_key: "NEW".into(),
+                        remote_key: "PEER".into(),
+                        established: true,
+                        role: "current".into(),
+                    },
+                    LaneStatus {
+                        local_key: "OLD".into(),
+                        remote_key: "PEER".into(),
+                        established: false,
+                        role: "previous".into(),
+                    },
+                ],
                 counters: PeerCounters {
                     rx_bytes: 2048,
                     tx_bytes: 10,
@@ -421,8 +495,24 @@ mod tests {
             policy: None,
             containers: Vec::new(),
             docker: None,
+            key_rotation: Some(KeyRotationStatus {
+                retiring_public_key: "OLD".into(),
+                retire_at: Some(1125),
+            }),
         };
         let out = st.render(1065);
+        assert!(
+            out.contains(
+                "key rotation: the old key OLD is still accepted for 1 minutes, 0 seconds more"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("preshared key: in use"), "{out}");
+        assert!(out.contains("tunnel NEW -> PEER: current, up"), "{out}");
+        assert!(
+            out.contains("tunnel OLD -> PEER: previous, no session"),
+            "{out}"
+        );
         assert!(out.contains("cluster: 10.42.0.0/16"), "{out}");
         assert!(out.contains("routes refused: 2 since start"), "{out}");
         assert!(

@@ -1,0 +1,305 @@
+//! The host's key rotation on disk and in the running agent.
+//!
+//! The private key file always holds the *current* key. While a rotation's grace window lasts,
+//! `{state_dir}/key-rotation.json` (0600) holds the *retiring* key and when it is retired, so
+//! that an agent killed mid-rotation comes back with both keys. The record is written (and
+//! synced) before the new key replaces the old one in the key file: a crash between the two
+//! leaves a record whose key is the key file's, which means no rotation. An expired record is
+//! retired at load.
+//!
+//! In static mode `wgmesh key rotate --socket` starts a rotation ([`Agent::rotate_key`]) and the
+//! agent retires the old key itself when the grace window ends ([`Agent::retire_key`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use wgmesh_config::{PrivateKey, PublicKey};
+use zeroize::Zeroize;
+
+use super::keys::{load_or_create_key, read_key, write_key};
+use super::statefile::JsonFile;
+use super::{Agent, AgentError};
+use crate::api::RotateKeyReply;
+use crate::peers::identity::HostKeys;
+use crate::peers::noise::LocalIdentity;
+
+/// The record's file name in the state directory.
+pub(super) const RECORD_FILE: &str = "key-rotation.json";
+
+/// The retiring key, as the record holds it.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    /// The retiring private key, base64.
+    retiring_private_key: String,
+    /// When it is retired (Unix seconds); `None`: when the control plane says so.
+    #[serde(default)]
+    retire_at: Option<u64>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.retiring_private_key.zeroize();
+    }
+}
+
+/// A rotation in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Retiring {
+    /// The key being retired.
+    pub(super) public_key: PublicKey,
+    /// When (static mode); `None` in control mode, where the control plane ends the rotation.
+    pub(super) retire_at: Option<SystemTime>,
+}
+
+/// The host's key file and its rotation record.
+pub(super) struct HostKeyFiles {
+    key_file: PathBuf,
+    record: JsonFile,
+}
+
+impl HostKeyFiles {
+    pub(super) fn new(key_file: &Path, state_dir: &Path) -> Self {
+        Self {
+            key_file: key_file.to_owned(),
+            record: JsonFile::new(state_dir.join(RECORD_FILE), "key rotation record"),
+        }
+    }
+
+    /// The host's keys at start: the key file's (created when missing), and the record's
+    /// retiring key unless its time is up at `now` (then the record goes).
+    pub(super) fn load(&self, now: SystemTime) -> Result<(HostKeys, Option<Retiring>), AgentError> {
+        let current = load_or_create_key(&self.key_file)?;
+        let keys = HostKeys::one(Arc::new(LocalIdentity::new(&current)));
+        let Some(record) = self.record.load::<Record>()? else {
+            return Ok((keys, None));
+        };
+        let retiring: PrivateKey =
+            record
+                .retiring_private_key
+                .trim()
+                .parse()
+                .map_err(|source| AgentError::KeyInvalid {
+                    path: self.record.path().to_owned(),
+                    source,
+                })?;
+        let retire_at = record.retire_at.map(from_unix);
+        let over = retire_at.is_some_and(|at| at <= now);
+        if retiring.public_key() == current.public_key() || over {
+            // Interrupted before the new key was written, or the grace window ended while the
+            // agent was down.
+            self.remove_record()?;
+            return Ok((keys, None));
+        }
+        let retiring_public = retiring.public_key();
+        let keys = HostKeys {
+            retiring: Some(Arc::new(LocalIdentity::new(&retiring))),
+            ..keys
+        };
+        Ok((
+            keys,
+            Some(Retiring {
+                public_key: retiring_public,
+                retire_at,
+            }),
+        ))
+    }
+
+    /// Starts a rotation: a new key, generated here, becomes current; the old one is kept in the
+    /// record until `retire_at`. The record is on disk before the key file changes. `running`
+    /// is the key the agent runs with: if the key file holds another, nothing is done.
+    pub(super) fn rotate(
+        &self,
+        running: &PublicKey,
+        retire_at: Option<SystemTime>,
+    ) -> Result<(PrivateKey, PrivateKey), AgentError> {
+        let old: PrivateKey = read_key(&self.key_file)?;
+        if old.public_key() != *running {
+            return Err(AgentError::KeyChangedOnDisk {
+                path: self.key_file.clone(),
+            });
+        }
+        let record = Record {
+            retiring_private_key: old.to_base64(),
+            retire_at: retire_at.map(to_unix),
+        };
+        self.record.save(&record)?;
+        let new = PrivateKey::generate();
+        write_key(&self.key_file, &new)?;
+        Ok((new, old))
+    }
+
+    /// Ends a rotation: the retiring key is forgotten.
+    pub(super) fn remove_record(&self) -> Result<(), AgentError> {
+        match std::fs::remove_file(self.record.path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(AgentError::KeyRecord {
+                path: self.record.path().to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+fn to_unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The host's keys as the agent starts with them.
+pub(super) struct StartKeys {
+    pub(super) files: HostKeyFiles,
+    pub(super) keys: HostKeys,
+    pub(super) retiring: Option<Retiring>,
+}
+
+impl Agent {
+    /// `key rotate --socket`: a new key now, the old one accepted for `grace` more (static
+    /// mode; in control mode the control plane runs rotations).
+    pub(super) fn rotate_key(&mut self, grace: Duration) -> Result<RotateKeyReply, AgentError> {
+        if self.config.control.is_some() {
+            return Err(AgentError::RotationByControlPlane);
+        }
+        if let Some(r) = &self.retiring {
+            return Err(AgentError::RotationInProgress {
+                retiring: r.public_key,
+                retire_at: r.retire_at.map_or(0, to_unix),
+            });
+        }
+        let running = self.peers.identity().public_key();
+        let retire_at = SystemTime::now() + grace;
+        let (new, old) = self.key_files.rotate(&running, Some(retire_at))?;
+        let keys = HostKeys {
+            current: Arc::new(LocalIdentity::new(&new)),
+            retiring: Some(self.peers.identity().clone()),
+        };
+        drop((new, old));
+        let public = keys.current.public_key();
+        self.use_host_keys(keys)?;
+        self.retiring = Some(Retiring {
+            public_key: running,
+            retire_at: Some(retire_at),
+        });
+        tracing::info!(public_key = %public, retiring = %running, grace_secs = grace.as_secs(), "key rotated: the old key is accepted until the grace window ends");
+        Ok(RotateKeyReply {
+            public_key: public.to_string(),
+            retiring_public_key: running.to_string(),
+            retire_at: to_unix(retire_at),
+        })
+    }
+
+    /// Ends the rotation: the old key is forgotten on disk, then in the peers' lanes.
+    pub(super) fn retire_key(&mut self) -> Result<(), AgentError> {
+        let Some(r) = self.retiring.take() else {
+            return Ok(());
+        };
+        self.key_files.remove_record()?;
+        let current = HostKeys::one(self.peers.identity().clone());
+        self.use_host_keys(current)?;
+        tracing::info!(retired = %r.public_key, "the old key is retired");
+        Ok(())
+    }
+
+    /// Gives the peers and the data path `keys`, and starts the new lanes' handshakes.
+    pub(super) fn use_host_keys(&mut self, keys: HostKeys) -> Result<(), AgentError> {
+        self.peers.set_host_keys(keys)?;
+        self.shared.table.store(Arc::new(self.peers.table()));
+        if let Some(dp) = &self.datapath {
+            dp.initiate_all();
+        }
+        Ok(())
+    }
+
+    /// When the grace window of a static rotation ends.
+    pub(super) fn retire_due(&self) -> Option<SystemTime> {
+        self.retiring.as_ref().and_then(|r| r.retire_at)
+    }
+}
+
+/// Sleeps until `at` (forever without one).
+pub(super) async fn until(at: Option<SystemTime>) {
+    match at {
+        Some(at) => {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn files(dir: &Path) -> HostKeyFiles {
+        HostKeyFiles::new(&dir.join("private.key"), dir)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_rotation_keeps_both_keys_on_disk_until_retired_and_both_files_are_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let now = SystemTime::now();
+        let (keys, none) = f.load(now).unwrap();
+        assert!(none.is_none() && keys.retiring.is_none());
+        let old = keys.current.public_key();
+        let (new, _) = f.rotate(&old, Some(now + Duration::from_secs(60))).unwrap();
+        assert_eq!(mode(&dir.path().join("private.key")), 0o600);
+        assert_eq!(mode(&dir.path().join(RECORD_FILE)), 0o600);
+        // A restart mid-rotation has both.
+        let (keys, retiring) = f.load(now).unwrap();
+        assert_eq!(keys.current.public_key(), new.public_key());
+        assert_eq!(keys.retiring.as_ref().unwrap().public_key(), old);
+        assert_eq!(retiring.unwrap().public_key, old);
+        // After the grace window, a restart retires the old key.
+        let (keys, retiring) = f.load(now + Duration::from_secs(61)).unwrap();
+        assert!(keys.retiring.is_none() && retiring.is_none());
+        assert!(!dir.path().join(RECORD_FILE).exists());
+        assert_eq!(keys.current.public_key(), new.public_key());
+    }
+
+    #[test]
+    fn a_crash_between_record_and_key_file_means_no_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        let (keys, _) = f.load(SystemTime::now()).unwrap();
+        let current: PrivateKey = read_key(&dir.path().join("private.key")).unwrap();
+        // The record was written, the key file was not.
+        f.record
+            .save(&Record {
+                retiring_private_key: current.to_base64(),
+                retire_at: None,
+            })
+            .unwrap();
+        let (again, retiring) = f.load(SystemTime::now()).unwrap();
+        assert!(retiring.is_none() && again.retiring.is_none());
+        assert_eq!(again.current.public_key(), keys.current.public_key());
+        assert!(!dir.path().join(RECORD_FILE).exists());
+    }
+
+    #[test]
+    fn a_key_file_changed_under_the_agent_is_not_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        f.load(SystemTime::now()).unwrap();
+        let stranger = PrivateKey::generate().public_key();
+        assert!(matches!(
+            f.rotate(&stranger, None),
+            Err(AgentError::KeyChangedOnDisk { .. })
+        ));
+        assert!(!dir.path().join(RECORD_FILE).exists());
+    }
+}
