@@ -442,7 +442,8 @@ fn workload_labels(assignments: &[String]) -> anyhow::Result<wgmesh_config::labe
         let (k, v) = labels::parse_assignment(a)?;
         out.insert(k, v);
     }
-    labels::check_workload_labels(&out)?;
+    // An attached namespace is never a container: `container` is refused too.
+    labels::check_reported_labels("", &out)?;
     Ok(out)
 }
 

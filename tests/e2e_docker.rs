@@ -112,6 +112,23 @@ fn containers_on_two_hosts_talk_over_wireguard_only() {
         !b.pings("evil", &ip_a),
         "cluster traffic got in through docker_gwbridge"
     );
+    // A container of dockerd's default bridge reaches no mesh container of its host. dockerd puts
+    // its accept rule for docker0 at the top of FORWARD (at its start, and for every bridge it
+    // sets up), above the agent's, which only follow later: the agent's copy in DOCKER-USER is
+    // decided first.
+    a.sleeper("outsider", "bridge", &[], &[]);
+    assert!(
+        !a.pings("outsider", &ip_a),
+        "a container of docker0 reached a mesh container"
+    );
+    a.host.ns.run(&[
+        "iptables", "-I", "FORWARD", "1", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT",
+    ]);
+    assert!(
+        !a.pings("outsider", &ip_a),
+        "a container of docker0 reached a mesh container past dockerd's rule above the agent's"
+    );
+    a.dockerd.docker_ok(&["rm", "-f", "outsider"]);
     b.dockerd.docker_ok(&["rm", "-f", "evil"]);
     // A transfer each way, checked end to end.
     let sum_a = blob(a, "c1", 8);
@@ -222,8 +239,7 @@ fn addresses_are_never_given_twice_and_are_freed() {
             h.containers()
         );
         assert!(h.dockerd.running().is_empty());
-        // Every address came back: the state file holds no reservation, and a new container
-        // gets the subnet's first address again.
+        // Every reservation went: the state file holds none.
         let state = std::fs::read_to_string(h.host.agent.state_dir.join("workloads.json")).unwrap();
         let state: serde_json::Value = serde_json::from_str(&state).unwrap();
         assert_eq!(
@@ -231,9 +247,11 @@ fn addresses_are_never_given_twice_and_are_freed() {
             serde_json::json!({}),
             "{state}"
         );
+        // The addresses the ten had cool (every host's policy still knows them as theirs): a new
+        // container gets the first address none of them had.
         let subnet = h.host.agent.subnet();
-        let first = subnet.trim_end_matches(".0/24").to_owned() + ".2";
-        assert_eq!(h.sleeper("again", NET, &[], &[]), first);
+        let fresh = subnet.trim_end_matches(".0/24").to_owned() + ".12";
+        assert_eq!(h.sleeper("again", NET, &[], &[]), fresh);
     }
 }
 
@@ -271,6 +289,35 @@ fn the_policy_follows_docker_labels() {
     assert!(
         !b.fetches("unl", &app, 80),
         "an unlabelled container reaches the app"
+    );
+    // An image that says `LABEL role=frontend` gives its containers no identity: only the
+    // labels a container is given count.
+    b.dockerd.import_labelled("wgbox:front", "role=frontend");
+    b.dockerd.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "imgfront",
+        "--network",
+        NET,
+        "wgbox:front",
+        "sleep",
+        "100000",
+    ]);
+    assert_eventually(Duration::from_secs(10), "imgfront's labels known", || {
+        b.containers()
+            .iter()
+            .any(|k| k["name"] == "imgfront" && k["labels_known"] == true)
+    });
+    let known = b.containers();
+    let imgfront = known.iter().find(|k| k["name"] == "imgfront").unwrap();
+    assert!(
+        imgfront["labels"].get("role").is_none(),
+        "the image's label became the container's: {imgfront}"
+    );
+    assert!(
+        !b.fetches("imgfront", &app, 80),
+        "a container whose image says role=frontend reaches the app"
     );
     assert!(
         !b.pings("unl", &app),

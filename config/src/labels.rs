@@ -83,7 +83,19 @@ pub enum LabelError {
         /// The key.
         key: String,
     },
+    /// `container` on a workload that is no Docker container.
+    #[error(
+        "the label key {CONTAINER_LABEL:?} is reserved: every Docker container carries          {CONTAINER_LABEL}=<its name>, set by its host's agent; use another key"
+    )]
+    ContainerReserved,
 }
+
+/// The label every Docker container carries with its name.
+pub const CONTAINER_LABEL: &str = "container";
+
+/// How a Docker container's workload name begins (`docker:<endpoint>`): the only workloads that
+/// may carry [`CONTAINER_LABEL`].
+pub const CONTAINER_PREFIX: &str = "docker:";
 
 impl LabelError {
     /// The key the error is about, if it is about one key.
@@ -91,6 +103,7 @@ impl LabelError {
         match self {
             Self::Key { key, .. } | Self::Reserved { key } => Some(key),
             Self::Value { key, .. } => key.as_deref(),
+            Self::ContainerReserved => Some(CONTAINER_LABEL),
             Self::TooMany { .. } | Self::Assignment { .. } => None,
         }
     }
@@ -234,6 +247,19 @@ pub fn check_workload_labels(labels: &BTreeMap<String, String>) -> Result<(), La
         });
     }
     check_labels(labels)
+}
+
+/// Checks the labels of the workload `name` as a host reports it: [`check_workload_labels`], and
+/// [`CONTAINER_LABEL`] only on a Docker container (named [`CONTAINER_PREFIX`]...), so that no
+/// attached namespace passes for a container of that name.
+pub fn check_reported_labels(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), LabelError> {
+    if labels.contains_key(CONTAINER_LABEL) && !name.starts_with(CONTAINER_PREFIX) {
+        return Err(LabelError::ContainerReserved);
+    }
+    check_workload_labels(labels)
 }
 
 /// Parses and checks `key=value` (as given to `--label`); the value may be empty (`key=`).
@@ -389,5 +415,18 @@ mod tests {
         assert_eq!(check_workload_labels(&prefixed), Ok(()));
         let bad = Labels::from([("role".into(), "a b".into())]);
         assert_eq!(check_workload_labels(&bad).unwrap_err().key(), Some("role"));
+    }
+
+    #[test]
+    fn only_a_docker_container_carries_the_container_label() {
+        let db: Labels = [("container".to_owned(), "db".to_owned())].into();
+        assert_eq!(check_reported_labels("docker:0123abcd", &db), Ok(()));
+        for name in ["web", "", "dockerx"] {
+            let err = check_reported_labels(name, &db).unwrap_err();
+            assert_eq!(err, LabelError::ContainerReserved);
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+        let host: Labels = [("host".to_owned(), "a".to_owned())].into();
+        assert!(check_reported_labels("docker:0123abcd", &host).is_err());
     }
 }

@@ -180,6 +180,14 @@ impl Dockerd {
         self.docker_ok(&["import", tar.to_str().unwrap(), IMAGE]);
     }
 
+    /// Imports the test image again as `tag`, with `label` (`k=v`) among the image's labels
+    /// (what `LABEL` in a Dockerfile gives).
+    pub fn import_labelled(&self, tag: &str, label: &str) {
+        let tar = self.dir.join("image.tar");
+        let change = format!("LABEL {label}");
+        self.docker_ok(&["import", "--change", &change, tar.to_str().unwrap(), tag]);
+    }
+
     /// The last lines of dockerd's log.
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();

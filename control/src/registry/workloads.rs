@@ -127,7 +127,7 @@ fn check_name(name: &str) -> Result<(), WorkloadRefused> {
 }
 
 fn check_labels(w: &Workload) -> Result<(), WorkloadRefused> {
-    labels::check_workload_labels(&w.labels).map_err(|source| match source {
+    labels::check_reported_labels(&w.name, &w.labels).map_err(|source| match source {
         LabelError::Reserved { .. } => WorkloadRefused::ReservedLabel {
             name: w.name.clone(),
         },

@@ -55,13 +55,14 @@ impl Agent {
         ip: Option<IpAddr>,
         labels: Labels,
     ) -> Result<Workload, AttachError> {
-        labels::check_workload_labels(&labels)?;
+        labels::check_reported_labels(netns, &labels)?;
         if netns.starts_with(CONTAINER_PREFIX) {
             // The control plane knows containers by such names: an attach must not shadow one.
             return Err(AttachError::ReservedName {
                 netns: netns.to_owned(),
             });
         }
+        self.settle_addresses();
         let addr = match self.workloads.plan_attach(netns, ip, &labels)? {
             AttachPlan::Wire(addr) => addr,
             AttachPlan::Relabel => return self.relabel(netns, labels),
@@ -114,7 +115,18 @@ impl Agent {
     /// once, the report goes in the background.
     pub(super) fn publish_workloads(&mut self) {
         if let Some(reports) = self.reports.as_mut() {
-            reports.publish(self.workloads.report());
+            let list = self.workloads.report();
+            let generation = reports.publish(list.clone());
+            self.workloads.published(generation, &list);
+        }
+        self.settle_addresses();
+    }
+
+    /// Frees the cooled addresses: call before giving one out.
+    pub(super) fn settle_addresses(&mut self) {
+        if let Some(reports) = &self.reports {
+            self.workloads
+                .settle(reports.held(), super::docker::unix_now());
         }
     }
 

@@ -8,6 +8,7 @@
 //! know succeed (Docker repeats them, and cannot be refused a delete anyway).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use crate::error::Chain;
 use crate::host;
 
 /// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -47,8 +48,9 @@ pub(super) struct Plugin {
     task: tokio::task::JoinHandle<()>,
     /// The Docker API's tasks, once started ([`Plugin::follow_docker`]).
     engine: Option<EngineTasks>,
-    /// Every endpoint dockerd listed last, by endpoint id; `None` while it does not answer.
-    owners: Option<BTreeMap<String, EndpointOwner>>,
+    /// Every endpoint dockerd listed last, by endpoint id, and every address it showed;
+    /// `None` while it does not answer.
+    owners: Option<(BTreeMap<String, EndpointOwner>, Vec<IpAddr>)>,
 }
 
 /// The background tasks that talk to dockerd, and what they send.
@@ -194,9 +196,13 @@ enum Undo {
 }
 
 impl Undo {
-    fn of(call: &Call) -> Self {
+    /// What undoes `call`, decided before it runs: a repeated `CreateEndpoint` of an endpoint
+    /// that exists created nothing, and undoing it must not remove the working endpoint.
+    fn of(call: &Call, workloads: &super::Workloads) -> Self {
         match call {
-            Call::CreateEndpoint(r) => Self::Endpoint(r.endpoint_id.clone()),
+            Call::CreateEndpoint(r) if workloads.container(&r.endpoint_id).is_none() => {
+                Self::Endpoint(r.endpoint_id.clone())
+            }
             Call::RequestAddress(r) if !r.for_gateway() => Self::Address,
             _ => Self::Nothing,
         }
@@ -255,6 +261,7 @@ impl Agent {
             }
             Call::ReleasePool(_) => Ok(json!({})),
             Call::RequestAddress(r) => {
+                self.settle_addresses();
                 let ip = self.workloads.request_address(&r, now).map_err(refused)?;
                 if !r.for_gateway() {
                     if let Err(e) = self.store.save(&self.workloads) {
@@ -328,7 +335,7 @@ impl Agent {
                 if call.reply.is_closed() {
                     return;
                 }
-                let undo = Undo::of(&call.call);
+                let undo = Undo::of(&call.call, &self.workloads);
                 let answer = self.plugin_call(call.call).await;
                 if call.reply.is_closed() {
                     if let Ok(value) = &answer {
@@ -339,12 +346,19 @@ impl Agent {
                 let _ = call.reply.send(answer);
             }
             DockerInput::Sweep => {
-                if let Some(owners) = self.plugin.as_ref().and_then(|p| p.owners.clone()) {
-                    self.docker_listed(&owners).await;
+                if let Some((owners, listed)) = self.plugin.as_ref().and_then(|p| p.owners.clone())
+                {
+                    self.docker_listed(&owners, &listed).await;
                 }
             }
             DockerInput::Engine(EngineEvent::Snapshot(containers)) => {
                 self.set_engine(true, None);
+                // Every address Docker shows, on any network: one a container of another
+                // network driver got from our IPAM driver is in use too.
+                let listed: Vec<IpAddr> = containers
+                    .iter()
+                    .flat_map(|c| c.endpoints.iter().filter_map(|e| e.ip))
+                    .collect();
                 let owners: BTreeMap<String, EndpointOwner> = containers
                     .into_iter()
                     .flat_map(|c| {
@@ -358,9 +372,9 @@ impl Agent {
                         })
                     })
                     .collect();
-                self.docker_listed(&owners).await;
+                self.docker_listed(&owners, &listed).await;
                 if let Some(p) = self.plugin.as_mut() {
-                    p.owners = Some(owners);
+                    p.owners = Some((owners, listed));
                 }
                 // dockerd may have put its own FORWARD rules above ours since the last look.
                 self.spawn_open_firewall();
@@ -396,6 +410,15 @@ impl Agent {
             EndpointPlan::Create(c, mtu) => (c, mtu.min(self.config.agent.mtu)),
         };
         let addr = c.ip.addr();
+        if let Some(other) = self.veth_owner(&c.host_ifname) {
+            // Two endpoint ids alike in their first 40 bits: never take the other's veth.
+            return Err(format!(
+                "endpoint {}: its interface name {} is that of endpoint {other}; remove that \
+                 container first",
+                state::short(&r.endpoint_id),
+                c.host_ifname
+            ));
+        }
         // A veth of this name is a leftover of this very endpoint (an agent killed between
         // creating it and saving its record, and Docker retrying): the name is ours.
         let _ = self.host.detach(&c.host_ifname).await;
@@ -424,6 +447,14 @@ impl Agent {
         tracing::info!(endpoint = state::short(&c.endpoint), ip = %c.ip, veth = %c.host_ifname,
             "Docker endpoint created");
         Ok(self.endpoint_answer(r, &c))
+    }
+
+    /// The recorded endpoint whose host veth is named `name`, if any.
+    fn veth_owner(&self, name: &str) -> Option<String> {
+        self.workloads
+            .containers()
+            .find(|c| c.host_ifname == name)
+            .map(|c| state::short(&c.endpoint).to_owned())
     }
 
     /// The MAC the container gets, told to Docker unless it set one itself.
@@ -470,14 +501,20 @@ impl Agent {
     async fn delete_endpoint(&mut self, endpoint: &str) {
         let Some(c) = self.workloads.remove_container(endpoint) else {
             // Never recorded (a create that failed, or a repeat): a veth of that name is
-            // still ours to remove.
+            // still ours to remove, unless a recorded endpoint has that name.
             if let Ok(name) = state::host_ifname_for_endpoint(endpoint) {
-                let _ = self.host.detach(&name).await;
+                if self.veth_owner(&name).is_none() {
+                    let _ = self.host.detach(&name).await;
+                }
             }
             return;
         };
         if let Err(e) = self.host.detach(&c.host_ifname).await {
-            tracing::warn!(veth = %c.host_ifname, "cannot remove a container's veth: {}", Chain(&e));
+            // The veth may still be on the bridge with the address: the record stays, so that
+            // the address is given to no one, and the sweep tries again.
+            tracing::warn!(veth = %c.host_ifname, "cannot remove a container's veth; keeping its record to try again: {}", Chain(&e));
+            self.workloads.insert_container(c);
+            return;
         }
         self.unpin_addr(c.ip.addr()).await;
         self.save_logged();
@@ -488,9 +525,13 @@ impl Agent {
     }
 
     /// What the Docker API lists (`owners`: every endpoint of a running or created
-    /// container): containers learn their labels; endpoints it no longer lists, and
-    /// reservations nobody uses, go after the grace period.
-    pub(super) async fn docker_listed(&mut self, owners: &BTreeMap<String, EndpointOwner>) {
+    /// container; `listed`: every address it shows): containers learn their labels; endpoints
+    /// it no longer lists, and reservations nobody uses, go after the grace period.
+    pub(super) async fn docker_listed(
+        &mut self,
+        owners: &BTreeMap<String, EndpointOwner>,
+        listed: &[IpAddr],
+    ) {
         let now = unix_now();
         let mut changed = self.workloads.learn_owners(owners);
         for c in self.workloads.stale_containers(owners, now) {
@@ -498,7 +539,7 @@ impl Agent {
                 "Docker no longer lists this container endpoint; removing it");
             self.delete_endpoint(&c.endpoint).await;
         }
-        let freed = self.workloads.expire_reservations(&[], now);
+        let freed = self.workloads.expire_reservations(listed, now);
         if !freed.is_empty() {
             tracing::info!(addresses = ?freed, "freed addresses Docker asked for but never used");
             changed = true;
@@ -570,7 +611,7 @@ impl Agent {
             .collect()
     }
 
-    async fn unpin_addr(&self, addr: std::net::IpAddr) {
+    async fn unpin_addr(&self, addr: IpAddr) {
         if let Err(e) = self.host.unpin_neighbour(self.bridge_index, addr).await {
             tracing::warn!(%addr, "cannot remove a neighbour entry: {}", Chain(&e));
         }

@@ -5,6 +5,7 @@
 //! shape since API 1.24, and dockerd 29 no longer serves old versioned paths. This module
 //! performs I/O; parsing is in [`super::types`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,6 +82,17 @@ impl Engine {
             .call(&site, Method::GET, "/containers/json", None, self.timeout)
             .await?;
         types::parse_containers(&body).map_err(|e| site.parse(e))
+    }
+
+    /// `GET /images/{id}/json`: the labels the image gives its containers (`LABEL` in its
+    /// Dockerfile, `--change LABEL` at import).
+    pub async fn image_labels(&self, id: &str) -> Result<BTreeMap<String, String>, EngineError> {
+        let path = format!("/images/{}/json", percent_encode(id));
+        let site = self.site(&Method::GET, &path);
+        let body = self
+            .call(&site, Method::GET, &path, None, self.timeout)
+            .await?;
+        types::parse_image_labels(&body).map_err(|e| site.parse(e))
     }
 
     /// `GET /networks/{name_or_id}`: the network with exactly this name or full id, `None` if

@@ -17,8 +17,10 @@ pub struct Container {
     /// Its name without the leading `/` (`docker run --name web` gives `web`); empty if dockerd
     /// gave none.
     pub name: String,
-    /// Its labels (`--label k=v`), all of them.
+    /// Its labels as dockerd lists them: the `--label k=v` given, over the image's `LABEL`s.
     pub labels: BTreeMap<String, String>,
+    /// The id of its image (`ImageID`); empty if dockerd gave none.
+    pub image_id: String,
     /// The networks it is connected to, by network name order.
     pub endpoints: Vec<ContainerEndpoint>,
 }
@@ -32,6 +34,9 @@ pub struct ContainerEndpoint {
     pub network_name: String,
     /// The endpoint's id: what the plugin's `CreateEndpoint` and `Join` are given.
     pub endpoint_id: String,
+    /// Its IPv4 address (`IPAddress`), if it has one: what an IPAM driver gave it, whichever
+    /// network driver the network has.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A network, from `GET /networks/{id or name}`.
@@ -93,6 +98,12 @@ pub fn parse_containers(body: &[u8]) -> Result<Vec<Container>, serde_json::Error
     Ok(raw.into_iter().map(RawContainer::into_container).collect())
 }
 
+/// Parses the labels of an image, from `GET /images/{id}/json` (`Config.Labels`).
+pub fn parse_image_labels(body: &[u8]) -> Result<BTreeMap<String, String>, serde_json::Error> {
+    let image: RawImage = serde_json::from_slice(body)?;
+    Ok(image.config.labels)
+}
+
 /// Parses the body of `GET /networks/{id}`.
 pub fn parse_network(body: &[u8]) -> Result<Network, serde_json::Error> {
     let raw: RawNetwork = serde_json::from_slice(body)?;
@@ -151,6 +162,8 @@ struct RawContainer {
     names: Vec<String>,
     #[serde(default, deserialize_with = "null_default")]
     labels: BTreeMap<String, String>,
+    #[serde(rename = "ImageID", default, deserialize_with = "null_default")]
+    image_id: String,
     #[serde(default, deserialize_with = "null_default")]
     network_settings: RawNetworkSettings,
 }
@@ -166,6 +179,7 @@ impl RawContainer {
                     network_id: e.network_id,
                     network_name,
                     endpoint_id: e.endpoint_id,
+                    ip: e.ip_address.parse().ok(),
                 })
             })
             .collect();
@@ -173,6 +187,7 @@ impl RawContainer {
             id: self.id,
             name: container_name(&self.names),
             labels: self.labels,
+            image_id: self.image_id,
             endpoints,
         }
     }
@@ -203,6 +218,22 @@ struct RawEndpoint {
     network_id: String,
     #[serde(rename = "EndpointID", default, deserialize_with = "null_default")]
     endpoint_id: String,
+    #[serde(rename = "IPAddress", default, deserialize_with = "null_default")]
+    ip_address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawImage {
+    #[serde(default, deserialize_with = "null_default")]
+    config: RawImageConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawImageConfig {
+    #[serde(default, deserialize_with = "null_default")]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 //! middle of a plugin call while this task asks it something, and that is fine because nothing
 //! here is held by a handler. This module performs I/O through [`Engine`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -133,6 +134,22 @@ async fn publish(
 ) -> Result<(), End> {
     let mut list = engine.containers().await.map_err(End::Failed)?;
     list.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut images: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for c in &mut list {
+        if c.image_id.is_empty() {
+            continue;
+        }
+        if !images.contains_key(&c.image_id) {
+            let labels = engine
+                .image_labels(&c.image_id)
+                .await
+                .map_err(End::Failed)?;
+            images.insert(c.image_id.clone(), labels);
+        }
+        if let Some(image) = images.get(&c.image_id) {
+            drop_image_labels(&mut c.labels, image);
+        }
+    }
     if last.as_ref() == Some(&list) {
         return Ok(());
     }
@@ -140,6 +157,14 @@ async fn publish(
     tx.send(EngineEvent::Snapshot(list))
         .await
         .map_err(|_| End::Closed)
+}
+
+/// Only the labels a container was given count for the policy: dockerd lists the image's
+/// `LABEL`s among them too, and anyone who publishes an image could otherwise pick its
+/// containers' identity. A `--label` equal (key and value) to the image's cannot be told apart,
+/// and goes too: fail closed.
+fn drop_image_labels(labels: &mut BTreeMap<String, String>, image: &BTreeMap<String, String>) {
+    labels.retain(|k, v| image.get(k) != Some(v));
 }
 
 /// Whether an outage is under way, so it is reported once and not at every retry.

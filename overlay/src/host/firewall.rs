@@ -10,8 +10,13 @@
 //! onto the bridge (past the agent and its same-host policy). So the agent puts six rules at the
 //! top of `FORWARD`, tagged with a comment: accept bridge -> TUN and TUN -> bridge, drop anything
 //! else into or out of either. It runs the `iptables` binary (the one dockerd uses, so the same
-//! backend), keeps them on top of the chain (above dockerd's, which it inserts at the top too),
-//! and removes them when it stops.
+//! backend), and removes them when it stops.
+//!
+//! dockerd inserts its own accept rules at the top of `FORWARD` whenever it sets up a bridge
+//! (docker0 at its start, `docker_gwbridge`, every `docker network create`), above ours, and the
+//! agent only notices later. So the same rules also go at the top of `DOCKER-USER` (created when
+//! missing): dockerd keeps the jump to that chain first in `FORWARD` every time it changes the
+//! chain, and never flushes it. Whatever dockerd inserted, our rules are decided first.
 //!
 //! Without an `iptables` binary there is no such filter (and no dockerd): nothing to do.
 
@@ -60,13 +65,17 @@ pub fn rules(bridge: &str, tun: &str) -> [Vec<String>; 6] {
     ]
 }
 
+/// The chains the rules go into, in order.
+pub const CHAINS: [&str; 2] = ["DOCKER-USER", "FORWARD"];
+
 fn iptables(
     op: &str,
+    chain: &str,
     position: Option<usize>,
     rule: &[String],
 ) -> Result<Option<bool>, FirewallError> {
     let mut cmd = Command::new("iptables");
-    cmd.args(["-w", "5", op, "FORWARD"]);
+    cmd.args(["-w", "5", op, chain]);
     if let Some(p) = position {
         cmd.arg(p.to_string());
     }
@@ -79,49 +88,59 @@ fn iptables(
     if out.status.success() {
         return Ok(Some(true));
     }
-    // `-C` and `-D` answer 1 for a rule that is not there.
-    if matches!(op, "-C" | "-D") && out.status.code() == Some(1) {
+    // `-C` and `-D` answer 1 for a rule that is not there, `-N` for a chain that is.
+    if matches!(op, "-C" | "-D" | "-N") && out.status.code() == Some(1) {
         return Ok(Some(false));
     }
     Err(FirewallError::Refused {
-        args: format!("{op} FORWARD {}", rule.join(" ")),
+        args: format!("{op} {chain} {}", rule.join(" ")),
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
     })
 }
 
-/// Puts the rules at the top of `FORWARD` unless they are there already, in order (a killed
-/// agent's rules are taken over, not doubled). dockerd inserts its own rules at the top when it
-/// creates a bridge (`docker_gwbridge` at the first container), so this runs again whenever
-/// dockerd's containers change: the new copies go on top first, then the old ones below are
-/// deleted, so the chain is never without them. Returns whether it changed the chain;
+/// Puts the rules at the top of `DOCKER-USER` (created when missing) and of `FORWARD` unless
+/// they are there already, in order (a killed agent's rules are taken over, not doubled). This
+/// runs again whenever dockerd's containers change: the new copies go on top first, then the old
+/// ones below are deleted, so a chain is never without them. Returns whether it changed a chain;
 /// `Ok(false)` also when there is no `iptables`.
 pub fn open_forwarding(bridge: &str, tun: &str) -> Result<bool, FirewallError> {
+    if iptables("-N", CHAINS[0], None, &[])?.is_none() {
+        return Ok(false);
+    }
+    let mut changed = false;
+    for chain in CHAINS {
+        changed |= open_chain(chain, bridge, tun)?;
+    }
+    Ok(changed)
+}
+
+fn open_chain(chain: &str, bridge: &str, tun: &str) -> Result<bool, FirewallError> {
     let rules = rules(bridge, tun);
-    let Some(listed) = list()? else {
+    let Some(listed) = list(chain)? else {
         return Ok(false);
     };
     if on_top(&listed, rules.len()) {
         return Ok(false);
     }
     for (i, rule) in rules.iter().enumerate() {
-        iptables("-I", Some(i + 1), rule)?;
+        iptables("-I", chain, Some(i + 1), rule)?;
     }
-    let listed = list()?.unwrap_or_default();
+    let listed = list(chain)?.unwrap_or_default();
     let below: Vec<usize> = ours(&listed)
         .into_iter()
         .filter(|&n| n > rules.len())
         .collect();
     for n in below.into_iter().rev() {
-        iptables("-D", Some(n), &[])?;
+        iptables("-D", chain, Some(n), &[])?;
     }
     Ok(true)
 }
 
-/// `FORWARD`'s rules as `iptables -S` prints them (`-A FORWARD ...`), without the policy line;
-/// `None` without `iptables`.
-fn list() -> Result<Option<Vec<String>>, FirewallError> {
+/// The chain's rules as `iptables -S` prints them (`-A FORWARD ...`), without the policy or
+/// chain line; `None` without `iptables`.
+fn list(chain: &str) -> Result<Option<Vec<String>>, FirewallError> {
     let out = match Command::new("iptables")
-        .args(["-w", "5", "-S", "FORWARD"])
+        .args(["-w", "5", "-S", chain])
         .output()
     {
         Ok(out) => out,
@@ -130,7 +149,7 @@ fn list() -> Result<Option<Vec<String>>, FirewallError> {
     };
     if !out.status.success() {
         return Err(FirewallError::Refused {
-            args: "-S FORWARD".to_owned(),
+            args: format!("-S {chain}"),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
@@ -158,10 +177,16 @@ fn on_top(listed: &[String], count: usize) -> bool {
     ours(listed) == (1..=count).collect::<Vec<_>>()
 }
 
-/// Removes the rules, every copy of them.
+/// Removes the rules, every copy of them, from both chains (`DOCKER-USER` itself stays: it is
+/// dockerd's as much as ours).
 pub fn close_forwarding(bridge: &str, tun: &str) -> Result<(), FirewallError> {
-    for rule in rules(bridge, tun) {
-        while let Some(true) = iptables("-D", None, &rule)? {}
+    for chain in CHAINS {
+        if list(chain).is_err() {
+            continue; // no such chain
+        }
+        for rule in rules(bridge, tun) {
+            while let Some(true) = iptables("-D", chain, None, &rule)? {}
+        }
     }
     Ok(())
 }

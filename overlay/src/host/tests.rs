@@ -689,3 +689,66 @@ async fn attach_on_default_bridge(
         )
         .await
 }
+
+/// `iptables -S CHAIN` in `netns`.
+fn chain_rules(netns: &str, chain: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "iptables", "-w", "5", "-S", chain])
+        .output()
+        .expect("run iptables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn forwarding_rules_stay_first_in_docker_user_and_forward_and_all_copies_go_on_close() {
+    if !privileged("forwarding_rules_stay_first") {
+        return;
+    }
+    if Command::new("iptables").arg("-V").output().is_err() {
+        eprintln!("skipping forwarding_rules_stay_first: no iptables");
+        return;
+    }
+    let mut nss = Namespaces::default();
+    let ns = nss.create();
+    let ours = |rules: &[String]| -> Vec<usize> {
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.contains(firewall::RULE_COMMENT))
+            .map(|(i, _)| i + 1)
+            .collect()
+    };
+    in_netns(&ns.clone(), move || async move {
+        assert!(firewall::open_forwarding("wgmbr0", "wgm0").unwrap());
+        for chain in firewall::CHAINS {
+            assert_eq!(
+                ours(&chain_rules(&ns, chain)),
+                [1, 2, 3, 4, 5, 6],
+                "{chain}"
+            );
+        }
+        // As dockerd does: an accept at the top of both chains.
+        for chain in firewall::CHAINS {
+            let ok = Command::new("iptables")
+                .args(["-w", "5", "-I", chain, "1", "-i", "docker0", "-j", "ACCEPT"])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        assert!(firewall::open_forwarding("wgmbr0", "wgm0").unwrap());
+        for chain in firewall::CHAINS {
+            let rules = chain_rules(&ns, chain);
+            assert_eq!(ours(&rules), [1, 2, 3, 4, 5, 6], "{chain}: {rules:?}");
+            assert_eq!(rules.len(), 7, "the old copies went: {rules:?}");
+        }
+        assert!(!firewall::open_forwarding("wgmbr0", "wgm0").unwrap());
+        firewall::close_forwarding("wgmbr0", "wgm0").unwrap();
+        for chain in firewall::CHAINS {
+            assert!(ours(&chain_rules(&ns, chain)).is_empty(), "{chain}");
+        }
+    });
+}

@@ -61,8 +61,9 @@ impl WorkloadReports {
     }
 
     /// Makes `list` the one to report (the whole list, which replaces the last one). Returns at
-    /// once; a list equal to the last one published changes nothing.
-    pub fn publish(&mut self, list: WorkloadsBody) {
+    /// once, with the list's generation; a list equal to the last one published changes nothing
+    /// (and keeps its generation).
+    pub fn publish(&mut self, list: WorkloadsBody) -> u64 {
         let generation = self.generation + 1;
         let changed = self.list.send_if_modified(|current| {
             if current.as_ref().is_some_and(|p| *p.list == list) {
@@ -77,6 +78,12 @@ impl WorkloadReports {
         if changed {
             self.generation = generation;
         }
+        self.generation
+    }
+
+    /// The generation of the list the control plane acknowledged last (0: none).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Whether the control plane acknowledged the list published last.

@@ -29,9 +29,9 @@ const HOST_POOL: &str = "wgmesh:host";
 /// one dockerd does not check (Calico's plugin answers the same).
 pub const ANY_POOL: &str = "0.0.0.0/0";
 /// What the names of containers begin with, as the control plane knows them.
-pub const CONTAINER_PREFIX: &str = "docker:";
+pub const CONTAINER_PREFIX: &str = labels::CONTAINER_PREFIX;
 /// The label that carries a container's name.
-pub const CONTAINER_LABEL: &str = "container";
+pub const CONTAINER_LABEL: &str = labels::CONTAINER_LABEL;
 /// The smallest MTU a network may ask for (IPv4's minimum datagram).
 const MIN_MTU: u16 = 576;
 /// Reservations without a container, and containers Docker no longer lists, are forgotten

@@ -12,8 +12,11 @@
 //! labels existed load with no labels.
 //!
 //! Docker's containers share the same addresses ([`docker`]): the IPAM driver's reservations
-//! and the containers' endpoints are never given to an `attach`, and the other way round.
+//! and the containers' endpoints are never given to an `attach`, and the other way round. An
+//! address a reported workload left is given to no one while it [`cooling`]s: the hosts'
+//! policies still know it as the old workload's.
 
+pub mod cooling;
 pub mod docker;
 
 use std::collections::BTreeMap;
@@ -107,6 +110,7 @@ pub struct Workloads {
     subnet: IpNet,
     by_netns: BTreeMap<String, Workload>,
     docker: docker::DockerState,
+    cooling: cooling::Cooling,
 }
 
 impl Workloads {
@@ -116,6 +120,7 @@ impl Workloads {
             subnet,
             by_netns: BTreeMap::new(),
             docker: docker::DockerState::default(),
+            cooling: cooling::Cooling::default(),
         }
     }
 
@@ -171,6 +176,19 @@ impl Workloads {
         WorkloadsBody {
             workloads: attached.chain(self.docker.report()).collect(),
         }
+    }
+
+    /// The list of report generation `generation` is `body`: the addresses that left the last
+    /// one start to cool.
+    pub fn published(&mut self, generation: u64, body: &WorkloadsBody) {
+        let addresses = body.workloads.iter().map(|w| w.ip).collect();
+        self.cooling.published(generation, addresses);
+    }
+
+    /// The control plane holds the list of generation `held` at `now` (Unix seconds): cooled
+    /// addresses become free.
+    pub fn settle(&mut self, held: u64, now: u64) {
+        self.cooling.settle(held, now);
     }
 
     /// Allocates an address for `netns`: `wanted` if given and free, else the lowest free one.
@@ -239,7 +257,7 @@ impl Workloads {
         if let Some(w) = self.by_netns.values().find(|w| w.ip.addr() == ip) {
             return Some(format!("network namespace {:?}", w.netns));
         }
-        self.docker.holder(ip)
+        self.docker.holder(ip).or_else(|| self.cooling.holder(ip))
     }
 
     fn assignable(&self, ip: IpAddr) -> bool {
@@ -270,6 +288,8 @@ enum StateFile {
         workloads: Vec<Workload>,
         #[serde(default, skip_serializing_if = "docker::DockerState::is_empty")]
         docker: docker::DockerState,
+        #[serde(default, skip_serializing_if = "cooling::Cooling::is_empty")]
+        cooling: cooling::Cooling,
     },
 }
 
@@ -290,12 +310,17 @@ impl WorkloadStore {
     /// subnet changed) are dropped with a warning.
     pub fn load(&self, subnet: IpNet) -> Result<Workloads, StateFileError> {
         let file = self.file.load::<StateFile>()?;
-        let (workloads, docker) = file
-            .map_or_else(Default::default, |StateFile::V1 { workloads, docker }| {
-                (workloads, docker)
-            });
+        let (workloads, docker, cooling) = file.map_or_else(
+            Default::default,
+            |StateFile::V1 {
+                 workloads,
+                 docker,
+                 cooling,
+             }| (workloads, docker, cooling),
+        );
         let mut out = Workloads::new(subnet);
         out.docker = docker.within(subnet);
+        out.cooling = cooling.restarted();
         for w in workloads {
             if subnet.contains(&w.ip.addr()) {
                 out.insert(w);
@@ -311,6 +336,7 @@ impl WorkloadStore {
         let file = StateFile::V1 {
             workloads: workloads.iter().cloned().collect(),
             docker: workloads.docker.clone(),
+            cooling: workloads.cooling.clone(),
         };
         self.file.save(&file)
     }
@@ -348,6 +374,27 @@ mod tests {
         w.insert(wl("b", b));
         w.remove("a").unwrap();
         assert_eq!(w.allocate("c", None).unwrap().to_string(), "10.42.1.2/24");
+    }
+
+    #[test]
+    fn an_address_a_reported_workload_left_is_given_to_no_one_until_it_cooled() {
+        let mut w = Workloads::new("10.42.1.0/24".parse().unwrap());
+        let a = w.allocate("a", None).unwrap();
+        w.insert(wl("a", a));
+        w.published(1, &w.report());
+        w.settle(1, 100);
+        w.remove("a").unwrap();
+        w.published(2, &w.report());
+        // The hosts' policies still know 10.42.1.2 as "a": the next workload gets another one.
+        assert_eq!(w.allocate("b", None).unwrap().to_string(), "10.42.1.3/24");
+        assert!(matches!(
+            w.allocate("b", Some(a.addr())),
+            Err(WorkloadError::InUse { .. })
+        ));
+        w.settle(2, 200);
+        assert_eq!(w.allocate("b", None).unwrap().to_string(), "10.42.1.3/24");
+        w.settle(2, 200 + cooling::COOL_SECS);
+        assert_eq!(w.allocate("b", None).unwrap(), a);
     }
 
     #[test]

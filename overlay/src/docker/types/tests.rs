@@ -46,6 +46,7 @@ fn containers_from_dockerd_20_10() {
             network_id: BRIDGE_ID.into(),
             network_name: "bridge".into(),
             endpoint_id: "fbd868d38f2345be6b8844eb9aa213faebd514538403cf8f5527124d93d943ca".into(),
+            ip: Some("172.17.0.2".parse().unwrap()),
         }]
     );
 }
@@ -69,6 +70,7 @@ fn go_nulls_and_missing_fields_are_empty() {
             network_id: String::new(),
             network_name: "m".into(),
             endpoint_id: String::new(),
+            ip: None,
         }]
     );
     assert_eq!(parse_containers(b"[]").unwrap(), vec![]);

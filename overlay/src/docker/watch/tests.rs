@@ -150,3 +150,29 @@ fn a_burst_is_listed_once_from_its_first_event() {
     d.listed();
     assert_eq!(d.due(), None);
 }
+
+#[tokio::test]
+async fn an_image_s_labels_are_not_the_container_s() {
+    let fake = FakeDockerd::start();
+    let c = r#"{"Id":"c3","Names":["/app"],"ImageID":"img1","Labels":{"role":"frontend","app":"x","tier":"web"},"NetworkSettings":{"Networks":{}}}"#;
+    fake.route("GET /containers/json", 200, &format!("[{c}]"));
+    // The image says role=frontend and tier=db: the first is the image's, the second was
+    // given (--label tier=web) over it.
+    fake.route(
+        "GET /images/img1/json",
+        200,
+        r#"{"Id":"img1","Config":{"Labels":{"role":"frontend","tier":"db"}}}"#,
+    );
+    let (tx, mut rx) = mpsc::channel(8);
+    let watch = spawn_watch(fake.engine(), tx);
+    let EngineEvent::Snapshot(list) = next(&mut rx).await else {
+        panic!("expected a snapshot");
+    };
+    let labels: Vec<(&str, &str)> = list[0]
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(labels, [("app", "x"), ("tier", "web")]);
+    watch.abort();
+}
