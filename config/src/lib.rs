@@ -14,6 +14,8 @@
 //!   CLI and the control plane.
 //! - [`name`]: the host-name rule and [`HostName`]; [`ifname`]: the Linux interface-name rule.
 //!   `path` (private): the rule for file system paths in agent.toml and control.toml.
+//! - [`duration`]: `90s`, `15m`, `1h`, `7d` ([`duration::parse_duration`]), for the CLI and
+//!   control.toml.
 //! - [`error`]: [`ConfigError`], which names the file, line, column and field of a problem.
 //!
 //! Code outside this crate only sees validated types. The crate performs no I/O except reading
@@ -24,6 +26,7 @@
 pub mod agent;
 pub mod control;
 mod document;
+pub mod duration;
 pub mod endpoint;
 pub mod error;
 pub mod ifname;

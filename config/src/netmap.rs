@@ -10,9 +10,19 @@
 //! public keys (more than one during a hitless key rotation) and labels (for label-based
 //! policy), and a per-pair preshared key will become one more optional field.
 //!
-//! Determinism: the control plane emits peers sorted by name, each peer's keys and allowed IPs
-//! sorted, so equal registries give byte-identical JSON ([`Netmap::normalize`] puts any netmap
-//! in that form, [`Netmap::check`] verifies the invariants an agent relies on).
+//! Key rotation (the control plane's side is `wgmesh_control::registry`'s rotation): a host's
+//! [`HostIdentity::key_epoch`] counts its registered keys (0 at join, +1 per rotation), and
+//! [`HostIdentity::rotation`] is the control plane's order while one runs: a
+//! [`KeyRotationOrder`] without `new_key` asks the host to make a new key and report it; with
+//! `new_key` it says that the key was announced to the host's peers, which then list it first
+//! in their entry of the host (`public_keys = [new, old]`, [`NetmapPeer::public_keys`]). When
+//! the order is gone, `public_key` is the registered key: the new one if the rotation
+//! completed, the old one if it was abandoned (the host then goes back to its old key).
+//!
+//! Determinism: the control plane emits peers sorted by name, each peer's keys in its order
+//! (the current key first) and allowed IPs sorted, so equal registries give byte-identical JSON
+//! ([`Netmap::normalize`] puts any netmap in that form, [`Netmap::check`] verifies the
+//! invariants an agent relies on).
 //!
 //! Netmaps are responses, so unknown fields are ignored rather than refused: an older agent can
 //! read a newer control plane's netmap. This module performs no I/O.
@@ -67,6 +77,26 @@ pub struct HostIdentity {
     /// The address other hosts are told to send to, if the host gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<SocketAddr>,
+    /// The epoch of `public_key`: 0 at join, one more at each completed rotation.
+    #[serde(default)]
+    pub key_epoch: u64,
+    /// The key rotation the control plane runs for this host, if any; absent: none, and
+    /// `public_key` is the key registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotationOrder>,
+}
+
+/// The control plane's order to a host about its key rotation ([`HostIdentity::rotation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotationOrder {
+    /// The epoch the new key will have: the host's `key_epoch` + 1. The host's key report names
+    /// it.
+    pub epoch: u64,
+    /// `None` (phase *requested*): make a new key, keep it on disk, report its public key.
+    /// `Some` (phase *announced*): this key, reported by the host, is in its peers' netmaps
+    /// (first, before the old one); the host accepts both until the rotation ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key: Option<PublicKey>,
 }
 
 /// One remote host in a netmap.
@@ -74,8 +104,9 @@ pub struct HostIdentity {
 pub struct NetmapPeer {
     /// The peer's name, unique in the cluster.
     pub name: String,
-    /// The peer's WireGuard public keys, sorted; at least one. More than one while the peer
-    /// rotates its key, so that both the old and the new key are accepted.
+    /// The peer's WireGuard public keys, in order, the current one first; at least one, none
+    /// twice. Two while the peer rotates its key (`[new, old]`, once its new key is announced),
+    /// so that both are accepted while tunnels move to the new one.
     pub public_keys: Vec<PublicKey>,
     /// Where to send the first handshake; `None` waits for the peer to connect first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +117,10 @@ pub struct NetmapPeer {
     /// The peer's labels (from its join token and its agent.toml).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The epoch of `public_keys[0]` (its host's `key_epoch`, one more while a new key is
+    /// announced).
+    #[serde(default)]
+    pub key_epoch: u64,
 }
 
 /// Why a netmap breaks an invariant agents rely on (see [`Netmap::check`]).
@@ -174,6 +209,34 @@ pub enum NetmapError {
     /// The compiled policy filter is malformed.
     #[error("the netmap's filter is invalid: {0}")]
     Filter(FilterError),
+    /// The host's rotation order announces the key it already has.
+    #[error("the rotation of {host:?} announces its current key {key} as its new one")]
+    RotationKeyUnchanged {
+        /// The host's name.
+        host: String,
+        /// The key.
+        key: PublicKey,
+    },
+    /// The host's rotation order announces a key a peer has.
+    #[error("the rotation of {host:?} announces {key}, a key of peer {peer:?}")]
+    RotationKeyTaken {
+        /// The host's name.
+        host: String,
+        /// The key.
+        key: PublicKey,
+        /// The peer holding it.
+        peer: String,
+    },
+    /// The host's rotation order is not for the epoch after its key's.
+    #[error("the rotation of {host:?} is for key epoch {epoch}, not {} (its key's epoch + 1)", key_epoch + 1)]
+    RotationEpoch {
+        /// The host's name.
+        host: String,
+        /// The order's epoch.
+        epoch: u64,
+        /// The host's key epoch.
+        key_epoch: u64,
+    },
     /// An allowed IP overlaps the host's subnet or another peer's allowed IP.
     #[error("allowed IP {net} of {peer:?} overlaps {other} of {owner:?}")]
     Overlap {
@@ -189,12 +252,18 @@ pub enum NetmapError {
 }
 
 impl Netmap {
-    /// Puts the netmap in canonical form: peers sorted by name, every peer's keys and allowed
-    /// IPs sorted and deduplicated.
+    /// Puts the netmap in canonical form: peers sorted by name, every peer's keys deduplicated
+    /// (in their order: the first is the current one) and allowed IPs sorted and deduplicated.
     pub fn normalize(&mut self) {
         for peer in &mut self.peers {
-            peer.public_keys.sort();
-            peer.public_keys.dedup();
+            let mut seen = Vec::with_capacity(peer.public_keys.len());
+            peer.public_keys.retain(|k| {
+                if seen.contains(k) {
+                    return false;
+                }
+                seen.push(*k);
+                true
+            });
             peer.allowed_ips.sort();
             peer.allowed_ips.dedup();
         }
@@ -217,7 +286,9 @@ impl Netmap {
     /// has room for a gateway and a workload, no peer is the host itself, every peer has a key
     /// and none is low-order, names and keys are unique, and no allowed IP overlaps the
     /// host's subnet or another allowed IP (so every address routes to exactly one peer). The
-    /// host's own key is not low-order either.
+    /// host's own key is not low-order either, and a rotation order is for the epoch after the
+    /// host's key's and announces a key that is not low-order, not the host's current one and
+    /// no peer's.
     /// When the netmap names a cluster CIDR, everything is inside it; that the cluster CIDR is
     /// the right one is [`Netmap::check_pinned`]'s job.
     pub fn check(&self) -> Result<(), NetmapError> {
@@ -234,6 +305,7 @@ impl Netmap {
                 key: self.host.public_key,
             });
         }
+        self.check_rotation()?;
         let mut names = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &str> = BTreeMap::new();
         let mut nets: Vec<(IpNet, &str)> = vec![(self.host.subnet, &self.host.name)];
@@ -266,6 +338,45 @@ impl Netmap {
                 }
                 nets.push((*net, name));
             }
+        }
+        Ok(())
+    }
+
+    /// The host's rotation order, if any, is for the next epoch, and its new key is not
+    /// low-order, not the host's current key and no peer's.
+    fn check_rotation(&self) -> Result<(), NetmapError> {
+        let Some(order) = &self.host.rotation else {
+            return Ok(());
+        };
+        let host = &self.host;
+        if Some(order.epoch) != host.key_epoch.checked_add(1) {
+            return Err(NetmapError::RotationEpoch {
+                host: host.name.clone(),
+                epoch: order.epoch,
+                key_epoch: host.key_epoch,
+            });
+        }
+        let Some(key) = order.new_key else {
+            return Ok(());
+        };
+        if key.is_low_order() {
+            return Err(NetmapError::LowOrderKey {
+                owner: host.name.clone(),
+                key,
+            });
+        }
+        if key == host.public_key {
+            return Err(NetmapError::RotationKeyUnchanged {
+                host: host.name.clone(),
+                key,
+            });
+        }
+        if let Some(peer) = self.peer_by_key(&key) {
+            return Err(NetmapError::RotationKeyTaken {
+                host: host.name.clone(),
+                key,
+                peer: peer.name.clone(),
+            });
         }
         Ok(())
     }

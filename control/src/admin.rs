@@ -3,63 +3,16 @@
 //! Pure.
 
 use std::fmt::Write as _;
-use std::num::ParseIntError;
 
 use wgmesh_client::api::{ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo};
 use wgmesh_config::policy::{DecidedBy, Decision, ShowFlow};
 
-/// Why `--ttl` is not a duration. `Display` is the message the CLI prints after `--ttl: `.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TtlError {
-    /// The unit after the number is not `s`, `m`, `h` or `d`.
-    #[error("{text:?} is not a duration; use a number with s, m, h or d, such as 1h")]
-    Unit {
-        /// The text given, trimmed.
-        text: String,
-    },
-    /// The number before the unit is missing or does not fit in 64 bits.
-    #[error("{text:?} is not a duration; use a number with s, m, h or d, such as 1h")]
-    Number {
-        /// The text given, trimmed.
-        text: String,
-        /// Why the digits are not a number.
-        #[source]
-        source: ParseIntError,
-    },
-    /// The duration is zero.
-    #[error("the duration must be at least 1s")]
-    Zero,
-    /// The duration in seconds does not fit in 64 bits.
-    #[error("{text:?} is too long")]
-    TooLong {
-        /// The text given, trimmed.
-        text: String,
-    },
-}
-
-/// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds.
-pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
-    let s = s.trim();
-    let (digits, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let multiplier = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(TtlError::Unit { text: s.to_owned() }),
-    };
-    let n: u64 = digits.parse().map_err(|source| TtlError::Number {
-        text: s.to_owned(),
-        source,
-    })?;
-    match n.checked_mul(multiplier) {
-        Some(0) => Err(TtlError::Zero),
-        Some(secs) => Ok(secs),
-        None => Err(TtlError::TooLong { text: s.to_owned() }),
-    }
-}
+/// Why `--ttl` is not a duration (config's [`DurationError`](wgmesh_config::duration::DurationError)).
+/// `Display` is the message the CLI prints after `--ttl: `.
+pub use wgmesh_config::duration::DurationError as TtlError;
+/// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds (config's
+/// [`parse_duration`](wgmesh_config::duration::parse_duration), the one parser of durations).
+pub use wgmesh_config::duration::parse_duration as parse_ttl;
 
 /// `token list` as a table: id, state, reusable, joins, expires (relative), labels.
 pub fn render_tokens(tokens: &[TokenInfo], now: u64) -> String {

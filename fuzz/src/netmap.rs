@@ -217,6 +217,7 @@ fn peer(input: &mut Input<'_>) -> NetmapPeer {
         endpoint: endpoint(input),
         allowed_ips,
         labels,
+        key_epoch: 0,
     }
 }
 
@@ -226,6 +227,8 @@ fn host(input: &mut Input<'_>) -> HostIdentity {
         public_key: key(input),
         subnet: prefix(input),
         endpoint: endpoint(input),
+        key_epoch: 0,
+        rotation: None,
     }
 }
 
@@ -303,6 +306,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
             public_key: k(1),
             subnet: "10.42.1.0/24".parse().expect("prefix"),
             endpoint: Some("198.18.0.1:51820".parse().expect("endpoint")),
+            key_epoch: 0,
+            rotation: None,
         },
         peers: vec![NetmapPeer {
             name: "host-b".into(),
@@ -310,6 +315,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             endpoint: Some("198.18.0.2:51820".parse().expect("endpoint")),
             allowed_ips: vec!["10.42.2.0/24".parse().expect("prefix")],
             labels: BTreeMap::from([("zone".into(), "a".into())]),
+            key_epoch: 0,
         }],
         cluster_cidr: Some("10.42.0.0/16".parse().expect("prefix")),
         epoch: 9,
@@ -325,6 +331,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             endpoint: None,
             allowed_ips: vec!["10.42.3.0/24".parse().expect("prefix")],
             labels: BTreeMap::new(),
+            key_epoch: 0,
         }],
         remove: vec!["host-b".into()],
         peer_count: 1,

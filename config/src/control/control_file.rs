@@ -19,6 +19,7 @@ use super::{
     MAX_HOST_PREFIX_V6,
 };
 use crate::document::{read, Document};
+use crate::duration::parse_duration;
 use crate::error::ConfigError;
 use crate::locate;
 use crate::path::check_path;
@@ -57,6 +58,14 @@ pub struct ControlConfig {
     /// Seconds a client has to finish the TLS handshake and send its request, 1 to
     /// [`MAX_HANDSHAKE_TIMEOUT_SECS`]; default [`DEFAULT_HANDSHAKE_TIMEOUT_SECS`].
     pub handshake_timeout_secs: u32,
+    /// How often each host's key is rotated, in seconds: a host whose key is this old is
+    /// queued for rotation. `None` (the default): keys are rotated only when an admin asks.
+    pub key_rotation_interval: Option<u64>,
+    /// How long each phase of a key rotation may take, in seconds: a host asked to rotate that
+    /// has not announced its new key by then keeps its old one, and an announced key is
+    /// registered by then even if the host did not report that its peers moved. Default
+    /// [`DEFAULT_KEY_ROTATION_GRACE_SECS`] (10 minutes).
+    pub key_rotation_grace: u64,
 }
 
 /// Default `audit_max_bytes`: 64 MiB.
@@ -77,6 +86,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 64;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u32 = 10;
 /// Largest `handshake_timeout_secs`.
 pub const MAX_HANDSHAKE_TIMEOUT_SECS: u32 = 300;
+/// Default `key_rotation_grace`: 10 minutes.
+pub const DEFAULT_KEY_ROTATION_GRACE_SECS: u64 = 600;
 
 impl ControlConfig {
     /// Parses and validates the TOML `text` of a control plane configuration.
@@ -195,6 +206,8 @@ struct RawControlSection {
     max_connections: Option<Spanned<i64>>,
     max_connections_per_address: Option<Spanned<i64>>,
     handshake_timeout_secs: Option<Spanned<i64>>,
+    key_rotation_interval: Option<Spanned<String>>,
+    key_rotation_grace: Option<Spanned<String>>,
 }
 
 /// What a valid value of the field at `path` of `control.toml` looks like.
@@ -221,6 +234,8 @@ fn control_expected_for(path: &str) -> Option<&'static str> {
         ("max_connections", _) => "a number of connections such as 16384",
         ("max_connections_per_address", _) => "a number of connections such as 64",
         ("handshake_timeout_secs", _) => "a number of seconds such as 10",
+        ("key_rotation_interval", _) => "a duration string such as \"24h\"",
+        ("key_rotation_grace", _) => "a duration string such as \"10m\"",
         _ => return None,
     })
 }
@@ -285,6 +300,15 @@ impl Document<'_> {
             (1, MAX_HANDSHAKE_TIMEOUT_SECS),
             DEFAULT_HANDSHAKE_TIMEOUT_SECS,
         )?;
+        let duration = |raw: &Option<Spanned<String>>, field: &str| {
+            raw.as_ref()
+                .map(|v| self.check_value(v, field, |s| parse_duration(s)))
+                .transpose()
+        };
+        let key_rotation_interval =
+            duration(&c.key_rotation_interval, "control.key_rotation_interval")?;
+        let key_rotation_grace = duration(&c.key_rotation_grace, "control.key_rotation_grace")?
+            .unwrap_or(DEFAULT_KEY_ROTATION_GRACE_SECS);
         Ok(ControlConfig {
             listen,
             advertise,
@@ -298,6 +322,8 @@ impl Document<'_> {
             max_connections,
             max_connections_per_address,
             handshake_timeout_secs,
+            key_rotation_interval,
+            key_rotation_grace,
         })
     }
 

@@ -18,6 +18,8 @@
 //! max_connections = 16384               # connections served at once
 //! max_connections_per_address = 64      # per source address (IPv6: per /64), before TLS
 //! handshake_timeout_secs = 10           # to finish TLS and send the request
+//! key_rotation_interval = "24h"         # rotate every host's key this often (default: never)
+//! key_rotation_grace = "10m"            # how long each phase of a key rotation may take
 //! ```
 //!
 //! The `advertise` entries go into the server certificate's subject alternative names; the
@@ -51,7 +53,7 @@ pub use admin_file::AdminFile;
 pub use cert::CertificatePem;
 pub use control_file::{
     ControlConfig, StoreKind, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
-    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_KEY_ROTATION_GRACE_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     MAX_AUDIT_KEEP, MAX_CONNECTIONS_LIMIT, MAX_HANDSHAKE_TIMEOUT_SECS, MIN_AUDIT_MAX_BYTES,
 };
 pub use host::{ControlUrl, DnsName, Host};

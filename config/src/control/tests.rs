@@ -161,6 +161,41 @@ fn limits_parse_and_out_of_range_values_are_named() {
 }
 
 #[test]
+fn key_rotation_durations_parse_like_ttls() {
+    let cfg = parse(&minimal("")).unwrap();
+    assert_eq!(cfg.key_rotation_interval, None, "off unless set");
+    assert_eq!(cfg.key_rotation_grace, DEFAULT_KEY_ROTATION_GRACE_SECS);
+    assert_eq!(DEFAULT_KEY_ROTATION_GRACE_SECS, 600);
+    let cfg = parse(&minimal(
+        "key_rotation_interval = \"24h\"\nkey_rotation_grace = \"90\"",
+    ))
+    .unwrap();
+    assert_eq!(cfg.key_rotation_interval, Some(86400));
+    assert_eq!(cfg.key_rotation_grace, 90);
+    let cfg = parse(&minimal("key_rotation_interval = \"20s\"")).unwrap();
+    assert_eq!(cfg.key_rotation_interval, Some(20));
+    for (line, field, needle) in [
+        (
+            "key_rotation_interval = \"1w\"",
+            "control.key_rotation_interval",
+            "\"1w\" is not a duration; use a number with s, m, h or d, such as 1h",
+        ),
+        (
+            "key_rotation_grace = \"0s\"",
+            "control.key_rotation_grace",
+            "at least 1s",
+        ),
+        (
+            "key_rotation_interval = 86400",
+            "control.key_rotation_interval",
+            "a duration string such as \"24h\"",
+        ),
+    ] {
+        expect_error(&minimal(line), 4, Some(field), needle);
+    }
+}
+
+#[test]
 fn cluster_cidr_errors() {
     let at =
         |cidr: &str| format!("[control]\ncluster_cidr = \"{cidr}\"\nadvertise = [\"a.example\"]\n");

@@ -16,6 +16,8 @@ fn sample() -> Netmap {
             public_key: key(1),
             subnet: net("10.42.0.0/24"),
             endpoint: Some("198.18.0.1:51820".parse().unwrap()),
+            key_epoch: 0,
+            rotation: None,
         },
         peers: vec![
             NetmapPeer {
@@ -24,6 +26,7 @@ fn sample() -> Netmap {
                 endpoint: Some("198.18.0.2:51820".parse().unwrap()),
                 allowed_ips: vec![net("10.42.1.0/24")],
                 labels: BTreeMap::from([("zone".into(), "a".into())]),
+                key_epoch: 0,
             },
             NetmapPeer {
                 name: "host-c".into(),
@@ -31,6 +34,7 @@ fn sample() -> Netmap {
                 endpoint: None,
                 allowed_ips: vec![net("10.42.2.0/24"), net("fd42::/64")],
                 labels: BTreeMap::new(),
+                key_epoch: 3,
             },
         ],
         cluster_cidr: None,
@@ -61,6 +65,7 @@ fn peer(name: &str, k: u8, net_: &str) -> NetmapPeer {
         endpoint: None,
         allowed_ips: vec![net(net_)],
         labels: BTreeMap::new(),
+        key_epoch: 0,
     }
 }
 
@@ -288,10 +293,111 @@ fn bad_key_or_prefix_is_refused() {
 fn normalize_sorts_and_dedups() {
     let mut map = sample();
     map.peers.reverse();
-    map.peers[0].public_keys = vec![key(4), key(3), key(4)];
+    map.peers[0].public_keys = vec![key(3), key(4), key(3)];
     map.peers[0].allowed_ips = vec![net("fd42::/64"), net("10.42.2.0/24")];
     map.normalize();
     assert_eq!(map, sample());
+}
+
+#[test]
+fn a_peers_keys_keep_their_order_the_new_key_first() {
+    // While host-c's new key 4 is announced, its entry lists it before the old key 3.
+    let mut map = sample();
+    map.peers[1].public_keys = vec![key(4), key(3), key(4)];
+    map.normalize();
+    assert_eq!(map.peers[1].public_keys, [key(4), key(3)], "deduped, not sorted");
+    map.check().unwrap();
+    // JSON keeps the order too, and a delta's result is normalized the same way.
+    let back: Netmap = serde_json::from_str(&serde_json::to_string(&map).unwrap()).unwrap();
+    assert_eq!(back.peers[1].public_keys, [key(4), key(3)]);
+    let mut announced = map.peers[1].clone();
+    announced.public_keys = vec![key(5), key(4)];
+    let next = sample()
+        .apply_delta(&delta(7, vec![announced], &[], 2))
+        .unwrap();
+    assert_eq!(next.peers[1].public_keys, [key(5), key(4)]);
+}
+
+#[test]
+fn rotation_orders_round_trip_and_old_netmaps_parse_without_them() {
+    let mut map = sample();
+    map.host.key_epoch = 4;
+    map.host.rotation = Some(KeyRotationOrder {
+        epoch: 5,
+        new_key: None,
+    });
+    let json = serde_json::to_value(&map).unwrap();
+    assert_eq!(json["host"]["key_epoch"], 4);
+    assert_eq!(json["host"]["rotation"], serde_json::json!({"epoch": 5}));
+    assert_eq!(json["peers"][1]["key_epoch"], 3);
+    map.host.rotation = Some(KeyRotationOrder {
+        epoch: 5,
+        new_key: Some(key(9)),
+    });
+    let json = serde_json::to_string(&map).unwrap();
+    assert_eq!(serde_json::from_str::<Netmap>(&json).unwrap(), map);
+    map.check().unwrap();
+    // A netmap of a control plane without rotations: epoch 0, no order.
+    let old = format!(
+        r#"{{"revision":1,"host":{{"name":"h","public_key":"{}","subnet":"10.0.0.0/24"}},
+            "peers":[{{"name":"p","public_keys":["{}"]}}]}}"#,
+        key(1),
+        key(2)
+    );
+    let old: Netmap = serde_json::from_str(&old).unwrap();
+    assert_eq!((old.host.key_epoch, old.host.rotation), (0, None));
+    assert_eq!(old.peers[0].key_epoch, 0);
+}
+
+#[test]
+fn a_rotation_order_announces_a_new_key_of_the_next_epoch() {
+    let order = |epoch, k: Option<PublicKey>| {
+        let mut map = sample();
+        map.host.key_epoch = 2;
+        map.host.rotation = Some(KeyRotationOrder { epoch, new_key: k });
+        map.check()
+    };
+    order(3, None).unwrap();
+    order(3, Some(key(9))).unwrap();
+    assert_eq!(
+        order(2, None),
+        Err(NetmapError::RotationEpoch {
+            host: "host-a".into(),
+            epoch: 2,
+            key_epoch: 2
+        })
+    );
+    assert!(matches!(order(4, None), Err(NetmapError::RotationEpoch { .. })));
+    assert_eq!(
+        order(3, Some(key(1))),
+        Err(NetmapError::RotationKeyUnchanged {
+            host: "host-a".into(),
+            key: key(1)
+        })
+    );
+    let err = order(3, Some(key(4))).unwrap_err();
+    assert_eq!(
+        err,
+        NetmapError::RotationKeyTaken {
+            host: "host-a".into(),
+            key: key(4),
+            peer: "host-c".into()
+        }
+    );
+    assert!(err.to_string().contains("a key of peer \"host-c\""), "{err}");
+    let err = order(3, Some(PublicKey::from_bytes([0; 32]))).unwrap_err();
+    assert!(
+        matches!(&err, NetmapError::LowOrderKey { owner, .. } if owner == "host-a"),
+        "{err:?}"
+    );
+    // An epoch that cannot follow.
+    let mut map = sample();
+    map.host.key_epoch = u64::MAX;
+    map.host.rotation = Some(KeyRotationOrder {
+        epoch: 0,
+        new_key: None,
+    });
+    assert!(matches!(map.check(), Err(NetmapError::RotationEpoch { .. })));
 }
 
 #[test]

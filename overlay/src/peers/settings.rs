@@ -158,6 +158,8 @@ pub(crate) mod tests {
                 public_key: key(1),
                 subnet: net("10.42.0.0/24"),
                 endpoint: Some("198.18.0.1:51820".parse().unwrap()),
+                key_epoch: 0,
+                rotation: None,
             },
             peers: vec![
                 NetmapPeer {
@@ -166,6 +168,7 @@ pub(crate) mod tests {
                     endpoint: Some("198.18.0.2:51820".parse().unwrap()),
                     allowed_ips: vec![net("10.42.1.0/24")],
                     labels: BTreeMap::from([("zone".into(), "a".into())]),
+                    key_epoch: 0,
                 },
                 NetmapPeer {
                     name: "host-c".into(),
@@ -173,6 +176,7 @@ pub(crate) mod tests {
                     endpoint: None,
                     allowed_ips: vec![net("10.42.2.0/24")],
                     labels: BTreeMap::new(),
+                    key_epoch: 0,
                 },
             ],
             cluster_cidr: Some(cluster()),

@@ -451,6 +451,8 @@ mod tests {
                 public_key: PublicKey::from_bytes([1; 32]),
                 subnet: "10.42.0.0/24".parse().unwrap(),
                 endpoint: None,
+                key_epoch: 0,
+                rotation: None,
             },
             peers: vec![],
             cluster_cidr: None,
