@@ -2,7 +2,7 @@
 //! be sent only what changed ([`NetmapDelta`](wgmesh_config::netmap::NetmapDelta)).
 //!
 //! Three kinds of change are logged ([`Change`]): a host's entry or addresses (it joined, left,
-//! moved, or reported its workloads under a policy), the filters (an endpoint came or went, or
+//! moved, had a new key announced or registered, or reported its workloads under a policy), the filters (an endpoint came or went, or
 //! changed its labels, while a policy is applied), and the policy itself (every host's peers
 //! and filter). [`touched`] says which a mutation makes; [`ChangeLog::since`] sums them up for
 //! [`compile::delta`](crate::compile::delta).
@@ -148,6 +148,15 @@ pub fn touched(registry: &Registry, m: &Mutation) -> Touched {
             }
         }
         Mutation::PolicyApplied { .. } | Mutation::PolicyRemoved => changes.push(Change::Policy),
+        // Queued: in no netmap yet. Requested and abandoned: only the host's own identity
+        // changes (its rotation order), which every delta carries.
+        Mutation::RotationsQueued { .. }
+        | Mutation::RotationRequested { .. }
+        | Mutation::RotationAbandoned { .. } => {}
+        // The host's entry in its peers' netmaps: its keys.
+        Mutation::KeyAnnounced { host, .. } | Mutation::RotationCompleted { host, .. } => {
+            changes.extend(name_of(*host).map(Change::Host));
+        }
     }
     Touched::Changes(changes)
 }

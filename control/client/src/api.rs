@@ -387,6 +387,12 @@ pub enum ApiReason {
     /// The endpoint given is one no host can be reached at (loopback, multicast, unspecified,
     /// link-local, broadcast, port 0, or inside the cluster CIDR).
     BadEndpoint,
+    /// A host's key report is not for the rotation its netmap orders (another epoch, or no
+    /// rotation runs for it): it waits for its netmap.
+    RotationOutOfOrder,
+    /// A host's key report does not fit its rotation: its current key, or another key than the
+    /// one announced.
+    KeyReportRefused,
     /// The request body was too large.
     TooLarge,
     /// Too many requests: refused requests from this address lately, or endpoint reports from
@@ -413,7 +419,11 @@ impl ApiReason {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::NameTaken | Self::KeyTaken | Self::SubnetsExhausted => 409,
+            Self::NameTaken
+            | Self::KeyTaken
+            | Self::SubnetsExhausted
+            | Self::RotationOutOfOrder
+            | Self::KeyReportRefused => 409,
             Self::TooLarge => 413,
             Self::TooManyRequests => 429,
             Self::Internal | Self::Other => 500,

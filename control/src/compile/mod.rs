@@ -2,7 +2,7 @@
 //! [`Policy`] in force into the [`Netmap`] each host should have: its peers, and its filter.
 //!
 //! Pure, no I/O, deterministic and total: the same registry and policy always give equal
-//! netmaps (peers sorted by name, keys and allowed IPs sorted, filter rules in policy order with
+//! netmaps (peers sorted by name, each peer's keys current first, allowed IPs sorted, filter rules in policy order with
 //! sorted prefixes), and every registry gives one. A host never appears in its own netmap, and
 //! every allowed IP belongs to exactly one peer (host subnets are unique in the registry).
 //!
@@ -34,12 +34,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use wgmesh_config::netmap::{
-    FilterError, FilterUpdate, HostFilter, HostIdentity, Netmap, NetmapDelta, NetmapPeer,
+    FilterError, FilterUpdate, HostFilter, HostIdentity, KeyRotationOrder, Netmap, NetmapDelta,
+    NetmapPeer,
 };
 pub use wgmesh_config::policy::Policy;
 
 use crate::changelog::Changes;
-use crate::registry::{Host, HostId, Registry};
+use crate::registry::{Host, HostId, Registry, RotationPhase};
 
 mod endpoints;
 mod explain;
@@ -282,22 +283,44 @@ pub fn delta(
     Compiled::new(registry, policy).delta(id, from, changes)
 }
 
+/// The host's own identity: its registered key and epoch, and the order of its running
+/// rotation (none while it is only queued).
 fn identity(host: &Host) -> HostIdentity {
+    let rotation = host.rotation.as_ref().and_then(|r| match r.phase {
+        RotationPhase::Queued => None,
+        RotationPhase::Requested { .. } => Some(KeyRotationOrder {
+            epoch: r.epoch,
+            new_key: None,
+        }),
+        RotationPhase::Announced { new_key, .. } => Some(KeyRotationOrder {
+            epoch: r.epoch,
+            new_key: Some(new_key),
+        }),
+    });
     HostIdentity {
         name: host.name.to_string(),
         public_key: host.public_key,
         subnet: host.subnet,
         endpoint: host.endpoint,
+        key_epoch: host.key_epoch,
+        rotation,
     }
 }
 
+/// The host as its peers see it: while its new key is announced, `[new, old]` at the new
+/// key's epoch (the agent takes the first key as the current one), else its registered key.
 fn peer(host: &Host) -> NetmapPeer {
+    let (public_keys, key_epoch) = match (host.announced_key(), &host.rotation) {
+        (Some(new_key), Some(r)) => (vec![new_key, host.public_key], r.epoch),
+        _ => (vec![host.public_key], host.key_epoch),
+    };
     NetmapPeer {
         name: host.name.to_string(),
-        public_keys: vec![host.public_key],
+        public_keys,
         endpoint: host.endpoint,
         allowed_ips: vec![host.subnet],
         labels: host.labels.clone(),
+        key_epoch,
     }
 }
 

@@ -84,6 +84,11 @@ impl Registry {
                     return Err(RegistryError::NoPolicy);
                 }
             }
+            Mutation::RotationsQueued { .. }
+            | Mutation::RotationRequested { .. }
+            | Mutation::KeyAnnounced { .. }
+            | Mutation::RotationCompleted { .. }
+            | Mutation::RotationAbandoned { .. } => self.check_rotation_step(m)?,
         }
         Ok(())
     }
@@ -149,6 +154,10 @@ impl Registry {
                 token,
                 joined_at: at,
                 last_seen: at,
+                key_epoch: 0,
+                key_since: at,
+                rotation: None,
+                rotation_abandoned_at: None,
             })?,
             Mutation::HostRemoved { id } => self.remove_host(id),
             Mutation::EndpointChanged { id, endpoint } => {
@@ -180,6 +189,11 @@ impl Registry {
                 });
             }
             Mutation::PolicyRemoved => self.policy = None,
+            Mutation::RotationsQueued { .. }
+            | Mutation::RotationRequested { .. }
+            | Mutation::KeyAnnounced { .. }
+            | Mutation::RotationCompleted { .. }
+            | Mutation::RotationAbandoned { .. } => self.apply_rotation_step(m),
         }
         self.revision += 1;
         if changes_netmaps {
@@ -240,7 +254,8 @@ impl Registry {
         }
     }
 
-    /// Refuses a name held by another key and a key held by another name (ignoring `id`).
+    /// Refuses a name held by another host and a key another host holds, registered or
+    /// announced in a rotation (ignoring `id`).
     pub(super) fn check_unique(
         &self,
         id: HostId,
@@ -254,7 +269,7 @@ impl Registry {
                     held_by: h.id,
                 });
             }
-            if h.public_key == *key {
+            if h.holds_key(key) {
                 return Err(RegistryError::KeyTaken {
                     key: *key,
                     held_by: h.id,

@@ -128,6 +128,71 @@ pub enum RegistryError {
     /// There is no policy to remove.
     #[error("no policy is applied")]
     NoPolicy,
+    /// A key report (or a rotation step) is not for the phase and epoch of the host's rotation.
+    #[error(
+        "host {host}'s key report for epoch {epoch} is out of order: {}",
+        match running {
+            Some(e) => format!("its rotation running is of epoch {e}"),
+            None => format!(
+                "no rotation of its key is running (its key is of epoch {key_epoch}); a host \
+                 reports a new key only when its netmap asks for one"
+            ),
+        }
+    )]
+    RotationOutOfOrder {
+        /// The host.
+        host: HostName,
+        /// The epoch of the report or step.
+        epoch: u64,
+        /// The epoch of the host's rotation running (requested or announced), if any.
+        running: Option<u64>,
+        /// The epoch of the host's registered key.
+        key_epoch: u64,
+    },
+    /// A key report that does not fit the rotation running.
+    #[error("host {host}'s key report of {} is refused: {reason}", key.short())]
+    KeyReportRefused {
+        /// The host.
+        host: HostName,
+        /// The key reported.
+        key: PublicKey,
+        /// Why.
+        reason: KeyRefusal,
+    },
+    /// A key reported for a host is a low-order point, which no real host has.
+    #[error("host {host} reported the low-order public key {key}, which no real host has")]
+    LowOrderKey {
+        /// The host.
+        host: HostName,
+        /// The key.
+        key: PublicKey,
+    },
+    /// A rotation would start while another runs: one runs at a time in the cluster.
+    #[error("host {host}'s rotation cannot start while host {running}'s runs")]
+    RotationBusy {
+        /// The host whose rotation would start.
+        host: HostName,
+        /// The host whose rotation runs.
+        running: HostName,
+    },
+}
+
+/// Why a key report is refused ([`RegistryError::KeyReportRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    /// The key is the host's registered one: a rotation needs a new key.
+    #[error("it is the host's current key; a rotation needs a new one")]
+    Unchanged,
+    /// Another key was announced for this rotation already.
+    #[error(
+        "{} was announced for this rotation already; report that key (a new key is \
+         asked for at the next rotation)",
+        announced.short()
+    )]
+    AnotherAnnounced {
+        /// The key announced.
+        announced: PublicKey,
+    },
 }
 
 /// Why a host's workload report is refused; the message names the workload and what would be

@@ -17,6 +17,8 @@
 //! - `error`: why a request or mutation is refused ([`RegistryError`], [`TokenRefused`],
 //!   [`WorkloadRefused`], [`PolicyTestFailed`]);
 //! - `plan`: the `plan_*` methods of hosts and tokens, `workloads`: a host's workload report,
+//!   `rotation`: key rotations (queued by an admin or the interval, stepped by a scheduler
+//!   with [`Registry::next_rotation_step`], and the host's key reports),
 //!   `policy`: applying ([`CheckedPolicy`], the checks a policy passes on its own) and removing
 //!   the policy; `apply`: [`Registry::check`] and
 //!   [`Registry::apply`];
@@ -34,12 +36,17 @@ mod mutation;
 mod plan;
 mod policy;
 mod records;
+mod rotation;
 mod workloads;
 
-pub use error::{PolicyTestFailed, RegistryError, TokenRefused, WorkloadRefused};
-pub use mutation::Mutation;
+pub use error::{KeyRefusal, PolicyTestFailed, RegistryError, TokenRefused, WorkloadRefused};
+pub use mutation::{Mutation, QueuedRotation};
 pub use policy::CheckedPolicy;
-pub use records::{assignable, gateway, Host, JoinRequest, Labels, StoredPolicy, Token, Workload};
+pub use records::{
+    assignable, gateway, Host, JoinRequest, KeyRotation, Labels, RotationPhase, RotationReason,
+    StoredPolicy, Token, Workload,
+};
+pub use rotation::{KeyReport, RotationSettings, RotationTarget};
 /// The hash of a secret (a join token's, a host credential's): the registry and the store hold
 /// only these, never the secrets.
 pub use wgmesh_config::token::SecretHash;
@@ -131,8 +138,9 @@ impl From<Registry> for Snapshot {
 impl TryFrom<Snapshot> for Registry {
     type Error = RegistryError;
 
-    /// Rebuilds a registry, checking the invariants `apply` keeps (unique ids, names, keys and
-    /// subnets; ids below the next ids).
+    /// Rebuilds a registry, checking the invariants `apply` keeps (unique ids, names, keys
+    /// (registered and announced) and subnets; ids below the next ids; at most one rotation
+    /// running, each for its key's next epoch).
     fn try_from(s: Snapshot) -> Result<Self, Self::Error> {
         let mut r = Self {
             next_host_id: s.next_host_id,
@@ -154,14 +162,17 @@ impl TryFrom<Snapshot> for Registry {
             }
             r.tokens.insert(token.id, token);
         }
-        for host in s.hosts {
+        for mut host in s.hosts {
             if host.id.0 >= r.next_host_id || r.hosts.contains_key(&host.id) {
                 return Err(RegistryError::IdInUse {
                     what: "host",
                     id: host.id.0,
                 });
             }
+            // Snapshots written before rotations have no key_since: the key is the join's.
+            host.key_since = host.key_since.max(host.joined_at);
             r.check_unique(host.id, &host.name, &host.public_key)?;
+            r.check_rotation_record(&host)?;
             r.check_credential_free(&host.credential_hash)?;
             r.ipam
                 .as_mut()

@@ -10,7 +10,7 @@ use wgmesh_config::{HostName, PublicKey};
 
 use wgmesh_config::policy::Policy;
 
-use super::records::{Labels, Workload};
+use super::records::{Labels, RotationReason, Workload};
 use crate::ids::{HostId, TokenId};
 
 /// A change to the registry, as committed to the store and replayed at start.
@@ -99,6 +99,73 @@ pub enum Mutation {
     },
     /// An admin removed the policy: everything is allowed again, as before the first.
     PolicyRemoved,
+    /// Hosts were queued for a key rotation: an admin asked, or their keys reached the
+    /// rotation interval.
+    RotationsQueued {
+        /// Who asked.
+        reason: RotationReason,
+        /// When (unix seconds).
+        at: u64,
+        /// The hosts, each with the epoch its new key gets.
+        rotations: Vec<QueuedRotation>,
+    },
+    /// A queued rotation started (the only one running): its host is asked for a new key.
+    RotationRequested {
+        /// The host.
+        host: HostId,
+        /// The rotation's epoch.
+        epoch: u64,
+        /// When (unix seconds).
+        at: u64,
+        /// When the request is abandoned if the host has not reported a new key.
+        deadline: u64,
+    },
+    /// The host reported its new key; it is announced to the host's peers.
+    KeyAnnounced {
+        /// The host.
+        host: HostId,
+        /// The rotation's epoch.
+        epoch: u64,
+        /// The new key.
+        new_key: PublicKey,
+        /// When (unix seconds).
+        at: u64,
+        /// When the key is registered even if the host does not report that its peers moved.
+        deadline: u64,
+    },
+    /// The rotation completed: the announced key is the host's, its old key is retired.
+    RotationCompleted {
+        /// The host.
+        host: HostId,
+        /// The rotation's epoch, the key's from now on.
+        epoch: u64,
+        /// The key registered.
+        new_key: PublicKey,
+        /// When (unix seconds).
+        at: u64,
+        /// Whether the host reported that its peers moved (else the deadline passed).
+        peers_moved: bool,
+    },
+    /// The host did not report a new key in time: the rotation is dropped and the host keeps
+    /// its old key.
+    RotationAbandoned {
+        /// The host.
+        host: HostId,
+        /// The rotation's epoch.
+        epoch: u64,
+        /// When (unix seconds).
+        at: u64,
+    },
+}
+
+/// One host of [`Mutation::RotationsQueued`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuedRotation {
+    /// The host.
+    pub host: HostId,
+    /// The epoch its new key gets (its key's epoch + 1).
+    pub epoch: u64,
 }
 
 impl Mutation {
@@ -113,8 +180,15 @@ impl Mutation {
             | Self::EndpointChanged { .. }
             | Self::WorkloadsReported { .. }
             | Self::PolicyApplied { .. }
-            | Self::PolicyRemoved => true,
-            Self::TokenCreated { .. } | Self::TokenRevoked { .. } => false,
+            | Self::PolicyRemoved
+            | Self::RotationRequested { .. }
+            | Self::KeyAnnounced { .. }
+            | Self::RotationCompleted { .. }
+            | Self::RotationAbandoned { .. } => true,
+            // A queued rotation is not in any netmap until it starts.
+            Self::TokenCreated { .. } | Self::TokenRevoked { .. } | Self::RotationsQueued { .. } => {
+                false
+            }
         }
     }
 }

@@ -42,6 +42,102 @@ pub struct Host {
     /// When the host was last heard from (unix seconds). Kept in memory by
     /// [`Registry::touch`](super::Registry::touch); only persisted with the state it is part of.
     pub last_seen: u64,
+    /// The epoch of `public_key`: 0 at join, one more at each completed rotation (absent in
+    /// stores written before rotations: 0).
+    #[serde(default)]
+    pub key_epoch: u64,
+    /// When `public_key` was registered (unix seconds): `joined_at`, then the completion of
+    /// each rotation. The rotation interval counts from it; being in the store, a restart of
+    /// the control plane neither skips nor repeats a rotation. (Absent in older stores: then
+    /// `joined_at`.)
+    #[serde(default)]
+    pub key_since: u64,
+    /// The key rotation queued or running for this host, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotation>,
+    /// When this host's last rotation was abandoned (it did not report a new key in time),
+    /// until one completes: the interval does not queue it again before a whole interval
+    /// after that, so a host that cannot rotate does not loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_abandoned_at: Option<u64>,
+}
+
+impl Host {
+    /// The new key announced for this host, while its rotation is in that phase.
+    pub fn announced_key(&self) -> Option<PublicKey> {
+        match self.rotation.as_ref()?.phase {
+            RotationPhase::Announced { new_key, .. } => Some(new_key),
+            _ => None,
+        }
+    }
+
+    /// Whether `key` is this host's: its registered key or the new one announced for it. A key
+    /// is unique in the registry in both roles.
+    pub fn holds_key(&self, key: &PublicKey) -> bool {
+        self.public_key == *key || self.announced_key().as_ref() == Some(key)
+    }
+
+    /// Whether this host's rotation is running (requested or announced, not only queued).
+    pub fn is_rotating(&self) -> bool {
+        self.rotation.as_ref().is_some_and(KeyRotation::is_running)
+    }
+}
+
+/// A key rotation of one host, queued or running (see `registry::rotation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    /// The epoch the new key gets: the host's `key_epoch` + 1.
+    pub epoch: u64,
+    /// Who asked for it.
+    pub reason: RotationReason,
+    /// When it was queued (unix seconds): queued rotations start oldest first.
+    pub queued_at: u64,
+    /// Where it is.
+    pub phase: RotationPhase,
+}
+
+impl KeyRotation {
+    /// Whether it runs (requested or announced): one rotation runs at a time in the cluster.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.phase, RotationPhase::Queued)
+    }
+}
+
+/// Why a host's key is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationReason {
+    /// An admin asked (`wgmesh key rotate`).
+    Admin,
+    /// The key reached `key_rotation_interval`.
+    Interval,
+}
+
+/// Where a key rotation is. Deadlines are absolute (unix seconds), so a restart of the control
+/// plane keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RotationPhase {
+    /// Waiting for the running rotation (another host's) to end.
+    Queued,
+    /// The host is asked for a new key; abandoned at `deadline` if it has not reported one.
+    Requested {
+        /// When it was asked.
+        at: u64,
+        /// When the request is abandoned.
+        deadline: u64,
+    },
+    /// The host's new key is in its peers' netmaps (first, before the old one); registered at
+    /// `deadline` at the latest.
+    Announced {
+        /// The new key, as the host reported it.
+        new_key: PublicKey,
+        /// When it was announced.
+        at: u64,
+        /// When it is registered even if the host did not report that its peers moved.
+        deadline: u64,
+    },
 }
 
 /// A join token, as the registry keeps it (only the hash of its secret).

@@ -57,11 +57,15 @@ impl From<&RegistryError> for ApiReason {
             RegistryError::CredentialInUse(_) | RegistryError::Workloads { .. } => Self::BadRequest,
             RegistryError::PolicyTest(_) | RegistryError::PolicyTooLarge { .. } => Self::BadPolicy,
             RegistryError::NoPolicy => Self::NotFound,
+            RegistryError::RotationOutOfOrder { .. } => Self::RotationOutOfOrder,
+            RegistryError::KeyReportRefused { .. } => Self::KeyReportRefused,
+            RegistryError::LowOrderKey { .. } => Self::BadRequest,
             RegistryError::Ipam(IpamError::Exhausted { .. }) => Self::SubnetsExhausted,
             RegistryError::Ipam(_)
             | RegistryError::NotInitialized
             | RegistryError::AlreadyInitialized { .. }
-            | RegistryError::IdInUse { .. } => Self::Internal,
+            | RegistryError::IdInUse { .. }
+            | RegistryError::RotationBusy { .. } => Self::Internal,
         }
     }
 }
