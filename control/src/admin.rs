@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use wgmesh_client::api::{ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo};
 use wgmesh_config::policy::{DecidedBy, Decision, ShowFlow};
 
-/// Why `--ttl` is not a duration (config's [`DurationError`](wgmesh_config::duration::DurationError)).
-/// `Display` is the message the CLI prints after `--ttl: `.
-pub use wgmesh_config::duration::DurationError as TtlError;
 /// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds (config's
 /// [`parse_duration`](wgmesh_config::duration::parse_duration), the one parser of durations).
 pub use wgmesh_config::duration::parse_duration as parse_ttl;
+/// Why `--ttl` is not a duration (config's [`DurationError`](wgmesh_config::duration::DurationError)).
+/// `Display` is the message the CLI prints after `--ttl: `.
+pub use wgmesh_config::duration::DurationError as TtlError;
 
 /// `token list` as a table: id, state, reusable, joins, expires (relative), labels.
 pub fn render_tokens(tokens: &[TokenInfo], now: u64) -> String {

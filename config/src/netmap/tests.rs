@@ -305,7 +305,11 @@ fn a_peers_keys_keep_their_order_the_new_key_first() {
     let mut map = sample();
     map.peers[1].public_keys = vec![key(4), key(3), key(4)];
     map.normalize();
-    assert_eq!(map.peers[1].public_keys, [key(4), key(3)], "deduped, not sorted");
+    assert_eq!(
+        map.peers[1].public_keys,
+        [key(4), key(3)],
+        "deduped, not sorted"
+    );
     map.check().unwrap();
     // JSON keeps the order too, and a delta's result is normalized the same way.
     let back: Netmap = serde_json::from_str(&serde_json::to_string(&map).unwrap()).unwrap();
@@ -367,7 +371,10 @@ fn a_rotation_order_announces_a_new_key_of_the_next_epoch() {
             key_epoch: 2
         })
     );
-    assert!(matches!(order(4, None), Err(NetmapError::RotationEpoch { .. })));
+    assert!(matches!(
+        order(4, None),
+        Err(NetmapError::RotationEpoch { .. })
+    ));
     assert_eq!(
         order(3, Some(key(1))),
         Err(NetmapError::RotationKeyUnchanged {
@@ -384,7 +391,10 @@ fn a_rotation_order_announces_a_new_key_of_the_next_epoch() {
             peer: "host-c".into()
         }
     );
-    assert!(err.to_string().contains("a key of peer \"host-c\""), "{err}");
+    assert!(
+        err.to_string().contains("a key of peer \"host-c\""),
+        "{err}"
+    );
     let err = order(3, Some(PublicKey::from_bytes([0; 32]))).unwrap_err();
     assert!(
         matches!(&err, NetmapError::LowOrderKey { owner, .. } if owner == "host-a"),
@@ -397,7 +407,10 @@ fn a_rotation_order_announces_a_new_key_of_the_next_epoch() {
         epoch: 0,
         new_key: None,
     });
-    assert!(matches!(map.check(), Err(NetmapError::RotationEpoch { .. })));
+    assert!(matches!(
+        map.check(),
+        Err(NetmapError::RotationEpoch { .. })
+    ));
 }
 
 #[test]

@@ -186,9 +186,9 @@ impl Mutation {
             | Self::RotationCompleted { .. }
             | Self::RotationAbandoned { .. } => true,
             // A queued rotation is not in any netmap until it starts.
-            Self::TokenCreated { .. } | Self::TokenRevoked { .. } | Self::RotationsQueued { .. } => {
-                false
-            }
+            Self::TokenCreated { .. }
+            | Self::TokenRevoked { .. }
+            | Self::RotationsQueued { .. } => false,
         }
     }
 }

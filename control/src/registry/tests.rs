@@ -334,4 +334,5 @@ fn token_rules_refuse_revoked_then_used_then_expired() {
 }
 
 pub(crate) mod policy;
+mod rotation;
 pub(crate) mod workloads;
