@@ -11,8 +11,11 @@
 //! IPv6 /64) whose requests keep being refused is answered 429 without its requests reaching
 //! the lock, unless they carry a credential someone holds ([`known`]); a request without a
 //! bearer token is refused 401 without the lock; a host's endpoint reports, its workload
-//! reports and its refused calls are limited by token buckets (429 with `Retry-After`); and
-//! the netmaps a host's long polls get are paced, at most one per interval.
+//! reports, its key reports and its refused calls are limited by token buckets (429 with
+//! `Retry-After`); and the netmaps a host's long polls get are paced, at most one per interval.
+//!
+//! Beside the routes, [`schedule_rotations`] steps key rotations on a timer, through the same
+//! lock and commit path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +36,7 @@ use crate::audit::Action;
 use crate::clock::unix_now;
 use crate::limiter::{
     ConnectionCounts, HostBudget, NetmapPacer, RefusalLimiter, ENDPOINT_RATE, HOST_REFUSAL_RATE,
-    WORKLOADS_RATE,
+    KEY_REPORTS_RATE, WORKLOADS_RATE,
 };
 use crate::service::{unauthenticated, ApiError, Caller, Control};
 use wgmesh_client::api::{
@@ -65,6 +68,8 @@ pub struct Shared {
     endpoints: Mutex<HostBudget>,
     /// Each host's budget of workload reports.
     workloads: Mutex<HostBudget>,
+    /// Each host's budget of key reports.
+    key_reports: Mutex<HostBudget>,
     /// Each host's budget of calls refused 400 or 403.
     host_refusals: Mutex<HostBudget>,
     /// The credentials someone holds, for letting hosts behind a limited address go on.
@@ -92,6 +97,7 @@ impl Shared {
             connections: Mutex::new(ConnectionCounts::new(limits.max_connections_per_address)),
             endpoints: Mutex::new(HostBudget::new(ENDPOINT_RATE)),
             workloads: Mutex::new(HostBudget::new(WORKLOADS_RATE)),
+            key_reports: Mutex::new(HostBudget::new(KEY_REPORTS_RATE)),
             host_refusals: Mutex::new(HostBudget::new(HOST_REFUSAL_RATE)),
             known,
             pacer: Mutex::new(NetmapPacer::new(limits.netmap_interval)),
@@ -147,10 +153,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/hosts/{name}/netmap", get(netmap))
         .route("/v1/hosts/{name}/endpoint", put(endpoint))
         .route("/v1/hosts/{name}/workloads", put(workloads))
+        .route("/v1/hosts/{name}/key", post(key_report))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
+        .route("/v1/nodes/{name}/rotate", post(rotate_node))
+        .route("/v1/rotations", post(rotate_all))
         .route(
             "/v1/policy",
             put(policy::apply).get(policy::show).delete(policy::remove),
@@ -222,6 +231,8 @@ const ENDPOINT_REPORTS: &str = "too many endpoint reports from this host; an age
      only when its endpoint changes";
 const WORKLOAD_REPORTS: &str = "too many workload reports from this host; an agent reports its \
      whole list when it changes, and what changes while it waits goes in its next report";
+const KEY_REPORTS: &str = "too many key reports from this host; an agent reports its new key, \
+     then that its peers moved, once per rotation";
 
 /// Makes `call` for `caller`, unless it is a host over its budget of refused calls (then
 /// [`OverBudget`], and the call is neither made nor audited). A host's call refused 400 or 403
@@ -567,6 +578,70 @@ async fn workloads(
         tracing::debug!(%remote, "workload report over a budget (its host's workload reports or refused calls)");
     }
     Ok(answer(result))
+}
+
+async fn key_report(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Handled {
+    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
+    let action = Action::KeyAnnounce;
+    let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
+    // An announced or retired key is a store commit and a netmap for every peer: budgeted.
+    let result = host_report(
+        &shared,
+        token,
+        |s| &s.key_reports,
+        KEY_REPORTS,
+        move |c, caller| c.report_key(caller, &name, body, unix_now(), Some(remote.ip())),
+    )
+    .await;
+    if result.is_err() {
+        tracing::debug!(%remote, "key report over a budget (its host's key reports or refused calls)");
+    }
+    Ok(answer(result))
+}
+
+async fn rotate_node(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.rotate_node(caller, &name, now, Some(remote.ip()))
+    })
+    .await
+}
+
+async fn rotate_all(
+    State(shared): State<Arc<Shared>>,
+    Extension(Remote(remote)): Extension<Remote>,
+    headers: HeaderMap,
+) -> Response {
+    as_caller(&shared, bearer(&headers), move |c, caller, now| {
+        c.rotate_all(caller, now, Some(remote.ip()))
+    })
+    .await
+}
+
+/// How often the server steps key rotations ([`schedule_rotations`]).
+pub const ROTATION_TICK: Duration = Duration::from_millis(250);
+
+/// The key-rotation scheduler: every `period`, commits the registry's next rotation steps
+/// ([`Control::rotation_tick`]) through the same lock and commit path as the API's calls, so
+/// they reach the store and the audit log, and long polls wake for them. Runs until dropped
+/// (the server aborts it at shutdown).
+pub async fn schedule_rotations(shared: Arc<Shared>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.call(|c| c.rotation_tick(unix_now())).await;
+    }
 }
 
 async fn create_token(
