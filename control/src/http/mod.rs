@@ -14,7 +14,8 @@
 //! reports, its key reports and its refused calls are limited by token buckets (429 with
 //! `Retry-After`); and the netmaps a host's long polls get are paced, at most one per interval.
 //!
-//! Beside the routes, [`schedule_rotations`] steps key rotations on a timer, through the same
+//! Beside the routes, [`schedule_rotations`] (`rotation`, with the rotation routes) steps key rotations on a
+//! timer, through the same
 //! lock and commit path.
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,8 +48,10 @@ use wgmesh_client::api::{
 mod accept;
 mod known;
 mod policy;
+mod rotation;
 
 pub use accept::{serve, ServeLimits};
+pub use rotation::{schedule_rotations, ROTATION_TICK};
 
 /// The state every handler shares.
 ///
@@ -153,13 +156,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/hosts/{name}/netmap", get(netmap))
         .route("/v1/hosts/{name}/endpoint", put(endpoint))
         .route("/v1/hosts/{name}/workloads", put(workloads))
-        .route("/v1/hosts/{name}/key", post(key_report))
+        .route("/v1/hosts/{name}/key", post(rotation::report))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
-        .route("/v1/nodes/{name}/rotate", post(rotate_node))
-        .route("/v1/rotations", post(rotate_all))
+        .route("/v1/nodes/{name}/rotate", post(rotation::rotate_node))
+        .route("/v1/rotations", post(rotation::rotate_all))
         .route(
             "/v1/policy",
             put(policy::apply).get(policy::show).delete(policy::remove),
@@ -231,9 +234,6 @@ const ENDPOINT_REPORTS: &str = "too many endpoint reports from this host; an age
      only when its endpoint changes";
 const WORKLOAD_REPORTS: &str = "too many workload reports from this host; an agent reports its \
      whole list when it changes, and what changes while it waits goes in its next report";
-const KEY_REPORTS: &str = "too many key reports from this host; an agent reports its new key, \
-     then that its peers moved, once per rotation";
-
 /// Makes `call` for `caller`, unless it is a host over its budget of refused calls (then
 /// [`OverBudget`], and the call is neither made nor audited). A host's call refused 400 or 403
 /// takes from that budget. Runs under the control plane's lock.
@@ -578,70 +578,6 @@ async fn workloads(
         tracing::debug!(%remote, "workload report over a budget (its host's workload reports or refused calls)");
     }
     Ok(answer(result))
-}
-
-async fn key_report(
-    State(shared): State<Arc<Shared>>,
-    Extension(Remote(remote)): Extension<Remote>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Body,
-) -> Handled {
-    let token = bearer(&headers).ok_or_else(|| unauthenticated().into_response())?;
-    let action = Action::KeyAnnounce;
-    let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
-    // An announced or retired key is a store commit and a netmap for every peer: budgeted.
-    let result = host_report(
-        &shared,
-        token,
-        |s| &s.key_reports,
-        KEY_REPORTS,
-        move |c, caller| c.report_key(caller, &name, body, unix_now(), Some(remote.ip())),
-    )
-    .await;
-    if result.is_err() {
-        tracing::debug!(%remote, "key report over a budget (its host's key reports or refused calls)");
-    }
-    Ok(answer(result))
-}
-
-async fn rotate_node(
-    State(shared): State<Arc<Shared>>,
-    Extension(Remote(remote)): Extension<Remote>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    as_caller(&shared, bearer(&headers), move |c, caller, now| {
-        c.rotate_node(caller, &name, now, Some(remote.ip()))
-    })
-    .await
-}
-
-async fn rotate_all(
-    State(shared): State<Arc<Shared>>,
-    Extension(Remote(remote)): Extension<Remote>,
-    headers: HeaderMap,
-) -> Response {
-    as_caller(&shared, bearer(&headers), move |c, caller, now| {
-        c.rotate_all(caller, now, Some(remote.ip()))
-    })
-    .await
-}
-
-/// How often the server steps key rotations ([`schedule_rotations`]).
-pub const ROTATION_TICK: Duration = Duration::from_millis(250);
-
-/// The key-rotation scheduler: every `period`, commits the registry's next rotation steps
-/// ([`Control::rotation_tick`]) through the same lock and commit path as the API's calls, so
-/// they reach the store and the audit log, and long polls wake for them. Runs until dropped
-/// (the server aborts it at shutdown).
-pub async fn schedule_rotations(shared: Arc<Shared>, period: Duration) {
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        shared.call(|c| c.rotation_tick(unix_now())).await;
-    }
 }
 
 async fn create_token(
