@@ -3,7 +3,7 @@
 //! file store in the middle of a rotation.
 
 use wgmesh_client::api::{KeyReportBody, RotationInfo};
-use wgmesh_config::netmap::KeyRotationOrder;
+use wgmesh_config::netmap::{KeyRotationOrder, Netmap};
 
 use super::*;
 use crate::registry::RotationSettings;
@@ -360,4 +360,53 @@ fn a_restart_in_the_middle_of_a_rotation_finishes_it_on_time() {
     let mut reloaded = FileStore::open(dir.path()).unwrap().load().unwrap();
     reloaded.touch(HostId(0), 2010);
     assert_eq!(reloaded, after);
+}
+
+#[test]
+fn deltas_carry_the_order_to_the_host_and_the_new_key_to_its_peers() {
+    let (mut f, host_a, host_b) = two_hosts(Box::new(MemStore::new()));
+    let held_a = f.control.netmap(&host_a, "host-a", 1999, None).unwrap();
+    let held_b = f.control.netmap(&host_b, "host-b", 1999, None).unwrap();
+    let delta = |f: &mut Fixture, caller: &Caller, name: &str, held: &Netmap| {
+        let update = f
+            .control
+            .netmap_update(caller, name, (held.revision, held.epoch), 2100, None)
+            .unwrap();
+        let NetmapUpdate::Delta(d) = update else {
+            panic!("a host a few changes behind gets a delta: {update:?}");
+        };
+        let next = held.apply_delta(&d).unwrap();
+        assert_eq!(next, f.control.netmap(caller, name, 2100, None).unwrap());
+        (d, next)
+    };
+    f.control
+        .rotate_node(&Caller::Admin, "host-a", 2000, None)
+        .unwrap();
+    f.control.rotation_tick(2000);
+    // host-a's delta holds its order; host-b's changes nothing of its peers.
+    let (_, a) = delta(&mut f, &host_a, "host-a", &held_a);
+    assert_eq!(a.host.rotation.map(|o| o.epoch), Some(1));
+    let (d, _) = delta(&mut f, &host_b, "host-b", &held_b);
+    assert!(d.upsert.is_empty() && d.remove.is_empty(), "{d:?}");
+    f.control
+        .report_key(&host_a, "host-a", body(1, 11, false), 2001, None)
+        .unwrap();
+    let (d, b) = delta(&mut f, &host_b, "host-b", &held_b);
+    assert_eq!(d.upsert.len(), 1);
+    assert_eq!(b.peers[0].public_keys, [key(11), key(1)]);
+    let (_, a) = delta(&mut f, &host_a, "host-a", &held_a);
+    assert_eq!(a.host.rotation.and_then(|o| o.new_key), Some(key(11)));
+    f.control
+        .report_key(&host_a, "host-a", body(1, 11, true), 2002, None)
+        .unwrap();
+    let (_, b) = delta(&mut f, &host_b, "host-b", &held_b);
+    assert_eq!(
+        (b.peers[0].public_keys.clone(), b.peers[0].key_epoch),
+        (vec![key(11)], 1)
+    );
+    let (_, a) = delta(&mut f, &host_a, "host-a", &held_a);
+    assert_eq!(
+        (a.host.public_key, a.host.key_epoch, a.host.rotation),
+        (key(11), 1, None)
+    );
 }
