@@ -347,14 +347,29 @@ mod admin {
 
     use super::{AdminArg, NodeCmd, TokenCmd};
 
-    /// `key rotate --node NAME` or `--all`: the control plane runs the rotation.
-    pub(super) fn rotate(
-        node: Option<String>,
-        _all: bool,
-        _admin: &AdminArg,
-    ) -> anyhow::Result<()> {
-        let what = node.map_or_else(|| "--all".to_owned(), |n| format!("--node {n}"));
-        anyhow::bail!("key rotate {what}: the control plane does not run key rotations yet; in static mode use --socket")
+    /// `key rotate --node NAME` or `--all`: the control plane queues the rotations and runs
+    /// them one host at a time; prints the hosts queued.
+    pub(super) fn rotate(node: Option<String>, all: bool, admin: &AdminArg) -> anyhow::Result<()> {
+        let (client, file, runtime) = connect(admin)?;
+        let reply = match node {
+            Some(name) => runtime.block_on(client.rotate_node(&file.token, &name))?,
+            None if all => runtime.block_on(client.rotate_all(&file.token))?,
+            None => anyhow::bail!("key rotate: give --node NAME, --all or --socket PATH"),
+        };
+        for name in &reply.queued {
+            println!("{name}");
+        }
+        if !reply.rotating.is_empty() {
+            eprintln!(
+                "already queued or rotating, not queued again: {}",
+                reply.rotating.join(", ")
+            );
+        }
+        eprintln!(
+            "queued {} host(s); they rotate one at a time (see `wgmesh node list`)",
+            reply.queued.len()
+        );
+        Ok(())
     }
 
     pub(super) fn connect(

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use wgmesh_client::api::{ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, TokenInfo};
+use wgmesh_client::api::{
+    ExplainReply, NodeInfo, PolicyAppliedReply, PolicyReply, RotationInfo, TokenInfo,
+};
 use wgmesh_config::policy::{DecidedBy, Decision, ShowFlow};
 
 /// Parses a duration such as `90s`, `15m`, `1h`, `7d` or a plain number of seconds (config's
@@ -71,9 +73,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `node list` as a table: name, subnet, endpoint, key (short), labels, last seen, state,
-/// whether the host holds the current netmap, and how many workloads it reported (`--json`
-/// lists them).
+/// `node list` as a table: name, subnet, endpoint, key (short), its epoch and age, the key
+/// rotation (`-`, `queued`, `requested`, `announced`, or `abandoned 5s ago` when the last one
+/// was), labels, last seen, state, whether the host holds the current netmap, and how many
+/// workloads it reported (`--json` lists them).
 pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -83,6 +86,9 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
                 n.subnet.to_string(),
                 n.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
                 n.public_key.short(),
+                n.key_epoch.to_string(),
+                age(now.saturating_sub(n.key_since)),
+                rotation_cell(n, now),
                 labels_cell(&n.labels),
                 if n.last_seen == 0 {
                     "never".to_owned()
@@ -105,6 +111,9 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
             "SUBNET",
             "ENDPOINT",
             "KEY",
+            "EPOCH",
+            "KEY AGE",
+            "ROTATION",
             "LABELS",
             "LAST SEEN",
             "STATE",
@@ -113,6 +122,27 @@ pub fn render_nodes(nodes: &[NodeInfo], now: u64) -> String {
         ],
         &rows,
     )
+}
+
+/// A host's key rotation in `node list`.
+fn rotation_cell(n: &NodeInfo, now: u64) -> String {
+    match (&n.rotation, n.rotation_abandoned_at) {
+        (Some(RotationInfo::Queued { .. }), _) => "queued".to_owned(),
+        (Some(RotationInfo::Requested { .. }), _) => "requested".to_owned(),
+        (Some(RotationInfo::Announced { .. }), _) => "announced".to_owned(),
+        (None, Some(at)) => format!("abandoned {}s ago", now.saturating_sub(at)),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// A duration in its largest whole unit: `45s`, `12m`, `3h`, `2d`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
 }
 
 /// What `policy apply` prints once the control plane stored the policy:
@@ -280,6 +310,10 @@ mod tests {
                 ip: "10.42.0.2".parse().unwrap(),
                 labels: Default::default(),
             }],
+            key_epoch: 3,
+            key_since: 20,
+            rotation: None,
+            rotation_abandoned_at: None,
         }];
         let table = render_nodes(&nodes, 200);
         let lines: Vec<&str> = table.lines().collect();
@@ -293,11 +327,102 @@ mod tests {
             "10s ago",
             "online",
             "behind (has 7)",
+            " 3 ",
+            " 3m ",
         ] {
             assert!(lines[1].contains(cell), "{cell} missing: {table}");
         }
+        assert!(
+            lines[0].contains("EPOCH  KEY AGE  ROTATION  LABELS"),
+            "{table}"
+        );
         assert!(lines[0].ends_with("WORKLOADS"), "{table}");
         assert!(lines[1].trim_end().ends_with(" 1"), "{table}");
+    }
+
+    #[test]
+    fn node_table_shows_each_hosts_key_epoch_age_and_rotation() {
+        let node = |name: &str, rotation, abandoned| NodeInfo {
+            name: name.into(),
+            subnet: "10.42.0.0/24".parse().unwrap(),
+            endpoint: None,
+            public_key: wgmesh_config::PublicKey::from_bytes([1; 32]),
+            labels: Default::default(),
+            joined_at: 0,
+            last_seen: 0,
+            online: false,
+            netmap_revision: None,
+            in_sync: false,
+            workloads: vec![],
+            key_epoch: 1,
+            key_since: 1000,
+            rotation,
+            rotation_abandoned_at: abandoned,
+        };
+        let key = wgmesh_config::PublicKey::from_bytes([2; 32]);
+        let nodes = vec![
+            node("idle", None, None),
+            node(
+                "queued",
+                Some(RotationInfo::Queued {
+                    epoch: 2,
+                    reason: wgmesh_client::api::RotationReason::Interval,
+                    queued_at: 1,
+                }),
+                Some(5),
+            ),
+            node(
+                "requested",
+                Some(RotationInfo::Requested {
+                    epoch: 2,
+                    at: 1,
+                    deadline: 2,
+                }),
+                None,
+            ),
+            node(
+                "announced",
+                Some(RotationInfo::Announced {
+                    epoch: 2,
+                    new_key: key,
+                    at: 1,
+                    deadline: 2,
+                }),
+                None,
+            ),
+            node("abandoned", None, Some(1000 + 86400 * 2 - 30)),
+        ];
+        let now = 1000 + 86400 * 2;
+        let table = render_nodes(&nodes, now);
+        let row = |name: &str| {
+            let line = table.lines().find(|l| l.starts_with(name)).unwrap();
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        };
+        // NAME SUBNET ENDPOINT KEY EPOCH KEY-AGE ROTATION ...
+        assert_eq!(row("idle")[4..7], ["1", "2d", "-"], "{table}");
+        assert_eq!(
+            row("queued")[6],
+            "queued",
+            "a rotation shows over an abandonment"
+        );
+        assert_eq!(row("requested")[6], "requested");
+        assert_eq!(row("announced")[6], "announced");
+        assert_eq!(row("abandoned")[6], "abandoned 30s ago");
+        assert_eq!(
+            [
+                age(0),
+                age(59),
+                age(60),
+                age(3599),
+                age(3600),
+                age(86399),
+                age(86400)
+            ],
+            ["0s", "59s", "1m", "59m", "1h", "23h", "1d"]
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! most `(keep + 1) * max_bytes` bytes (plus one line). Every file is created with mode 0600.
 //!
 //! The event type cannot hold a secret: every field is an id, a validated [`HostName`] or
-//! policy [`Origin`] (a file name), an address, a time or a closed enum; there is no free-form
+//! policy [`Origin`] (a file name), a public key, an address, a time, a number or a closed
+//! enum; there is no free-form
 //! string or map, so a token, a credential or a request body cannot end up in the log by
 //! accident. The types are pure; only [`AuditLog`] performs I/O.
 
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use wgmesh_client::api::ApiReason as Reason;
 use wgmesh_client::private_dir;
 use wgmesh_config::policy::Origin;
-use wgmesh_config::HostName;
+use wgmesh_config::{HostName, PublicKey};
 
 use crate::ids::{HostId, TokenId};
 
@@ -68,6 +69,9 @@ pub enum Actor {
     },
     /// A caller without valid credentials.
     Anonymous,
+    /// The control plane itself: its key-rotation schedule (the interval, the deadlines, the
+    /// start of the next queued rotation).
+    ControlPlane,
 }
 
 /// What was attempted.
@@ -92,6 +96,17 @@ pub enum Action {
     WorkloadsReport,
     /// A host changed its key.
     KeyChange,
+    /// A host's key rotation was queued (by an admin, or by the rotation interval).
+    KeyRotationQueue,
+    /// A host was asked for a new key: its queued rotation started.
+    KeyRotationRequest,
+    /// A host reported its new key, which is announced to its peers (or tried to).
+    KeyAnnounce,
+    /// A host's new key was registered and its old key retired: the rotation completed,
+    /// reported by the host (its peers moved) or at the deadline (or the host tried to).
+    KeyRetire,
+    /// A host's rotation was abandoned: it reported no new key in time and keeps its old one.
+    KeyRotationAbandon,
     /// A host read a netmap.
     NetmapRead,
     /// An admin applied a policy (or tried to).
@@ -115,6 +130,20 @@ pub enum Target {
         id: Option<HostId>,
         /// The host's name.
         name: HostName,
+    },
+    /// A host's key rotation: the host, the epoch of the rotation's new key, and that key
+    /// once it is known (a public key, not a secret).
+    HostKey {
+        /// The host's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<HostId>,
+        /// The host's name.
+        name: HostName,
+        /// The rotation's epoch.
+        epoch: u64,
+        /// The new key, once the host reported it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<PublicKey>,
     },
     /// A join token, by id.
     Token {

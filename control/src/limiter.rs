@@ -7,8 +7,8 @@
 //!   lock out the hosts behind it; joins from it wait until the window ends.
 //! - [`ConnectionCounts`]: how many connections each source address holds, counted before the
 //!   TLS handshake, so that one address cannot take every connection slot.
-//! - [`HostBudget`]: a token bucket per host: for endpoint reports ([`ENDPOINT_RATE`]) and
-//!   workload reports ([`WORKLOADS_RATE`]), the calls of a joined host that commit to the store
+//! - [`HostBudget`]: a token bucket per host: for endpoint reports ([`ENDPOINT_RATE`]),
+//!   workload reports ([`WORKLOADS_RATE`]) and key reports ([`KEY_REPORTS_RATE`]), the calls of a joined host that commit to the store
 //!   and change other agents' netmaps, and for its calls refused `400` or `403`
 //!   ([`HOST_REFUSAL_RATE`]), which an agent hardly ever makes.
 //! - [`NetmapPacer`]: a minimum interval between the netmaps long polls hand one host, so a
@@ -228,6 +228,17 @@ pub const WORKLOADS_REFILL: Duration = Duration::from_secs(2);
 pub const WORKLOADS_RATE: Rate = Rate {
     burst: WORKLOADS_BURST,
     refill: WORKLOADS_REFILL,
+};
+/// Key reports a host may make at once before it is limited. An agent reports twice per
+/// rotation (its new key, then that its peers moved), and again after a lost reply.
+pub const KEY_REPORTS_BURST: u32 = 10;
+/// After the burst, one key report per this interval.
+pub const KEY_REPORTS_REFILL: Duration = Duration::from_secs(6);
+/// The key reports' budget of each host: an announced key is a store commit and a new
+/// netmap for every peer of the host.
+pub const KEY_REPORTS_RATE: Rate = Rate {
+    burst: KEY_REPORTS_BURST,
+    refill: KEY_REPORTS_REFILL,
 };
 /// Calls of a host that may be refused `403` (another host's records, an admin route) or `400`
 /// (a malformed request) before its calls are answered `429`. An agent makes next to none.

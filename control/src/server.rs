@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -23,7 +24,7 @@ use wgmesh_config::ConfigError;
 use crate::audit::{AuditError, AuditLog};
 use crate::http::{self, ServeLimits, Shared};
 use crate::pki::{Pki, PkiError};
-use crate::registry::Registry;
+use crate::registry::{Registry, RotationSettings};
 use crate::service::Control;
 use crate::store::{FileStore, Store, StoreError};
 use wgmesh_client::atomic_file::{self, WriteError};
@@ -141,7 +142,11 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         audit,
         admin.token.hash(),
         pki.ca_der().to_vec(),
-    );
+    )
+    .with_rotation(RotationSettings {
+        interval: config.key_rotation_interval,
+        grace: config.key_rotation_grace,
+    });
     tracing::info!(
         listen = %config.listen,
         url = %admin.url,
@@ -158,7 +163,14 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         ..ServeLimits::default()
     };
     let shared = Shared::with_limits(control, limits);
+    // Rotations are stepped while the API serves: their deadlines are in the store, so
+    // stopping and starting again neither skips nor repeats a step.
+    let rotations = tokio::spawn(http::schedule_rotations(
+        Arc::clone(&shared),
+        http::ROTATION_TICK,
+    ));
     http::serve(listener, pki.server_config(), shared, shutdown).await;
+    rotations.abort();
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use wgmesh_config::PublicKey;
 use wgmesh_control::audit::AuditLog;
 use wgmesh_control::http::{self, Shared};
 use wgmesh_control::pki::Pki;
-use wgmesh_control::registry::Registry;
+use wgmesh_control::registry::{Registry, RotationSettings};
 use wgmesh_control::service::Control;
 use wgmesh_control::store::{FileStore, Store};
 
@@ -32,6 +32,15 @@ async fn start() -> Server {
 }
 
 async fn start_with(limits: http::ServeLimits) -> Server {
+    start_scheduling(limits, None).await
+}
+
+/// A server within `limits`; with `rotations`, scheduling key rotations with those settings,
+/// its scheduler ticking at the given period.
+async fn start_scheduling(
+    limits: http::ServeLimits,
+    rotations: Option<(RotationSettings, Duration)>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let localhost = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let pki = Pki::load_or_create(dir.path(), std::slice::from_ref(&localhost)).unwrap();
@@ -44,24 +53,26 @@ async fn start_with(limits: http::ServeLimits) -> Server {
     registry.apply(&m).unwrap();
     let admin = AdminToken::generate();
     let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
-    let control = Control::new(
+    let mut control = Control::new(
         registry,
         Box::new(store),
         audit,
         admin.hash(),
         pki.ca_der().to_vec(),
     );
+    if let Some((settings, _)) = rotations {
+        control = control.with_rotation(settings);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(http::serve(
-        listener,
-        pki.server_config(),
-        Shared::with_limits(control, limits),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let shared = Shared::with_limits(control, limits);
+    if let Some((_, tick)) = rotations {
+        tokio::spawn(http::schedule_rotations(Arc::clone(&shared), tick));
+    }
+    tokio::spawn(http::serve(listener, pki.server_config(), shared, async {
+        let _ = stopped.await;
+    }));
     Server {
         url: ControlUrl::new(localhost, port).unwrap(),
         pki,
@@ -788,4 +799,200 @@ where
         .unwrap();
     tokio::spawn(conn);
     sender
+}
+
+/// host-a's netmap once `ready` holds for it (polling the long poll from `revision`).
+async fn netmap_when(
+    agent: &Client,
+    name: &str,
+    credential: &HostCredential,
+    ready: impl Fn(&wgmesh_config::netmap::Netmap) -> bool,
+) -> wgmesh_config::netmap::Netmap {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut revision = 0;
+    loop {
+        let polled = agent
+            .netmap(name, credential, revision, Duration::from_secs(2))
+            .await
+            .unwrap();
+        if let Some(netmap) = polled {
+            if ready(&netmap) {
+                return netmap;
+            }
+            revision = netmap.revision;
+        }
+        assert!(Instant::now() < deadline, "{name}'s netmap never got there");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_runs_over_https_stepped_by_the_scheduler() {
+    use wgmesh_client::api::{KeyReportBody, RotationInfo};
+    use wgmesh_config::netmap::KeyRotationOrder;
+    let settings = RotationSettings {
+        interval: None,
+        grace: 600,
+    };
+    let server = start_scheduling(
+        http::ServeLimits::default(),
+        Some((settings, Duration::from_millis(50))),
+    )
+    .await;
+    let (admin, agent, token, _, credential_a) = host_a_joined(&server).await;
+    let b = agent.join(&join_body(&token, "host-b", 2)).await.unwrap();
+    let credential_b: HostCredential = b.credential.parse().unwrap();
+    let queued = admin.rotate_node(&server.admin, "host-a").await.unwrap();
+    assert_eq!(queued.queued, ["host-a"]);
+    // The scheduler starts it: host-a's netmap asks for a new key.
+    let started = Instant::now();
+    let asked = netmap_when(&agent, "host-a", &credential_a, |m| {
+        m.host.rotation.is_some()
+    })
+    .await;
+    eprintln!(
+        "the scheduler asked for a new key {:?} after the admin",
+        started.elapsed()
+    );
+    assert_eq!(
+        asked.host.rotation,
+        Some(KeyRotationOrder {
+            epoch: 1,
+            new_key: None
+        })
+    );
+    let new_key = PublicKey::from_bytes([11; 32]);
+    let report = |moved| KeyReportBody {
+        epoch: 1,
+        public_key: new_key,
+        moved,
+    };
+    let reply = agent
+        .report_key(&credential_a, "host-a", &report(false))
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply.rotation, Some(RotationInfo::Announced { epoch: 1, new_key: k, .. }) if k == new_key),
+        "{reply:?}"
+    );
+    let seen = netmap_when(&agent, "host-b", &credential_b, |m| {
+        m.peers[0].public_keys.len() == 2
+    })
+    .await;
+    assert_eq!(
+        seen.peers[0].public_keys,
+        [new_key, PublicKey::from_bytes([1; 32])]
+    );
+    assert_eq!(seen.peers[0].key_epoch, 1);
+    let done = agent
+        .report_key(&credential_a, "host-a", &report(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.key_epoch, done.public_key, done.rotation),
+        (1, new_key, None)
+    );
+    let seen = netmap_when(&agent, "host-b", &credential_b, |m| {
+        m.peers[0].public_keys.len() == 1
+    })
+    .await;
+    assert_eq!(seen.peers[0].public_keys, [new_key], "the old key is gone");
+    let nodes = admin.list_nodes(&server.admin).await.unwrap();
+    assert_eq!((nodes[0].name.as_str(), nodes[0].key_epoch), ("host-a", 1));
+    assert_eq!(nodes[0].rotation, None);
+    // --all: both queued; host-a's second rotation is for epoch 2.
+    let all = admin.rotate_all(&server.admin).await.unwrap();
+    assert_eq!(all.queued, ["host-a", "host-b"]);
+    let asked = netmap_when(&agent, "host-a", &credential_a, |m| {
+        m.host.rotation.is_some()
+    })
+    .await;
+    assert_eq!(asked.host.rotation.unwrap().epoch, 2);
+    let nodes = admin.list_nodes(&server.admin).await.unwrap();
+    assert!(matches!(
+        nodes[1].rotation,
+        Some(RotationInfo::Queued { epoch: 1, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_reports_and_rotations_are_authorised_and_bad_bodies_change_nothing() {
+    let server = start().await;
+    let (admin, agent, token, _, credential_a) = host_a_joined(&server).await;
+    let b = agent.join(&join_body(&token, "host-b", 2)).await.unwrap();
+    let key = PublicKey::from_bytes([11; 32]).to_base64();
+    let good = format!(r#"{{"epoch":1,"public_key":"{key}","moved":false}}"#);
+    let a = credential_a.expose().to_string();
+    let path = "/v1/hosts/host-a/key";
+    // No credential, another host's, the admin's.
+    let (status, body, _) = raw_as(&server, "POST", path, None, good.as_bytes()).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (status, body, _) =
+        raw_as(&server, "POST", path, Some(&b.credential), good.as_bytes()).await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("forbidden")));
+    let (status, body) = raw(&server, "POST", path, good.as_bytes()).await;
+    assert_eq!((status, body["reason"].as_str()), (403, Some("forbidden")));
+    // Bad bodies: 400, whatever the phase.
+    let zeros = PublicKey::from_bytes([0; 32]).to_base64();
+    for junk in [
+        "[]".to_owned(),
+        "{not json".to_owned(),
+        r#"{"epoch":"one","public_key":"x"}"#.to_owned(),
+        format!(r#"{{"public_key":"{key}"}}"#),
+        format!(r#"{{"epoch":1,"public_key":"{key}","moved":false,"old_key":"x"}}"#),
+        format!(r#"{{"epoch":1,"public_key":"{zeros}"}}"#),
+        r#"{"epoch":1,"public_key":"not base64"}"#.to_owned(),
+    ] {
+        let (status, body, _) = raw_as(&server, "POST", path, Some(&a), junk.as_bytes()).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (400, Some("bad_request")),
+            "{junk}"
+        );
+    }
+    // A good body with no rotation running: 409, with why.
+    let (status, body, _) = raw_as(&server, "POST", path, Some(&a), good.as_bytes()).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (409, Some("rotation_out_of_order"))
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no rotation of its key is running"),
+        "{body}"
+    );
+    // The admin routes: the admin token only.
+    for route in ["/v1/rotations", "/v1/nodes/host-a/rotate"] {
+        let (status, _, _) = raw_as(&server, "POST", route, None, b"").await;
+        assert_eq!(status, 401, "{route}");
+        let (status, body, _) = raw_as(&server, "POST", route, Some(&a), b"").await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (403, Some("forbidden")),
+            "{route}"
+        );
+        let (status, _, _) = raw_as(&server, "GET", route, Some(&a), b"").await;
+        assert_eq!(status, 405, "{route}");
+    }
+    let (status, body) = raw(&server, "POST", "/v1/nodes/ghost/rotate", b"").await;
+    assert_eq!((status, body["reason"].as_str()), (404, Some("not_found")));
+    // Nothing of that changed anything.
+    let nodes = admin.list_nodes(&server.admin).await.unwrap();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.rotation.is_none() && n.key_epoch == 0),
+        "{nodes:?}"
+    );
+    // The admin's call answers with the hosts queued.
+    let (status, body) = raw(&server, "POST", "/v1/nodes/host-b/rotate", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"queued": ["host-b"], "rotating": []})
+    );
 }

@@ -1,7 +1,8 @@
 //! Target `api`: the control plane's request bodies, parsed as the HTTP layer parses them (a
 //! JSON object, then the call's body type) and handed to the call they are for
-//! ([`Control::join`], [`Control::set_endpoint`], [`Control::create_token`]), with the path
-//! parameters of the other calls, on a control plane over a [`MemStore`].
+//! ([`Control::join`], [`Control::set_endpoint`], [`Control::create_token`],
+//! [`Control::report_key`]), with the path parameters of the other calls and the key-rotation
+//! scheduler's ticks ([`Control::rotation_tick`]), on a control plane over a [`MemStore`].
 //!
 //! Input: a sequence of calls, each a selector byte, a length and that many bytes of body (or
 //! path parameter). The control plane starts with one reusable join token and one joined host,
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use tempfile::NamedTempFile;
-use wgmesh_client::api::{EndpointBody, JoinBody, TokenBody};
+use wgmesh_client::api::{EndpointBody, JoinBody, KeyReportBody, TokenBody};
 use wgmesh_config::token::{AdminToken, CaDigest, HostCredential, JoinToken, Secret};
 use wgmesh_config::PrivateKey;
 use wgmesh_control::audit::AuditLog;
@@ -24,7 +25,7 @@ use wgmesh_control::compile;
 use wgmesh_control::fuzzing::{mutation_record, replay_store};
 use wgmesh_control::registry::Mutation;
 use wgmesh_control::registry::Registry;
-use wgmesh_control::service::Control;
+use wgmesh_control::service::{Caller, Control};
 use wgmesh_control::store::{MemStore, Store, StoreError};
 
 use crate::Input;
@@ -204,8 +205,9 @@ fn calls(data: &[u8]) -> Control {
                 let _ = control.netmap(&host, &text, now, from);
             }
             _ => {
-                let _ = control.list_tokens(&admin, now, from);
-                let _ = control.list_nodes(&admin, now, from);
+                let mut i = Input::new(bytes);
+                let which = i.u8();
+                rotation_call(&mut control, which, i.rest(), now);
             }
         }
     }
@@ -232,7 +234,38 @@ fn calls(data: &[u8]) -> Control {
     control
 }
 
-/// Seeds: a second host joining, an endpoint change, a token, a removal and a poll.
+/// Call 9: by its body's first byte, a key rotation call (the admin queueing every host or one
+/// named by the rest, the joined host's key report, the scheduler's tick up to 65535 s later),
+/// else the admin's lists.
+fn rotation_call(control: &mut Control, which: u8, rest: &[u8], now: u64) {
+    let from: Option<IpAddr> = Some(FROM.parse().expect("address"));
+    let admin = Caller::Admin;
+    match which % 5 {
+        1 => {
+            let _ = control.rotate_all(&admin, now, from);
+        }
+        2 => {
+            let _ = control.rotate_node(&admin, &String::from_utf8_lossy(rest), now, from);
+        }
+        3 => {
+            let host = control.authenticate(Some(&credential().expose()));
+            if let Some(b) = body::<KeyReportBody>(rest) {
+                let _ = control.report_key(&host, JOINED, b, now, from);
+            }
+        }
+        4 => {
+            let mut i = Input::new(rest);
+            control.rotation_tick(now + u64::from(i.u16()));
+        }
+        _ => {
+            let _ = control.list_tokens(&admin, now, from);
+            let _ = control.list_nodes(&admin, now, from);
+        }
+    }
+}
+
+/// Seeds: a second host joining, an endpoint change, a token, a removal, a poll, and a key
+/// rotation of the joined host.
 pub fn seeds() -> Vec<Vec<u8>> {
     let call = |selector: u8, body: &str| {
         let mut v = vec![selector];
@@ -264,7 +297,30 @@ pub fn seeds() -> Vec<Vec<u8>> {
         call(6, "1"),
         call(8, JOINED),
         call(9, ""),
+        [
+            call(9, "\u{1}"),
+            call(9, "\u{4}\u{0}\u{0}"),
+            call(9, &format!("\u{3}{}", report(false))),
+            call(9, &format!("\u{3}{}", report(true))),
+        ]
+        .concat(),
+        [
+            call(9, &format!("\u{2}{JOINED}")),
+            call(9, "\u{4}\u{0}\u{0}"),
+            call(9, "\u{4}\u{ff}\u{ff}"),
+        ]
+        .concat(),
     ]
+}
+
+/// The joined host's report of a new key for its first rotation.
+fn report(moved: bool) -> String {
+    serde_json::json!({
+        "epoch": 1,
+        "public_key": PrivateKey::from_bytes([4; 32]).public_key().to_string(),
+        "moved": moved,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -279,6 +335,15 @@ mod tests {
             super::calls(&seeds[4]).registry().tokens().len(),
             2,
             "a token is created"
+        );
+        let rotated = super::calls(&seeds[10]);
+        let host = rotated.registry().host_by_name(super::JOINED).unwrap();
+        assert_eq!(host.key_epoch, 1, "the seed's rotation completes");
+        let abandoned = super::calls(&seeds[11]);
+        let host = abandoned.registry().host_by_name(super::JOINED).unwrap();
+        assert!(
+            host.rotation_abandoned_at.is_some(),
+            "the seed's rotation is abandoned at its deadline"
         );
     }
 }

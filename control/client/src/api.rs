@@ -234,6 +234,104 @@ pub struct NodeInfo {
     /// Its workloads as it last reported them, sorted by address.
     #[serde(default)]
     pub workloads: Vec<WorkloadReport>,
+    /// The epoch of its key: 0 at join, one more at each completed rotation.
+    #[serde(default)]
+    pub key_epoch: u64,
+    /// When its key was registered (unix seconds): its join, or its last rotation.
+    #[serde(default)]
+    pub key_since: u64,
+    /// Its key rotation, queued or running; `None` when there is none.
+    #[serde(default)]
+    pub rotation: Option<RotationInfo>,
+    /// When its last rotation was abandoned (it did not report a new key in time), until one
+    /// completes.
+    #[serde(default)]
+    pub rotation_abandoned_at: Option<u64>,
+}
+
+/// A host's key rotation, queued or running (in `GET /v1/nodes` and key report replies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RotationInfo {
+    /// Waiting for the rotation running (one runs at a time in the cluster).
+    Queued {
+        /// The epoch the new key will have.
+        epoch: u64,
+        /// Who asked.
+        reason: RotationReason,
+        /// When it was queued (unix seconds).
+        queued_at: u64,
+    },
+    /// The host is asked for a new key (its netmap's `host.rotation` has no `new_key`).
+    Requested {
+        /// The epoch the new key will have.
+        epoch: u64,
+        /// When it was asked (unix seconds).
+        at: u64,
+        /// When the rotation is abandoned if the host has not reported a new key.
+        deadline: u64,
+    },
+    /// The host's new key is announced to its peers.
+    Announced {
+        /// The new key's epoch.
+        epoch: u64,
+        /// The new key.
+        new_key: PublicKey,
+        /// When it was announced (unix seconds).
+        at: u64,
+        /// When it is registered even if the host does not report that its peers moved.
+        deadline: u64,
+    },
+}
+
+/// Why a host's key is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationReason {
+    /// An admin asked (`wgmesh key rotate`).
+    Admin,
+    /// Its key reached `key_rotation_interval`.
+    Interval,
+}
+
+/// `POST /v1/hosts/{name}/key`: the host's report about its rotation. While its rotation is
+/// *requested* it reports its new key (`moved` false); once the key is *announced*, that its
+/// peers moved to it (`moved` true), which completes the rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyReportBody {
+    /// The rotation's epoch, from its netmap's `host.rotation.epoch`.
+    pub epoch: u64,
+    /// Its new public key.
+    pub public_key: PublicKey,
+    /// Whether its peers moved to the new key (read only once the key is announced).
+    #[serde(default)]
+    pub moved: bool,
+}
+
+/// The reply to a key report: the host's registered key and its rotation now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyReportReply {
+    /// The epoch of its registered key.
+    pub key_epoch: u64,
+    /// Its registered key (the new one once the rotation completed).
+    pub public_key: PublicKey,
+    /// Its rotation, if one still runs (announced, after a report of the new key); `None`
+    /// once it completed.
+    #[serde(default)]
+    pub rotation: Option<RotationInfo>,
+    /// The netmap revision that holds the change.
+    pub revision: u64,
+}
+
+/// The reply to `POST /v1/nodes/{name}/rotate` and `POST /v1/rotations`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RotationsQueuedReply {
+    /// The hosts queued, by name, in the order they were (by id); each rotates in turn.
+    pub queued: Vec<String>,
+    /// The hosts not queued because a rotation of theirs is queued or running already.
+    #[serde(default)]
+    pub rotating: Vec<String>,
 }
 
 /// The reply to `DELETE /v1/nodes/{name}`.

@@ -27,9 +27,10 @@ use wgmesh_config::token::{AdminToken, CaDigest, HostCredential};
 use wgmesh_config::HostName;
 
 use crate::api::{
-    ApiReason, EndpointBody, ErrorBody, ExplainQuery, ExplainReply, JoinBody, JoinReply, NodeInfo,
-    PolicyAppliedReply, PolicyBody, PolicyRemovedReply, PolicyReply, RemovedReply, RevisionReply,
-    TokenBody, TokenInfo, TokenReply, TokenRevokedReply, WorkloadsBody,
+    ApiReason, EndpointBody, ErrorBody, ExplainQuery, ExplainReply, JoinBody, JoinReply,
+    KeyReportBody, KeyReportReply, NodeInfo, PolicyAppliedReply, PolicyBody, PolicyRemovedReply,
+    PolicyReply, RemovedReply, RevisionReply, RotationsQueuedReply, TokenBody, TokenInfo,
+    TokenReply, TokenRevokedReply, WorkloadsBody,
 };
 use crate::pin::{self, CaDigestMismatch};
 
@@ -264,6 +265,25 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/hosts/{name}/key`: the host's report of its new key (while its rotation is
+    /// requested), or that its peers moved to it (`moved`, once it is announced). A refusal
+    /// for another epoch or when no rotation runs is [`ApiReason::RotationOutOfOrder`].
+    pub async fn report_key(
+        &self,
+        credential: &HostCredential,
+        name: &str,
+        body: &KeyReportBody,
+    ) -> Result<KeyReportReply, ClientError> {
+        let path = format!("/v1/hosts/{}/key", host_segment(name)?);
+        self.call(
+            Method::POST,
+            &path,
+            Some(credential.expose()),
+            Some(json(body)),
+        )
+        .await
+    }
+
     /// `POST /v1/tokens`.
     pub async fn create_token(
         &self,
@@ -310,6 +330,26 @@ impl Client {
     ) -> Result<RemovedReply, ClientError> {
         let path = format!("/v1/nodes/{}", host_segment(name)?);
         self.call(Method::DELETE, &path, Some(admin.expose()), None)
+            .await
+    }
+
+    /// `POST /v1/nodes/{name}/rotate`: queues the host's key rotation.
+    pub async fn rotate_node(
+        &self,
+        admin: &AdminToken,
+        name: &str,
+    ) -> Result<RotationsQueuedReply, ClientError> {
+        let path = format!("/v1/nodes/{}/rotate", host_segment(name)?);
+        self.call(Method::POST, &path, Some(admin.expose()), None)
+            .await
+    }
+
+    /// `POST /v1/rotations`: queues every host's key rotation (they run one at a time).
+    pub async fn rotate_all(
+        &self,
+        admin: &AdminToken,
+    ) -> Result<RotationsQueuedReply, ClientError> {
+        self.call(Method::POST, "/v1/rotations", Some(admin.expose()), None)
             .await
     }
 

@@ -11,8 +11,12 @@
 //! IPv6 /64) whose requests keep being refused is answered 429 without its requests reaching
 //! the lock, unless they carry a credential someone holds ([`known`]); a request without a
 //! bearer token is refused 401 without the lock; a host's endpoint reports, its workload
-//! reports and its refused calls are limited by token buckets (429 with `Retry-After`); and
-//! the netmaps a host's long polls get are paced, at most one per interval.
+//! reports, its key reports and its refused calls are limited by token buckets (429 with
+//! `Retry-After`); and the netmaps a host's long polls get are paced, at most one per interval.
+//!
+//! Beside the routes, [`schedule_rotations`] (`rotation`, with the rotation routes) steps key rotations on a
+//! timer, through the same
+//! lock and commit path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +37,7 @@ use crate::audit::Action;
 use crate::clock::unix_now;
 use crate::limiter::{
     ConnectionCounts, HostBudget, NetmapPacer, RefusalLimiter, ENDPOINT_RATE, HOST_REFUSAL_RATE,
-    WORKLOADS_RATE,
+    KEY_REPORTS_RATE, WORKLOADS_RATE,
 };
 use crate::service::{unauthenticated, ApiError, Caller, Control};
 use wgmesh_client::api::{
@@ -44,8 +48,10 @@ use wgmesh_client::api::{
 mod accept;
 mod known;
 mod policy;
+mod rotation;
 
 pub use accept::{serve, ServeLimits};
+pub use rotation::{schedule_rotations, ROTATION_TICK};
 
 /// The state every handler shares.
 ///
@@ -65,6 +71,8 @@ pub struct Shared {
     endpoints: Mutex<HostBudget>,
     /// Each host's budget of workload reports.
     workloads: Mutex<HostBudget>,
+    /// Each host's budget of key reports.
+    key_reports: Mutex<HostBudget>,
     /// Each host's budget of calls refused 400 or 403.
     host_refusals: Mutex<HostBudget>,
     /// The credentials someone holds, for letting hosts behind a limited address go on.
@@ -92,6 +100,7 @@ impl Shared {
             connections: Mutex::new(ConnectionCounts::new(limits.max_connections_per_address)),
             endpoints: Mutex::new(HostBudget::new(ENDPOINT_RATE)),
             workloads: Mutex::new(HostBudget::new(WORKLOADS_RATE)),
+            key_reports: Mutex::new(HostBudget::new(KEY_REPORTS_RATE)),
             host_refusals: Mutex::new(HostBudget::new(HOST_REFUSAL_RATE)),
             known,
             pacer: Mutex::new(NetmapPacer::new(limits.netmap_interval)),
@@ -147,10 +156,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/hosts/{name}/netmap", get(netmap))
         .route("/v1/hosts/{name}/endpoint", put(endpoint))
         .route("/v1/hosts/{name}/workloads", put(workloads))
+        .route("/v1/hosts/{name}/key", post(rotation::report))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", delete(remove_node))
+        .route("/v1/nodes/{name}/rotate", post(rotation::rotate_node))
+        .route("/v1/rotations", post(rotation::rotate_all))
         .route(
             "/v1/policy",
             put(policy::apply).get(policy::show).delete(policy::remove),
@@ -222,7 +234,6 @@ const ENDPOINT_REPORTS: &str = "too many endpoint reports from this host; an age
      only when its endpoint changes";
 const WORKLOAD_REPORTS: &str = "too many workload reports from this host; an agent reports its \
      whole list when it changes, and what changes while it waits goes in its next report";
-
 /// Makes `call` for `caller`, unless it is a host over its budget of refused calls (then
 /// [`OverBudget`], and the call is neither made nor audited). A host's call refused 400 or 403
 /// takes from that budget. Runs under the control plane's lock.

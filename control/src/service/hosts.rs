@@ -145,7 +145,7 @@ impl Control {
     }
 
     /// Audits a refused call of a host about host `name`.
-    fn refused(
+    pub(super) fn refused(
         &mut self,
         caller: &Caller,
         action: Action,

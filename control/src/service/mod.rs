@@ -11,7 +11,8 @@
 //! - `caller`: [`Caller`] and what each caller may do; `refusal`: [`ApiError`] and the
 //!   refusals calls share;
 //! - the calls: `join` (`POST /v1/join`), `hosts` (a host's netmap and endpoint), `tokens`,
-//!   `nodes` and `policy` (the admin's).
+//!   `nodes` and `policy` (the admin's), `rotation` (key rotations: the admin's queueing, the
+//!   host's key reports, and the scheduler's steps, [`Control::rotation_tick`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ mod join;
 mod nodes;
 mod policy;
 mod refusal;
+mod rotation;
 mod tokens;
 mod workloads;
 
@@ -38,7 +40,7 @@ use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched, ChangeLog};
 use crate::compile::{self, Compiled, CompiledPolicy, FilterRefused};
 use crate::ids::HostId;
-use crate::registry::{Mutation, Registry};
+use crate::registry::{Mutation, Registry, RotationSettings};
 use crate::store::{Store, StoreError};
 use caller::{actor_of, require_admin};
 use refusal::{outcome_of, registry_error, store_unusable};
@@ -70,6 +72,8 @@ pub struct Control {
     compiled: Option<CompiledPolicy>,
     /// How many times this run compiled for netmaps ([`Control::compiles`]).
     compiles: u64,
+    /// How key rotations are scheduled (control.toml).
+    rotation: RotationSettings,
 }
 
 impl std::fmt::Debug for Control {
@@ -103,7 +107,20 @@ impl Control {
             ca_der,
             compiled: None,
             compiles: 0,
+            rotation: RotationSettings::default(),
         }
+    }
+
+    /// This control plane, scheduling key rotations with `settings` (default: no interval,
+    /// the default grace).
+    pub fn with_rotation(mut self, settings: RotationSettings) -> Self {
+        self.rotation = settings;
+        self
+    }
+
+    /// How key rotations are scheduled.
+    pub fn rotation_settings(&self) -> &RotationSettings {
+        &self.rotation
     }
 
     /// Before a call: if an earlier commit failed, recovers the store and takes the state that

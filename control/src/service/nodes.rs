@@ -1,5 +1,6 @@
 //! The admin's host calls: list the hosts (with whether each is online and holds the current
-//! netmap, and the workloads it reported), remove one.
+//! netmap, the workloads it reported, its key's epoch and age and its key rotation), remove
+//! one.
 
 use std::net::IpAddr;
 
@@ -7,6 +8,7 @@ use wgmesh_client::api::{NodeInfo, RemovedReply, ONLINE_WITHIN_SECS};
 
 use super::caller::{host_target, require_admin, Caller};
 use super::refusal::{registry_error, ApiError};
+use super::rotation::info_of;
 use super::workloads::report_of;
 use super::Control;
 use crate::audit::Action;
@@ -41,6 +43,10 @@ impl Control {
                     .iter()
                     .map(report_of)
                     .collect(),
+                key_epoch: h.key_epoch,
+                key_since: h.key_since,
+                rotation: h.rotation.as_ref().map(info_of),
+                rotation_abandoned_at: h.rotation_abandoned_at,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

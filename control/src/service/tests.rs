@@ -637,3 +637,4 @@ fn a_low_order_public_key_cannot_join() {
 mod compiled;
 mod filters;
 mod policy;
+mod rotation;
