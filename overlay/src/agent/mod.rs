@@ -81,10 +81,10 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         .transpose()?;
     let key_files = rotation::HostKeyFiles::new(&a.private_key_file, &a.state_dir);
     let (keys, retiring) = key_files.load(std::time::SystemTime::now())?;
-    let identity = keys.current.clone();
+    let public_keys: Vec<_> = keys.all().map(|k| k.public_key()).collect();
     // Waiting for a control plane creates nothing yet, so a signal can simply end the wait.
     let source = tokio::select! {
-        source = PeerSource::of(&config, identity.public_key()) => source,
+        source = PeerSource::of(&config, &public_keys) => source,
         () = signals.stop_while_starting() => Err(AgentError::Stopped),
     };
     let source = match source {
@@ -156,12 +156,17 @@ struct Agent {
     key_files: rotation::HostKeyFiles,
     /// The rotation in progress, if any.
     retiring: Option<rotation::Retiring>,
+    /// Where the host's key is reported during a control-plane rotation (control mode).
+    key_reports: Option<control_link::KeyReports>,
+    /// The host section of the netmap applied last (control mode): its rotation order.
+    rotation_host: Option<wgmesh_config::netmap::HostIdentity>,
 }
 
 impl Agent {
     async fn serve(&mut self, signals: &mut Signals) -> Result<(), AgentError> {
         loop {
             let retire_due = self.retire_due();
+            let rotation_ticks = self.rotation_ticks();
             tokio::select! {
                 _ = signals.hup.recv() => match self.reload().await {
                     Ok(summary) => tracing::info!("{summary}"),
@@ -175,6 +180,11 @@ impl Agent {
                     let _ = cmd.reply.send(response);
                 }
                 input = docker::next_input(&mut self.plugin) => self.docker_input(input).await,
+                () = rotation::tick(rotation_ticks) => {
+                    if let Some(host) = self.rotation_host.clone() {
+                        self.follow_rotation(&host);
+                    }
+                }
                 () = rotation::until(retire_due) => {
                     if let Err(e) = self.retire_key() {
                         tracing::error!("cannot retire the old key: {}", Chain(&e));
@@ -187,9 +197,11 @@ impl Agent {
     /// Applies the netmap of `offer`, or refuses (and counts) it, and tells the link which.
     async fn offered(&mut self, Offer { netmap, verdict }: Offer) {
         let revision = netmap.revision;
+        let host = netmap.host.clone();
         let applied = match self.apply_netmap(netmap).await {
             Ok(summary) => {
                 tracing::info!(revision, "{summary}");
+                self.follow_rotation(&host);
                 true
             }
             Err(e) => {

@@ -110,11 +110,13 @@ impl Agent {
     /// Applies a netmap from the control plane: its peers replace the running ones (unchanged
     /// peers keep their sessions), and it becomes the cached netmap.
     pub(super) async fn apply_netmap(&mut self, netmap: Netmap) -> Result<String, AgentError> {
-        check_ours(
-            &netmap,
-            &self.config.agent.name,
-            self.shared.identity().public_key(),
-        )?;
+        let keys: Vec<_> = self
+            .peers
+            .host_keys()
+            .all()
+            .map(|k| k.public_key())
+            .collect();
+        check_ours(&netmap, &self.config.agent.name, &keys)?;
         let pinned = self.route_guard.cluster;
         let settings = settings::from_netmap(&netmap, pinned)?;
         if netmap.host.subnet != self.subnet {

@@ -31,7 +31,7 @@ impl PeerSource {
 
     pub(super) async fn of(
         config: &AgentConfig,
-        public_key: wgmesh_config::PublicKey,
+        keys: &[wgmesh_config::PublicKey],
     ) -> Result<Self, AgentError> {
         let Some(control) = &config.control else {
             let subnet = config
@@ -50,8 +50,7 @@ impl PeerSource {
             });
         };
         let cache = NetmapCache::new(&config.agent.state_dir);
-        let (link, netmap, origin) =
-            control_link::establish(config, control, public_key, &cache).await?;
+        let (link, netmap, origin) = control_link::establish(config, control, keys, &cache).await?;
         // `establish` checked the netmap against the pin already; this checks it once more,
         // where its settings are made, so no path reaches the peers unchecked.
         let cluster = link.cluster().ok_or_else(|| AgentError::NotPinned)?;
@@ -92,6 +91,7 @@ pub(super) fn peer_settings(config: &AgentConfig) -> Result<Vec<PeerSettings>, A
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: p.persistent_keepalive,
                 preshared_key,
+                key_epoch: None,
             })
         })
         .collect()

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use wgmesh_config::netmap::Netmap;
 use wgmesh_config::{AgentConfig, AgentSection};
 
-use super::control_link::{self, Connection, Link, Offer, Origin, WorkloadReports};
+use super::control_link::{self, Connection, KeyReports, Link, Offer, Origin, WorkloadReports};
 use super::local_nets;
 use super::random::{random_seed, random_u32};
 use super::routes::{self, RouteGuard};
@@ -136,6 +136,8 @@ impl Agent {
             plugin,
             key_files: keys.files,
             retiring: keys.retiring,
+            key_reports: following.key_reports,
+            rotation_host: None,
         };
         agent.restore_workloads().await;
         agent.restore_containers().await;
@@ -147,6 +149,10 @@ impl Agent {
         agent.share_workload_names();
         // The list as restored (namespaces gone are forgotten) is the first report.
         agent.publish_workloads();
+        // A rotation the first netmap orders (or one this host was in when it stopped).
+        if let Some(host) = following.host {
+            agent.follow_rotation(&host);
+        }
         remove_stale_cluster_routes(&agent.host, agent.route_guard.cluster).await;
         agent.log_running(&identity);
         Ok(agent)
@@ -481,6 +487,10 @@ struct Following {
     link_task: Option<JoinHandle<()>>,
     /// The workload reports (their own task).
     reports: Option<WorkloadReports>,
+    /// The key reports during a rotation (their own task).
+    key_reports: Option<KeyReports>,
+    /// The first netmap's host section: its rotation order.
+    host: Option<wgmesh_config::netmap::HostIdentity>,
 }
 
 /// In control mode, starts following the control plane from the first netmap (connected when
@@ -498,10 +508,14 @@ fn follow_control(
             connected: Arc::new(AtomicBool::new(false)),
             link_task: None,
             reports: None,
+            key_reports: None,
+            host: None,
         };
     };
     let connection = Connection::new(origin == Origin::Control);
     let reports = WorkloadReports::start(link.clone(), connection.reconnects.subscribe());
+    let key_reports = KeyReports::start(link.clone(), connection.reconnects.subscribe());
+    let host = netmap.host.clone();
     let (endpoint_tx, endpoint_rx) = watch::channel(endpoint);
     let revision = netmap.revision;
     let connected = Arc::clone(&connection.connected);
@@ -519,6 +533,8 @@ fn follow_control(
         connected,
         link_task: Some(task),
         reports: Some(reports),
+        key_reports: Some(key_reports),
+        host: Some(host),
     }
 }
 

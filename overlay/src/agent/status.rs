@@ -1,7 +1,7 @@
 //! The agent's [`Status`], as `wgmesh status` shows it: read from the running peer table, the
 //! data path's counters and the agent's own state.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Agent;
@@ -23,7 +23,7 @@ impl Agent {
             PeerDrops::default(),
             ConntrackStatus::default(),
         );
-        let with_psk = with_psk(&self.peers);
+        let by_id = by_id(&self.peers);
         let mut peers: Vec<PeerStatus> = table
             .peers()
             .map(|peer| {
@@ -46,7 +46,8 @@ impl Agent {
                     allowed_ips: st.allowed_ips().iter().map(|n| n.to_string()).collect(),
                     persistent_keepalive: st.persistent_keepalive(),
                     latest_handshake,
-                    preshared_key: with_psk.contains(&peer.id()),
+                    preshared_key: by_id.get(&peer.id()).is_some_and(|s| s.0),
+                    key_epoch: by_id.get(&peer.id()).and_then(|s| s.1),
                     lanes: lanes(&st),
                     counters: *st.counters(),
                 }
@@ -92,6 +93,7 @@ impl Agent {
             docker: self.plugin.as_ref().map(|p| p.status()),
             key_rotation: self.retiring.as_ref().map(|r| KeyRotationStatus {
                 retiring_public_key: r.public_key.to_string(),
+                epoch: r.epoch,
                 retire_at: r
                     .retire_at
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -101,12 +103,11 @@ impl Agent {
     }
 }
 
-/// The peers whose settings give their tunnels a preshared key.
-fn with_psk(peers: &PeerSet) -> HashSet<PeerId> {
+/// Whether each peer's settings give its tunnels a preshared key, and its key epoch.
+fn by_id(peers: &PeerSet) -> HashMap<PeerId, (bool, Option<u64>)> {
     peers
         .settings()
-        .filter(|(_, s)| s.preshared_key.is_some())
-        .map(|(id, _)| id)
+        .map(|(id, s)| (id, (s.preshared_key.is_some(), s.key_epoch)))
         .collect()
 }
 

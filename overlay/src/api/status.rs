@@ -67,6 +67,9 @@ pub struct KeyRotationStatus {
     /// When it is retired (Unix seconds); absent when the control plane ends the rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire_at: Option<u64>,
+    /// The control plane's epoch of the new key (control mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// One of a peer's tunnels: one per pair of keys while either side rotates.
@@ -160,6 +163,9 @@ pub struct PeerStatus {
     /// Whether its tunnels use a preshared key.
     #[serde(default)]
     pub preshared_key: bool,
+    /// The epoch of its current key (control mode: 0 at join, one more per rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_epoch: Option<u64>,
     /// Its tunnels, the current one first.
     #[serde(default)]
     pub lanes: Vec<LaneStatus>,
@@ -321,6 +327,9 @@ impl PeerStatus {
         if let Some(t) = self.latest_handshake {
             let _ = writeln!(s, "  latest handshake: {} ago", ago(now.saturating_sub(t)));
         }
+        if let Some(epoch) = self.key_epoch {
+            let _ = writeln!(s, "  key epoch: {epoch}");
+        }
         if self.preshared_key {
             let _ = writeln!(s, "  preshared key: in use");
         }
@@ -436,6 +445,7 @@ mod tests {
                 persistent_keepalive: Some(25),
                 latest_handshake: Some(1000),
                 preshared_key: true,
+                key_epoch: Some(2),
                 lanes: vec![
                     LaneStatus {
                         local_key: "NEW".into(),
@@ -498,6 +508,7 @@ mod tests {
             key_rotation: Some(KeyRotationStatus {
                 retiring_public_key: "OLD".into(),
                 retire_at: Some(1125),
+                epoch: None,
             }),
         };
         let out = st.render(1065);
@@ -508,6 +519,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("preshared key: in use"), "{out}");
+        assert!(out.contains("key epoch: 2"), "{out}");
         assert!(out.contains("tunnel NEW -> PEER: current, up"), "{out}");
         assert!(
             out.contains("tunnel OLD -> PEER: previous, no session"),

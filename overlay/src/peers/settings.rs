@@ -28,6 +28,8 @@ pub struct PeerSettings {
     pub persistent_keepalive: Option<u16>,
     /// Optional preshared key (the key itself, already read from its file).
     pub preshared_key: Option<PresharedKeyBytes>,
+    /// The epoch of its current key, as the control plane counts them (`None` in static mode).
+    pub key_epoch: Option<u64>,
 }
 
 /// A peer's static public keys: at least one. The first ([`PeerKeys::current`]) is the one its
@@ -128,6 +130,7 @@ pub fn from_netmap(netmap: &Netmap, pinned: IpNet) -> Result<Vec<PeerSettings>, 
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: None,
                 preshared_key: None,
+                key_epoch: Some(p.key_epoch),
             })
         })
         .collect()
@@ -204,6 +207,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.1.0/24")],
                     persistent_keepalive: None,
                     preshared_key: None,
+                    key_epoch: Some(0),
                 },
                 PeerSettings {
                     name: Some("host-c".into()),
@@ -212,6 +216,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.2.0/24")],
                     persistent_keepalive: None,
                     preshared_key: None,
+                    key_epoch: Some(0),
                 },
             ]
         );

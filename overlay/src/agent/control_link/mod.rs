@@ -40,7 +40,7 @@ use crate::error::Chain;
 use backoff::Backoff;
 use credential::{load_link, read_token, save_link};
 pub use follow::{follow, Connection, Offer};
-pub use report::WorkloadReports;
+pub use report::{KeyReports, WorkloadReports};
 
 /// The file in the state directory that holds the host's credential.
 pub const CREDENTIAL_FILE: &str = "control.json";
@@ -218,15 +218,16 @@ pub enum Origin {
 pub async fn establish(
     config: &AgentConfig,
     control: &ControlSection,
-    public_key: PublicKey,
+    keys: &[PublicKey],
     cache: &NetmapCache,
 ) -> Result<(Link, Netmap, Origin), LinkError> {
     let a = &config.agent;
+    let public_key = *keys.first().expect("the current key");
     let path = a.state_dir.join(CREDENTIAL_FILE);
     let url = control.url.to_string();
     let saved = load_link(&path, control, &a.name)?;
     if let Some((link, true)) = &saved {
-        return resume(link.clone(), path, &a.name, public_key, cache).await;
+        return resume(link.clone(), path, &a.name, keys, cache).await;
     }
     let token = read_token(control, &url)?;
     // A join begun earlier with this token's CA goes on with its credential.
@@ -263,7 +264,7 @@ async fn resume(
     mut link: Link,
     path: PathBuf,
     name: &str,
-    public_key: PublicKey,
+    keys: &[PublicKey],
     cache: &NetmapCache,
 ) -> Result<(Link, Netmap, Origin), LinkError> {
     let mut backoff = Backoff::new();
@@ -274,7 +275,7 @@ async fn resume(
             .await
         {
             Ok(Some(netmap)) => {
-                check_ours(&netmap, name, public_key)?;
+                check_ours(&netmap, name, keys)?;
                 let pinned = pin_if_unpinned(&mut link, &netmap, &path)?;
                 match netmap.check_pinned(pinned) {
                     Ok(()) => return Ok((link, netmap, Origin::Control)),
@@ -297,7 +298,7 @@ async fn resume(
             }
             Err(e) => Some(e),
         };
-        if let Some(netmap) = cached(cache, name, public_key, link.cluster) {
+        if let Some(netmap) = cached(cache, name, keys, link.cluster) {
             let why = e.as_ref().map_or_else(
                 || "its netmap is refused".to_owned(),
                 |e| format!("unreachable: {}", Chain(e)),
@@ -351,7 +352,7 @@ async fn join(
     loop {
         match link.client.join(body).await {
             Ok(reply) => {
-                check_ours(&reply.netmap, &body.name, body.public_key)?;
+                check_ours(&reply.netmap, &body.name, &[body.public_key])?;
                 let netmap = &reply.netmap;
                 let Some(cluster) = netmap.cluster_cidr else {
                     return Err(LinkError::NoClusterCidr { url: url.into() });
@@ -383,15 +384,18 @@ async fn join(
 }
 
 /// Refuses a netmap addressed to another host than `name` with `key`.
-pub(crate) fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<(), LinkError> {
-    if netmap.host.name == name && netmap.host.public_key == key {
+/// Whether `netmap` is addressed to this host: its name, and one of its `keys` (the current
+/// one first; while a rotation runs, the retiring one too: the control plane registers the new
+/// key only when the rotation completes, and goes back to the old one if it is abandoned).
+pub(crate) fn check_ours(netmap: &Netmap, name: &str, keys: &[PublicKey]) -> Result<(), LinkError> {
+    if netmap.host.name == name && keys.contains(&netmap.host.public_key) {
         return Ok(());
     }
     Err(LinkError::NotForUs {
         name: netmap.host.name.clone(),
         key: netmap.host.public_key.short(),
         own_name: name.to_owned(),
-        own_key: key.short(),
+        own_key: keys.first().map(PublicKey::short).unwrap_or_default(),
     })
 }
 
@@ -400,12 +404,12 @@ pub(crate) fn check_ours(netmap: &Netmap, name: &str, key: PublicKey) -> Result<
 fn cached(
     cache: &NetmapCache,
     name: &str,
-    key: PublicKey,
+    keys: &[PublicKey],
     pinned: Option<IpNet>,
 ) -> Option<Netmap> {
     let path = cache.path().display();
     match cache.load() {
-        Ok(Some(netmap)) if check_ours(&netmap, name, key).is_ok() => {
+        Ok(Some(netmap)) if check_ours(&netmap, name, keys).is_ok() => {
             let Some(pinned) = pinned else {
                 tracing::warn!(
                     %path,
@@ -459,8 +463,11 @@ mod tests {
             epoch: 0,
             filter: None,
         };
-        assert!(check_ours(&netmap, "host-a", PublicKey::from_bytes([1; 32])).is_ok());
-        let err = check_ours(&netmap, "host-a", PublicKey::from_bytes([2; 32])).unwrap_err();
+        let key = |b| PublicKey::from_bytes([b; 32]);
+        assert!(check_ours(&netmap, "host-a", &[key(1)]).is_ok());
+        // Mid-rotation the old key is still the registered one.
+        assert!(check_ours(&netmap, "host-a", &[key(3), key(1)]).is_ok());
+        let err = check_ours(&netmap, "host-a", &[key(2)]).unwrap_err();
         assert!(err.to_string().contains("this host is host-a"), "{err}");
     }
 }

@@ -1,20 +1,22 @@
-//! Reporting this host's workloads (names, addresses, labels) to the control plane, in the
-//! background: the agent publishes its whole list after start-up and after every attach,
-//! detach or relabel ([`WorkloadReports::publish`]), and never waits for the control plane;
-//! a task sends the latest list, retries a failed report with backoff, and sends it again after
-//! the link reconnects (the control plane may have restarted from an older store). Lists that
-//! change while a report is on its way or being retried are coalesced: only the latest is
-//! sent.
+//! Reporting this host's state to the control plane in the background: its workloads (names,
+//! addresses, labels), which the agent publishes whole after start-up and after every attach,
+//! detach or relabel ([`WorkloadReports`]), and its key during a rotation. The agent never waits
+//! for the control plane: [`Reporter::publish`] returns at once, and a task sends the latest
+//! value, retries a failed report with backoff, and sends it again after the link reconnects
+//! (the control plane may have restarted from an older store). Values that change while a report
+//! is on its way or being retried are coalesced: only the latest is sent.
 //!
-//! [`Reports`] is the pure part (which list is due); [`report`] is the task.
+//! [`Reports`] is the pure part (which value is due); [`report`] is the task; [`Report`] says how
+//! one kind of value is sent.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use wgmesh_client::api::WorkloadsBody;
+use wgmesh_client::api::{KeyReportBody, WorkloadsBody};
 use wgmesh_client::client::ClientError;
 
 use super::backoff::Backoff;
@@ -25,11 +27,62 @@ use crate::error::Chain;
 /// script, a container runtime starting many) costs one report.
 const COALESCE: Duration = Duration::from_millis(100);
 
-/// The agent's end of the reporting: where it publishes its list, and whether the control plane
-/// holds it. Dropping it stops the task.
+/// A value the agent reports to the control plane.
+pub trait Report: PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// What it is, for the log: "the workloads", "the key".
+    const WHAT: &'static str;
+    /// Sends it over `link`.
+    fn send(&self, link: &Link) -> impl Future<Output = Result<(), ClientError>> + Send;
+    /// A short summary for the log.
+    fn summary(&self) -> String;
+}
+
+impl Report for WorkloadsBody {
+    const WHAT: &'static str = "the workloads";
+
+    async fn send(&self, link: &Link) -> Result<(), ClientError> {
+        link.client
+            .report_workloads(&link.name, &link.credential, self)
+            .await
+            .map(|_| ())
+    }
+
+    fn summary(&self) -> String {
+        format!("{} workloads", self.workloads.len())
+    }
+}
+
+/// The workload list's reporter.
+pub type WorkloadReports = Reporter<WorkloadsBody>;
+
+impl Report for KeyReportBody {
+    const WHAT: &'static str = "the key";
+
+    async fn send(&self, link: &Link) -> Result<(), ClientError> {
+        link.client
+            .report_key(&link.credential, &link.name, self)
+            .await
+            .map(|_| ())
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "epoch {} key {}{}",
+            self.epoch,
+            self.public_key.short(),
+            if self.moved { ", peers moved" } else { "" }
+        )
+    }
+}
+
+/// The reporter of the host's key during a rotation.
+pub type KeyReports = Reporter<KeyReportBody>;
+
+/// The agent's end of the reporting: where it publishes the value, and whether the control
+/// plane holds it. Dropping it stops the task.
 #[derive(Debug)]
-pub struct WorkloadReports {
-    list: watch::Sender<Option<Published>>,
+pub struct Reporter<T: Report> {
+    list: watch::Sender<Option<Published<T>>>,
     /// The generation of the list published last (0: none yet).
     generation: u64,
     /// The generation of the list the control plane holds, as the task saw it last (0: none).
@@ -38,14 +91,23 @@ pub struct WorkloadReports {
     task: JoinHandle<()>,
 }
 
-/// A list the agent published, numbered.
-#[derive(Debug, Clone)]
-struct Published {
+/// A value the agent published, numbered.
+#[derive(Debug)]
+struct Published<T> {
     generation: u64,
-    list: Arc<WorkloadsBody>,
+    list: Arc<T>,
 }
 
-impl WorkloadReports {
+impl<T> Clone for Published<T> {
+    fn clone(&self) -> Self {
+        Self {
+            generation: self.generation,
+            list: Arc::clone(&self.list),
+        }
+    }
+}
+
+impl<T: Report> Reporter<T> {
     /// Starts reporting over `link`; `reconnects` moves each time the link's long poll gets an
     /// answer again after failing. Nothing is sent before the first [`Self::publish`].
     pub fn start(link: Link, reconnects: watch::Receiver<u64>) -> Self {
@@ -63,7 +125,7 @@ impl WorkloadReports {
     /// Makes `list` the one to report (the whole list, which replaces the last one). Returns at
     /// once, with the list's generation; a list equal to the last one published changes nothing
     /// (and keeps its generation).
-    pub fn publish(&mut self, list: WorkloadsBody) -> u64 {
+    pub fn publish(&mut self, list: T) -> u64 {
         let generation = self.generation + 1;
         let changed = self.list.send_if_modified(|current| {
             if current.as_ref().is_some_and(|p| *p.list == list) {
@@ -81,6 +143,11 @@ impl WorkloadReports {
         self.generation
     }
 
+    /// Nothing to report any more (what was published is withdrawn).
+    pub fn clear(&mut self) {
+        self.list.send_replace(None);
+    }
+
     /// The generation of the list the control plane acknowledged last (0: none).
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
@@ -92,37 +159,46 @@ impl WorkloadReports {
     }
 }
 
-impl Drop for WorkloadReports {
+impl<T: Report> Drop for Reporter<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// Which list is due, from what the control plane acknowledged and refused.
-#[derive(Debug, Default)]
-struct Reports {
-    /// The list the control plane acknowledged last, since the link last (re)connected.
-    held: Option<Arc<WorkloadsBody>>,
-    /// A list the control plane refused for good (a `4xx` other than `429`): not sent again
-    /// until the list changes or the link reconnects, so a disagreement cannot become a loop.
-    refused: Option<Arc<WorkloadsBody>>,
+/// Which value is due, from what the control plane acknowledged and refused.
+#[derive(Debug)]
+struct Reports<T> {
+    /// The value the control plane acknowledged last, since the link last (re)connected.
+    held: Option<Arc<T>>,
+    /// A value the control plane refused for good (a `4xx` other than `429`): not sent again
+    /// until it changes or the link reconnects, so a disagreement cannot become a loop.
+    refused: Option<Arc<T>>,
 }
 
-impl Reports {
-    /// The list to send now, if `wanted` is neither held nor refused.
-    fn due(&self, wanted: Option<&Arc<WorkloadsBody>>) -> Option<Arc<WorkloadsBody>> {
+impl<T> Default for Reports<T> {
+    fn default() -> Self {
+        Self {
+            held: None,
+            refused: None,
+        }
+    }
+}
+
+impl<T: PartialEq> Reports<T> {
+    /// The value to send now, if `wanted` is neither held nor refused.
+    fn due(&self, wanted: Option<&Arc<T>>) -> Option<Arc<T>> {
         let wanted = wanted?;
-        let same = |known: &Option<Arc<WorkloadsBody>>| known.as_deref() == Some(&**wanted);
+        let same = |known: &Option<Arc<T>>| known.as_deref() == Some(&**wanted);
         (!same(&self.held) && !same(&self.refused)).then(|| Arc::clone(wanted))
     }
 
     /// Whether the control plane holds `wanted`.
-    fn holds(&self, wanted: Option<&Arc<WorkloadsBody>>) -> bool {
+    fn holds(&self, wanted: Option<&Arc<T>>) -> bool {
         wanted.is_some_and(|w| self.held.as_deref() == Some(&**w))
     }
 
     /// The control plane answered the report of `sent`.
-    fn answered(&mut self, sent: Arc<WorkloadsBody>, result: &Result<(), ClientError>) {
+    fn answered(&mut self, sent: Arc<T>, result: &Result<(), ClientError>) {
         match result {
             Ok(()) => {
                 self.held = Some(sent);
@@ -139,15 +215,15 @@ impl Reports {
     }
 }
 
-/// Sends the latest list in `wanted` whenever it is due (see [`Reports`]), until `wanted`'s
-/// sender is dropped; `held` is the generation of the latest list the control plane holds.
-async fn report(
+/// Sends the latest value in `wanted` whenever it is due (see [`Reports`]), until `wanted`'s
+/// sender is dropped; `held` is the generation of the latest one the control plane holds.
+async fn report<T: Report>(
     link: Link,
-    mut wanted: watch::Receiver<Option<Published>>,
+    mut wanted: watch::Receiver<Option<Published<T>>>,
     mut reconnects: watch::Receiver<u64>,
     held: Arc<AtomicU64>,
 ) {
-    let mut reports = Reports::default();
+    let mut reports = Reports::<T>::default();
     let mut backoff = Backoff::new();
     let mut failing = false;
     loop {
@@ -155,12 +231,8 @@ async fn report(
         let latest = published.as_ref().map(|p| &p.list);
         let mut retry = None;
         if let Some(body) = reports.due(latest) {
-            let result = link
-                .client
-                .report_workloads(&link.name, &link.credential, &body)
-                .await
-                .map(|_| ());
-            log(&result, body.workloads.len(), &mut failing);
+            let result = body.send(&link).await;
+            log::<T>(&result, &body.summary(), &mut failing);
             if matches!(&result, Err(e) if !e.is_permanent()) {
                 retry = Some(backoff.next());
             } else {
@@ -191,24 +263,23 @@ async fn report(
 }
 
 /// Logs a report's result: a failure once until the next success, a refusal each time.
-fn log(result: &Result<(), ClientError>, count: usize, failing: &mut bool) {
+fn log<T: Report>(result: &Result<(), ClientError>, summary: &str, failing: &mut bool) {
+    let what = T::WHAT;
     match result {
         Ok(()) => {
             *failing = false;
-            tracing::info!(
-                workloads = count,
-                "reported the workloads to the control plane"
-            );
+            tracing::info!(report = summary, "reported {what} to the control plane");
         }
         Err(e) if e.is_permanent() => tracing::error!(
-            "the control plane refuses this host's workload report; it is sent again after the \
-             next attach, detach or reconnection: {}",
+            report = summary,
+            "the control plane refuses this host's report of {what}; it is sent again once \
+             it changes or after a reconnection: {}",
             Chain(e)
         ),
         Err(e) => {
             if !*failing {
                 tracing::warn!(
-                    "cannot report the workloads yet; retrying in the background: {}",
+                    "cannot report {what} yet; retrying in the background: {}",
                     Chain(e)
                 );
             }

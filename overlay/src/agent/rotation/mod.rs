@@ -8,7 +8,12 @@
 //! retired at load.
 //!
 //! In static mode `wgmesh key rotate --socket` starts a rotation ([`Agent::rotate_key`]) and the
-//! agent retires the old key itself when the grace window ends ([`Agent::retire_key`]).
+//! agent retires the old key itself when the grace window ends ([`Agent::retire_key`]). In
+//! control mode the control plane's order in the netmap runs it ([`Agent::follow_rotation`],
+//! decided by [`order`]): the agent makes the key, reports it, reports when its peers moved, and
+//! retires the old key or goes back to it as the control plane ends the rotation.
+
+mod order;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +26,14 @@ use zeroize::Zeroize;
 use super::keys::{load_or_create_key, read_key, write_key};
 use super::statefile::JsonFile;
 use super::{Agent, AgentError};
+use wgmesh_client::api::KeyReportBody;
+use wgmesh_config::netmap::HostIdentity;
+
 use crate::api::RotateKeyReply;
+use crate::error::Chain;
 use crate::peers::identity::HostKeys;
 use crate::peers::noise::LocalIdentity;
+use order::KeyStep;
 
 /// The record's file name in the state directory.
 pub(super) const RECORD_FILE: &str = "key-rotation.json";
@@ -36,6 +46,9 @@ struct Record {
     /// When it is retired (Unix seconds); `None`: when the control plane says so.
     #[serde(default)]
     retire_at: Option<u64>,
+    /// The control plane's epoch of the rotation (control mode).
+    #[serde(default)]
+    epoch: Option<u64>,
 }
 
 impl Drop for Record {
@@ -51,6 +64,8 @@ pub(super) struct Retiring {
     pub(super) public_key: PublicKey,
     /// When (static mode); `None` in control mode, where the control plane ends the rotation.
     pub(super) retire_at: Option<SystemTime>,
+    /// The control plane's epoch of the rotation (control mode).
+    pub(super) epoch: Option<u64>,
 }
 
 /// The host's key file and its rotation record.
@@ -102,6 +117,7 @@ impl HostKeyFiles {
             Some(Retiring {
                 public_key: retiring_public,
                 retire_at,
+                epoch: record.epoch,
             }),
         ))
     }
@@ -113,6 +129,7 @@ impl HostKeyFiles {
         &self,
         running: &PublicKey,
         retire_at: Option<SystemTime>,
+        epoch: Option<u64>,
     ) -> Result<(PrivateKey, PrivateKey), AgentError> {
         let old: PrivateKey = read_key(&self.key_file)?;
         if old.public_key() != *running {
@@ -123,11 +140,31 @@ impl HostKeyFiles {
         let record = Record {
             retiring_private_key: old.to_base64(),
             retire_at: retire_at.map(to_unix),
+            epoch,
         };
         self.record.save(&record)?;
         let new = PrivateKey::generate();
         write_key(&self.key_file, &new)?;
         Ok((new, old))
+    }
+
+    /// Ends a rotation by going back: the retiring key is written to the key file again, then
+    /// the record goes (a crash between the two leaves a record equal to the key file: no
+    /// rotation).
+    pub(super) fn roll_back(&self) -> Result<(), AgentError> {
+        let Some(record) = self.record.load::<Record>()? else {
+            return Ok(());
+        };
+        let old: PrivateKey = record
+            .retiring_private_key
+            .trim()
+            .parse()
+            .map_err(|source| AgentError::KeyInvalid {
+                path: self.record.path().to_owned(),
+                source,
+            })?;
+        write_key(&self.key_file, &old)?;
+        self.remove_record()
     }
 
     /// Ends a rotation: the retiring key is forgotten.
@@ -173,7 +210,7 @@ impl Agent {
         }
         let running = self.peers.identity().public_key();
         let retire_at = SystemTime::now() + grace;
-        let (new, old) = self.key_files.rotate(&running, Some(retire_at))?;
+        let (new, old) = self.key_files.rotate(&running, Some(retire_at), None)?;
         let keys = HostKeys {
             current: Arc::new(LocalIdentity::new(&new)),
             retiring: Some(self.peers.identity().clone()),
@@ -184,6 +221,7 @@ impl Agent {
         self.retiring = Some(Retiring {
             public_key: running,
             retire_at: Some(retire_at),
+            epoch: None,
         });
         tracing::info!(public_key = %public, retiring = %running, grace_secs = grace.as_secs(), "key rotated: the old key is accepted until the grace window ends");
         Ok(RotateKeyReply {
@@ -215,9 +253,115 @@ impl Agent {
         Ok(())
     }
 
+    /// Follows the control plane's rotation order in the netmap just applied, whose host section
+    /// is `host`: step by step ([`order::next_step`]) until nothing is left to do now. Also
+    /// called every [`ROTATION_TICK`] while a rotation runs, to see whether the peers moved.
+    pub(super) fn follow_rotation(&mut self, host: &HostIdentity) {
+        self.rotation_host = Some(host.clone());
+        for _ in 0..4 {
+            let held = order::HeldKeys {
+                current: self.peers.identity().public_key(),
+                retiring: self.retiring.as_ref().map(|r| r.public_key),
+                epoch: self.retiring.as_ref().and_then(|r| r.epoch),
+            };
+            let step = order::next_step(host, &held, self.peers_moved());
+            let result = match step {
+                KeyStep::Nothing => return,
+                KeyStep::Report { epoch, key, moved } => {
+                    if let Some(reports) = self.key_reports.as_mut() {
+                        reports.publish(KeyReportBody {
+                            epoch,
+                            public_key: key,
+                            moved,
+                        });
+                    }
+                    return;
+                }
+                KeyStep::Foreign { key } => {
+                    tracing::error!(%key, "the control plane announces a new key this host does not hold; ignoring it (the old key stays accepted)");
+                    return;
+                }
+                KeyStep::Rotate { epoch } => self.rotate_for(epoch),
+                KeyStep::Retire => self.retire_key(),
+                KeyStep::RollBack => self.roll_back_key(),
+            };
+            if let Err(e) = result {
+                tracing::error!(?step, "key rotation step failed: {}", Chain(&e));
+                return;
+            }
+        }
+    }
+
+    /// A new key for the control plane's rotation of `epoch`; the old one stays accepted until
+    /// the control plane ends the rotation.
+    fn rotate_for(&mut self, epoch: u64) -> Result<(), AgentError> {
+        let running = self.peers.identity().public_key();
+        let (new, old) = self.key_files.rotate(&running, None, Some(epoch))?;
+        let keys = HostKeys {
+            current: Arc::new(LocalIdentity::new(&new)),
+            retiring: Some(self.peers.identity().clone()),
+        };
+        drop((new, old));
+        let public = keys.current.public_key();
+        self.use_host_keys(keys)?;
+        self.retiring = Some(Retiring {
+            public_key: running,
+            retire_at: None,
+            epoch: Some(epoch),
+        });
+        tracing::info!(public_key = %public, retiring = %running, epoch, "key rotated for the control plane; reporting the new key");
+        Ok(())
+    }
+
+    /// The control plane abandoned the rotation: the old key is current again, on disk first.
+    fn roll_back_key(&mut self) -> Result<(), AgentError> {
+        let Some(old) = self.peers.host_keys().retiring.clone() else {
+            return Ok(());
+        };
+        self.key_files.roll_back()?;
+        let dropped = self.peers.identity().public_key();
+        self.use_host_keys(HostKeys::one(old))?;
+        self.retiring = None;
+        if let Some(reports) = self.key_reports.as_mut() {
+            reports.clear();
+        }
+        tracing::warn!(dropped = %dropped, "the control plane abandoned the key rotation; back to the old key");
+        Ok(())
+    }
+
+    /// Whether every peer that carries traffic does so on the lane of our current key: none
+    /// has only its other lane up.
+    fn peers_moved(&self) -> bool {
+        let table = self.shared.table.load();
+        let moved = table.peers().all(|peer| {
+            let st = peer.lock();
+            let mut lanes = st.lanes();
+            let current_up = lanes.next().is_some_and(|l| l.established());
+            current_up || !lanes.any(|l| l.established() && !l.draining())
+        });
+        moved
+    }
+
+    /// Whether the rotation tick should run: a control-plane rotation is under way.
+    pub(super) fn rotation_ticks(&self) -> bool {
+        self.key_reports.is_some() && self.retiring.is_some()
+    }
+
     /// When the grace window of a static rotation ends.
     pub(super) fn retire_due(&self) -> Option<SystemTime> {
         self.retiring.as_ref().and_then(|r| r.retire_at)
+    }
+}
+
+/// How often a running control-plane rotation looks whether the peers moved.
+pub(super) const ROTATION_TICK: Duration = Duration::from_millis(500);
+
+/// Ticks every [`ROTATION_TICK`] while `on` (forever pending otherwise).
+pub(super) async fn tick(on: bool) {
+    if on {
+        tokio::time::sleep(ROTATION_TICK).await;
+    } else {
+        std::future::pending().await
     }
 }
 
@@ -256,14 +400,17 @@ mod tests {
         let (keys, none) = f.load(now).unwrap();
         assert!(none.is_none() && keys.retiring.is_none());
         let old = keys.current.public_key();
-        let (new, _) = f.rotate(&old, Some(now + Duration::from_secs(60))).unwrap();
+        let (new, _) = f
+            .rotate(&old, Some(now + Duration::from_secs(60)), Some(3))
+            .unwrap();
         assert_eq!(mode(&dir.path().join("private.key")), 0o600);
         assert_eq!(mode(&dir.path().join(RECORD_FILE)), 0o600);
         // A restart mid-rotation has both.
         let (keys, retiring) = f.load(now).unwrap();
         assert_eq!(keys.current.public_key(), new.public_key());
         assert_eq!(keys.retiring.as_ref().unwrap().public_key(), old);
-        assert_eq!(retiring.unwrap().public_key, old);
+        let retiring = retiring.unwrap();
+        assert_eq!((retiring.public_key, retiring.epoch), (old, Some(3)));
         // After the grace window, a restart retires the old key.
         let (keys, retiring) = f.load(now + Duration::from_secs(61)).unwrap();
         assert!(keys.retiring.is_none() && retiring.is_none());
@@ -282,6 +429,7 @@ mod tests {
             .save(&Record {
                 retiring_private_key: current.to_base64(),
                 retire_at: None,
+                epoch: Some(1),
             })
             .unwrap();
         let (again, retiring) = f.load(SystemTime::now()).unwrap();
@@ -297,7 +445,7 @@ mod tests {
         f.load(SystemTime::now()).unwrap();
         let stranger = PrivateKey::generate().public_key();
         assert!(matches!(
-            f.rotate(&stranger, None),
+            f.rotate(&stranger, None, None),
             Err(AgentError::KeyChangedOnDisk { .. })
         ));
         assert!(!dir.path().join(RECORD_FILE).exists());
