@@ -32,6 +32,8 @@ pub struct ControlSpec {
     pub host_prefix: Option<u8>,
     /// `advertise` entries; empty: the control plane's underlay address.
     pub advertise: Vec<String>,
+    /// More `key = value` lines for the `[control]` table.
+    pub extra: Vec<String>,
 }
 
 impl Default for ControlSpec {
@@ -41,6 +43,7 @@ impl Default for ControlSpec {
             cluster_cidr: "10.42.0.0/16".into(),
             host_prefix: Some(24),
             advertise: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -86,6 +89,9 @@ pub fn render(spec: &ControlSpec, ip: Ipv4Addr, state_dir: &Path, audit_log: &Pa
     }
     writeln!(t, "store = \"embedded\"").unwrap();
     writeln!(t, "audit_log = {}", q(audit_log.to_str().unwrap())).unwrap();
+    for line in &spec.extra {
+        writeln!(t, "{line}").unwrap();
+    }
     t
 }
 
