@@ -7,86 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::control::{control_on_bridge, joined_host_prepared, ControlPlane, ControlSpec};
-use common::scenario::{assert_pings, workload, Host};
+use common::control::{control_with_hosts as setup, host_keys as keys, wait_epoch, ControlPlane};
+use common::scenario::{assert_pings, workload};
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// Each host's (key epoch, registered public key, rotation state) from `node list --json`.
-fn keys(cp: &ControlPlane) -> BTreeMap<String, (u64, String, Option<String>)> {
-    cp.node_list_json()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap_or_default().to_owned(),
-                (
-                    n["key_epoch"].as_u64().unwrap_or(0),
-                    n["public_key"].as_str().unwrap_or_default().to_owned(),
-                    n["rotation"]["state"].as_str().map(str::to_owned),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Waits until every host's key epoch is `epoch` and none rotates.
-fn wait_epoch(cp: &ControlPlane, epoch: u64, timeout: Duration) {
-    assert_eventually(timeout, &format!("every host at key epoch {epoch}"), || {
-        keys(cp)
-            .values()
-            .all(|(e, _, state)| *e == epoch && state.is_none())
-    });
-}
-
-fn setup(c: &Cluster, extra: &[&str], tags: &[&str]) -> (Bridge, Arc<ControlPlane>, Vec<Host>) {
-    let spec = ControlSpec {
-        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        ..ControlSpec::default()
-    };
-    let (bridge, cp) = control_on_bridge(c, spec);
-    let token = cp.token_create(&["--reusable"]);
-    let hosts: Vec<Host> = tags
-        .iter()
-        .enumerate()
-        .map(|(i, t)| joined_host_prepared(c, &bridge, &cp, t, i as u8 + 1, &token).started())
-        .collect();
-    (bridge, cp, hosts)
-}
-
-/// Pings from `from` to `to` at 1 ms and streams to it (checksummed) until `stop`: (sent,
-/// received) pings and the number of intact streams.
-fn traffic_until(stop: &AtomicBool, from: &Netns, to_ns: &Netns, to: &str) -> ((u32, u32), usize) {
-    std::thread::scope(|s| {
-        let pings = s.spawn(|| {
-            let (mut sent, mut received) = (0, 0);
-            while !stop.load(Ordering::Relaxed) {
-                let (a, b) = ping_count(from, to, 1000, "0.001");
-                sent += a;
-                received += b;
-            }
-            (sent, received)
-        });
-        let streams = s.spawn(|| {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                TcpTransfer::new(from, to_ns, to, 5001 + n as u16, 16 << 20)
-                    .pace(Duration::from_millis(5))
-                    .run()
-                    .expect("a stream across the rotations")
-                    .assert_intact("stream across the rotations");
-                n += 1;
-            }
-            n
-        });
-        (pings.join().unwrap(), streams.join().unwrap())
-    })
-}
 
 fn public_keys_in(netmap_file: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(netmap_file).unwrap_or_default();
@@ -119,7 +47,7 @@ fn rotate_all_three_times_loses_no_packet_and_old_keys_are_gone() {
     let stop = AtomicBool::new(false);
     let mut rounds = Vec::new();
     let (pings, streams) = std::thread::scope(|s| {
-        let traffic = s.spawn(|| traffic_until(&stop, &wb, &wa, &ipa));
+        let traffic = s.spawn(|| pings_and_streams_until(&stop, &wb, &wa, &ipa));
         std::thread::sleep(Duration::from_secs(1));
         for epoch in 1..=3 {
             let t0 = Instant::now();
@@ -213,7 +141,7 @@ fn the_interval_rotates_keys_on_schedule_and_traffic_flows() {
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let (pings, _) = std::thread::scope(|s| {
-        let traffic = s.spawn(|| traffic_until(&stop, &wb, &wa, &ipa));
+        let traffic = s.spawn(|| pings_and_streams_until(&stop, &wb, &wa, &ipa));
         // Twice each, one host at a time: epoch 2 everywhere within about two intervals.
         assert_eventually(
             Duration::from_secs(45),

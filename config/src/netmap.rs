@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::control::{MAX_HOST_PREFIX_V4, MAX_HOST_PREFIX_V6};
-use crate::key::PublicKey;
+use crate::key::{PresharedKey, PublicKey};
 
 mod filter;
 pub use filter::{FilterError, FilterRule, HostFilter, MAX_FILTER_NETS, MAX_FILTER_RULES};
@@ -121,6 +121,58 @@ pub struct NetmapPeer {
     /// announced).
     #[serde(default)]
     pub key_epoch: u64,
+    /// With `preshared_keys = true` on the control plane: the preshared key of each pair of
+    /// keys (one of this host's, one of the peer's) that a tunnel between them may use. Only
+    /// the two hosts of a pair are ever sent its key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preshared_keys: Vec<PairKey>,
+}
+
+/// The preshared key of one pair of keys: this host's `local_key` and the peer's `remote_key`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PairKey {
+    /// One of this host's public keys.
+    pub local_key: PublicKey,
+    /// One of the peer's public keys.
+    pub remote_key: PublicKey,
+    /// The pair's preshared key, base64.
+    #[serde(with = "psk_base64")]
+    pub key: PresharedKey,
+}
+
+impl PartialEq for PairKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.local_key == other.local_key
+            && self.remote_key == other.remote_key
+            && self.key.as_bytes() == other.key.as_bytes()
+    }
+}
+impl Eq for PairKey {}
+
+impl std::fmt::Debug for PairKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairKey")
+            .field("local_key", &self.local_key)
+            .field("remote_key", &self.remote_key)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A preshared key as a base64 string in JSON.
+mod psk_base64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::PresharedKey;
+
+    pub(super) fn serialize<S: Serializer>(key: &PresharedKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&key.to_base64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PresharedKey, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a netmap breaks an invariant agents rely on (see [`Netmap::check`]).
@@ -209,6 +261,17 @@ pub enum NetmapError {
     /// The compiled policy filter is malformed.
     #[error("the netmap's filter is invalid: {0}")]
     Filter(FilterError),
+    /// A peer's preshared key is for a pair that is not one of this host's keys and one of
+    /// the peer's.
+    #[error("peer {peer:?} has a preshared key for {local_key} and {remote_key}, which is not a pair of this host's key and the peer's")]
+    PresharedKeyPair {
+        /// The peer.
+        peer: String,
+        /// The pair's first key.
+        local_key: PublicKey,
+        /// The pair's second key.
+        remote_key: PublicKey,
+    },
     /// The host's rotation order announces the key it already has.
     #[error("the rotation of {host:?} announces its current key {key} as its new one")]
     RotationKeyUnchanged {
@@ -423,9 +486,25 @@ impl Netmap {
         Ok(())
     }
 
-    /// `peer` is not the host itself, has a key, and none is low-order.
+    /// `peer` is not the host itself, has a key, and none is low-order; its preshared keys are
+    /// for pairs of this host's keys (the registered one, or the new one of its rotation) and
+    /// the peer's.
     fn check_peer_keys(&self, peer: &NetmapPeer) -> Result<(), NetmapError> {
         let name = peer.name.as_str();
+        let ours = |k: &PublicKey| {
+            *k == self.host.public_key || self.host.rotation.and_then(|r| r.new_key) == Some(*k)
+        };
+        if let Some(p) = peer
+            .preshared_keys
+            .iter()
+            .find(|p| !ours(&p.local_key) || !peer.public_keys.contains(&p.remote_key))
+        {
+            return Err(NetmapError::PresharedKeyPair {
+                peer: name.into(),
+                local_key: p.local_key,
+                remote_key: p.remote_key,
+            });
+        }
         if name == self.host.name || peer.public_keys.contains(&self.host.public_key) {
             return Err(NetmapError::SelfPeer { peer: name.into() });
         }

@@ -43,6 +43,7 @@ pub mod ids;
 pub mod ipam;
 pub mod limiter;
 pub mod pki;
+pub mod psk;
 pub mod registry;
 pub mod server;
 pub mod service;

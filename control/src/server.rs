@@ -24,6 +24,7 @@ use wgmesh_config::ConfigError;
 use crate::audit::{AuditError, AuditLog};
 use crate::http::{self, ServeLimits, Shared};
 use crate::pki::{Pki, PkiError};
+use crate::psk::PskSecret;
 use crate::registry::{Registry, RotationSettings};
 use crate::service::Control;
 use crate::store::{FileStore, Store, StoreError};
@@ -104,6 +105,14 @@ pub enum ServerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// The preshared-key secret (`preshared_keys = true`) could not be read or made.
+    #[error("{}: cannot read or create the preshared-key secret", path.display())]
+    PskSecret {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
 }
 
 /// Runs the control plane configured by the file at `config_path` until SIGTERM or SIGINT.
@@ -147,6 +156,17 @@ pub async fn run(config_path: &Path) -> Result<(), ServerError> {
         interval: config.key_rotation_interval,
         grace: config.key_rotation_grace,
     });
+    let control = if config.preshared_keys {
+        let secret = PskSecret::load_or_create(&config.state_dir).map_err(|source| {
+            ServerError::PskSecret {
+                path: config.state_dir.join(crate::psk::SECRET_FILE),
+                source,
+            }
+        })?;
+        control.with_preshared_keys(secret)
+    } else {
+        control
+    };
     tracing::info!(
         listen = %config.listen,
         url = %admin.url,

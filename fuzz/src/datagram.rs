@@ -57,6 +57,7 @@ fn peer(name: &str, n: u8, nets: &[&str], endpoint: Option<&str>) -> PeerSetting
         allowed_ips: nets.iter().map(|n| n.parse().expect("prefix")).collect(),
         persistent_keepalive: None,
         preshared_key: None,
+        pair_psks: Vec::new(),
         key_epoch: None,
     }
 }
@@ -221,6 +222,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         allowed_ips: vec!["10.42.1.0/24".parse().expect("prefix")],
         persistent_keepalive: None,
         preshared_key: None,
+        pair_psks: Vec::new(),
         key_epoch: None,
     };
     b.apply(&[host]).expect("host-b's peers");

@@ -218,6 +218,7 @@ fn peer(input: &mut Input<'_>) -> NetmapPeer {
         allowed_ips,
         labels,
         key_epoch: 0,
+        preshared_keys: Vec::new(),
     }
 }
 
@@ -316,6 +317,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             allowed_ips: vec!["10.42.2.0/24".parse().expect("prefix")],
             labels: BTreeMap::from([("zone".into(), "a".into())]),
             key_epoch: 0,
+            preshared_keys: Vec::new(),
         }],
         cluster_cidr: Some("10.42.0.0/16".parse().expect("prefix")),
         epoch: 9,
@@ -332,6 +334,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             allowed_ips: vec!["10.42.3.0/24".parse().expect("prefix")],
             labels: BTreeMap::new(),
             key_epoch: 0,
+            preshared_keys: Vec::new(),
         }],
         remove: vec!["host-b".into()],
         peer_count: 1,

@@ -84,6 +84,7 @@ fn two_hosts() -> (PeerSet, PeerSet) {
         allowed_ips: vec![net.parse().unwrap()],
         persistent_keepalive: None,
         preshared_key: None,
+        pair_psks: Vec::new(),
         key_epoch: None,
     };
     let nets = |subnet: &str| {

@@ -28,6 +28,7 @@ pub struct PeerSpec {
     pub endpoint: Option<String>,
     pub allowed_ips: Vec<String>,
     pub persistent_keepalive: Option<u16>,
+    pub preshared_key_file: Option<PathBuf>,
 }
 
 impl PeerSpec {
@@ -198,6 +199,9 @@ pub fn render(spec: &AgentSpec, key_file: &Path, socket: &Path, state_dir: &Path
         writeln!(t, "allowed_ips = [{}]", ips.join(", ")).unwrap();
         if let Some(k) = p.persistent_keepalive {
             writeln!(t, "persistent_keepalive = {k}").unwrap();
+        }
+        if let Some(f) = &p.preshared_key_file {
+            writeln!(t, "preshared_key_file = {}", q(f.to_str().unwrap())).unwrap();
         }
     }
     if let Some(c) = &spec.control {

@@ -1,6 +1,7 @@
 //! The `wgmesh control` plane under test, run in its own namespace, with its admin CLI and raw
 //! HTTPS calls (`curl --cacert`), and hosts whose agents join it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -506,4 +507,51 @@ pub fn control_and_joined_hosts(
         .map(|(i, t)| joined_host_prepared(c, &bridge, &cp, t, i as u8 + 1, &token).started())
         .collect();
     (bridge, cp, token, hosts)
+}
+
+/// Each host's (key epoch, registered public key, rotation state) from `node list --json`.
+pub fn host_keys(cp: &ControlPlane) -> BTreeMap<String, (u64, String, Option<String>)> {
+    cp.node_list_json()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                (
+                    n["key_epoch"].as_u64().unwrap_or(0),
+                    n["public_key"].as_str().unwrap_or_default().to_owned(),
+                    n["rotation"]["state"].as_str().map(str::to_owned),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every host's key epoch is `epoch` and none rotates.
+pub fn wait_epoch(cp: &ControlPlane, epoch: u64, timeout: Duration) {
+    assert_eventually(timeout, &format!("every host at key epoch {epoch}"), || {
+        host_keys(cp)
+            .values()
+            .all(|(e, _, state)| *e == epoch && state.is_none())
+    });
+}
+
+/// A control plane whose `[control]` table has the `extra` lines, and hosts `tags` joined to
+/// it with one reusable token, started.
+pub fn control_with_hosts(
+    c: &Cluster,
+    extra: &[&str],
+    tags: &[&str],
+) -> (Bridge, Arc<ControlPlane>, Vec<Host>) {
+    let spec = ControlSpec {
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        ..ControlSpec::default()
+    };
+    let (bridge, cp) = control_on_bridge(c, spec);
+    let token = cp.token_create(&["--reusable"]);
+    let hosts: Vec<Host> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, t)| joined_host_prepared(c, &bridge, &cp, t, i as u8 + 1, &token).started())
+        .collect();
+    (bridge, cp, hosts)
 }

@@ -38,7 +38,9 @@ pub use agent::{counter, ip_of, Agent, AgentSpec, ControlRef, PeerSpec};
 pub use control::{ControlPlane, ControlSpec};
 pub use daemon::Daemon;
 pub use netns::{Netns, Proc};
-pub use traffic::{ping, ping_count, ping_from, Pattern, TcpTransfer, UdpSink};
+pub use traffic::{
+    ping, ping_count, ping_from, pings_and_streams_until, Pattern, TcpTransfer, UdpSink,
+};
 pub use wggo::WgGo;
 
 /// Runs the `wgmesh` binary under test with `args` in this process's namespace.

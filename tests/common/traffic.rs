@@ -485,3 +485,37 @@ impl Drop for HeldUdpSocket {
         }
     }
 }
+
+/// Pings from `from` to `to` at 1 ms and streams to it (checksummed) until `stop`: (sent,
+/// received) pings and the number of intact streams.
+pub fn pings_and_streams_until(
+    stop: &AtomicBool,
+    from: &Netns,
+    to_ns: &Netns,
+    to: &str,
+) -> ((u32, u32), usize) {
+    std::thread::scope(|s| {
+        let pings = s.spawn(|| {
+            let (mut sent, mut received) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let (a, b) = ping_count(from, to, 1000, "0.001");
+                sent += a;
+                received += b;
+            }
+            (sent, received)
+        });
+        let streams = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                TcpTransfer::new(from, to_ns, to, 5001 + n as u16, 16 << 20)
+                    .pace(Duration::from_millis(5))
+                    .run()
+                    .expect("a stream across the rotations")
+                    .assert_intact("stream across the rotations");
+                n += 1;
+            }
+            n
+        });
+        (pings.join().unwrap(), streams.join().unwrap())
+    })
+}

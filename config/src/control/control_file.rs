@@ -66,6 +66,8 @@ pub struct ControlConfig {
     /// registered by then even if the host did not report that its peers moved. Default
     /// [`DEFAULT_KEY_ROTATION_GRACE_SECS`] (10 minutes).
     pub key_rotation_grace: u64,
+    /// Whether every pair of hosts gets its own WireGuard preshared key (default false).
+    pub preshared_keys: bool,
 }
 
 /// Default `audit_max_bytes`: 64 MiB.
@@ -208,6 +210,7 @@ struct RawControlSection {
     handshake_timeout_secs: Option<Spanned<i64>>,
     key_rotation_interval: Option<Spanned<String>>,
     key_rotation_grace: Option<Spanned<String>>,
+    preshared_keys: Option<bool>,
 }
 
 /// What a valid value of the field at `path` of `control.toml` looks like.
@@ -236,6 +239,7 @@ fn control_expected_for(path: &str) -> Option<&'static str> {
         ("handshake_timeout_secs", _) => "a number of seconds such as 10",
         ("key_rotation_interval", _) => "a duration string such as \"24h\"",
         ("key_rotation_grace", _) => "a duration string such as \"10m\"",
+        ("preshared_keys", _) => "true or false",
         _ => return None,
     })
 }
@@ -324,6 +328,7 @@ impl Document<'_> {
             handshake_timeout_secs,
             key_rotation_interval,
             key_rotation_grace,
+            preshared_keys: c.preshared_keys.unwrap_or(false),
         })
     }
 

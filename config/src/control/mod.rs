@@ -20,6 +20,7 @@
 //! handshake_timeout_secs = 10           # to finish TLS and send the request
 //! key_rotation_interval = "24h"         # rotate every host's key this often (default: never)
 //! key_rotation_grace = "10m"            # how long each phase of a key rotation may take
+//! preshared_keys = false                # a WireGuard preshared key for every pair of hosts
 //! ```
 //!
 //! The `advertise` entries go into the server certificate's subject alternative names; the

@@ -174,6 +174,19 @@ fn key_rotation_durations_parse_like_ttls() {
     assert_eq!(cfg.key_rotation_grace, 90);
     let cfg = parse(&minimal("key_rotation_interval = \"20s\"")).unwrap();
     assert_eq!(cfg.key_rotation_interval, Some(20));
+    assert!(!cfg.preshared_keys, "off unless set");
+    assert!(
+        parse(&minimal("preshared_keys = true"))
+            .unwrap()
+            .preshared_keys
+    );
+    let err = parse(&minimal("preshared_keys = \"yes\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("control.preshared_keys") && err.contains("true or false"),
+        "{err}"
+    );
     for (line, field, needle) in [
         (
             "key_rotation_interval = \"1w\"",

@@ -27,6 +27,7 @@ fn sample() -> Netmap {
                 allowed_ips: vec![net("10.42.1.0/24")],
                 labels: BTreeMap::from([("zone".into(), "a".into())]),
                 key_epoch: 0,
+                preshared_keys: Vec::new(),
             },
             NetmapPeer {
                 name: "host-c".into(),
@@ -35,6 +36,7 @@ fn sample() -> Netmap {
                 allowed_ips: vec![net("10.42.2.0/24"), net("fd42::/64")],
                 labels: BTreeMap::new(),
                 key_epoch: 3,
+                preshared_keys: Vec::new(),
             },
         ],
         cluster_cidr: None,
@@ -66,6 +68,7 @@ fn peer(name: &str, k: u8, net_: &str) -> NetmapPeer {
         allowed_ips: vec![net(net_)],
         labels: BTreeMap::new(),
         key_epoch: 0,
+        preshared_keys: Vec::new(),
     }
 }
 
@@ -455,4 +458,40 @@ fn peer_by_key_finds_any_of_the_keys() {
         Some("host-c")
     );
     assert!(map.peer_by_key(&key(9)).is_none());
+}
+
+#[test]
+fn preshared_keys_are_only_for_pairs_of_the_hosts_keys_and_the_peers() {
+    use crate::netmap::PairKey;
+    use crate::PresharedKey;
+
+    let pair = |local: u8, remote: u8| PairKey {
+        local_key: key(local),
+        remote_key: key(remote),
+        key: PresharedKey::from_bytes([9; 32]),
+    };
+    let mut map = sample();
+    // host-b (key 2): a pair of the host's key 1 with it is fine.
+    map.peers[0].preshared_keys = vec![pair(1, 2)];
+    assert_eq!(map.check(), Ok(()));
+    // Another host's pair (host-c's key 3 with host-b's key 2) is refused, and so is a pair with
+    // a key the peer does not have.
+    for bad in [pair(3, 2), pair(1, 4)] {
+        let mut m = sample();
+        m.peers[0].preshared_keys = vec![bad];
+        assert!(
+            matches!(m.check(), Err(NetmapError::PresharedKeyPair { .. })),
+            "{:?}",
+            m.check()
+        );
+    }
+    // The JSON carries the key as base64, and Debug never shows it.
+    let json = serde_json::to_string(&map).unwrap();
+    assert!(
+        json.contains(&PresharedKey::from_bytes([9; 32]).to_base64()),
+        "{json}"
+    );
+    let back: Netmap = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, map);
+    assert!(!format!("{map:?}").contains(&PresharedKey::from_bytes([9; 32]).to_base64()));
 }

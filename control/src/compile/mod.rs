@@ -321,6 +321,7 @@ fn peer(host: &Host) -> NetmapPeer {
         allowed_ips: vec![host.subnet],
         labels: host.labels.clone(),
         key_epoch,
+        preshared_keys: Vec::new(),
     }
 }
 

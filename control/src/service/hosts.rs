@@ -45,16 +45,24 @@ impl Control {
         let id = self.authorize_netmap_read(caller, name, now, from_ip)?;
         self.cache_compiled();
         let delta = match self.changes.since(from, current) {
+            // With preshared keys, a change of the host's own keys changes every peer's
+            // entry (the pairs): the whole netmap goes.
+            Some(changed) if self.preshared_keys() && changed.hosts.contains(name) => None,
             Some(changed) if from != 0 && epoch == self.epoch => {
                 self.compiled().delta(id, from, &changed)
             }
             _ => None,
         };
         Ok(match delta {
-            Some(d) => NetmapUpdate::Delta(NetmapDelta {
-                epoch: self.epoch,
-                ..d
-            }),
+            Some(mut d) => {
+                if let Some(secret) = &self.psk {
+                    crate::psk::attach(secret, &d.host, &mut d.upsert);
+                }
+                NetmapUpdate::Delta(NetmapDelta {
+                    epoch: self.epoch,
+                    ..d
+                })
+            }
             None => NetmapUpdate::Full(self.netmap_of(id)),
         })
     }

@@ -40,6 +40,7 @@ use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Target};
 use crate::changelog::{touched, ChangeLog};
 use crate::compile::{self, Compiled, CompiledPolicy, FilterRefused};
 use crate::ids::HostId;
+use crate::psk::PskSecret;
 use crate::registry::{Mutation, Registry, RotationSettings};
 use crate::store::{Store, StoreError};
 use caller::{actor_of, require_admin};
@@ -74,6 +75,8 @@ pub struct Control {
     compiles: u64,
     /// How key rotations are scheduled (control.toml).
     rotation: RotationSettings,
+    /// With `preshared_keys = true`: the secret every pair's preshared key is derived from.
+    psk: Option<PskSecret>,
 }
 
 impl std::fmt::Debug for Control {
@@ -108,7 +111,20 @@ impl Control {
             compiled: None,
             compiles: 0,
             rotation: RotationSettings::default(),
+            psk: None,
         }
+    }
+
+    /// This control plane, giving every pair of hosts a preshared key derived from `secret`
+    /// ([`crate::psk`]).
+    pub fn with_preshared_keys(mut self, secret: PskSecret) -> Self {
+        self.psk = Some(secret);
+        self
+    }
+
+    /// Whether pairs of hosts get preshared keys.
+    pub fn preshared_keys(&self) -> bool {
+        self.psk.is_some()
     }
 
     /// This control plane, scheduling key rotations with `settings` (default: no interval,
@@ -189,7 +205,10 @@ impl Control {
 
     fn netmap_of(&mut self, id: HostId) -> Netmap {
         self.cache_compiled();
-        let netmap = self.compiled().netmap(id).expect("an existing host");
+        let mut netmap = self.compiled().netmap(id).expect("an existing host");
+        if let Some(secret) = &self.psk {
+            crate::psk::attach(secret, &netmap.host, &mut netmap.peers);
+        }
         Netmap {
             epoch: self.epoch,
             ..netmap

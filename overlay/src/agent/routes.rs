@@ -271,6 +271,7 @@ mod tests {
             allowed_ips: allowed.iter().map(|s| net(s)).collect(),
             persistent_keepalive: None,
             preshared_key: None,
+            pair_psks: Vec::new(),
             key_epoch: None,
         }
     }

@@ -91,6 +91,7 @@ pub(super) fn peer_settings(config: &AgentConfig) -> Result<Vec<PeerSettings>, A
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: p.persistent_keepalive,
                 preshared_key,
+                pair_psks: Vec::new(),
                 key_epoch: None,
             })
         })

@@ -107,7 +107,10 @@ impl Agent {
 fn by_id(peers: &PeerSet) -> HashMap<PeerId, (bool, Option<u64>)> {
     peers
         .settings()
-        .map(|(id, s)| (id, (s.preshared_key.is_some(), s.key_epoch)))
+        .map(|(id, s)| {
+            let psk = s.preshared_key.is_some() || !s.pair_psks.is_empty();
+            (id, (psk, s.key_epoch))
+        })
         .collect()
 }
 

@@ -42,6 +42,7 @@ pub(crate) fn settings(
         allowed_ips: vec![net.parse().unwrap()],
         persistent_keepalive: None,
         preshared_key: None,
+        pair_psks: Vec::new(),
         key_epoch: None,
     }
 }

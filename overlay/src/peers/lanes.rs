@@ -18,7 +18,7 @@ use wgmesh_config::PublicKey;
 
 use super::identity::HostKeys;
 use super::noise::Tunnel;
-use super::settings::PeerSettings;
+use super::settings::{PeerSettings, PresharedKeyBytes};
 use super::table::SLOT_BITS;
 
 /// The bit of a 24-bit peer index that selects the lane (above the slot).
@@ -62,6 +62,8 @@ pub struct Lane {
     local: PublicKey,
     remote: PublicKey,
     slot: LaneSlot,
+    /// Its preshared key, if any: the pair's (the control plane's), or the peer's.
+    psk: Option<PresharedKeyBytes>,
     draining: bool,
     drained_ticks: u32,
 }
@@ -76,10 +78,11 @@ impl Lane {
         slot: LaneSlot,
     ) -> Option<Self> {
         let identity = keys.get(&local)?;
+        let psk = settings.psk_for(&local, &remote).cloned();
         let tunnel = Tunnel::new(
             identity,
             &remote,
-            settings.preshared_key.as_ref().map(|k| &k.0),
+            psk.as_ref().map(|k| &k.0),
             settings.persistent_keepalive,
             base | slot.0,
         );
@@ -88,6 +91,7 @@ impl Lane {
             local,
             remote,
             slot,
+            psk,
             draining: false,
             drained_ticks: 0,
         })
@@ -116,6 +120,11 @@ impl Lane {
     /// Its bit of the receiver index.
     pub fn slot(&self) -> LaneSlot {
         self.slot
+    }
+
+    /// Whether its tunnel uses a preshared key.
+    pub fn has_psk(&self) -> bool {
+        self.psk.is_some()
     }
 
     fn pair(&self) -> (PublicKey, PublicKey) {
@@ -263,6 +272,20 @@ impl Lanes {
             }
         }
         self.fill(keys, settings, base);
+        // A lane whose pair has another preshared key now starts over with it; the others keep
+        // their sessions (the control plane gives a new pair its key with the pair, or a
+        // moment after).
+        for lane in std::iter::once(&mut self.current).chain(self.other.as_mut()) {
+            if settings.psk_for(&lane.local, &lane.remote) != lane.psk.as_ref() {
+                if let Some(fresh) =
+                    Lane::new(keys, lane.local, lane.remote, settings, base, lane.slot)
+                {
+                    let draining = lane.draining;
+                    *lane = fresh;
+                    lane.draining = draining;
+                }
+            }
+        }
     }
 
     /// Without another lane, adds one that can take a handshake for our retiring key or from

@@ -177,15 +177,14 @@ impl Peer {
         self.state.lock()
     }
 
-    /// Applies changed settings in place. Sessions are kept unless the preshared key or the
-    /// keepalive changed; a new current key gets a new lane while the old one carries traffic
-    /// ([`Lanes::relane`]). Counters and routes are always kept. The learned endpoint is kept
+    /// Applies changed settings in place. Sessions are kept unless the keepalive changed (or a
+    /// lane's preshared key: that lane starts over); a new current key gets a new lane while the
+    /// old one carries traffic ([`Lanes::relane`]). Counters and routes are always kept. The learned endpoint is kept
     /// unless a new one is configured, or none of the old keys is left: an address learned from
     /// those keys' packets says nothing about another key's holder.
     pub fn update(&self, keys: &HostKeys, old: &PeerSettings, new: &PeerSettings) {
         let mut state = self.lock();
-        let fresh = old.preshared_key != new.preshared_key
-            || old.persistent_keepalive != new.persistent_keepalive;
+        let fresh = old.persistent_keepalive != new.persistent_keepalive;
         state.lanes.relane(keys, new, self.index, fresh);
         let no_old_key = !old.keys.all().iter().any(|k| new.keys.contains(k));
         if no_old_key || (new.endpoint.is_some() && old.endpoint != new.endpoint) {

@@ -26,10 +26,25 @@ pub struct PeerSettings {
     pub allowed_ips: Vec<IpNet>,
     /// Keepalive interval in seconds.
     pub persistent_keepalive: Option<u16>,
-    /// Optional preshared key (the key itself, already read from its file).
+    /// Optional preshared key (the key itself, already read from its file), for every tunnel.
     pub preshared_key: Option<PresharedKeyBytes>,
+    /// Preshared keys by pair of keys (ours, the peer's), from the control plane: each tunnel
+    /// takes its pair's ([`PeerSettings::psk_for`]).
+    pub pair_psks: Vec<(PublicKey, PublicKey, PresharedKeyBytes)>,
     /// The epoch of its current key, as the control plane counts them (`None` in static mode).
     pub key_epoch: Option<u64>,
+}
+
+impl PeerSettings {
+    /// The preshared key of the tunnel between our key `local` and the peer's key `remote`:
+    /// the pair's, else the one for every tunnel.
+    pub fn psk_for(&self, local: &PublicKey, remote: &PublicKey) -> Option<&PresharedKeyBytes> {
+        self.pair_psks
+            .iter()
+            .find(|(l, r, _)| l == local && r == remote)
+            .map(|(_, _, k)| k)
+            .or(self.preshared_key.as_ref())
+    }
 }
 
 /// A peer's static public keys: at least one. The first ([`PeerKeys::current`]) is the one its
@@ -130,6 +145,11 @@ pub fn from_netmap(netmap: &Netmap, pinned: IpNet) -> Result<Vec<PeerSettings>, 
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: None,
                 preshared_key: None,
+                pair_psks: p
+                    .preshared_keys
+                    .iter()
+                    .map(|k| (k.local_key, k.remote_key, PresharedKeyBytes(k.key.clone())))
+                    .collect(),
                 key_epoch: Some(p.key_epoch),
             })
         })
@@ -172,6 +192,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.1.0/24")],
                     labels: BTreeMap::from([("zone".into(), "a".into())]),
                     key_epoch: 0,
+                    preshared_keys: Vec::new(),
                 },
                 NetmapPeer {
                     name: "host-c".into(),
@@ -180,6 +201,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.2.0/24")],
                     labels: BTreeMap::new(),
                     key_epoch: 0,
+                    preshared_keys: Vec::new(),
                 },
             ],
             cluster_cidr: Some(cluster()),
@@ -207,6 +229,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.1.0/24")],
                     persistent_keepalive: None,
                     preshared_key: None,
+                    pair_psks: Vec::new(),
                     key_epoch: Some(0),
                 },
                 PeerSettings {
@@ -216,6 +239,7 @@ pub(crate) mod tests {
                     allowed_ips: vec![net("10.42.2.0/24")],
                     persistent_keepalive: None,
                     preshared_key: None,
+                    pair_psks: Vec::new(),
                     key_epoch: Some(0),
                 },
             ]

@@ -16,6 +16,7 @@ fn settings(key: PublicKey, nets: &[&str]) -> PeerSettings {
         allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
         persistent_keepalive: None,
         preshared_key: None,
+        pair_psks: Vec::new(),
         key_epoch: None,
     }
 }
