@@ -34,18 +34,21 @@ fn a_static_preshared_key_works_against_wireguard_go_and_a_wrong_one_does_not() 
         &ha,
         AgentSpec::new("host-a", "10.42.1.0/24", 51820).peer(peer),
     );
-    wg.wg(&[
-        "set",
-        &wg.ifname,
-        "peer",
-        a.public_key(),
-        "allowed-ips",
-        "10.42.1.0/24",
-        "endpoint",
-        &format!("{ip_a}:51820"),
-        "preshared-key",
-        psk_file.to_str().unwrap(),
-    ]);
+    let a_with_psk = |psk: &std::path::Path| {
+        wg.wg(&[
+            "set",
+            &wg.ifname,
+            "peer",
+            a.public_key(),
+            "allowed-ips",
+            "10.42.1.0/24",
+            "endpoint",
+            &format!("{ip_a}:51820"),
+            "preshared-key",
+            psk.to_str().unwrap(),
+        ]);
+    };
+    a_with_psk(&psk_file);
     wg.addr_add("10.42.2.1/24");
     wg.up();
     wg.route_add("10.42.1.0/24");
@@ -64,18 +67,7 @@ fn a_static_preshared_key_works_against_wireguard_go_and_a_wrong_one_does_not() 
     let other = dir.path().join("other.psk");
     agent::write_private(&other, &format!("{}\n", keys::wg_genkey()));
     wg.wg(&["set", &wg.ifname, "peer", a.public_key(), "remove"]);
-    wg.wg(&[
-        "set",
-        &wg.ifname,
-        "peer",
-        a.public_key(),
-        "allowed-ips",
-        "10.42.1.0/24",
-        "endpoint",
-        &format!("{ip_a}:51820"),
-        "preshared-key",
-        other.to_str().unwrap(),
-    ]);
+    a_with_psk(&other);
     assert!(
         !wait_until(Duration::from_secs(4), || ping(&hw, &ipa)),
         "a wrong preshared key reached A"

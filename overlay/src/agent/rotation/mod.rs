@@ -208,21 +208,8 @@ impl Agent {
                 retire_at: r.retire_at.map_or(0, to_unix),
             });
         }
-        let running = self.peers.identity().public_key();
         let retire_at = SystemTime::now() + grace;
-        let (new, old) = self.key_files.rotate(&running, Some(retire_at), None)?;
-        let keys = HostKeys {
-            current: Arc::new(LocalIdentity::new(&new)),
-            retiring: Some(self.peers.identity().clone()),
-        };
-        drop((new, old));
-        let public = keys.current.public_key();
-        self.use_host_keys(keys)?;
-        self.retiring = Some(Retiring {
-            public_key: running,
-            retire_at: Some(retire_at),
-            epoch: None,
-        });
+        let (public, running) = self.start_rotation(Some(retire_at), None)?;
         tracing::info!(public_key = %public, retiring = %running, grace_secs = grace.as_secs(), "key rotated: the old key is accepted until the grace window ends");
         Ok(RotateKeyReply {
             public_key: public.to_string(),
@@ -295,8 +282,20 @@ impl Agent {
     /// A new key for the control plane's rotation of `epoch`; the old one stays accepted until
     /// the control plane ends the rotation.
     fn rotate_for(&mut self, epoch: u64) -> Result<(), AgentError> {
+        let (public, running) = self.start_rotation(None, Some(epoch))?;
+        tracing::info!(public_key = %public, retiring = %running, epoch, "key rotated for the control plane; reporting the new key");
+        Ok(())
+    }
+
+    /// A new key, on disk with the old one first, then in the peers' lanes: the new and the old
+    /// public key.
+    fn start_rotation(
+        &mut self,
+        retire_at: Option<SystemTime>,
+        epoch: Option<u64>,
+    ) -> Result<(PublicKey, PublicKey), AgentError> {
         let running = self.peers.identity().public_key();
-        let (new, old) = self.key_files.rotate(&running, None, Some(epoch))?;
+        let (new, old) = self.key_files.rotate(&running, retire_at, epoch)?;
         let keys = HostKeys {
             current: Arc::new(LocalIdentity::new(&new)),
             retiring: Some(self.peers.identity().clone()),
@@ -306,11 +305,10 @@ impl Agent {
         self.use_host_keys(keys)?;
         self.retiring = Some(Retiring {
             public_key: running,
-            retire_at: None,
-            epoch: Some(epoch),
+            retire_at,
+            epoch,
         });
-        tracing::info!(public_key = %public, retiring = %running, epoch, "key rotated for the control plane; reporting the new key");
-        Ok(())
+        Ok((public, running))
     }
 
     /// The control plane abandoned the rotation: the old key is current again, on disk first.
