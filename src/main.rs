@@ -258,8 +258,12 @@ fn run(command: Cmd) -> anyhow::Result<()> {
                 },
         } => match target.socket {
             Some(socket) => {
-                let grace_secs = wgmesh_control::admin::parse_ttl(&grace)
+                let grace_secs = wgmesh_config::duration::parse_duration(&grace)
                     .map_err(|e| anyhow::anyhow!("--grace: {e}"))?;
+                anyhow::ensure!(
+                    grace_secs <= 365 * 24 * 3600,
+                    "--grace: {grace} is longer than a year"
+                );
                 let result = api::call(&socket, &Request::RotateKey { grace_secs })?;
                 let reply: api::RotateKeyReply =
                     serde_json::from_value(result).context("reading the agent's answer")?;

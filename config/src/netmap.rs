@@ -78,7 +78,7 @@ pub struct HostIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<SocketAddr>,
     /// The epoch of `public_key`: 0 at join, one more at each completed rotation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub key_epoch: u64,
     /// The key rotation the control plane runs for this host, if any; absent: none, and
     /// `public_key` is the key registered.
@@ -119,7 +119,7 @@ pub struct NetmapPeer {
     pub labels: BTreeMap<String, String>,
     /// The epoch of `public_keys[0]` (its host's `key_epoch`, one more while a new key is
     /// announced).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub key_epoch: u64,
     /// With `preshared_keys = true` on the control plane: the preshared key of each pair of
     /// keys (one of this host's, one of the peer's) that a tunnel between them may use. Only
@@ -639,6 +639,11 @@ pub enum DeltaError {
     /// The result breaks a netmap invariant.
     #[error("the delta gives an invalid netmap: {0}")]
     Invalid(NetmapError),
+}
+
+/// Epoch 0 (a key never rotated) is left out of the JSON, as netmaps before rotations had it.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

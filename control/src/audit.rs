@@ -94,8 +94,6 @@ pub enum Action {
     EndpointChange,
     /// A host reported its workloads (a changed list; a repeat of the list held leaves no line).
     WorkloadsReport,
-    /// A host changed its key.
-    KeyChange,
     /// A host's key rotation was queued (by an admin, or by the rotation interval).
     KeyRotationQueue,
     /// A host was asked for a new key: its queued rotation started.

@@ -56,7 +56,10 @@ impl Control {
         Ok(match delta {
             Some(mut d) => {
                 if let Some(secret) = &self.psk {
-                    crate::psk::attach(secret, &d.host, &mut d.upsert);
+                    let registry = &self.registry;
+                    crate::psk::attach(secret, id, &d.host, &mut d.upsert, |name| {
+                        registry.host_by_name(name).map(|h| h.id)
+                    });
                 }
                 NetmapUpdate::Delta(NetmapDelta {
                     epoch: self.epoch,

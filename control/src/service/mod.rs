@@ -207,7 +207,10 @@ impl Control {
         self.cache_compiled();
         let mut netmap = self.compiled().netmap(id).expect("an existing host");
         if let Some(secret) = &self.psk {
-            crate::psk::attach(secret, &netmap.host, &mut netmap.peers);
+            let registry = &self.registry;
+            crate::psk::attach(secret, id, &netmap.host, &mut netmap.peers, |name| {
+                registry.host_by_name(name).map(|h| h.id)
+            });
         }
         Netmap {
             epoch: self.epoch,

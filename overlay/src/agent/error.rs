@@ -72,6 +72,9 @@ pub enum AgentError {
         /// When it is (0: when the control plane ends the rotation).
         retire_at: u64,
     },
+    /// A grace window past the clock's end.
+    #[error("--grace is too long")]
+    GraceTooLong,
     /// `key rotate --socket` on an agent that has a control plane.
     #[error("this agent has a control plane, which runs its key rotations: use `wgmesh key rotate --node NAME` (admin)")]
     RotationByControlPlane,

@@ -23,7 +23,7 @@ impl Agent {
             PeerDrops::default(),
             ConntrackStatus::default(),
         );
-        let by_id = by_id(&self.peers);
+        let key_epochs = key_epochs(&self.peers);
         let mut peers: Vec<PeerStatus> = table
             .peers()
             .map(|peer| {
@@ -34,6 +34,7 @@ impl Agent {
                     conntrack.capacity += ct.capacity() as u64;
                     conntrack.refused += ct.refused();
                 }
+                let preshared_key = st.lanes().next().is_some_and(|l| l.has_psk());
                 let latest_handshake = st.since_last_handshake().and_then(|ago| {
                     now.checked_sub(ago)
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -46,8 +47,8 @@ impl Agent {
                     allowed_ips: st.allowed_ips().iter().map(|n| n.to_string()).collect(),
                     persistent_keepalive: st.persistent_keepalive(),
                     latest_handshake,
-                    preshared_key: by_id.get(&peer.id()).is_some_and(|s| s.0),
-                    key_epoch: by_id.get(&peer.id()).and_then(|s| s.1),
+                    preshared_key,
+                    key_epoch: key_epochs.get(&peer.id()).copied().flatten(),
                     lanes: lanes(&st),
                     counters: *st.counters(),
                 }
@@ -103,15 +104,9 @@ impl Agent {
     }
 }
 
-/// Whether each peer's settings give its tunnels a preshared key, and its key epoch.
-fn by_id(peers: &PeerSet) -> HashMap<PeerId, (bool, Option<u64>)> {
-    peers
-        .settings()
-        .map(|(id, s)| {
-            let psk = s.preshared_key.is_some() || !s.pair_psks.is_empty();
-            (id, (psk, s.key_epoch))
-        })
-        .collect()
+/// Each peer's key epoch, as its settings say (control mode).
+fn key_epochs(peers: &PeerSet) -> HashMap<PeerId, Option<u64>> {
+    peers.settings().map(|(id, s)| (id, s.key_epoch)).collect()
 }
 
 /// The peer's lanes, the current one first.

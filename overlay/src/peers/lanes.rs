@@ -6,8 +6,9 @@
 //! are valid. Outbound packets take the current lane once it has a session, the other lane until
 //! then; the current lane's handshake is started by the timers meanwhile. A lane whose remote key
 //! is no longer the peer's (edited out of a config, gone from the netmap) *drains*: it opens what
-//! is still in flight, sends nothing and takes no new handshake, and goes [`DRAIN_TICKS`] ticks
-//! after the current lane is up. A lane whose local key we no longer hold goes at once.
+//! is still in flight, sends nothing (not even its timers' messages), takes no new handshake and
+//! moves no endpoint, and goes [`DRAIN_TICKS`] ticks later, whether or not the current lane is
+//! up. A lane whose local key we no longer hold goes at once.
 //!
 //! The lane is a bit of the receiver index ([`LANE_BIT`]), so a data message finds its lane
 //! without a lookup.
@@ -24,8 +25,8 @@ use super::table::SLOT_BITS;
 /// The bit of a 24-bit peer index that selects the lane (above the slot).
 pub const LANE_BIT: u32 = 1 << SLOT_BITS;
 
-/// Ticks (of the handshake thread's 100 ms) a draining lane stays once the current one is up:
-/// long enough for what was in flight on it.
+/// Ticks (of the handshake thread's 100 ms) a draining lane stays: long enough for what was in
+/// flight on it, short enough that a removed key cannot go on sending for long.
 pub const DRAIN_TICKS: u32 = 30;
 
 /// Which lane of a peer: the value of its [`LANE_BIT`].
@@ -165,16 +166,6 @@ impl Lanes {
         lanes
     }
 
-    /// The current lane.
-    pub fn current(&self) -> &Lane {
-        &self.current
-    }
-
-    /// The other lane, if any.
-    pub fn other(&self) -> Option<&Lane> {
-        self.other.as_ref()
-    }
-
     /// The lane outbound packets take: the current one once it has a session, the other one
     /// while only it has one (and may send), else the current one (which queues the packet and
     /// starts a handshake).
@@ -194,6 +185,22 @@ impl Lanes {
             Some(other) if other_carries => other,
             _ => &mut self.current,
         }
+    }
+
+    /// Whether the lane `slot` may move the peer's endpoint: the current lane, or any lane that
+    /// is not draining while the current one has no session yet. Once the current lane is up,
+    /// an older key (perhaps a stolen one) cannot pull the new one's traffic away.
+    #[inline]
+    pub fn roams(&self, slot: LaneSlot) -> bool {
+        if self.current.slot == slot {
+            return true;
+        }
+        let other_ok = self
+            .other
+            .as_ref()
+            .is_some_and(|o| o.slot == slot && o.usable());
+        // The session look reads boringtun's clock: only for the other lane.
+        other_ok && !self.current.established()
     }
 
     /// The lane of this receiver-index bit.
@@ -228,8 +235,9 @@ impl Lanes {
 
     /// Follows new keys or settings: a new current lane when our current key or the peer's
     /// changed (the old current lane becomes the other one while its keys stay valid), a lane
-    /// whose local key is gone is dropped, one whose remote key is gone drains. `fresh` (the
-    /// preshared key or the keepalive changed) rebuilds every lane.
+    /// whose local key is gone is dropped, one whose remote key is gone drains, one whose pair
+    /// got another preshared key starts over with it. `fresh` (the keepalive changed) rebuilds
+    /// every lane.
     pub fn relane(&mut self, keys: &HostKeys, settings: &PeerSettings, base: u32, fresh: bool) {
         let want = (keys.current.public_key(), *settings.keys.current());
         if fresh {
@@ -280,8 +288,11 @@ impl Lanes {
         // A lane whose pair has another preshared key now starts over with it; the others keep
         // their sessions (the control plane gives a new pair its key with the pair, or a
         // moment after).
+        // A pair that lost its key (its key pair is on the way out) keeps the lane as it is: only
+        // a key given, or changed, makes a lane start over, and never a draining one.
         for lane in std::iter::once(&mut self.current).chain(self.other.as_mut()) {
-            if settings.psk_for(&lane.local, &lane.remote) != lane.psk.as_ref() {
+            let psk = settings.psk_for(&lane.local, &lane.remote);
+            if !lane.draining && psk.is_some() && psk != lane.psk.as_ref() {
                 if let Some(fresh) =
                     Lane::new(keys, lane.local, lane.remote, settings, base, lane.slot)
                 {
@@ -308,16 +319,14 @@ impl Lanes {
         self.other = Lane::new(keys, pair.0, pair.1, settings, base, slot);
     }
 
-    /// Once per tick: a draining lane goes once the current lane has been up for
-    /// [`DRAIN_TICKS`], or at once when it has no session left. Whether the current lane's
-    /// handshake should be started because only the other lane carries traffic.
+    /// Once per tick: a draining lane goes after [`DRAIN_TICKS`], or at once when it has no
+    /// session left. Whether the current lane's handshake should be started because only the
+    /// other lane carries traffic.
     pub fn tick(&mut self) -> bool {
         let current_up = self.current.established();
         if let Some(other) = &mut self.other {
             if other.draining {
-                if current_up {
-                    other.drained_ticks += 1;
-                }
+                other.drained_ticks += 1;
                 if other.drained_ticks >= DRAIN_TICKS || !other.established() {
                     self.other = None;
                 }

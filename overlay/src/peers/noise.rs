@@ -224,17 +224,6 @@ impl Tunnel {
         }
     }
 
-    /// Makes the tunnel speak for the host's new identity. boringtun drops the tunnel's sessions
-    /// here, so the next packet starts a handshake with the new key (hitless rotation needs a
-    /// second tunnel per key while both are valid).
-    pub fn replace_local(&mut self, local: &LocalIdentity) {
-        self.tunn.set_static_private(
-            local.secret.clone(),
-            local.public,
-            Some(local.rate_limiter.clone()),
-        );
-    }
-
     /// Time since the last completed handshake, if there was one.
     pub fn since_last_handshake(&self) -> Option<Duration> {
         self.tunn.time_since_last_handshake()

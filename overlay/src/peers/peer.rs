@@ -186,8 +186,10 @@ impl Peer {
         let mut state = self.lock();
         let fresh = old.persistent_keepalive != new.persistent_keepalive;
         state.lanes.relane(keys, new, self.index, fresh);
+        // A key edited in place (static mode's rotation, matched by name) is the same host: a
+        // learned endpoint stays unless the config names one.
         let no_old_key = !old.keys.all().iter().any(|k| new.keys.contains(k));
-        if no_old_key || (new.endpoint.is_some() && old.endpoint != new.endpoint) {
+        if new.endpoint.is_some() && (no_old_key || old.endpoint != new.endpoint) {
             state.endpoint = new.endpoint;
         }
         state.keys.clone_from(&new.keys);
@@ -215,10 +217,10 @@ impl PeerState {
         out: &mut [u8],
     ) -> Received {
         let slot = LaneSlot::of_index(wire::peer_index(MessageKind::Data, datagram).unwrap_or(0));
+        let roams = self.lanes.roams(slot);
         let Some(lane) = self.lanes.by_slot(slot) else {
             return self.drop_counted(PeerDrop::DecryptFailed);
         };
-        let roams = !lane.draining();
         match lane.tunnel.decapsulate(source_ip(from), datagram, out) {
             Decapsulated::Packet { len, source } => {
                 if roams {
@@ -283,12 +285,15 @@ impl PeerState {
         message: &[u8],
         out: &mut [u8],
     ) -> HandshakeReceived {
+        let roams = self.lanes.roams(slot);
         let Some(lane) = self.lanes.by_slot(slot).filter(|l| !l.draining()) else {
             return HandshakeReceived::Nothing;
         };
         match lane.tunnel.decapsulate(source_ip(from), message, out) {
             Decapsulated::Reply(len) => {
-                self.roam(from);
+                if roams {
+                    self.roam(from);
+                }
                 HandshakeReceived::Reply(len)
             }
             Decapsulated::Cookie(len) => HandshakeReceived::Cookie(len),
@@ -311,6 +316,8 @@ impl PeerState {
         let kick = role == LaneRole::Current && self.lanes.tick();
         let lane = self.lanes.by_role(role)?;
         let len = match lane.tunnel.tick(out) {
+            // A draining lane's timers run (its session expires) but it sends nothing.
+            _ if lane.draining() => None,
             Tick::Send(len) => Some(len),
             Tick::Expired | Tick::Idle if kick => lane.tunnel.initiate(out),
             Tick::Expired | Tick::Idle => None,

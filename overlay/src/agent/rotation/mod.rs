@@ -208,7 +208,9 @@ impl Agent {
                 retire_at: r.retire_at.map_or(0, to_unix),
             });
         }
-        let retire_at = SystemTime::now() + grace;
+        let retire_at = SystemTime::now()
+            .checked_add(grace.min(MAX_GRACE))
+            .ok_or(AgentError::GraceTooLong)?;
         let (public, running) = self.start_rotation(Some(retire_at), None)?;
         tracing::info!(public_key = %public, retiring = %running, grace_secs = grace.as_secs(), "key rotated: the old key is accepted until the grace window ends");
         Ok(RotateKeyReply {
@@ -226,6 +228,9 @@ impl Agent {
         self.key_files.remove_record()?;
         let current = HostKeys::one(self.peers.identity().clone());
         self.use_host_keys(current)?;
+        if let Some(reports) = self.key_reports.as_mut() {
+            reports.clear();
+        }
         tracing::info!(retired = %r.public_key, "the old key is retired");
         Ok(())
     }
@@ -350,6 +355,9 @@ impl Agent {
         self.retiring.as_ref().and_then(|r| r.retire_at)
     }
 }
+
+/// The longest grace window `key rotate --socket` takes: a year.
+pub(super) const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How often a running control-plane rotation looks whether the peers moved.
 pub(super) const ROTATION_TICK: Duration = Duration::from_millis(500);
