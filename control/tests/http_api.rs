@@ -867,7 +867,7 @@ async fn a_key_rotation_runs_over_https_stepped_by_the_scheduler() {
         moved,
     };
     let reply = agent
-        .report_key(&credential_a, "host-a", &report(false))
+        .report_key("host-a", &credential_a, &report(false))
         .await
         .unwrap();
     assert!(
@@ -884,7 +884,7 @@ async fn a_key_rotation_runs_over_https_stepped_by_the_scheduler() {
     );
     assert_eq!(seen.peers[0].key_epoch, 1);
     let done = agent
-        .report_key(&credential_a, "host-a", &report(true))
+        .report_key("host-a", &credential_a, &report(true))
         .await
         .unwrap();
     assert_eq!(

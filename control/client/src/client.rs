@@ -270,8 +270,8 @@ impl Client {
     /// for another epoch or when no rotation runs is [`ApiReason::RotationOutOfOrder`].
     pub async fn report_key(
         &self,
-        credential: &HostCredential,
         name: &str,
+        credential: &HostCredential,
         body: &KeyReportBody,
     ) -> Result<KeyReportReply, ClientError> {
         let path = format!("/v1/hosts/{}/key", host_segment(name)?);

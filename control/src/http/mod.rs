@@ -508,32 +508,39 @@ async fn endpoint(
     let action = Action::EndpointChange;
     let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
     // Every agent fsyncs each new netmap: a host's endpoint reports are budgeted.
-    let result = host_report(
-        &shared,
-        token,
-        |s| &s.endpoints,
-        ENDPOINT_REPORTS,
-        move |c, caller| c.set_endpoint(caller, &name, body, unix_now(), Some(remote.ip())),
-    )
-    .await;
-    if result.is_err() {
-        tracing::debug!(%remote, "endpoint report over a budget (its host's endpoint reports or refused calls)");
-    }
-    Ok(answer(result))
+    let kind = HostReport {
+        budget: |s| &s.endpoints,
+        why: ENDPOINT_REPORTS,
+        what: "endpoint",
+    };
+    Ok(host_report(&shared, remote, token, kind, move |c, caller| {
+        c.set_endpoint(caller, &name, body, unix_now(), Some(remote.ip()))
+    })
+    .await)
 }
 
-/// Runs a host's report `call` under the lock, charged first to the host's budget in `budget`
-/// (one over it is answered 429 and not audited: that would cost a line each), then, as every
-/// host call, to its budget of refused calls.
-async fn host_report<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    token: String,
+/// A kind of host report: its budget and what its refusal and the log call it.
+struct HostReport {
     budget: fn(&Shared) -> &Mutex<HostBudget>,
+    /// The 429's message.
     why: &'static str,
+    /// For the log: "endpoint", "workload", "key".
+    what: &'static str,
+}
+
+/// Runs a host's report `call` from `remote` under the lock, charged first to the host's
+/// budget for `kind` (one over it is answered 429 and not audited: that would cost a line
+/// each), then, as every host call, to its budget of refused calls; and answers it.
+async fn host_report<T: serde::Serialize + Send + 'static>(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    token: String,
+    kind: HostReport,
     call: impl FnOnce(&mut Control, &Caller) -> Result<T, ApiError> + Send + 'static,
-) -> Result<Result<T, ApiError>, OverBudget> {
+) -> Response {
     let limits = Arc::clone(shared);
-    shared
+    let HostReport { budget, why, what } = kind;
+    let result = shared
         .call(move |c| {
             let caller = c.authenticate(Some(&token));
             if let Caller::Host(id) = caller {
@@ -543,7 +550,11 @@ async fn host_report<T: Send + 'static>(
             }
             budgeted(&limits, &caller, || call(c, &caller))
         })
-        .await
+        .await;
+    if result.is_err() {
+        tracing::debug!(%remote, "{what} report over a budget (its host's {what} reports or refused calls)");
+    }
+    answer(result)
 }
 
 async fn workloads(
@@ -566,18 +577,15 @@ async fn workloads(
         body_or_refuse_within(&shared, Some(&token), action, remote.ip(), body, within).await?;
     // A changed list is a store commit, and under a policy a netmap for every host: a host's
     // reports are budgeted.
-    let result = host_report(
-        &shared,
-        token,
-        |s| &s.workloads,
-        WORKLOAD_REPORTS,
-        move |c, caller| c.report_workloads(caller, &name, body, unix_now(), Some(remote.ip())),
-    )
-    .await;
-    if result.is_err() {
-        tracing::debug!(%remote, "workload report over a budget (its host's workload reports or refused calls)");
-    }
-    Ok(answer(result))
+    let kind = HostReport {
+        budget: |s| &s.workloads,
+        why: WORKLOAD_REPORTS,
+        what: "workload",
+    };
+    Ok(host_report(&shared, remote, token, kind, move |c, caller| {
+        c.report_workloads(caller, &name, body, unix_now(), Some(remote.ip()))
+    })
+    .await)
 }
 
 async fn create_token(

@@ -11,7 +11,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{answer, as_caller, bearer, body_or_refuse, host_report, Handled, Remote, Shared};
+use super::{as_caller, bearer, body_or_refuse, host_report, Handled, HostReport, Remote, Shared};
 use crate::audit::Action;
 use crate::clock::unix_now;
 use crate::service::unauthenticated;
@@ -31,18 +31,15 @@ pub(super) async fn report(
     let action = Action::KeyAnnounce;
     let body = body_or_refuse(&shared, Some(&token), action, remote.ip(), body).await?;
     // An announced or retired key is a store commit and a netmap for every peer: budgeted.
-    let result = host_report(
-        &shared,
-        token,
-        |s| &s.key_reports,
-        KEY_REPORTS,
-        move |c, caller| c.report_key(caller, &name, body, unix_now(), Some(remote.ip())),
-    )
-    .await;
-    if result.is_err() {
-        tracing::debug!(%remote, "key report over a budget (its host's key reports or refused calls)");
-    }
-    Ok(answer(result))
+    let kind = HostReport {
+        budget: |s| &s.key_reports,
+        why: KEY_REPORTS,
+        what: "key",
+    };
+    Ok(host_report(&shared, remote, token, kind, move |c, caller| {
+        c.report_key(caller, &name, body, unix_now(), Some(remote.ip()))
+    })
+    .await)
 }
 
 /// `POST /v1/nodes/{name}/rotate`.

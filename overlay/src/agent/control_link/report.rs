@@ -60,7 +60,7 @@ impl Report for KeyReportBody {
 
     async fn send(&self, link: &Link) -> Result<(), ClientError> {
         link.client
-            .report_key(&link.credential, &link.name, self)
+            .report_key(&link.name, &link.credential, self)
             .await
             .map(|_| ())
     }

@@ -90,15 +90,7 @@ impl HostKeyFiles {
         let Some(record) = self.record.load::<Record>()? else {
             return Ok((keys, None));
         };
-        let retiring: PrivateKey =
-            record
-                .retiring_private_key
-                .trim()
-                .parse()
-                .map_err(|source| AgentError::KeyInvalid {
-                    path: self.record.path().to_owned(),
-                    source,
-                })?;
+        let retiring = self.retiring_key(&record)?;
         let retire_at = record.retire_at.map(from_unix);
         let over = retire_at.is_some_and(|at| at <= now);
         if retiring.public_key() == current.public_key() || over {
@@ -155,16 +147,21 @@ impl HostKeyFiles {
         let Some(record) = self.record.load::<Record>()? else {
             return Ok(());
         };
-        let old: PrivateKey = record
+        let old = self.retiring_key(&record)?;
+        write_key(&self.key_file, &old)?;
+        self.remove_record()
+    }
+
+    /// The record's retiring private key.
+    fn retiring_key(&self, record: &Record) -> Result<PrivateKey, AgentError> {
+        record
             .retiring_private_key
             .trim()
             .parse()
             .map_err(|source| AgentError::KeyInvalid {
                 path: self.record.path().to_owned(),
                 source,
-            })?;
-        write_key(&self.key_file, &old)?;
-        self.remove_record()
+            })
     }
 
     /// Ends a rotation: the retiring key is forgotten.
